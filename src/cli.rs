@@ -1,0 +1,558 @@
+//! The command line (DESIGN.md §7): parsing, and rendering engine results for humans
+//! (tables, progress bars) and scripts (`--json`). Exit codes are decided in `main.rs` from
+//! the error's kind.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::core::format::{BackupType, Manifest};
+use crate::core::progress::{Progress, ProgressSink};
+use crate::core::restore::RestoreOptions;
+use crate::engine;
+use crate::error::{Error, Result};
+use crate::pg::conninfo::ConnInfo;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keepsake",
+    version,
+    about = "Automated, encrypted, deduplicated PostgreSQL backups that prove they restore",
+    after_help = "Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error, 3 verification found damage."
+)]
+pub struct Cli {
+    /// Configuration file (default: $KEEPSAKE_CONFIG, else the XDG config dir's keepsake/config.toml)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Run headless: schedules and the control API (not built yet)
+    #[arg(long)]
+    pub daemon: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the repository described by the configuration
+    Init,
+    /// Write a new age identity (mode 0600) and print its recipient
+    Keygen {
+        /// Where to write the identity (refuses to overwrite)
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Configuration commands
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Back up every source (or one): incremental when a full exists, else full
+    Backup {
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        #[arg(long = "type", value_name = "full|incremental|differential")]
+        kind: Option<BackupType>,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List backups
+    List {
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one backup's manifest summary
+    Show {
+        /// Backup id or a unique prefix of it
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a PostgreSQL database
+    Restore {
+        /// Backup id or a unique prefix of it
+        id: String,
+        /// postgres://user@host:port/dbname of the target (password: PGPASSWORD or a `env:`/`file:` value in --target-password)
+        #[arg(long, value_name = "POSTGRES_URL")]
+        target: String,
+        /// Password of the target as env:NAME or file:/path (never inline)
+        #[arg(long, value_name = "env:NAME|file:/path")]
+        target_password: Option<String>,
+        /// Create the target database (refuses an existing one)
+        #[arg(long)]
+        create: bool,
+        /// Drop the archive's objects in the target first (needs --confirm DBNAME)
+        #[arg(long)]
+        clean: bool,
+        /// Name the target database to allow restoring over data or over the backup's source
+        #[arg(long, value_name = "DBNAME")]
+        confirm: Option<String>,
+        /// Do not restore ownership and privileges (for servers without the source's roles)
+        #[arg(long)]
+        no_owner: bool,
+    },
+    /// Run the whole flow on a throwaway database and repository
+    Demo {
+        /// Keep the demo directory (cluster, repository, key) instead of removing it
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration; change nothing
+    Check,
+}
+
+/// Progress on stderr: a bar on a terminal, a plain line every few seconds otherwise.
+pub struct CliProgress {
+    bar: Option<indicatif::ProgressBar>,
+    last: Mutex<Instant>,
+}
+
+impl CliProgress {
+    pub fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} {msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b
+        });
+        CliProgress {
+            bar,
+            last: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Default for CliProgress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProgressSink for CliProgress {
+    fn report(&self, p: &Progress) {
+        match &self.bar {
+            Some(b) => {
+                b.set_prefix(format!("{} {}", p.operation, p.source));
+                b.set_length(p.bytes_expected.unwrap_or(0).max(p.bytes_done));
+                b.set_position(p.bytes_done);
+                b.set_message(match &p.current_table {
+                    Some(t) => format!("{} {t}", p.phase.as_str()),
+                    None => p.phase.as_str().to_string(),
+                });
+            }
+            None => {
+                let Ok(mut last) = self.last.lock() else {
+                    return;
+                };
+                if last.elapsed() >= Duration::from_secs(5) {
+                    *last = Instant::now();
+                    eprintln!(
+                        "{} {}: {} {}{} at {}/s{}",
+                        p.operation,
+                        p.source,
+                        p.phase.as_str(),
+                        human_bytes(p.bytes_done),
+                        p.bytes_expected
+                            .map(|e| format!(" of ~{}", human_bytes(e)))
+                            .unwrap_or_default(),
+                        human_bytes(p.rate as u64),
+                        p.current_table
+                            .as_ref()
+                            .map(|t| format!(", table {t}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// Write to stdout; a closed pipe (`| head`) is not an error.
+fn out(s: &str) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::io("writing output", e)),
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string_pretty(v)
+        .map(|s| s + "\n")
+        .map_err(|e| Error::Other(e.to_string()))
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let path = config::locate(cli.config.as_deref())?;
+    config::load(&path)
+}
+
+/// Run the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    if cli.daemon {
+        return Err(Error::Usage(
+            "--daemon is not available in this build yet: schedule `keepsake backup` with cron or a systemd timer".into(),
+        ));
+    }
+    let Some(command) = &cli.command else {
+        return Err(Error::Usage(
+            "the console is not available in this build yet: run `keepsake --help` for the commands, or `keepsake demo`".into(),
+        ));
+    };
+    match command {
+        Command::Keygen { output } => keygen(output),
+        Command::Demo { keep } => crate::demo::run(*keep).await,
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let c = load_config(&cli)?;
+            out(&format!(
+                "{}: valid ({} source{}, repository {}, {} recipient{}, identity {})\n",
+                c.path.display(),
+                c.sources.len(),
+                if c.sources.len() == 1 { "" } else { "s" },
+                c.repository.url,
+                c.recipients.0.len(),
+                if c.recipients.0.len() == 1 { "" } else { "s" },
+                c.identity_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "not set".into())
+            ))
+        }
+        Command::Init => {
+            let c = load_config(&cli)?;
+            let repo = engine::init(&c).await?;
+            out(&format!(
+                "created repository {} at {} (format v{})\n",
+                repo.config.id, c.repository.url, repo.config.version
+            ))
+        }
+        Command::Backup {
+            source,
+            kind,
+            json: as_json,
+        } => {
+            let c = load_config(&cli)?;
+            let names: Vec<String> = match source {
+                Some(s) => vec![c.source(s)?.name.clone()],
+                None => c.sources.iter().map(|s| s.name.clone()).collect(),
+            };
+            if names.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{} has no [[sources]]: add one (see config.example.toml)",
+                    c.path.display()
+                )));
+            }
+            let repo = engine::open(&c).await?;
+            let mut failures = Vec::new();
+            let mut done = Vec::new();
+            for name in &names {
+                let progress = CliProgress::new();
+                let r = tokio::select! {
+                    r = engine::backup_source(&c, &repo, name, *kind, &progress) => r,
+                    _ = tokio::signal::ctrl_c() => Err(Error::Cancelled(format!("backup of {name} interrupted; nothing was committed"))),
+                };
+                progress.finish();
+                match r {
+                    Ok(m) => {
+                        if !as_json {
+                            out(&backup_summary(&m))?;
+                        }
+                        done.push(engine::BackupRow::from(&m));
+                    }
+                    Err(e @ Error::Cancelled(_)) => return Err(e),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failures.push(name.clone());
+                    }
+                }
+            }
+            if *as_json {
+                out(&json(&done)?)?;
+            }
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Other(format!(
+                    "backup failed for: {}",
+                    failures.join(", ")
+                )))
+            }
+        }
+        Command::List {
+            source,
+            json: as_json,
+        } => {
+            let c = load_config(&cli)?;
+            let repo = engine::open(&c).await?;
+            let rows = engine::list(&repo, source.as_deref()).await?;
+            if *as_json {
+                return out(&json(&rows)?);
+            }
+            out(&list_table(&rows))
+        }
+        Command::Show { id, json: as_json } => {
+            let c = load_config(&cli)?;
+            let repo = engine::open(&c).await?;
+            let m = repo.manifest(id).await?;
+            if *as_json {
+                return out(&json(&show_json(&m))?);
+            }
+            out(&show_text(&m))
+        }
+        Command::Restore {
+            id,
+            target,
+            target_password,
+            create,
+            clean,
+            confirm,
+            no_owner,
+        } => {
+            let c = load_config(&cli)?;
+            let mut ci =
+                ConnInfo::parse(target).map_err(|m| Error::Usage(format!("--target: {m}")))?;
+            if ci.password.is_some() {
+                return Err(Error::Usage(
+                    "--target must not carry a password (it would be visible in the process list): use --target-password env:NAME or file:/path, or PGPASSWORD".into(),
+                ));
+            }
+            if let Some(p) = target_password {
+                if !(p.starts_with("env:") || p.starts_with("file:")) {
+                    return Err(Error::Usage(
+                        "--target-password takes env:NAME or file:/path, never the password itself"
+                            .into(),
+                    ));
+                }
+                ci.password = Some(
+                    config::resolve_secret(p)
+                        .map_err(|m| Error::Usage(format!("--target-password: {m}")))?,
+                );
+            } else if let Ok(pw) = std::env::var("PGPASSWORD") {
+                ci.password = Some(config::Secret::new(pw));
+            }
+            if *clean && confirm.is_none() {
+                return Err(Error::Usage(format!(
+                    "--clean replaces objects in the target: add --confirm {}",
+                    ci.dbname
+                )));
+            }
+            let repo = engine::open(&c).await?;
+            let mut opts = RestoreOptions::new(ci.clone());
+            opts.create = *create;
+            opts.clean = *clean;
+            opts.confirm = confirm.clone();
+            opts.no_owner = *no_owner;
+            let progress = CliProgress::new();
+            let r = tokio::select! {
+                r = engine::restore(&c, repo, id, opts, &progress) => r,
+                _ = tokio::signal::ctrl_c() => {
+                    if *create {
+                        crate::core::restore::drop_database(&ci).await;
+                    }
+                    Err(Error::Cancelled("restore interrupted; the target transaction was rolled back".into()))
+                }
+            };
+            progress.finish();
+            let o = r?;
+            out(&format!(
+                "restored backup {} into {} ({}) in {:.1}s\n",
+                o.backup_id,
+                ci.display(),
+                human_bytes(o.bytes),
+                o.duration.as_secs_f64()
+            ))
+        }
+    }
+}
+
+fn keygen(output: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (text, recipient) = crate::core::crypto::generate_identity();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(output)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Usage(format!(
+                    "{} already exists: keygen never overwrites a key",
+                    output.display()
+                ))
+            } else {
+                Error::io(format!("creating {}", output.display()), e)
+            }
+        })?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(format!("writing {}", output.display()), e))?;
+    eprintln!("wrote identity to {} (mode 0600); keep a copy offline — without it backups cannot be restored", output.display());
+    out(&format!("{recipient}\n"))
+}
+
+pub fn backup_summary(m: &Manifest) -> String {
+    format!(
+        "{}: {} backup {} in {:.1}s: {} logical, {} stored ({:.1}×), {} tables{}\n",
+        m.source.name,
+        m.kind.as_str(),
+        m.id,
+        (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0,
+        human_bytes(m.logical_bytes),
+        human_bytes(m.stored_bytes),
+        m.dedup_ratio().min(9999.0),
+        m.tables.len(),
+        m.based_on
+            .as_ref()
+            .map(|b| format!(", against full {b}"))
+            .unwrap_or_default()
+    )
+}
+
+fn list_table(rows: &[engine::BackupRow]) -> String {
+    if rows.is_empty() {
+        return "no backups yet: run `keepsake backup`\n".into();
+    }
+    let mut s = format!(
+        "{:<24} {:<14} {:<12} {:<20} {:>8} {:>10} {:>10} {:<9}\n",
+        "ID", "SOURCE", "TYPE", "STARTED (UTC)", "TOOK", "LOGICAL", "STORED", "VERIFIED"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:<24} {:<14} {:<12} {:<20} {:>7.1}s {:>10} {:>10} {:<9}\n",
+            r.id,
+            r.source,
+            r.kind.as_str(),
+            r.started_at.format("%Y-%m-%d %H:%M:%S"),
+            (r.finished_at - r.started_at).num_milliseconds() as f64 / 1000.0,
+            human_bytes(r.logical_bytes),
+            human_bytes(r.stored_bytes),
+            r.verified_level
+        ));
+    }
+    s
+}
+
+#[derive(serde::Serialize)]
+struct ShowJson<'a> {
+    #[serde(flatten)]
+    row: engine::BackupRow,
+    dedup_ratio: f64,
+    chunks: usize,
+    packs: usize,
+    new_raw_bytes: u64,
+    large_objects: i64,
+    pg_dump_version: &'a str,
+    keepsake_version: &'a str,
+    source_location: &'a str,
+    table_list: &'a [crate::core::format::TableInfo],
+}
+
+fn show_json(m: &Manifest) -> ShowJson<'_> {
+    ShowJson {
+        row: engine::BackupRow::from(m),
+        dedup_ratio: if m.stored_bytes == 0 {
+            0.0
+        } else {
+            m.dedup_ratio()
+        },
+        chunks: m.stream.len(),
+        packs: m.packs.len(),
+        new_raw_bytes: m.new_raw_bytes,
+        large_objects: m.large_objects,
+        pg_dump_version: &m.pg_dump_version,
+        keepsake_version: &m.keepsake_version,
+        source_location: &m.source.location,
+        table_list: &m.tables,
+    }
+}
+
+fn show_text(m: &Manifest) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("backup      {}\n", m.id));
+    s.push_str(&format!(
+        "source      {} ({})\n",
+        m.source.name, m.source.location
+    ));
+    s.push_str(&format!(
+        "type        {}{}\n",
+        m.kind.as_str(),
+        m.based_on
+            .as_ref()
+            .map(|b| format!(" (against full {b})"))
+            .unwrap_or_default()
+    ));
+    s.push_str(&format!(
+        "time        {} → {} ({:.1}s)\n",
+        m.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        m.finished_at.format("%H:%M:%S"),
+        (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0
+    ));
+    s.push_str(&format!(
+        "versions    PostgreSQL {}, pg_dump {}, keepsake {}\n",
+        m.source.server_version, m.pg_dump_version, m.keepsake_version
+    ));
+    s.push_str(&format!(
+        "size        {} logical, {} stored by this backup ({} new before compression), dedup+compression {:.1}×\n",
+        human_bytes(m.logical_bytes),
+        human_bytes(m.stored_bytes),
+        human_bytes(m.new_raw_bytes),
+        m.dedup_ratio().min(9999.0)
+    ));
+    s.push_str(&format!(
+        "layout      {} chunks ({} distinct) in {} packs; {} large objects\n",
+        m.stream.len(),
+        m.chunks.len(),
+        m.packs.len(),
+        m.large_objects
+    ));
+    s.push_str("verified    none\n");
+    s.push_str(&format!("tables      {}\n", m.tables.len()));
+    for t in &m.tables {
+        s.push_str(&format!(
+            "  {:<40} {:>10} ~{} rows\n",
+            format!("{}.{}", t.schema, t.name),
+            human_bytes(t.size_bytes.max(0) as u64),
+            t.estimated_rows
+        ));
+    }
+    s
+}

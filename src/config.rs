@@ -1,0 +1,486 @@
+//! Configuration: where it is found, what keys it has, and how secrets are resolved.
+//!
+//! Invariant: a [`Config`] that exists has been fully validated — every secret reference
+//! resolved, every recipient parsed, the identity file readable — so later code never fails
+//! on configuration. Every error names the file, the line and the key (DESIGN.md §7, exit 2).
+//! Secret values (`env:NAME`, `file:/path` or inline) are held in [`Secret`], whose `Debug`
+//! and `Display` never show the value.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::core::crypto::{self, Identities, Recipients};
+use crate::error::{Error, Result};
+use crate::pg::conninfo::ConnInfo;
+
+/// A secret string. Never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret value; call only where it is handed to its consumer.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub repository: RepositoryConfig,
+    pub recipients: Recipients,
+    /// Path of the identity file; `None` when only backups (no restore/list) are possible.
+    pub identity_file: Option<PathBuf>,
+    pub sources: Vec<SourceConfig>,
+    pub backup: BackupSettings,
+    pub postgres: PostgresSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct RepositoryConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub conn: ConnInfo,
+}
+
+/// `[backup]`: tuning of the pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSettings {
+    /// zstd level for chunks (1-19).
+    pub compression_level: i32,
+    /// Target pack size in MiB.
+    pub pack_size_mib: u64,
+    /// Worker threads for compression and encryption (0 = number of CPUs).
+    pub workers: usize,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        BackupSettings {
+            compression_level: 3,
+            pack_size_mib: 16,
+            workers: 0,
+        }
+    }
+}
+
+/// `[postgres]`: where the client tools are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresSettings {
+    /// A directory holding pg_dump and pg_restore, searched before PATH and the usual places.
+    pub bin_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    repository: RawRepository,
+    encryption: RawEncryption,
+    #[serde(default)]
+    sources: Vec<RawSource>,
+    #[serde(default)]
+    backup: BackupSettings,
+    #[serde(default)]
+    postgres: PostgresSettings,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepository {
+    url: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEncryption {
+    recipients: Spanned<Vec<Spanned<String>>>,
+    identity_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    password: Option<Spanned<String>>,
+    sslrootcert: Option<Spanned<String>>,
+}
+
+/// Where the configuration comes from: `--config`, `$KEEPSAKE_CONFIG`, the XDG config dir.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("KEEPSAKE_CONFIG") {
+        return Ok(PathBuf::from(p));
+    }
+    let dirs = directories::ProjectDirs::from("", "", "keepsake").ok_or_else(|| {
+        Error::ConfigMissing(
+            "no configuration: pass --config FILE or set KEEPSAKE_CONFIG (no home directory to look in)".into(),
+        )
+    })?;
+    Ok(dirs.config_dir().join("config.toml"))
+}
+
+/// Read and validate the configuration at `path`.
+pub fn load(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::ConfigMissing(format!(
+            "cannot read configuration {}: {e}; pass --config FILE, set KEEPSAKE_CONFIG, or copy config.example.toml there",
+            path.display()
+        ))
+    })?;
+    parse(path, &text)
+}
+
+/// Validate configuration text as if read from `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Config> {
+    let ctx = Ctx { path, text };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
+
+    let url = raw.repository.url.get_ref().trim().to_string();
+    if !(url.starts_with("file://") || url.starts_with("s3://")) {
+        return Err(ctx.err(
+            raw.repository.url.span(),
+            "repository.url",
+            format!("\"{url}\" is not a repository URL: expected file:///absolute/path or s3://bucket/prefix"),
+        ));
+    }
+    if url.starts_with("s3://") {
+        return Err(ctx.err(
+            raw.repository.url.span(),
+            "repository.url",
+            "s3:// repositories are not supported by this build yet: use file:///path".into(),
+        ));
+    }
+
+    let mut recipients = Vec::new();
+    if raw.encryption.recipients.get_ref().is_empty() {
+        return Err(ctx.err(
+            raw.encryption.recipients.span(),
+            "encryption.recipients",
+            "at least one age recipient (age1…) is required: keepsake never writes plaintext; create one with `keepsake keygen`".into(),
+        ));
+    }
+    for r in raw.encryption.recipients.get_ref() {
+        let parsed = crypto::parse_recipient(r.get_ref().trim())
+            .map_err(|m| ctx.err(r.span(), "encryption.recipients", m))?;
+        recipients.push(parsed);
+    }
+
+    let identity_file = match &raw.encryption.identity_file {
+        None => None,
+        Some(p) => {
+            let pb = PathBuf::from(p.get_ref());
+            Identities::load(&pb)
+                .map_err(|e| ctx.err(p.span(), "encryption.identity_file", e.to_string()))?;
+            Some(pb)
+        }
+    };
+
+    let mut sources = Vec::new();
+    for (i, s) in raw.sources.iter().enumerate() {
+        let key = |k: &str| format!("sources[{i}].{k}");
+        let name = s.name.get_ref().trim().to_string();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(ctx.err(
+                s.name.span(),
+                &key("name"),
+                format!(
+                    "\"{name}\" is not a valid source name: use letters, digits, '-', '_' or '.'"
+                ),
+            ));
+        }
+        if sources.iter().any(|x: &SourceConfig| x.name == name) {
+            return Err(ctx.err(
+                s.name.span(),
+                &key("name"),
+                format!("source \"{name}\" is defined twice"),
+            ));
+        }
+        let url =
+            resolve_secret(s.url.get_ref()).map_err(|m| ctx.err(s.url.span(), &key("url"), m))?;
+        let mut conn =
+            ConnInfo::parse(url.expose()).map_err(|m| ctx.err(s.url.span(), &key("url"), m))?;
+        if let Some(pw) = &s.password {
+            let pw = resolve_secret(pw.get_ref())
+                .map_err(|m| ctx.err(pw.span(), &key("password"), m))?;
+            conn.password = Some(pw);
+        }
+        if let Some(c) = &s.sslrootcert {
+            let p = PathBuf::from(c.get_ref());
+            if let Err(e) = std::fs::metadata(&p) {
+                return Err(ctx.err(
+                    c.span(),
+                    &key("sslrootcert"),
+                    format!("cannot read root certificate {}: {e}", p.display()),
+                ));
+            }
+            conn.sslrootcert = Some(p);
+        }
+        sources.push(SourceConfig { name, conn });
+    }
+
+    if !(1..=19).contains(&raw.backup.compression_level) {
+        return Err(ctx
+            .err(
+                0..0,
+                "backup.compression_level",
+                format!(
+                    "{} is out of range: expected 1 to 19",
+                    raw.backup.compression_level
+                ),
+            )
+            .with_key_line(text, "compression_level"));
+    }
+    if !(1..=1024).contains(&raw.backup.pack_size_mib) {
+        return Err(ctx
+            .err(
+                0..0,
+                "backup.pack_size_mib",
+                format!(
+                    "{} is out of range: expected 1 to 1024",
+                    raw.backup.pack_size_mib
+                ),
+            )
+            .with_key_line(text, "pack_size_mib"));
+    }
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        repository: RepositoryConfig { url },
+        recipients: Recipients(recipients),
+        identity_file,
+        sources,
+        backup: raw.backup,
+        postgres: raw.postgres,
+    })
+}
+
+impl Config {
+    /// The folder of a `file://` repository.
+    pub fn repository_path(&self) -> Result<PathBuf> {
+        file_url_path(&self.repository.url)
+    }
+
+    /// The configured identities, or a usage error saying how to configure one.
+    pub fn identities(&self) -> Result<Identities> {
+        match &self.identity_file {
+            Some(p) => Identities::load(p),
+            None => Err(Error::Key(format!(
+                "{}: encryption.identity_file is not set: it is needed to read backups (list, show, restore, verify)",
+                self.path.display()
+            ))),
+        }
+    }
+
+    pub fn source(&self, name: &str) -> Result<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name).ok_or_else(|| {
+            let names: Vec<_> = self.sources.iter().map(|s| s.name.as_str()).collect();
+            Error::Usage(format!(
+                "no source named \"{name}\" in {}; configured sources: {}",
+                self.path.display(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })
+    }
+}
+
+/// Path of a `file://` URL.
+pub fn file_url_path(url: &str) -> Result<PathBuf> {
+    let rest = url
+        .strip_prefix("file://")
+        .ok_or_else(|| Error::Usage(format!("{url} is not a file:// URL")))?;
+    if !rest.starts_with('/') {
+        return Err(Error::Usage(format!(
+            "{url}: a file repository URL needs an absolute path, e.g. file:///var/lib/keepsake/repo"
+        )));
+    }
+    Ok(PathBuf::from(rest))
+}
+
+/// Resolve `env:NAME`, `file:/path` or an inline value.
+pub fn resolve_secret(value: &str) -> std::result::Result<Secret, String> {
+    if let Some(name) = value.strip_prefix("env:") {
+        match std::env::var(name) {
+            Ok(v) if !v.is_empty() => Ok(Secret(v)),
+            Ok(_) => Err(format!("environment variable {name} is empty")),
+            Err(_) => Err(format!(
+                "environment variable {name} is not set (referenced as env:{name})"
+            )),
+        }
+    } else if let Some(path) = value.strip_prefix("file:") {
+        match std::fs::read_to_string(path) {
+            Ok(v) => {
+                let v = v.trim_end_matches(['\n', '\r']).to_string();
+                if v.is_empty() {
+                    Err(format!("secret file {path} is empty"))
+                } else {
+                    Ok(Secret(v))
+                }
+            }
+            Err(e) => Err(format!("cannot read secret file {path}: {e}")),
+        }
+    } else {
+        Ok(Secret(value.to_string()))
+    }
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err(&self, span: Range<usize>, key: &str, message: String) -> Error {
+        Error::Config {
+            file: self.path.to_path_buf(),
+            line: self.line_of(span.start),
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> Error {
+        let line = e.span().map(|s| self.line_of(s.start)).unwrap_or(1);
+        let msg = e.message().to_string();
+        // Name the key: toml reports "unknown field `x`, expected one of …" or "missing field `x`".
+        let key = msg
+            .split('`')
+            .nth(1)
+            .map(str::to_string)
+            .unwrap_or_else(|| "(syntax)".into());
+        let message = if msg.starts_with("unknown field") {
+            format!("{msg}; remove it or check its spelling (config.example.toml lists every key)")
+        } else if msg.starts_with("missing field") {
+            format!("{msg}: this key is required (see config.example.toml)")
+        } else {
+            msg
+        };
+        Error::Config {
+            file: self.path.to_path_buf(),
+            line,
+            key,
+            message,
+        }
+    }
+}
+
+impl Error {
+    fn with_key_line(self, text: &str, key: &str) -> Self {
+        match self {
+            Error::Config {
+                file,
+                key: k,
+                message,
+                ..
+            } => {
+                let line = text
+                    .lines()
+                    .position(|l| l.trim_start().starts_with(key))
+                    .map(|i| i + 1)
+                    .unwrap_or(1);
+                Error::Config {
+                    file,
+                    line,
+                    key: k,
+                    message,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> String {
+        match parse(Path::new("/etc/k.toml"), text) {
+            Ok(_) => "ok".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const RCP: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let t = format!("[repository]\nurl = \"file:///r\"\ncolour = 1\n[encryption]\nrecipients = [\"{RCP}\"]\n");
+        let e = check(&t);
+        assert!(e.starts_with("/etc/k.toml:3: colour: unknown field"), "{e}");
+    }
+
+    #[test]
+    fn bad_recipient_is_rejected_with_line() {
+        let t = "[repository]\nurl = \"file:///r\"\n[encryption]\nrecipients = [\"age1nope\"]\n";
+        let e = check(t);
+        assert!(
+            e.starts_with("/etc/k.toml:4: encryption.recipients:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_env_secret_is_named_not_shown() {
+        let t = format!("[repository]\nurl = \"file:///r\"\n[encryption]\nrecipients = [\"{RCP}\"]\n[[sources]]\nname = \"a\"\nurl = \"env:KEEPSAKE_TEST_UNSET_VAR\"\n");
+        let e = check(&t);
+        assert!(
+            e.contains(
+                ":7: sources[0].url: environment variable KEEPSAKE_TEST_UNSET_VAR is not set"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn valid_minimal_config() {
+        let t = format!("[repository]\nurl = \"file:///r\"\n[encryption]\nrecipients = [\"{RCP}\"]\n[[sources]]\nname = \"a\"\nurl = \"postgres://u:pw@h:5433/db?sslmode=require\"\n");
+        let c = parse(Path::new("/x"), &t).expect("valid");
+        assert_eq!(c.sources[0].conn.port, 5433);
+        assert_eq!(
+            c.sources[0].conn.password.as_ref().map(Secret::expose),
+            Some("pw")
+        );
+        assert!(!format!("{c:?}").contains("pw@"));
+    }
+}

@@ -1,0 +1,493 @@
+//! The backup pipeline: pg_dump stream → FastCDC chunks → keyed ids → dedup → zstd → age →
+//! packs → index → manifest (the commit point).
+//!
+//! Invariants:
+//! - Bounded memory: at most `channel` + `workers×2` chunks in flight (≤ 2 MiB each), one
+//!   pack being filled and two being uploaded. Back-pressure reaches pg_dump through its pipe.
+//! - Nothing is visible unless everything succeeded: the manifest is written only after pg_dump
+//!   exited 0, its stream began with the custom-format magic, and every pack and the index are
+//!   confirmed stored. Any failure (pg_dump killed or failing, server gone, storage error,
+//!   cancellation) leaves at most unreferenced packs, which prune removes.
+//! - Chunks a backup reuses are only ever taken from packs that exist with the expected size.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use futures::stream::{FuturesOrdered, StreamExt};
+use tokio::task::JoinSet;
+
+use crate::config::SourceConfig;
+use crate::core::crypto::{ChunkId, Recipients};
+use crate::core::format::{
+    pack_key, BackupType, ChunkLoc, IndexFile, IndexPack, Manifest, PackRef, FORMAT_VERSION,
+};
+use crate::core::progress::{Phase, ProgressSink, Tracker};
+use crate::core::repo::{Repository, StoredChunk};
+use crate::error::{Error, Result};
+use crate::pg::process::{self, PassFile, StderrLog};
+use crate::pg::{client, tools};
+
+/// Options of one backup (builder style).
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// `None`: incremental when a full of the source exists, else full.
+    pub kind: Option<BackupType>,
+    pub compression_level: i32,
+    pub pack_size: usize,
+    pub workers: usize,
+    pub bin_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            kind: None,
+            compression_level: 3,
+            pack_size: 16 << 20,
+            workers: 0,
+            bin_dir: None,
+        }
+    }
+}
+
+impl BackupOptions {
+    pub fn kind(mut self, k: BackupType) -> Self {
+        self.kind = Some(k);
+        self
+    }
+    pub fn bin_dir(mut self, d: Option<std::path::PathBuf>) -> Self {
+        self.bin_dir = d;
+        self
+    }
+    fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        }
+    }
+}
+
+/// Kills pg_dump if the backup ends early (error, cancellation, dropped future).
+struct ChildGuard(Option<std::process::Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A chunk's number in the manifest and its encrypted blob.
+type SealedChunk = (u32, Vec<u8>);
+
+struct ReaderSummary {
+    total: u64,
+    digest: String,
+}
+
+/// A pack being filled.
+struct PackBuilder {
+    slot: u32,
+    buf: Vec<u8>,
+    chunks: Vec<(u32, ChunkLoc)>,
+}
+
+/// Decide the type of this backup and which stored chunks it may reuse.
+async fn plan(
+    repo: &Repository,
+    source: &str,
+    requested: Option<BackupType>,
+) -> Result<(BackupType, Option<String>, HashMap<ChunkId, StoredChunk>)> {
+    let manifests = repo.manifests().await?;
+    let latest_full = manifests
+        .iter()
+        .rev()
+        .find(|m| m.source.name == source && m.kind == BackupType::Full);
+    let kind = match (requested, latest_full) {
+        (Some(k), _) if k != BackupType::Differential => k,
+        (Some(_), None) => {
+            tracing::warn!(
+                "no full backup of {source} yet: taking a full instead of a differential"
+            );
+            BackupType::Full
+        }
+        (Some(k), Some(_)) => k,
+        (None, Some(_)) => BackupType::Incremental,
+        (None, None) => BackupType::Full,
+    };
+    let (based_on, known) = match kind {
+        BackupType::Full => (None, HashMap::new()),
+        BackupType::Incremental => (None, repo.load_index().await?),
+        BackupType::Differential => {
+            let m = latest_full.ok_or_else(|| Error::Other("no full backup".into()))?;
+            let known = m
+                .chunks
+                .iter()
+                .map(|c| {
+                    (
+                        c.id,
+                        StoredChunk {
+                            pack: m.packs[c.pack as usize].clone(),
+                            loc: *c,
+                        },
+                    )
+                })
+                .collect();
+            (Some(m.id.clone()), known)
+        }
+    };
+    // Reuse only chunks whose pack is really there, with the size the index promises.
+    let present: HashMap<String, u64> = repo
+        .store()
+        .list("packs/")
+        .await?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    let known = known
+        .into_iter()
+        .filter(|(_, sc)| present.get(&sc.pack.key()) == Some(&sc.pack.size))
+        .collect();
+    Ok((kind, based_on, known))
+}
+
+/// Back up one source. Returns the committed manifest.
+pub async fn backup(
+    repo: &Repository,
+    source: &SourceConfig,
+    opts: &BackupOptions,
+    sink: &dyn ProgressSink,
+) -> Result<Manifest> {
+    let started_at = Utc::now();
+    let tracker = Tracker::new(sink, "backup", &source.name);
+    tracker.phase(Phase::Connecting);
+
+    let (kind, based_on, known) = plan(repo, &source.name, opts.kind).await?;
+
+    let pg = client::connect(&source.conn).await?;
+    let info = client::source_info(&pg, &source.name, &source.conn).await?;
+    let major = (info.server_version_num / 10000) as u32;
+    let tool = tools::find("pg_dump", major, opts.bin_dir.as_deref())?;
+    let snapshot = client::export_snapshot(&pg).await?;
+    let (tables, large_objects) = client::tables(&pg).await?;
+    let expected: u64 = tables.iter().map(|t| t.size_bytes.max(0) as u64).sum();
+    tracker.update(|p| {
+        p.bytes_expected = Some(expected);
+        p.phase = Phase::Dumping;
+    });
+
+    let pass = PassFile::new(&source.conn)?;
+    let mut child = process::pg_dump_command(&tool, &source.conn, pass.as_ref(), &snapshot)
+        .spawn()
+        .map_err(|e| Error::Postgres(format!("cannot start {}: {e}", tool.path.display())))?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let mut guard = ChildGuard(Some(child));
+    let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
+        return Err(Error::Other("pg_dump pipes missing".into()));
+    };
+    let log = Arc::new(Mutex::new(StderrLog::default()));
+    let err_thread = process::collect_stderr(stderr, log.clone(), "pg_dump");
+
+    // Reader thread: chunk, hash, hand over. Ends at EOF or when the pipeline stops listening.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(ChunkId, Vec<u8>)>(4);
+    let key = repo.key().clone();
+    let params = repo.config.chunker;
+    let reader = std::thread::spawn(move || -> Result<ReaderSummary> {
+        let mut hasher = key.stream_hasher();
+        let mut total = 0u64;
+        let cdc = fastcdc::v2020::StreamCDC::new(stdout, params.min, params.avg, params.max);
+        for chunk in cdc {
+            let c =
+                chunk.map_err(|e| Error::Postgres(format!("reading the pg_dump stream: {e}")))?;
+            if total == 0 && !c.data.starts_with(b"PGDMP") {
+                return Err(Error::Postgres(
+                    "pg_dump's output is not a custom-format archive (no PGDMP header)".into(),
+                ));
+            }
+            total += c.data.len() as u64;
+            hasher.update(&c.data);
+            let id = key.chunk_id(&c.data);
+            if tx.blocking_send((id, c.data)).is_err() {
+                break;
+            }
+        }
+        Ok(ReaderSummary {
+            total,
+            digest: hasher.finalize().to_hex().to_string(),
+        })
+    });
+
+    let mut state = Pipeline {
+        repo,
+        recipients: Arc::new(repo.recipients().clone()),
+        level: opts.compression_level,
+        pack_size: opts.pack_size,
+        packs: Vec::new(),
+        pack_slots: HashMap::new(),
+        chunks: Vec::new(),
+        chunk_index: HashMap::new(),
+        stream: Vec::new(),
+        builder: None,
+        uploads: JoinSet::new(),
+        new_packs: Vec::new(),
+        new_raw: 0,
+        placed: HashSet::new(),
+    };
+    let workers = opts.worker_count();
+    let mut done = 0u64;
+    let res: Result<()> = async {
+        let mut pending: FuturesOrdered<tokio::task::JoinHandle<Result<SealedChunk>>> =
+            FuturesOrdered::new();
+        while let Some((id, data)) = rx.recv().await {
+            done += data.len() as u64;
+            let table = log.lock().ok().and_then(|l| l.current_table.clone());
+            tracker.update(|p| {
+                p.bytes_done = done;
+                p.current_table = table;
+            });
+            if let Some(ix) = state.chunk_index.get(&id) {
+                state.stream.push(*ix);
+                continue;
+            }
+            let ix = state.chunks.len() as u32;
+            state.chunk_index.insert(id, ix);
+            state.stream.push(ix);
+            if let Some(sc) = known.get(&id) {
+                let slot = state.pack_slot(&sc.pack);
+                state.chunks.push(ChunkLoc {
+                    pack: slot,
+                    ..sc.loc
+                });
+                continue;
+            }
+            state.chunks.push(ChunkLoc {
+                id,
+                pack: u32::MAX,
+                offset: 0,
+                length: 0,
+                raw_len: data.len() as u32,
+            });
+            while pending.len() >= workers * 2 {
+                if let Some(r) = pending.next().await {
+                    state.place(join(r)?).await?;
+                }
+            }
+            let rc = state.recipients.clone();
+            let level = state.level;
+            pending.push_back(tokio::task::spawn_blocking(move || {
+                let z = zstd::bulk::compress(&data, level)
+                    .map_err(|e| Error::Other(format!("zstd: {e}")))?;
+                Ok((ix, rc.encrypt(&z)?))
+            }));
+        }
+        while let Some(r) = pending.next().await {
+            state.place(join(r)?).await?;
+        }
+        Ok(())
+    }
+    .await;
+
+    // Stop pg_dump if we failed; then collect how the reader and pg_dump ended.
+    if res.is_err() {
+        if let Some(c) = &mut guard.0 {
+            let _ = c.kill();
+        }
+    }
+    drop(rx);
+    let reader_res = reader
+        .join()
+        .map_err(|_| Error::Other("the chunking thread panicked".into()))?;
+    let mut child = guard
+        .0
+        .take()
+        .ok_or_else(|| Error::Other("pg_dump handle lost".into()))?;
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .map_err(|e| Error::Other(format!("waiting for pg_dump: {e}")))?
+        .map_err(|e| Error::io("waiting for pg_dump", e))?;
+    let _ = err_thread.join();
+    drop(pass);
+    // Our own failure (storage, cancellation) explains a pg_dump we killed.
+    res?;
+    if !status.success() {
+        let explain = log.lock().map(|l| l.explain()).unwrap_or_default();
+        return Err(Error::Postgres(format!(
+            "backup of {} failed: pg_dump {}; nothing was committed.\n  {explain}",
+            source.name,
+            process::describe_exit(status)
+        )));
+    }
+    let summary = reader_res?;
+    if summary.total == 0 {
+        return Err(Error::Postgres(format!(
+            "backup of {} failed: pg_dump produced no output",
+            source.name
+        )));
+    }
+    // The snapshot is no longer needed.
+    drop(pg);
+
+    tracker.phase(Phase::Committing);
+    state.flush().await?;
+    state.wait_uploads(0).await?;
+    if state.chunks.iter().any(|c| c.pack == u32::MAX) {
+        return Err(Error::Other(
+            "internal: a chunk was not placed in a pack".into(),
+        ));
+    }
+    let stored_bytes: u64 = state.new_packs.iter().map(|p| p.size).sum();
+    let id = Repository::new_backup_id();
+    if !state.new_packs.is_empty() {
+        repo.write_index(&IndexFile {
+            format_version: FORMAT_VERSION,
+            backup_id: id.clone(),
+            packs: std::mem::take(&mut state.new_packs),
+        })
+        .await?;
+    }
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        id,
+        kind,
+        based_on,
+        started_at,
+        finished_at: Utc::now(),
+        keepsake_version: env!("CARGO_PKG_VERSION").to_string(),
+        pg_dump_version: tool.version.clone(),
+        source: info,
+        tables,
+        large_objects,
+        logical_bytes: summary.total,
+        stored_bytes,
+        new_raw_bytes: state.new_raw,
+        archive_digest: summary.digest,
+        packs: state.packs,
+        chunks: state.chunks,
+        stream: state.stream,
+    };
+    repo.commit_manifest(&manifest).await?;
+    tracker.update(|p| {
+        p.phase = Phase::Done;
+        p.bytes_expected = Some(summary.total);
+        p.current_table = None;
+    });
+    Ok(manifest)
+}
+
+fn join<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
+    r.map_err(|e| Error::Other(format!("worker task failed: {e}")))?
+}
+
+struct Pipeline<'a> {
+    repo: &'a Repository,
+    recipients: Arc<Recipients>,
+    level: i32,
+    pack_size: usize,
+    /// The manifest's pack table (slots of packs being filled have an empty name until sealed).
+    packs: Vec<PackRef>,
+    pack_slots: HashMap<String, u32>,
+    chunks: Vec<ChunkLoc>,
+    chunk_index: HashMap<ChunkId, u32>,
+    stream: Vec<u32>,
+    builder: Option<PackBuilder>,
+    uploads: JoinSet<Result<()>>,
+    new_packs: Vec<IndexPack>,
+    new_raw: u64,
+    placed: HashSet<u32>,
+}
+
+impl Pipeline<'_> {
+    fn pack_slot(&mut self, p: &PackRef) -> u32 {
+        if let Some(s) = self.pack_slots.get(&p.name) {
+            return *s;
+        }
+        let s = self.packs.len() as u32;
+        self.packs.push(p.clone());
+        self.pack_slots.insert(p.name.clone(), s);
+        s
+    }
+
+    /// Append an encrypted chunk to the current pack; seal and upload full packs.
+    async fn place(&mut self, (ix, blob): (u32, Vec<u8>)) -> Result<()> {
+        if !self.placed.insert(ix) {
+            return Ok(());
+        }
+        if self.builder.is_none() {
+            let slot = self.packs.len() as u32;
+            self.packs.push(PackRef {
+                name: String::new(),
+                size: 0,
+            });
+            self.builder = Some(PackBuilder {
+                slot,
+                buf: Vec::with_capacity(self.pack_size + (1 << 20)),
+                chunks: Vec::new(),
+            });
+        }
+        let Some(b) = self.builder.as_mut() else {
+            return Ok(());
+        };
+        let c = &mut self.chunks[ix as usize];
+        let loc = ChunkLoc {
+            id: c.id,
+            pack: b.slot,
+            offset: b.buf.len() as u64,
+            length: blob.len() as u32,
+            raw_len: c.raw_len,
+        };
+        *c = loc;
+        self.new_raw += u64::from(loc.raw_len);
+        b.buf.extend_from_slice(&blob);
+        b.chunks.push((ix, loc));
+        if b.buf.len() >= self.pack_size {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Seal the current pack and start its upload (at most two uploads at a time).
+    async fn flush(&mut self) -> Result<()> {
+        let Some(b) = self.builder.take() else {
+            return Ok(());
+        };
+        let name = blake3::hash(&b.buf).to_hex().to_string();
+        let size = b.buf.len() as u64;
+        self.packs[b.slot as usize] = PackRef {
+            name: name.clone(),
+            size,
+        };
+        self.pack_slots.insert(name.clone(), b.slot);
+        self.new_packs.push(IndexPack {
+            name: name.clone(),
+            size,
+            chunks: b
+                .chunks
+                .iter()
+                .map(|(_, l)| ChunkLoc { pack: 0, ..*l })
+                .collect(),
+        });
+        self.wait_uploads(1).await?;
+        let store = self.repo.store().clone();
+        let buf = b.buf;
+        self.uploads
+            .spawn(async move { store.put(&pack_key(&name), buf).await });
+        Ok(())
+    }
+
+    /// Wait until at most `max_running` uploads are in flight; fail on the first error.
+    async fn wait_uploads(&mut self, max_running: usize) -> Result<()> {
+        while self.uploads.len() > max_running {
+            if let Some(r) = self.uploads.join_next().await {
+                join(r)?;
+            }
+        }
+        Ok(())
+    }
+}

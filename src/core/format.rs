@@ -1,0 +1,234 @@
+//! Repository format, version 1. This is the reference; readers refuse a newer major version.
+//!
+//! ```text
+//! config                      JSON, plaintext, no secrets:
+//!                             {"format":"keepsake-repository","version":1,"id":…,
+//!                              "chunker":{"min":…,"avg":…,"max":…},"created_at":…}
+//! keys/<hex16>                age file (to every recipient) holding JSON
+//!                             {"version":1,"master_key":"<64 hex>"}; one per `init`/re-key
+//! packs/<hh>/<hex64>          immutable; name = BLAKE3 of the pack's bytes. A pack is a plain
+//!                             concatenation of chunk blobs, nothing else. Each blob is a complete,
+//!                             standard age file (X25519, to every recipient) whose plaintext is
+//!                             the zstd frame of one chunk. So with the index offsets one can do:
+//!                               dd if=pack bs=1 skip=OFFSET count=LENGTH | age -d -i key | zstd -d
+//! index/<hex16>               sealed metadata (below): JSON IndexFile listing the packs one
+//!                             backup wrote and, for each, its chunks (id, offset, length, raw_len)
+//! snapshots/<backup-id>       sealed metadata: JSON Manifest. Written LAST: the commit point. A
+//!                             backup exists if and only if its manifest exists.
+//! locks/…                     leases (reserved for prune; not written by v1 backups yet)
+//! ```
+//!
+//! **Sealed metadata** = `"KSMETA1\n"` ‖ age(zstd(JSON)) ‖ MAC, where MAC is keyed BLAKE3 under
+//! `derive_key("keepsake 2026 repository v1 metadata mac", master_key)` over
+//! `len(name) as u64 LE ‖ name ‖ age part`, `name` being the object key. The MAC makes a manifest
+//! written by someone who knows only the public recipient detectably forged, and binds each
+//! object to its name (swapping manifests is detected).
+//!
+//! **Chunks** are cut from the `pg_dump -Fc -Z0` stream with FastCDC (2020) using the
+//! `config`'s min/avg/max. A chunk's id is keyed BLAKE3 of its plaintext under
+//! `derive_key("keepsake 2026 repository v1 chunk id", master_key)`; readers recompute it after
+//! decrypting, which authenticates chunk contents.
+//!
+//! **A manifest is self-contained for restore**: it lists every pack the backup needs and, for
+//! each distinct chunk, its location; `stream` is the ordered list of chunk numbers whose
+//! plaintexts, concatenated, are the archive. A restore never reads another backup's manifest
+//! and never replays a chain.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::core::crypto::ChunkId;
+
+/// The major format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkerParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        // Much smaller than restic's 1 MiB average: a dump changes in small scattered places
+        // (a deleted row, an updated vendor), and every touched chunk is stored again. At
+        // 128 KiB the age header (~200 bytes per recipient) costs ~0.2% and the per-chunk
+        // X25519 wrap ~0.8 s of CPU per GB, spread over the workers.
+        ChunkerParams {
+            min: 32 * 1024,
+            avg: 128 * 1024,
+            max: 512 * 1024,
+        }
+    }
+}
+
+/// The plaintext `config` object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoConfig {
+    pub format: String,
+    pub version: u32,
+    pub id: String,
+    pub chunker: ChunkerParams,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The JSON inside a `keys/` object.
+#[derive(Serialize, Deserialize)]
+pub struct KeyFile {
+    pub version: u32,
+    pub master_key: String,
+}
+
+/// Backup types (DESIGN.md §2). Every backup restores on its own.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    /// Every chunk stored anew in new packs; shares nothing with earlier backups.
+    Full,
+    /// Only chunks not already anywhere in the repository.
+    Incremental,
+    /// Only chunks not in the latest full backup of the same source.
+    Differential,
+}
+
+impl BackupType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupType::Full => "full",
+            BackupType::Incremental => "incremental",
+            BackupType::Differential => "differential",
+        }
+    }
+}
+
+impl std::str::FromStr for BackupType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(BackupType::Full),
+            "incremental" => Ok(BackupType::Incremental),
+            "differential" => Ok(BackupType::Differential),
+            o => Err(format!(
+                "\"{o}\" is not a backup type: use full, incremental or differential"
+            )),
+        }
+    }
+}
+
+/// Where one chunk lives.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkLoc {
+    pub id: ChunkId,
+    /// Index into [`Manifest::packs`] (in a manifest) or unused (in an index file, 0).
+    pub pack: u32,
+    pub offset: u64,
+    /// Stored (encrypted) length.
+    pub length: u32,
+    /// Plaintext length.
+    pub raw_len: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PackRef {
+    pub name: String,
+    pub size: u64,
+}
+
+impl PackRef {
+    /// Object key of a pack.
+    pub fn key(&self) -> String {
+        pack_key(&self.name)
+    }
+}
+
+pub fn pack_key(name: &str) -> String {
+    format!("packs/{}/{}", &name[..2.min(name.len())], name)
+}
+
+/// One table of the source at backup time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableInfo {
+    pub schema: String,
+    pub name: String,
+    /// `r` table, `p` partitioned, `m` materialized view.
+    pub kind: String,
+    /// On-disk size of the table and its TOAST (no indexes), bytes.
+    pub size_bytes: i64,
+    /// The planner's estimate (`reltuples`); exact counts come with verification facts.
+    pub estimated_rows: i64,
+}
+
+/// The source database as seen when the backup started.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SourceInfo {
+    /// Configured source name.
+    pub name: String,
+    /// `host:port/dbname` (never credentials).
+    pub location: String,
+    pub database: String,
+    pub server_version: String,
+    pub server_version_num: i32,
+    /// `pg_control_system()` identifier when readable, to recognise the source server.
+    pub system_identifier: Option<String>,
+    pub encoding: String,
+    pub lc_collate: String,
+    pub lc_ctype: String,
+    pub database_size: i64,
+}
+
+/// The manifest of one backup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: BackupType,
+    /// For a differential: the full it was taken against.
+    pub based_on: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub keepsake_version: String,
+    pub pg_dump_version: String,
+    pub source: SourceInfo,
+    pub tables: Vec<TableInfo>,
+    pub large_objects: i64,
+    /// Bytes of the archive (the logical size).
+    pub logical_bytes: u64,
+    /// Bytes of packs this backup added to the repository.
+    pub stored_bytes: u64,
+    /// Plaintext bytes of the chunks this backup added.
+    pub new_raw_bytes: u64,
+    /// Keyed BLAKE3 of the whole archive (same key as chunk ids).
+    pub archive_digest: String,
+    pub packs: Vec<PackRef>,
+    pub chunks: Vec<ChunkLoc>,
+    pub stream: Vec<u32>,
+}
+
+impl Manifest {
+    /// logical / stored: how much deduplication and compression saved for this backup.
+    pub fn dedup_ratio(&self) -> f64 {
+        if self.stored_bytes == 0 {
+            f64::INFINITY
+        } else {
+            self.logical_bytes as f64 / self.stored_bytes as f64
+        }
+    }
+}
+
+/// The JSON inside an `index/` object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexFile {
+    pub format_version: u32,
+    /// Backup that wrote these packs.
+    pub backup_id: String,
+    pub packs: Vec<IndexPack>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexPack {
+    pub name: String,
+    pub size: u64,
+    pub chunks: Vec<ChunkLoc>,
+}

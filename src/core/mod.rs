@@ -1,0 +1,9 @@
+//! The domain: repository format, keys and encryption, the backup pipeline and restore.
+//! No terminal, HTTP or scheduling code lives here.
+
+pub mod backup;
+pub mod crypto;
+pub mod format;
+pub mod progress;
+pub mod repo;
+pub mod restore;

@@ -1,0 +1,341 @@
+//! The repository: opening and creating it, keys, and reading/writing its metadata objects.
+//!
+//! Invariant: a [`Repository`] value has a verified format version and an unlocked master
+//! key; every manifest or index it hands out has passed MAC authentication. Manifests are
+//! written only by [`Repository::commit_manifest`], after the packs and the index they refer to
+//! are confirmed stored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::core::crypto::{ChunkId, Identities, MasterKey, Recipients};
+use crate::core::format::{
+    ChunkLoc, ChunkerParams, IndexFile, KeyFile, Manifest, PackRef, RepoConfig, FORMAT_VERSION,
+};
+use crate::error::{Error, Result};
+use crate::storage::ObjectStore;
+
+pub struct Repository {
+    store: Arc<dyn ObjectStore>,
+    pub config: RepoConfig,
+    key: MasterKey,
+    recipients: Recipients,
+    identities: Arc<Identities>,
+    /// For messages: where the repository is.
+    pub location: String,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repository({})", self.location)
+    }
+}
+
+/// Where a known chunk is stored.
+#[derive(Debug, Clone)]
+pub struct StoredChunk {
+    pub pack: PackRef,
+    pub loc: ChunkLoc,
+}
+
+fn new_hex_id(bytes: usize) -> String {
+    let v: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    hex::encode(v)
+}
+
+impl Repository {
+    /// Create a new repository. Refuses when anything keepsake wrote is already there.
+    pub async fn init(
+        store: Arc<dyn ObjectStore>,
+        location: &str,
+        recipients: Recipients,
+        identities: Identities,
+    ) -> Result<Self> {
+        if store.exists("config").await? || !store.list("keys/").await?.is_empty() {
+            return Err(Error::Usage(format!(
+                "{location} already holds a keepsake repository; init refuses to touch it (choose another repository.url)"
+            )));
+        }
+        let master: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(rand::random());
+        let keyfile = KeyFile {
+            version: 1,
+            master_key: hex::encode(*master),
+        };
+        let json = zeroize::Zeroizing::new(
+            serde_json::to_vec(&keyfile).map_err(|e| Error::Other(e.to_string()))?,
+        );
+        drop(keyfile);
+        let sealed = recipients.encrypt(&json)?;
+        store
+            .put(&format!("keys/{}", new_hex_id(8)), sealed)
+            .await?;
+        let config = RepoConfig {
+            format: "keepsake-repository".into(),
+            version: FORMAT_VERSION,
+            id: new_hex_id(16),
+            chunker: ChunkerParams::default(),
+            created_at: Utc::now(),
+        };
+        let cfg = serde_json::to_vec_pretty(&config).map_err(|e| Error::Other(e.to_string()))?;
+        store.put("config", cfg).await?;
+        let key = MasterKey::from_bytes(&master);
+        Ok(Repository {
+            store,
+            config,
+            key,
+            recipients,
+            identities: Arc::new(identities),
+            location: location.to_string(),
+        })
+    }
+
+    /// Open an existing repository and unlock its master key with `identities`.
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        location: &str,
+        recipients: Recipients,
+        identities: Identities,
+    ) -> Result<Self> {
+        let raw = store.get("config").await?.ok_or_else(|| {
+            Error::Repository(format!(
+                "no keepsake repository at {location}: create it with `keepsake init`"
+            ))
+        })?;
+        let config: RepoConfig = serde_json::from_slice(&raw).map_err(|e| {
+            Error::Repository(format!(
+                "{location}/config is not a keepsake repository config: {e}"
+            ))
+        })?;
+        if config.format != "keepsake-repository" {
+            return Err(Error::Repository(format!(
+                "{location}/config is not a keepsake repository config"
+            )));
+        }
+        if config.version > FORMAT_VERSION {
+            return Err(Error::Repository(format!(
+                "{location} uses repository format version {}, newer than this keepsake ({}) can read: upgrade keepsake",
+                config.version,
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        let mut key = None;
+        for obj in store.list("keys/").await? {
+            let Some(sealed) = store.get(&obj.key).await? else {
+                continue;
+            };
+            if let Ok(plain) = identities.decrypt(&sealed) {
+                let plain = zeroize::Zeroizing::new(plain);
+                let kf: KeyFile = serde_json::from_slice(&plain).map_err(|e| {
+                    Error::Repository(format!("{}: malformed key object: {e}", obj.key))
+                })?;
+                let mut m = zeroize::Zeroizing::new([0u8; 32]);
+                hex::decode_to_slice(&kf.master_key, &mut *m)
+                    .map_err(|e| Error::Repository(format!("{}: malformed key: {e}", obj.key)))?;
+                key = Some(MasterKey::from_bytes(&m));
+                break;
+            }
+        }
+        let key = key.ok_or_else(|| {
+            Error::Key(format!(
+                "none of the configured identities can open the repository at {location}: it was created for other keys (check encryption.identity_file)"
+            ))
+        })?;
+        Ok(Repository {
+            store,
+            config,
+            key,
+            recipients,
+            identities: Arc::new(identities),
+            location: location.to_string(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+    pub fn recipients(&self) -> &Recipients {
+        &self.recipients
+    }
+    pub fn identities(&self) -> &Arc<Identities> {
+        &self.identities
+    }
+
+    /// A new backup id: sortable by time, unique by a random suffix.
+    pub fn new_backup_id() -> String {
+        format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), new_hex_id(3))
+    }
+
+    /// Every committed backup, oldest first.
+    pub async fn manifests(&self) -> Result<Vec<Manifest>> {
+        let mut out = Vec::new();
+        for obj in self.store.list("snapshots/").await? {
+            let id = obj.key.trim_start_matches("snapshots/").to_string();
+            out.push(self.manifest_exact(&id).await?);
+        }
+        out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Ids of committed backups (no decryption).
+    pub async fn backup_ids(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .list("snapshots/")
+            .await?
+            .into_iter()
+            .map(|o| o.key.trim_start_matches("snapshots/").to_string())
+            .collect())
+    }
+
+    /// Resolve an id or a unique prefix of one.
+    pub async fn resolve_id(&self, id: &str) -> Result<String> {
+        let ids = self.backup_ids().await?;
+        if ids.iter().any(|i| i == id) {
+            return Ok(id.to_string());
+        }
+        let m: Vec<_> = ids.iter().filter(|i| i.starts_with(id)).collect();
+        match m.len() {
+            1 => Ok(m[0].clone()),
+            0 => Err(Error::Usage(format!(
+                "no backup {id} in {}: `keepsake list` shows the backups",
+                self.location
+            ))),
+            n => Err(Error::Usage(format!(
+                "{id} matches {n} backups: give more of the id"
+            ))),
+        }
+    }
+
+    pub async fn manifest(&self, id_or_prefix: &str) -> Result<Manifest> {
+        let id = self.resolve_id(id_or_prefix).await?;
+        self.manifest_exact(&id).await
+    }
+
+    async fn manifest_exact(&self, id: &str) -> Result<Manifest> {
+        let name = format!("snapshots/{id}");
+        let sealed = self
+            .store
+            .get(&name)
+            .await?
+            .ok_or_else(|| Error::Usage(format!("no backup {id} in {}", self.location)))?;
+        let plain = self.key.open(&self.identities, &name, &sealed)?;
+        let m: Manifest = serde_json::from_slice(&plain)
+            .map_err(|e| Error::Damage(format!("{name}: malformed manifest: {e}")))?;
+        if m.format_version > FORMAT_VERSION {
+            return Err(Error::Repository(format!(
+                "backup {id} was written in format version {}, newer than this keepsake reads: upgrade keepsake",
+                m.format_version
+            )));
+        }
+        if m.id != id {
+            return Err(Error::Damage(format!(
+                "{name}: holds the manifest of {}, not {id}",
+                m.id
+            )));
+        }
+        Ok(m)
+    }
+
+    /// Write the index of the packs a backup added (before its manifest).
+    pub async fn write_index(&self, index: &IndexFile) -> Result<String> {
+        let name = format!("index/{}", new_hex_id(8));
+        let json = serde_json::to_vec(index).map_err(|e| Error::Other(e.to_string()))?;
+        let sealed = self.key.seal(&self.recipients, &name, &json)?;
+        self.store.put(&name, sealed).await?;
+        Ok(name)
+    }
+
+    /// The commit point: write the manifest. Callers have confirmed packs and index stored.
+    pub async fn commit_manifest(&self, m: &Manifest) -> Result<()> {
+        let name = format!("snapshots/{}", m.id);
+        let json = serde_json::to_vec(m).map_err(|e| Error::Other(e.to_string()))?;
+        let sealed = self.key.seal(&self.recipients, &name, &json)?;
+        self.store.put(&name, sealed).await
+    }
+
+    /// Every chunk the repository's indexes know, with where it is.
+    pub async fn load_index(&self) -> Result<HashMap<ChunkId, StoredChunk>> {
+        let mut out = HashMap::new();
+        for obj in self.store.list("index/").await? {
+            let Some(sealed) = self.store.get(&obj.key).await? else {
+                continue;
+            };
+            let plain = self.key.open(&self.identities, &obj.key, &sealed)?;
+            let idx: IndexFile = serde_json::from_slice(&plain)
+                .map_err(|e| Error::Damage(format!("{}: malformed index: {e}", obj.key)))?;
+            for p in idx.packs {
+                let pack = PackRef {
+                    name: p.name,
+                    size: p.size,
+                };
+                for c in p.chunks {
+                    out.entry(c.id).or_insert_with(|| StoredChunk {
+                        pack: pack.clone(),
+                        loc: c,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::crypto::{generate_identity, parse_recipient};
+    use crate::storage::memory::MemoryStore;
+    use std::str::FromStr;
+
+    fn keys() -> (Recipients, Identities) {
+        let (text, rcp) = generate_identity();
+        let line = text.lines().find(|l| l.starts_with("AGE-")).expect("line");
+        (
+            Recipients(vec![parse_recipient(&rcp).expect("r")]),
+            Identities::from_identity(age::x25519::Identity::from_str(line).expect("id")),
+        )
+    }
+
+    #[tokio::test]
+    async fn init_refuses_existing_and_open_needs_right_key() {
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let (r, i) = keys();
+        Repository::init(store.clone(), "mem", r.clone(), i)
+            .await
+            .expect("init");
+        let (r2, i2) = keys();
+        assert!(Repository::init(store.clone(), "mem", r2.clone(), keys().1)
+            .await
+            .is_err());
+        let e = Repository::open(store.clone(), "mem", r2, i2)
+            .await
+            .expect_err("wrong key");
+        assert!(matches!(e, Error::Key(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn newer_format_is_refused() {
+        let mem = Arc::new(MemoryStore::new());
+        let store: Arc<dyn ObjectStore> = mem.clone();
+        let (r, i) = keys();
+        let (text, _) = generate_identity();
+        let _ = text;
+        Repository::init(store.clone(), "mem", r.clone(), i)
+            .await
+            .expect("init");
+        mem.tamper("config", |v| {
+            let s = String::from_utf8_lossy(v).replace("\"version\": 1", "\"version\": 2");
+            *v = s.into_bytes();
+        })
+        .expect("tamper");
+        let e = Repository::open(store, "mem", r, keys().1)
+            .await
+            .expect_err("newer");
+        assert!(e.to_string().contains("newer than this keepsake"), "{e}");
+    }
+}

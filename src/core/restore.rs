@@ -1,0 +1,387 @@
+//! Restore: stream a backup's chunks, in order, straight into `pg_restore`.
+//!
+//! Invariants:
+//! - The repository key and the manifest are checked before the target is touched, so a wrong
+//!   identity or an unknown backup never creates or alters a database.
+//! - Every pack the backup needs is confirmed present (size, no download) before the target is
+//!   touched; a missing pack fails naming the backup.
+//! - The target is protected: a database with user relations is refused unless
+//!   `--clean --confirm NAME` names it; the backup's own source database is refused unless
+//!   `--confirm NAME` names it; `--create` refuses an existing database.
+//! - pg_restore runs in one transaction: any failure (bad chunk, pg_restore error, digest
+//!   mismatch, cancellation) rolls everything back, and a database created by this restore is
+//!   dropped again.
+//! - Never more than a bounded read-ahead of chunks in memory; nothing is staged on disk.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use tokio::io::AsyncWriteExt;
+
+use crate::core::format::Manifest;
+use crate::core::progress::{Phase, ProgressSink, Tracker};
+use crate::core::repo::Repository;
+use crate::error::{Error, Result};
+use crate::pg::client::{self, quote_ident, quote_literal};
+use crate::pg::conninfo::ConnInfo;
+use crate::pg::process::{self, PassFile, StderrLog};
+use crate::pg::tools;
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub target: ConnInfo,
+    pub create: bool,
+    pub clean: bool,
+    pub confirm: Option<String>,
+    /// Skip ownership and privileges (for targets without the source's roles).
+    pub no_owner: bool,
+    pub bin_dir: Option<std::path::PathBuf>,
+    /// Chunks fetched and decoded ahead of pg_restore.
+    pub read_ahead: usize,
+}
+
+impl RestoreOptions {
+    pub fn new(target: ConnInfo) -> Self {
+        RestoreOptions {
+            target,
+            create: false,
+            clean: false,
+            confirm: None,
+            no_owner: false,
+            bin_dir: None,
+            read_ahead: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOutcome {
+    pub backup_id: String,
+    pub bytes: u64,
+    pub duration: Duration,
+    pub created: bool,
+}
+
+/// Fail unless every pack of `m` exists with its recorded size.
+pub async fn check_packs(repo: &Repository, m: &Manifest) -> Result<()> {
+    let mut missing = Vec::new();
+    for p in &m.packs {
+        match repo.store().head(&p.key()).await? {
+            Some(s) if s == p.size => {}
+            Some(s) => missing.push(format!("{} is {s} bytes, expected {}", p.key(), p.size)),
+            None => missing.push(format!("{} is missing", p.key())),
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Repository(format!(
+            "backup {} cannot be restored: {} of its {} packs are damaged: {}",
+            m.id,
+            missing.len(),
+            m.packs.len(),
+            missing.join("; ")
+        )))
+    }
+}
+
+/// Check the target is safe to restore into. Returns whether the database must be created.
+async fn check_target(m: &Manifest, o: &RestoreOptions) -> Result<()> {
+    let db = &o.target.dbname;
+    if let Some(c) = &o.confirm {
+        if c != db {
+            return Err(Error::Usage(format!(
+                "--confirm {c} does not match the target database \"{db}\": nothing was done"
+            )));
+        }
+    }
+    let confirmed = o.confirm.as_deref() == Some(db.as_str());
+    let (pg, exists) = if o.create {
+        let admin = connect_admin(&o.target).await?;
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[db])
+            .await
+            .map_err(|e| {
+                Error::Postgres(format!(
+                    "inspecting {}: {}",
+                    o.target.display(),
+                    client::describe(&e)
+                ))
+            })?
+            .is_some();
+        if exists {
+            return Err(Error::Usage(format!(
+                "target database \"{db}\" already exists: drop --create to restore into it (it must be empty, or add --clean --confirm {db})"
+            )));
+        }
+        (admin, false)
+    } else {
+        let pg = client::connect(&o.target).await.map_err(|e| match e {
+            Error::Postgres(m) if m.contains("does not exist") => {
+                Error::Usage(format!("{m}\n  add --create to create the target database"))
+            }
+            other => other,
+        })?;
+        (pg, true)
+    };
+    // Is the target the source of this backup?
+    let same_db = *db == m.source.database;
+    let same_server = match (
+        &m.source.system_identifier,
+        client::system_identifier(&pg).await,
+    ) {
+        (Some(a), Some(b)) => *a == b,
+        _ => m.source.location == format!("{}:{}/{}", o.target.host, o.target.port, db),
+    };
+    if same_db && same_server && !confirmed {
+        return Err(Error::Usage(format!(
+            "the target {} is the source database of backup {}: to restore over it, add --confirm {db}{}",
+            o.target.display(),
+            m.id,
+            if exists { " (and --clean when it holds tables)" } else { "" }
+        )));
+    }
+    if exists {
+        let n = client::user_relation_count(&pg).await?;
+        if n > 0 && !(o.clean && confirmed) {
+            return Err(Error::Usage(format!(
+                "target database \"{db}\" is not empty ({n} tables, views or sequences): restoring would mix data; restore into a new database with --create, or replace its objects with --clean --confirm {db}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn connect_admin(target: &ConnInfo) -> Result<tokio_postgres::Client> {
+    match client::connect(&target.with_dbname("postgres")).await {
+        Ok(c) => Ok(c),
+        Err(_) => client::connect(&target.with_dbname("template1")).await,
+    }
+}
+
+async fn create_database(m: &Manifest, target: &ConnInfo) -> Result<()> {
+    let admin = connect_admin(target).await?;
+    let db = quote_ident(&target.dbname);
+    let full = format!(
+        "CREATE DATABASE {db} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+        quote_literal(&m.source.encoding),
+        quote_literal(&m.source.lc_collate),
+        quote_literal(&m.source.lc_ctype)
+    );
+    if let Err(e) = admin.batch_execute(&full).await {
+        tracing::warn!(
+            "creating {} with the source's locale failed ({}); using the server's defaults",
+            target.dbname,
+            client::describe(&e)
+        );
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db} TEMPLATE template0"))
+            .await
+            .map_err(|e| {
+                Error::Postgres(format!(
+                    "cannot create database \"{}\": {}",
+                    target.dbname,
+                    client::describe(&e)
+                ))
+            })?;
+    }
+    Ok(())
+}
+
+pub async fn drop_database(target: &ConnInfo) {
+    if let Ok(admin) = connect_admin(target).await {
+        let sql = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&target.dbname)
+        );
+        if let Err(e) = admin.batch_execute(&sql).await {
+            tracing::warn!(
+                "could not drop the half-restored database {}: {}",
+                target.dbname,
+                client::describe(&e)
+            );
+        }
+    }
+}
+
+/// Decode one chunk: fetch, decrypt, decompress, check its id and length.
+async fn fetch_chunk(repo: Arc<Repository>, m: Arc<Manifest>, ci: u32) -> Result<Vec<u8>> {
+    let c = m.chunks[ci as usize];
+    let pack = &m.packs[c.pack as usize];
+    let blob = repo
+        .store()
+        .get_range(&pack.key(), c.offset, u64::from(c.length))
+        .await
+        .map_err(|e| Error::Repository(format!("backup {}: {e}", m.id)))?;
+    let r = repo.clone();
+    let m2 = m.clone();
+    tokio::task::spawn_blocking(move || {
+        let bad = |what: String| {
+            Error::Damage(format!(
+                "backup {}: chunk {} in {} is damaged: {what}",
+                m2.id,
+                c.id,
+                m2.packs[c.pack as usize].key()
+            ))
+        };
+        let z = r.identities().decrypt(&blob).map_err(bad)?;
+        let plain =
+            zstd::bulk::decompress(&z, c.raw_len as usize).map_err(|e| bad(e.to_string()))?;
+        if plain.len() != c.raw_len as usize || r.key().chunk_id(&plain) != c.id {
+            return Err(bad("content does not match its id".into()));
+        }
+        Ok(plain)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("decode task failed: {e}")))?
+}
+
+/// Restore backup `id` into `o.target`.
+pub async fn restore(
+    repo: Arc<Repository>,
+    id: &str,
+    o: &RestoreOptions,
+    sink: &dyn ProgressSink,
+) -> Result<RestoreOutcome> {
+    let start = Instant::now();
+    let m = Arc::new(repo.manifest(id).await?);
+    let tracker = Tracker::new(sink, "restore", &m.source.name);
+    tracker.update(|p| {
+        p.phase = Phase::Checking;
+        p.bytes_expected = Some(m.logical_bytes);
+    });
+    check_packs(&repo, &m).await?;
+    let archive_major = tools::parse_version(&m.pg_dump_version)
+        .map(|v| v.1)
+        .unwrap_or(0);
+    let tool = tools::find("pg_restore", archive_major, o.bin_dir.as_deref())?;
+    check_target(&m, o).await?;
+
+    if o.create {
+        create_database(&m, &o.target).await?;
+    }
+    let res = stream_into_pg_restore(repo, m.clone(), o, &tool, &tracker).await;
+    match res {
+        Ok(bytes) => {
+            tracker.update(|p| {
+                p.phase = Phase::Done;
+                p.current_table = None;
+            });
+            Ok(RestoreOutcome {
+                backup_id: m.id.clone(),
+                bytes,
+                duration: start.elapsed(),
+                created: o.create,
+            })
+        }
+        Err(e) => {
+            if o.create {
+                drop_database(&o.target).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn stream_into_pg_restore(
+    repo: Arc<Repository>,
+    m: Arc<Manifest>,
+    o: &RestoreOptions,
+    tool: &tools::Tool,
+    tracker: &Tracker<'_>,
+) -> Result<u64> {
+    let pass = PassFile::new(&o.target)?;
+    let mut child =
+        process::pg_restore_command(tool, &o.target, pass.as_ref(), o.clean, o.no_owner)
+            .spawn()
+            .map_err(|e| Error::Postgres(format!("cannot start {}: {e}", tool.path.display())))?;
+    let log = Arc::new(Mutex::new(StderrLog::default()));
+    let err_task = child.stderr.take().map(|s| {
+        let log = log.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(s).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                tracing::debug!(target: "keepsake::pg", "pg_restore: {l}");
+                if let Ok(mut g) = log.lock() {
+                    g.push_line(&l);
+                }
+            }
+        })
+    });
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| Error::Other("pg_restore stdin missing".into()))?;
+    tracker.phase(Phase::Restoring);
+
+    let feed: Result<u64> = async {
+        let mut hasher = repo.key().stream_hasher();
+        let mut done = 0u64;
+        let mut pending = FuturesOrdered::new();
+        let mut next = 0usize;
+        loop {
+            while pending.len() < o.read_ahead.max(1) && next < m.stream.len() {
+                pending.push_back(fetch_chunk(repo.clone(), m.clone(), m.stream[next]));
+                next += 1;
+            }
+            let Some(r) = pending.next().await else { break };
+            let plain = r?;
+            hasher.update(&plain);
+            if stdin.write_all(&plain).await.is_err() {
+                // pg_restore stopped reading: its exit status explains why.
+                return Ok(done);
+            }
+            done += plain.len() as u64;
+            let table = log.lock().ok().and_then(|l| l.current_table.clone());
+            tracker.update(|p| {
+                p.bytes_done = done;
+                p.current_table = table;
+            });
+        }
+        if hasher.finalize().to_hex().as_str() != m.archive_digest {
+            return Err(Error::Damage(format!(
+                "backup {}: the reassembled archive does not match its recorded digest",
+                m.id
+            )));
+        }
+        Ok(done)
+    }
+    .await;
+
+    let done = match feed {
+        Ok(d) => d,
+        Err(e) => {
+            // Abort before pg_restore sees EOF, so its transaction rolls back.
+            let _ = child.kill().await;
+            return Err(e);
+        }
+    };
+    tracker.phase(Phase::Finishing);
+    drop(stdin);
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| Error::io("waiting for pg_restore", e))?;
+    if let Some(t) = err_task {
+        let _ = t.await;
+    }
+    drop(pass);
+    if !status.success() {
+        let explain = log.lock().map(|l| l.explain()).unwrap_or_default();
+        return Err(Error::Postgres(format!(
+            "restore of backup {} into {} failed: pg_restore {}; the transaction was rolled back.\n  {explain}",
+            m.id,
+            o.target.display(),
+            process::describe_exit(status)
+        )));
+    }
+    if done != m.logical_bytes {
+        return Err(Error::Other(format!(
+            "restore of backup {}: pg_restore finished after {done} of {} bytes",
+            m.id, m.logical_bytes
+        )));
+    }
+    Ok(done)
+}

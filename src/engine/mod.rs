@@ -1,0 +1,140 @@
+//! The engine every face uses: whole operations (init, backup of configured sources, list,
+//! show, restore) from a validated [`Config`], returning values the faces render.
+//!
+//! Faces never do I/O work themselves; this is the only place that turns configuration into
+//! stores, repositories and pipeline options.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::core::backup::{self, BackupOptions};
+use crate::core::format::{BackupType, Manifest};
+use crate::core::progress::ProgressSink;
+use crate::core::repo::Repository;
+use crate::core::restore::{self, RestoreOptions, RestoreOutcome};
+use crate::error::Result;
+use crate::storage::local::LocalStore;
+use crate::storage::ObjectStore;
+
+/// The object store a configuration names.
+pub fn store(config: &Config) -> Result<Arc<dyn ObjectStore>> {
+    Ok(Arc::new(LocalStore::new(config.repository_path()?)))
+}
+
+/// `keepsake init`.
+pub async fn init(config: &Config) -> Result<Repository> {
+    let ids = config.identities()?;
+    Repository::init(
+        store(config)?,
+        &config.repository.url,
+        config.recipients.clone(),
+        ids,
+    )
+    .await
+}
+
+/// Open the configured repository with the configured identity.
+pub async fn open(config: &Config) -> Result<Arc<Repository>> {
+    let ids = config.identities()?;
+    Ok(Arc::new(
+        Repository::open(
+            store(config)?,
+            &config.repository.url,
+            config.recipients.clone(),
+            ids,
+        )
+        .await?,
+    ))
+}
+
+/// Pipeline options from the configuration.
+pub fn backup_options(config: &Config, kind: Option<BackupType>) -> BackupOptions {
+    BackupOptions {
+        kind,
+        compression_level: config.backup.compression_level,
+        pack_size: (config.backup.pack_size_mib as usize) << 20,
+        workers: config.backup.workers,
+        bin_dir: config.postgres.bin_dir.clone(),
+    }
+}
+
+/// Back up one source by name.
+pub async fn backup_source(
+    config: &Config,
+    repo: &Repository,
+    source: &str,
+    kind: Option<BackupType>,
+    sink: &dyn ProgressSink,
+) -> Result<Manifest> {
+    let src = config.source(source)?;
+    backup::backup(repo, src, &backup_options(config, kind), sink).await
+}
+
+/// One row of `keepsake list` (and the stable `list --json` fields).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupRow {
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub kind: BackupType,
+    /// Always `completed` for a backup in the repository: a backup exists only once committed.
+    pub status: &'static str,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub logical_bytes: u64,
+    pub stored_bytes: u64,
+    /// Highest verification level passed (`none` until verified).
+    pub verified_level: &'static str,
+    pub database: String,
+    pub server_version: String,
+    pub based_on: Option<String>,
+    pub tables: usize,
+}
+
+impl From<&Manifest> for BackupRow {
+    fn from(m: &Manifest) -> Self {
+        BackupRow {
+            id: m.id.clone(),
+            source: m.source.name.clone(),
+            kind: m.kind,
+            status: "completed",
+            started_at: m.started_at,
+            finished_at: m.finished_at,
+            logical_bytes: m.logical_bytes,
+            stored_bytes: m.stored_bytes,
+            verified_level: "none",
+            database: m.source.database.clone(),
+            server_version: m.source.server_version.clone(),
+            based_on: m.based_on.clone(),
+            tables: m.tables.len(),
+        }
+    }
+}
+
+/// `keepsake list`.
+pub async fn list(repo: &Repository, source: Option<&str>) -> Result<Vec<BackupRow>> {
+    Ok(repo
+        .manifests()
+        .await?
+        .iter()
+        .filter(|m| source.is_none_or(|s| m.source.name == s))
+        .map(BackupRow::from)
+        .collect())
+}
+
+/// `keepsake restore`.
+pub async fn restore(
+    config: &Config,
+    repo: Arc<Repository>,
+    id: &str,
+    mut opts: RestoreOptions,
+    sink: &dyn ProgressSink,
+) -> Result<RestoreOutcome> {
+    if opts.bin_dir.is_none() {
+        opts.bin_dir = config.postgres.bin_dir.clone();
+    }
+    restore::restore(repo, id, &opts, sink).await
+}

@@ -1,0 +1,64 @@
+//! Typed errors of the library and the exit code each maps to (DESIGN.md §7).
+//!
+//! Invariant: no message built here carries a password, an identity secret or a full
+//! connection string. Connection targets are shown as `host:port/dbname` only.
+
+use std::path::PathBuf;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, grouped by what the user has to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file is wrong; `file:line: key: message`.
+    #[error("{file}:{line}: {key}: {message}", file = .file.display())]
+    Config {
+        file: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    /// The configuration could not be found or read at all.
+    #[error("{0}")]
+    ConfigMissing(String),
+    /// The command line asks for something that cannot be done as asked.
+    #[error("{0}")]
+    Usage(String),
+    /// Keys: unreadable identity, no identity able to open the repository, bad recipient.
+    #[error("{0}")]
+    Key(String),
+    /// The repository is missing, of a newer format, or damaged in a way that stops the operation.
+    #[error("{0}")]
+    Repository(String),
+    /// Verification found damage or a mismatch (exit 3).
+    #[error("{0}")]
+    Damage(String),
+    /// PostgreSQL side: connection, tools, pg_dump / pg_restore failures.
+    #[error("{0}")]
+    Postgres(String),
+    /// Object store I/O.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The operation was cancelled (Ctrl-C, SIGTERM); nothing half-written is visible.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+    /// Anything else, with context.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// Exit code for this error, per DESIGN.md §7: 1 failed, 2 usage/config, 3 damage.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config { .. } | Error::ConfigMissing(_) | Error::Usage(_) | Error::Key(_) => 2,
+            Error::Damage(_) => 3,
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn io(context: impl std::fmt::Display, err: std::io::Error) -> Self {
+        Error::Other(format!("{context}: {err}"))
+    }
+}

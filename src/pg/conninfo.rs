@@ -1,0 +1,195 @@
+//! Connection settings of a PostgreSQL server, parsed from a `postgres://` URL.
+//!
+//! Invariant: the password lives only in a [`Secret`]; [`ConnInfo::display`] (used in every
+//! message and log line) shows `user@host:port/dbname` and never the password or query string.
+//! libpq's `sslmode` values are all understood (tokio-postgres alone knows only three), and the
+//! same settings reach pg_dump/pg_restore through the environment, never argv.
+
+use std::path::PathBuf;
+
+use crate::config::Secret;
+
+/// libpq's sslmode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Where and how to connect. `host` starting with `/` is a Unix socket directory.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub dbname: String,
+    pub sslmode: SslMode,
+    pub sslrootcert: Option<PathBuf>,
+    pub connect_timeout_s: u64,
+}
+
+impl ConnInfo {
+    /// Parse `postgres://user:pass@host:port/db?sslmode=…&sslrootcert=…&host=/socket/dir`.
+    /// Errors never repeat the URL (it may hold a password).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+            return Err("expected a URL of the form postgres://user@host:port/dbname".into());
+        }
+        let u = url::Url::parse(s).map_err(|e| format!("not a valid postgres:// URL ({e})"))?;
+        let dec = |v: &str| percent_decode(v);
+        let mut ci = ConnInfo {
+            host: u
+                .host_str()
+                .map(|h| h.trim_matches(['[', ']']).to_string())
+                .unwrap_or_default(),
+            port: u.port().unwrap_or(5432),
+            user: dec(u.username()),
+            password: u.password().map(|p| Secret::new(dec(p))),
+            dbname: dec(u.path().trim_start_matches('/')),
+            sslmode: SslMode::Prefer,
+            sslrootcert: None,
+            connect_timeout_s: 10,
+        };
+        for (k, v) in u.query_pairs() {
+            match k.as_ref() {
+                "sslmode" => {
+                    ci.sslmode = match v.as_ref() {
+                        "disable" => SslMode::Disable,
+                        "allow" => SslMode::Allow,
+                        "prefer" => SslMode::Prefer,
+                        "require" => SslMode::Require,
+                        "verify-ca" => SslMode::VerifyCa,
+                        "verify-full" => SslMode::VerifyFull,
+                        other => {
+                            return Err(format!(
+                                "sslmode={other} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                            ))
+                        }
+                    }
+                }
+                "sslrootcert" => ci.sslrootcert = Some(PathBuf::from(v.as_ref())),
+                "host" => ci.host = v.to_string(),
+                "port" => {
+                    ci.port = v.parse().map_err(|_| format!("port={v} is not a port number"))?
+                }
+                "user" => ci.user = v.to_string(),
+                "dbname" => ci.dbname = v.to_string(),
+                "password" => ci.password = Some(Secret::new(v.to_string())),
+                "connect_timeout" => {
+                    ci.connect_timeout_s = v
+                        .parse()
+                        .map_err(|_| format!("connect_timeout={v} is not a number of seconds"))?
+                }
+                "application_name" => {}
+                other => {
+                    return Err(format!(
+                        "unsupported URL parameter \"{other}\": supported are sslmode, sslrootcert, host, port, user, dbname, connect_timeout"
+                    ))
+                }
+            }
+        }
+        if ci.host.is_empty() {
+            ci.host = "localhost".into();
+        }
+        if ci.user.is_empty() {
+            return Err("the URL names no user: use postgres://USER@host/dbname".into());
+        }
+        if ci.dbname.is_empty() {
+            return Err("the URL names no database: use postgres://user@host/DBNAME".into());
+        }
+        Ok(ci)
+    }
+
+    /// `user@host:port/dbname`, safe for messages and logs.
+    pub fn display(&self) -> String {
+        format!("{}@{}:{}/{}", self.user, self.host, self.port, self.dbname)
+    }
+
+    /// The same server, another database.
+    pub fn with_dbname(&self, dbname: &str) -> Self {
+        let mut c = self.clone();
+        c.dbname = dbname.to_string();
+        c
+    }
+
+    /// Environment for libpq tools: everything but the password (that goes in a passfile).
+    pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("PGHOST", self.host.clone()),
+            ("PGPORT", self.port.to_string()),
+            ("PGUSER", self.user.clone()),
+            ("PGDATABASE", self.dbname.clone()),
+            ("PGSSLMODE", self.sslmode.as_str().to_string()),
+            ("PGCONNECT_TIMEOUT", self.connect_timeout_s.to_string()),
+            ("PGAPPNAME", "keepsake".to_string()),
+        ];
+        if let Some(c) = &self.sslrootcert {
+            env.push(("PGSSLROOTCERT", c.display().to_string()));
+        }
+        env
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(
+                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                16,
+            ) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_hides_password() {
+        let c = ConnInfo::parse(
+            "postgres://bob:s%40cret@db.example.com:6543/wed%20sync?sslmode=verify-full",
+        )
+        .expect("parses");
+        assert_eq!(c.password.as_ref().map(Secret::expose), Some("s@cret"));
+        assert_eq!(c.dbname, "wed sync");
+        assert_eq!(c.sslmode, SslMode::VerifyFull);
+        assert_eq!(c.display(), "bob@db.example.com:6543/wed sync");
+        assert!(!format!("{c:?}").contains("s@cret"));
+    }
+
+    #[test]
+    fn errors_never_echo_the_url() {
+        let e = ConnInfo::parse("postgres://bob:hunter2@h/db?sslmode=bogus").expect_err("bad");
+        assert!(!e.contains("hunter2"));
+    }
+}

@@ -1,0 +1,41 @@
+//! Object stores: the small trait every repository backend implements.
+//!
+//! Invariant: `put` is all-or-nothing — after it returns `Ok`, the object is durable and
+//! complete at `key`; after an error or a crash, either the old state or nothing is visible at
+//! `key`, never a partial object. Keys are `/`-separated relative names (`packs/ab/abcd…`).
+//! Retry, fault injection and dry-run belong in decorators around this trait, not in backends.
+
+pub mod local;
+pub mod memory;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// Store `data` at `key` atomically and durably; returns once confirmed stored.
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<()>;
+    /// Read a whole object; `Ok(None)` when absent.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Read `len` bytes at `offset`; an object shorter than that is an error.
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Size of an object, `None` when absent. Never downloads.
+    async fn head(&self, key: &str) -> Result<Option<u64>>;
+    /// All objects whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// Remove an object; absent is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Whether `key` exists.
+    async fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.head(key).await?.is_some())
+    }
+}
