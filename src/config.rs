@@ -380,14 +380,24 @@ impl Ctx<'_> {
     }
 
     fn toml_error(&self, e: &toml::de::Error) -> Error {
-        let line = e.span().map(|s| self.line_of(s.start)).unwrap_or(1);
-        let msg = e.message().to_string();
-        // Name the key: toml reports "unknown field `x`, expected one of …" or "missing field `x`".
-        let key = msg
-            .split('`')
-            .nth(1)
-            .map(str::to_string)
-            .unwrap_or_else(|| "(syntax)".into());
+        let start = e.span().map(|s| s.start).unwrap_or(0);
+        let line = self.line_of(start);
+        let msg = e.message().trim().to_string();
+        // Name the key: "unknown field `x`" / "missing field `x`" name it; otherwise it is the
+        // key on the offending line (`key = value`).
+        let named = msg.split('`').nth(1).map(str::to_string);
+        let on_line = self
+            .text
+            .lines()
+            .nth(line - 1)
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim().trim_matches('"').to_string());
+        let key = if msg.starts_with("unknown field") || msg.starts_with("missing field") {
+            named.or(on_line)
+        } else {
+            on_line.or(named)
+        }
+        .unwrap_or_else(|| "(syntax)".into());
         let message = if msg.starts_with("unknown field") {
             format!("{msg}; remove it or check its spelling (config.example.toml lists every key)")
         } else if msg.starts_with("missing field") {

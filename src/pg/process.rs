@@ -57,7 +57,9 @@ impl StderrLog {
             }
         }
         let lower = l.to_ascii_lowercase();
-        let important = ["error", "fatal", "detail:", "hint:"].iter().any(|m| lower.contains(m));
+        let important = ["error", "fatal", "detail:", "hint:"]
+            .iter()
+            .any(|m| lower.contains(m));
         if important && self.errors.len() < 20 {
             self.errors.push(l.to_string());
         }

@@ -1,1 +1,11 @@
+//! Integration tests: the real `keepsake` binary against real PostgreSQL clusters and a real
+//! folder repository. One binary, shared support in `support/`.
 
+mod support;
+
+mod changes;
+mod config_check;
+mod failures;
+mod keys;
+mod restore_safety;
+mod roundtrip;

@@ -1,0 +1,213 @@
+//! Failures lose nothing: pg_dump killed mid-stream, the server stopped mid-dump, a wrong
+//! identity, and no secret in any output, log or child argv.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::support::{script, Env, WEDDING_SQL};
+
+/// A bin_dir whose pg_dump wraps the real one with `body` (`$REAL` is the real pg_dump).
+fn wrapper_dir(env: &Env, body: &str) -> PathBuf {
+    let d = env.dir.path().join("wrapbin");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let real = env.cluster.bin.join("pg_dump");
+    script(
+        &d.join("pg_dump"),
+        &format!(
+            "#!/bin/bash\nset -o pipefail\nREAL={}\nif [ \"$1\" = --version ]; then exec \"$REAL\" --version; fi\n{body}\n",
+            real.display()
+        ),
+    );
+    let _ = std::os::unix::fs::symlink(env.cluster.bin.join("pg_restore"), d.join("pg_restore"));
+    d
+}
+
+fn assert_earlier_backup_restores(env: &Env, id: &str, fp: &str, db: &str) {
+    env.write_config("wed", None, &env.identity);
+    env.restore_new(id, db).ok();
+    assert_eq!(env.fingerprint(db), fp);
+}
+
+#[test]
+fn pg_dump_killed_mid_stream_commits_nothing() {
+    let env = Env::new("wed", Some(WEDDING_SQL));
+    let fp = env.fingerprint("wed");
+    let first = env.backup("full");
+    let snaps = env.snapshots();
+
+    let d = wrapper_dir(&env, "\"$REAL\" \"$@\" | head -c 3000000\nkill -9 $$");
+    env.write_config("wed", Some(&d), &env.identity);
+    let r = env.keepsake(&["backup", "--type", "full"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("pg_dump") && r.stderr.contains("signal 9"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("nothing was committed"), "{}", r.stderr);
+    assert_eq!(
+        env.snapshots(),
+        snaps,
+        "a manifest was written for a failed backup"
+    );
+
+    // An archive cut short with exit status 1 is refused the same way.
+    let d = wrapper_dir(&env, "\"$REAL\" \"$@\" | head -c 2000000\nexit 1");
+    env.write_config("wed", Some(&d), &env.identity);
+    let r = env.keepsake(&["backup", "--type", "incremental"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(env.snapshots(), snaps);
+
+    assert_earlier_backup_restores(
+        &env,
+        first["id"].as_str().expect("id"),
+        &fp,
+        "wed_after_kill",
+    );
+}
+
+#[test]
+fn server_stopped_mid_dump_commits_nothing() {
+    let mut env = Env::new("wed", Some(WEDDING_SQL));
+    let fp = env.fingerprint("wed");
+    let first = env.backup("full");
+    let snaps = env.snapshots();
+
+    let mark = env.dir.path().join("mark");
+    let d = wrapper_dir(
+        &env,
+        &format!(
+            "\"$REAL\" \"$@\" | {{ head -c 1000000; touch {}; sleep 4; cat; }}",
+            mark.display()
+        ),
+    );
+    env.write_config("wed", Some(&d), &env.identity);
+    let child = env
+        .keepsake_cmd(&["backup", "--type", "full"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let t = Instant::now();
+    while !mark.exists() {
+        assert!(t.elapsed() < Duration::from_secs(60), "dump never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.cluster.stop("immediate").expect("stop server");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("pg_dump"), "{stderr}");
+    assert_eq!(
+        env.snapshots(),
+        snaps,
+        "a manifest was written for a failed backup"
+    );
+
+    env.cluster.restart().expect("restart");
+    assert_earlier_backup_restores(
+        &env,
+        first["id"].as_str().expect("id"),
+        &fp,
+        "wed_after_stop",
+    );
+}
+
+#[test]
+fn wrong_identity_fails_before_touching_the_target() {
+    let env = Env::new("wed", Some(crate::support::AWKWARD_SQL));
+    let b = env.backup("full");
+    let other = env.dir.path().join("other.txt");
+    crate::support::keepsake_raw(&["keygen", "--output", other.to_str().expect("utf8")], &[]).ok();
+    env.write_config("wed", None, &other);
+    let r = env.restore_new(b["id"].as_str().expect("id"), "never_created");
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("identit"), "{}", r.stderr);
+    assert!(
+        !env.db_exists("never_created"),
+        "a target was created with a wrong key"
+    );
+    let r = env.keepsake(&["list"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+}
+
+#[test]
+fn no_secret_in_output_log_or_argv() {
+    let env = Env::new("wed", Some(WEDDING_SQL));
+    let password = env.cluster.password.expose().to_string();
+    let secret_key = std::fs::read_to_string(&env.identity)
+        .expect("identity")
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .expect("key line")
+        .to_string();
+
+    // A slow pg_dump so that we can look at every process's argv and environment meanwhile.
+    let mark = env.dir.path().join("mark");
+    let d = wrapper_dir(
+        &env,
+        &format!("touch {}; sleep 2; exec \"$REAL\" \"$@\"", mark.display()),
+    );
+    env.write_config("wed", Some(&d), &env.identity);
+    let child = env
+        .keepsake_cmd(&["backup", "--type", "full"])
+        .env("KEEPSAKE_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let t = Instant::now();
+    while !mark.exists() {
+        assert!(t.elapsed() < Duration::from_secs(60), "dump never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut seen = 0;
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmdline);
+        if cmd.contains("keepsake") || cmd.contains("pg_dump") {
+            seen += 1;
+        }
+        assert!(!cmd.contains(&password), "password in argv: {cmd}");
+        assert!(!cmd.contains(&secret_key), "identity in argv");
+        let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        let environ = String::from_utf8_lossy(&environ);
+        if environ.contains("PGPASSFILE") {
+            assert!(
+                !environ.contains(&password),
+                "password in a child's environment"
+            );
+        }
+    }
+    assert!(seen >= 2, "did not see keepsake and pg_dump running");
+    let out = child.wait_with_output().expect("wait");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("pg_dump"),
+        "debug log should show pg_dump's output: {all}"
+    );
+    assert!(!all.contains(&password), "password in output");
+    assert!(!all.contains(&secret_key), "identity in output");
+
+    // A wrong password: the error is clear and does not echo any password.
+    let wrong = env.dir.path().join("wrongpw");
+    std::fs::write(&wrong, "not-the-password-x1").expect("pw");
+    let cfg = env.config_text("wed", None, &env.identity).replace(
+        &env.password_file.display().to_string(),
+        &wrong.display().to_string(),
+    );
+    std::fs::write(&env.config, cfg).expect("cfg");
+    let r = env.keepsake(&["backup"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("password authentication failed"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.all().contains("not-the-password-x1") && !r.all().contains(&password));
+}

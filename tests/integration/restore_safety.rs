@@ -1,0 +1,103 @@
+//! Restore target safety: never mix into a database with data, never overwrite the backup's
+//! own source, never silently reuse an existing database for --create.
+
+use crate::support::{Env, AWKWARD_SQL};
+
+#[test]
+fn restore_refuses_unsafe_targets() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let b = env.backup("full");
+    let id = b["id"].as_str().expect("id");
+    let pw = format!("file:{}", env.password_file.display());
+    let restore = |db: &str, extra: &[&str]| {
+        let t = env.target(db);
+        let mut a = vec![
+            "restore",
+            id,
+            "--target",
+            t.as_str(),
+            "--target-password",
+            pw.as_str(),
+        ];
+        a.extend_from_slice(extra);
+        env.keepsake(&a)
+    };
+    let fp = env.fingerprint("awk");
+
+    // A database holding tables is refused without --clean --confirm NAME.
+    env.psql("postgres", "CREATE DATABASE busy");
+    env.psql(
+        "busy",
+        "CREATE TABLE keep_me(x int); INSERT INTO keep_me VALUES (1)",
+    );
+    let r = restore("busy", &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("not empty") && r.stderr.contains("--clean --confirm busy"),
+        "{}",
+        r.stderr
+    );
+    let r = restore("busy", &["--clean", "--confirm", "wrong"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert_eq!(env.psql("busy", "SELECT count(*) FROM keep_me"), "1");
+    restore("busy", &["--clean", "--confirm", "busy"]).ok();
+    assert_eq!(
+        env.fingerprint("busy")
+            .lines()
+            .filter(|l| !l.contains("keep_me"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        fp
+    );
+
+    // --create refuses an existing database.
+    let r = restore("busy", &["--create"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("already exists"), "{}", r.stderr);
+
+    // The backup's own source is refused unless confirmed by name.
+    let r = restore("awk", &["--clean", "--confirm", "awk2"]);
+    assert_eq!(r.code, 2);
+    let r = restore("awk", &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("source database"), "{}", r.stderr);
+    assert_eq!(env.fingerprint("awk"), fp);
+
+    // An empty existing database is fine without flags; a missing one needs --create.
+    env.psql("postgres", "CREATE DATABASE empty_one");
+    restore("empty_one", &[]).ok();
+    assert_eq!(env.fingerprint("empty_one"), fp);
+    let r = restore("missing_one", &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("--create"), "{}", r.stderr);
+
+    // A password in the target URL is refused (it would show in the process list).
+    let t = format!(
+        "postgres://postgres:secretpw@127.0.0.1:{}/x",
+        env.cluster.port
+    );
+    let r = env.keepsake(&["restore", id, "--target", &t, "--create"]);
+    assert_eq!(r.code, 2);
+    assert!(!r.all().contains("secretpw"));
+}
+
+#[test]
+fn failed_restore_into_created_database_leaves_nothing() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let b = env.backup("full");
+    let id = b["id"].as_str().expect("id");
+    // Damage one chunk inside a pack (keeping its size): restore must fail and drop the
+    // database it created.
+    let pack = env.packs().pop().expect("a pack");
+    let mut bytes = std::fs::read(&pack).expect("read");
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x55;
+    std::fs::write(&pack, &bytes).expect("write");
+    let r = env.restore_new(id, "half");
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("damaged"), "{}", r.stderr);
+    assert!(
+        !env.db_exists("half"),
+        "a half-restored database was left behind"
+    );
+}

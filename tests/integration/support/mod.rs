@@ -1,0 +1,294 @@
+//! Test harness: a throwaway PostgreSQL cluster (the library's `TempCluster`, initdb/pg_ctl on a
+//! free port, run as `postgres` when root), a fresh key pair and repository, and helpers that
+//! run the real `keepsake` binary and `psql`/`pg_dump` against the cluster.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use keepsake::pg::cluster::TempCluster;
+
+pub const WEDDING_SQL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample/wedding.sql");
+pub const CHANGE_SQL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample/change.sql");
+pub const AWKWARD_SQL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/awkward.sql");
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_keepsake")
+}
+
+/// Output of a keepsake run, with its exit code and both streams as text.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "keepsake failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// A cluster, a key, a config and an initialised repository.
+pub struct Env {
+    pub cluster: TempCluster,
+    pub dir: tempfile::TempDir,
+    pub identity: PathBuf,
+    pub recipient: String,
+    pub config: PathBuf,
+    pub repo: PathBuf,
+    pub password_file: PathBuf,
+}
+
+impl Env {
+    /// Start a cluster, create database `db` loaded with `sql_file` (if any), write a config
+    /// with one source `main` pointing at it, and `keepsake init`.
+    pub fn new(db: &str, sql_file: Option<&str>) -> Self {
+        let cluster = TempCluster::start().expect("start cluster");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let identity = dir.path().join("identity.txt");
+        let r = keepsake_raw(
+            &["keygen", "--output", identity.to_str().expect("utf8")],
+            &[],
+        )
+        .ok();
+        let recipient = r.stdout.trim().to_string();
+        let password_file = dir.path().join("pgpass");
+        std::fs::write(&password_file, cluster.password.expose()).expect("pw");
+        let repo = dir.path().join("repo");
+        let config = dir.path().join("keepsake.toml");
+        let env = Env {
+            cluster,
+            dir,
+            identity,
+            recipient,
+            config,
+            repo,
+            password_file,
+        };
+        env.psql("postgres", &format!("CREATE DATABASE {db}"));
+        if let Some(f) = sql_file {
+            env.psql_file(db, f);
+        }
+        env.write_config(db, None, &env.identity);
+        env.keepsake(&["init"]).ok();
+        env
+    }
+
+    /// (Re)write the config: source `main` → database `db`; optional pg bin_dir; identity.
+    pub fn write_config(&self, db: &str, bin_dir: Option<&Path>, identity: &Path) {
+        std::fs::write(&self.config, self.config_text(db, bin_dir, identity)).expect("config");
+    }
+
+    pub fn config_text(&self, db: &str, bin_dir: Option<&Path>, identity: &Path) -> String {
+        let mut s = format!(
+            "[repository]\nurl = \"file://{}\"\n\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\n[[sources]]\nname = \"main\"\nurl = \"{}\"\npassword = \"file:{}\"\n",
+            self.repo.display(),
+            self.recipient,
+            identity.display(),
+            self.cluster.url(db),
+            self.password_file.display()
+        );
+        if let Some(b) = bin_dir {
+            s.push_str(&format!("\n[postgres]\nbin_dir = \"{}\"\n", b.display()));
+        }
+        s
+    }
+
+    /// Run keepsake with this env's config.
+    pub fn keepsake(&self, args: &[&str]) -> Run {
+        let mut a = vec!["--config", self.config.to_str().expect("utf8")];
+        a.extend_from_slice(args);
+        keepsake_raw(&a, &[])
+    }
+
+    pub fn keepsake_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--config").arg(&self.config).args(args);
+        c.env_remove("PGPASSWORD");
+        c
+    }
+
+    /// Backup and return its id (from `--json`).
+    pub fn backup(&self, kind: &str) -> serde_json::Value {
+        let r = self.keepsake(&["backup", "--type", kind, "--json"]).ok();
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("backup --json");
+        v[0].clone()
+    }
+
+    /// Restore `id` into a new database `db`.
+    pub fn restore_new(&self, id: &str, db: &str) -> Run {
+        self.keepsake(&[
+            "restore",
+            id,
+            "--target",
+            &self.target(db),
+            "--target-password",
+            &format!("file:{}", self.password_file.display()),
+            "--create",
+        ])
+    }
+
+    pub fn target(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            self.cluster.port
+        )
+    }
+
+    fn tool(&self, name: &str) -> Command {
+        let mut c = Command::new(self.cluster.bin.join(name));
+        c.env("PGPASSWORD", self.cluster.password.expose())
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.cluster.port.to_string())
+            .env("PGUSER", "postgres");
+        c
+    }
+
+    /// Run SQL, return psql's unaligned tuples-only output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let o = self
+            .tool("psql")
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql");
+        assert!(
+            o.status.success(),
+            "psql failed: {}\nSQL: {sql}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    pub fn psql_file(&self, db: &str, file: &str) {
+        let o = self
+            .tool("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", file])
+            .output()
+            .expect("psql");
+        assert!(
+            o.status.success(),
+            "psql -f {file} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    pub fn db_exists(&self, db: &str) -> bool {
+        self.psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'"),
+        ) == "1"
+    }
+
+    /// `pg_dump --schema-only`, without the per-run `\restrict` key lines.
+    pub fn schema(&self, db: &str) -> String {
+        let o = self
+            .tool("pg_dump")
+            .args(["--schema-only", "-d", db])
+            .output()
+            .expect("pg_dump");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every table's row count and order-independent content digest, sequences' values and
+    /// large objects' contents, computed by SQL independent of keepsake.
+    pub fn fingerprint(&self, db: &str) -> String {
+        let sql = r#"
+CREATE FUNCTION pg_temp.fp(s text, t text, OUT n bigint, OUT h text) LANGUAGE plpgsql AS $f$
+BEGIN
+  EXECUTE format('SELECT count(*), coalesce(md5(string_agg(x, '''' ORDER BY x)), '''') FROM (SELECT md5(r::text) x FROM ONLY %I.%I r) y', s, t) INTO n, h;
+END $f$;
+SELECT string_agg(line, E'\n' ORDER BY line) FROM (
+  SELECT format('table %I.%I %s %s', n.nspname, c.relname, f.n, f.h) AS line
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, LATERAL pg_temp.fp(n.nspname, c.relname) f
+  WHERE c.relkind IN ('r','m') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_%'
+  UNION ALL
+  SELECT format('sequence %I.%I %s', schemaname, sequencename, coalesce(last_value::text, 'unset')) FROM pg_sequences
+  UNION ALL
+  SELECT format('large objects %s %s', count(*), coalesce(md5(string_agg(md5(lo_get(oid)), ',' ORDER BY md5(lo_get(oid)))), '')) FROM pg_largeobject_metadata
+) lines"#;
+        self.psql(db, sql)
+    }
+
+    pub fn snapshots(&self) -> Vec<String> {
+        list_files(&self.repo.join("snapshots"))
+    }
+
+    pub fn packs(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for d in list_files(&self.repo.join("packs")) {
+            out.extend(
+                list_files(&self.repo.join("packs").join(&d))
+                    .into_iter()
+                    .map(|f| self.repo.join("packs").join(&d).join(f)),
+            );
+        }
+        out.sort();
+        out
+    }
+}
+
+pub fn list_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with(".tmp-"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    v
+}
+
+/// Run keepsake with arbitrary args and extra env.
+pub fn keepsake_raw(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env_remove("PGPASSWORD")
+        .env_remove("KEEPSAKE_CONFIG");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Run::from(c.output().expect("run keepsake"))
+}
+
+/// Write an executable script.
+pub fn script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, body).expect("script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
