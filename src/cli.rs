@@ -41,9 +41,10 @@ pub enum Command {
     Init,
     /// Write a new age identity (mode 0600) and print its recipient
     Keygen {
-        /// Where to write the identity (refuses to overwrite)
+        /// Where to write the identity (refuses to overwrite; default: identity.txt in the
+        /// XDG config dir, e.g. ~/.config/keepsake/identity.txt)
         #[arg(long, short)]
-        output: PathBuf,
+        output: Option<PathBuf>,
     },
     /// Configuration commands
     Config {
@@ -237,7 +238,22 @@ pub async fn run(cli: Cli) -> Result<()> {
         ));
     };
     match command {
-        Command::Keygen { output } => keygen(output),
+        Command::Keygen { output } => {
+            let path = match output {
+                Some(p) => p.clone(),
+                None => {
+                    let dirs =
+                        directories::ProjectDirs::from("", "", "keepsake").ok_or_else(|| {
+                            Error::Usage("no home directory: pass --output FILE".into())
+                        })?;
+                    std::fs::create_dir_all(dirs.config_dir()).map_err(|e| {
+                        Error::io(format!("creating {}", dirs.config_dir().display()), e)
+                    })?;
+                    dirs.config_dir().join("identity.txt")
+                }
+            };
+            keygen(&path)
+        }
         Command::Demo { keep } => crate::demo::run(*keep).await,
         Command::Config {
             command: ConfigCommand::Check,
@@ -323,11 +339,22 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => {
             let c = load_config(&cli)?;
             let repo = engine::open(&c).await?;
-            let rows = engine::list(&repo, source.as_deref()).await?;
+            let (rows, bad) = engine::list(&repo, source.as_deref()).await?;
             if *as_json {
-                return out(&json(&rows)?);
+                out(&json(&rows)?)?;
+            } else {
+                out(&list_table(&rows))?;
             }
-            out(&list_table(&rows))
+            if bad.is_empty() {
+                return Ok(());
+            }
+            for (id, e) in &bad {
+                eprintln!("damaged: backup {id}: {e}");
+            }
+            Err(Error::Damage(format!(
+                "{} backup manifest(s) cannot be read; the backups listed are intact",
+                bad.len()
+            )))
         }
         Command::Show { id, json: as_json } => {
             let c = load_config(&cli)?;

@@ -44,7 +44,8 @@ pub struct Config {
     pub path: PathBuf,
     pub repository: RepositoryConfig,
     pub recipients: Recipients,
-    /// Path of the identity file; `None` when only backups (no restore/list) are possible.
+    /// Path of the identity file. Every command that opens the repository needs it: the
+    /// master key (chunk ids, metadata MACs) is encrypted to the recipients.
     pub identity_file: Option<PathBuf>,
     pub sources: Vec<SourceConfig>,
     pub backup: BackupSettings,

@@ -104,7 +104,11 @@ async fn plan(
     source: &str,
     requested: Option<BackupType>,
 ) -> Result<(BackupType, Option<String>, HashMap<ChunkId, StoredChunk>)> {
-    let manifests = repo.manifests().await?;
+    // A damaged manifest must not stop new backups; it is reported by list and verify.
+    let (manifests, bad) = repo.manifests_lenient().await?;
+    for (id, e) in &bad {
+        tracing::warn!("ignoring unreadable backup {id}: {e}");
+    }
     let latest_full = manifests
         .iter()
         .rev()
@@ -212,8 +216,10 @@ pub async fn backup(
                 ));
             }
             total += c.data.len() as u64;
-            hasher.update(&c.data);
             let id = key.chunk_id(&c.data);
+            // The archive digest chains the (keyed) chunk ids: no second pass over the data.
+            hasher.update(&id.0);
+            hasher.update(&(c.data.len() as u64).to_le_bytes());
             if tx.blocking_send((id, c.data)).is_err() {
                 break;
             }

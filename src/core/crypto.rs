@@ -97,6 +97,14 @@ impl Identities {
         Ok(Identities(ids))
     }
 
+    /// Whether any of these identities can decrypt what is encrypted to `recipients`.
+    pub fn matches_any(&self, recipients: &Recipients) -> bool {
+        self.0.iter().any(|i| {
+            let public = i.to_public().to_string();
+            recipients.0.iter().any(|r| r.to_string() == public)
+        })
+    }
+
     pub fn from_identity(id: x25519::Identity) -> Self {
         Identities(vec![id])
     }

@@ -199,7 +199,7 @@ pub struct Manifest {
     pub stored_bytes: u64,
     /// Plaintext bytes of the chunks this backup added.
     pub new_raw_bytes: u64,
-    /// Keyed BLAKE3 of the whole archive (same key as chunk ids).
+    /// Keyed BLAKE3 (chunk-id key) over the stream's `id ‖ len as u64 LE` pairs, in order.
     pub archive_digest: String,
     pub packs: Vec<PackRef>,
     pub chunks: Vec<ChunkLoc>,

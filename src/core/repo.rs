@@ -58,6 +58,11 @@ impl Repository {
                 "{location} already holds a keepsake repository; init refuses to touch it (choose another repository.url)"
             )));
         }
+        if !identities.matches_any(&recipients) {
+            return Err(Error::Key(
+                "the identity file holds no key for any of encryption.recipients: backups written now could never be read back; add the identity's public key (age-keygen -y FILE) to recipients".into(),
+            ));
+        }
         let master: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(rand::random());
         let keyfile = KeyFile {
             version: 1,
@@ -170,15 +175,30 @@ impl Repository {
         format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), new_hex_id(3))
     }
 
-    /// Every committed backup, oldest first.
+    /// Every committed backup, oldest first. Fails on the first unreadable manifest.
     pub async fn manifests(&self) -> Result<Vec<Manifest>> {
+        let (ok, mut bad) = self.manifests_lenient().await?;
+        match bad.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(ok),
+        }
+    }
+
+    /// Every committed backup, oldest first, and separately the ids whose manifest cannot be
+    /// read (damaged, forged, or of a newer format) with the reason.
+    pub async fn manifests_lenient(&self) -> Result<(Vec<Manifest>, Vec<(String, Error)>)> {
         let mut out = Vec::new();
+        let mut bad = Vec::new();
         for obj in self.store.list("snapshots/").await? {
             let id = obj.key.trim_start_matches("snapshots/").to_string();
-            out.push(self.manifest_exact(&id).await?);
+            match self.manifest_exact(&id).await {
+                Ok(m) => out.push(m),
+                Err(e @ (Error::Damage(_) | Error::Repository(_))) => bad.push((id, e)),
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
-        Ok(out)
+        Ok((out, bad))
     }
 
     /// Ids of committed backups (no decryption).

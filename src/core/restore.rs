@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::io::AsyncWriteExt;
 
+use crate::core::crypto::ChunkId;
 use crate::core::format::Manifest;
 use crate::core::progress::{Phase, ProgressSink, Tracker};
 use crate::core::repo::Repository;
@@ -76,7 +77,7 @@ pub async fn check_packs(repo: &Repository, m: &Manifest) -> Result<()> {
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(Error::Repository(format!(
+        Err(Error::Damage(format!(
             "backup {} cannot be restored: {} of its {} packs are damaged: {}",
             m.id,
             missing.len(),
@@ -206,7 +207,11 @@ pub async fn drop_database(target: &ConnInfo) {
 }
 
 /// Decode one chunk: fetch, decrypt, decompress, check its id and length.
-async fn fetch_chunk(repo: Arc<Repository>, m: Arc<Manifest>, ci: u32) -> Result<Vec<u8>> {
+async fn fetch_chunk(
+    repo: Arc<Repository>,
+    m: Arc<Manifest>,
+    ci: u32,
+) -> Result<(ChunkId, Vec<u8>)> {
     let c = m.chunks[ci as usize];
     let pack = &m.packs[c.pack as usize];
     let blob = repo
@@ -231,7 +236,7 @@ async fn fetch_chunk(repo: Arc<Repository>, m: Arc<Manifest>, ci: u32) -> Result
         if plain.len() != c.raw_len as usize || r.key().chunk_id(&plain) != c.id {
             return Err(bad("content does not match its id".into()));
         }
-        Ok(plain)
+        Ok((c.id, plain))
     })
     .await
     .map_err(|e| Error::Other(format!("decode task failed: {e}")))?
@@ -327,8 +332,9 @@ async fn stream_into_pg_restore(
                 next += 1;
             }
             let Some(r) = pending.next().await else { break };
-            let plain = r?;
-            hasher.update(&plain);
+            let (id, plain) = r?;
+            hasher.update(&id.0);
+            hasher.update(&(plain.len() as u64).to_le_bytes());
             if stdin.write_all(&plain).await.is_err() {
                 // pg_restore stopped reading: its exit status explains why.
                 return Ok(done);

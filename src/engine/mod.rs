@@ -114,15 +114,19 @@ impl From<&Manifest> for BackupRow {
     }
 }
 
-/// `keepsake list`.
-pub async fn list(repo: &Repository, source: Option<&str>) -> Result<Vec<BackupRow>> {
-    Ok(repo
-        .manifests()
-        .await?
-        .iter()
-        .filter(|m| source.is_none_or(|s| m.source.name == s))
-        .map(BackupRow::from)
-        .collect())
+/// `keepsake list`: the readable backups, and the ids whose manifest is damaged with why.
+pub async fn list(
+    repo: &Repository,
+    source: Option<&str>,
+) -> Result<(Vec<BackupRow>, Vec<(String, crate::Error)>)> {
+    let (ok, bad) = repo.manifests_lenient().await?;
+    Ok((
+        ok.iter()
+            .filter(|m| source.is_none_or(|s| m.source.name == s))
+            .map(BackupRow::from)
+            .collect(),
+        bad,
+    ))
 }
 
 /// `keepsake restore`.

@@ -83,7 +83,7 @@ fn incremental_and_differential_store_little_and_restore_exactly() {
     // the target database is never created.
     let id2 = full2["id"].as_str().expect("id");
     let r = env.restore_new(id2, "wed_broken");
-    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(r.code, 3, "{}", r.all());
     assert!(
         r.stderr.contains(id2) && r.stderr.contains("missing"),
         "{}",

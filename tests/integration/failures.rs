@@ -211,3 +211,52 @@ fn no_secret_in_output_log_or_argv() {
     );
     assert!(!r.all().contains("not-the-password-x1") && !r.all().contains(&password));
 }
+
+#[test]
+fn damaged_manifest_is_named_while_others_stay_usable() {
+    let env = Env::new("wed", Some(crate::support::AWKWARD_SQL));
+    let a = env.backup("full");
+    let b = env.backup("incremental");
+    let bid = b["id"].as_str().expect("id");
+    // A forger with the public recipient cannot produce a valid manifest: flip a byte.
+    let p = env.repo.join("snapshots").join(bid);
+    let mut bytes = std::fs::read(&p).expect("read");
+    bytes[20] ^= 1;
+    std::fs::write(&p, bytes).expect("write");
+    let r = env.keepsake(&["list"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(
+        r.stdout.contains(a["id"].as_str().expect("id")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains(bid) && r.stderr.contains("authentication failed"),
+        "{}",
+        r.stderr
+    );
+    // Backups go on.
+    let c = env.backup("incremental");
+    assert_eq!(c["status"], "completed");
+}
+
+#[test]
+fn init_refuses_an_identity_that_matches_no_recipient() {
+    let env = Env::new("wed", None);
+    let other = env.dir.path().join("other.txt");
+    crate::support::keepsake_raw(&["keygen", "--output", other.to_str().expect("utf8")], &[]).ok();
+    let mut text = env.config_text("wed", None, &other);
+    text = text.replace(
+        &env.repo.display().to_string(),
+        &env.dir.path().join("repo-x").display().to_string(),
+    );
+    std::fs::write(&env.config, text).expect("cfg");
+    let r = env.keepsake(&["init"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("no key for any of encryption.recipients"),
+        "{}",
+        r.stderr
+    );
+    assert!(!env.dir.path().join("repo-x").join("config").exists());
+}

@@ -1,0 +1,480 @@
+#!/usr/bin/env bash
+# keepsake backup benchmark. One command:
+#
+#     benches/backup.sh [--restore] [--keep] [SCALE_GB]
+#
+# Starts a throwaway PostgreSQL 15 cluster, generates a deterministic wedding-planning
+# database of at least SCALE_GB (default 1, fractions allowed) of table data, and measures
+#   e. `keepsake backup --type full` against `pg_dump -Fc -Z0 > /dev/null` and
+#      `pg_dump -Fc | age` (one hyperfine run, so the ratios share the same conditions),
+#   f. the peak RSS of `keepsake backup --type full` (/usr/bin/time -v),
+#   g. the incremental's stored bytes after a realistic change against restic's data_added,
+#   h. with --restore: `keepsake restore --create` against `pg_restore` (single and -j2).
+# Results: $OUT_DIR (default <repo>/bench-out): hyperfine JSON, summary.md (also printed).
+#
+# Environment: KEEPSAKE_BIN (default <repo>/target/release/keepsake; never built here),
+#   OUT_DIR, RUNS (hyperfine runs, default 3, minimum 3), WARMUP (default 1), PG_MAJOR (15).
+# Needs root for apt-get (missing tools are installed) and runs the server as `postgres`.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$SCRIPT_DIR")
+SQL_DIR="$SCRIPT_DIR/sql"
+
+usage() {
+    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+die() { printf 'backup.sh: error: %s\n' "$*" >&2; exit 1; }
+log() { printf '\n==> %s\n' "$*"; }
+
+RESTORE=0
+KEEP=0
+SCALE=1
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --restore) RESTORE=1 ;;
+        --keep) KEEP=1 ;;
+        -h|--help) usage; exit 0 ;;
+        -*) die "unknown option $1 (see --help)" ;;
+        *) SCALE=$1 ;;
+    esac
+    shift
+done
+[[ $SCALE =~ ^([0-9]+(\.[0-9]*)?|\.[0-9]+)$ ]] || die "SCALE_GB must be a positive number, got '$SCALE'"
+awk -v s="$SCALE" 'BEGIN { exit !(s >= 0.001) }' || die "SCALE_GB must be at least 0.001, got '$SCALE'"
+
+RUNS=${RUNS:-3}
+WARMUP=${WARMUP:-1}
+[[ $RUNS =~ ^[0-9]+$ && $RUNS -ge 3 ]] || die "RUNS must be an integer >= 3"
+[[ $WARMUP =~ ^[0-9]+$ && $WARMUP -ge 1 ]] || die "WARMUP must be an integer >= 1"
+PG_MAJOR=${PG_MAJOR:-15}
+
+# d. The binary under test: never built here.
+KEEPSAKE_BIN=${KEEPSAKE_BIN:-$ROOT/target/release/keepsake}
+[[ -x $KEEPSAKE_BIN && -f $KEEPSAKE_BIN ]] ||
+    die "keepsake binary not found at $KEEPSAKE_BIN: run cargo build --release first (or set KEEPSAKE_BIN)"
+KEEPSAKE_BIN=$(cd "$(dirname "$KEEPSAKE_BIN")" && pwd)/$(basename "$KEEPSAKE_BIN")
+
+OUT_DIR=${OUT_DIR:-$ROOT/bench-out}
+mkdir -p "$OUT_DIR"
+OUT_DIR=$(cd "$OUT_DIR" && pwd)
+WORK="$OUT_DIR/work"    # repositories and dumps; removed at exit unless --keep
+# No stale results from an earlier run next to this run's.
+rm -f "$OUT_DIR"/{hyperfine-backup,hyperfine-restore}.{json,md} "$OUT_DIR"/{keepsake-full,keepsake-incremental,restic-full,restic-incremental,rss-backup}.json \
+    "$OUT_DIR/rss-time.txt" "$OUT_DIR/summary.md"
+
+IS_ROOT=0
+[[ $(id -u) -eq 0 ]] && IS_ROOT=1
+
+# ---------------------------------------------------------------------------------------------
+# a. Tools.
+# ---------------------------------------------------------------------------------------------
+PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+missing=()
+command -v hyperfine >/dev/null || missing+=(hyperfine)
+command -v age >/dev/null || missing+=(age)
+command -v restic >/dev/null || missing+=(restic)
+[[ -x /usr/bin/time ]] || missing+=(time)
+command -v zstd >/dev/null || missing+=(zstd)
+command -v jq >/dev/null || missing+=(jq)
+[[ -x $PG_BIN/initdb ]] || missing+=("postgresql-$PG_MAJOR")
+[[ -x $PG_BIN/pg_dump && -x $PG_BIN/psql ]] || missing+=("postgresql-client-$PG_MAJOR")
+if [[ ${#missing[@]} -gt 0 ]]; then
+    [[ $IS_ROOT -eq 1 ]] || die "missing packages: ${missing[*]} (run as root to install them, or apt-get install them)"
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [[ $IS_ROOT -eq 1 ]] && ! id postgres >/dev/null 2>&1; then
+    useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+fi
+
+# ---------------------------------------------------------------------------------------------
+# b. A throwaway cluster, stopped and removed on exit (success, failure or interrupt).
+# ---------------------------------------------------------------------------------------------
+PGTMP=""
+PGDATA_DIR=""
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    local pids
+    pids=$(jobs -pr)
+    [[ -n $pids ]] && kill $pids 2>/dev/null && wait $pids 2>/dev/null
+    if [[ -n $PGDATA_DIR && -f $PGDATA_DIR/postmaster.pid ]]; then
+        as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w -t 30 stop >/dev/null 2>&1
+    fi
+    [[ -n $PGTMP ]] && rm -rf "$PGTMP"
+    if [[ $KEEP -eq 0 ]]; then
+        rm -rf "$WORK"
+    else
+        echo "kept $WORK (repositories, dumps, configs)"
+    fi
+    [[ $rc -ne 0 ]] && echo "backup.sh: failed (exit $rc); the cluster was stopped and removed" >&2
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+as_pg() {
+    if [[ $IS_ROOT -eq 1 ]]; then
+        (cd / && runuser -u postgres -- "$@")
+    else
+        "$@"
+    fi
+}
+
+free_port() {
+    local p
+    for _ in $(seq 100); do
+        p=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+rm -rf "$WORK"
+mkdir -p "$WORK"
+PGTMP=$(mktemp -d "${TMPDIR:-/tmp}/keepsake-bench-pg.XXXXXX")
+PGDATA_DIR="$PGTMP/data"
+PW_FILE="$PGTMP/password"
+PGPASS_FILE="$PGTMP/pgpass"
+PASSWORD=$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
+printf '%s' "$PASSWORD" >"$PW_FILE"
+chmod 600 "$PW_FILE"
+if [[ $IS_ROOT -eq 1 ]]; then
+    chown postgres: "$PGTMP" "$PW_FILE"
+fi
+
+log "starting a throwaway PostgreSQL $PG_MAJOR cluster in $PGTMP"
+as_pg "$PG_BIN/initdb" -D "$PGDATA_DIR" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    --pwfile="$PW_FILE" -E UTF8 --locale=C.UTF-8 --no-sync >"$PGTMP/initdb.log" 2>&1 ||
+    { cat "$PGTMP/initdb.log" >&2; die "initdb failed"; }
+cat >>"$PGDATA_DIR/postgresql.conf" <<EOF
+
+# keepsake benchmark
+include_if_exists = 'bench.conf'
+include_if_exists = 'load.conf'
+EOF
+# Settings for the whole benchmark. autovacuum is off so that no background work (e.g. analyzing
+# freshly restored databases) lands in another command's measurement.
+write_bench_conf() {
+    cat >"$PGDATA_DIR/bench.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $PORT
+unix_socket_directories = '$PGTMP'
+shared_buffers = 256MB
+maintenance_work_mem = 256MB
+max_wal_size = 4GB
+checkpoint_timeout = 30min
+autovacuum = off
+EOF
+}
+# Only while loading the generated data (removed, and the server restarted, before measuring).
+cat >"$PGDATA_DIR/load.conf" <<EOF
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+wal_level = minimal
+max_wal_senders = 0
+EOF
+[[ $IS_ROOT -eq 1 ]] && chown postgres: "$PGDATA_DIR/load.conf"
+
+PORT=""
+for attempt in 1 2 3 4 5; do
+    PORT=$(free_port) || die "no free TCP port found"
+    write_bench_conf
+    [[ $IS_ROOT -eq 1 ]] && chown postgres: "$PGDATA_DIR/bench.conf"
+    if as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGTMP/server.log" -w -t 60 start >/dev/null 2>&1; then
+        break
+    fi
+    [[ $attempt -eq 5 ]] && { tail -20 "$PGTMP/server.log" >&2; die "cannot start PostgreSQL"; }
+done
+
+printf '127.0.0.1:%s:*:postgres:%s\n' "$PORT" "$PASSWORD" >"$PGPASS_FILE"
+chmod 600 "$PGPASS_FILE"
+export PGPASSFILE="$PGPASS_FILE"
+unset PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD PGSERVICE PGOPTIONS
+DB=wedbench
+CONN=(-h 127.0.0.1 -p "$PORT" -U postgres)
+psql_db() { "$PG_BIN/psql" "${CONN[@]}" -X -q -v ON_ERROR_STOP=1 "$@"; }
+scalar() { psql_db -d "$DB" -At -c "$1"; }
+PG_VERSION=$(psql_db -d postgres -At -c 'SHOW server_version')
+psql_db -d postgres -c "CREATE DATABASE $DB"
+echo "PostgreSQL $PG_VERSION on 127.0.0.1:$PORT (scram-sha-256 password auth)"
+
+# ---------------------------------------------------------------------------------------------
+# c. Deterministic data: at least SCALE_GB GiB of table data (heap + TOAST, without indexes).
+# ---------------------------------------------------------------------------------------------
+rows() { awk -v s="$SCALE" -v r="$1" -v m="$2" 'BEGIN { n = int(s * r); if (n < m) n = m; print n }'; }
+# Rows per GiB, calibrated on PostgreSQL 15 (~490, ~810, ~107 bytes a row) so that guests hold
+# ~1/2 of the data, photos ~1/4, payments ~1/6, and the total lands ~3% above the target.
+N_GUESTS=$(rows 1200000 100)
+N_COUPLES=$(rows 20000 20)
+N_VENDORS=$(rows 12000 20)
+N_PAYMENTS=$(rows 1800000 100)
+N_PHOTOS=$(rows 380000 100)
+TARGET_BYTES=$(awk -v s="$SCALE" 'BEGIN { printf "%.0f", s * 1073741824 }')
+
+log "loading ~$SCALE GiB: $N_GUESTS guests, $N_PHOTOS photos, $N_PAYMENTS payments, $N_COUPLES couples, $N_VENDORS vendors (fsync=off while loading)"
+t_load=$SECONDS
+psql_db -d "$DB" -f "$SQL_DIR/schema.sql"
+psql_db -d "$DB" -v lo=1 -v hi="$N_GUESTS" -v n_couples="$N_COUPLES" \
+    -f "$SQL_DIR/prelude.sql" -f "$SQL_DIR/load_guests.sql" &
+pid_guests=$!
+psql_db -d "$DB" -v n_couples="$N_COUPLES" -v n_vendors="$N_VENDORS" -v n_payments="$N_PAYMENTS" \
+    -v n_photos="$N_PHOTOS" -f "$SQL_DIR/prelude.sql" -f "$SQL_DIR/load_rest.sql" &
+pid_rest=$!
+wait "$pid_guests" || die "loading guests failed"
+wait "$pid_rest" || die "loading couples/vendors/payments/photos failed"
+
+TABLE_BYTES_SQL="SELECT sum(pg_table_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'"
+# Top up guests (deterministically) until the target is reached.
+for _ in $(seq 200); do
+    have=$(scalar "$TABLE_BYTES_SQL")
+    [[ $have -ge $TARGET_BYTES ]] && break
+    more=$(awk -v t="$TARGET_BYTES" -v h="$have" -v n="$N_GUESTS" -v g="$(scalar "SELECT pg_table_size('guests')")" \
+        'BEGIN { k = int((t - h) * 1.02 * n / g) + 1; if (k < 100) k = 100; print k }')
+    psql_db -d "$DB" -v lo=$((N_GUESTS + 1)) -v hi=$((N_GUESTS + more)) -v n_couples="$N_COUPLES" \
+        -f "$SQL_DIR/prelude.sql" -f "$SQL_DIR/load_guests.sql"
+    N_GUESTS=$((N_GUESTS + more))
+done
+psql_db -d "$DB" -f "$SQL_DIR/finish.sql"
+TABLE_BYTES=$(scalar "$TABLE_BYTES_SQL")
+[[ $TABLE_BYTES -ge $TARGET_BYTES ]] || die "generated only $TABLE_BYTES bytes of table data, wanted $TARGET_BYTES"
+DB_BYTES=$(scalar "SELECT pg_database_size(current_database())")
+LOAD_SECONDS=$((SECONDS - t_load))
+psql_db -d "$DB" -c "SELECT relname AS table, n_live_tup AS rows, pg_size_pretty(pg_table_size(relid)) AS data,
+    round(pg_table_size(relid)::numeric / greatest(n_live_tup, 1)) AS bytes_per_row
+    FROM pg_stat_user_tables ORDER BY pg_table_size(relid) DESC"
+echo "table data $TABLE_BYTES bytes (target $TARGET_BYTES), database $DB_BYTES bytes, loaded in ${LOAD_SECONDS}s"
+
+# Back to durable settings for the measurements (fsync=on, wal_level=replica, ...).
+rm -f "$PGDATA_DIR/load.conf"
+as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGTMP/server.log" -m fast -w -t 120 restart >/dev/null ||
+    { tail -20 "$PGTMP/server.log" >&2; die "cannot restart PostgreSQL"; }
+[[ $(scalar "SHOW fsync") == on ]] || die "fsync is still off after the load"
+
+# ---------------------------------------------------------------------------------------------
+# keepsake: a key and one configuration per repository.
+# ---------------------------------------------------------------------------------------------
+IDENTITY="$WORK/identity.txt"
+RECIPIENT=$("$KEEPSAKE_BIN" keygen -o "$IDENTITY") || die "$KEEPSAKE_BIN keygen failed"
+[[ $RECIPIENT == age1* ]] || die "keepsake keygen printed '$RECIPIENT', expected an age1… recipient"
+SOURCE_URL="postgres://postgres@127.0.0.1:$PORT/$DB?sslmode=disable"
+write_config() { # config-file repository-dir
+    cat >"$1" <<EOF
+[repository]
+url = "file://$2"
+
+[encryption]
+recipients = ["$RECIPIENT"]
+identity_file = "$IDENTITY"
+
+[[sources]]
+name = "bench"
+url = "$SOURCE_URL"
+password = "file:$PW_FILE"
+
+[postgres]
+bin_dir = "$PG_BIN"
+EOF
+}
+CFG_H="$WORK/hyperfine.toml";    REPO_H="$WORK/repo-hyperfine"
+CFG_R="$WORK/rss.toml";          REPO_R="$WORK/repo-rss"
+CFG_I="$WORK/incremental.toml";  REPO_I="$WORK/repo-incremental"
+write_config "$CFG_H" "$REPO_H"
+write_config "$CFG_R" "$REPO_R"
+write_config "$CFG_I" "$REPO_I"
+"$KEEPSAKE_BIN" --config "$CFG_H" config check
+
+q() { printf '%q' "$1"; }
+KS=$(q "$KEEPSAKE_BIN")
+PG_DUMP=$(q "$PG_BIN/pg_dump")
+DUMP_ARGS="-h 127.0.0.1 -p $PORT -U postgres -d $DB"
+
+# ---------------------------------------------------------------------------------------------
+# e. Backup time: one hyperfine invocation for the three commands.
+# ---------------------------------------------------------------------------------------------
+log "e. backup time (hyperfine, $WARMUP warmup + $RUNS runs each)"
+NAME_BASE='pg_dump -Fc -Z0 > /dev/null'
+NAME_AGE='pg_dump -Fc | age -r RECIPIENT > file'
+NAME_KS='keepsake backup --type full (fresh repository)'
+hyperfine --shell bash --warmup "$WARMUP" --runs "$RUNS" \
+    --export-json "$OUT_DIR/hyperfine-backup.json" --export-markdown "$OUT_DIR/hyperfine-backup.md" \
+    --prepare 'true' \
+    --prepare "rm -f $(q "$WORK/dump.age")" \
+    --prepare "rm -rf $(q "$REPO_H") && $KS --config $(q "$CFG_H") init" \
+    -n "$NAME_BASE" "$PG_DUMP -Fc -Z0 $DUMP_ARGS > /dev/null" \
+    -n "$NAME_AGE" "set -o pipefail; $PG_DUMP -Fc $DUMP_ARGS | age -r $RECIPIENT > $(q "$WORK/dump.age")" \
+    -n "$NAME_KS" "$KS --config $(q "$CFG_H") backup --source bench --type full"
+AGE_FILE_BYTES=$(stat -c %s "$WORK/dump.age")
+median() { jq -r --arg n "$2" '.results[] | select(.command == $n) | .median' "$1"; }
+stddev() { jq -r --arg n "$2" '.results[] | select(.command == $n) | .stddev' "$1"; }
+M_BASE=$(median "$OUT_DIR/hyperfine-backup.json" "$NAME_BASE")
+M_AGE=$(median "$OUT_DIR/hyperfine-backup.json" "$NAME_AGE")
+M_KS=$(median "$OUT_DIR/hyperfine-backup.json" "$NAME_KS")
+[[ -n $M_BASE && -n $M_AGE && -n $M_KS ]] || die "could not read medians from $OUT_DIR/hyperfine-backup.json"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
+R_KS=$(ratio "$M_KS" "$M_BASE")
+R_AGE=$(ratio "$M_AGE" "$M_BASE")
+printf 'medians: baseline %.3fs, pg_dump|age %.3fs (%s×), keepsake %.3fs (%s× baseline)\n' \
+    "$M_BASE" "$M_AGE" "$R_AGE" "$M_KS" "$R_KS"
+
+# ---------------------------------------------------------------------------------------------
+# f. Peak RSS of a full backup.
+# ---------------------------------------------------------------------------------------------
+log "f. peak RSS of keepsake backup --type full"
+rm -rf "$REPO_R"
+"$KEEPSAKE_BIN" --config "$CFG_R" init >/dev/null
+/usr/bin/time -v -o "$OUT_DIR/rss-time.txt" \
+    "$KEEPSAKE_BIN" --config "$CFG_R" backup --source bench --type full --json >"$OUT_DIR/rss-backup.json"
+RSS_KB=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$OUT_DIR/rss-time.txt")
+[[ $RSS_KB =~ ^[0-9]+$ ]] || die "no 'Maximum resident set size' in $OUT_DIR/rss-time.txt"
+RSS_MIB=$(awk -v k="$RSS_KB" 'BEGIN { printf "%.1f", k / 1024 }')
+RSS_WALL=$(awk -F': ' '/Elapsed \(wall clock\)/ { print $2 }' "$OUT_DIR/rss-time.txt")
+echo "peak RSS ${RSS_MIB} MiB (${RSS_KB} kB), wall clock $RSS_WALL"
+
+# ---------------------------------------------------------------------------------------------
+# g. Incremental after a realistic change: keepsake stored bytes vs restic data_added.
+# ---------------------------------------------------------------------------------------------
+log "g. incremental size: keepsake vs restic"
+export RESTIC_REPOSITORY="$WORK/restic" RESTIC_PASSWORD="keepsake-bench-not-a-secret"
+restic --no-cache init --repository-version 2 >/dev/null
+restic_backup() { # -> summary JSON line on stdout
+    "$PG_BIN/pg_dump" -Fc -Z0 "${CONN[@]}" -d "$DB" |
+        restic --no-cache backup --json --stdin --stdin-filename db.dump |
+        jq -c 'select(.message_type == "summary")'
+}
+"$KEEPSAKE_BIN" --config "$CFG_I" init >/dev/null
+"$KEEPSAKE_BIN" --config "$CFG_I" backup --source bench --type full --json >"$OUT_DIR/keepsake-full.json"
+FULL_ID=$(jq -r '.[0].id' "$OUT_DIR/keepsake-full.json")
+FULL_STORED=$(jq -r '.[0].stored_bytes' "$OUT_DIR/keepsake-full.json")
+FULL_LOGICAL=$(jq -r '.[0].logical_bytes' "$OUT_DIR/keepsake-full.json")
+N_GUESTS_FULL=$(scalar "SELECT count(*) FROM guests")
+restic_backup >"$OUT_DIR/restic-full.json"
+RESTIC1_ADDED=$(jq -r '.data_added' "$OUT_DIR/restic-full.json")
+RESTIC1_SIZE=$(du -sb "$RESTIC_REPOSITORY" | cut -f1)
+ZSTD_BYTES=$("$PG_BIN/pg_dump" -Fc -Z0 "${CONN[@]}" -d "$DB" | zstd -3 -T0 -q -c | wc -c)
+if [[ $RESTORE -eq 1 ]]; then
+    "$PG_BIN/pg_dump" -Fc -Z0 "${CONN[@]}" -d "$DB" -f "$WORK/restore.dump"
+fi
+
+psql_db -d "$DB" -v n_guests="$N_GUESTS" -v n_vendors="$N_VENDORS" -f "$SQL_DIR/change.sql"
+CHANGED=$(scalar "SELECT count(*) FROM guests WHERE notes LIKE 'RSVP updated online%' OR id > $N_GUESTS")
+echo "change applied: $CHANGED guests rows updated or inserted, 10 deleted, 5 vendors updated"
+
+"$KEEPSAKE_BIN" --config "$CFG_I" backup --source bench --type incremental --json >"$OUT_DIR/keepsake-incremental.json"
+INC_STORED=$(jq -r '.[0].stored_bytes' "$OUT_DIR/keepsake-incremental.json")
+INC_TYPE=$(jq -r '.[0].type' "$OUT_DIR/keepsake-incremental.json")
+[[ $INC_TYPE == incremental ]] || die "keepsake took a '$INC_TYPE' backup, expected incremental"
+restic_backup >"$OUT_DIR/restic-incremental.json"
+RESTIC2_ADDED=$(jq -r '.data_added' "$OUT_DIR/restic-incremental.json")
+RESTIC2_PACKED=$(jq -r '.data_added_packed // empty' "$OUT_DIR/restic-incremental.json")
+RESTIC2_SIZE=$(du -sb "$RESTIC_REPOSITORY" | cut -f1)
+RESTIC_GROWTH=$((RESTIC2_SIZE - RESTIC1_SIZE))
+KS_REPO_SIZE=$(du -sb "$REPO_I" | cut -f1)
+R_INC=$(ratio "$INC_STORED" "$RESTIC2_ADDED")
+echo "keepsake incremental stored $INC_STORED bytes; restic data_added $RESTIC2_ADDED bytes (ratio $R_INC);" \
+    "restic repository $RESTIC2_SIZE bytes (+$RESTIC_GROWTH on disk for the second backup)"
+
+# ---------------------------------------------------------------------------------------------
+# h. Optional: restore time.
+# ---------------------------------------------------------------------------------------------
+if [[ $RESTORE -eq 1 ]]; then
+    log "h. restore time (hyperfine, $WARMUP warmup + $RUNS runs each)"
+    DROPDB=$(q "$PG_BIN/dropdb")
+    CREATEDB=$(q "$PG_BIN/createdb")
+    PG_RESTORE=$(q "$PG_BIN/pg_restore")
+    ADMIN="-h 127.0.0.1 -p $PORT -U postgres"
+    NAME_R_KS='keepsake restore --create'
+    NAME_R_PG='pg_restore -d (local -Fc -Z0 file)'
+    NAME_R_PG2='pg_restore -j2 -d (local -Fc -Z0 file)'
+    hyperfine --shell bash --warmup "$WARMUP" --runs "$RUNS" \
+        --export-json "$OUT_DIR/hyperfine-restore.json" --export-markdown "$OUT_DIR/hyperfine-restore.md" \
+        --prepare "$DROPDB $ADMIN --if-exists restore_keepsake" \
+        --prepare "$DROPDB $ADMIN --if-exists restore_pg && $CREATEDB $ADMIN restore_pg" \
+        --prepare "$DROPDB $ADMIN --if-exists restore_pg_j2 && $CREATEDB $ADMIN restore_pg_j2" \
+        -n "$NAME_R_KS" "$KS --config $(q "$CFG_I") restore $FULL_ID --target $(q "postgres://postgres@127.0.0.1:$PORT/restore_keepsake?sslmode=disable") --target-password file:$(q "$PW_FILE") --create" \
+        -n "$NAME_R_PG" "$PG_RESTORE $ADMIN -d restore_pg $(q "$WORK/restore.dump")" \
+        -n "$NAME_R_PG2" "$PG_RESTORE $ADMIN -j 2 -d restore_pg_j2 $(q "$WORK/restore.dump")"
+    for d in restore_keepsake restore_pg restore_pg_j2; do
+        got=$(psql_db -d "$d" -At -c "SELECT count(*) FROM guests")
+        [[ $got -eq $N_GUESTS_FULL ]] || die "restored database $d has $got guests, expected $N_GUESTS_FULL"
+        "$PG_BIN/dropdb" "${CONN[@]}" "$d"
+    done
+    M_R_KS=$(median "$OUT_DIR/hyperfine-restore.json" "$NAME_R_KS")
+    M_R_PG=$(median "$OUT_DIR/hyperfine-restore.json" "$NAME_R_PG")
+    M_R_PG2=$(median "$OUT_DIR/hyperfine-restore.json" "$NAME_R_PG2")
+    echo "restored databases checked ($N_GUESTS_FULL guests each) and dropped"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# i. Summary.
+# ---------------------------------------------------------------------------------------------
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
+verdict() { awk -v v="$1" -v t="$2" 'BEGIN { print (v <= t ? "PASS" : "FAIL") }'; }
+secs() { awk -v s="$1" -v d="$2" 'BEGIN { printf "%.3f ± %.3f", s, d }'; }
+md() { printf '%s' "${1//|/\\|}"; } # a command name inside a markdown table cell
+BUILD=release
+[[ $KEEPSAKE_BIN == */debug/* ]] && BUILD="debug (numbers are not meaningful)"
+{
+    echo "# keepsake backup benchmark"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), \`benches/backup.sh$([[ $RESTORE -eq 1 ]] && echo ' --restore') $SCALE\`"
+    echo
+    echo "| machine | |"
+    echo "|---|---|"
+    echo "| CPUs (nproc) | $(nproc) |"
+    echo "| memory (free -g) | $(free -g | awk '/^Mem:/ { print $2 " GiB total, " $7 " GiB available" }') |"
+    echo "| CPU | $(lscpu | grep 'Model name' | head -1 | sed 's/^Model name:[[:space:]]*//') |"
+    echo "| PostgreSQL | $PG_VERSION (loaded with fsync=off, wal_level=minimal; measured with fsync=on, autovacuum=off) |"
+    echo "| keepsake | $("$KEEPSAKE_BIN" --version) ($BUILD, $KEEPSAKE_BIN) |"
+    echo "| tools | $(hyperfine --version), age $(age --version), $(restic version | cut -d' ' -f1-2), $("$PG_BIN/pg_dump" --version | cut -d' ' -f1,3) |"
+    echo "| data | scale $SCALE: $(mib "$TABLE_BYTES") table data, $(mib "$DB_BYTES") database; $N_GUESTS guests, $N_PHOTOS photos, $N_PAYMENTS payments; dump $(mib "$FULL_LOGICAL") |"
+    echo
+    echo "## Backup time (hyperfine: $WARMUP warmup, $RUNS runs, one invocation)"
+    echo
+    echo "| command | median s | mean ± σ s | × baseline | target |"
+    echo "|---|---:|---:|---:|---|"
+    echo "| \`$(md "$NAME_BASE")\` (baseline) | $(printf '%.3f' "$M_BASE") | $(secs "$(jq -r --arg n "$NAME_BASE" '.results[] | select(.command == $n) | .mean' "$OUT_DIR/hyperfine-backup.json")" "$(stddev "$OUT_DIR/hyperfine-backup.json" "$NAME_BASE")") | 1.000 | |"
+    echo "| \`$(md "$NAME_AGE")\` | $(printf '%.3f' "$M_AGE") | $(secs "$(jq -r --arg n "$NAME_AGE" '.results[] | select(.command == $n) | .mean' "$OUT_DIR/hyperfine-backup.json")" "$(stddev "$OUT_DIR/hyperfine-backup.json" "$NAME_AGE")") | $R_AGE | |"
+    echo "| \`$(md "$NAME_KS")\` | $(printf '%.3f' "$M_KS") | $(secs "$(jq -r --arg n "$NAME_KS" '.results[] | select(.command == $n) | .mean' "$OUT_DIR/hyperfine-backup.json")" "$(stddev "$OUT_DIR/hyperfine-backup.json" "$NAME_KS")") | **$R_KS** | ≤ 1.10: $(verdict "$R_KS" 1.10) |"
+    echo
+    echo "## Size and memory"
+    echo
+    echo "| measure | value | target |"
+    echo "|---|---:|---|"
+    echo "| peak RSS, \`keepsake backup --type full\` (/usr/bin/time -v, largest process of the tree) | $RSS_MIB MiB | ≤ 128 MiB: $(verdict "$RSS_MIB" 128) |"
+    echo "| keepsake full: logical / stored | $(mib "$FULL_LOGICAL") / $(mib "$FULL_STORED") | |"
+    echo "| reference: pg_dump -Fc -Z0 \| zstd -3 / pg_dump -Fc \| age | $(mib "$ZSTD_BYTES") / $(mib "$AGE_FILE_BYTES") | |"
+    echo "| keepsake incremental stored_bytes | $INC_STORED B ($(mib "$INC_STORED")) | |"
+    echo "| restic second backup data_added$([[ -n $RESTIC2_PACKED ]] && echo " (packed $RESTIC2_PACKED B)") | $RESTIC2_ADDED B ($(mib "$RESTIC2_ADDED")) | |"
+    echo "| keepsake incremental / restic data_added | **$R_INC** | ≤ 1: $(verdict "$R_INC" 1) |"
+    echo "| restic repository total after both backups (growth on disk from the second) | $(mib "$RESTIC2_SIZE") (+$(mib "$RESTIC_GROWTH")) | |"
+    echo "| keepsake incremental / restic on-disk growth (stricter: restic's data_added is before compression) | $(ratio "$INC_STORED" "$RESTIC_GROWTH") | |"
+    echo "| restic first backup data_added | $(mib "$RESTIC1_ADDED") | |"
+    echo "| keepsake repository total after both backups | $(mib "$KS_REPO_SIZE") | |"
+    echo
+    echo "Change between the backups (benches/sql/change.sql): 1% of guests updated (contiguous ids), 0.5% inserted, 10 deleted; 5 vendors updated."
+    if [[ $RESTORE -eq 1 ]]; then
+        echo
+        echo "## Restore time (hyperfine: $WARMUP warmup, $RUNS runs, one invocation; full backup / dump of the same data)"
+        echo
+        echo "| command | median s | × pg_restore |"
+        echo "|---|---:|---:|"
+        echo "| \`$(md "$NAME_R_PG")\` | $(printf '%.3f' "$M_R_PG") | 1.000 |"
+        echo "| \`$(md "$NAME_R_PG2")\` | $(printf '%.3f' "$M_R_PG2") | $(ratio "$M_R_PG2" "$M_R_PG") |"
+        echo "| \`$(md "$NAME_R_KS")\` | $(printf '%.3f' "$M_R_KS") | $(ratio "$M_R_KS" "$M_R_PG") |"
+    fi
+    echo
+    echo "Raw results: hyperfine-*.json, rss-time.txt, keepsake-*.json, restic-*.json in this directory."
+} >"$OUT_DIR/summary.md"
+log "summary ($OUT_DIR/summary.md)"
+cat "$OUT_DIR/summary.md"
