@@ -43,7 +43,7 @@ impl Default for BackupOptions {
     fn default() -> Self {
         BackupOptions {
             kind: None,
-            compression_level: 3,
+            compression_level: 1,
             pack_size: 16 << 20,
             workers: 0,
             bin_dir: None,
