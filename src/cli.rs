@@ -13,6 +13,7 @@ use crate::config::{self, Config};
 use crate::core::format::{BackupType, Manifest};
 use crate::core::progress::{Progress, ProgressSink};
 use crate::core::restore::RestoreOptions;
+use crate::core::verify::{Level, VerifyRecord};
 use crate::engine;
 use crate::error::{Error, Result};
 use crate::pg::conninfo::ConnInfo;
@@ -57,7 +58,27 @@ pub enum Command {
         source: Option<String>,
         #[arg(long = "type", value_name = "full|incremental|differential")]
         kind: Option<BackupType>,
+        /// Verify each backup right after it is taken (default level: data)
+        #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true, default_missing_value = "data")]
+        verify: Option<Level>,
         /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prove backups: structure (objects present), data (every chunk authenticated, archive
+    /// complete), restore (restored into a scratch database and compared table by table)
+    Verify {
+        /// Backup id or a unique prefix of it
+        #[arg(required_unless_present_any = ["latest", "all"], conflicts_with_all = ["latest", "all"])]
+        id: Option<String>,
+        /// The latest backup of each source
+        #[arg(long, conflicts_with = "all")]
+        latest: bool,
+        /// Every backup in the repository
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value = "data", value_name = "structure|data|restore")]
+        level: Level,
         #[arg(long)]
         json: bool,
     },
@@ -281,9 +302,74 @@ pub async fn run(cli: Cli) -> Result<()> {
                 repo.config.id, c.repository.url, repo.config.version
             ))
         }
+        Command::Verify {
+            id,
+            latest: _,
+            all,
+            level,
+            json: as_json,
+        } => {
+            let c = load_config(&cli)?;
+            let repo = engine::open(&c).await?;
+            let mut damaged_manifests = 0;
+            let ids: Vec<String> = if let Some(id) = id {
+                vec![repo.resolve_id(id).await?]
+            } else {
+                let (ms, bad) = repo.manifests_lenient().await?;
+                for (id, e) in &bad {
+                    eprintln!("damaged: backup {id}: {e}");
+                }
+                damaged_manifests = bad.len();
+                if *all {
+                    ms.iter().map(|m| m.id.clone()).collect()
+                } else {
+                    let mut last: std::collections::BTreeMap<&str, &str> = Default::default();
+                    for m in &ms {
+                        last.insert(&m.source.name, &m.id);
+                    }
+                    last.values().map(|s| s.to_string()).collect()
+                }
+            };
+            if ids.is_empty() && damaged_manifests == 0 {
+                return Err(Error::Usage(
+                    "no backups to verify: run `keepsake backup` first".into(),
+                ));
+            }
+            let recs = verify_many(&c, &repo, &ids, *level, *as_json).await?;
+            if *as_json {
+                out(&json(&recs)?)?;
+            }
+            let bad: Vec<&VerifyRecord> = recs.iter().filter(|r| !r.ok).collect();
+            if bad.is_empty() && damaged_manifests == 0 {
+                Ok(())
+            } else {
+                Err(Error::Damage(format!(
+                    "verification found damage: {} of {} backup(s) failed{}{}",
+                    bad.len(),
+                    recs.len(),
+                    if bad.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " ({})",
+                            bad.iter()
+                                .map(|r| r.backup_id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
+                    if damaged_manifests > 0 {
+                        format!("; {damaged_manifests} manifest(s) unreadable")
+                    } else {
+                        String::new()
+                    }
+                )))
+            }
+        }
         Command::Backup {
             source,
             kind,
+            verify,
             json: as_json,
         } => {
             let c = load_config(&cli)?;
@@ -299,6 +385,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             let repo = engine::open(&c).await?;
             let mut failures = Vec::new();
+            let mut damaged = Vec::new();
             let mut done = Vec::new();
             for name in &names {
                 let progress = CliProgress::new();
@@ -312,7 +399,22 @@ pub async fn run(cli: Cli) -> Result<()> {
                         if !as_json {
                             out(&backup_summary(&m))?;
                         }
-                        done.push(engine::BackupRow::from(&m));
+                        let mut row = engine::BackupRow::from(&m);
+                        if let Some(level) = verify {
+                            let recs =
+                                verify_many(&c, &repo, std::slice::from_ref(&m.id), *level, true)
+                                    .await?;
+                            if let Some(rec) = recs.first() {
+                                if !as_json {
+                                    out(&verify_text(rec))?;
+                                }
+                                row = engine::BackupRow::with_records(&m, Some(&recs));
+                                if !rec.ok {
+                                    damaged.push(m.id.clone());
+                                }
+                            }
+                        }
+                        done.push(row);
                     }
                     Err(e @ Error::Cancelled(_)) => return Err(e),
                     Err(e) => {
@@ -360,10 +462,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             let c = load_config(&cli)?;
             let repo = engine::open(&c).await?;
             let m = repo.manifest(id).await?;
+            let records = crate::core::verify::records(&repo).await?;
+            let recs = records.get(&m.id);
             if *as_json {
-                return out(&json(&show_json(&m))?);
+                return out(&json(&show_json(&m, recs))?);
             }
-            out(&show_text(&m))
+            out(&show_text(&m, recs))
         }
         Command::Restore {
             id,
@@ -429,6 +533,75 @@ pub async fn run(cli: Cli) -> Result<()> {
             ))
         }
     }
+}
+
+/// Verify `ids` one after another, printing each result as text unless `as_json` (the caller
+/// prints JSON).
+async fn verify_many(
+    c: &Config,
+    repo: &std::sync::Arc<crate::core::repo::Repository>,
+    ids: &[String],
+    level: Level,
+    as_json: bool,
+) -> Result<Vec<VerifyRecord>> {
+    let mut recs = Vec::new();
+    for id in ids {
+        let scratch = crate::core::verify::scratch_name(id);
+        let progress = CliProgress::new();
+        let server = {
+            let m = repo.manifest(id).await?;
+            engine::verify_options(c, &m.source.name, None).scratch
+        };
+        let r = tokio::select! {
+            r = engine::verify_backup(c, repo.clone(), id, level, Some(scratch.clone()), &progress) => r,
+            _ = tokio::signal::ctrl_c() => {
+                if let Some(s) = &server {
+                    crate::core::restore::drop_database(&s.with_dbname(&scratch)).await;
+                }
+                Err(Error::Cancelled(format!("verification of {id} interrupted; scratch database removed")))
+            }
+        };
+        progress.finish();
+        let rec = r?;
+        if !as_json {
+            out(&verify_text(&rec))?;
+        }
+        recs.push(rec);
+    }
+    Ok(recs)
+}
+
+pub fn verify_text(r: &VerifyRecord) -> String {
+    let mut s = if r.ok {
+        format!(
+            "backup {}: {} level PASSED in {:.1}s",
+            r.backup_id,
+            r.level.as_str(),
+            r.duration_ms as f64 / 1000.0
+        )
+    } else {
+        format!(
+            "backup {}: DAMAGED — {} level failed{}",
+            r.backup_id,
+            r.level.as_str(),
+            r.passed
+                .map(|p| format!(" (passed up to {})", p.as_str()))
+                .unwrap_or_default()
+        )
+    };
+    if let Some(ms) = r.restore_ms {
+        s.push_str(&format!(
+            "; restore took {:.1}s ({} tables compared, amcheck {})",
+            ms as f64 / 1000.0,
+            r.tables_compared,
+            r.amcheck.as_deref().unwrap_or("not run")
+        ));
+    }
+    s.push('\n');
+    for p in &r.problems {
+        s.push_str(&format!("  - {p}\n"));
+    }
+    s
 }
 
 fn keygen(output: &std::path::Path) -> Result<()> {
@@ -511,11 +684,15 @@ struct ShowJson<'a> {
     keepsake_version: &'a str,
     source_location: &'a str,
     table_list: &'a [crate::core::format::TableInfo],
+    facts: &'a crate::pg::archive::ArchiveFacts,
+    verifications: &'a [VerifyRecord],
 }
 
-fn show_json(m: &Manifest) -> ShowJson<'_> {
+fn show_json<'a>(m: &'a Manifest, recs: Option<&'a Vec<VerifyRecord>>) -> ShowJson<'a> {
     ShowJson {
-        row: engine::BackupRow::from(m),
+        row: engine::BackupRow::with_records(m, recs),
+        verifications: recs.map(|v| v.as_slice()).unwrap_or(&[]),
+        facts: &m.facts,
         dedup_ratio: if m.stored_bytes == 0 {
             0.0
         } else {
@@ -532,7 +709,7 @@ fn show_json(m: &Manifest) -> ShowJson<'_> {
     }
 }
 
-fn show_text(m: &Manifest) -> String {
+fn show_text(m: &Manifest, recs: Option<&Vec<VerifyRecord>>) -> String {
     let mut s = String::new();
     s.push_str(&format!("backup      {}\n", m.id));
     s.push_str(&format!(
@@ -571,14 +748,46 @@ fn show_text(m: &Manifest) -> String {
         m.packs.len(),
         m.large_objects
     ));
-    s.push_str("verified    none\n");
-    s.push_str(&format!("tables      {}\n", m.tables.len()));
-    for t in &m.tables {
+    let (level, at) = crate::core::verify::proven(recs);
+    s.push_str(&format!(
+        "verified    {level}{}\n",
+        at.map(|t| format!(" ({})", t.format("%Y-%m-%d %H:%M:%S UTC")))
+            .unwrap_or_default()
+    ));
+    if let Some(r) = recs.and_then(|v| v.iter().rev().find(|r| r.restore_ms.is_some())) {
         s.push_str(&format!(
-            "  {:<40} {:>10} ~{} rows\n",
+            "restore     measured {:.1}s for {} on {}\n",
+            r.restore_ms.unwrap_or(0) as f64 / 1000.0,
+            human_bytes(r.logical_bytes),
+            r.finished_at.format("%Y-%m-%d %H:%M UTC")
+        ));
+    }
+    if let Some(r) = recs.and_then(|v| v.last()) {
+        for p in &r.problems {
+            s.push_str(&format!("  damage: {p}\n"));
+        }
+    }
+    s.push_str(&format!(
+        "tables      {} ({} sequences recorded)\n",
+        m.tables.len(),
+        m.facts.sequences.len()
+    ));
+    let rows: std::collections::BTreeMap<(&str, &str), u64> = m
+        .facts
+        .tables
+        .iter()
+        .map(|t| ((t.schema.as_str(), t.name.as_str()), t.rows))
+        .collect();
+    for t in &m.tables {
+        let n = rows
+            .get(&(t.schema.as_str(), t.name.as_str()))
+            .map(|n| format!("{n} rows"))
+            .unwrap_or_else(|| "no data".into());
+        s.push_str(&format!(
+            "  {:<40} {:>10} {}\n",
             format!("{}.{}", t.schema, t.name),
             human_bytes(t.size_bytes.max(0) as u64),
-            t.estimated_rows
+            n
         ));
     }
     s

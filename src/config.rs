@@ -50,6 +50,15 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     pub backup: BackupSettings,
     pub postgres: PostgresSettings,
+    pub verification: VerificationConfig,
+}
+
+/// `[verification]`.
+#[derive(Debug, Clone, Default)]
+pub struct VerificationConfig {
+    /// Server where keepsake may create and drop scratch databases (restore-level checks).
+    /// Default: the backup's source server.
+    pub scratch: Option<ConnInfo>,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +114,14 @@ struct RawConfig {
     backup: BackupSettings,
     #[serde(default)]
     postgres: PostgresSettings,
+    verification: Option<RawVerification>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerification {
+    scratch_url: Option<Spanned<String>>,
+    scratch_password: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -273,7 +290,31 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
             .with_key_line(text, "pack_size_mib"));
     }
 
+    let mut verification = VerificationConfig::default();
+    if let Some(v) = &raw.verification {
+        if let Some(u) = &v.scratch_url {
+            let url = resolve_secret(u.get_ref())
+                .map_err(|m| ctx.err(u.span(), "verification.scratch_url", m))?;
+            let mut ci = ConnInfo::parse(url.expose())
+                .map_err(|m| ctx.err(u.span(), "verification.scratch_url", m))?;
+            if let Some(pw) = &v.scratch_password {
+                ci.password = Some(
+                    resolve_secret(pw.get_ref())
+                        .map_err(|m| ctx.err(pw.span(), "verification.scratch_password", m))?,
+                );
+            }
+            verification.scratch = Some(ci);
+        } else if let Some(pw) = &v.scratch_password {
+            return Err(ctx.err(
+                pw.span(),
+                "verification.scratch_password",
+                "scratch_password needs scratch_url".into(),
+            ));
+        }
+    }
+
     Ok(Config {
+        verification,
         path: path.to_path_buf(),
         repository: RepositoryConfig { url },
         recipients: Recipients(recipients),

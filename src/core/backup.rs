@@ -25,6 +25,7 @@ use crate::core::format::{
 use crate::core::progress::{Phase, ProgressSink, Tracker};
 use crate::core::repo::{Repository, StoredChunk};
 use crate::error::{Error, Result};
+use crate::pg::archive::{ArchiveFacts, ArchiveParser};
 use crate::pg::process::{self, PassFile, StderrLog};
 use crate::pg::{client, tools};
 
@@ -89,6 +90,7 @@ type SealedChunk = (u32, Vec<u8>);
 struct ReaderSummary {
     total: u64,
     digest: String,
+    facts: std::result::Result<ArchiveFacts, String>,
 }
 
 /// A pack being filled.
@@ -205,6 +207,7 @@ pub async fn backup(
     let params = repo.config.chunker;
     let reader = std::thread::spawn(move || -> Result<ReaderSummary> {
         let mut hasher = key.stream_hasher();
+        let mut parser = ArchiveParser::new();
         let mut total = 0u64;
         let cdc = fastcdc::v2020::StreamCDC::new(stdout, params.min, params.avg, params.max);
         for chunk in cdc {
@@ -220,6 +223,7 @@ pub async fn backup(
             // The archive digest chains the (keyed) chunk ids: no second pass over the data.
             hasher.update(&id.0);
             hasher.update(&(c.data.len() as u64).to_le_bytes());
+            parser.feed(&c.data);
             if tx.blocking_send((id, c.data)).is_err() {
                 break;
             }
@@ -227,6 +231,7 @@ pub async fn backup(
         Ok(ReaderSummary {
             total,
             digest: hasher.finalize().to_hex().to_string(),
+            facts: parser.finish(),
         })
     });
 
@@ -337,6 +342,12 @@ pub async fn backup(
             source.name
         )));
     }
+    let facts = summary.facts.map_err(|e| {
+        Error::Postgres(format!(
+            "backup of {} failed: pg_dump exited 0 but its archive is incomplete or malformed: {e}; nothing was committed",
+            source.name
+        ))
+    })?;
     // The snapshot is no longer needed.
     drop(pg);
 
@@ -370,6 +381,7 @@ pub async fn backup(
         source: info,
         tables,
         large_objects,
+        facts,
         logical_bytes: summary.total,
         stored_bytes,
         new_raw_bytes: state.new_raw,

@@ -38,6 +38,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::core::crypto::ChunkId;
+use crate::pg::archive::ArchiveFacts;
 
 /// The major format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -193,6 +194,10 @@ pub struct Manifest {
     pub source: SourceInfo,
     pub tables: Vec<TableInfo>,
     pub large_objects: i64,
+    /// Row counts and digests per table, sequences and large objects, as read from the archive
+    /// stream while it was stored (see `pg::archive`).
+    #[serde(default)]
+    pub facts: ArchiveFacts,
     /// Bytes of the archive (the logical size).
     pub logical_bytes: u64,
     /// Bytes of packs this backup added to the repository.

@@ -7,3 +7,4 @@ pub mod format;
 pub mod progress;
 pub mod repo;
 pub mod restore;
+pub mod verify;

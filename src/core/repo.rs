@@ -261,6 +261,22 @@ impl Repository {
         Ok(m)
     }
 
+    /// Write any sealed metadata object (verification records, …).
+    pub async fn put_sealed(&self, name: &str, plain: &[u8]) -> Result<()> {
+        let sealed = self.key.seal(&self.recipients, name, plain)?;
+        self.store.put(name, sealed).await
+    }
+
+    /// Read and authenticate a sealed metadata object.
+    pub async fn get_sealed(&self, name: &str) -> Result<Vec<u8>> {
+        let sealed = self
+            .store
+            .get(name)
+            .await?
+            .ok_or_else(|| Error::Repository(format!("{name} is missing")))?;
+        self.key.open(&self.identities, name, &sealed)
+    }
+
     /// Write the index of the packs a backup added (before its manifest).
     pub async fn write_index(&self, index: &IndexFile) -> Result<String> {
         let name = format!("index/{}", new_hex_id(8));

@@ -206,8 +206,8 @@ pub async fn drop_database(target: &ConnInfo) {
     }
 }
 
-/// Decode one chunk: fetch, decrypt, decompress, check its id and length.
-async fn fetch_chunk(
+/// Decode chunk number `ci` of `m`: fetch, decrypt, decompress, check its id and length.
+pub async fn fetch_chunk(
     repo: Arc<Repository>,
     m: Arc<Manifest>,
     ci: u32,

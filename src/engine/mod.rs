@@ -15,6 +15,7 @@ use crate::core::format::{BackupType, Manifest};
 use crate::core::progress::ProgressSink;
 use crate::core::repo::Repository;
 use crate::core::restore::{self, RestoreOptions, RestoreOutcome};
+use crate::core::verify::{self, Level, VerifyOptions, VerifyRecord};
 use crate::error::Result;
 use crate::storage::local::LocalStore;
 use crate::storage::ObjectStore;
@@ -86,17 +87,36 @@ pub struct BackupRow {
     pub finished_at: DateTime<Utc>,
     pub logical_bytes: u64,
     pub stored_bytes: u64,
-    /// Highest verification level passed (`none` until verified).
+    /// Highest verification level passed (`none` until verified; `failed` when the latest
+    /// verification found damage).
     pub verified_level: &'static str,
+    /// When that level was proven (or the failure found).
+    pub verified_at: Option<DateTime<Utc>>,
+    /// Restore time measured by the latest restore-level verification, milliseconds.
+    pub restore_ms: Option<u64>,
     pub database: String,
     pub server_version: String,
     pub based_on: Option<String>,
     pub tables: usize,
 }
 
+impl BackupRow {
+    /// A row with what the verification history proves.
+    pub fn with_records(m: &Manifest, records: Option<&Vec<VerifyRecord>>) -> Self {
+        let (level, at) = verify::proven(records);
+        let mut r = BackupRow::from(m);
+        r.verified_level = level;
+        r.verified_at = at;
+        r.restore_ms = records.and_then(|v| v.iter().rev().find_map(|x| x.restore_ms));
+        r
+    }
+}
+
 impl From<&Manifest> for BackupRow {
     fn from(m: &Manifest) -> Self {
         BackupRow {
+            verified_at: None,
+            restore_ms: None,
             id: m.id.clone(),
             source: m.source.name.clone(),
             kind: m.kind,
@@ -120,10 +140,11 @@ pub async fn list(
     source: Option<&str>,
 ) -> Result<(Vec<BackupRow>, Vec<(String, crate::Error)>)> {
     let (ok, bad) = repo.manifests_lenient().await?;
+    let records = verify::records(repo).await?;
     Ok((
         ok.iter()
             .filter(|m| source.is_none_or(|s| m.source.name == s))
-            .map(BackupRow::from)
+            .map(|m| BackupRow::with_records(m, records.get(&m.id)))
             .collect(),
         bad,
     ))
@@ -141,4 +162,32 @@ pub async fn restore(
         opts.bin_dir = config.postgres.bin_dir.clone();
     }
     restore::restore(repo, id, &opts, sink).await
+}
+
+/// Verification options for a backup of `source` from the configuration: the scratch server is
+/// `[verification] scratch_url`, else the source's own server.
+pub fn verify_options(config: &Config, source: &str, scratch_db: Option<String>) -> VerifyOptions {
+    VerifyOptions {
+        scratch: config
+            .verification
+            .scratch
+            .clone()
+            .or_else(|| config.source(source).ok().map(|s| s.conn.clone())),
+        scratch_db,
+        bin_dir: config.postgres.bin_dir.clone(),
+    }
+}
+
+/// Verify one backup at `level`; the record is stored in the repository.
+pub async fn verify_backup(
+    config: &Config,
+    repo: Arc<Repository>,
+    id: &str,
+    level: Level,
+    scratch_db: Option<String>,
+    sink: &dyn ProgressSink,
+) -> Result<VerifyRecord> {
+    let m = repo.manifest(id).await?;
+    let opts = verify_options(config, &m.source.name, scratch_db);
+    verify::verify(repo, &m.id, level, &opts, sink).await
 }

@@ -9,3 +9,4 @@ mod failures;
 mod keys;
 mod restore_safety;
 mod roundtrip;
+mod verify;

@@ -1,0 +1,636 @@
+//! A streaming reader of pg_dump's custom archive format (`-Fc -Z0`), fed the bytes as they
+//! pass through the backup pipeline, deriving the **table facts** of DESIGN.md §1/§4 and
+//! proving the archive is complete.
+//!
+//! Why parse the stream rather than scan the database a second time: the pipeline already
+//! sees every byte of every row (COPY text, uncompressed because of `-Z0`), so hashing rows
+//! here costs one pass of xxh3 over data already in cache — measured at well under 10% of
+//! the pipeline's CPU — while a second scan in the snapshot would make the server read every
+//! table twice and roughly double a backup's wall time on a 2-core host.
+//!
+//! What it records, per `TABLE DATA` entry: the row count and an order-independent digest
+//! (the wrapping sum of xxh3-128 of each COPY line), plus the column list of the COPY
+//! statement so a restored table can be read back the same way; per `SEQUENCE SET` entry the
+//! value and `is_called`; for large objects their count and a digest over (oid, content).
+//!
+//! Completeness: the TOC says which entries carry data. The archive is complete only if the
+//! TOC parsed, every data block ended with its terminator, every entry with data had its block,
+//! and nothing follows the last block. A stream cut short — even with pg_dump exiting 0 — fails.
+//!
+//! Format reference: PostgreSQL `src/bin/pg_dump/pg_backup_archiver.c` (ReadHead, ReadToc) and
+//! `pg_backup_custom.c` (blocks: type byte, dump id, then `len ‖ bytes` chunks ending in a
+//! zero length; large-object blocks repeat `oid, chunks…` until oid 0). Versions 1.12–1.16
+//! (PostgreSQL 11–17) are understood.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::{xxh3_128, Xxh3};
+
+/// Facts about one table's data, as dumped.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TableFacts {
+    pub schema: String,
+    pub name: String,
+    pub rows: u64,
+    /// Hex of the wrapping sum of xxh3-128 over every COPY text line.
+    pub digest: String,
+    /// The column list of pg_dump's COPY, e.g. `(id, name)`; empty for a table with no columns.
+    pub columns: String,
+}
+
+/// A sequence's state as dumped.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SequenceFacts {
+    pub schema: String,
+    pub name: String,
+    pub value: i64,
+    pub is_called: bool,
+}
+
+/// Everything the archive says about its data.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArchiveFacts {
+    pub archive_version: String,
+    pub tables: Vec<TableFacts>,
+    pub sequences: Vec<SequenceFacts>,
+    pub large_objects: u64,
+    pub large_objects_digest: String,
+    pub toc_entries: u64,
+}
+
+/// Order-independent accumulator of row (or object) hashes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RowDigest {
+    pub count: u64,
+    pub sum: u128,
+}
+
+impl RowDigest {
+    pub fn add_line(&mut self, line: &[u8]) {
+        self.count += 1;
+        self.sum = self.sum.wrapping_add(xxh3_128(line));
+    }
+    pub fn hex(&self) -> String {
+        format!("{:032x}", self.sum)
+    }
+}
+
+/// Splits a byte stream into lines and digests them (COPY text: one row per line). A `\.`
+/// line ends the data: pg_dump writes it (and blank lines) after the last row.
+#[derive(Debug, Default)]
+pub struct LineDigester {
+    partial: Vec<u8>,
+    ended: bool,
+    pub digest: RowDigest,
+}
+
+impl LineDigester {
+    pub fn feed(&mut self, mut data: &[u8]) {
+        if self.ended {
+            return;
+        }
+        while let Some(pos) = memchr(b'\n', data) {
+            if self.partial.is_empty() {
+                self.line(&data[..pos]);
+            } else {
+                self.partial.extend_from_slice(&data[..pos]);
+                let l = std::mem::take(&mut self.partial);
+                self.line(&l);
+            }
+            data = &data[pos + 1..];
+        }
+        self.partial.extend_from_slice(data);
+    }
+    fn line(&mut self, l: &[u8]) {
+        if self.ended {
+            return;
+        }
+        if l == b"\\." {
+            self.ended = true;
+        } else {
+            self.digest.add_line(l);
+        }
+    }
+    pub fn finish(mut self) -> RowDigest {
+        if !self.partial.is_empty() {
+            let l = std::mem::take(&mut self.partial);
+            self.line(&l);
+        }
+        self.digest
+    }
+}
+
+fn memchr(b: u8, s: &[u8]) -> Option<usize> {
+    s.iter().position(|x| *x == b)
+}
+
+#[derive(Debug, Clone)]
+struct TocEntry {
+    dump_id: i64,
+    desc: String,
+    tag: String,
+    namespace: String,
+    defn: String,
+    copy_stmt: String,
+    has_data: bool,
+}
+
+enum State {
+    /// Buffering the header and TOC until they parse.
+    Toc,
+    BlockHeader,
+    ChunkLen,
+    ChunkData(usize),
+    BlobOid,
+    /// After a complete parse error: ignore the rest.
+    Failed,
+}
+
+/// The streaming parser. Feed it every byte of the archive, then call [`ArchiveParser::finish`].
+pub struct ArchiveParser {
+    buf: Vec<u8>,
+    state: State,
+    int_size: usize,
+    version: (u8, u8, u8),
+    toc: Vec<TocEntry>,
+    by_id: BTreeMap<i64, usize>,
+    seen_data: Vec<bool>,
+    /// The block being read: (toc index, is blobs).
+    current: Option<(usize, bool)>,
+    lines: Option<LineDigester>,
+    blob: Option<(i64, Xxh3)>,
+    blobs: RowDigest,
+    tables: Vec<TableFacts>,
+    error: Option<String>,
+}
+
+impl Default for ArchiveParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Parse failure inside the TOC: `Need` means wait for more bytes.
+enum P {
+    Need,
+    Bad(String),
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    pos: usize,
+    int_size: usize,
+}
+
+impl Cursor<'_> {
+    fn byte(&mut self) -> Result<u8, P> {
+        let v = *self.b.get(self.pos).ok_or(P::Need)?;
+        self.pos += 1;
+        Ok(v)
+    }
+    fn bytes(&mut self, n: usize) -> Result<&[u8], P> {
+        if self.pos + n > self.b.len() {
+            return Err(P::Need);
+        }
+        let s = &self.b[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn int(&mut self) -> Result<i64, P> {
+        let sign = self.byte()?;
+        let mut v: i64 = 0;
+        for i in 0..self.int_size {
+            v |= i64::from(self.byte()?) << (8 * i);
+        }
+        Ok(if sign != 0 { -v } else { v })
+    }
+    fn string(&mut self) -> Result<Option<String>, P> {
+        let l = self.int()?;
+        if l < 0 {
+            return Ok(None);
+        }
+        if l > (1 << 30) {
+            return Err(P::Bad(format!("string of {l} bytes in the TOC")));
+        }
+        Ok(Some(
+            String::from_utf8_lossy(self.bytes(l as usize)?).into_owned(),
+        ))
+    }
+    fn s(&mut self) -> Result<String, P> {
+        Ok(self.string()?.unwrap_or_default())
+    }
+}
+
+const BLK_DATA: u8 = 1;
+const BLK_BLOBS: u8 = 3;
+
+impl ArchiveParser {
+    pub fn new() -> Self {
+        ArchiveParser {
+            buf: Vec::new(),
+            state: State::Toc,
+            int_size: 4,
+            version: (0, 0, 0),
+            toc: Vec::new(),
+            by_id: BTreeMap::new(),
+            seen_data: Vec::new(),
+            current: None,
+            lines: None,
+            blob: None,
+            blobs: RowDigest::default(),
+            tables: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn fail(&mut self, msg: String) {
+        if self.error.is_none() {
+            self.error = Some(msg);
+        }
+        self.state = State::Failed;
+        self.buf = Vec::new();
+    }
+
+    /// Feed the next bytes of the archive.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        loop {
+            match self.state {
+                State::Failed => return,
+                State::Toc => {
+                    self.buf.extend_from_slice(data);
+                    match self.parse_toc() {
+                        Ok(consumed) => {
+                            // Continue with what followed the TOC.
+                            let rest = self.buf.split_off(consumed);
+                            self.buf = Vec::new();
+                            self.state = State::BlockHeader;
+                            self.feed_owned(rest);
+                        }
+                        Err(P::Need) => {}
+                        Err(P::Bad(m)) => self.fail(m),
+                    }
+                    return;
+                }
+                State::ChunkData(remaining) => {
+                    if data.is_empty() {
+                        return;
+                    }
+                    let n = remaining.min(data.len());
+                    self.consume_data(&data[..n]);
+                    data = &data[n..];
+                    self.state = if remaining == n {
+                        State::ChunkLen
+                    } else {
+                        State::ChunkData(remaining - n)
+                    };
+                }
+                State::BlockHeader | State::ChunkLen | State::BlobOid => {
+                    // Small fixed-size fields: gather them in buf.
+                    let need = match self.state {
+                        State::BlockHeader => 2 + self.int_size,
+                        _ => 1 + self.int_size,
+                    };
+                    let take = (need - self.buf.len()).min(data.len());
+                    self.buf.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if self.buf.len() < need {
+                        return;
+                    }
+                    let field = std::mem::take(&mut self.buf);
+                    self.on_field(&field);
+                }
+            }
+        }
+    }
+
+    fn feed_owned(&mut self, rest: Vec<u8>) {
+        if !rest.is_empty() {
+            self.feed(&rest);
+        }
+    }
+
+    fn read_int(&self, b: &[u8]) -> i64 {
+        let mut c = Cursor {
+            b,
+            pos: 0,
+            int_size: self.int_size,
+        };
+        c.int().unwrap_or(0)
+    }
+
+    fn on_field(&mut self, field: &[u8]) {
+        match self.state {
+            State::BlockHeader => {
+                let kind = field[0];
+                let id = self.read_int(&field[1..]);
+                let Some(&ix) = self.by_id.get(&id) else {
+                    return self.fail(format!("data block for unknown TOC entry {id}"));
+                };
+                if self.seen_data[ix] {
+                    return self.fail(format!("second data block for TOC entry {id}"));
+                }
+                self.seen_data[ix] = true;
+                match kind {
+                    BLK_DATA => {
+                        self.current = Some((ix, false));
+                        self.lines =
+                            (self.toc[ix].desc == "TABLE DATA").then(LineDigester::default);
+                        self.state = State::ChunkLen;
+                    }
+                    BLK_BLOBS => {
+                        self.current = Some((ix, true));
+                        self.state = State::BlobOid;
+                    }
+                    k => self.fail(format!("unknown block type {k} for TOC entry {id}")),
+                }
+            }
+            State::BlobOid => {
+                let oid = self.read_int(field);
+                if oid == 0 {
+                    self.current = None;
+                    self.state = State::BlockHeader;
+                } else {
+                    self.blob = Some((oid, Xxh3::new()));
+                    self.state = State::ChunkLen;
+                }
+            }
+            State::ChunkLen => {
+                let len = self.read_int(field);
+                if len < 0 {
+                    return self.fail(format!("negative chunk length {len}"));
+                }
+                if len > 0 {
+                    self.state = State::ChunkData(len as usize);
+                    return;
+                }
+                // End of this table's data, or of one large object.
+                if let Some((oid, h)) = self.blob.take() {
+                    let mut b = Vec::with_capacity(24);
+                    b.extend_from_slice(&oid.to_le_bytes());
+                    b.extend_from_slice(&h.digest128().to_le_bytes());
+                    self.blobs.add_line(&b);
+                    self.state = State::BlobOid;
+                    return;
+                }
+                if let (Some((ix, false)), Some(lines)) = (self.current, self.lines.take()) {
+                    let d = lines.finish();
+                    let e = &self.toc[ix];
+                    self.tables.push(TableFacts {
+                        schema: e.namespace.clone(),
+                        name: e.tag.clone(),
+                        rows: d.count,
+                        digest: d.hex(),
+                        columns: copy_columns(&e.copy_stmt),
+                    });
+                }
+                self.current = None;
+                self.state = State::BlockHeader;
+            }
+            _ => {}
+        }
+    }
+
+    fn consume_data(&mut self, d: &[u8]) {
+        if let Some((_, h)) = &mut self.blob {
+            h.update(d);
+        } else if let Some(l) = &mut self.lines {
+            l.feed(d);
+        }
+    }
+
+    /// Try to parse header + TOC from `buf`; returns bytes consumed.
+    fn parse_toc(&mut self) -> Result<usize, P> {
+        let b = &self.buf;
+        let mut c = Cursor {
+            b,
+            pos: 0,
+            int_size: 4,
+        };
+        if c.bytes(5)? != b"PGDMP" {
+            return Err(P::Bad(
+                "not a custom-format archive (no PGDMP header)".into(),
+            ));
+        }
+        let (vmaj, vmin, vrev) = (c.byte()?, c.byte()?, c.byte()?);
+        let v = (u32::from(vmaj) << 16) | (u32::from(vmin) << 8) | u32::from(vrev);
+        let ver = |a: u32, b: u32| (a << 16) | (b << 8);
+        if v < ver(1, 12) || v >= ver(1, 17) {
+            return Err(P::Bad(format!(
+                "archive version {vmaj}.{vmin}.{vrev} is not one keepsake reads (1.12–1.16)"
+            )));
+        }
+        let int_size = c.byte()? as usize;
+        if !(1..=8).contains(&int_size) {
+            return Err(P::Bad(format!("integer size {int_size} in archive header")));
+        }
+        c.int_size = int_size;
+        let _off_size = c.byte()?;
+        let format = c.byte()?;
+        if format != 1 {
+            return Err(P::Bad(format!("archive format {format} is not custom (1)")));
+        }
+        if v >= ver(1, 15) {
+            let algo = c.byte()?;
+            if algo != 0 {
+                return Err(P::Bad(
+                    "the archive is compressed: keepsake needs pg_dump -Z0".into(),
+                ));
+            }
+        } else {
+            let level = c.int()?;
+            if level != 0 {
+                return Err(P::Bad(
+                    "the archive is compressed: keepsake needs pg_dump -Z0".into(),
+                ));
+            }
+        }
+        for _ in 0..7 {
+            c.int()?;
+        }
+        let _dbname = c.s()?;
+        let _remote = c.s()?;
+        let _dumpver = c.s()?;
+        let n = c.int()?;
+        if !(0..10_000_000).contains(&n) {
+            return Err(P::Bad(format!("TOC of {n} entries")));
+        }
+        let mut toc = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let dump_id = c.int()?;
+            let _had_dumper = c.int()?;
+            let _tableoid = c.s()?;
+            let _oid = c.s()?;
+            let tag = c.s()?;
+            let desc = c.s()?;
+            let _section = c.int()?;
+            let defn = c.s()?;
+            let _drop = c.s()?;
+            let copy_stmt = c.s()?;
+            let namespace = c.s()?;
+            let _tablespace = c.s()?;
+            if v >= ver(1, 14) {
+                let _tableam = c.s()?;
+            }
+            if v >= ver(1, 16) {
+                let _relkind = c.int()?;
+            }
+            let _owner = c.s()?;
+            let _with_oids = c.s()?;
+            while c.string()?.is_some() {}
+            // Custom format extra: data offset (flag byte + offSize bytes).
+            let flag = c.byte()?;
+            let _ = c.bytes(_off_size as usize)?;
+            // 1: data not yet positioned (stream output), 2: positioned, 3: no data.
+            let has_data = flag == 1 || flag == 2;
+            toc.push(TocEntry {
+                dump_id,
+                desc,
+                tag,
+                namespace,
+                defn,
+                copy_stmt,
+                has_data,
+            });
+        }
+        let consumed = c.pos;
+        self.int_size = int_size;
+        self.version = (vmaj, vmin, vrev);
+        self.by_id = toc
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.dump_id, i))
+            .collect();
+        self.seen_data = vec![false; toc.len()];
+        self.toc = toc;
+        Ok(consumed)
+    }
+
+    /// Finish: the facts, or why the archive is incomplete or malformed.
+    pub fn finish(self) -> Result<ArchiveFacts, String> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        match self.state {
+            State::BlockHeader if self.buf.is_empty() => {}
+            State::Toc => return Err("the archive ends inside its table of contents".into()),
+            _ => return Err("the archive ends in the middle of a data block".into()),
+        }
+        if let Some((ix, e)) = self
+            .toc
+            .iter()
+            .enumerate()
+            .find(|(ix, e)| e.has_data && !self.seen_data[*ix])
+        {
+            let _ = ix;
+            return Err(format!(
+                "the archive ends early: no data for {} {}.{}",
+                e.desc, e.namespace, e.tag
+            ));
+        }
+        let sequences = self
+            .toc
+            .iter()
+            .filter(|e| e.desc == "SEQUENCE SET")
+            .filter_map(|e| {
+                parse_setval(&e.defn).map(|(value, is_called)| SequenceFacts {
+                    schema: e.namespace.clone(),
+                    name: e.tag.clone(),
+                    value,
+                    is_called,
+                })
+            })
+            .collect();
+        Ok(ArchiveFacts {
+            archive_version: format!("{}.{}.{}", self.version.0, self.version.1, self.version.2),
+            tables: self.tables,
+            sequences,
+            large_objects: self.blobs.count,
+            large_objects_digest: self.blobs.hex(),
+            toc_entries: self.toc.len() as u64,
+        })
+    }
+}
+
+/// `COPY public.t (a, b) FROM stdin;` → `(a, b)`.
+fn copy_columns(stmt: &str) -> String {
+    let Some(from) = stmt.rfind(" FROM stdin") else {
+        return String::new();
+    };
+    let head = &stmt[..from];
+    match (head.find(" ("), head.ends_with(')')) {
+        (Some(i), true) => head[i + 1..].to_string(),
+        _ => String::new(),
+    }
+}
+
+/// `SELECT pg_catalog.setval('public.s', 42, true);` → (42, true).
+fn parse_setval(defn: &str) -> Option<(i64, bool)> {
+    let args = defn.rsplit_once(',')?;
+    let called = args
+        .1
+        .trim()
+        .trim_end_matches(';')
+        .trim()
+        .trim_end_matches(')')
+        .trim();
+    let value = args.0.rsplit_once(',')?.1.trim();
+    Some((value.parse().ok()?, called == "true"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_columns_and_setval() {
+        assert_eq!(
+            copy_columns("COPY public.t (id, \"Mixed Case\") FROM stdin;\n"),
+            "(id, \"Mixed Case\")"
+        );
+        assert_eq!(copy_columns("COPY public.nocols  FROM stdin;\n"), "");
+        assert_eq!(
+            parse_setval("SELECT pg_catalog.setval('public.s', 42, true);\n"),
+            Some((42, true))
+        );
+        assert_eq!(
+            parse_setval("SELECT pg_catalog.setval('\"weird, schema\".\"S\"', -7, false);\n"),
+            Some((-7, false))
+        );
+    }
+
+    #[test]
+    fn copy_terminator_ends_the_rows() {
+        // As pg_dump writes a table with one row: "42\n" then "\\.\n\n\n".
+        let mut d = LineDigester::default();
+        d.feed(b"42\n");
+        d.feed(b"\\.\n\n\n");
+        assert_eq!(d.finish().count, 1);
+        let mut e = LineDigester::default();
+        e.feed(b"\n\n\\.\n\n");
+        assert_eq!(
+            e.finish().count,
+            2,
+            "rows of a table without columns are empty lines"
+        );
+    }
+
+    #[test]
+    fn lines_split_across_feeds_digest_the_same() {
+        let data = b"1\tanna\n2\tben\n3\tcarl\n";
+        let mut a = LineDigester::default();
+        a.feed(data);
+        let mut b = LineDigester::default();
+        for piece in data.chunks(3) {
+            b.feed(piece);
+        }
+        assert_eq!(a.finish(), b.finish());
+        let mut c = LineDigester::default();
+        c.feed(b"3\tcarl\n1\tanna\n2\tben\n");
+        assert_eq!(c.finish().sum, {
+            let mut d = LineDigester::default();
+            d.feed(data);
+            d.finish().sum
+        });
+    }
+}

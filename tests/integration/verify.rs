@@ -1,0 +1,414 @@
+//! Verification: a sound backup passes every level and its recorded facts match an
+//! independent computation; damage of every kind is found (exit 3) and named with the backups
+//! it affects; a restored database that differs is reported table by table; scratch databases
+//! never outlive a verification.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::{keepsake_raw, script, Env, AWKWARD_SQL, WEDDING_SQL};
+
+fn scratch_dbs(env: &Env) -> String {
+    env.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'keepsake_verify%'",
+    )
+}
+
+fn verify_json(env: &Env, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut a = vec!["verify", "--json"];
+    a.extend_from_slice(args);
+    let r = env.keepsake(&a);
+    let v = serde_json::from_str(&r.stdout).unwrap_or(serde_json::Value::Null);
+    (r.code, v, r.stderr)
+}
+
+/// Digest of `COPY … TO STDOUT` as psql prints it (independent of keepsake's reader).
+fn sql_digest(env: &Env, db: &str, table: &str, columns: &str) -> (u64, String) {
+    let o = Command::new(env.cluster.bin.join("psql"))
+        .env("PGPASSWORD", env.cluster.password.expose())
+        .env("PGTZ", "UTC")
+        .env(
+            "PGOPTIONS",
+            "-c extra_float_digits=3 -c DateStyle=ISO -c IntervalStyle=postgres",
+        )
+        .args([
+            "-X",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &env.cluster.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+        ])
+        .arg("-c")
+        .arg(format!("COPY {table} {columns} TO STDOUT"))
+        .output()
+        .expect("psql");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut sum: u128 = 0;
+    let mut n = 0u64;
+    // One row per line; a table without columns prints empty lines.
+    if let Some(body) = o.stdout.strip_suffix(b"\n") {
+        for line in body.split(|b| *b == b'\n') {
+            n += 1;
+            sum = sum.wrapping_add(xxhash_rust::xxh3::xxh3_128(line));
+        }
+    }
+    (n, format!("{sum:032x}"))
+}
+
+#[test]
+fn sound_backup_passes_every_level_and_facts_match_sql() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let b = env.backup("full");
+    let id = b["id"].as_str().expect("id");
+
+    for level in ["structure", "data", "restore"] {
+        let (code, v, err) = verify_json(&env, &[id, "--level", level]);
+        assert_eq!(code, 0, "{level}: {v} {err}");
+        assert_eq!(v[0]["ok"], true, "{v}");
+        assert_eq!(v[0]["passed"], level);
+    }
+    let (_, v, _) = verify_json(&env, &["--latest", "--level", "restore"]);
+    assert!(
+        v[0]["restore_ms"].as_u64().is_some(),
+        "no restore time recorded: {v}"
+    );
+    assert_eq!(v[0]["amcheck"], "passed", "{v}");
+    assert_eq!(scratch_dbs(&env), "0", "a scratch database was left behind");
+
+    let list: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["list", "--json"]).ok().stdout).expect("json");
+    assert_eq!(list[0]["verified_level"], "restore");
+    assert!(list[0]["verified_at"].is_string());
+
+    // The facts recorded at backup time equal an independent computation on the source.
+    let show: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["show", id, "--json"]).ok().stdout).expect("json");
+    let tables = show["facts"]["tables"].as_array().expect("facts");
+    assert!(tables.len() >= 25, "{}", tables.len());
+    for t in tables {
+        let name = format!(
+            "\"{}\".\"{}\"",
+            t["schema"].as_str().expect("s").replace('"', "\"\""),
+            t["name"].as_str().expect("n").replace('"', "\"\"")
+        );
+        let count = env.psql("awk", &format!("SELECT count(*) FROM ONLY {name}"));
+        assert_eq!(
+            t["rows"].as_u64().expect("rows").to_string(),
+            count,
+            "{name}"
+        );
+        let (n, digest) = sql_digest(&env, "awk", &name, t["columns"].as_str().expect("cols"));
+        assert_eq!(
+            (
+                t["rows"].as_u64().expect("rows"),
+                t["digest"].as_str().expect("d")
+            ),
+            (n, digest.as_str()),
+            "{name}"
+        );
+    }
+    assert_eq!(show["facts"]["large_objects"], 3);
+    let seq = show["facts"]["sequences"].as_array().expect("seq");
+    let nc = seq
+        .iter()
+        .find(|s| s["name"] == "seq_not_called")
+        .expect("seq_not_called");
+    assert_eq!(
+        (nc["value"].as_i64(), nc["is_called"].as_bool()),
+        (Some(100), Some(false))
+    );
+}
+
+#[test]
+fn damage_is_found_and_named_with_every_affected_backup() {
+    let mut env = Env::new("wed", Some(WEDDING_SQL));
+    let full = env.backup("full");
+    let full_packs = env.packs();
+    env.psql_file("wed", crate::support::CHANGE_SQL);
+    let inc = env.backup("incremental");
+    let (fid, iid) = (
+        full["id"].as_str().expect("id").to_string(),
+        inc["id"].as_str().expect("id").to_string(),
+    );
+    let pristine = env.dir.path().join("pristine");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&env.repo)
+        .arg(&pristine)
+        .status()
+        .expect("cp")
+        .success());
+    let fresh = |env: &mut Env, name: &str| {
+        let dst = env.dir.path().join(name);
+        assert!(Command::new("cp")
+            .arg("-a")
+            .arg(&pristine)
+            .arg(&dst)
+            .status()
+            .expect("cp")
+            .success());
+        env.repo = dst;
+        env.write_config("wed", None, &env.identity.clone());
+    };
+    // A pack of the full that the incremental reuses.
+    let show: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["show", &fid, "--json"]).ok().stdout).expect("json");
+    assert!(show["packs"].as_u64().expect("packs") >= 1);
+    // The full's first pack; the incremental reuses chunks of it.
+    let rel = full_packs[0]
+        .strip_prefix(&env.repo)
+        .expect("rel")
+        .to_path_buf();
+
+    // One flipped byte: structure cannot see it (size unchanged); data finds it and names
+    // the pack and both backups.
+    fresh(&mut env, "flip");
+    let p = env.repo.join(&rel);
+    let mut bytes = std::fs::read(&p).expect("read");
+    let mid = bytes.len() / 3;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&p, &bytes).expect("write");
+    let (code, _, _) = verify_json(&env, &[&fid, "--level", "structure"]);
+    assert_eq!(code, 0);
+    let r = env.keepsake(&["verify", "--all", "--level", "data"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    let key = rel.to_string_lossy().to_string();
+    assert!(
+        r.stdout.contains(&key) && r.stdout.contains("fail authentication"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains(&fid), "{}", r.stdout);
+    let list: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["list", "--json"]).ok().stdout).expect("json");
+    assert_eq!(
+        list[0]["verified_level"], "failed",
+        "damage must not read as verified: {list}"
+    );
+
+    // Truncated and deleted packs: structure catches them without reading data.
+    fresh(&mut env, "trunc");
+    let p = env.repo.join(&rel);
+    let len = std::fs::metadata(&p).expect("meta").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .expect("open")
+        .set_len(len - 100)
+        .expect("truncate");
+    let r = env.keepsake(&["verify", &fid, "--level", "structure"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains(&format!("is {} bytes, expected {len}", len - 100)),
+        "{}",
+        r.stdout
+    );
+
+    fresh(&mut env, "deleted");
+    std::fs::remove_file(env.repo.join(&rel)).expect("rm");
+    let r = env.keepsake(&["verify", "--all", "--level", "structure"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(
+        r.stdout.contains("missing") && r.stdout.contains(&key),
+        "{}",
+        r.stdout
+    );
+
+    // A pack swapped for another pack of the same backup.
+    fresh(&mut env, "swapped");
+    let packs = env_packs(&env.repo);
+    if packs.len() >= 2 {
+        std::fs::copy(&packs[1], &packs[0]).expect("swap");
+        let r = env.keepsake(&["verify", "--all", "--level", "data"]);
+        assert_eq!(r.code, 3, "{}", r.all());
+    }
+
+    // A manifest forged with only the public recipient (age CLI): authentication fails.
+    fresh(&mut env, "forged");
+    let mp = env.repo.join("snapshots").join(&iid);
+    let sealed = std::fs::read(&mp).expect("manifest");
+    let plain_z = pipe(
+        Command::new("age").arg("-d").arg("-i").arg(&env.identity),
+        &sealed[8..sealed.len() - 32],
+    );
+    let json = pipe(Command::new("zstd").arg("-d").arg("-c"), &plain_z);
+    let forged_json = String::from_utf8_lossy(&json).replacen("\"rows\":", "\"rows\":1", 1);
+    let z = pipe(Command::new("zstd").arg("-c"), forged_json.as_bytes());
+    let age = pipe(Command::new("age").arg("-r").arg(&env.recipient), &z);
+    let mut forged = b"KSMETA1\n".to_vec();
+    forged.extend(age);
+    forged.extend(&sealed[sealed.len() - 32..]);
+    std::fs::write(&mp, forged).expect("write");
+    let r = env.keepsake(&["verify", &iid, "--level", "structure"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(
+        r.stderr.contains("authentication failed") && r.stderr.contains(&iid),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(scratch_dbs(&env), "0");
+}
+
+fn env_packs(repo: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for d in crate::support::list_files(&repo.join("packs")) {
+        for f in crate::support::list_files(&repo.join("packs").join(&d)) {
+            out.push(repo.join("packs").join(&d).join(f));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn pipe(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut c = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = c.stdin.take().expect("stdin");
+    let data = input.to_vec();
+    let w = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let o = c.wait_with_output().expect("wait");
+    let _ = w.join();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+#[test]
+fn altered_restore_is_reported_table_by_table() {
+    let env = Env::new("wed", Some(WEDDING_SQL));
+    let b = env.backup("full");
+    let id = b["id"].as_str().expect("id");
+    env.restore_new(id, "wed_copy").ok();
+    env.psql(
+        "wed_copy",
+        "DELETE FROM guests WHERE id = 77; UPDATE vendors SET name = name || 'x' WHERE id = 5",
+    );
+    let show: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["show", id, "--json"]).ok().stdout).expect("json");
+    let facts: keepsake::pg::archive::ArchiveFacts =
+        serde_json::from_value(show["facts"].clone()).expect("facts");
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let problems = rt.block_on(async {
+        let pg = keepsake::pg::client::connect(&env.cluster.conninfo("wed_copy"))
+            .await
+            .expect("connect");
+        keepsake::core::verify::compare_database(&pg, &facts)
+            .await
+            .expect("compare")
+    });
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("public.guests") && p.contains("expected 50000 rows, found 49999")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("public.vendors") && p.contains("content differs")),
+        "{problems:?}"
+    );
+    // The untouched restore compares clean.
+    env.restore_new(id, "wed_copy2").ok();
+    let clean = rt.block_on(async {
+        let pg = keepsake::pg::client::connect(&env.cluster.conninfo("wed_copy2"))
+            .await
+            .expect("connect");
+        keepsake::core::verify::compare_database(&pg, &facts)
+            .await
+            .expect("compare")
+    });
+    assert!(clean.is_empty(), "{clean:?}");
+}
+
+#[test]
+fn scratch_database_is_dropped_after_failure_and_interruption() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let b = env.backup("full");
+    let id = b["id"].as_str().expect("id").to_string();
+    let d = env.dir.path().join("wrapbin");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let real = env.cluster.bin.join("pg_restore");
+    let mark = env.dir.path().join("started");
+    // A pg_restore that fails after reading a little, then one that is slow.
+    script(&d.join("pg_restore"), &format!(
+        "#!/bin/bash\nif [ \"$1\" = --version ]; then exec {r} --version; fi\nif [ \"$1\" = --list ]; then exec {r} \"$@\"; fi\nhead -c 1000 >/dev/null; exit 1\n",
+        r = real.display()
+    ));
+    env.write_config("awk", Some(&d), &env.identity);
+    let r = env.keepsake(&["verify", &id, "--level", "restore"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(
+        r.stdout.contains("restore into a scratch database failed"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        scratch_dbs(&env),
+        "0",
+        "scratch database left after a failure"
+    );
+
+    script(&d.join("pg_restore"), &format!(
+        "#!/bin/bash\nif [ \"$1\" = --version ]; then exec {r} --version; fi\nif [ \"$1\" = --list ]; then exec {r} \"$@\"; fi\ntouch {m}; sleep 30; exec {r} \"$@\"\n",
+        r = real.display(),
+        m = mark.display()
+    ));
+    let child = env
+        .keepsake_cmd(&["verify", &id, "--level", "restore"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let t = Instant::now();
+    while !mark.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "restore never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        scratch_dbs(&env),
+        "1",
+        "the scratch database should exist while restoring"
+    );
+    assert!(Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill")
+        .success());
+    let out = child.wait_with_output().expect("wait");
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(
+        scratch_dbs(&env),
+        "0",
+        "scratch database left after Ctrl-C: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A wrong identity: clear error, nothing created.
+    let other = env.dir.path().join("other.txt");
+    keepsake_raw(&["keygen", "--output", other.to_str().expect("utf8")], &[]).ok();
+    env.write_config("awk", None, &other);
+    let r = env.keepsake(&["verify", &id, "--level", "restore"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("identities"), "{}", r.stderr);
+    assert_eq!(scratch_dbs(&env), "0");
+}
