@@ -167,6 +167,22 @@ pub async fn run(keep: bool) -> Result<()> {
         t,
     );
 
+    let progress = CliProgress::new();
+    let rec = engine::verify_backup(
+        &cfg,
+        Arc::clone(&repo),
+        &full.id,
+        crate::core::verify::Level::Restore,
+        None,
+        &progress,
+    )
+    .await?;
+    progress.finish();
+    print!("[9] verify {}", crate::cli::verify_text(&rec));
+    if !rec.ok {
+        return Err(Error::Damage(format!("verification of {} failed", full.id)));
+    }
+
     println!(
         "\nsummary: full {} stored {}; incremental stored {} ({:.1}% of the full); restore {:.1}s; total {:.1}s",
         human_bytes(full.logical_bytes),

@@ -58,6 +58,15 @@ fn pg_dump_killed_mid_stream_commits_nothing() {
     assert_eq!(r.code, 1, "{}", r.all());
     assert_eq!(env.snapshots(), snaps);
 
+    // Cut short but exiting 0 (a broken wrapper, a proxy, a full disk on a pipe): the archive
+    // parser notices the missing data and nothing is committed.
+    let d = wrapper_dir(&env, "\"$REAL\" \"$@\" | head -c 2000000\nexit 0");
+    env.write_config("wed", Some(&d), &env.identity);
+    let r = env.keepsake(&["backup", "--type", "full"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("incomplete"), "{}", r.stderr);
+    assert_eq!(env.snapshots(), snaps);
+
     assert_earlier_backup_restores(
         &env,
         first["id"].as_str().expect("id"),
