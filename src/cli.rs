@@ -118,6 +118,10 @@ pub enum Command {
         /// Do not restore ownership and privileges (for servers without the source's roles)
         #[arg(long)]
         no_owner: bool,
+        /// Parallel sessions when restoring into a database created by --create
+        /// (default: the number of CPUs, at least 2); other restores run as one transaction
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
     },
     /// Run the whole flow on a throwaway database and repository
     Demo {
@@ -401,9 +405,23 @@ pub async fn run(cli: Cli) -> Result<()> {
                         }
                         let mut row = engine::BackupRow::from(&m);
                         if let Some(level) = verify {
-                            let recs =
-                                verify_many(&c, &repo, std::slice::from_ref(&m.id), *level, true)
-                                    .await?;
+                            let recs = match verify_many(
+                                &c,
+                                &repo,
+                                std::slice::from_ref(&m.id),
+                                *level,
+                                true,
+                            )
+                            .await
+                            {
+                                Ok(r) => r,
+                                Err(e @ Error::Cancelled(_)) => return Err(e),
+                                Err(e) => {
+                                    eprintln!("error: verifying {}: {e}", m.id);
+                                    failures.push(format!("{name} (verification could not run)"));
+                                    Vec::new()
+                                }
+                            };
                             if let Some(rec) = recs.first() {
                                 if !as_json {
                                     out(&verify_text(rec))?;
@@ -426,13 +444,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             if *as_json {
                 out(&json(&done)?)?;
             }
-            if failures.is_empty() {
-                Ok(())
-            } else {
+            if !failures.is_empty() {
                 Err(Error::Other(format!(
                     "backup failed for: {}",
                     failures.join(", ")
                 )))
+            } else if !damaged.is_empty() {
+                Err(Error::Damage(format!(
+                    "verification after backup found damage in: {}",
+                    damaged.join(", ")
+                )))
+            } else {
+                Ok(())
             }
         }
         Command::List {
@@ -477,6 +500,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             clean,
             confirm,
             no_owner,
+            jobs,
         } => {
             let c = load_config(&cli)?;
             let mut ci =
@@ -512,6 +536,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             opts.clean = *clean;
             opts.confirm = confirm.clone();
             opts.no_owner = *no_owner;
+            if let Some(j) = jobs {
+                if *j == 0 {
+                    return Err(Error::Usage("--jobs must be at least 1".into()));
+                }
+                opts.jobs = *j;
+            }
             let progress = CliProgress::new();
             let r = tokio::select! {
                 r = engine::restore(&c, repo, id, opts, &progress) => r,

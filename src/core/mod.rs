@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod crypto;
 pub mod format;
+pub mod parallel_restore;
 pub mod progress;
 pub mod repo;
 pub mod restore;

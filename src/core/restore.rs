@@ -40,6 +40,9 @@ pub struct RestoreOptions {
     pub bin_dir: Option<std::path::PathBuf>,
     /// Chunks fetched and decoded ahead of pg_restore.
     pub read_ahead: usize,
+    /// Parallel sessions (used when the restore creates its database; 1 = one stream in one
+    /// transaction).
+    pub jobs: usize,
 }
 
 impl RestoreOptions {
@@ -52,6 +55,10 @@ impl RestoreOptions {
             no_owner: false,
             bin_dir: None,
             read_ahead: 8,
+            jobs: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .max(2),
         }
     }
 }
@@ -266,7 +273,11 @@ pub async fn restore(
     if o.create {
         create_database(&m, &o.target).await?;
     }
-    let res = stream_into_pg_restore(repo, m.clone(), o, &tool, &tracker).await;
+    let res = if crate::core::parallel_restore::possible(&m, o) {
+        crate::core::parallel_restore::run(repo, m.clone(), o, &tool, &tracker).await
+    } else {
+        stream_into_pg_restore(repo, m.clone(), o, &tool, &tracker).await
+    };
     match res {
         Ok(bytes) => {
             tracker.update(|p| {

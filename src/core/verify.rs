@@ -362,6 +362,11 @@ async fn verify_restore(
     let mut ro = RestoreOptions::new(target.clone());
     ro.create = true;
     ro.bin_dir = opts.bin_dir.clone();
+    // A missing pg_restore is a problem of this host, not of the backup.
+    let archive_major = tools::parse_version(&m.pg_dump_version)
+        .map(|v| v.1)
+        .unwrap_or(0);
+    tools::find("pg_restore", archive_major, opts.bin_dir.as_deref())?;
     let t = Instant::now();
     let res = async {
         restore::restore(repo.clone(), &m.id, &ro, sink).await?;
@@ -381,11 +386,23 @@ async fn verify_restore(
     restore::drop_database(&target).await;
     match res {
         Ok(()) => Ok(()),
-        Err(Error::Damage(e)) | Err(Error::Postgres(e)) => {
+        // pg_restore refused the archive, or the data is damaged: the backup did not restore.
+        Err(Error::Damage(e)) => {
             rec.problems
                 .push(format!("restore into a scratch database failed: {e}"));
             Ok(())
         }
+        Err(Error::Postgres(e)) if e.contains("pg_restore") => {
+            rec.problems
+                .push(format!("restore into a scratch database failed: {e}"));
+            Ok(())
+        }
+        // The scratch server itself (unreachable, no CREATEDB, …): verification could not
+        // run; that proves nothing about the backup either way.
+        Err(Error::Postgres(e)) => Err(Error::Postgres(format!(
+            "the restore-level check could not run on the scratch server {}: {e}\n  set [verification] scratch_url to a server where keepsake may create and drop databases",
+            server.display()
+        ))),
         Err(e) => Err(e),
     }
 }
@@ -575,19 +592,73 @@ pub async fn records(repo: &Repository) -> Result<BTreeMap<String, Vec<VerifyRec
 }
 
 /// What a backup's history of verifications proves: (`level`, when), where level is
-/// `none`, `failed` (the latest run found damage), or the highest level passed.
+/// `none`, `failed`, or the highest level passed. A failure at level L stays `failed` until a
+/// later run passes at L or above: a lower-level pass does not clear it.
 pub fn proven(records: Option<&Vec<VerifyRecord>>) -> (&'static str, Option<DateTime<Utc>>) {
     let Some(rs) = records.filter(|r| !r.is_empty()) else {
         return ("none", None);
     };
-    if let Some(last) = rs.last() {
-        if !last.problems.is_empty() {
-            return ("failed", Some(last.finished_at));
+    let last_fail = rs.iter().rev().find(|r| !r.problems.is_empty());
+    let since = match last_fail {
+        Some(f) => {
+            let cleared = rs
+                .iter()
+                .any(|r| r.finished_at > f.finished_at && r.ok && r.passed >= Some(f.level));
+            if !cleared {
+                return ("failed", Some(f.finished_at));
+            }
+            Some(f.finished_at)
         }
-    }
+        None => None,
+    };
     rs.iter()
+        .filter(|r| since.is_none_or(|t| r.finished_at > t))
         .filter_map(|r| r.passed.map(|p| (p, r.finished_at)))
         .max_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)))
         .map(|(l, t)| (l.as_str(), Some(t)))
         .unwrap_or(("none", None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(level: Level, ok: bool, secs: i64) -> VerifyRecord {
+        let t = DateTime::<Utc>::from_timestamp(1_800_000_000 + secs, 0).unwrap_or_default();
+        VerifyRecord {
+            backup_id: "b".into(),
+            source: "s".into(),
+            level,
+            passed: if ok { Some(level) } else { None },
+            ok,
+            started_at: t,
+            finished_at: t,
+            duration_ms: 0,
+            problems: if ok { vec![] } else { vec!["damage".into()] },
+            restore_ms: None,
+            logical_bytes: 0,
+            amcheck: None,
+            tables_compared: 0,
+        }
+    }
+
+    #[test]
+    fn a_lower_level_pass_does_not_clear_a_failure() {
+        let v = vec![
+            rec(Level::Restore, true, 0),
+            rec(Level::Data, false, 1),
+            rec(Level::Structure, true, 2),
+        ];
+        assert_eq!(proven(Some(&v)).0, "failed");
+        let mut w = v.clone();
+        w.push(rec(Level::Data, true, 3));
+        assert_eq!(
+            proven(Some(&w)).0,
+            "data",
+            "a data pass after the failure proves data, not the older restore"
+        );
+        let ok = vec![rec(Level::Structure, true, 0), rec(Level::Restore, true, 1)];
+        assert_eq!(proven(Some(&ok)).0, "restore");
+        assert_eq!(proven(None).0, "none");
+    }
 }

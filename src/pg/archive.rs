@@ -57,6 +57,21 @@ pub struct ArchiveFacts {
     pub large_objects: u64,
     pub large_objects_digest: String,
     pub toc_entries: u64,
+    /// Bytes of header and table of contents: the archive prefix every partial restore needs.
+    #[serde(default)]
+    pub toc_len: u64,
+    /// Where each data block lies in the archive, in archive order (for parallel restore).
+    #[serde(default)]
+    pub blocks: Vec<BlockSpan>,
+}
+
+/// One data block of the archive: `[start, end)` byte offsets, for TOC entry `dump_id`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlockSpan {
+    pub dump_id: i64,
+    pub desc: String,
+    pub start: u64,
+    pub end: u64,
 }
 
 /// Order-independent accumulator of row (or object) hashes.
@@ -163,6 +178,11 @@ pub struct ArchiveParser {
     blobs: RowDigest,
     tables: Vec<TableFacts>,
     error: Option<String>,
+    /// Archive bytes processed (not counting bytes still buffered for the TOC).
+    pos: u64,
+    toc_len: u64,
+    block_start: u64,
+    blocks: Vec<BlockSpan>,
 }
 
 impl Default for ArchiveParser {
@@ -241,6 +261,10 @@ impl ArchiveParser {
             blobs: RowDigest::default(),
             tables: Vec::new(),
             error: None,
+            pos: 0,
+            toc_len: 0,
+            block_start: 0,
+            blocks: Vec::new(),
         }
     }
 
@@ -264,6 +288,8 @@ impl ArchiveParser {
                             // Continue with what followed the TOC.
                             let rest = self.buf.split_off(consumed);
                             self.buf = Vec::new();
+                            self.pos = consumed as u64;
+                            self.toc_len = consumed as u64;
                             self.state = State::BlockHeader;
                             self.feed_owned(rest);
                         }
@@ -277,6 +303,7 @@ impl ArchiveParser {
                         return;
                     }
                     let n = remaining.min(data.len());
+                    self.pos += n as u64;
                     self.consume_data(&data[..n]);
                     data = &data[n..];
                     self.state = if remaining == n {
@@ -292,6 +319,7 @@ impl ArchiveParser {
                         _ => 1 + self.int_size,
                     };
                     let take = (need - self.buf.len()).min(data.len());
+                    self.pos += take as u64;
                     self.buf.extend_from_slice(&data[..take]);
                     data = &data[take..];
                     if self.buf.len() < need {
@@ -322,6 +350,7 @@ impl ArchiveParser {
     fn on_field(&mut self, field: &[u8]) {
         match self.state {
             State::BlockHeader => {
+                self.block_start = self.pos - field.len() as u64;
                 let kind = field[0];
                 let id = self.read_int(&field[1..]);
                 let Some(&ix) = self.by_id.get(&id) else {
@@ -348,7 +377,7 @@ impl ArchiveParser {
             State::BlobOid => {
                 let oid = self.read_int(field);
                 if oid == 0 {
-                    self.current = None;
+                    self.end_block();
                     self.state = State::BlockHeader;
                 } else {
                     self.blob = Some((oid, Xxh3::new()));
@@ -384,10 +413,22 @@ impl ArchiveParser {
                         columns: copy_columns(&e.copy_stmt),
                     });
                 }
-                self.current = None;
+                self.end_block();
                 self.state = State::BlockHeader;
             }
             _ => {}
+        }
+    }
+
+    fn end_block(&mut self) {
+        if let Some((ix, _)) = self.current.take() {
+            let e = &self.toc[ix];
+            self.blocks.push(BlockSpan {
+                dump_id: e.dump_id,
+                desc: e.desc.clone(),
+                start: self.block_start,
+                end: self.pos,
+            });
         }
     }
 
@@ -548,6 +589,8 @@ impl ArchiveParser {
             large_objects: self.blobs.count,
             large_objects_digest: self.blobs.hex(),
             toc_entries: self.toc.len() as u64,
+            toc_len: self.toc_len,
+            blocks: self.blocks,
         })
     }
 }

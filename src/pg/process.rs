@@ -122,9 +122,14 @@ fn base_command(tool: &Tool, ci: &ConnInfo, pass: Option<&PassFile>) -> std::pro
         "PGHOSTADDR",
         "PGSSLCERT",
         "PGSSLKEY",
+        "PGDATESTYLE",
+        "PGCLIENTENCODING",
     ] {
         cmd.env_remove(var);
     }
+    // Row text (timestamptz) in UTC, whatever the server's or role's TimeZone, so that table
+    // digests recorded at backup time can be recomputed on any server.
+    cmd.env("PGTZ", "UTC");
     for (k, v) in ci.libpq_env() {
         cmd.env(k, v);
     }
@@ -194,4 +199,33 @@ pub fn describe_exit(status: std::process::ExitStatus) -> String {
         (None, Some(s)) => format!("was killed by signal {s}"),
         _ => "ended abnormally".into(),
     }
+}
+
+/// One step of a parallel restore: `pg_restore --dbname=… --exit-on-error [extra…]`.
+pub fn pg_restore_step(
+    tool: &Tool,
+    ci: &ConnInfo,
+    pass: Option<&PassFile>,
+    no_owner: bool,
+    extra: &[String],
+    stdin: bool,
+) -> tokio::process::Command {
+    let mut cmd = base_command(tool, ci, pass);
+    cmd.arg(format!("--dbname={}", ci.dbname))
+        .arg("--exit-on-error")
+        .arg("--no-password");
+    if no_owner {
+        cmd.arg("--no-owner").arg("--no-privileges");
+    }
+    cmd.args(extra)
+        .stdin(if stdin {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    cmd
 }

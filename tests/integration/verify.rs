@@ -64,6 +64,12 @@ fn sql_digest(env: &Env, db: &str, table: &str, columns: &str) -> (u64, String) 
 #[test]
 fn sound_backup_passes_every_level_and_facts_match_sql() {
     let env = Env::new("awk", Some(AWKWARD_SQL));
+    // Row text must not depend on the server's time zone (regression: false "content
+    // differs" for timestamptz columns on a non-UTC server).
+    env.psql(
+        "postgres",
+        "ALTER DATABASE awk SET timezone TO 'Pacific/Chatham'",
+    );
     let b = env.backup("full");
     let id = b["id"].as_str().expect("id");
 

@@ -1,0 +1,262 @@
+//! Parallel restore straight from the repository, like `pg_restore -j` but without the
+//! archive on disk: only its table of contents (the first `toc_len` bytes) is written to a
+//! private temporary file.
+//!
+//! 1. pre-data (schema) from the TOC file;
+//! 2. every data block (recorded with its archive offsets at backup time) is restored by its
+//!    own `pg_restore -L <that entry>` fed the TOC followed by just that block, `jobs` at a
+//!    time, largest first; chunk fetch, decryption and decompression run ahead of each;
+//! 3. data entries without a block (sequence values) from the TOC file;
+//! 4. post-data (indexes, constraints, triggers) with `pg_restore -j jobs` from the TOC file.
+//!
+//! Invariant: used only into a database this restore created (several sessions cannot share
+//! one transaction), so a failure anywhere is undone by dropping that database.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::core::format::Manifest;
+use crate::core::progress::{Phase, Tracker};
+use crate::core::repo::Repository;
+use crate::core::restore::{fetch_chunk, RestoreOptions};
+use crate::error::{Error, Result};
+use crate::pg::archive::BlockSpan;
+use crate::pg::process::{self, PassFile};
+use crate::pg::tools::Tool;
+
+/// Whether a backup can be restored in parallel into `o`.
+pub fn possible(m: &Manifest, o: &RestoreOptions) -> bool {
+    o.create && o.jobs > 1 && m.facts.toc_len > 0 && !m.facts.blocks.is_empty()
+}
+
+/// Archive offset where each stream position starts (one more entry: the total).
+fn chunk_starts(m: &Manifest) -> Vec<u64> {
+    let mut v = Vec::with_capacity(m.stream.len() + 1);
+    let mut at = 0u64;
+    for ci in &m.stream {
+        v.push(at);
+        at += u64::from(m.chunks[*ci as usize].raw_len);
+    }
+    v.push(at);
+    v
+}
+
+/// Write archive bytes `[start, end)` to `w`, fetching and decoding ahead. Returns false when
+/// the reader went away (its exit status explains why).
+async fn write_span<W: AsyncWrite + Unpin>(
+    repo: &Arc<Repository>,
+    m: &Arc<Manifest>,
+    starts: &[u64],
+    (start, end): (u64, u64),
+    w: &mut W,
+    done: &AtomicU64,
+) -> Result<bool> {
+    let mut next = starts.partition_point(|s| *s <= start).saturating_sub(1);
+    let mut pending = FuturesOrdered::new();
+    loop {
+        while pending.len() < 4 && next < m.stream.len() && starts[next] < end {
+            let (r, mm, ci, i) = (repo.clone(), m.clone(), m.stream[next], next);
+            pending.push_back(async move { (i, fetch_chunk(r, mm, ci).await) });
+            next += 1;
+        }
+        let Some((i, r)) = pending.next().await else {
+            break;
+        };
+        let (_, plain) = r?;
+        let cs = starts[i];
+        let lo = start.saturating_sub(cs) as usize;
+        let hi = (end.min(cs + plain.len() as u64) - cs) as usize;
+        if w.write_all(&plain[lo..hi]).await.is_err() {
+            return Ok(false);
+        }
+        done.fetch_add((hi - lo) as u64, Ordering::Relaxed);
+    }
+    Ok(true)
+}
+
+async fn finish_step(step: &str, child: tokio::process::Child) -> Result<()> {
+    let o = child
+        .wait_with_output()
+        .await
+        .map_err(|e| Error::io(format!("waiting for pg_restore ({step})"), e))?;
+    if o.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .rev()
+        .take(6)
+        .collect();
+    Err(Error::Postgres(format!(
+        "pg_restore ({step}) {}:\n  {}",
+        process::describe_exit(o.status),
+        lines.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+    )))
+}
+
+pub async fn run(
+    repo: Arc<Repository>,
+    m: Arc<Manifest>,
+    o: &RestoreOptions,
+    tool: &Tool,
+    tracker: &Tracker<'_>,
+) -> Result<u64> {
+    let starts = chunk_starts(&m);
+    let done = AtomicU64::new(0);
+    let pass = PassFile::new(&o.target)?;
+    let step = |extra: Vec<String>, stdin: bool| {
+        process::pg_restore_step(tool, &o.target, pass.as_ref(), o.no_owner, &extra, stdin)
+    };
+
+    // The archive's header and TOC, privately on disk.
+    let toc_file = tempfile::Builder::new()
+        .prefix("keepsake-toc-")
+        .tempfile()
+        .map_err(|e| Error::io("creating a temporary TOC file", e))?;
+    let mut toc = Vec::with_capacity(m.facts.toc_len as usize);
+    write_span(&repo, &m, &starts, (0, m.facts.toc_len), &mut toc, &done).await?;
+    std::fs::write(toc_file.path(), &toc).map_err(|e| Error::io("writing the TOC file", e))?;
+    let toc_path = toc_file.path().display().to_string();
+
+    // The entries, by dump id, as pg_restore lists them.
+    let listing = step(vec!["--list".into(), toc_path.clone()], false)
+        .output()
+        .await
+        .map_err(|e| Error::io("running pg_restore --list", e))?;
+    if !listing.status.success() {
+        return Err(Error::Postgres(format!(
+            "pg_restore --list: {}",
+            String::from_utf8_lossy(&listing.stderr).trim()
+        )));
+    }
+    let mut lines: BTreeMap<i64, String> = BTreeMap::new();
+    for l in String::from_utf8_lossy(&listing.stdout).lines() {
+        if let Some((id, _)) = l.split_once(';') {
+            if let Ok(id) = id.trim().parse::<i64>() {
+                lines.insert(id, l.to_string());
+            }
+        }
+    }
+
+    tracker.phase(Phase::Restoring);
+    finish_step(
+        "pre-data",
+        step(vec!["--section=pre-data".into(), toc_path.clone()], false)
+            .spawn()
+            .map_err(spawn_err)?,
+    )
+    .await?;
+
+    // Data blocks, largest first, `jobs` at a time.
+    let mut blocks: Vec<BlockSpan> = m.facts.blocks.clone();
+    blocks.sort_by_key(|b| std::cmp::Reverse(b.end - b.start));
+    let queue = Mutex::new(VecDeque::from(blocks));
+    let lists_dir = tempfile::Builder::new()
+        .prefix("keepsake-lists-")
+        .tempdir()
+        .map_err(|e| Error::io("creating a temporary directory", e))?;
+    let worker = |w: usize| {
+        let (queue, lines, repo, m, starts, done, toc, lists_dir) =
+            (&queue, &lines, &repo, &m, &starts, &done, &toc, &lists_dir);
+        async move {
+            loop {
+                let Some(b) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                    return Ok::<(), Error>(());
+                };
+                let line = lines.get(&b.dump_id).ok_or_else(|| {
+                    Error::Other(format!("TOC entry {} not listed by pg_restore", b.dump_id))
+                })?;
+                let list = lists_dir.path().join(format!("w{w}-{}", b.dump_id));
+                std::fs::write(&list, format!("{line}\n"))
+                    .map_err(|e| Error::io("writing a restore list", e))?;
+                let mut child = step(
+                    vec![
+                        "--section=data".into(),
+                        "--single-transaction".into(),
+                        format!("--use-list={}", list.display()),
+                    ],
+                    true,
+                )
+                .spawn()
+                .map_err(spawn_err)?;
+                let mut stdin = child
+                    .stdin
+                    .take()
+                    .ok_or_else(|| Error::Other("pg_restore stdin".into()))?;
+                let ok = stdin.write_all(toc).await.is_ok()
+                    && write_span(repo, m, starts, (b.start, b.end), &mut stdin, done).await?;
+                drop(stdin);
+                let what = format!(
+                    "data of {}",
+                    line.split_whitespace()
+                        .skip(3)
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                finish_step(&what, child).await?;
+                if !ok {
+                    return Err(Error::Postgres(format!(
+                        "pg_restore ({what}) stopped reading"
+                    )));
+                }
+                tracker.update(|p| p.bytes_done = done.load(Ordering::Relaxed));
+            }
+        }
+    };
+    let workers: Vec<_> = (0..o.jobs).map(worker).collect();
+    futures::future::try_join_all(workers).await?;
+
+    // Data entries without a block (sequence values and the like).
+    let with_block: std::collections::HashSet<i64> =
+        m.facts.blocks.iter().map(|b| b.dump_id).collect();
+    let rest: String = lines
+        .iter()
+        .filter(|(id, _)| !with_block.contains(id))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    let rest_list = lists_dir.path().join("rest");
+    std::fs::write(&rest_list, rest).map_err(|e| Error::io("writing a restore list", e))?;
+    finish_step(
+        "data without blocks",
+        step(
+            vec![
+                "--section=data".into(),
+                format!("--use-list={}", rest_list.display()),
+                toc_path.clone(),
+            ],
+            false,
+        )
+        .spawn()
+        .map_err(spawn_err)?,
+    )
+    .await?;
+
+    tracker.phase(Phase::Finishing);
+    finish_step(
+        "post-data",
+        step(
+            vec![
+                "--section=post-data".into(),
+                format!("--jobs={}", o.jobs),
+                toc_path,
+            ],
+            false,
+        )
+        .spawn()
+        .map_err(spawn_err)?,
+    )
+    .await?;
+    drop(pass);
+    Ok(m.logical_bytes)
+}
+
+fn spawn_err(e: std::io::Error) -> Error {
+    Error::Postgres(format!("cannot start pg_restore: {e}"))
+}
