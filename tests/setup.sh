@@ -39,6 +39,12 @@ if command -v zstd >/dev/null 2>&1; then
 else
     missing+=(zstd)
 fi
+# openssl (CLI only): the TLS test makes its certificates with it. keepsake itself uses rustls.
+if command -v openssl >/dev/null 2>&1; then
+    log "openssl present: $(command -v openssl)"
+else
+    missing+=(openssl)
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
     log "nothing to install"

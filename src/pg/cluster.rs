@@ -223,6 +223,42 @@ impl TempCluster {
         Ok(())
     }
 
+    /// Write `files` into the data directory (owned by the server's user, mode 0600), append
+    /// `conf` to postgresql.conf, replace pg_hba.conf when `hba` is given, and restart.
+    pub fn reconfigure(
+        &mut self,
+        files: &[(&str, &[u8])],
+        conf: &str,
+        hba: Option<&str>,
+    ) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let write = |name: &str, data: &[u8]| -> Result<()> {
+            let p = self.data.join(name);
+            std::fs::write(&p, data)
+                .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Error::io("chmod", e))?;
+            if self.as_postgres {
+                let _ = Command::new("chown").arg("postgres:").arg(&p).status();
+            }
+            Ok(())
+        };
+        for (name, data) in files {
+            write(name, data)?;
+        }
+        if let Some(h) = hba {
+            write("pg_hba.conf", h.as_bytes())?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))
+            .map_err(|e| Error::io("postgresql.conf", e))?;
+        std::io::Write::write_all(&mut f, format!("\n{conf}\n").as_bytes())
+            .map_err(|e| Error::io("postgresql.conf", e))?;
+        self.stop("fast")?;
+        self.restart()
+    }
+
     /// Connection settings (TCP, password) for a database of this cluster.
     pub fn conninfo(&self, dbname: &str) -> ConnInfo {
         ConnInfo {

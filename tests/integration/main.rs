@@ -9,4 +9,5 @@ mod failures;
 mod keys;
 mod restore_safety;
 mod roundtrip;
+mod tls;
 mod verify;
