@@ -339,7 +339,22 @@ pub async fn run(cli: Cli) -> Result<()> {
                     "no backups to verify: run `keepsake backup` first".into(),
                 ));
             }
-            let recs = verify_many(&c, &repo, &ids, *level, *as_json).await?;
+            let recs = if *all && *level == Level::Data {
+                // Each pack read once for the whole repository.
+                let progress = CliProgress::new();
+                let opts = engine::verify_options(&c, "", None);
+                let recs =
+                    crate::core::verify::verify_all_data(repo.clone(), &opts, &progress).await?;
+                progress.finish();
+                if !*as_json {
+                    for r in &recs {
+                        out(&verify_text(r))?;
+                    }
+                }
+                recs
+            } else {
+                verify_many(&c, &repo, &ids, *level, *as_json).await?
+            };
             if *as_json {
                 out(&json(&recs)?)?;
             }

@@ -137,7 +137,7 @@ impl LineDigester {
 }
 
 fn memchr(b: u8, s: &[u8]) -> Option<usize> {
-    s.iter().position(|x| *x == b)
+    memchr::memchr(b, s)
 }
 
 #[derive(Debug, Clone)]
