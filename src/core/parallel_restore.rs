@@ -144,6 +144,24 @@ pub async fn run(
         }
     }
 
+    // Indexes and constraints that need nothing but one table are built right after that
+    // table's data is in, while other tables still load (as `pg_restore -j` does); the rest
+    // of post-data waits for the end.
+    let entries = crate::pg::archive::read_toc(&toc)
+        .map_err(|e| Error::Damage(format!("backup {}: {e}", m.id)))?;
+    let table_of_data: BTreeMap<i64, i64> = entries
+        .iter()
+        .filter(|e| e.desc == "TABLE DATA" && e.deps.len() == 1)
+        .map(|e| (e.dump_id, e.deps[0]))
+        .collect();
+    let mut early: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for e in &entries {
+        if e.section == 4 && (e.desc == "INDEX" || e.desc == "CONSTRAINT") && e.deps.len() == 1 {
+            early.entry(e.deps[0]).or_default().push(e.dump_id);
+        }
+    }
+    let early_done: Mutex<std::collections::HashSet<i64>> = Mutex::new(Default::default());
+
     tracker.phase(Phase::Restoring);
     finish_step(
         "pre-data",
@@ -164,6 +182,8 @@ pub async fn run(
     let worker = |w: usize| {
         let (queue, lines, repo, m, starts, done, toc, lists_dir) =
             (&queue, &lines, &repo, &m, &starts, &done, &toc, &lists_dir);
+        let (table_of_data, early, early_done, toc_path) =
+            (&table_of_data, &early, &early_done, &toc_path);
         async move {
             loop {
                 let Some(b) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
@@ -206,6 +226,35 @@ pub async fn run(
                         "pg_restore ({what}) stopped reading"
                     )));
                 }
+                let ids: Vec<i64> = table_of_data
+                    .get(&b.dump_id)
+                    .and_then(|t| early.get(t))
+                    .cloned()
+                    .unwrap_or_default();
+                let list: String = ids
+                    .iter()
+                    .filter_map(|i| lines.get(i))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                if !list.is_empty() {
+                    let path = lists_dir.path().join(format!("w{w}-{}-post", b.dump_id));
+                    std::fs::write(&path, list)
+                        .map_err(|e| Error::io("writing a restore list", e))?;
+                    let child = step(
+                        vec![
+                            "--section=post-data".into(),
+                            format!("--use-list={}", path.display()),
+                            toc_path.clone(),
+                        ],
+                        false,
+                    )
+                    .spawn()
+                    .map_err(spawn_err)?;
+                    finish_step(&format!("indexes of {what}"), child).await?;
+                    if let Ok(mut d) = early_done.lock() {
+                        d.extend(ids);
+                    }
+                }
                 tracker.update(|p| p.bytes_done = done.load(Ordering::Relaxed));
             }
         }
@@ -239,12 +288,21 @@ pub async fn run(
     .await?;
 
     tracker.phase(Phase::Finishing);
+    let done_early = early_done.lock().map(|d| d.clone()).unwrap_or_default();
+    let post: String = lines
+        .iter()
+        .filter(|(id, _)| !done_early.contains(id))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    let post_list = lists_dir.path().join("post");
+    std::fs::write(&post_list, post).map_err(|e| Error::io("writing a restore list", e))?;
     finish_step(
         "post-data",
         step(
             vec![
                 "--section=post-data".into(),
                 format!("--jobs={}", o.jobs),
+                format!("--use-list={}", post_list.display()),
                 toc_path,
             ],
             false,

@@ -140,15 +140,31 @@ fn memchr(b: u8, s: &[u8]) -> Option<usize> {
     memchr::memchr(b, s)
 }
 
+/// One entry of the archive's table of contents.
 #[derive(Debug, Clone)]
-struct TocEntry {
-    dump_id: i64,
-    desc: String,
-    tag: String,
-    namespace: String,
-    defn: String,
-    copy_stmt: String,
-    has_data: bool,
+pub struct TocEntry {
+    pub dump_id: i64,
+    pub desc: String,
+    pub tag: String,
+    pub namespace: String,
+    pub defn: String,
+    pub copy_stmt: String,
+    pub has_data: bool,
+    /// 1 none, 2 pre-data, 3 data, 4 post-data.
+    pub section: i64,
+    /// Dump ids this entry depends on.
+    pub deps: Vec<i64>,
+}
+
+/// Parse the header and table of contents at the start of an archive.
+pub fn read_toc(prefix: &[u8]) -> Result<Vec<TocEntry>, String> {
+    let mut p = ArchiveParser::new();
+    p.buf = prefix.to_vec();
+    match p.parse_toc() {
+        Ok(_) => Ok(p.toc),
+        Err(P::Need) => Err("the archive prefix ends inside its table of contents".into()),
+        Err(P::Bad(m)) => Err(m),
+    }
 }
 
 enum State {
@@ -504,7 +520,7 @@ impl ArchiveParser {
             let _oid = c.s()?;
             let tag = c.s()?;
             let desc = c.s()?;
-            let _section = c.int()?;
+            let section = c.int()?;
             let defn = c.s()?;
             let _drop = c.s()?;
             let copy_stmt = c.s()?;
@@ -518,7 +534,12 @@ impl ArchiveParser {
             }
             let _owner = c.s()?;
             let _with_oids = c.s()?;
-            while c.string()?.is_some() {}
+            let mut deps = Vec::new();
+            while let Some(d) = c.string()? {
+                if let Ok(d) = d.trim().parse() {
+                    deps.push(d);
+                }
+            }
             // Custom format extra: data offset (flag byte + offSize bytes).
             let flag = c.byte()?;
             let _ = c.bytes(_off_size as usize)?;
@@ -532,6 +553,8 @@ impl ArchiveParser {
                 defn,
                 copy_stmt,
                 has_data,
+                section,
+                deps,
             });
         }
         let consumed = c.pos;
