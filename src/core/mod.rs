@@ -8,4 +8,5 @@ pub mod parallel_restore;
 pub mod progress;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod verify;
