@@ -123,6 +123,15 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         jobs: Option<usize>,
     },
+    /// Apply [retention]: forget backups the policy does not keep, then remove unreferenced
+    /// packs in two phases (marked by one prune, deleted by a later one after the grace period)
+    Prune {
+        /// Show the plan and what would be removed; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the whole flow on a throwaway database and repository
     Demo {
         /// Keep the demo directory (cluster, repository, key) instead of removing it
@@ -297,6 +306,44 @@ pub async fn run(cli: Cli) -> Result<()> {
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|| "not set".into())
             ))
+        }
+        Command::Prune {
+            dry_run,
+            json: as_json,
+        } => {
+            let c = load_config(&cli)?;
+            let repo = engine::open(&c).await?;
+            let r = crate::core::prune::prune(&repo, &c.retention, *dry_run).await?;
+            if *as_json {
+                return out(&json(&r)?);
+            }
+            let mut s = String::new();
+            for d in &r.plan {
+                s.push_str(&format!(
+                    "{} {:<24} {:<14} {}\n",
+                    if d.keep { "keep  " } else { "forget" },
+                    d.id,
+                    d.source,
+                    d.reasons.join("; ")
+                ));
+            }
+            let verb = if *dry_run { "would " } else { "" };
+            s.push_str(&format!(
+                "{}forget {} backup(s); {}mark {} unreferenced pack(s); {}delete {} pack(s) ({}); {} marked pack(s) wait{}\n",
+                verb,
+                r.forgotten.len(),
+                verb,
+                r.marked.len(),
+                verb,
+                r.deleted_packs.len(),
+                human_bytes(r.deleted_bytes),
+                r.waiting.len(),
+                if r.stale_temporaries > 0 { format!("; removed {} stale temporary file(s)", r.stale_temporaries) } else { String::new() }
+            ));
+            if let Some(why) = &r.gc_skipped {
+                s.push_str(&format!("packs kept: {why}\n"));
+            }
+            out(&s)
         }
         Command::Init => {
             let c = load_config(&cli)?;

@@ -51,6 +51,7 @@ pub struct Config {
     pub backup: BackupSettings,
     pub postgres: PostgresSettings,
     pub verification: VerificationConfig,
+    pub retention: crate::core::retention::RetentionPolicy,
 }
 
 /// `[verification]`.
@@ -115,6 +116,8 @@ struct RawConfig {
     #[serde(default)]
     postgres: PostgresSettings,
     verification: Option<RawVerification>,
+    #[serde(default)]
+    retention: crate::core::retention::RetentionPolicy,
 }
 
 #[derive(Deserialize)]
@@ -315,6 +318,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
 
     Ok(Config {
         verification,
+        retention: raw.retention.clone(),
         path: path.to_path_buf(),
         repository: RepositoryConfig { url },
         recipients: Recipients(recipients),

@@ -156,9 +156,12 @@ async fn plan(
         .into_iter()
         .map(|o| (o.key, o.size))
         .collect();
+    // …and is not marked for deletion by prune.
+    let marked = crate::core::prune::marks(repo).await?;
     let known = known
         .into_iter()
         .filter(|(_, sc)| present.get(&sc.pack.key()) == Some(&sc.pack.size))
+        .filter(|(_, sc)| !marked.packs.contains_key(&sc.pack.key()))
         .collect();
     Ok((kind, based_on, known))
 }
@@ -174,6 +177,22 @@ pub async fn backup(
     let tracker = Tracker::new(sink, "backup", &source.name);
     tracker.phase(Phase::Connecting);
 
+    // The lease comes first: a prune that marks packs after this point waits for us.
+    let lease = crate::core::prune::take_lease(repo).await?;
+    let res = backup_leased(repo, source, opts, &tracker, started_at).await;
+    if let Err(e) = repo.store().delete(&lease).await {
+        tracing::warn!("could not remove backup lease {lease}: {e}");
+    }
+    res
+}
+
+async fn backup_leased(
+    repo: &Repository,
+    source: &SourceConfig,
+    opts: &BackupOptions,
+    tracker: &Tracker<'_>,
+    started_at: chrono::DateTime<Utc>,
+) -> Result<Manifest> {
     let (kind, based_on, known) = plan(repo, &source.name, opts.kind).await?;
 
     let pg = client::connect(&source.conn).await?;

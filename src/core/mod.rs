@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod format;
 pub mod parallel_restore;
 pub mod progress;
+pub mod prune;
 pub mod repo;
 pub mod restore;
 pub mod retention;

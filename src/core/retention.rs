@@ -69,8 +69,15 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
+/// The period a backup falls in, as a sortable label.
+type BucketKey = fn(&DateTime<Utc>) -> String;
+
 /// Decide for every candidate. Output is sorted by source, newest first.
-pub fn plan(policy: &RetentionPolicy, candidates: &[Candidate], now: DateTime<Utc>) -> Vec<Decision> {
+pub fn plan(
+    policy: &RetentionPolicy,
+    candidates: &[Candidate],
+    now: DateTime<Utc>,
+) -> Vec<Decision> {
     let mut by_source: BTreeMap<&str, Vec<&Candidate>> = BTreeMap::new();
     for c in candidates {
         by_source.entry(c.source.as_str()).or_default().push(c);
@@ -95,18 +102,28 @@ pub fn plan(policy: &RetentionPolicy, candidates: &[Candidate], now: DateTime<Ut
             }
         }
         if let Some(n) = policy.keep_last {
-            for (k, i) in (0..cs.len()).filter(|i| eligible(cs[*i])).take(n as usize).enumerate() {
+            for (k, i) in (0..cs.len())
+                .filter(|i| eligible(cs[*i]))
+                .take(n as usize)
+                .enumerate()
+            {
                 reasons[i].push(format!("keep_last {} of {n}", k + 1));
             }
         }
-        let buckets: [(&str, Option<u32>, fn(&DateTime<Utc>) -> String); 5] = [
-            ("hourly", policy.keep_hourly, |t| t.format("%Y-%m-%d %H:00").to_string()),
-            ("daily", policy.keep_daily, |t| t.format("%Y-%m-%d").to_string()),
+        let buckets: [(&str, Option<u32>, BucketKey); 5] = [
+            ("hourly", policy.keep_hourly, |t| {
+                t.format("%Y-%m-%d %H:00").to_string()
+            }),
+            ("daily", policy.keep_daily, |t| {
+                t.format("%Y-%m-%d").to_string()
+            }),
             ("weekly", policy.keep_weekly, |t| {
                 let w = t.iso_week();
                 format!("{}-W{:02}", w.year(), w.week())
             }),
-            ("monthly", policy.keep_monthly, |t| t.format("%Y-%m").to_string()),
+            ("monthly", policy.keep_monthly, |t| {
+                t.format("%Y-%m").to_string()
+            }),
             ("yearly", policy.keep_yearly, |t| t.format("%Y").to_string()),
         ];
         for (name, n, key) in buckets {
@@ -180,7 +197,9 @@ pub fn plan(policy: &RetentionPolicy, candidates: &[Candidate], now: DateTime<Ut
 /// Seconds-precision helper for tests and docs.
 pub fn at(y: i32, mo: u32, d: u32, h: u32) -> DateTime<Utc> {
     use chrono::TimeZone;
-    Utc.with_ymd_and_hms(y, mo, d, h, 0, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(y, mo, d, h, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -198,7 +217,11 @@ mod tests {
         for d in 0..28 {
             let t = start + Duration::days(d);
             let id = format!("n{d:02}");
-            let kind = if t.weekday() == chrono::Weekday::Sun { BackupType::Full } else { BackupType::Differential };
+            let kind = if t.weekday() == chrono::Weekday::Sun {
+                BackupType::Full
+            } else {
+                BackupType::Differential
+            };
             if kind == BackupType::Full {
                 last_full = id.clone();
             }
@@ -214,7 +237,8 @@ mod tests {
                 kind,
                 started_at: t,
                 verified,
-                based_on: (kind == BackupType::Differential && !last_full.is_empty()).then(|| last_full.clone()),
+                based_on: (kind == BackupType::Differential && !last_full.is_empty())
+                    .then(|| last_full.clone()),
             });
         }
         for h in 4..10 {
@@ -232,7 +256,14 @@ mod tests {
 
     fn render(plan: &[Decision]) -> String {
         plan.iter()
-            .map(|d| format!("{} {} {}", if d.keep { "keep  " } else { "forget" }, d.id, d.reasons.join("; ")))
+            .map(|d| {
+                format!(
+                    "{} {} {}",
+                    if d.keep { "keep  " } else { "forget" },
+                    d.id,
+                    d.reasons.join("; ")
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -251,13 +282,20 @@ mod tests {
 
     #[test]
     fn days_policy_plan() {
-        let policy = RetentionPolicy { days: Some(5), ..Default::default() };
+        let policy = RetentionPolicy {
+            days: Some(5),
+            ..Default::default()
+        };
         insta::assert_snapshot!(render(&plan(&policy, &history(), at(2026, 11, 25, 12))));
     }
 
     #[test]
     fn no_rules_keeps_everything() {
-        let p = plan(&RetentionPolicy::default(), &history(), at(2026, 11, 25, 12));
+        let p = plan(
+            &RetentionPolicy::default(),
+            &history(),
+            at(2026, 11, 25, 12),
+        );
         assert!(p.iter().all(|d| d.keep));
     }
 
@@ -266,15 +304,27 @@ mod tests {
             let mut v: Vec<Candidate> = Vec::new();
             for (i, (src, hours, ver, diff)) in raw.into_iter().enumerate() {
                 let source = format!("s{src}");
-                let base = v.iter().rev().find(|c| c.source == source && c.kind == BackupType::Full).map(|c| c.id.clone());
-                let kind = if diff && base.is_some() { BackupType::Differential } else { BackupType::Full };
+                let base = v
+                    .iter()
+                    .rev()
+                    .find(|c| c.source == source && c.kind == BackupType::Full)
+                    .map(|c| c.id.clone());
+                let kind = if diff && base.is_some() {
+                    BackupType::Differential
+                } else {
+                    BackupType::Full
+                };
                 v.push(Candidate {
                     id: format!("b{i:03}"),
                     source,
                     kind,
                     started_at: at(2026, 1, 1, 0) + Duration::hours(hours),
                     verified: ["none", "structure", "data", "restore", "failed"][ver as usize],
-                    based_on: if kind == BackupType::Differential { base } else { None },
+                    based_on: if kind == BackupType::Differential {
+                        base
+                    } else {
+                        None
+                    },
                 });
             }
             v
@@ -282,7 +332,13 @@ mod tests {
     }
 
     fn arb_policy() -> impl Strategy<Value = RetentionPolicy> {
-        (prop::option::of(0u32..5), prop::option::of(0u32..5), prop::option::of(0u32..5), prop::option::of(0u32..4), prop::option::of(0u32..60))
+        (
+            prop::option::of(0u32..5),
+            prop::option::of(0u32..5),
+            prop::option::of(0u32..5),
+            prop::option::of(0u32..4),
+            prop::option::of(0u32..60),
+        )
             .prop_map(|(last, daily, weekly, minv, days)| RetentionPolicy {
                 keep_last: last,
                 keep_daily: daily,

@@ -189,6 +189,38 @@ impl ObjectStore for LocalStore {
         blocking(move || list_sync(&root, &prefix)).await
     }
 
+    async fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize> {
+        let root = self.root.clone();
+        blocking(move || {
+            let mut n = 0;
+            let mut stack = vec![root];
+            while let Some(d) = stack.pop() {
+                let Ok(rd) = std::fs::read_dir(&d) else {
+                    continue;
+                };
+                for ent in rd.flatten() {
+                    let p = ent.path();
+                    let Ok(ft) = ent.file_type() else { continue };
+                    if ft.is_dir() {
+                        stack.push(p);
+                    } else if ent.file_name().to_string_lossy().starts_with(".tmp-") {
+                        let old = ent
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .and_then(|t| t.elapsed().ok())
+                            .is_some_and(|e| e >= age);
+                        if old && std::fs::remove_file(&p).is_ok() {
+                            n += 1;
+                        }
+                    }
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let p = self.path(key)?;
         blocking(move || match std::fs::remove_file(&p) {

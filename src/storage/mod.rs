@@ -38,4 +38,9 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn exists(&self, key: &str) -> Result<bool> {
         Ok(self.head(key).await?.is_some())
     }
+
+    /// Remove temporary objects left by interrupted writes, older than `age`; returns how many.
+    async fn remove_stale_temporaries(&self, _age: std::time::Duration) -> Result<usize> {
+        Ok(0)
+    }
 }

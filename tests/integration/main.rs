@@ -7,6 +7,7 @@ mod changes;
 mod config_check;
 mod failures;
 mod keys;
+mod prune;
 mod restore_safety;
 mod roundtrip;
 mod tls;

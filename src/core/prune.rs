@@ -1,0 +1,241 @@
+//! Prune: forget the backups the retention plan does not keep, then remove packs no kept
+//! backup references — in two phases, so that a backup running concurrently (another process
+//! or host) is never broken, without relying on conditional writes.
+//!
+//! Phase 1 marks unreferenced packs (`gc/marks`, sealed). Phase 2, in a later prune, deletes a
+//! marked pack only if it is still unreferenced, was marked at least the grace period ago, and
+//! no live backup lease (`locks/…`, written by every backup before it reads the index) started
+//! before the mark. A backup that starts after a mark never reuses chunks of marked packs.
+//! Index objects are rewritten without deleted packs; stale temporary objects are removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::core::format::{IndexFile, FORMAT_VERSION};
+use crate::core::repo::Repository;
+use crate::core::retention::{self, Candidate, Decision, RetentionPolicy};
+use crate::core::verify;
+use crate::error::{Error, Result};
+
+pub const MARKS: &str = "gc/marks";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Marks {
+    /// Pack key → when it was first seen unreferenced.
+    pub packs: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// A running backup's lease.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lease {
+    pub started_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub host: String,
+    pub pid: u32,
+}
+
+/// Take a lease for a backup; returns its object key (remove it when done).
+pub async fn take_lease(repo: &Repository) -> Result<String> {
+    let now = Utc::now();
+    let lease = Lease {
+        started_at: now,
+        expires_at: now + Duration::hours(24),
+        host: std::fs::read_to_string("/etc/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        pid: std::process::id(),
+    };
+    let key = format!(
+        "locks/{}-{}",
+        now.format("%Y%m%dT%H%M%S%.3fZ"),
+        hex::encode(rand::random::<[u8; 4]>())
+    );
+    repo.put_sealed(
+        &key,
+        &serde_json::to_vec(&lease).map_err(|e| Error::Other(e.to_string()))?,
+    )
+    .await?;
+    Ok(key)
+}
+
+/// The packs currently marked for deletion.
+pub async fn marks(repo: &Repository) -> Result<Marks> {
+    if !repo.store().exists(MARKS).await? {
+        return Ok(Marks::default());
+    }
+    let plain = repo.get_sealed(MARKS).await?;
+    serde_json::from_slice(&plain).map_err(|e| Error::Damage(format!("{MARKS}: {e}")))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub plan: Vec<Decision>,
+    pub forgotten: Vec<String>,
+    /// Packs newly marked unreferenced (deleted by a later prune after the grace period).
+    pub marked: Vec<String>,
+    /// Marked packs kept for now, with why.
+    pub waiting: Vec<(String, String)>,
+    pub deleted_packs: Vec<String>,
+    pub deleted_bytes: u64,
+    pub stale_temporaries: usize,
+    /// Why pack collection was skipped, if it was.
+    pub gc_skipped: Option<String>,
+}
+
+pub async fn prune(
+    repo: &Repository,
+    policy: &RetentionPolicy,
+    dry_run: bool,
+) -> Result<PruneReport> {
+    let now = Utc::now();
+    let grace = Duration::hours(i64::from(policy.prune_grace_hours.unwrap_or(24)));
+    let (ms, bad) = repo.manifests_lenient().await?;
+    let records = verify::records(repo).await?;
+    let candidates: Vec<Candidate> = ms
+        .iter()
+        .map(|m| Candidate {
+            id: m.id.clone(),
+            source: m.source.name.clone(),
+            kind: m.kind,
+            started_at: m.started_at,
+            verified: verify::proven(records.get(&m.id)).0,
+            based_on: m.based_on.clone(),
+        })
+        .collect();
+    let plan = retention::plan(policy, &candidates, now);
+    let forgotten: Vec<String> = plan
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id.clone())
+        .collect();
+    let mut report = PruneReport {
+        dry_run,
+        plan,
+        forgotten: forgotten.clone(),
+        marked: Vec::new(),
+        waiting: Vec::new(),
+        deleted_packs: Vec::new(),
+        deleted_bytes: 0,
+        stale_temporaries: 0,
+        gc_skipped: None,
+    };
+    if !dry_run {
+        for id in &forgotten {
+            repo.store().delete(&format!("snapshots/{id}")).await?;
+            for o in repo.store().list(&format!("verifications/{id}/")).await? {
+                repo.store().delete(&o.key).await?;
+            }
+        }
+    }
+    if !bad.is_empty() {
+        report.gc_skipped = Some(format!(
+            "{} manifest(s) cannot be read, so it is unknown which packs they need: no pack was removed",
+            bad.len()
+        ));
+        return Ok(report);
+    }
+
+    let forgotten: BTreeSet<&String> = forgotten.iter().collect();
+    let referenced: BTreeSet<String> = ms
+        .iter()
+        .filter(|m| !forgotten.contains(&m.id))
+        .flat_map(|m| m.packs.iter().map(|p| p.key()))
+        .collect();
+    let packs = repo.store().list("packs/").await?;
+    let mut leases = Vec::new();
+    for o in repo.store().list("locks/").await? {
+        match repo
+            .get_sealed(&o.key)
+            .await
+            .ok()
+            .and_then(|p| serde_json::from_slice::<Lease>(&p).ok())
+        {
+            Some(l) if l.expires_at > now => leases.push(l),
+            // An expired lease: its backup died long ago.
+            Some(_) if !dry_run => repo.store().delete(&o.key).await?,
+            _ => {}
+        }
+    }
+    let old = marks(repo).await?;
+    let mut new = Marks::default();
+    let mut deleted = BTreeSet::new();
+    for p in &packs {
+        if referenced.contains(&p.key) {
+            continue;
+        }
+        match old.packs.get(&p.key) {
+            None => {
+                report.marked.push(p.key.clone());
+                new.packs.insert(p.key.clone(), now);
+            }
+            Some(t) => {
+                let lease_before = leases.iter().any(|l| l.started_at <= *t);
+                if now - *t < grace {
+                    report.waiting.push((
+                        p.key.clone(),
+                        format!(
+                            "marked {}; grace period not over",
+                            t.format("%Y-%m-%d %H:%M:%S UTC")
+                        ),
+                    ));
+                    new.packs.insert(p.key.clone(), *t);
+                } else if lease_before {
+                    report.waiting.push((
+                        p.key.clone(),
+                        "a backup that started before the mark is still running".into(),
+                    ));
+                    new.packs.insert(p.key.clone(), *t);
+                } else {
+                    report.deleted_packs.push(p.key.clone());
+                    report.deleted_bytes += p.size;
+                    deleted.insert(p.key.clone());
+                }
+            }
+        }
+    }
+    if dry_run {
+        return Ok(report);
+    }
+    // Marks first (so a crash never forgets a mark), then deletions, then indexes.
+    repo.put_sealed(
+        MARKS,
+        &serde_json::to_vec(&new).map_err(|e| Error::Other(e.to_string()))?,
+    )
+    .await?;
+    for k in &deleted {
+        repo.store().delete(k).await?;
+    }
+    if !deleted.is_empty() {
+        rewrite_indexes(repo, &deleted).await?;
+    }
+    report.stale_temporaries = repo
+        .store()
+        .remove_stale_temporaries(grace.to_std().unwrap_or_default())
+        .await?;
+    Ok(report)
+}
+
+/// Rewrite every index object that lists a deleted pack.
+async fn rewrite_indexes(repo: &Repository, deleted: &BTreeSet<String>) -> Result<()> {
+    for o in repo.store().list("index/").await? {
+        let plain = repo.get_sealed(&o.key).await?;
+        let mut idx: IndexFile =
+            serde_json::from_slice(&plain).map_err(|e| Error::Damage(format!("{}: {e}", o.key)))?;
+        let before = idx.packs.len();
+        idx.packs
+            .retain(|p| !deleted.contains(&crate::core::format::pack_key(&p.name)));
+        if idx.packs.len() == before {
+            continue;
+        }
+        if !idx.packs.is_empty() {
+            idx.format_version = FORMAT_VERSION;
+            repo.write_index(&idx).await?;
+        }
+        repo.store().delete(&o.key).await?;
+    }
+    Ok(())
+}

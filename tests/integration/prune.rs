@@ -1,0 +1,140 @@
+//! Prune: the plan is applied, packs go in two phases, and a backup running beside a prune
+//! in another process is never broken.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{script, Env, AWKWARD_SQL, WEDDING_SQL};
+
+fn with_retention(env: &Env, db: &str, extra: &str, bin_dir: Option<&std::path::Path>) {
+    let text = format!("{}\n{extra}\n", env.config_text(db, bin_dir, &env.identity));
+    std::fs::write(&env.config, text).expect("config");
+}
+
+fn prune_json(env: &Env, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["prune", "--json"];
+    a.extend_from_slice(args);
+    serde_json::from_str(&env.keepsake(&a).ok().stdout).expect("json")
+}
+
+#[test]
+fn prune_forgets_by_policy_and_collects_packs_in_two_phases() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    with_retention(
+        &env,
+        "awk",
+        "[retention]\nkeep_last = 1\nprune_grace_hours = 0",
+        None,
+    );
+    let fp = env.fingerprint("awk");
+    let _a = env.backup("full");
+    let _b = env.backup("full");
+    let c = env.backup("full");
+    let packs_before = env.packs().len();
+
+    // Dry run: a plan with reasons, nothing changed.
+    let r = prune_json(&env, &["--dry-run"]);
+    assert_eq!(r["forgotten"].as_array().expect("f").len(), 2, "{r}");
+    assert!(
+        r["plan"][0]["reasons"][0]
+            .as_str()
+            .expect("reason")
+            .contains("keep_last 1 of 1"),
+        "{r}"
+    );
+    assert_eq!(env.snapshots().len(), 3);
+
+    // First prune: forgets two backups and only marks their packs.
+    let r = prune_json(&env, &[]);
+    assert_eq!(
+        env.snapshots(),
+        vec![c["id"].as_str().expect("id").to_string()]
+    );
+    assert!(!r["marked"].as_array().expect("m").is_empty(), "{r}");
+    assert!(r["deleted_packs"].as_array().expect("d").is_empty(), "{r}");
+    assert_eq!(env.packs().len(), packs_before);
+
+    // Second prune: the marked packs go; the kept backup is whole.
+    let r = prune_json(&env, &[]);
+    let deleted = r["deleted_packs"].as_array().expect("d").len();
+    assert!(deleted > 0, "{r}");
+    assert_eq!(env.packs().len(), packs_before - deleted);
+    env.keepsake(&["verify", "--all", "--level", "data"]).ok();
+    env.restore_new(c["id"].as_str().expect("id"), "awk_after_prune")
+        .ok();
+    assert_eq!(env.fingerprint("awk_after_prune"), fp);
+    // A later incremental does not lean on anything deleted.
+    let i = env.backup("incremental");
+    env.restore_new(i["id"].as_str().expect("id"), "awk_inc_after_prune")
+        .ok();
+    assert_eq!(env.fingerprint("awk_inc_after_prune"), fp);
+}
+
+#[test]
+fn prune_beside_a_running_backup_never_breaks_it() {
+    let env = Env::new("wed", Some(WEDDING_SQL));
+    let fp = env.fingerprint("wed");
+    // A pg_dump that pauses mid-stream, after some packs are already stored.
+    let d = env.dir.path().join("slowbin");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let mark = env.dir.path().join("paused");
+    script(
+        &d.join("pg_dump"),
+        &format!(
+            "#!/bin/bash\nset -o pipefail\nREAL={}\nif [ \"$1\" = --version ]; then exec \"$REAL\" --version; fi\n\"$REAL\" \"$@\" | {{ head -c 12000000; touch {}; sleep 8; cat; }}\n",
+            env.cluster.bin.join("pg_dump").display(),
+            mark.display()
+        ),
+    );
+    let _ = std::os::unix::fs::symlink(env.cluster.bin.join("pg_restore"), d.join("pg_restore"));
+    with_retention(
+        &env,
+        "wed",
+        "[backup]\npack_size_mib = 1\n\n[retention]\nkeep_last = 1\nprune_grace_hours = 0",
+        Some(&d),
+    );
+    let child = env
+        .keepsake_cmd(&["backup", "--type", "full", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let t = Instant::now();
+    while !mark.exists() {
+        assert!(t.elapsed() < Duration::from_secs(60), "dump never paused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !env.packs().is_empty(),
+        "the running backup has stored no pack yet"
+    );
+    // Two prunes while the backup runs: its packs are unreferenced, get marked, but the
+    // backup's lease predates the mark, so nothing is deleted.
+    let r1 = prune_json(&env, &[]);
+    assert!(!r1["marked"].as_array().expect("m").is_empty(), "{r1}");
+    let r2 = prune_json(&env, &[]);
+    assert!(
+        r2["deleted_packs"].as_array().expect("d").is_empty(),
+        "deleted a running backup's pack: {r2}"
+    );
+    assert!(r2["waiting"].to_string().contains("still running"), "{r2}");
+
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let id = v[0]["id"].as_str().expect("id");
+    // Marks of now-referenced packs are dropped; nothing of the backup is deleted later.
+    let r3 = prune_json(&env, &[]);
+    assert!(
+        r3["deleted_packs"].as_array().expect("d").is_empty(),
+        "{r3}"
+    );
+    env.write_config("wed", None, &env.identity);
+    env.restore_new(id, "wed_restored").ok();
+    assert_eq!(env.fingerprint("wed_restored"), fp);
+}
