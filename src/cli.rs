@@ -405,8 +405,23 @@ pub async fn run(cli: Cli) -> Result<()> {
             if *as_json {
                 out(&json(&recs)?)?;
             }
-            let bad: Vec<&VerifyRecord> = recs.iter().filter(|r| !r.ok).collect();
-            if bad.is_empty() && damaged_manifests == 0 {
+            let bad: Vec<&VerifyRecord> = recs.iter().filter(|r| !r.problems.is_empty()).collect();
+            let unproven: Vec<&VerifyRecord> = recs
+                .iter()
+                .filter(|r| r.problems.is_empty() && !r.ok)
+                .collect();
+            if bad.is_empty() && damaged_manifests == 0 && !unproven.is_empty() {
+                Err(Error::Other(format!(
+                    "no damage found, but {} backup(s) could not be proven at {} level: {}",
+                    unproven.len(),
+                    level.as_str(),
+                    unproven
+                        .iter()
+                        .map(|r| r.backup_id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            } else if bad.is_empty() && damaged_manifests == 0 {
                 Ok(())
             } else {
                 Err(Error::Damage(format!(
@@ -664,7 +679,14 @@ async fn verify_many(
 }
 
 pub fn verify_text(r: &VerifyRecord) -> String {
-    let mut s = if r.ok {
+    let mut s = if !r.ok && r.problems.is_empty() {
+        format!(
+            "backup {}: NOT PROVEN at {} level (no damage found; passed up to {})",
+            r.backup_id,
+            r.level.as_str(),
+            r.passed.map(|p| p.as_str()).unwrap_or("nothing")
+        )
+    } else if r.ok {
         format!(
             "backup {}: {} level PASSED in {:.1}s",
             r.backup_id,
@@ -692,6 +714,9 @@ pub fn verify_text(r: &VerifyRecord) -> String {
     s.push('\n');
     for p in &r.problems {
         s.push_str(&format!("  - {p}\n"));
+    }
+    if let Some(n) = &r.not_proven {
+        s.push_str(&format!("  - {n}\n"));
     }
     s
 }
@@ -854,7 +879,7 @@ fn show_text(m: &Manifest, recs: Option<&Vec<VerifyRecord>>) -> String {
             r.finished_at.format("%Y-%m-%d %H:%M UTC")
         ));
     }
-    if let Some(r) = recs.and_then(|v| v.last()) {
+    if let Some(r) = recs.and_then(|v| v.iter().rev().find(|r| !r.problems.is_empty())) {
         for p in &r.problems {
             s.push_str(&format!("  damage: {p}\n"));
         }

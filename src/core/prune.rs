@@ -212,10 +212,9 @@ pub async fn prune(
     if !deleted.is_empty() {
         rewrite_indexes(repo, &deleted).await?;
     }
-    report.stale_temporaries = repo
-        .store()
-        .remove_stale_temporaries(grace.to_std().unwrap_or_default())
-        .await?;
+    // At least an hour: a running backup's file being written is never "stale".
+    let tmp_age = grace.max(Duration::hours(1)).to_std().unwrap_or_default();
+    report.stale_temporaries = repo.store().remove_stale_temporaries(tmp_age).await?;
     Ok(report)
 }
 

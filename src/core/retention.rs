@@ -1,7 +1,8 @@
 //! Retention: which backups a policy keeps, as a pure function that explains itself.
 //!
 //! Invariants (each is a proptest property in the tests below):
-//! - the newest backup of each source is always kept;
+//! - the newest backup of each source is always kept, and so is the newest one not found
+//!   damaged;
 //! - the newest backup proven at `restore` level is always kept;
 //! - at least `min_verified` backups proven at `data` level or better are kept (if there are);
 //! - a backup whose latest verification found damage never fills a `keep_*` slot: it
@@ -143,10 +144,15 @@ pub fn plan(
             }
         }
         // Guards.
-        if let Some(i) = (0..cs.len()).find(|i| eligible(cs[*i])) {
-            reasons[i].push("newest backup of the source".into());
-        } else if !cs.is_empty() {
+        // The newest backup is never forgotten (even one found damaged: its verification may
+        // be wrong, and it may be all there is); nor is the newest undamaged one.
+        if !cs.is_empty() {
             reasons[0].push("newest backup of the source".into());
+        }
+        if let Some(i) = (1..cs.len()).find(|i| eligible(cs[*i])) {
+            if !eligible(cs[0]) {
+                reasons[i].push("newest backup not found damaged".into());
+            }
         }
         if let Some(i) = cs.iter().position(|c| c.verified == "restore") {
             reasons[i].push("newest backup proven at restore level".into());

@@ -83,9 +83,14 @@ pub struct VerifyRecord {
     /// Wall time of the restore into the scratch database: the measured recovery time.
     pub restore_ms: Option<u64>,
     pub logical_bytes: u64,
-    /// `passed`, `failed: …`, or `not available`.
+    /// `passed`, `failed: …`, `not run: …` or `not available`.
     pub amcheck: Option<String>,
     pub tables_compared: usize,
+    /// The level could not be proven for a reason outside the backup (the scratch server
+    /// refused the restore: missing roles, permissions). Not damage: every byte was proven
+    /// at `data` level first.
+    #[serde(default)]
+    pub not_proven: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -159,6 +164,7 @@ pub async fn verify(
         logical_bytes: m.logical_bytes,
         amcheck: None,
         tables_compared: 0,
+        not_proven: None,
     };
     let users = pack_users(&repo).await?;
 
@@ -196,12 +202,12 @@ pub async fn verify(
 
     if level >= Level::Restore && rec.problems.is_empty() {
         verify_restore(&repo, &m, opts, &mut rec, sink).await?;
-        if rec.problems.is_empty() {
+        if rec.problems.is_empty() && rec.not_proven.is_none() {
             rec.passed = Some(Level::Restore);
         }
     }
 
-    rec.ok = rec.problems.is_empty() && rec.passed == Some(level);
+    rec.ok = rec.problems.is_empty() && rec.not_proven.is_none() && rec.passed == Some(level);
     rec.finished_at = Utc::now();
     rec.duration_ms = t0.elapsed().as_millis() as u64;
     store_record(&repo, &rec).await?;
@@ -341,6 +347,7 @@ pub async fn verify_all_data(
             logical_bytes: m.logical_bytes,
             amcheck: None,
             tables_compared: 0,
+            not_proven: None,
         };
         store_record(&repo, &rec).await?;
         recs.push(rec);
@@ -582,8 +589,7 @@ async fn verify_restore(
             Ok(())
         }
         Err(Error::Postgres(e)) if e.contains("pg_restore") => {
-            rec.problems
-                .push(format!("restore into a scratch database failed: {e}"));
+            rec.not_proven = Some(format!("restore into a scratch database failed: {e}"));
             Ok(())
         }
         // The scratch server itself (unreachable, no CREATEDB, …): verification could not
@@ -620,6 +626,12 @@ async fn amcheck(target: &ConnInfo, m: &Manifest, opts: &VerifyOptions) -> Strin
     drop(pass);
     match out {
         Ok(o) if o.status.success() => "passed".into(),
+        // Exit status 2: corruption found. Anything else: it could not check.
+        Ok(o) if o.status.code() != Some(2) => format!(
+            "not run: {}{}",
+            String::from_utf8_lossy(&o.stdout).trim(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
         Ok(o) => format!(
             "failed: {}{}",
             String::from_utf8_lossy(&o.stdout).trim(),
@@ -828,6 +840,7 @@ mod tests {
             logical_bytes: 0,
             amcheck: None,
             tables_compared: 0,
+            not_proven: None,
         }
     }
 
