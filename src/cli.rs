@@ -132,6 +132,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Per source: last backup and its age, last proven backup and level, RPO, restore time
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Job history: backups, verifies, restores, prunes (from the state directory)
+    Jobs {
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the whole flow on a throwaway database and repository
     Demo {
         /// Keep the demo directory (cluster, repository, key) instead of removing it
@@ -313,7 +323,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => {
             let c = load_config(&cli)?;
             let repo = engine::open(&c).await?;
-            let r = crate::core::prune::prune(&repo, &c.retention, *dry_run).await?;
+            let hist = c.history().filter(|_| !*dry_run);
+            let job = hist.as_ref().map(|h| h.start("prune", None));
+            let r = crate::core::prune::prune(&repo, &c.retention, *dry_run).await;
+            if let (Some(h), Some(j)) = (&hist, job) {
+                let (status, err) = job_outcome(&r);
+                h.finish(j, status, err);
+            }
+            let r = r?;
             if *as_json {
                 return out(&json(&r)?);
             }
@@ -344,6 +361,23 @@ pub async fn run(cli: Cli) -> Result<()> {
                 s.push_str(&format!("packs kept: {why}\n"));
             }
             out(&s)
+        }
+        Command::Status { json: as_json } => {
+            let c = load_config(&cli)?;
+            let repo = engine::open(&c).await?;
+            let st = engine::status(&c, &repo).await?;
+            if *as_json {
+                return out(&json(&st)?);
+            }
+            out(&status_table(&st))
+        }
+        Command::Jobs { json: as_json } => {
+            let c = load_config(&cli)?;
+            let jobs = c.history().map(|h| h.jobs()).unwrap_or_default();
+            if *as_json {
+                return out(&json(&jobs)?);
+            }
+            out(&jobs_table(&jobs))
         }
         Command::Init => {
             let c = load_config(&cli)?;
@@ -470,11 +504,22 @@ pub async fn run(cli: Cli) -> Result<()> {
             let mut done = Vec::new();
             for name in &names {
                 let progress = CliProgress::new();
+                let hist = c.history();
+                let job = hist.as_ref().map(|h| h.start("backup", Some(name)));
                 let r = tokio::select! {
                     r = engine::backup_source(&c, &repo, name, *kind, &progress) => r,
                     _ = tokio::signal::ctrl_c() => Err(Error::Cancelled(format!("backup of {name} interrupted; nothing was committed"))),
                 };
                 progress.finish();
+                if let (Some(h), Some(mut j)) = (&hist, job) {
+                    let (status, err) = job_outcome(&r);
+                    if let Ok(m) = &r {
+                        j.backup_id = Some(m.id.clone());
+                        j.logical_bytes = Some(m.logical_bytes);
+                        j.stored_bytes = Some(m.stored_bytes);
+                    }
+                    h.finish(j, status, err);
+                }
                 match r {
                     Ok(m) => {
                         if !as_json {
@@ -620,6 +665,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 opts.jobs = *j;
             }
             let progress = CliProgress::new();
+            let hist = c.history();
+            let mut job = hist.as_ref().map(|h| h.start("restore", None));
+            if let Some(j) = &mut job {
+                j.backup_id = Some(id.clone());
+            }
             let r = tokio::select! {
                 r = engine::restore(&c, repo, id, opts, &progress) => r,
                 _ = tokio::signal::ctrl_c() => {
@@ -630,6 +680,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             };
             progress.finish();
+            if let (Some(h), Some(j)) = (&hist, job) {
+                let (status, err) = job_outcome(&r);
+                h.finish(j, status, err);
+            }
             let o = r?;
             out(&format!(
                 "restored backup {} into {} ({}) in {:.1}s\n",
@@ -655,10 +709,18 @@ async fn verify_many(
     for id in ids {
         let scratch = crate::core::verify::scratch_name(id);
         let progress = CliProgress::new();
-        let server = {
+        let (server, source) = {
             let m = repo.manifest(id).await?;
-            engine::verify_options(c, &m.source.name, None).scratch
+            (
+                engine::verify_options(c, &m.source.name, None).scratch,
+                m.source.name.clone(),
+            )
         };
+        let hist = c.history();
+        let mut job = hist.as_ref().map(|h| h.start("verify", Some(&source)));
+        if let Some(j) = &mut job {
+            j.backup_id = Some(id.clone());
+        }
         let r = tokio::select! {
             r = engine::verify_backup(c, repo.clone(), id, level, Some(scratch.clone()), &progress) => r,
             _ = tokio::signal::ctrl_c() => {
@@ -669,6 +731,23 @@ async fn verify_many(
             }
         };
         progress.finish();
+        if let (Some(h), Some(j)) = (&hist, job) {
+            let (status, err) = match &r {
+                Ok(rec) if rec.ok => (crate::engine::jobs::JobStatus::Completed, None),
+                Ok(rec) => (
+                    crate::engine::jobs::JobStatus::Failed,
+                    Some(
+                        rec.problems
+                            .first()
+                            .cloned()
+                            .or(rec.not_proven.clone())
+                            .unwrap_or_default(),
+                    ),
+                ),
+                Err(_) => job_outcome(&r),
+            };
+            h.finish(j, status, err);
+        }
         let rec = r?;
         if !as_json {
             out(&verify_text(&rec))?;
@@ -676,6 +755,137 @@ async fn verify_many(
         recs.push(rec);
     }
     Ok(recs)
+}
+
+fn job_outcome<T>(r: &Result<T>) -> (crate::engine::jobs::JobStatus, Option<String>) {
+    use crate::engine::jobs::JobStatus;
+    match r {
+        Ok(_) => (JobStatus::Completed, None),
+        Err(e @ Error::Cancelled(_)) => (JobStatus::Cancelled, Some(e.to_string())),
+        Err(e) => (JobStatus::Failed, Some(e.to_string())),
+    }
+}
+
+fn age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// A configured duration as written (26h, 90m, 7d).
+fn span(secs: i64) -> String {
+    match secs {
+        s if s > 0 && s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+fn status_table(st: &[engine::SourceStatus]) -> String {
+    if st.is_empty() {
+        return "no sources configured and no backups in the repository\n".into();
+    }
+    let mut s = format!(
+        "{:<14} {:<28} {:<26} {:<14} {:<10}\n",
+        "SOURCE", "LAST BACKUP (AGE)", "LAST PROVEN (LEVEL, AGE)", "RPO", "RESTORE"
+    );
+    let now = chrono::Utc::now();
+    for x in st {
+        let last = match (&x.last_backup_type, x.last_backup_age_s) {
+            (Some(t), Some(a)) => format!("{} ({} ago)", t.as_str(), age(a)),
+            _ => "NONE".into(),
+        };
+        let proven = match (x.last_verified_level, x.last_verified_backup_at) {
+            (Some(l), Some(t)) => format!("{l} ({} old)", age((now - t).num_seconds())),
+            _ => "NOTHING PROVEN".into(),
+        };
+        let rpo = match x.rpo_s {
+            Some(r) => format!(
+                "{} {}",
+                span(r),
+                if x.rpo_state == "ok" { "ok" } else { "BREACH" }
+            ),
+            None => "not set".into(),
+        };
+        let restore = x
+            .restore_ms
+            .map(|ms| {
+                format!(
+                    "{:.1}s/{}",
+                    ms as f64 / 1000.0,
+                    human_bytes(x.restore_measured_bytes.unwrap_or(0))
+                )
+            })
+            .unwrap_or_else(|| "unmeasured".into());
+        s.push_str(&format!(
+            "{:<14} {:<28} {:<26} {:<14} {:<10}\n",
+            x.source, last, proven, rpo, restore
+        ));
+        if !x.damaged.is_empty() {
+            s.push_str(&format!("  DAMAGED: {}\n", x.damaged.join(", ")));
+        }
+        if let Some(j) = &x.last_failed_job {
+            s.push_str(&format!(
+                "  last {} job {:?} at {}: {}\n",
+                j.kind,
+                j.status,
+                j.started_at.format("%Y-%m-%d %H:%M UTC"),
+                j.error
+                    .as_deref()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            ));
+        }
+    }
+    s
+}
+
+fn jobs_table(jobs: &[crate::engine::jobs::JobRecord]) -> String {
+    if jobs.is_empty() {
+        return "no jobs recorded yet\n".into();
+    }
+    let mut s = format!(
+        "{:<30} {:<8} {:<12} {:<12} {:<20} {:>8}  {}\n",
+        "JOB", "KIND", "SOURCE", "STATUS", "STARTED (UTC)", "TOOK", "BACKUP / ERROR"
+    );
+    for j in jobs {
+        let took = j
+            .finished_at
+            .map(|f| {
+                format!(
+                    "{:.1}s",
+                    (f - j.started_at).num_milliseconds() as f64 / 1000.0
+                )
+            })
+            .unwrap_or_default();
+        let status = serde_json::to_value(j.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let what = j
+            .error
+            .as_deref()
+            .map(|e| e.lines().next().unwrap_or("").to_string())
+            .or(j.backup_id.clone())
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "{:<30} {:<8} {:<12} {:<12} {:<20} {:>8}  {}\n",
+            j.id,
+            j.kind,
+            j.source.as_deref().unwrap_or("-"),
+            status,
+            j.started_at.format("%Y-%m-%d %H:%M:%S"),
+            took,
+            what
+        ));
+    }
+    s
 }
 
 pub fn verify_text(r: &VerifyRecord) -> String {

@@ -52,6 +52,7 @@ pub struct Config {
     pub postgres: PostgresSettings,
     pub verification: VerificationConfig,
     pub retention: crate::core::retention::RetentionPolicy,
+    pub daemon: DaemonSettings,
 }
 
 /// `[verification]`.
@@ -71,6 +72,35 @@ pub struct RepositoryConfig {
 pub struct SourceConfig {
     pub name: String,
     pub conn: ConnInfo,
+    /// Recovery-point objective: alarm when no backup proven at `data` level or better is
+    /// newer than this.
+    pub rpo: Option<chrono::Duration>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSettings {
+    /// Where job history lives (default: the XDG state dir, e.g. ~/.local/state/keepsake).
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Parse `90s`, `45m`, `26h`, `7d`.
+pub fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num.parse().map_err(|_| {
+        format!("\"{s}\" is not a duration: use a number and s, m, h or d, e.g. 26h")
+    })?;
+    match unit {
+        "s" => Ok(chrono::Duration::seconds(n)),
+        "m" => Ok(chrono::Duration::minutes(n)),
+        "h" => Ok(chrono::Duration::hours(n)),
+        "d" => Ok(chrono::Duration::days(n)),
+        _ => Err(format!(
+            "\"{s}\" is not a duration: use a number and s, m, h or d, e.g. 26h"
+        )),
+    }
 }
 
 /// `[backup]`: tuning of the pipeline.
@@ -118,6 +148,8 @@ struct RawConfig {
     verification: Option<RawVerification>,
     #[serde(default)]
     retention: crate::core::retention::RetentionPolicy,
+    #[serde(default)]
+    daemon: DaemonSettings,
 }
 
 #[derive(Deserialize)]
@@ -147,6 +179,7 @@ struct RawSource {
     url: Spanned<String>,
     password: Option<Spanned<String>>,
     sslrootcert: Option<Spanned<String>>,
+    rpo: Option<Spanned<String>>,
 }
 
 /// Where the configuration comes from: `--config`, `$KEEPSAKE_CONFIG`, the XDG config dir.
@@ -265,7 +298,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
             }
             conn.sslrootcert = Some(p);
         }
-        sources.push(SourceConfig { name, conn });
+        let rpo = match &s.rpo {
+            Some(r) => {
+                Some(parse_duration(r.get_ref()).map_err(|m| ctx.err(r.span(), &key("rpo"), m))?)
+            }
+            None => None,
+        };
+        sources.push(SourceConfig { name, conn, rpo });
     }
 
     if !(1..=19).contains(&raw.backup.compression_level) {
@@ -319,6 +358,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
     Ok(Config {
         verification,
         retention: raw.retention.clone(),
+        daemon: raw.daemon.clone(),
         path: path.to_path_buf(),
         repository: RepositoryConfig { url },
         recipients: Recipients(recipients),
@@ -330,6 +370,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
 }
 
 impl Config {
+    /// The job history of this configuration's state directory.
+    pub fn history(&self) -> Option<crate::engine::jobs::History> {
+        self.daemon
+            .state_dir
+            .clone()
+            .or_else(crate::engine::jobs::default_state_dir)
+            .map(|d| crate::engine::jobs::History::new(&d))
+    }
+
     /// The folder of a `file://` repository.
     pub fn repository_path(&self) -> Result<PathBuf> {
         file_url_path(&self.repository.url)

@@ -4,6 +4,8 @@
 //! Faces never do I/O work themselves; this is the only place that turns configuration into
 //! stores, repositories and pipeline options.
 
+pub mod jobs;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -190,4 +192,99 @@ pub async fn verify_backup(
     let m = repo.manifest(id).await?;
     let opts = verify_options(config, &m.source.name, scratch_db);
     verify::verify(repo, &m.id, level, &opts, sink).await
+}
+
+/// One source in `keepsake status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    pub source: String,
+    pub last_backup_id: Option<String>,
+    pub last_backup_type: Option<BackupType>,
+    pub last_backup_at: Option<DateTime<Utc>>,
+    pub last_backup_age_s: Option<i64>,
+    /// Newest backup proven at `data` level or better, and that level.
+    pub last_verified_id: Option<String>,
+    pub last_verified_level: Option<&'static str>,
+    pub last_verified_backup_at: Option<DateTime<Utc>>,
+    /// Backups whose latest verification found damage.
+    pub damaged: Vec<String>,
+    pub rpo_s: Option<i64>,
+    /// `ok`, `breach` (no proven backup newer than the RPO) or `not set`.
+    pub rpo_state: &'static str,
+    /// Latest measured restore time for this source (restore-level verification).
+    pub restore_ms: Option<u64>,
+    pub restore_measured_bytes: Option<u64>,
+    /// Next scheduled runs (the daemon's; none without it).
+    pub next_runs: Vec<DateTime<Utc>>,
+    /// The latest job for this source from the job history, if it failed.
+    pub last_failed_job: Option<jobs::JobRecord>,
+}
+
+/// `keepsake status`: per configured source (and any other source found in the repository).
+pub async fn status(config: &Config, repo: &Repository) -> Result<Vec<SourceStatus>> {
+    let (ms, _) = repo.manifests_lenient().await?;
+    let records = verify::records(repo).await?;
+    let history = config.history().map(|h| h.jobs()).unwrap_or_default();
+    let now = Utc::now();
+    let mut names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+    for m in &ms {
+        if !names.contains(&m.source.name) {
+            names.push(m.source.name.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let mine: Vec<&Manifest> = ms.iter().filter(|m| m.source.name == name).collect();
+        let last = mine.last();
+        let proven = mine.iter().rev().find_map(|m| {
+            let (level, _) = verify::proven(records.get(&m.id));
+            matches!(level, "data" | "restore").then_some((*m, level))
+        });
+        let damaged = mine
+            .iter()
+            .filter(|m| verify::proven(records.get(&m.id)).0 == "failed")
+            .map(|m| m.id.clone())
+            .collect();
+        let restore = mine
+            .iter()
+            .rev()
+            .filter_map(|m| records.get(&m.id))
+            .flat_map(|v| v.iter().rev())
+            .find(|r| r.restore_ms.is_some());
+        let rpo = config.source(&name).ok().and_then(|s| s.rpo);
+        let rpo_state = match (rpo, proven) {
+            (None, _) => "not set",
+            (Some(r), Some((m, _))) if now - m.finished_at <= r => "ok",
+            (Some(_), _) => "breach",
+        };
+        let last_failed_job = history
+            .iter()
+            .rev()
+            .find(|j| j.source.as_deref() == Some(name.as_str()))
+            .filter(|j| {
+                matches!(
+                    j.status,
+                    jobs::JobStatus::Failed | jobs::JobStatus::Interrupted
+                )
+            })
+            .cloned();
+        out.push(SourceStatus {
+            source: name.clone(),
+            last_backup_id: last.map(|m| m.id.clone()),
+            last_backup_type: last.map(|m| m.kind),
+            last_backup_at: last.map(|m| m.finished_at),
+            last_backup_age_s: last.map(|m| (now - m.finished_at).num_seconds()),
+            last_verified_id: proven.map(|(m, _)| m.id.clone()),
+            last_verified_level: proven.map(|(_, l)| l),
+            last_verified_backup_at: proven.map(|(m, _)| m.finished_at),
+            damaged,
+            rpo_s: rpo.map(|r| r.num_seconds()),
+            rpo_state,
+            restore_ms: restore.and_then(|r| r.restore_ms),
+            restore_measured_bytes: restore.map(|r| r.logical_bytes),
+            next_runs: Vec::new(),
+            last_failed_job,
+        });
+    }
+    Ok(out)
 }

@@ -10,5 +10,6 @@ mod keys;
 mod prune;
 mod restore_safety;
 mod roundtrip;
+mod status;
 mod tls;
 mod verify;

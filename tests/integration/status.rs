@@ -1,0 +1,96 @@
+//! `status` answers the on-call questions per source (backed up? proven? how old? RPO?
+//! restore time?), and `jobs` keeps every job's outcome, including ones killed mid-run.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{script, Env, AWKWARD_SQL};
+
+fn configure(env: &Env, bin_dir: Option<&std::path::Path>) {
+    let pw_line = format!("password = \"file:{}\"", env.password_file.display());
+    let text = env
+        .config_text("awk", bin_dir, &env.identity)
+        .replace(&pw_line, &format!("{pw_line}\nrpo = \"1h\""));
+    let text = format!(
+        "{text}\n[daemon]\nstate_dir = \"{}\"\n",
+        env.dir.path().join("state").display()
+    );
+    std::fs::write(&env.config, text).expect("config");
+}
+
+fn json(env: &Env, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&env.keepsake(args).ok().stdout).expect("json")
+}
+
+#[test]
+fn status_and_jobs_tell_what_is_proven_and_what_happened() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    configure(&env, None);
+    let b = env.backup("full");
+    let st = json(&env, &["status", "--json"]);
+    assert_eq!(st[0]["source"], "main");
+    assert_eq!(st[0]["last_backup_id"], b["id"]);
+    assert_eq!(st[0]["rpo_state"], "breach", "nothing is proven yet: {st}");
+    assert!(st[0]["last_verified_level"].is_null());
+
+    env.keepsake(&["verify", "--latest", "--level", "restore"])
+        .ok();
+    let st = json(&env, &["status", "--json"]);
+    assert_eq!(st[0]["rpo_state"], "ok", "{st}");
+    assert_eq!(st[0]["last_verified_level"], "restore");
+    assert!(st[0]["restore_ms"].as_u64().is_some(), "{st}");
+    let text = env.keepsake(&["status"]).ok().stdout;
+    assert!(
+        text.contains("restore (") && text.contains("1h ok"),
+        "{text}"
+    );
+
+    let jobs = json(&env, &["jobs", "--json"]);
+    let kinds: Vec<(&str, &str)> = jobs
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| {
+            (
+                j["kind"].as_str().expect("k"),
+                j["status"].as_str().expect("s"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![("backup", "completed"), ("verify", "completed")],
+        "{jobs}"
+    );
+    assert_eq!(jobs[0]["backup_id"], b["id"]);
+
+    // A backup killed mid-run reads as interrupted, and status says so.
+    let d = env.dir.path().join("slowbin");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let mark = env.dir.path().join("started");
+    script(
+        &d.join("pg_dump"),
+        &format!(
+            "#!/bin/bash\nREAL={}\nif [ \"$1\" = --version ]; then exec \"$REAL\" --version; fi\ntouch {}\nsleep 20\n",
+            env.cluster.bin.join("pg_dump").display(),
+            mark.display()
+        ),
+    );
+    configure(&env, Some(&d));
+    let mut child = env.keepsake_cmd(&["backup"]).spawn().expect("spawn");
+    let t = Instant::now();
+    while !mark.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "backup never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let jobs = json(&env, &["jobs", "--json"]);
+    assert_eq!(jobs[2]["status"], "interrupted", "{jobs}");
+    let st = json(&env, &["status", "--json"]);
+    assert_eq!(st[0]["last_failed_job"]["status"], "interrupted", "{st}");
+    // The interrupted backup committed nothing.
+    assert_eq!(env.snapshots().len(), 1);
+}
