@@ -92,13 +92,21 @@ pub fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, String> 
     let n: i64 = num.parse().map_err(|_| {
         format!("\"{s}\" is not a duration: use a number and s, m, h or d, e.g. 26h")
     })?;
-    match unit {
-        "s" => Ok(chrono::Duration::seconds(n)),
-        "m" => Ok(chrono::Duration::minutes(n)),
-        "h" => Ok(chrono::Duration::hours(n)),
-        "d" => Ok(chrono::Duration::days(n)),
+    let d = match unit {
+        "s" => chrono::Duration::try_seconds(n),
+        "m" => chrono::Duration::try_minutes(n),
+        "h" => chrono::Duration::try_hours(n),
+        "d" => chrono::Duration::try_days(n),
+        _ => {
+            return Err(format!(
+                "\"{s}\" is not a duration: use a number and s, m, h or d, e.g. 26h"
+            ))
+        }
+    };
+    match d {
+        Some(d) if n > 0 && d <= chrono::Duration::days(36_500) => Ok(d),
         _ => Err(format!(
-            "\"{s}\" is not a duration: use a number and s, m, h or d, e.g. 26h"
+            "\"{s}\" is out of range: expected more than 0 and at most 100 years"
         )),
     }
 }

@@ -275,7 +275,11 @@ async fn backup_leased(
     let res: Result<()> = async {
         let mut pending: FuturesOrdered<tokio::task::JoinHandle<Result<SealedChunk>>> =
             FuturesOrdered::new();
+        let mut pass = pass;
         while let Some((id, data)) = rx.recv().await {
+            // pg_dump has connected once it writes: the password file can go now, so that
+            // not even a SIGKILL of keepsake leaves it behind for long.
+            drop(pass.take());
             done += data.len() as u64;
             let table = log.lock().ok().and_then(|l| l.current_table.clone());
             tracker.update(|p| {
@@ -343,7 +347,6 @@ async fn backup_leased(
         .map_err(|e| Error::Other(format!("waiting for pg_dump: {e}")))?
         .map_err(|e| Error::io("waiting for pg_dump", e))?;
     let _ = err_thread.join();
-    drop(pass);
     // Our own failure (storage, cancellation) explains a pg_dump we killed.
     res?;
     if !status.success() {

@@ -161,6 +161,19 @@ pub async fn run(
         }
     }
     let early_done: Mutex<std::collections::HashSet<i64>> = Mutex::new(Default::default());
+    // Foreign keys run as soon as their table's data and the referenced key are in (their
+    // validation scans the table: overlapping it with other loads is most of `-j`'s gain).
+    let section: BTreeMap<i64, (i64, bool)> = entries
+        .iter()
+        .map(|e| (e.dump_id, (e.section, e.desc == "TABLE")))
+        .collect();
+    let fks: Vec<(i64, Vec<i64>)> = entries
+        .iter()
+        .filter(|e| e.section == 4 && e.desc == "FK CONSTRAINT")
+        .map(|e| (e.dump_id, e.deps.clone()))
+        .collect();
+    let loaded: Mutex<std::collections::HashSet<i64>> = Mutex::new(Default::default());
+    let claimed: Mutex<std::collections::HashSet<i64>> = Mutex::new(Default::default());
 
     tracker.phase(Phase::Restoring);
     finish_step(
@@ -184,6 +197,7 @@ pub async fn run(
             (&queue, &lines, &repo, &m, &starts, &done, &toc, &lists_dir);
         let (table_of_data, early, early_done, toc_path) =
             (&table_of_data, &early, &early_done, &toc_path);
+        let (section, fks, loaded, claimed) = (&section, &fks, &loaded, &claimed);
         async move {
             loop {
                 let Some(b) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
@@ -253,6 +267,55 @@ pub async fn run(
                     finish_step(&format!("indexes of {what}"), child).await?;
                     if let Ok(mut d) = early_done.lock() {
                         d.extend(ids);
+                    }
+                }
+                if let (Some(t), Ok(mut l)) = (table_of_data.get(&b.dump_id), loaded.lock()) {
+                    l.insert(*t);
+                }
+                // Foreign keys now ready: every dependency loaded, built, or pre-data.
+                let ready: Vec<i64> = {
+                    let (Ok(l), Ok(d), Ok(mut c)) =
+                        (loaded.lock(), early_done.lock(), claimed.lock())
+                    else {
+                        return Err(Error::Other("restore scheduler lock poisoned".into()));
+                    };
+                    let ok = |dep: &i64| {
+                        l.contains(dep)
+                            || d.contains(dep)
+                            || section
+                                .get(dep)
+                                .is_some_and(|(sec, is_table)| *sec == 2 && !is_table)
+                    };
+                    let r: Vec<i64> = fks
+                        .iter()
+                        .filter(|(id, deps)| !c.contains(id) && deps.iter().all(ok))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    c.extend(r.iter().copied());
+                    r
+                };
+                let list: String = ready
+                    .iter()
+                    .filter_map(|i| lines.get(i))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                if !list.is_empty() {
+                    let path = lists_dir.path().join(format!("w{w}-{}-fk", b.dump_id));
+                    std::fs::write(&path, list)
+                        .map_err(|e| Error::io("writing a restore list", e))?;
+                    let child = step(
+                        vec![
+                            "--section=post-data".into(),
+                            format!("--use-list={}", path.display()),
+                            toc_path.clone(),
+                        ],
+                        false,
+                    )
+                    .spawn()
+                    .map_err(spawn_err)?;
+                    finish_step("foreign keys", child).await?;
+                    if let Ok(mut d) = early_done.lock() {
+                        d.extend(ready);
                     }
                 }
                 tracker.update(|p| p.bytes_done = done.load(Ordering::Relaxed));

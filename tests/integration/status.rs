@@ -10,10 +10,6 @@ fn configure(env: &Env, bin_dir: Option<&std::path::Path>) {
     let text = env
         .config_text("awk", bin_dir, &env.identity)
         .replace(&pw_line, &format!("{pw_line}\nrpo = \"1h\""));
-    let text = format!(
-        "{text}\n[daemon]\nstate_dir = \"{}\"\n",
-        env.dir.path().join("state").display()
-    );
     std::fs::write(&env.config, text).expect("config");
 }
 

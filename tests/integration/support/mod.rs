@@ -106,6 +106,11 @@ impl Env {
             self.cluster.url(db),
             self.password_file.display()
         );
+        // Job history stays in the test's directory, never the user's state dir.
+        s.push_str(&format!(
+            "\n[daemon]\nstate_dir = \"{}\"\n",
+            self.dir.path().join("state").display()
+        ));
         if let Some(b) = bin_dir {
             s.push_str(&format!("\n[postgres]\nbin_dir = \"{}\"\n", b.display()));
         }
