@@ -332,7 +332,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             let r = r?;
             if *as_json {
-                return out(&json(&r)?);
+                out(&json(&r)?)?;
+                return match &r.gc_skipped {
+                    Some(why) => Err(Error::Damage(format!("prune removed no pack: {why}"))),
+                    None => Ok(()),
+                };
             }
             let mut s = String::new();
             for d in &r.plan {
@@ -360,7 +364,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             if let Some(why) = &r.gc_skipped {
                 s.push_str(&format!("packs kept: {why}\n"));
             }
-            out(&s)
+            out(&s)?;
+            match &r.gc_skipped {
+                // Unreadable manifests are damage: say so in the exit code too.
+                Some(why) => Err(Error::Damage(format!(
+                    "prune removed no pack: {why}; run `keepsake list` to see which"
+                ))),
+                None => Ok(()),
+            }
         }
         Command::Status { json: as_json } => {
             let c = load_config(&cli)?;

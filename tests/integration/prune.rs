@@ -138,3 +138,34 @@ fn prune_beside_a_running_backup_never_breaks_it() {
     env.restore_new(id, "wed_restored").ok();
     assert_eq!(env.fingerprint("wed_restored"), fp);
 }
+
+#[test]
+fn prune_removes_no_pack_while_a_manifest_is_unreadable() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    with_retention(
+        &env,
+        "awk",
+        "[retention]\nkeep_last = 1\nprune_grace_hours = 0",
+        None,
+    );
+    let a = env.backup("full");
+    let _b = env.backup("full");
+    let p = env
+        .repo
+        .join("snapshots")
+        .join(a["id"].as_str().expect("id"));
+    let mut bytes = std::fs::read(&p).expect("read");
+    bytes[30] ^= 1;
+    std::fs::write(&p, bytes).expect("write");
+    let packs = env.packs().len();
+    for _ in 0..2 {
+        let r = env.keepsake(&["prune"]);
+        assert_eq!(r.code, 3, "{}", r.all());
+        assert!(r.all().contains("removed no pack"), "{}", r.all());
+    }
+    assert_eq!(
+        env.packs().len(),
+        packs,
+        "packs of an unreadable backup were removed"
+    );
+}
