@@ -211,8 +211,63 @@ pub async fn verify(
     rec.finished_at = Utc::now();
     rec.duration_ms = t0.elapsed().as_millis() as u64;
     store_record(&repo, &rec).await?;
+    propagate_pack_damage(&repo, &rec, &users).await?;
     tracker.phase(Phase::Done);
     Ok(rec)
+}
+
+/// A damaged pack damages every backup that uses it: record that for the others too, so
+/// that none of them still reads as proven (and prune does not count on them).
+async fn propagate_pack_damage(
+    repo: &Repository,
+    rec: &VerifyRecord,
+    users: &BTreeMap<String, Vec<String>>,
+) -> Result<()> {
+    let (ms, _) = repo.manifests_lenient().await?;
+    let mut others: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in &rec.problems {
+        let Some(key) = p
+            .strip_prefix("pack ")
+            .and_then(|r| r.split([' ', ':']).next())
+            .filter(|k| k.starts_with("packs/"))
+        else {
+            continue;
+        };
+        for id in users
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|id| **id != rec.backup_id)
+        {
+            others.entry(id.clone()).or_default().push(format!(
+                "{p} (found while verifying backup {})",
+                rec.backup_id
+            ));
+        }
+    }
+    for (id, problems) in others {
+        let Some(m) = ms.iter().find(|m| m.id == id) else {
+            continue;
+        };
+        let other = VerifyRecord {
+            backup_id: id,
+            source: m.source.name.clone(),
+            level: rec.level.min(Level::Data),
+            passed: None,
+            ok: false,
+            started_at: rec.started_at,
+            finished_at: rec.finished_at,
+            duration_ms: 0,
+            problems,
+            restore_ms: None,
+            logical_bytes: m.logical_bytes,
+            amcheck: None,
+            tables_compared: 0,
+            not_proven: None,
+        };
+        store_record(repo, &other).await?;
+    }
+    Ok(())
 }
 
 /// `verify --all --level data`: every pack is read once (not once per backup using it),

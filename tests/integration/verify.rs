@@ -182,6 +182,13 @@ fn damage_is_found_and_named_with_every_affected_backup() {
     std::fs::write(&p, &bytes).expect("write");
     let (code, _, _) = verify_json(&env, &[&fid, "--level", "structure"]);
     assert_eq!(code, 0);
+    // Verifying only the incremental at data level finds the damaged pack and marks the full,
+    // which uses it too, as failed: nothing reads as proven that is not.
+    let r = env.keepsake(&["verify", &iid, "--level", "data"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    let list: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["list", "--json"]).ok().stdout).expect("json");
+    assert_eq!(list[0]["verified_level"], "failed", "{list}");
     let r = env.keepsake(&["verify", "--all", "--level", "data"]);
     assert_eq!(r.code, 3, "{}", r.all());
     let key = rel.to_string_lossy().to_string();
