@@ -839,6 +839,12 @@ fn status_table(st: &[engine::SourceStatus]) -> String {
         if !x.damaged.is_empty() {
             s.push_str(&format!("  DAMAGED: {}\n", x.damaged.join(", ")));
         }
+        if let Some(n) = x.next_runs.first() {
+            s.push_str(&format!(
+                "  next scheduled run {} (run by the daemon)\n",
+                n.format("%Y-%m-%d %H:%M:%S UTC")
+            ));
+        }
         if let Some(j) = &x.last_failed_job {
             s.push_str(&format!(
                 "  last {} job {:?} at {}: {}\n",

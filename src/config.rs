@@ -75,6 +75,8 @@ pub struct SourceConfig {
     /// Recovery-point objective: alarm when no backup proven at `data` level or better is
     /// newer than this.
     pub rpo: Option<chrono::Duration>,
+    /// `[sources.schedule]`, validated (used by the daemon; `status` shows the next runs).
+    pub schedule: Option<crate::engine::schedule::SourceSchedule>,
 }
 
 /// `[daemon]`.
@@ -188,6 +190,16 @@ struct RawSource {
     password: Option<Spanned<String>>,
     sslrootcert: Option<Spanned<String>>,
     rpo: Option<Spanned<String>>,
+    schedule: Option<RawSchedule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    full: Option<Spanned<String>>,
+    differential: Option<Spanned<String>>,
+    incremental: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
 }
 
 /// Where the configuration comes from: `--config`, `$KEEPSAKE_CONFIG`, the XDG config dir.
@@ -312,7 +324,40 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
             }
             None => None,
         };
-        sources.push(SourceConfig { name, conn, rpo });
+        let schedule = match &s.schedule {
+            None => None,
+            Some(sc) => {
+                use crate::core::format::BackupType;
+                use crate::engine::schedule;
+                let tz = match &sc.timezone {
+                    Some(t) => schedule::parse_tz(t.get_ref())
+                        .map_err(|m| ctx.err(t.span(), &key("schedule.timezone"), m))?,
+                    None => chrono_tz::UTC,
+                };
+                let mut entries = Vec::new();
+                for (k, kind, v) in [
+                    ("full", BackupType::Full, &sc.full),
+                    ("differential", BackupType::Differential, &sc.differential),
+                    ("incremental", BackupType::Incremental, &sc.incremental),
+                ] {
+                    if let Some(v) = v {
+                        schedule::parse_cron(v.get_ref())
+                            .map_err(|m| ctx.err(v.span(), &key(&format!("schedule.{k}")), m))?;
+                        entries.push((kind, v.get_ref().clone()));
+                    }
+                }
+                Some(
+                    schedule::SourceSchedule::new(tz, &entries)
+                        .map_err(|m| ctx.err(s.name.span(), &key("schedule"), m))?,
+                )
+            }
+        };
+        sources.push(SourceConfig {
+            name,
+            conn,
+            rpo,
+            schedule,
+        });
     }
 
     if !(1..=19).contains(&raw.backup.compression_level) {

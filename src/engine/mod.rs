@@ -5,6 +5,7 @@
 //! stores, repositories and pipeline options.
 
 pub mod jobs;
+pub mod schedule;
 
 use std::sync::Arc;
 
@@ -282,7 +283,12 @@ pub async fn status(config: &Config, repo: &Repository) -> Result<Vec<SourceStat
             rpo_state,
             restore_ms: restore.and_then(|r| r.restore_ms),
             restore_measured_bytes: restore.map(|r| r.logical_bytes),
-            next_runs: Vec::new(),
+            next_runs: config
+                .source(&name)
+                .ok()
+                .and_then(|s| s.schedule.as_ref())
+                .map(|s| s.next_runs(now).into_iter().map(|(_, t)| t).collect())
+                .unwrap_or_default(),
             last_failed_job,
         });
     }

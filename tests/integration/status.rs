@@ -9,7 +9,10 @@ fn configure(env: &Env, bin_dir: Option<&std::path::Path>) {
     let pw_line = format!("password = \"file:{}\"", env.password_file.display());
     let text = env
         .config_text("awk", bin_dir, &env.identity)
-        .replace(&pw_line, &format!("{pw_line}\nrpo = \"1h\""));
+        .replace(
+            &pw_line,
+            &format!("{pw_line}\nrpo = \"1h\"\n\n[sources.schedule]\nincremental = \"0 * * * *\"\ntimezone = \"Europe/London\"\n"),
+        );
     std::fs::write(&env.config, text).expect("config");
 }
 
@@ -27,6 +30,17 @@ fn status_and_jobs_tell_what_is_proven_and_what_happened() {
     assert_eq!(st[0]["last_backup_id"], b["id"]);
     assert_eq!(st[0]["rpo_state"], "breach", "nothing is proven yet: {st}");
     assert!(st[0]["last_verified_level"].is_null());
+    // The next hourly run (from the schedule, in UTC) is within the hour.
+    let next: chrono::DateTime<chrono::Utc> = st[0]["next_runs"][0]
+        .as_str()
+        .expect("next run")
+        .parse()
+        .expect("time");
+    let wait = next - chrono::Utc::now();
+    assert!(
+        wait > chrono::Duration::zero() && wait <= chrono::Duration::hours(1),
+        "{st}"
+    );
 
     env.keepsake(&["verify", "--latest", "--level", "restore"])
         .ok();
