@@ -29,7 +29,8 @@ pub struct Cli {
     /// Configuration file (default: $KEEPSAKE_CONFIG, else the XDG config dir's keepsake/config.toml)
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Run headless: schedules and the control API (not built yet)
+    /// Run headless: back up each source on its [sources.schedule], verify at data level after
+    /// each backup, apply [retention]; until SIGTERM/SIGINT (control API not built yet)
     #[arg(long)]
     pub daemon: bool,
     #[command(subcommand)]
@@ -272,9 +273,8 @@ fn load_config(cli: &Cli) -> Result<Config> {
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     if cli.daemon {
-        return Err(Error::Usage(
-            "--daemon is not available in this build yet: schedule `keepsake backup` with cron or a systemd timer".into(),
-        ));
+        let path = config::locate(cli.config.as_deref())?;
+        return crate::daemon::run(&path, crate::core::verify::Level::Data).await;
     }
     let Some(command) = &cli.command else {
         return Err(Error::Usage(

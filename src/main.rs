@@ -9,8 +9,10 @@ fn main() {
     let cli = keepsake::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEEPSAKE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("KEEPSAKE_LOG").unwrap_or_else(|_| {
+                // The daemon reports what it does; one-shot commands only warn.
+                tracing_subscriber::EnvFilter::new(if cli.daemon { "info" } else { "warn" })
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

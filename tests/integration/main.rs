@@ -5,6 +5,7 @@ mod support;
 
 mod changes;
 mod config_check;
+mod daemon;
 mod failures;
 mod keys;
 mod prune;
