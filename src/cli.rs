@@ -29,8 +29,8 @@ pub struct Cli {
     /// Configuration file (default: $KEEPSAKE_CONFIG, else the XDG config dir's keepsake/config.toml)
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Run headless: back up each source on its [sources.schedule], verify at data level after
-    /// each backup, apply [retention]; until SIGTERM/SIGINT (control API not built yet)
+    /// Run headless: back up each source on its [sources.schedule], verify each backup
+    /// ([verification] after_backup, default data), apply [retention]; until SIGTERM/SIGINT
     #[arg(long)]
     pub daemon: bool,
     #[command(subcommand)]
@@ -274,7 +274,7 @@ fn load_config(cli: &Cli) -> Result<Config> {
 pub async fn run(cli: Cli) -> Result<()> {
     if cli.daemon {
         let path = config::locate(cli.config.as_deref())?;
-        return crate::daemon::run(&path, crate::core::verify::Level::Data).await;
+        return crate::daemon::run(&path).await;
     }
     let Some(command) = &cli.command else {
         return Err(Error::Usage(

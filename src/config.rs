@@ -56,11 +56,22 @@ pub struct Config {
 }
 
 /// `[verification]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct VerificationConfig {
     /// Server where keepsake may create and drop scratch databases (restore-level checks).
     /// Default: the backup's source server.
     pub scratch: Option<ConnInfo>,
+    /// Level the daemon verifies each new backup at; `None` for "none". Default: data.
+    pub after_backup: Option<crate::core::verify::Level>,
+}
+
+impl Default for VerificationConfig {
+    fn default() -> Self {
+        VerificationConfig {
+            scratch: None,
+            after_backup: Some(crate::core::verify::Level::Data),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +178,7 @@ struct RawConfig {
 struct RawVerification {
     scratch_url: Option<Spanned<String>>,
     scratch_password: Option<Spanned<String>>,
+    after_backup: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -386,6 +398,24 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
     }
 
     let mut verification = VerificationConfig::default();
+    if let Some(a) = raw
+        .verification
+        .as_ref()
+        .and_then(|v| v.after_backup.as_ref())
+    {
+        verification.after_backup = match a.get_ref().as_str() {
+            "none" => None,
+            other => Some(other.parse().map_err(|_| {
+                ctx.err(
+                    a.span(),
+                    "verification.after_backup",
+                    format!(
+                        "\"{other}\" is not one of \"structure\", \"data\", \"restore\", \"none\""
+                    ),
+                )
+            })?),
+        };
+    }
     if let Some(v) = &raw.verification {
         if let Some(u) = &v.scratch_url {
             let url = resolve_secret(u.get_ref())

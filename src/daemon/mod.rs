@@ -17,7 +17,6 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, Config};
 use crate::core::progress::NoProgress;
-use crate::core::verify::Level;
 use crate::engine::{self, jobs::JobStatus};
 use crate::error::{Error, Result};
 
@@ -42,7 +41,7 @@ fn lock(state_dir: &Path) -> Result<std::path::PathBuf> {
 }
 
 /// Run until SIGTERM/SIGINT.
-pub async fn run(config_path: &Path, after_backup: Level) -> Result<()> {
+pub async fn run(config_path: &Path) -> Result<()> {
     let cfg: Config = config::load(config_path)?;
     let state_dir = cfg
         .daemon
@@ -115,15 +114,23 @@ pub async fn run(config_path: &Path, after_backup: Level) -> Result<()> {
             let progress = NoProgress;
             let run = async {
                 let m = engine::backup_source(&cfg, &repo, &s.name, Some(kind), &progress).await?;
-                let rec =
-                    engine::verify_backup(&cfg, repo.clone(), &m.id, after_backup, None, &progress)
-                        .await?;
-                let verdict = (!rec.ok).then(|| {
-                    format!(
-                        "verification after backup failed: {}",
-                        rec.problems.join("; ")
-                    )
-                });
+                let mut verdict = None;
+                if let Some(level) = cfg.verification.after_backup {
+                    let rec =
+                        engine::verify_backup(&cfg, repo.clone(), &m.id, level, None, &progress)
+                            .await?;
+                    if !rec.ok {
+                        verdict = Some(format!(
+                            "verification after backup failed: {}",
+                            rec.problems
+                                .iter()
+                                .chain(rec.not_proven.iter())
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ));
+                    }
+                }
                 if cfg.retention != Default::default() {
                     crate::core::prune::prune(&repo, &cfg.retention, false).await?;
                 }
