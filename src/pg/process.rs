@@ -23,8 +23,9 @@ impl PassFile {
         let Some(pw) = &ci.password else {
             return Ok(None);
         };
+        sweep_stale_passfiles();
         let mut file = tempfile::Builder::new()
-            .prefix("keepsake-pgpass-")
+            .prefix(&format!("keepsake-pgpass-{}-", std::process::id()))
             .tempfile()
             .map_err(|e| Error::io("creating a temporary passfile", e))?;
         // tempfile creates files with mode 0600.
@@ -36,6 +37,26 @@ impl PassFile {
     }
     pub fn path(&self) -> &std::path::Path {
         self.file.path()
+    }
+}
+
+/// Remove passfiles left by keepsake processes that no longer exist (killed with SIGKILL
+/// before they could clean up), so a password never lingers in the temp dir.
+fn sweep_stale_passfiles() {
+    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("keepsake-pgpass-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 

@@ -103,4 +103,22 @@ fn status_and_jobs_tell_what_is_proven_and_what_happened() {
     assert_eq!(st[0]["last_failed_job"]["status"], "interrupted", "{st}");
     // The interrupted backup committed nothing.
     assert_eq!(env.snapshots().len(), 1);
+    // Its passfile (the killed process could not remove it) is swept by the next run.
+    let leftover = |pid: u32| {
+        std::fs::read_dir(std::env::temp_dir())
+            .expect("tmp")
+            .flatten()
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("keepsake-pgpass-{pid}-"))
+            })
+    };
+    // (Other tests running in parallel may sweep it first: that is the feature too.)
+    configure(&env, None);
+    env.keepsake(&["backup"]).ok();
+    assert!(
+        !leftover(child.id()),
+        "a stale passfile holding the password was not removed"
+    );
 }
