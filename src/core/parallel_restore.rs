@@ -192,11 +192,48 @@ pub async fn run(
         .prefix("keepsake-lists-")
         .tempdir()
         .map_err(|e| Error::io("creating a temporary directory", e))?;
+    // Restore some post-data entries now, from the TOC file, and mark them done.
+    let post_now = |ids: &[i64], file: &str, what: &str| {
+        let list: String = ids
+            .iter()
+            .filter_map(|i| lines.get(i))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let path = lists_dir.path().join(file);
+        let (ids, what, toc_path, early_done, step) = (
+            ids.to_vec(),
+            what.to_string(),
+            &toc_path,
+            &early_done,
+            &step,
+        );
+        async move {
+            if list.is_empty() {
+                return Ok::<(), Error>(());
+            }
+            std::fs::write(&path, list).map_err(|e| Error::io("writing a restore list", e))?;
+            let child = step(
+                vec![
+                    "--section=post-data".into(),
+                    format!("--use-list={}", path.display()),
+                    toc_path.clone(),
+                ],
+                false,
+            )
+            .spawn()
+            .map_err(spawn_err)?;
+            finish_step(&what, child).await?;
+            if let Ok(mut d) = early_done.lock() {
+                d.extend(ids);
+            }
+            Ok(())
+        }
+    };
     let worker = |w: usize| {
         let (queue, lines, repo, m, starts, done, toc, lists_dir) =
             (&queue, &lines, &repo, &m, &starts, &done, &toc, &lists_dir);
-        let (table_of_data, early, early_done, toc_path) =
-            (&table_of_data, &early, &early_done, &toc_path);
+        let (table_of_data, early, early_done, post_now) =
+            (&table_of_data, &early, &early_done, &post_now);
         let (section, fks, loaded, claimed) = (&section, &fks, &loaded, &claimed);
         async move {
             loop {
@@ -245,30 +282,12 @@ pub async fn run(
                     .and_then(|t| early.get(t))
                     .cloned()
                     .unwrap_or_default();
-                let list: String = ids
-                    .iter()
-                    .filter_map(|i| lines.get(i))
-                    .map(|l| format!("{l}\n"))
-                    .collect();
-                if !list.is_empty() {
-                    let path = lists_dir.path().join(format!("w{w}-{}-post", b.dump_id));
-                    std::fs::write(&path, list)
-                        .map_err(|e| Error::io("writing a restore list", e))?;
-                    let child = step(
-                        vec![
-                            "--section=post-data".into(),
-                            format!("--use-list={}", path.display()),
-                            toc_path.clone(),
-                        ],
-                        false,
-                    )
-                    .spawn()
-                    .map_err(spawn_err)?;
-                    finish_step(&format!("indexes of {what}"), child).await?;
-                    if let Ok(mut d) = early_done.lock() {
-                        d.extend(ids);
-                    }
-                }
+                post_now(
+                    &ids,
+                    &format!("w{w}-{}-post", b.dump_id),
+                    &format!("indexes of {what}"),
+                )
+                .await?;
                 if let (Some(t), Ok(mut l)) = (table_of_data.get(&b.dump_id), loaded.lock()) {
                     l.insert(*t);
                 }
@@ -294,30 +313,7 @@ pub async fn run(
                     c.extend(r.iter().copied());
                     r
                 };
-                let list: String = ready
-                    .iter()
-                    .filter_map(|i| lines.get(i))
-                    .map(|l| format!("{l}\n"))
-                    .collect();
-                if !list.is_empty() {
-                    let path = lists_dir.path().join(format!("w{w}-{}-fk", b.dump_id));
-                    std::fs::write(&path, list)
-                        .map_err(|e| Error::io("writing a restore list", e))?;
-                    let child = step(
-                        vec![
-                            "--section=post-data".into(),
-                            format!("--use-list={}", path.display()),
-                            toc_path.clone(),
-                        ],
-                        false,
-                    )
-                    .spawn()
-                    .map_err(spawn_err)?;
-                    finish_step("foreign keys", child).await?;
-                    if let Ok(mut d) = early_done.lock() {
-                        d.extend(ready);
-                    }
-                }
+                post_now(&ready, &format!("w{w}-{}-fk", b.dump_id), "foreign keys").await?;
                 tracker.update(|p| p.bytes_done = done.load(Ordering::Relaxed));
             }
         }

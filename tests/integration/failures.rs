@@ -2,7 +2,6 @@
 //! identity, and no secret in any output, log or child argv.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use crate::support::{script, Env, WEDDING_SQL};
 
@@ -97,11 +96,7 @@ fn server_stopped_mid_dump_commits_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let t = Instant::now();
-    while !mark.exists() {
-        assert!(t.elapsed() < Duration::from_secs(60), "dump never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::support::wait_for(&mark, "dump never started");
     env.cluster.stop("immediate").expect("stop server");
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -165,11 +160,7 @@ fn no_secret_in_output_log_or_argv() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let t = Instant::now();
-    while !mark.exists() {
-        assert!(t.elapsed() < Duration::from_secs(60), "dump never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::support::wait_for(&mark, "dump never started");
     let mut seen = 0;
     for e in std::fs::read_dir("/proc").expect("proc").flatten() {
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();

@@ -2,33 +2,10 @@
 //! `age-keygen` work; and a backup can be reassembled by hand with the `age` and `zstd` CLIs
 //! following the documented layout (src/core/format.rs).
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use crate::support::{keepsake_raw, Env, AWKWARD_SQL};
-
-fn pipe(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
-    let mut c = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stdin = c.stdin.take().expect("stdin");
-    let data = input.to_vec();
-    let w = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let o = c.wait_with_output().expect("wait");
-    let _ = w.join();
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
-}
+use crate::support::{keepsake_raw, pipe, Env, AWKWARD_SQL};
 
 /// Open a sealed metadata object with the CLIs: strip the 8-byte magic and 32-byte MAC.
 fn open_sealed(bytes: &[u8], identity: &std::path::Path) -> serde_json::Value {

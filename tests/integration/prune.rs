@@ -1,7 +1,7 @@
 //! Prune: the plan is applied, packs go in two phases, and a backup running beside a prune
 //! in another process is never broken.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::{script, Env, AWKWARD_SQL, WEDDING_SQL};
 
@@ -98,11 +98,7 @@ fn prune_beside_a_running_backup_never_breaks_it() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let t = Instant::now();
-    while !mark.exists() {
-        assert!(t.elapsed() < Duration::from_secs(60), "dump never paused");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::support::wait_for(&mark, "dump never paused");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
         !env.packs().is_empty(),

@@ -1,8 +1,6 @@
 //! `status` answers the on-call questions per source (backed up? proven? how old? RPO?
 //! restore time?), and `jobs` keeps every job's outcome, including ones killed mid-run.
 
-use std::time::{Duration, Instant};
-
 use crate::support::{script, Env, AWKWARD_SQL};
 
 fn configure(env: &Env, bin_dir: Option<&std::path::Path>) {
@@ -87,14 +85,7 @@ fn status_and_jobs_tell_what_is_proven_and_what_happened() {
     );
     configure(&env, Some(&d));
     let mut child = env.keepsake_cmd(&["backup"]).spawn().expect("spawn");
-    let t = Instant::now();
-    while !mark.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "backup never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::support::wait_for(&mark, "backup never started");
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     let jobs = json(&env, &["jobs", "--json"]);

@@ -4,9 +4,8 @@
 //! never outlive a verification.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use crate::support::{keepsake_raw, script, Env, AWKWARD_SQL, WEDDING_SQL};
+use crate::support::{keepsake_raw, pipe, script, Env, AWKWARD_SQL, WEDDING_SQL};
 
 fn scratch_dbs(env: &Env) -> String {
     env.psql(
@@ -280,26 +279,6 @@ fn env_packs(repo: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-fn pipe(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut c = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stdin = c.stdin.take().expect("stdin");
-    let data = input.to_vec();
-    let w = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let o = c.wait_with_output().expect("wait");
-    let _ = w.join();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    o.stdout
-}
-
 #[test]
 fn altered_restore_is_reported_table_by_table() {
     let env = Env::new("wed", Some(WEDDING_SQL));
@@ -394,14 +373,7 @@ fn scratch_database_is_dropped_after_failure_and_interruption() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let t = Instant::now();
-    while !mark.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "restore never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::support::wait_for(&mark, "restore never started");
     assert_eq!(
         scratch_dbs(&env),
         "1",

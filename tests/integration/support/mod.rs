@@ -297,3 +297,37 @@ pub fn script(path: &Path, body: &str) {
     std::fs::write(path, body).expect("script");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+/// Run `cmd` with `input` on stdin; its stdout (it must succeed).
+pub fn pipe(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut c = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = c.stdin.take().expect("stdin");
+    let data = input.to_vec();
+    let w = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let o = c.wait_with_output().expect("wait");
+    let _ = w.join();
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+/// Wait (at most a minute) until `path` exists: a wrapper script's signal that it got there.
+pub fn wait_for(path: &Path, what: &str) {
+    let t = std::time::Instant::now();
+    while !path.exists() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(60), "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
