@@ -202,9 +202,14 @@ impl ProgressSink for CliProgress {
                 b.set_prefix(format!("{} {}", p.operation, p.source));
                 b.set_length(p.bytes_expected.unwrap_or(0).max(p.bytes_done));
                 b.set_position(p.bytes_done);
+                let retries = if p.storage_retries > 0 {
+                    format!(" ({} storage retries)", p.storage_retries)
+                } else {
+                    String::new()
+                };
                 b.set_message(match &p.current_table {
-                    Some(t) => format!("{} {t}", p.phase.as_str()),
-                    None => p.phase.as_str().to_string(),
+                    Some(t) => format!("{} {t}{retries}", p.phase.as_str()),
+                    None => format!("{}{retries}", p.phase.as_str()),
                 });
             }
             None => {
@@ -214,7 +219,7 @@ impl ProgressSink for CliProgress {
                 if last.elapsed() >= Duration::from_secs(5) {
                     *last = Instant::now();
                     eprintln!(
-                        "{} {}: {} {}{} at {}/s{}",
+                        "{} {}: {} {}{} at {}/s{}{}",
                         p.operation,
                         p.source,
                         p.phase.as_str(),
@@ -226,7 +231,12 @@ impl ProgressSink for CliProgress {
                         p.current_table
                             .as_ref()
                             .map(|t| format!(", table {t}"))
-                            .unwrap_or_default()
+                            .unwrap_or_default(),
+                        if p.storage_retries > 0 {
+                            format!(", {} storage retries", p.storage_retries)
+                        } else {
+                            String::new()
+                        }
                     );
                 }
             }

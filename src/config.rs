@@ -77,6 +77,8 @@ impl Default for VerificationConfig {
 #[derive(Debug, Clone)]
 pub struct RepositoryConfig {
     pub url: String,
+    /// Settings of an `s3://` repository (`None` for `file://`).
+    pub s3: Option<crate::storage::s3::S3Settings>,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +187,23 @@ struct RawVerification {
 #[serde(deny_unknown_fields)]
 struct RawRepository {
     url: Spanned<String>,
+    // S3 only (see config.example.toml).
+    endpoint: Option<Spanned<String>>,
+    #[serde(alias = "s3_region")]
+    region: Option<Spanned<String>>,
+    path_style: Option<Spanned<bool>>,
+    access_key_id: Option<Spanned<String>>,
+    secret_access_key: Option<Spanned<String>>,
+    session_token: Option<Spanned<String>>,
+    storage_class: Option<Spanned<String>>,
+    server_side_encryption: Option<Spanned<String>>,
+    sse_kms_key_id: Option<Spanned<String>>,
+    multipart_threshold_mib: Option<Spanned<u64>>,
+    part_size_mib: Option<Spanned<u64>>,
+    upload_concurrency: Option<Spanned<u64>>,
+    request_timeout: Option<Spanned<String>>,
+    max_attempts: Option<Spanned<u64>>,
+    retry_budget: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -254,13 +273,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
             format!("\"{url}\" is not a repository URL: expected file:///absolute/path or s3://bucket/prefix"),
         ));
     }
-    if url.starts_with("s3://") {
-        return Err(ctx.err(
-            raw.repository.url.span(),
-            "repository.url",
-            "s3:// repositories are not supported by this build yet: use file:///path".into(),
-        ));
-    }
+    let s3 = s3_settings(&ctx, &raw.repository, &url)?;
 
     let mut recipients = Vec::new();
     if raw.encryption.recipients.get_ref().is_empty() {
@@ -443,7 +456,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
         retention: raw.retention.clone(),
         daemon: raw.daemon.clone(),
         path: path.to_path_buf(),
-        repository: RepositoryConfig { url },
+        repository: RepositoryConfig { url, s3 },
         recipients: Recipients(recipients),
         identity_file,
         sources,
@@ -492,6 +505,203 @@ impl Config {
             ))
         })
     }
+}
+
+/// Validate the S3 keys of `[repository]`: settings for an `s3://` URL; for a `file://` URL
+/// none of them may be set.
+fn s3_settings(
+    ctx: &Ctx,
+    r: &RawRepository,
+    url: &str,
+) -> Result<Option<crate::storage::s3::S3Settings>> {
+    use crate::storage::s3::S3Settings;
+    let s3_only: [(&str, Option<std::ops::Range<usize>>); 15] = [
+        ("endpoint", r.endpoint.as_ref().map(|v| v.span())),
+        ("region", r.region.as_ref().map(|v| v.span())),
+        ("path_style", r.path_style.as_ref().map(|v| v.span())),
+        ("access_key_id", r.access_key_id.as_ref().map(|v| v.span())),
+        (
+            "secret_access_key",
+            r.secret_access_key.as_ref().map(|v| v.span()),
+        ),
+        ("session_token", r.session_token.as_ref().map(|v| v.span())),
+        ("storage_class", r.storage_class.as_ref().map(|v| v.span())),
+        (
+            "server_side_encryption",
+            r.server_side_encryption.as_ref().map(|v| v.span()),
+        ),
+        (
+            "sse_kms_key_id",
+            r.sse_kms_key_id.as_ref().map(|v| v.span()),
+        ),
+        (
+            "multipart_threshold_mib",
+            r.multipart_threshold_mib.as_ref().map(|v| v.span()),
+        ),
+        ("part_size_mib", r.part_size_mib.as_ref().map(|v| v.span())),
+        (
+            "upload_concurrency",
+            r.upload_concurrency.as_ref().map(|v| v.span()),
+        ),
+        (
+            "request_timeout",
+            r.request_timeout.as_ref().map(|v| v.span()),
+        ),
+        ("max_attempts", r.max_attempts.as_ref().map(|v| v.span())),
+        ("retry_budget", r.retry_budget.as_ref().map(|v| v.span())),
+    ];
+    let Some(rest) = url.strip_prefix("s3://") else {
+        if let Some((k, Some(span))) = s3_only.into_iter().find(|(_, s)| s.is_some()) {
+            return Err(ctx.err(
+                span,
+                &format!("repository.{k}"),
+                "only applies to s3:// repositories".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty()
+        || !bucket
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+    {
+        return Err(ctx.err(
+            r.url.span(),
+            "repository.url",
+            format!("\"{url}\" does not name a bucket: expected s3://bucket or s3://bucket/prefix"),
+        ));
+    }
+    let mut s = S3Settings::new(bucket, prefix);
+    if let Some(e) = &r.endpoint {
+        let v = e.get_ref().trim();
+        if !(v.starts_with("https://") || v.starts_with("http://")) || url::Url::parse(v).is_err() {
+            return Err(ctx.err(
+                e.span(),
+                "repository.endpoint",
+                format!("\"{v}\" is not an http(s) URL, e.g. https://s3.eu-central-1.amazonaws.com or http://127.0.0.1:3900"),
+            ));
+        }
+        s.endpoint = Some(v.to_string());
+    }
+    s.region = match &r.region {
+        Some(v) => v.get_ref().trim().to_string(),
+        None => std::env::var("AWS_REGION")
+            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|_| "us-east-1".into()),
+    };
+    if s.region.is_empty() {
+        return Err(ctx.err(
+            r.region.as_ref().map(|v| v.span()).unwrap_or(0..0),
+            "repository.region",
+            "must not be empty".into(),
+        ));
+    }
+    s.path_style = r.path_style.as_ref().map(|v| *v.get_ref()).unwrap_or(false);
+    let secret = |v: &Option<Spanned<String>>, k: &str| -> Result<Option<Secret>> {
+        match v {
+            None => Ok(None),
+            Some(v) => resolve_secret(v.get_ref())
+                .map(Some)
+                .map_err(|m| ctx.err(v.span(), &format!("repository.{k}"), m)),
+        }
+    };
+    s.access_key_id = secret(&r.access_key_id, "access_key_id")?;
+    s.secret_access_key = secret(&r.secret_access_key, "secret_access_key")?;
+    s.session_token = secret(&r.session_token, "session_token")?;
+    match (&r.access_key_id, &r.secret_access_key) {
+        (Some(a), None) => {
+            return Err(ctx.err(
+                a.span(),
+                "repository.access_key_id",
+                "secret_access_key is needed too (use env:NAME or file:/path)".into(),
+            ))
+        }
+        (None, Some(a)) => {
+            return Err(ctx.err(
+                a.span(),
+                "repository.secret_access_key",
+                "access_key_id is needed too".into(),
+            ))
+        }
+        (None, None) if r.session_token.is_some() => return Err(ctx.err(
+            r.session_token.as_ref().map(|v| v.span()).unwrap_or(0..0),
+            "repository.session_token",
+            "needs access_key_id and secret_access_key (a session token belongs to temporary keys)"
+                .into(),
+        )),
+        _ => {}
+    }
+    s.storage_class = r
+        .storage_class
+        .as_ref()
+        .map(|v| v.get_ref().trim().to_string());
+    if let Some(v) = &r.server_side_encryption {
+        let v2 = v.get_ref().trim();
+        if !matches!(v2, "AES256" | "aws:kms" | "aws:kms:dsse") {
+            return Err(ctx.err(
+                v.span(),
+                "repository.server_side_encryption",
+                format!("\"{v2}\" is not one of \"AES256\", \"aws:kms\", \"aws:kms:dsse\""),
+            ));
+        }
+        s.server_side_encryption = Some(v2.to_string());
+    }
+    s.sse_kms_key_id = r
+        .sse_kms_key_id
+        .as_ref()
+        .map(|v| v.get_ref().trim().to_string());
+    let mib = |v: &Option<Spanned<u64>>, k: &str, lo: u64, hi: u64| -> Result<Option<u64>> {
+        match v {
+            None => Ok(None),
+            Some(v) if (lo..=hi).contains(v.get_ref()) => Ok(Some(*v.get_ref())),
+            Some(v) => Err(ctx.err(
+                v.span(),
+                &format!("repository.{k}"),
+                format!("{} is out of range: expected {lo} to {hi}", v.get_ref()),
+            )),
+        }
+    };
+    if let Some(n) = mib(
+        &r.multipart_threshold_mib,
+        "multipart_threshold_mib",
+        5,
+        5 * 1024,
+    )? {
+        s.multipart_threshold = n << 20;
+    }
+    if let Some(n) = mib(&r.part_size_mib, "part_size_mib", 5, 5 * 1024)? {
+        s.part_size = n << 20;
+    }
+    if let Some(n) = mib(&r.upload_concurrency, "upload_concurrency", 1, 64)? {
+        s.upload_concurrency = n as usize;
+    }
+    if let Some(n) = mib(&r.max_attempts, "max_attempts", 1, 100)? {
+        s.retry.max_attempts = n as u32;
+    }
+    let dur = |v: &Option<Spanned<String>>, k: &str| -> Result<Option<std::time::Duration>> {
+        match v {
+            None => Ok(None),
+            Some(v) => parse_duration(v.get_ref())
+                .ok()
+                .and_then(|d| d.to_std().ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    ctx.err(
+                        v.span(),
+                        &format!("repository.{k}"),
+                        format!("\"{}\" is not a duration such as 90s or 5m", v.get_ref()),
+                    )
+                }),
+        }
+    };
+    if let Some(d) = dur(&r.request_timeout, "request_timeout")? {
+        s.request_timeout = d;
+    }
+    if let Some(d) = dur(&r.retry_budget, "retry_budget")? {
+        s.retry.budget = d;
+    }
+    Ok(Some(s))
 }
 
 /// Path of a `file://` URL.

@@ -174,7 +174,7 @@ pub async fn backup(
     sink: &dyn ProgressSink,
 ) -> Result<Manifest> {
     let started_at = Utc::now();
-    let tracker = Tracker::new(sink, "backup", &source.name);
+    let tracker = Tracker::new(sink, "backup", &source.name).with_store(repo.store().as_ref());
     tracker.phase(Phase::Connecting);
 
     // The lease comes first: a prune that marks packs after this point waits for us.
@@ -492,7 +492,8 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    /// Seal the current pack and start its upload (at most two uploads at a time).
+    /// Seal the current pack and start its upload (at most the store's `upload_concurrency` at a
+    /// time).
     async fn flush(&mut self) -> Result<()> {
         let Some(b) = self.builder.take() else {
             return Ok(());
@@ -513,7 +514,8 @@ impl Pipeline<'_> {
                 .map(|(_, l)| ChunkLoc { pack: 0, ..*l })
                 .collect(),
         });
-        self.wait_uploads(1).await?;
+        let in_flight = self.repo.store().upload_concurrency().max(1);
+        self.wait_uploads(in_flight - 1).await?;
         let store = self.repo.store().clone();
         let buf = b.buf;
         self.uploads

@@ -46,6 +46,8 @@ pub struct Progress {
     pub rate: f64,
     pub current_table: Option<String>,
     pub elapsed_ms: u64,
+    /// Storage requests retried so far in this process (throttling, resets, timeouts).
+    pub storage_retries: u64,
 }
 
 impl Progress {
@@ -82,6 +84,7 @@ pub struct Tracker<'a> {
     sink: &'a dyn ProgressSink,
     start: Instant,
     state: Mutex<(Progress, Instant)>,
+    retries: Option<crate::storage::retry::RetryStats>,
 }
 
 impl<'a> Tracker<'a> {
@@ -100,10 +103,18 @@ impl<'a> Tracker<'a> {
                     rate: 0.0,
                     current_table: None,
                     elapsed_ms: 0,
+                    storage_retries: 0,
                 },
                 now - Duration::from_secs(1),
             )),
+            retries: None,
         }
+    }
+
+    /// Report the retries of `store` with every reading.
+    pub fn with_store(mut self, store: &dyn crate::storage::ObjectStore) -> Self {
+        self.retries = store.retry_stats();
+        self
     }
 
     pub fn update(&self, f: impl FnOnce(&mut Progress)) {
@@ -112,6 +123,9 @@ impl<'a> Tracker<'a> {
         };
         let before = (st.0.phase, st.0.current_table.clone());
         f(&mut st.0);
+        if let Some(r) = &self.retries {
+            st.0.storage_retries = r.count();
+        }
         let now = Instant::now();
         let changed = before.0 != st.0.phase || before.1 != st.0.current_table;
         if changed || now.duration_since(st.1) >= Duration::from_millis(100) {

@@ -258,7 +258,7 @@ pub async fn restore(
 ) -> Result<RestoreOutcome> {
     let start = Instant::now();
     let m = Arc::new(repo.manifest(id).await?);
-    let tracker = Tracker::new(sink, "restore", &m.source.name);
+    let tracker = Tracker::new(sink, "restore", &m.source.name).with_store(repo.store().as_ref());
     tracker.update(|p| {
         p.phase = Phase::Checking;
         p.bytes_expected = Some(m.logical_bytes);

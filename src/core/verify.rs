@@ -145,7 +145,7 @@ pub async fn verify(
     let started_at = Utc::now();
     let t0 = Instant::now();
     let m = Arc::new(repo.manifest(id).await?);
-    let tracker = Tracker::new(sink, "verify", &m.source.name);
+    let tracker = Tracker::new(sink, "verify", &m.source.name).with_store(repo.store().as_ref());
     tracker.update(|p| {
         p.phase = Phase::Checking;
         p.bytes_expected = Some(m.logical_bytes);
@@ -283,7 +283,7 @@ pub async fn verify_all_data(
     let (ms, _) = repo.manifests_lenient().await?;
     let ms: Vec<Arc<Manifest>> = ms.into_iter().map(Arc::new).collect();
     let users = pack_users(&repo).await?;
-    let tracker = Tracker::new(sink, "verify", "all");
+    let tracker = Tracker::new(sink, "verify", "all").with_store(repo.store().as_ref());
     let index_problem = repo.load_index().await.err().map(|e| format!("index: {e}"));
 
     // Every chunk location, per pack, from every manifest.

@@ -21,18 +21,22 @@ use crate::core::restore::{self, RestoreOptions, RestoreOutcome};
 use crate::core::verify::{self, Level, VerifyOptions, VerifyRecord};
 use crate::error::Result;
 use crate::storage::local::LocalStore;
+use crate::storage::s3::S3Store;
 use crate::storage::ObjectStore;
 
 /// The object store a configuration names.
-pub fn store(config: &Config) -> Result<Arc<dyn ObjectStore>> {
-    Ok(Arc::new(LocalStore::new(config.repository_path()?)))
+pub async fn store(config: &Config) -> Result<Arc<dyn ObjectStore>> {
+    match &config.repository.s3 {
+        Some(s) => Ok(Arc::new(S3Store::new(s.clone()).await?)),
+        None => Ok(Arc::new(LocalStore::new(config.repository_path()?))),
+    }
 }
 
 /// `keepsake init`.
 pub async fn init(config: &Config) -> Result<Repository> {
     let ids = config.identities()?;
     Repository::init(
-        store(config)?,
+        store(config).await?,
         &config.repository.url,
         config.recipients.clone(),
         ids,
@@ -45,7 +49,7 @@ pub async fn open(config: &Config) -> Result<Arc<Repository>> {
     let ids = config.identities()?;
     Ok(Arc::new(
         Repository::open(
-            store(config)?,
+            store(config).await?,
             &config.repository.url,
             config.recipients.clone(),
             ids,

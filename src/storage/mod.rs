@@ -3,10 +3,13 @@
 //! Invariant: `put` is all-or-nothing — after it returns `Ok`, the object is durable and
 //! complete at `key`; after an error or a crash, either the old state or nothing is visible at
 //! `key`, never a partial object. Keys are `/`-separated relative names (`packs/ab/abcd…`).
-//! Retry, fault injection and dry-run belong in decorators around this trait, not in backends.
+//! Remote backends classify their failures and retry through [`retry::run`]; local ones do not
+//! retry.
 
 pub mod local;
 pub mod memory;
+pub mod retry;
+pub mod s3;
 
 use async_trait::async_trait;
 
@@ -42,5 +45,15 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Remove temporary objects left by interrupted writes, older than `age`; returns how many.
     async fn remove_stale_temporaries(&self, _age: std::time::Duration) -> Result<usize> {
         Ok(0)
+    }
+
+    /// Retry counters of a remote store (shown in progress readings).
+    fn retry_stats(&self) -> Option<retry::RetryStats> {
+        None
+    }
+
+    /// How many object uploads may be in flight at once (each holds one pack in memory).
+    fn upload_concurrency(&self) -> usize {
+        2
     }
 }

@@ -3,18 +3,19 @@
 
 use std::collections::BTreeSet;
 
-use crate::support::{Env, CHANGE_SQL, WEDDING_SQL};
+use crate::support::{Backend, Env, CHANGE_SQL, WEDDING_SQL};
 
 fn stored(v: &serde_json::Value) -> u64 {
     v["stored_bytes"].as_u64().expect("stored_bytes")
 }
 
-#[test]
-fn incremental_and_differential_store_little_and_restore_exactly() {
-    let env = Env::new("wed", Some(WEDDING_SQL));
+crate::both_backends!(incremental_and_differential_store_little_and_restore_exactly);
+
+fn incremental_and_differential_store_little_and_restore_exactly(backend: Backend) {
+    let env = Env::with_backend(backend, "wed", Some(WEDDING_SQL));
     let before = env.fingerprint("wed");
     let full = env.backup("full");
-    let full_packs: BTreeSet<_> = env.packs().into_iter().collect();
+    let full_packs: BTreeSet<_> = env.pack_keys().into_iter().collect();
     assert!(!full_packs.is_empty());
 
     env.psql_file("wed", CHANGE_SQL);
@@ -54,10 +55,10 @@ fn incremental_and_differential_store_little_and_restore_exactly() {
     }
 
     // A second full shares nothing with the first.
-    let packs_before_full2: BTreeSet<_> = env.packs().into_iter().collect();
+    let packs_before_full2: BTreeSet<_> = env.pack_keys().into_iter().collect();
     let full2 = env.backup("full");
     let full2_packs: BTreeSet<_> = env
-        .packs()
+        .pack_keys()
         .into_iter()
         .collect::<BTreeSet<_>>()
         .difference(&packs_before_full2)
@@ -70,9 +71,9 @@ fn incremental_and_differential_store_little_and_restore_exactly() {
     assert!(!full2_packs.is_empty());
 
     // Delete every pack the first full did not write: it still restores on its own...
-    for p in env.packs() {
+    for p in env.pack_keys() {
         if !full_packs.contains(&p) {
-            std::fs::remove_file(&p).expect("rm pack");
+            env.delete_object(&p);
         }
     }
     env.restore_new(full["id"].as_str().expect("id"), "wed_full")

@@ -117,9 +117,10 @@ fn server_stopped_mid_dump_commits_nothing() {
     );
 }
 
-#[test]
-fn wrong_identity_fails_before_touching_the_target() {
-    let env = Env::new("wed", Some(crate::support::AWKWARD_SQL));
+crate::both_backends!(wrong_identity_fails_before_touching_the_target);
+
+fn wrong_identity_fails_before_touching_the_target(backend: crate::support::Backend) {
+    let env = Env::with_backend(backend, "wed", Some(crate::support::AWKWARD_SQL));
     let b = env.backup("full");
     let other = env.dir.path().join("other.txt");
     crate::support::keepsake_raw(&["keygen", "--output", other.to_str().expect("utf8")], &[]).ok();

@@ -11,6 +11,7 @@ mod keys;
 mod prune;
 mod restore_safety;
 mod roundtrip;
+mod s3;
 mod status;
 mod tls;
 mod verify;

@@ -1,11 +1,12 @@
 //! Round trip of a schema full of awkward objects: backup → restore into a new database →
 //! identical schema, table contents, sequences and large objects.
 
-use crate::support::{Env, AWKWARD_SQL};
+use crate::support::{Backend, Env, AWKWARD_SQL};
 
-#[test]
-fn awkward_schema_round_trips_exactly() {
-    let env = Env::new("awk", Some(AWKWARD_SQL));
+crate::both_backends!(awkward_schema_round_trips_exactly);
+
+fn awkward_schema_round_trips_exactly(backend: Backend) {
+    let env = Env::with_backend(backend, "awk", Some(AWKWARD_SQL));
     let b = env.backup("full");
     assert_eq!(b["type"], "full");
     assert_eq!(b["status"], "completed");

@@ -1,8 +1,12 @@
 //! Test harness: a throwaway PostgreSQL cluster (the library's `TempCluster`, initdb/pg_ctl on a
 //! free port, run as `postgres` when root), a fresh key pair and repository, and helpers that
-//! run the real `keepsake` binary and `psql`/`pg_dump` against the cluster.
+//! run the real `keepsake` binary and `psql`/`pg_dump` against the cluster. A real S3 server
+//! (single-node Garage) is in [`garage`].
 
 #![allow(dead_code)]
+
+pub mod faultproxy;
+pub mod garage;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -46,6 +50,49 @@ impl Run {
     }
 }
 
+/// Where a test's repository lives. Tests of the core behaviour run against both (see
+/// [`both_backends!`](crate::both_backends)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `file://` folder in the test's temp dir.
+    Folder,
+    /// `s3://` on the shared Garage server, under a prefix of its own.
+    S3,
+}
+
+/// Generate `folder::NAME` and `s3::NAME` tests from `fn NAME(backend: Backend)`: one set of
+/// tests, run against both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod folder {
+            $( #[test] fn $name() { super::$name($crate::support::Backend::Folder) } )*
+        }
+        mod s3 {
+            $( #[test] fn $name() { super::$name($crate::support::Backend::S3) } )*
+        }
+    };
+}
+
+/// Run a future to completion on a small runtime (test helpers are synchronous).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// S3 location of an [`Env`] on the shared Garage server.
+#[derive(Debug, Clone)]
+pub struct S3Target {
+    /// Endpoint keepsake talks to (Garage itself, or a fault proxy in front of it).
+    pub endpoint: String,
+    pub prefix: String,
+    /// Extra `[repository]` lines (multipart threshold, retry budget, …).
+    pub extra: String,
+}
+
 /// A cluster, a key, a config and an initialised repository.
 pub struct Env {
     pub cluster: TempCluster,
@@ -55,12 +102,24 @@ pub struct Env {
     pub config: PathBuf,
     pub repo: PathBuf,
     pub password_file: PathBuf,
+    pub backend: Backend,
+    pub s3: Option<S3Target>,
 }
 
 impl Env {
     /// Start a cluster, create database `db` loaded with `sql_file` (if any), write a config
     /// with one source `main` pointing at it, and `keepsake init`.
     pub fn new(db: &str, sql_file: Option<&str>) -> Self {
+        Self::with_backend(Backend::Folder, db, sql_file)
+    }
+
+    /// [`Env::new`] with the repository on `backend`.
+    pub fn with_backend(backend: Backend, db: &str, sql_file: Option<&str>) -> Self {
+        Self::with_s3_extra(backend, db, sql_file, "")
+    }
+
+    /// [`Env::with_backend`] with extra `[repository]` lines for S3.
+    pub fn with_s3_extra(backend: Backend, db: &str, sql_file: Option<&str>, extra: &str) -> Self {
         let cluster = TempCluster::start().expect("start cluster");
         let dir = tempfile::tempdir().expect("tempdir");
         let identity = dir.path().join("identity.txt");
@@ -82,7 +141,20 @@ impl Env {
             config,
             repo,
             password_file,
+            backend,
+            s3: None,
         };
+        let mut env = env;
+        if backend == Backend::S3 {
+            let g = garage::Garage::shared();
+            std::fs::write(env.dir.path().join("s3-key-id"), g.access_key()).expect("key");
+            std::fs::write(env.dir.path().join("s3-secret"), g.secret_key()).expect("secret");
+            env.s3 = Some(S3Target {
+                endpoint: g.endpoint(),
+                prefix: format!("t-{}", hex::encode(rand::random::<[u8; 6]>())),
+                extra: extra.to_string(),
+            });
+        }
         env.psql("postgres", &format!("CREATE DATABASE {db}"));
         if let Some(f) = sql_file {
             env.psql_file(db, f);
@@ -99,8 +171,8 @@ impl Env {
 
     pub fn config_text(&self, db: &str, bin_dir: Option<&Path>, identity: &Path) -> String {
         let mut s = format!(
-            "[repository]\nurl = \"file://{}\"\n\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\n[[sources]]\nname = \"main\"\nurl = \"{}\"\npassword = \"file:{}\"\n",
-            self.repo.display(),
+            "{}\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\n[[sources]]\nname = \"main\"\nurl = \"{}\"\npassword = \"file:{}\"\n",
+            self.repository_toml(),
             self.recipient,
             identity.display(),
             self.cluster.url(db),
@@ -115,6 +187,65 @@ impl Env {
             s.push_str(&format!("\n[postgres]\nbin_dir = \"{}\"\n", b.display()));
         }
         s
+    }
+
+    /// The `[repository]` table of this env.
+    pub fn repository_toml(&self) -> String {
+        match &self.s3 {
+            None => format!("[repository]\nurl = \"file://{}\"\n", self.repo.display()),
+            Some(t) => {
+                let g = garage::Garage::shared();
+                format!(
+                    "[repository]\nurl = \"s3://{}/{}\"\nendpoint = \"{}\"\nregion = \"{}\"\npath_style = true\naccess_key_id = \"file:{}\"\nsecret_access_key = \"file:{}\"\n{}\n",
+                    g.bucket(),
+                    t.prefix,
+                    t.endpoint,
+                    g.region(),
+                    self.dir.path().join("s3-key-id").display(),
+                    self.dir.path().join("s3-secret").display(),
+                    t.extra
+                )
+            }
+        }
+    }
+
+    /// The repository's object store, opened through the library as keepsake opens it (so tests
+    /// can delete, damage and list objects on either backend).
+    pub fn store(&self) -> std::sync::Arc<dyn keepsake::storage::ObjectStore> {
+        let cfg = keepsake::config::load(&self.config).expect("config");
+        block_on(keepsake::engine::store(&cfg)).expect("store")
+    }
+
+    /// Keys of the objects under `prefix` (`packs/`, `snapshots/`, …).
+    pub fn object_keys(&self, prefix: &str) -> Vec<String> {
+        let store = self.store();
+        block_on(store.list(prefix))
+            .expect("list")
+            .into_iter()
+            .map(|o| o.key)
+            .collect()
+    }
+
+    /// Keys of every pack.
+    pub fn pack_keys(&self) -> Vec<String> {
+        self.object_keys("packs/")
+    }
+
+    pub fn read_object(&self, key: &str) -> Vec<u8> {
+        let store = self.store();
+        block_on(store.get(key))
+            .expect("get")
+            .expect("object exists")
+    }
+
+    pub fn write_object(&self, key: &str, data: Vec<u8>) {
+        let store = self.store();
+        block_on(store.put(key, data)).expect("put");
+    }
+
+    pub fn delete_object(&self, key: &str) {
+        let store = self.store();
+        block_on(store.delete(key)).expect("delete");
     }
 
     /// Run keepsake with this env's config.
