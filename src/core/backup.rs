@@ -9,6 +9,14 @@
 //!   confirmed stored. Any failure (pg_dump killed or failing, server gone, storage error,
 //!   cancellation) leaves at most unreferenced packs, which prune removes.
 //! - Chunks a backup reuses are only ever taken from packs that exist with the expected size.
+//! - **Resumable**: every [`CHECKPOINT_PACKS`] uploaded packs (or [`CHECKPOINT_SECS`]), a
+//!   checkpoint index of the packs confirmed stored is written, so a backup interrupted by a
+//!   crash, a kill or a failed network leaves packs that the next backup can find. The next
+//!   backup of any type adopts chunks of *orphaned* packs (indexed, but referenced by no
+//!   backup): an incremental reuses everything as before, and a full or differential — which
+//!   must share nothing with other backups beyond their base — still shares nothing with any
+//!   committed backup, since an orphaned pack belongs to none. Checkpoint indexes are removed
+//!   once the backup's own index is written.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -127,24 +135,39 @@ async fn plan(
         (None, Some(_)) => BackupType::Incremental,
         (None, None) => BackupType::Full,
     };
+    // Packs some backup references; indexed packs outside this set were left by interrupted
+    // backups (or are garbage prune has not reached yet) and may be adopted by any type.
+    // While a manifest is unreadable we cannot tell which packs it uses: adopt nothing.
+    let referenced: HashSet<String> = manifests
+        .iter()
+        .flat_map(|m| m.packs.iter().map(|p| p.name.clone()))
+        .collect();
+    let mut index = repo.load_index().await?;
+    for sc in index.values_mut() {
+        sc.orphan = bad.is_empty() && !referenced.contains(&sc.pack.name);
+    }
+    let orphans = || {
+        index
+            .iter()
+            .filter(|(_, sc)| sc.orphan)
+            .map(|(id, sc)| (*id, sc.clone()))
+    };
     let (based_on, known) = match kind {
-        BackupType::Full => (None, HashMap::new()),
-        BackupType::Incremental => (None, repo.load_index().await?),
+        BackupType::Full => (None, orphans().collect()),
+        BackupType::Incremental => (None, index.clone()),
         BackupType::Differential => {
             let m = latest_full.ok_or_else(|| Error::Other("no full backup".into()))?;
-            let known = m
-                .chunks
-                .iter()
-                .map(|c| {
-                    (
-                        c.id,
-                        StoredChunk {
-                            pack: m.packs[c.pack as usize].clone(),
-                            loc: *c,
-                        },
-                    )
-                })
-                .collect();
+            let mut known: HashMap<ChunkId, StoredChunk> = orphans().collect();
+            known.extend(m.chunks.iter().map(|c| {
+                (
+                    c.id,
+                    StoredChunk {
+                        pack: m.packs[c.pack as usize].clone(),
+                        loc: *c,
+                        orphan: false,
+                    },
+                )
+            }));
             (Some(m.id.clone()), known)
         }
     };
@@ -194,6 +217,12 @@ async fn backup_leased(
     started_at: chrono::DateTime<Utc>,
 ) -> Result<Manifest> {
     let (kind, based_on, known) = plan(repo, &source.name, opts.kind).await?;
+    let adopted = known.values().filter(|c| c.orphan).count();
+    if adopted > 0 {
+        tracing::info!(
+            "resuming: {adopted} chunks already stored by an interrupted backup can be reused"
+        );
+    }
 
     let pg = client::connect(&source.conn).await?;
     let info = client::source_info(&pg, &source.name, &source.conn).await?;
@@ -269,6 +298,9 @@ async fn backup_leased(
         new_packs: Vec::new(),
         new_raw: 0,
         placed: HashSet::new(),
+        unchecked: Vec::new(),
+        checkpoints: Vec::new(),
+        last_checkpoint: std::time::Instant::now(),
     };
     let workers = opts.worker_count();
     let mut done = 0u64;
@@ -333,6 +365,8 @@ async fn backup_leased(
         if let Some(c) = &mut guard.0 {
             let _ = c.kill();
         }
+        // Record what did get stored, so that a second attempt need not upload it again.
+        state.salvage().await;
     }
     drop(rx);
     let reader_res = reader
@@ -350,6 +384,7 @@ async fn backup_leased(
     // Our own failure (storage, cancellation) explains a pg_dump we killed.
     res?;
     if !status.success() {
+        state.salvage().await;
         let explain = log.lock().map(|l| l.explain()).unwrap_or_default();
         return Err(Error::Postgres(format!(
             "backup of {} failed: pg_dump {}; nothing was committed.\n  {explain}",
@@ -357,7 +392,13 @@ async fn backup_leased(
             process::describe_exit(status)
         )));
     }
-    let summary = reader_res?;
+    let summary = match reader_res {
+        Ok(s) => s,
+        Err(e) => {
+            state.salvage().await;
+            return Err(e);
+        }
+    };
     if summary.total == 0 {
         return Err(Error::Postgres(format!(
             "backup of {} failed: pg_dump produced no output",
@@ -375,13 +416,14 @@ async fn backup_leased(
 
     tracker.phase(Phase::Committing);
     state.flush().await?;
-    state.wait_uploads(0).await?;
+    state.drain_uploads().await?;
     if state.chunks.iter().any(|c| c.pack == u32::MAX) {
         return Err(Error::Other(
             "internal: a chunk was not placed in a pack".into(),
         ));
     }
     let stored_bytes: u64 = state.new_packs.iter().map(|p| p.size).sum();
+    let checkpoints = std::mem::take(&mut state.checkpoints);
     let id = Repository::new_backup_id();
     if !state.new_packs.is_empty() {
         repo.write_index(&IndexFile {
@@ -413,6 +455,12 @@ async fn backup_leased(
         stream: state.stream,
     };
     repo.commit_manifest(&manifest).await?;
+    // The backup's own index covers what the checkpoints listed.
+    for c in &checkpoints {
+        if let Err(e) = repo.store().delete(c).await {
+            tracing::warn!("could not remove checkpoint index {c}: {e}");
+        }
+    }
     tracker.update(|p| {
         p.phase = Phase::Done;
         p.bytes_expected = Some(summary.total);
@@ -437,11 +485,21 @@ struct Pipeline<'a> {
     chunk_index: HashMap<ChunkId, u32>,
     stream: Vec<u32>,
     builder: Option<PackBuilder>,
-    uploads: JoinSet<Result<()>>,
+    uploads: JoinSet<Result<IndexPack>>,
     new_packs: Vec<IndexPack>,
     new_raw: u64,
     placed: HashSet<u32>,
+    /// Packs confirmed stored but not yet in a checkpoint index.
+    unchecked: Vec<IndexPack>,
+    /// Checkpoint indexes written so far (removed after the final index).
+    checkpoints: Vec<String>,
+    last_checkpoint: std::time::Instant,
 }
+
+/// A checkpoint index is written after this many uploaded packs…
+pub const CHECKPOINT_PACKS: usize = 4;
+/// …or when this many seconds have passed since the last one.
+pub const CHECKPOINT_SECS: u64 = 30;
 
 impl Pipeline<'_> {
     fn pack_slot(&mut self, p: &PackRef) -> u32 {
@@ -505,7 +563,7 @@ impl Pipeline<'_> {
             size,
         };
         self.pack_slots.insert(name.clone(), b.slot);
-        self.new_packs.push(IndexPack {
+        let entry = IndexPack {
             name: name.clone(),
             size,
             chunks: b
@@ -513,13 +571,16 @@ impl Pipeline<'_> {
                 .iter()
                 .map(|(_, l)| ChunkLoc { pack: 0, ..*l })
                 .collect(),
-        });
+        };
+        self.new_packs.push(entry.clone());
         let in_flight = self.repo.store().upload_concurrency().max(1);
         self.wait_uploads(in_flight - 1).await?;
         let store = self.repo.store().clone();
         let buf = b.buf;
-        self.uploads
-            .spawn(async move { store.put(&pack_key(&name), buf).await });
+        self.uploads.spawn(async move {
+            store.put(&pack_key(&name), buf).await?;
+            Ok(entry)
+        });
         Ok(())
     }
 
@@ -527,9 +588,55 @@ impl Pipeline<'_> {
     async fn wait_uploads(&mut self, max_running: usize) -> Result<()> {
         while self.uploads.len() > max_running {
             if let Some(r) = self.uploads.join_next().await {
-                join(r)?;
+                self.unchecked.push(join(r)?);
             }
         }
+        if self.unchecked.len() >= CHECKPOINT_PACKS
+            || (!self.unchecked.is_empty()
+                && self.last_checkpoint.elapsed().as_secs() >= CHECKPOINT_SECS)
+        {
+            self.checkpoint().await?;
+        }
         Ok(())
+    }
+
+    /// Wait for every upload (the final index lists them all: no checkpoint needed).
+    async fn drain_uploads(&mut self) -> Result<()> {
+        while let Some(r) = self.uploads.join_next().await {
+            join(r)?;
+        }
+        Ok(())
+    }
+
+    /// Write a checkpoint index of the packs confirmed stored since the last one.
+    async fn checkpoint(&mut self) -> Result<()> {
+        if self.unchecked.is_empty() {
+            return Ok(());
+        }
+        let name = self
+            .repo
+            .write_index(&IndexFile {
+                format_version: FORMAT_VERSION,
+                backup_id: "checkpoint".into(),
+                packs: self.unchecked.clone(),
+            })
+            .await?;
+        self.unchecked.clear();
+        self.checkpoints.push(name);
+        self.last_checkpoint = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// After a failure: let running uploads end, and checkpoint those that stored their pack.
+    /// Best effort; errors are logged, the original failure is what the caller reports.
+    async fn salvage(&mut self) {
+        while let Some(r) = self.uploads.join_next().await {
+            if let Ok(Ok(p)) = r {
+                self.unchecked.push(p);
+            }
+        }
+        if let Err(e) = self.checkpoint().await {
+            tracing::warn!("could not record the packs stored before the failure: {e}");
+        }
     }
 }

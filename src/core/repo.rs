@@ -38,6 +38,8 @@ impl std::fmt::Debug for Repository {
 pub struct StoredChunk {
     pub pack: PackRef,
     pub loc: ChunkLoc,
+    /// The pack is referenced by no backup (left by an interrupted one); set by the planner.
+    pub orphan: bool,
 }
 
 fn new_hex_id(bytes: usize) -> String {
@@ -313,6 +315,7 @@ impl Repository {
                     out.entry(c.id).or_insert_with(|| StoredChunk {
                         pack: pack.clone(),
                         loc: c,
+                        orphan: false,
                     });
                 }
             }

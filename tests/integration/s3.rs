@@ -197,3 +197,84 @@ fn bad_credentials_missing_bucket_and_unreachable_endpoint_fail_fast_and_clearly
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("repository.endpoint"), "{}", r.stderr);
 }
+
+#[test]
+fn interrupted_backup_is_resumed_without_uploading_again() {
+    let mut env = Env::with_s3_extra(
+        Backend::S3,
+        "wed",
+        None,
+        "upload_concurrency = 1\n\n[backup]\npack_size_mib = 1\n",
+    );
+    env.psql(
+        "wed",
+        "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS a FROM generate_series(1, 400000) g",
+    );
+    let before = env.fingerprint("wed");
+    let garage = Garage::shared();
+    // A slow link, so the backup is still running when it is killed.
+    let proxy = FaultProxy::start(
+        garage.addr(),
+        5,
+        Faults {
+            stall: 0.3,
+            stall_for: Duration::from_millis(700),
+            ..Faults::default()
+        },
+    );
+    set_endpoint(&mut env, &proxy.endpoint());
+    let mut child = env
+        .keepsake_cmd(&["backup", "--type", "full"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let t = Instant::now();
+    set_endpoint(&mut env, &garage.endpoint());
+    // Kill it (SIGKILL: no cleanup at all) once a checkpoint index is stored.
+    while env.object_keys("index/").is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no checkpoint index"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "backup ended too soon"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert!(env.object_keys("snapshots/").is_empty());
+    let orphans = env.pack_keys();
+    assert!(orphans.len() >= 4, "{orphans:?}");
+
+    let out = env
+        .keepsake_cmd(&["backup", "--type", "full", "--json"])
+        .env("KEEPSAKE_LOG", "info")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming"), "{stderr}");
+    let resumed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let resumed = &resumed[0];
+    let again = env.backup("full");
+    let (s, f) = (
+        resumed["stored_bytes"].as_u64().expect("n"),
+        again["stored_bytes"].as_u64().expect("n"),
+    );
+    eprintln!("resumed full stored {s} bytes; an uninterrupted full stored {f}");
+    assert!(
+        s + (3 << 20) < f,
+        "resumed {s} vs full {f}: packs were uploaded again"
+    );
+    // The adopted packs are now referenced: nothing of it is garbage.
+    for p in &orphans {
+        assert!(env.pack_keys().contains(p), "{p} went missing");
+    }
+    env.keepsake(&["verify", "--all", "--level", "data"]).ok();
+    env.restore_new(resumed["id"].as_str().expect("id"), "wed_resumed")
+        .ok();
+    assert_eq!(env.fingerprint("wed_resumed"), before);
+}
