@@ -62,15 +62,38 @@ pub enum Failure {
     Fatal(Error),
 }
 
-/// Retries performed so far, shared with progress readings.
+/// Requests and retries performed so far, shared with progress readings and the store's
+/// closing log line (requests per GB are in BENCHMARKS.md).
 #[derive(Debug, Default, Clone)]
 pub struct RetryStats {
     pub retries: Arc<AtomicU64>,
+    /// Attempts by operation (first word of the operation name: PUT, GET, HEAD, …).
+    pub requests: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
 }
 
 impl RetryStats {
+    /// Retries so far.
     pub fn count(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
+    }
+
+    fn attempt(&self, what: &str) {
+        let kind = what.split_whitespace().next().unwrap_or("?").to_string();
+        if let Ok(mut m) = self.requests.lock() {
+            *m.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// `N requests (GET a, HEAD b, …), R retries`.
+    pub fn summary(&self) -> String {
+        let m = self.requests.lock().map(|m| m.clone()).unwrap_or_default();
+        let total: u64 = m.values().sum();
+        let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        format!(
+            "{total} requests ({}), {} retries",
+            parts.join(", "),
+            self.count()
+        )
     }
 }
 
@@ -89,6 +112,7 @@ where
     let start = Instant::now();
     let mut attempt = 1u32;
     loop {
+        stats.attempt(what);
         match op(attempt).await {
             Ok(v) => {
                 if attempt > 1 {

@@ -619,6 +619,12 @@ impl S3Store {
     }
 }
 
+impl Drop for S3Store {
+    fn drop(&mut self) {
+        tracing::info!("{}: {}", self.s.describe(), self.stats.summary());
+    }
+}
+
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
