@@ -41,6 +41,8 @@ pub struct Cli {
 pub enum Command {
     /// Create the repository described by the configuration
     Init,
+    /// Same as --daemon: run schedules, verification, retention and alerts until SIGTERM
+    Daemon,
     /// Write a new age identity (mode 0600) and print its recipient
     Keygen {
         /// Where to write the identity (refuses to overwrite; default: identity.txt in the
@@ -275,6 +277,18 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String> {
         .map_err(|e| Error::Other(e.to_string()))
 }
 
+/// `daemon` is dispatched before the match (as `--daemon`).
+fn unreachable_daemon() -> Result<()> {
+    Err(Error::Other("internal: daemon dispatch".into()))
+}
+
+impl Cli {
+    /// `--daemon` or `daemon`.
+    pub fn is_daemon(&self) -> bool {
+        self.daemon || matches!(self.command, Some(Command::Daemon))
+    }
+}
+
 fn load_config(cli: &Cli) -> Result<Config> {
     let path = config::locate(cli.config.as_deref())?;
     config::load(&path)
@@ -282,7 +296,7 @@ fn load_config(cli: &Cli) -> Result<Config> {
 
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
-    if cli.daemon {
+    if cli.is_daemon() {
         let path = config::locate(cli.config.as_deref())?;
         return crate::daemon::run(&path).await;
     }
@@ -400,6 +414,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             out(&jobs_table(&jobs))
         }
+        Command::Daemon => unreachable_daemon(),
         Command::Init => {
             let c = load_config(&cli)?;
             let repo = engine::init(&c).await?;

@@ -53,6 +53,54 @@ pub struct Config {
     pub verification: VerificationConfig,
     pub retention: crate::core::retention::RetentionPolicy,
     pub daemon: DaemonSettings,
+    pub notifications: Vec<Webhook>,
+    /// `[catalog]`: a PostgreSQL database mirroring the job history (optional).
+    pub catalog: Option<ConnInfo>,
+}
+
+/// Events a webhook can subscribe to.
+pub const EVENTS: [&str; 6] = [
+    "backup_failed",
+    "backup_succeeded",
+    "verify_failed",
+    "rpo_breach",
+    "rpo_recovered",
+    "prune",
+];
+
+/// One `[[notifications.webhooks]]` entry.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// The URL (often carries a token: a secret, never logged; logs show the host only).
+    pub url: Secret,
+    /// `json` (keepsake's event object) or `slack` (`{"text": …}`).
+    pub format: WebhookFormat,
+    /// Events sent; default: every failure and RPO event (not `backup_succeeded`, not `prune`).
+    pub events: Vec<String>,
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    Json,
+    Slack,
+}
+
+impl Webhook {
+    /// `host[:port]` of the URL, for logs.
+    pub fn host(&self) -> String {
+        url::Url::parse(self.url.expose())
+            .ok()
+            .and_then(|u| {
+                u.host_str().map(|h| {
+                    format!(
+                        "{h}{}",
+                        u.port().map(|p| format!(":{p}")).unwrap_or_default()
+                    )
+                })
+            })
+            .unwrap_or_else(|| "?".into())
+    }
 }
 
 /// `[verification]`.
@@ -63,6 +111,8 @@ pub struct VerificationConfig {
     pub scratch: Option<ConnInfo>,
     /// Level the daemon verifies each new backup at; `None` for "none". Default: data.
     pub after_backup: Option<crate::core::verify::Level>,
+    /// When the daemon verifies the latest backup of every source at `restore` level.
+    pub schedule: Option<crate::engine::schedule::ZonedCron>,
 }
 
 impl Default for VerificationConfig {
@@ -70,6 +120,7 @@ impl Default for VerificationConfig {
         VerificationConfig {
             scratch: None,
             after_backup: Some(crate::core::verify::Level::Data),
+            schedule: None,
         }
     }
 }
@@ -93,11 +144,68 @@ pub struct SourceConfig {
 }
 
 /// `[daemon]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone)]
 pub struct DaemonSettings {
     /// Where job history lives (default: the XDG state dir, e.g. ~/.local/state/keepsake).
     pub state_dir: Option<PathBuf>,
+    /// Daily-rotated log files go here (besides stderr); none when unset.
+    pub log_dir: Option<PathBuf>,
+    /// Rotated log files kept.
+    pub max_log_files: usize,
+    /// Log line format: text or JSON (one object per line).
+    pub log_json: bool,
+    /// How long a stop may take: cancelling the running job, recording it, last alerts.
+    pub shutdown_timeout: std::time::Duration,
+    /// Each scheduled run starts after a random delay up to this long (spreads load).
+    pub jitter: std::time::Duration,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        DaemonSettings {
+            state_dir: None,
+            log_dir: None,
+            max_log_files: 14,
+            log_json: false,
+            shutdown_timeout: std::time::Duration::from_secs(30),
+            jitter: std::time::Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    state_dir: Option<PathBuf>,
+    log_dir: Option<PathBuf>,
+    max_log_files: Option<Spanned<u64>>,
+    log_format: Option<Spanned<String>>,
+    shutdown_timeout: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNotifications {
+    #[serde(default)]
+    webhooks: Vec<RawWebhook>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: Spanned<String>,
+    format: Option<Spanned<String>>,
+    events: Option<Spanned<Vec<Spanned<String>>>>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    url: Spanned<String>,
+    password: Option<Spanned<String>>,
+    sslrootcert: Option<Spanned<String>>,
 }
 
 /// Parse `90s`, `45m`, `26h`, `7d`.
@@ -172,7 +280,10 @@ struct RawConfig {
     #[serde(default)]
     retention: crate::core::retention::RetentionPolicy,
     #[serde(default)]
-    daemon: DaemonSettings,
+    daemon: RawDaemon,
+    #[serde(default)]
+    notifications: RawNotifications,
+    catalog: Option<RawCatalog>,
 }
 
 #[derive(Deserialize)]
@@ -181,6 +292,8 @@ struct RawVerification {
     scratch_url: Option<Spanned<String>>,
     scratch_password: Option<Spanned<String>>,
     after_backup: Option<Spanned<String>>,
+    schedule: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -451,10 +564,53 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
         }
     }
 
+    if let Some(v) = &raw.verification {
+        if let Some(sc) = &v.schedule {
+            let tz = match &v.timezone {
+                Some(t) => crate::engine::schedule::parse_tz(t.get_ref())
+                    .map_err(|m| ctx.err(t.span(), "verification.timezone", m))?,
+                None => chrono_tz::UTC,
+            };
+            verification.schedule = Some(
+                crate::engine::schedule::ZonedCron::new(sc.get_ref(), tz)
+                    .map_err(|m| ctx.err(sc.span(), "verification.schedule", m))?,
+            );
+        } else if let Some(t) = &v.timezone {
+            return Err(ctx.err(
+                t.span(),
+                "verification.timezone",
+                "applies to verification.schedule, which is not set".into(),
+            ));
+        }
+    }
+    let daemon = daemon_settings(&ctx, &raw.daemon)?;
+    let notifications = webhooks(&ctx, &raw.notifications)?;
+    let catalog = match &raw.catalog {
+        None => None,
+        Some(c) => {
+            let url = resolve_secret(c.url.get_ref())
+                .map_err(|m| ctx.err(c.url.span(), "catalog.url", m))?;
+            let mut ci = ConnInfo::parse(url.expose())
+                .map_err(|m| ctx.err(c.url.span(), "catalog.url", m))?;
+            if let Some(pw) = &c.password {
+                ci.password = Some(
+                    resolve_secret(pw.get_ref())
+                        .map_err(|m| ctx.err(pw.span(), "catalog.password", m))?,
+                );
+            }
+            if let Some(p) = &c.sslrootcert {
+                ci.sslrootcert = Some(PathBuf::from(p.get_ref()));
+            }
+            Some(ci)
+        }
+    };
+
     Ok(Config {
         verification,
         retention: raw.retention.clone(),
-        daemon: raw.daemon.clone(),
+        daemon,
+        notifications,
+        catalog,
         path: path.to_path_buf(),
         repository: RepositoryConfig { url, s3 },
         recipients: Recipients(recipients),
@@ -505,6 +661,130 @@ impl Config {
             ))
         })
     }
+}
+
+fn duration_key(ctx: &Ctx, v: &Spanned<String>, key: &str) -> Result<std::time::Duration> {
+    parse_duration(v.get_ref())
+        .ok()
+        .and_then(|d| d.to_std().ok())
+        .ok_or_else(|| {
+            ctx.err(
+                v.span(),
+                key,
+                format!(
+                    "\"{}\" is not a duration such as 90s, 5m or 2h",
+                    v.get_ref()
+                ),
+            )
+        })
+}
+
+fn daemon_settings(ctx: &Ctx, r: &RawDaemon) -> Result<DaemonSettings> {
+    let mut d = DaemonSettings {
+        state_dir: r.state_dir.clone(),
+        log_dir: r.log_dir.clone(),
+        ..Default::default()
+    };
+    if let Some(n) = &r.max_log_files {
+        if !(1..=3650).contains(n.get_ref()) {
+            return Err(ctx.err(
+                n.span(),
+                "daemon.max_log_files",
+                format!("{} is out of range: expected 1 to 3650", n.get_ref()),
+            ));
+        }
+        d.max_log_files = *n.get_ref() as usize;
+    }
+    if let Some(f) = &r.log_format {
+        d.log_json = match f.get_ref().as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(ctx.err(
+                    f.span(),
+                    "daemon.log_format",
+                    format!("\"{other}\" is not one of \"text\", \"json\""),
+                ))
+            }
+        };
+    }
+    if let Some(t) = &r.shutdown_timeout {
+        d.shutdown_timeout = duration_key(ctx, t, "daemon.shutdown_timeout")?;
+    }
+    if let Some(t) = &r.jitter {
+        if t.get_ref().trim() != "0" && t.get_ref().trim() != "0s" {
+            d.jitter = duration_key(ctx, t, "daemon.jitter")?;
+        }
+    }
+    Ok(d)
+}
+
+fn webhooks(ctx: &Ctx, r: &RawNotifications) -> Result<Vec<Webhook>> {
+    let mut out = Vec::new();
+    for (i, w) in r.webhooks.iter().enumerate() {
+        let key = |k: &str| format!("notifications.webhooks[{i}].{k}");
+        let url =
+            resolve_secret(w.url.get_ref()).map_err(|m| ctx.err(w.url.span(), &key("url"), m))?;
+        match url::Url::parse(url.expose()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            _ => {
+                return Err(ctx.err(
+                    w.url.span(),
+                    &key("url"),
+                    "is not an http(s) URL (the value is not shown: webhook URLs carry tokens)"
+                        .into(),
+                ))
+            }
+        }
+        let format = match w.format.as_ref().map(|f| f.get_ref().as_str()) {
+            None | Some("json") => WebhookFormat::Json,
+            Some("slack") => WebhookFormat::Slack,
+            Some(other) => {
+                return Err(ctx.err(
+                    w.format.as_ref().map(|f| f.span()).unwrap_or(0..0),
+                    &key("format"),
+                    format!("\"{other}\" is not one of \"json\", \"slack\""),
+                ))
+            }
+        };
+        let events = match &w.events {
+            None => vec![
+                "backup_failed".to_string(),
+                "verify_failed".to_string(),
+                "rpo_breach".to_string(),
+                "rpo_recovered".to_string(),
+            ],
+            Some(list) => {
+                let mut v = Vec::new();
+                for e in list.get_ref() {
+                    if !EVENTS.contains(&e.get_ref().as_str()) {
+                        return Err(ctx.err(
+                            e.span(),
+                            &key("events"),
+                            format!(
+                                "\"{}\" is not an event: use {}",
+                                e.get_ref(),
+                                EVENTS.join(", ")
+                            ),
+                        ));
+                    }
+                    v.push(e.get_ref().clone());
+                }
+                v
+            }
+        };
+        let timeout = match &w.timeout {
+            Some(t) => duration_key(ctx, t, &key("timeout"))?,
+            None => std::time::Duration::from_secs(10),
+        };
+        out.push(Webhook {
+            url,
+            format,
+            events,
+            timeout,
+        });
+    }
+    Ok(out)
 }
 
 /// Validate the S3 keys of `[repository]`: settings for an `s3://` URL; for a `file://` URL

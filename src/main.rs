@@ -4,18 +4,83 @@
 #![deny(clippy::unwrap_used, clippy::panic)]
 
 use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+fn filter(daemon: bool) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("KEEPSAKE_LOG").unwrap_or_else(|_| {
+        // The daemon reports what it does; one-shot commands only warn.
+        tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" })
+    })
+}
+
+/// Logging: stderr always (journald keeps it under systemd); for the daemon also daily-rotated
+/// files in `[daemon] log_dir`, text or JSON. Returns the file writer's guard (flushes on drop).
+fn init_logging(cli: &keepsake::cli::Cli) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    let daemon = cli.is_daemon();
+    // The daemon's log settings come from its configuration; a configuration that does not load
+    // is reported by the daemon itself (exit 2) right after.
+    let settings = daemon
+        .then(|| keepsake::config::locate(cli.config.as_deref()).ok())
+        .flatten()
+        .and_then(|p| keepsake::config::load(&p).ok())
+        .map(|c| c.daemon);
+    let json = settings.as_ref().is_some_and(|s| s.log_json);
+    let stderr = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(filter(daemon))
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter(daemon))
+            .boxed()
+    };
+    let mut guard = None;
+    let mut file_error = None;
+    let file = settings.as_ref().and_then(|s| {
+        let dir = s.log_dir.as_ref()?;
+        let appender = tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix("keepsake")
+            .filename_suffix("log")
+            .max_log_files(s.max_log_files)
+            .build(dir);
+        match appender {
+            Ok(a) => {
+                let (w, g) = tracing_appender::non_blocking(a);
+                guard = Some(g);
+                let layer = tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(w);
+                Some(if json {
+                    layer.json().with_filter(filter(daemon)).boxed()
+                } else {
+                    layer.with_filter(filter(daemon)).boxed()
+                })
+            }
+            Err(e) => {
+                file_error = Some(format!("cannot write logs to {}: {e}", dir.display()));
+                None
+            }
+        }
+    });
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(file)
+        .init();
+    if let Some(e) = file_error {
+        tracing::error!("{e}; logging to stderr only");
+    }
+    guard
+}
 
 fn main() {
     let cli = keepsake::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEEPSAKE_LOG").unwrap_or_else(|_| {
-                // The daemon reports what it does; one-shot commands only warn.
-                tracing_subscriber::EnvFilter::new(if cli.daemon { "info" } else { "warn" })
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let guard = init_logging(&cli);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -34,5 +99,6 @@ fn main() {
         }
     };
     drop(rt);
+    drop(guard);
     std::process::exit(code);
 }

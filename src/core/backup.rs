@@ -217,6 +217,7 @@ async fn backup_leased(
     started_at: chrono::DateTime<Utc>,
 ) -> Result<Manifest> {
     let (kind, based_on, known) = plan(repo, &source.name, opts.kind).await?;
+    tracing::debug!("planned a {} backup of {}", kind.as_str(), source.name);
     let adopted = known.values().filter(|c| c.orphan).count();
     if adopted > 0 {
         tracing::info!(

@@ -42,10 +42,7 @@ pub async fn take_lease(repo: &Repository) -> Result<String> {
     let lease = Lease {
         started_at: now,
         expires_at: now + Duration::hours(24),
-        host: std::fs::read_to_string("/etc/hostname")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        host: this_host(),
         pid: std::process::id(),
     };
     let key = format!(
@@ -59,6 +56,45 @@ pub async fn take_lease(repo: &Repository) -> Result<String> {
     )
     .await?;
     Ok(key)
+}
+
+/// This machine's name, as leases record it.
+pub fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+impl Lease {
+    /// Whether the backup holding it is known to be gone: expired, or taken on this host by a
+    /// process that no longer exists (killed; leases of other hosts are trusted until expiry).
+    pub fn dead(&self, now: chrono::DateTime<Utc>) -> bool {
+        self.expires_at <= now
+            || (self.host == this_host()
+                && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists())
+    }
+}
+
+/// Remove the leases this process holds (after cancelling its backup).
+pub async fn release_own_leases(repo: &Repository) -> Result<usize> {
+    let mut n = 0;
+    let me = (this_host(), std::process::id());
+    for o in repo.store().list("locks/").await? {
+        let lease = repo
+            .get_sealed(&o.key)
+            .await
+            .ok()
+            .and_then(|p| serde_json::from_slice::<Lease>(&p).ok());
+        if let Some(l) = lease {
+            if (l.host.clone(), l.pid) == me {
+                repo.store().delete(&o.key).await?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
 }
 
 /// The packs currently marked for deletion.
@@ -154,8 +190,8 @@ pub async fn prune(
             .ok()
             .and_then(|p| serde_json::from_slice::<Lease>(&p).ok())
         {
-            Some(l) if l.expires_at > now => leases.push(l),
-            // An expired lease: its backup died long ago.
+            Some(l) if !l.dead(now) => leases.push(l),
+            // Expired, or its process is gone: that backup will never commit.
             Some(_) if !dry_run => repo.store().delete(&o.key).await?,
             _ => {}
         }

@@ -33,6 +33,12 @@ pub struct JobRecord {
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub backup_id: Option<String>,
+    /// full, incremental or differential (backup jobs).
+    #[serde(default)]
+    pub backup_type: Option<String>,
+    /// Outcome of the verification that followed a backup (`data`, `restore`, `failed`, …).
+    #[serde(default)]
+    pub verification: Option<String>,
     pub logical_bytes: Option<u64>,
     pub stored_bytes: Option<u64>,
     /// What failed (never secrets: errors carry none).
@@ -99,6 +105,8 @@ impl History {
             started_at: Utc::now(),
             finished_at: None,
             backup_id: None,
+            backup_type: None,
+            verification: None,
             logical_bytes: None,
             stored_bytes: None,
             error: None,

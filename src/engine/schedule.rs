@@ -46,6 +46,35 @@ pub fn parse_tz(name: &str) -> Result<Tz, String> {
     })
 }
 
+/// One cron expression in a time zone, with the same DST rules as backup schedules (used by
+/// `[verification] schedule`).
+#[derive(Debug, Clone)]
+pub struct ZonedCron {
+    inner: SourceSchedule,
+}
+
+impl ZonedCron {
+    pub fn new(pattern: &str, timezone: Tz) -> Result<Self, String> {
+        Ok(ZonedCron {
+            inner: SourceSchedule::new(timezone, &[(BackupType::Full, pattern.to_string())])?,
+        })
+    }
+
+    /// The latest scheduled instant in `(since, now]`, if any (missed ones coalesce).
+    pub fn due(&self, since: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.inner.due(since, now).into_iter().map(|d| d.1).max()
+    }
+
+    /// The next instant after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.inner.next_runs(t).first().map(|d| d.1)
+    }
+
+    pub fn pattern(&self) -> &str {
+        &self.inner.entries[0].pattern
+    }
+}
+
 fn strength(k: BackupType) -> u8 {
     match k {
         BackupType::Full => 3,

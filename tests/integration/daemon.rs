@@ -34,9 +34,14 @@ fn daemon_runs_the_schedule_keeps_the_policy_and_stops_on_sigterm() {
     };
     let t = Instant::now();
     loop {
+        // Each backup is followed by its verification and a prune.
         let done = jobs()
             .as_array()
-            .map(|a| a.iter().filter(|j| j["status"] == "completed").count())
+            .map(|a| {
+                a.iter()
+                    .filter(|j| j["kind"] == "prune" && j["status"] == "completed")
+                    .count()
+            })
             .unwrap_or(0);
         if done >= 3 {
             break;
@@ -88,4 +93,314 @@ fn daemon_runs_the_schedule_keeps_the_policy_and_stops_on_sigterm() {
     );
     env.keepsake(&["verify", "--all", "--level", "structure"])
         .ok();
+}
+
+/// Send `sig` to a process.
+fn kill(pid: u32, sig: &str) {
+    assert!(Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill")
+        .success());
+}
+
+/// Wait for a child to exit; its exit code.
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s.code();
+        }
+        assert!(
+            t.elapsed() < limit,
+            "the daemon did not stop within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Wait until `f` holds.
+fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "waited {limit:?} for: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn log_text(dir: &std::path::Path) -> String {
+    crate::support::list_files(dir)
+        .into_iter()
+        .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+        .collect()
+}
+
+/// Alerts, the RPO alarm through a PostgreSQL outage, the catalog, SIGHUP, log files and
+/// sd_notify, with a real daemon process, a real webhook receiver and a real catalog database.
+#[test]
+fn daemon_alerts_mirrors_reloads_and_survives_an_outage() {
+    use crate::support::webhook::Receiver;
+    let mut env = Env::new("awk", Some(AWKWARD_SQL));
+    env.psql("postgres", "CREATE DATABASE catalog");
+    let hook = Receiver::start();
+    let hook_file = env.dir.path().join("hook-url");
+    std::fs::write(&hook_file, &hook.url).expect("hook url");
+    let log_dir = env.dir.path().join("logs");
+    let pw_line = format!("password = \"file:{}\"", env.password_file.display());
+    let base = env
+        .config_text("awk", None, &env.identity)
+        .replace(
+            &pw_line,
+            &format!(
+                "{pw_line}\nrpo = \"15s\"\n\n[sources.schedule]\nincremental = \"*/2 * * * * *\"\n"
+            ),
+        )
+        .replace(
+            "[daemon]\n",
+            &format!(
+                "[daemon]\nlog_dir = \"{}\"\nshutdown_timeout = \"10s\"\n",
+                log_dir.display()
+            ),
+        );
+    let config = format!(
+        "{base}\n[retention]\nkeep_last = 3\nprune_grace_hours = 0\n\n[notifications]\nwebhooks = [{{ url = \"file:{}\", format = \"json\", events = [\"backup_failed\", \"backup_succeeded\", \"verify_failed\", \"rpo_breach\", \"rpo_recovered\", \"prune\"] }}]\n\n[catalog]\nurl = \"{}\"\npassword = \"file:{}\"\n",
+        hook_file.display(),
+        env.cluster.url("catalog"),
+        env.password_file.display()
+    );
+    std::fs::write(&env.config, &config).expect("config");
+    env.keepsake(&["config", "check"]).ok();
+
+    // systemd's notification socket, played by the test.
+    let sock_path = env.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let spawn = |env: &Env| {
+        env.keepsake_cmd(&["daemon"])
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env("WATCHDOG_USEC", "1000000")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn daemon")
+    };
+    let mut daemon = spawn(&env);
+    let mut buf = [0u8; 256];
+    let mut got = Vec::new();
+    while !got.iter().any(|m: &String| m.contains("WATCHDOG=1")) {
+        let n = sock.recv(&mut buf).expect("sd_notify message");
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(got.iter().any(|m| m.contains("READY=1")), "{got:?}");
+    // Keep reading like systemd would (a full queue must not stop the daemon either, but then
+    // it would never be seen to be alive).
+    let sock2 = sock.try_clone().expect("clone");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while sock2.recv(&mut buf).is_ok() {}
+    });
+
+    hook.wait_for("backup_succeeded", 2, Duration::from_secs(60));
+    hook.wait_for("prune", 1, Duration::from_secs(30));
+    let ev = &hook.named("backup_succeeded")[0];
+    assert_eq!(ev["source"], "main");
+    assert!(ev["backup_id"].as_str().is_some(), "{ev}");
+
+    // The catalog mirrors the job history.
+    let catalog_count =
+        |env: &Env, sql: &str| -> i64 { env.psql("catalog", sql).trim().parse().unwrap_or(-1) };
+    eventually(
+        "backup jobs in the catalog",
+        Duration::from_secs(30),
+        || {
+            catalog_count(
+            &env,
+            "SELECT count(*) FROM backup_jobs WHERE job_kind = 'backup' AND status = 'completed' AND backup_type IS NOT NULL AND file_size > 0",
+        ) >= 2
+        },
+    );
+
+    // SIGHUP with a broken file keeps the old configuration; with a good one, reloads.
+    std::fs::write(&env.config, format!("{config}\nbogus_key = 1\n")).expect("config");
+    kill(daemon.id(), "HUP");
+    eventually("the invalid reload logged", Duration::from_secs(15), || {
+        log_text(&log_dir).contains("keeping the old one")
+    });
+    std::fs::write(&env.config, &config).expect("config");
+    kill(daemon.id(), "HUP");
+    eventually("the reload logged", Duration::from_secs(15), || {
+        log_text(&log_dir).contains("configuration reloaded")
+    });
+    let before = hook.named("backup_succeeded").len();
+    hook.wait_for("backup_succeeded", before + 1, Duration::from_secs(30));
+
+    // PostgreSQL goes away: backups fail and say so, the RPO alarm fires once.
+    env.cluster.stop("fast").expect("stop");
+    let failed = hook.wait_for("backup_failed", 1, Duration::from_secs(30));
+    assert!(
+        failed[0]["error"].as_str().unwrap_or("").contains("main")
+            || failed[0]["message"].as_str().unwrap_or("").contains("main"),
+        "{:?}",
+        failed[0]
+    );
+    hook.wait_for("rpo_breach", 1, Duration::from_secs(45));
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        hook.named("rpo_breach").len(),
+        1,
+        "the alarm must fire once per breach"
+    );
+    assert!(
+        daemon.try_wait().expect("wait").is_none(),
+        "the daemon died during the outage"
+    );
+    // …and recovers when the server is back.
+    env.cluster.restart().expect("restart");
+    hook.wait_for("rpo_recovered", 1, Duration::from_secs(60));
+    assert_eq!(hook.named("rpo_breach").len(), 1);
+
+    kill(daemon.id(), "TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(20)), Some(0));
+
+    // Every job of the history is in the catalog with its final status.
+    let jobs: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["jobs", "--json"]).ok().stdout).expect("json");
+    let jobs = jobs.as_array().expect("jobs");
+    for j in jobs {
+        let id = j["id"].as_str().expect("id");
+        let st = env.psql(
+            "catalog",
+            &format!("SELECT status FROM backup_jobs WHERE keepsake_job_id = '{id}'"),
+        );
+        assert_eq!(st.trim(), j["status"].as_str().expect("status"), "job {j}");
+    }
+    assert!(jobs.iter().any(|j| j["kind"] == "verify"));
+    assert!(jobs
+        .iter()
+        .any(|j| j["kind"] == "backup" && j["status"] == "failed"));
+
+    // A restart applies no migration twice and duplicates nothing.
+    let rows = catalog_count(&env, "SELECT count(*) FROM backup_jobs");
+    let mut daemon = spawn(&env);
+    std::thread::sleep(Duration::from_secs(3));
+    kill(daemon.id(), "TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(20)), Some(0));
+    assert_eq!(
+        catalog_count(&env, "SELECT count(*) FROM keepsake_migrations"),
+        2
+    );
+    assert!(catalog_count(&env, "SELECT count(*) FROM backup_jobs") >= rows);
+    let dup = catalog_count(
+        &env,
+        "SELECT count(*) - count(DISTINCT keepsake_job_id) FROM backup_jobs",
+    );
+    assert_eq!(dup, 0);
+
+    // Logs went to the rotated file, and no secret went anywhere.
+    let logs = log_text(&log_dir);
+    assert!(logs.contains("daemon started"), "{logs}");
+    assert!(
+        !logs.contains("SECRET-TOKEN-123"),
+        "webhook token in the log"
+    );
+    assert!(
+        !logs.contains(env.cluster.password.expose()),
+        "password in the log"
+    );
+}
+
+/// SIGKILL of the daemon in the middle of a backup, then a restart: the job reads
+/// `interrupted`, the next run succeeds, the repository verifies, and the packs the killed
+/// backup left behind are collected after the grace period.
+#[test]
+fn daemon_killed_mid_backup_recovers_on_restart() {
+    use crate::support::{script, WEDDING_SQL};
+    let env = Env::new("wed", Some(WEDDING_SQL));
+    // A pg_dump that stalls after 3 MiB, so the kill lands mid-backup.
+    let wrap = env.dir.path().join("slowbin");
+    std::fs::create_dir_all(&wrap).expect("mkdir");
+    script(
+        &wrap.join("pg_dump"),
+        &format!(
+            "#!/bin/bash\nREAL={}\nif [ \"$1\" = --version ]; then exec \"$REAL\" --version; fi\n\"$REAL\" \"$@\" | {{ dd bs=1M count=3 iflag=fullblock status=none; sleep 30; cat; }}\n",
+            env.cluster.bin.join("pg_dump").display()
+        ),
+    );
+    let pw_line = format!("password = \"file:{}\"", env.password_file.display());
+    let write = |bin: Option<&std::path::Path>| {
+        let text = env.config_text("wed", bin, &env.identity).replace(
+            &pw_line,
+            &format!("{pw_line}\n\n[sources.schedule]\nincremental = \"*/2 * * * * *\"\n"),
+        );
+        std::fs::write(
+            &env.config,
+            format!("{text}\n[backup]\npack_size_mib = 1\n\n[retention]\nkeep_last = 5\nprune_grace_hours = 0\n"),
+        )
+        .expect("config");
+    };
+    write(Some(&wrap));
+    let mut daemon = env
+        .keepsake_cmd(&["--daemon"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    eventually(
+        "packs of the running backup",
+        Duration::from_secs(60),
+        || env.packs().len() >= 2,
+    );
+    kill(daemon.id(), "KILL");
+    let _ = daemon.wait();
+    assert!(env.snapshots().is_empty());
+    let jobs: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["jobs", "--json"]).ok().stdout).expect("json");
+    assert_eq!(jobs[0]["status"], "interrupted", "{jobs}");
+
+    write(None);
+    let mut daemon = env
+        .keepsake_cmd(&["--daemon"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let completed = || {
+        let j: serde_json::Value =
+            serde_json::from_str(&env.keepsake(&["jobs", "--json"]).stdout).unwrap_or_default();
+        j.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|j| j["kind"] == "backup" && j["status"] == "completed")
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    // Two backups: the second one's prune deletes what the first one's marked.
+    eventually(
+        "two backups after the restart",
+        Duration::from_secs(120),
+        || completed() >= 3,
+    );
+    kill(daemon.id(), "TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+    let jobs: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["jobs", "--json"]).ok().stdout).expect("json");
+    assert_eq!(jobs[0]["status"], "interrupted", "{jobs}");
+    env.keepsake(&["verify", "--all", "--level", "structure"])
+        .ok();
+    // Every pack left is used by a backup: the killed backup's leftovers are gone.
+    let cfg = keepsake::config::load(&env.config).expect("config");
+    let referenced: std::collections::BTreeSet<String> = crate::support::block_on(async {
+        let repo = keepsake::engine::open(&cfg).await.expect("open");
+        repo.manifests()
+            .await
+            .expect("manifests")
+            .iter()
+            .flat_map(|m| m.packs.iter().map(|p| p.key()))
+            .collect()
+    });
+    let present: std::collections::BTreeSet<String> = env.pack_keys().into_iter().collect();
+    assert_eq!(present, referenced, "unreferenced packs remain");
 }

@@ -7,6 +7,7 @@
 
 pub mod faultproxy;
 pub mod garage;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
