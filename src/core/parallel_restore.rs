@@ -16,13 +16,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::stream::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::core::format::Manifest;
 use crate::core::progress::{Phase, Tracker};
 use crate::core::repo::Repository;
-use crate::core::restore::{fetch_chunk, RestoreOptions};
+use crate::core::restore::{chunk_stream, RestoreOptions};
 use crate::error::{Error, Result};
 use crate::pg::archive::BlockSpan;
 use crate::pg::process::{self, PassFile};
@@ -55,18 +55,12 @@ async fn write_span<W: AsyncWrite + Unpin>(
     w: &mut W,
     done: &AtomicU64,
 ) -> Result<bool> {
-    let mut next = starts.partition_point(|s| *s <= start).saturating_sub(1);
-    let mut pending = FuturesOrdered::new();
-    loop {
-        while pending.len() < 4 && next < m.stream.len() && starts[next] < end {
-            let (r, mm, ci, i) = (repo.clone(), m.clone(), m.stream[next], next);
-            pending.push_back(async move { (i, fetch_chunk(r, mm, ci).await) });
-            next += 1;
-        }
-        let Some((i, r)) = pending.next().await else {
-            break;
-        };
-        let (_, plain) = r?;
+    let first = starts.partition_point(|s| *s <= start).saturating_sub(1);
+    let last = starts[..m.stream.len()].partition_point(|s| *s < end);
+    let chunks = chunk_stream(repo.clone(), m.clone(), first..last.max(first), 3);
+    futures::pin_mut!(chunks);
+    while let Some(r) = chunks.next().await {
+        let (i, _, plain) = r?;
         let cs = starts[i];
         let lo = start.saturating_sub(cs) as usize;
         let hi = (end.min(cs + plain.len() as u64) - cs) as usize;

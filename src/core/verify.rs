@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::stream::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
@@ -491,20 +491,14 @@ async fn verify_data(
 
     let mut parser = ArchiveParser::new();
     let mut hasher = repo.key().stream_hasher();
-    let mut pending = FuturesOrdered::new();
-    let mut next = 0usize;
     let mut done = 0u64;
     let mut damaged_packs: BTreeMap<String, usize> = BTreeMap::new();
     let mut intact = true;
-    loop {
-        while pending.len() < 8 && next < m.stream.len() {
-            let ci = m.stream[next];
-            pending.push_back(restore::fetch_chunk(repo.clone(), m.clone(), ci));
-            next += 1;
-        }
-        let Some(r) = pending.next().await else { break };
+    let chunks = restore::chunk_stream(repo.clone(), m.clone(), 0..m.stream.len(), 4);
+    futures::pin_mut!(chunks);
+    while let Some(r) = chunks.next().await {
         match r {
-            Ok((id, plain)) => {
+            Ok((_, id, plain)) => {
                 hasher.update(&id.0);
                 hasher.update(&(plain.len() as u64).to_le_bytes());
                 done += plain.len() as u64;

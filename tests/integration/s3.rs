@@ -135,8 +135,36 @@ fn exhausted_retry_budget_fails_cleanly_and_harms_nothing() {
     );
     env.keepsake(&["verify", "--all", "--level", "structure"])
         .ok();
-    env.restore_new(&first_id, "wed_after").ok();
+    // Restore reads adjacent chunks with one ranged GET: far fewer requests than chunks.
+    let pw = format!("file:{}", env.password_file.display());
+    let out = env
+        .keepsake_cmd(&[
+            "restore",
+            &first_id,
+            "--target",
+            &env.target("wed_after"),
+            "--target-password",
+            &pw,
+            "--create",
+        ])
+        .env("KEEPSAKE_LOG", "info")
+        .output()
+        .expect("restore");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
     assert_eq!(env.fingerprint("wed_after"), before);
+    let show: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["show", &first_id, "--json"]).ok().stdout)
+            .expect("json");
+    let chunks = show["chunks"].as_u64().expect("chunks");
+    let gets: u64 = log
+        .split("GET ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request summary in: {log}"));
+    eprintln!("restore of {chunks} chunks took {gets} GET requests");
+    assert!(gets * 4 < chunks, "{gets} GETs for {chunks} chunks");
 }
 
 #[test]
