@@ -3,10 +3,12 @@
 //! sends alerts, mirrors the job history to the catalog — until SIGTERM or SIGINT.
 //!
 //! Invariants:
-//! - One daemon per state directory (a lock file naming a live pid refuses a second).
+//! - One daemon per state directory (an advisory lock on `daemon.lock`, released by the kernel
+//!   when the process ends, refuses a second).
 //! - Jobs never overlap: the loop runs one job at a time. A run that falls due while another
 //!   job runs is remembered once per source (the strongest type wins) and starts afterwards —
-//!   coalesced, never piled up. After downtime, at most one catch-up run per source and type.
+//!   coalesced, never piled up. After downtime, at most one catch-up run per source (of the
+//!   strongest type that fell due while it was down).
 //! - Every job (backup, verify, prune) is recorded `running` before it starts and with its
 //!   outcome after; alerts and the catalog are fed from those records and never block a job.
 //! - Stop (SIGTERM/SIGINT): scheduling stops, the running job is cancelled — nothing half
@@ -43,24 +45,31 @@ use crate::engine::{
 use crate::error::{Error, Result};
 use notify::{Event, Notifier};
 
-/// Take the state directory's lock, or say which daemon holds it.
-fn lock(state_dir: &Path) -> Result<PathBuf> {
+/// Take the state directory's lock (an advisory file lock held for the daemon's lifetime, so a
+/// crash releases it and a reused pid cannot fake it), or say which daemon holds it.
+fn lock(state_dir: &Path) -> Result<std::fs::File> {
+    use std::io::Write;
     std::fs::create_dir_all(state_dir)
         .map_err(|e| Error::io(format!("creating {}", state_dir.display()), e))?;
     let path = state_dir.join("daemon.lock");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Ok(pid) = text.trim().parse::<u32>() {
-            if pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() {
-                return Err(Error::Usage(format!(
-                    "another keepsake daemon (pid {pid}) uses the state directory {}: stop it first",
-                    state_dir.display()
-                )));
-            }
-        }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    if f.try_lock().is_err() {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(Error::Usage(format!(
+            "another keepsake daemon (pid {}) uses the state directory {}: stop it first",
+            holder.trim(),
+            state_dir.display()
+        )));
     }
-    std::fs::write(&path, format!("{}\n", std::process::id()))
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-    Ok(path)
+    let _ = f.set_len(0);
+    let _ = writeln!(f, "{}", std::process::id());
+    Ok(f)
 }
 
 /// The state directory a configuration uses.
@@ -177,6 +186,7 @@ impl Daemon {
         kind: &str,
         source: Option<&str>,
         stop: &tokio::sync::watch::Receiver<bool>,
+        pre: impl FnOnce(&mut JobRecord),
         work: F,
         fill: impl FnOnce(&mut JobRecord, &T),
     ) -> Outcome
@@ -184,7 +194,7 @@ impl Daemon {
         F: std::future::Future<Output = Result<T>>,
     {
         tracing::debug!("{kind} job starts");
-        let mut job = self.history.start(kind, source);
+        let mut job = self.history.start_with(kind, source, pre);
         self.wake_catalog();
         let res = tokio::select! {
             r = work => Some(r),
@@ -243,6 +253,7 @@ impl Daemon {
                 "backup",
                 Some(source),
                 stop,
+                |j| j.backup_type = Some(kind.as_str().to_string()),
                 engine::backup_source(&cfg, &repo, source, Some(kind), &progress),
                 |j, m| {
                     j.backup_id = Some(m.id.clone());
@@ -311,6 +322,7 @@ impl Daemon {
                 "verify",
                 Some(source),
                 stop,
+                |j| j.backup_id = Some(id.to_string()),
                 async {
                     let rec = engine::verify_backup(&cfg, repo.clone(), id, level, None, &progress)
                         .await?;
@@ -369,6 +381,7 @@ impl Daemon {
                 "prune",
                 None,
                 stop,
+                |_| {},
                 async move { crate::core::prune::prune(&repo, &policy, false).await },
                 |_, _| {},
             )
@@ -498,15 +511,14 @@ impl Daemon {
                 "SIGHUP: the new configuration is invalid, keeping the old one: {e}"
             ),
             Ok(new) => {
-                if new.repository.url != self.cfg.repository.url {
-                    match engine::open(&new).await {
-                        Ok(r) => self.repo = r,
-                        Err(e) => {
-                            tracing::error!(
-                                "SIGHUP: cannot open the new repository, keeping the old configuration: {e}"
-                            );
-                            return;
-                        }
+                // Reopened every time: recipients, identity and S3 settings may have changed.
+                match engine::open(&new).await {
+                    Ok(r) => self.repo = r,
+                    Err(e) => {
+                        tracing::error!(
+                            "SIGHUP: cannot open the repository with the new configuration, keeping the old one: {e}"
+                        );
+                        return;
                     }
                 }
                 let now = Utc::now();
@@ -519,7 +531,7 @@ impl Daemon {
                 let (n, del) = Notifier::start(new.notifications.clone());
                 let old = std::mem::replace(&mut self.notifier, n);
                 if let Some(old_del) = self.delivery.replace(del) {
-                    tokio::spawn(old_del.finish(old, Duration::from_secs(30)));
+                    tokio::spawn(old_del.finish(old, self.cfg.daemon.shutdown_timeout));
                 }
                 tracing::info!(
                     "SIGHUP: configuration reloaded from {} ({} source(s))",
@@ -536,9 +548,9 @@ impl Daemon {
 pub async fn run(config_path: &Path) -> Result<()> {
     let cfg: Config = config::load(config_path)?;
     let state_dir = state_dir(&cfg)?;
-    let lock_path = lock(&state_dir)?;
+    let lock_file = lock(&state_dir)?;
     let res = run_locked(config_path, cfg, &state_dir).await;
-    let _ = std::fs::remove_file(&lock_path);
+    drop(lock_file);
     res
 }
 
@@ -549,7 +561,7 @@ async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result
     for j in history
         .jobs()
         .into_iter()
-        .filter(|j| j.status == JobStatus::Interrupted)
+        .filter(|j| j.status == JobStatus::Interrupted && j.finished_at.is_none())
     {
         history.finish(
             j,
@@ -601,19 +613,30 @@ async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result
         state_dir.display()
     );
     systemd::notify("READY=1");
-    let watchdog = systemd::watchdog_interval();
-    let mut last_ping = std::time::Instant::now();
+    // The watchdog is fed from its own task, so that a long backup or verification (the loop
+    // runs jobs inline) is not mistaken for a hang; a wedged runtime still stops the pings.
+    let pinger = systemd::watchdog_interval().map(|w| {
+        tokio::spawn(async move {
+            loop {
+                systemd::notify("WATCHDOG=1");
+                tokio::time::sleep(w).await;
+            }
+        })
+    });
+    let rpo_every = d
+        .cfg
+        .sources
+        .iter()
+        .filter_map(|s| s.rpo)
+        .filter_map(|r| (r / 4).to_std().ok())
+        .min()
+        .unwrap_or(Duration::from_secs(60))
+        .clamp(Duration::from_secs(2), Duration::from_secs(60));
     let mut last_rpo = std::time::Instant::now() - Duration::from_secs(3600);
 
     loop {
         if *signals.stop.borrow() {
             break;
-        }
-        if let Some(w) = watchdog {
-            if last_ping.elapsed() >= w {
-                systemd::notify("WATCHDOG=1");
-                last_ping = std::time::Instant::now();
-            }
         }
         if signals
             .reload
@@ -621,7 +644,9 @@ async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result
         {
             d.reload().await;
         }
-        if last_rpo.elapsed() >= Duration::from_secs(2) {
+        // Reads every manifest and verification record: every rpo/4 (2 s to 60 s) and after
+        // each job, not every tick.
+        if last_rpo.elapsed() >= rpo_every {
             d.check_rpo().await;
             last_rpo = std::time::Instant::now();
         }
@@ -681,6 +706,9 @@ async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result
         }
     }
     systemd::notify("STOPPING=1");
+    if let Some(p) = pinger {
+        p.abort();
+    }
     tracing::info!("daemon stopping");
     let t = std::time::Instant::now();
     if let Some(del) = d.delivery.take() {

@@ -93,7 +93,17 @@ impl History {
 
     /// Record the start of a job; returns the record to finish later.
     pub fn start(&self, kind: &str, source: Option<&str>) -> JobRecord {
-        let r = JobRecord {
+        self.start_with(kind, source, |_| {})
+    }
+
+    /// [`History::start`], with what is known before it runs (backup id, type) filled in.
+    pub fn start_with(
+        &self,
+        kind: &str,
+        source: Option<&str>,
+        pre: impl FnOnce(&mut JobRecord),
+    ) -> JobRecord {
+        let mut r = JobRecord {
             id: format!(
                 "{}-{}",
                 Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
@@ -112,6 +122,7 @@ impl History {
             error: None,
             pid: std::process::id(),
         };
+        pre(&mut r);
         self.append(&r);
         r
     }

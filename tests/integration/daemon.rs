@@ -17,7 +17,7 @@ fn daemon_runs_the_schedule_keeps_the_policy_and_stops_on_sigterm() {
     );
     std::fs::write(
         &env.config,
-        format!("{text}\n[retention]\nkeep_last = 2\nprune_grace_hours = 0\n"),
+        format!("{text}\n[retention]\nkeep_last = 2\nprune_grace_hours = 0\n\n[verification]\nschedule = \"*/5 * * * * *\"\n"),
     )
     .expect("config");
 
@@ -76,12 +76,16 @@ fn daemon_runs_the_schedule_keeps_the_policy_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(status.code(), Some(0));
-    // Retention kept at most two backups; every completed backup was verified at data level.
+    // Retention kept at most two backups; every completed backup was verified at data level
+    // (or restore level, by the verification schedule).
     assert!(env.snapshots().len() <= 2, "{:?}", env.snapshots());
     let list: serde_json::Value =
         serde_json::from_str(&env.keepsake(&["list", "--json"]).ok().stdout).expect("json");
     for b in list.as_array().expect("list") {
-        assert_eq!(b["verified_level"], "data", "{b}");
+        assert!(
+            b["verified_level"] == "data" || b["verified_level"] == "restore",
+            "{b}"
+        );
     }
     let js = jobs();
     assert!(
@@ -91,6 +95,11 @@ fn daemon_runs_the_schedule_keeps_the_policy_and_stops_on_sigterm() {
             .all(|j| j["status"] != "running"),
         "{js}"
     );
+    // The verification schedule restored the latest backup into a scratch database.
+    let restore_verified = js.as_array().expect("jobs").iter().any(|j| {
+        j["kind"] == "verify" && j["status"] == "completed" && j["verification"] == "restore"
+    });
+    assert!(restore_verified, "{js}");
     env.keepsake(&["verify", "--all", "--level", "structure"])
         .ok();
 }

@@ -306,3 +306,67 @@ fn interrupted_backup_is_resumed_without_uploading_again() {
         .ok();
     assert_eq!(env.fingerprint("wed_resumed"), before);
 }
+
+#[test]
+fn stale_multipart_uploads_are_aborted() {
+    let env = Env::with_backend(Backend::S3, "wed", None);
+    let garage = Garage::shared();
+    let prefix = env.s3.as_ref().expect("s3").prefix.clone();
+    // An upload a crashed keepsake left open (made with the SDK directly).
+    let client = {
+        let creds = aws_sdk_s3::config::Credentials::new(
+            garage.access_key(),
+            garage.secret_key(),
+            None,
+            None,
+            "test",
+        );
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(garage.region().to_string()))
+            .endpoint_url(garage.endpoint())
+            .force_path_style(true)
+            .credentials_provider(creds)
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https(),
+            )
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    };
+    let key = format!("{prefix}/packs/ab/left-over");
+    let uploads = || {
+        crate::support::block_on(
+            client
+                .list_multipart_uploads()
+                .bucket(garage.bucket())
+                .prefix(format!("{prefix}/"))
+                .send(),
+        )
+        .expect("list uploads")
+        .uploads()
+        .len()
+    };
+    crate::support::block_on(
+        client
+            .create_multipart_upload()
+            .bucket(garage.bucket())
+            .key(&key)
+            .send(),
+    )
+    .expect("create upload");
+    assert_eq!(uploads(), 1);
+    let store = env.store();
+    // Younger than the age limit: kept (it may belong to a running backup)…
+    let n = crate::support::block_on(store.remove_stale_temporaries(Duration::from_secs(3600)))
+        .expect("sweep");
+    assert_eq!((n, uploads()), (0, 1));
+    // …older: aborted.
+    std::thread::sleep(Duration::from_millis(1100));
+    let n = crate::support::block_on(store.remove_stale_temporaries(Duration::from_secs(1)))
+        .expect("sweep");
+    assert_eq!((n, uploads()), (1, 0));
+}

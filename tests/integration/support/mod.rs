@@ -259,7 +259,9 @@ impl Env {
     pub fn keepsake_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("--config").arg(&self.config).args(args);
-        c.env_remove("PGPASSWORD");
+        c.env_remove("PGPASSWORD")
+            // Never an instance-metadata lookup from a test (credentials are always configured).
+            .env("AWS_EC2_METADATA_DISABLED", "true");
         c
     }
 
@@ -416,7 +418,8 @@ pub fn keepsake_raw(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut c = Command::new(bin());
     c.args(args)
         .env_remove("PGPASSWORD")
-        .env_remove("KEEPSAKE_CONFIG");
+        .env_remove("KEEPSAKE_CONFIG")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
     for (k, v) in env {
         c.env(k, v);
     }
