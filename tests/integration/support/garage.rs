@@ -297,6 +297,9 @@ data_dir = {data}
 db_engine = "sqlite"
 replication_factor = 1
 disable_scrub = true
+# keepsake's packs are age-encrypted (incompressible): compressing them only burns the
+# CPU this 2-core machine shares between keepsake, PostgreSQL and the server.
+compression_level = "none"
 
 rpc_bind_addr = "{rpc_addr}"
 rpc_public_addr = "{rpc_addr}"
