@@ -245,34 +245,44 @@ fn interrupted_backup_is_resumed_without_uploading_again() {
         garage.addr(),
         5,
         Faults {
-            stall: 0.3,
-            stall_for: Duration::from_millis(700),
+            stall: 0.5,
+            stall_for: Duration::from_millis(1000),
             ..Faults::default()
         },
     );
+    // Watch the bucket directly (the config file must not change under the running backup).
+    let direct = env.store();
+    let indexes = || {
+        crate::support::block_on(direct.list("index/"))
+            .expect("list")
+            .len()
+    };
     set_endpoint(&mut env, &proxy.endpoint());
     let mut child = env
         .keepsake_cmd(&["backup", "--type", "full"])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
     let t = Instant::now();
-    set_endpoint(&mut env, &garage.endpoint());
     // Kill it (SIGKILL: no cleanup at all) once a checkpoint index is stored.
-    while env.object_keys("index/").is_empty() {
+    while indexes() == 0 {
         assert!(
             t.elapsed() < Duration::from_secs(120),
             "no checkpoint index"
         );
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "backup ended too soon"
-        );
+        if child.try_wait().expect("wait").is_some() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("the backup ended before a checkpoint was seen: {err}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     child.kill().expect("kill");
     child.wait().expect("wait");
+    set_endpoint(&mut env, &garage.endpoint());
     assert!(env.object_keys("snapshots/").is_empty());
     let orphans = env.pack_keys();
     assert!(orphans.len() >= 4, "{orphans:?}");
