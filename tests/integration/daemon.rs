@@ -78,7 +78,21 @@ fn daemon_runs_the_schedule_keeps_the_policy_and_stops_on_sigterm() {
     assert_eq!(status.code(), Some(0));
     // Retention kept at most two backups; every completed backup was verified at data level
     // (or restore level, by the verification schedule).
-    assert!(env.snapshots().len() <= 2, "{:?}", env.snapshots());
+    // A backup that completed just before SIGTERM may not have had its prune yet (the stop
+    // cancels it): then, and only then, one more is allowed.
+    let all = jobs();
+    let all = all.as_array().expect("jobs");
+    let last = |kind: &str| {
+        all.iter()
+            .rposition(|j| j["kind"] == kind && j["status"] == "completed")
+    };
+    let pruned_after_last_backup = last("prune") > last("backup");
+    let allowed = if pruned_after_last_backup { 2 } else { 3 };
+    assert!(
+        env.snapshots().len() <= allowed,
+        "{:?} {all:?}",
+        env.snapshots()
+    );
     let list: serde_json::Value =
         serde_json::from_str(&env.keepsake(&["list", "--json"]).ok().stdout).expect("json");
     for b in list.as_array().expect("list") {
