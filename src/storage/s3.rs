@@ -122,6 +122,11 @@ pub fn part_size_for(len: u64, configured: u64) -> u64 {
     size.div_ceil(1 << 20) << 20
 }
 
+/// Whether the store reports KMS encryption (whose ETags are not the MD5 of the body).
+fn is_kms(e: Option<&aws_sdk_s3::types::ServerSideEncryption>) -> bool {
+    e.is_some_and(|e| e.as_str().starts_with("aws:kms"))
+}
+
 /// An S3 bucket (and prefix) as an [`ObjectStore`].
 #[derive(Debug)]
 pub struct S3Store {
@@ -328,9 +333,7 @@ impl S3Store {
                     .await
                     .map_err(|e| self.classify(what, attempt, &e))?;
                 self.reached.store(true, Ordering::Relaxed);
-                let kms = out
-                    .server_side_encryption()
-                    .is_some_and(|e| e.as_str().starts_with("aws:kms"));
+                let kms = is_kms(out.server_side_encryption());
                 self.check_etag(out.e_tag(), &md5, kms)
             }
         })
@@ -477,9 +480,7 @@ impl S3Store {
                     .send()
                     .await
                     .map_err(|e| self.classify(what, attempt, &e))?;
-                let kms = out
-                    .server_side_encryption()
-                    .is_some_and(|e| e.as_str().starts_with("aws:kms"));
+                let kms = is_kms(out.server_side_encryption());
                 self.check_etag(out.e_tag(), &md5, kms)?;
                 Ok(CompletedPart::builder()
                     .set_e_tag(out.e_tag().map(str::to_string))
