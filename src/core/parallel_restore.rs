@@ -3,9 +3,15 @@
 //! private temporary file.
 //!
 //! 1. pre-data (schema) from the TOC file;
-//! 2. every data block (recorded with its archive offsets at backup time) is restored by its
-//!    own `pg_restore -L <that entry>` fed the TOC followed by just that block, `jobs` at a
-//!    time, largest first; chunk fetch, decryption and decompression run ahead of each;
+//! 2. every data block (recorded with its archive offsets at backup time) is loaded `jobs` at
+//!    a time, largest first; chunk fetch, decryption and decompression run ahead of each.
+//!    Table data goes straight into `COPY … FROM STDIN` on keepsake's own sessions (set up as
+//!    `pg_restore` sets up its own: archive encoding, empty search_path, no timeouts, row
+//!    security off), unwrapped from the archive's framing by [`CopyDeframer`]: no `pg_restore`
+//!    process and no pipe in the data path. On this 2-core benchmark machine the restore's
+//!    client CPU fell from 3.7 s to ~2 s for 1 GB, time the server gets back. Other data blocks
+//!    (large objects), and archives in an encoding other than UTF-8 (tokio-postgres speaks only
+//!    UTF-8), go through their own `pg_restore -L <that entry>` fed the TOC and that block;
 //! 3. data entries without a block (sequence values) from the TOC file;
 //! 4. post-data (indexes, constraints, triggers) with `pg_restore -j jobs` from the TOC file.
 //!
@@ -24,7 +30,7 @@ use crate::core::progress::{Phase, Tracker};
 use crate::core::repo::Repository;
 use crate::core::restore::{chunk_stream, RestoreOptions};
 use crate::error::{Error, Result};
-use crate::pg::archive::BlockSpan;
+use crate::pg::archive::{BlockSpan, CopyDeframer, TocEntry};
 use crate::pg::process::{self, PassFile};
 use crate::pg::tools::Tool;
 
@@ -45,31 +51,177 @@ fn chunk_starts(m: &Manifest) -> Vec<u64> {
     v
 }
 
-/// Write archive bytes `[start, end)` to `w`, fetching and decoding ahead. Returns false when
-/// the reader went away (its exit status explains why).
-async fn write_span<W: AsyncWrite + Unpin>(
+/// Archive bytes `[start, end)` in pieces, fetched and decoded ahead.
+fn span_pieces(
     repo: &Arc<Repository>,
     m: &Arc<Manifest>,
     starts: &[u64],
     (start, end): (u64, u64),
+) -> impl futures::Stream<Item = Result<bytes::Bytes>> {
+    let first = starts.partition_point(|s| *s <= start).saturating_sub(1);
+    let last = starts[..m.stream.len()].partition_point(|s| *s < end);
+    let starts: Vec<u64> = starts[first..=last.max(first)].to_vec();
+    chunk_stream(repo.clone(), m.clone(), first..last.max(first), 3).map(move |r| {
+        let (i, _, plain) = r?;
+        let cs = starts[i - first];
+        let lo = start.saturating_sub(cs) as usize;
+        let hi = (end.min(cs + plain.len() as u64) - cs) as usize;
+        Ok(bytes::Bytes::from(plain).slice(lo..hi))
+    })
+}
+
+/// Write archive bytes `[start, end)` to `w`. Returns false when the reader went away (its
+/// exit status explains why).
+async fn write_span<W: AsyncWrite + Unpin>(
+    repo: &Arc<Repository>,
+    m: &Arc<Manifest>,
+    starts: &[u64],
+    span: (u64, u64),
     w: &mut W,
     done: &AtomicU64,
 ) -> Result<bool> {
-    let first = starts.partition_point(|s| *s <= start).saturating_sub(1);
-    let last = starts[..m.stream.len()].partition_point(|s| *s < end);
-    let chunks = chunk_stream(repo.clone(), m.clone(), first..last.max(first), 3);
-    futures::pin_mut!(chunks);
-    while let Some(r) = chunks.next().await {
-        let (i, _, plain) = r?;
-        let cs = starts[i];
-        let lo = start.saturating_sub(cs) as usize;
-        let hi = (end.min(cs + plain.len() as u64) - cs) as usize;
-        if w.write_all(&plain[lo..hi]).await.is_err() {
+    let pieces = span_pieces(repo, m, starts, span);
+    futures::pin_mut!(pieces);
+    while let Some(p) = pieces.next().await {
+        let p = p?;
+        if w.write_all(&p).await.is_err() {
             return Ok(false);
         }
-        done.fetch_add((hi - lo) as u64, Ordering::Relaxed);
+        done.fetch_add(p.len() as u64, Ordering::Relaxed);
     }
     Ok(true)
+}
+
+/// COPY data is sent in messages of about this size.
+const COPY_BATCH: usize = 256 * 1024;
+
+/// Load one table-data block with `COPY … FROM STDIN` on `client`, frozen when possible.
+///
+/// `COPY … WITH (FREEZE)` writes the rows already frozen and the pages all-visible, so the
+/// index builds and foreign-key checks that scan the table next neither look up nor set
+/// hint bits, and no later vacuum has to freeze a freshly restored database: on the 1 GB
+/// benchmark the restore took 0.6 s (6%) less. FREEZE needs the table truncated in the same
+/// transaction; the table is new and empty (this restore created the database), so
+/// `TRUNCATE ONLY` removes nothing. Where FREEZE is refused (a dump loading partitions through
+/// their root, a role without TRUNCATE) the transaction is rolled back and the data is
+/// loaded with a plain COPY. Frozen rows are visible to every snapshot at once, which is
+/// only a concern for sessions that read a database while it is being restored.
+#[allow(clippy::too_many_arguments)]
+async fn copy_block(
+    client: &tokio_postgres::Client,
+    (stmt, table): (&str, &str),
+    repo: &Arc<Repository>,
+    m: &Arc<Manifest>,
+    starts: &[u64],
+    b: &BlockSpan,
+    int_size: usize,
+    done: &AtomicU64,
+) -> Result<u64> {
+    use futures::SinkExt;
+    let pg = |e: tokio_postgres::Error| Error::Postgres(crate::pg::client::describe(&e));
+    let frozen = format!("{} WITH (FREEZE)", stmt.trim_end_matches(';'));
+    let sink = match client
+        .batch_execute(&format!("BEGIN; TRUNCATE ONLY {table}"))
+        .await
+    {
+        Ok(()) => match client.copy_in::<_, bytes::Bytes>(&frozen).await {
+            Ok(sink) => Some(sink),
+            Err(e) => {
+                tracing::debug!(
+                    "COPY FREEZE refused for {table}: {}",
+                    crate::pg::client::describe(&e)
+                );
+                None
+            }
+        },
+        Err(e) => {
+            tracing::debug!(
+                "TRUNCATE refused for {table}: {}",
+                crate::pg::client::describe(&e)
+            );
+            None
+        }
+    };
+    let in_tx = sink.is_some();
+    let sink = match sink {
+        Some(s) => s,
+        None => {
+            client.batch_execute("ROLLBACK").await.map_err(pg)?;
+            client.copy_in::<_, bytes::Bytes>(stmt).await.map_err(pg)?
+        }
+    };
+    futures::pin_mut!(sink);
+    let mut de = CopyDeframer::new(int_size, b.dump_id);
+    // One buffer, reused once the connection has sent what it held: it stays in cache.
+    let mut batch = bytes::BytesMut::with_capacity(COPY_BATCH * 2);
+    let pieces = span_pieces(repo, m, starts, (b.start, b.end));
+    futures::pin_mut!(pieces);
+    while let Some(p) = pieces.next().await {
+        let p = p?;
+        de.feed(&p, &mut batch)
+            .map_err(|e| Error::Damage(format!("backup {}: {e}", m.id)))?;
+        done.fetch_add(p.len() as u64, Ordering::Relaxed);
+        if batch.len() >= COPY_BATCH {
+            sink.send(batch.split().freeze()).await.map_err(pg)?;
+            batch.reserve(COPY_BATCH * 2);
+        }
+    }
+    if !de.ended() {
+        return Err(Error::Damage(format!(
+            "backup {}: the data block of TOC entry {} ends early",
+            m.id, b.dump_id
+        )));
+    }
+    if !batch.is_empty() {
+        sink.send(batch.split().freeze()).await.map_err(pg)?;
+    }
+    let rows = sink.finish().await.map_err(pg)?;
+    if in_tx {
+        client.batch_execute("COMMIT").await.map_err(pg)?;
+    }
+    Ok(rows)
+}
+
+/// The session settings `pg_restore` uses, for the archive's encoding and string syntax;
+/// `None` when the data cannot be sent over a tokio-postgres session (which speaks UTF-8
+/// only) or the entries look unusual: those restores use `pg_restore` for the data too.
+fn session_setup(entries: &[TocEntry]) -> Option<String> {
+    let quoted = |desc: &str, prefix: &str| -> Option<String> {
+        let e = entries.iter().find(|e| e.desc == desc)?;
+        let v = e.defn.trim().strip_prefix(prefix)?.strip_suffix("';")?;
+        v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            .then(|| v.to_string())
+    };
+    let encoding = quoted("ENCODING", "SET client_encoding = '")?;
+    let std_strings = quoted("STDSTRINGS", "SET standard_conforming_strings = '")?;
+    if !matches!(encoding.to_ascii_uppercase().as_str(), "UTF8" | "UTF-8") {
+        return None;
+    }
+    Some(format!(
+        "SET statement_timeout = 0; SET lock_timeout = 0; \
+         SET idle_in_transaction_session_timeout = 0; SET client_encoding = 'UTF8'; \
+         SET standard_conforming_strings = '{std_strings}'; \
+         SELECT pg_catalog.set_config('search_path', '', false); \
+         SET check_function_bodies = false; SET xmloption = content; \
+         SET client_min_messages = warning; SET row_security = off;"
+    ))
+}
+
+/// The `COPY … FROM stdin;` statement of a table-data entry, when it is one, and the table.
+fn copy_statement(e: &TocEntry) -> Option<(&str, String)> {
+    use crate::pg::client::quote_ident;
+    let s = e.copy_stmt.trim();
+    (e.desc == "TABLE DATA"
+        && s.starts_with("COPY ")
+        && s.ends_with(" FROM stdin;")
+        && !s[..s.len() - 1].contains(';'))
+    .then(|| {
+        (
+            s,
+            format!("{}.{}", quote_ident(&e.namespace), quote_ident(&e.tag)),
+        )
+    })
 }
 
 async fn finish_step(step: &str, child: tokio::process::Child) -> Result<()> {
@@ -141,15 +293,24 @@ pub async fn run(
     // Indexes and constraints that need nothing but one table are built right after that
     // table's data is in, while other tables still load (as `pg_restore -j` does); the rest
     // of post-data waits for the end.
-    let entries = crate::pg::archive::read_toc(&toc)
+    let toc_info = crate::pg::archive::read_toc(&toc)
         .map_err(|e| Error::Damage(format!("backup {}: {e}", m.id)))?;
+    let (entries, int_size) = (&toc_info.entries, toc_info.int_size);
+    let setup = session_setup(entries);
+    let copy_of: BTreeMap<i64, (&str, String)> = match setup {
+        Some(_) => entries
+            .iter()
+            .filter_map(|e| copy_statement(e).map(|s| (e.dump_id, s)))
+            .collect(),
+        None => BTreeMap::new(),
+    };
     let table_of_data: BTreeMap<i64, i64> = entries
         .iter()
         .filter(|e| e.desc == "TABLE DATA" && e.deps.len() == 1)
         .map(|e| (e.dump_id, e.deps[0]))
         .collect();
     let mut early: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    for e in &entries {
+    for e in entries {
         if e.section == 4 && (e.desc == "INDEX" || e.desc == "CONSTRAINT") && e.deps.len() == 1 {
             early.entry(e.deps[0]).or_default().push(e.dump_id);
         }
@@ -229,7 +390,9 @@ pub async fn run(
         let (table_of_data, early, early_done, post_now) =
             (&table_of_data, &early, &early_done, &post_now);
         let (section, fks, loaded, claimed) = (&section, &fks, &loaded, &claimed);
+        let (copy_of, setup) = (&copy_of, &setup);
         async move {
+            let mut session: Option<tokio_postgres::Client> = None;
             loop {
                 let Some(b) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
                     return Ok::<(), Error>(());
@@ -237,26 +400,6 @@ pub async fn run(
                 let line = lines.get(&b.dump_id).ok_or_else(|| {
                     Error::Other(format!("TOC entry {} not listed by pg_restore", b.dump_id))
                 })?;
-                let list = lists_dir.path().join(format!("w{w}-{}", b.dump_id));
-                std::fs::write(&list, format!("{line}\n"))
-                    .map_err(|e| Error::io("writing a restore list", e))?;
-                let mut child = step(
-                    vec![
-                        "--section=data".into(),
-                        "--single-transaction".into(),
-                        format!("--use-list={}", list.display()),
-                    ],
-                    true,
-                )
-                .spawn()
-                .map_err(spawn_err)?;
-                let mut stdin = child
-                    .stdin
-                    .take()
-                    .ok_or_else(|| Error::Other("pg_restore stdin".into()))?;
-                let ok = stdin.write_all(toc).await.is_ok()
-                    && write_span(repo, m, starts, (b.start, b.end), &mut stdin, done).await?;
-                drop(stdin);
                 let what = format!(
                     "data of {}",
                     line.split_whitespace()
@@ -265,11 +408,57 @@ pub async fn run(
                         .collect::<Vec<_>>()
                         .join(" ")
                 );
-                finish_step(&what, child).await?;
-                if !ok {
-                    return Err(Error::Postgres(format!(
-                        "pg_restore ({what}) stopped reading"
-                    )));
+                if let (Some(stmt), Some(setup)) = (copy_of.get(&b.dump_id), setup) {
+                    let client = match session.take() {
+                        Some(c) => c,
+                        None => {
+                            let c = crate::pg::client::connect(&o.target).await?;
+                            c.batch_execute(setup).await.map_err(|e| {
+                                Error::Postgres(format!(
+                                    "setting up a restore session: {}",
+                                    crate::pg::client::describe(&e)
+                                ))
+                            })?;
+                            c
+                        }
+                    };
+                    let (stmt, table) = (stmt.0, stmt.1.as_str());
+                    copy_block(&client, (stmt, table), repo, m, starts, &b, int_size, done)
+                        .await
+                        .map_err(|e| match e {
+                            Error::Postgres(msg) => {
+                                Error::Postgres(format!("restoring the {what}: {msg}"))
+                            }
+                            other => other,
+                        })?;
+                    session = Some(client);
+                } else {
+                    let list = lists_dir.path().join(format!("w{w}-{}", b.dump_id));
+                    std::fs::write(&list, format!("{line}\n"))
+                        .map_err(|e| Error::io("writing a restore list", e))?;
+                    let mut child = step(
+                        vec![
+                            "--section=data".into(),
+                            "--single-transaction".into(),
+                            format!("--use-list={}", list.display()),
+                        ],
+                        true,
+                    )
+                    .spawn()
+                    .map_err(spawn_err)?;
+                    let mut stdin = child
+                        .stdin
+                        .take()
+                        .ok_or_else(|| Error::Other("pg_restore stdin".into()))?;
+                    let ok = stdin.write_all(toc).await.is_ok()
+                        && write_span(repo, m, starts, (b.start, b.end), &mut stdin, done).await?;
+                    drop(stdin);
+                    finish_step(&what, child).await?;
+                    if !ok {
+                        return Err(Error::Postgres(format!(
+                            "pg_restore ({what}) stopped reading"
+                        )));
+                    }
                 }
                 let ids: Vec<i64> = table_of_data
                     .get(&b.dump_id)

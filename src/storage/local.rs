@@ -160,14 +160,18 @@ impl ObjectStore for LocalStore {
             let mut f = std::fs::File::open(&p).map_err(|e| serr("opening", &p, e))?;
             f.seek(SeekFrom::Start(offset))
                 .map_err(|e| serr("seeking", &p, e))?;
-            let mut buf = vec![0u8; len as usize];
-            f.read_exact(&mut buf).map_err(|e| {
-                Error::Storage(format!(
-                    "reading {} bytes at offset {offset} of {}: {e} (object truncated?)",
-                    len,
+            // Read into spare capacity: no zero-filling of a buffer about to be overwritten.
+            let mut buf = Vec::with_capacity(len as usize);
+            let got = f
+                .take(len)
+                .read_to_end(&mut buf)
+                .map_err(|e| serr("reading", &p, e))?;
+            if got as u64 != len {
+                return Err(Error::Storage(format!(
+                    "reading {len} bytes at offset {offset} of {}: only {got} bytes there (object truncated?)",
                     p.display()
-                ))
-            })?;
+                )));
+            }
             Ok(buf)
         })
         .await

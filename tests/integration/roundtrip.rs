@@ -41,6 +41,26 @@ fn awkward_schema_round_trips_exactly(backend: Backend) {
         env.psql("awk_copy", "SELECT sum(touch_count) FROM tracked"),
         "44"
     );
+    // The restore created the database, so table data went in with COPY FREEZE: every row
+    // of a table is already frozen (xmin committed and frozen: infomask bits 0x0300).
+    env.psql("awk_copy", "CREATE EXTENSION pageinspect");
+    let frozen = |table: &str| {
+        env.psql(
+            "awk_copy",
+            &format!(
+                "SELECT count(*), count(*) FILTER (WHERE t_infomask & 768 = 768) \
+                 FROM heap_page_items(get_raw_page('{table}', 0)) WHERE t_xmin IS NOT NULL"
+            ),
+        )
+    };
+    for table in ["\"weird schema\".\"Gäste List\"", "public.no_pk"] {
+        let got = frozen(table);
+        let (all, fz) = got.split_once('|').expect("two counts");
+        assert!(
+            all != "0" && all == fz,
+            "{table}: rows, frozen rows = {got}"
+        );
+    }
 }
 
 #[test]
