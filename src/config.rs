@@ -317,6 +317,7 @@ struct RawRepository {
     request_timeout: Option<Spanned<String>>,
     max_attempts: Option<Spanned<u64>>,
     retry_budget: Option<Spanned<String>>,
+    upload_checksum: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -795,7 +796,7 @@ fn s3_settings(
     url: &str,
 ) -> Result<Option<crate::storage::s3::S3Settings>> {
     use crate::storage::s3::S3Settings;
-    let s3_only: [(&str, Option<std::ops::Range<usize>>); 15] = [
+    let s3_only: [(&str, Option<std::ops::Range<usize>>); 16] = [
         ("endpoint", r.endpoint.as_ref().map(|v| v.span())),
         ("region", r.region.as_ref().map(|v| v.span())),
         ("path_style", r.path_style.as_ref().map(|v| v.span())),
@@ -828,6 +829,10 @@ fn s3_settings(
             r.request_timeout.as_ref().map(|v| v.span()),
         ),
         ("max_attempts", r.max_attempts.as_ref().map(|v| v.span())),
+        (
+            "upload_checksum",
+            r.upload_checksum.as_ref().map(|v| v.span()),
+        ),
         ("retry_budget", r.retry_budget.as_ref().map(|v| v.span())),
     ];
     let Some(rest) = url.strip_prefix("s3://") else {
@@ -916,6 +921,21 @@ fn s3_settings(
         .storage_class
         .as_ref()
         .map(|v| v.get_ref().trim().to_string());
+    if let Some(v) = &r.upload_checksum {
+        use crate::storage::s3::UploadChecksum;
+        s.upload_checksum = match v.get_ref().trim() {
+            "auto" => UploadChecksum::Auto,
+            "crc32c" => UploadChecksum::Crc32c,
+            "md5" => UploadChecksum::Md5,
+            other => {
+                return Err(ctx.err(
+                    v.span(),
+                    "repository.upload_checksum",
+                    format!("\"{other}\" is not one of \"auto\", \"crc32c\", \"md5\""),
+                ))
+            }
+        };
+    }
     if let Some(v) = &r.server_side_encryption {
         let v2 = v.get_ref().trim();
         if !matches!(v2, "AES256" | "aws:kms" | "aws:kms:dsse") {

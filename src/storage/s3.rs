@@ -78,6 +78,25 @@ pub struct S3Settings {
     /// Time limit of one request attempt.
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
+    /// How single-request uploads prove their body arrived intact.
+    pub upload_checksum: UploadChecksum,
+}
+
+/// The checksum a single-request upload carries, which the store verifies before storing.
+///
+/// `Content-MD5` works with every S3-compatible store but MD5 runs at ~0.6 GB/s: on the 2-core
+/// benchmark machine it was ~4% of an S3 backup's CPU. `x-amz-checksum-crc32c` (AWS S3, R2,
+/// MinIO, Garage ≥ 1.1) is computed with CRC instructions at many GB/s and the store echoes
+/// the value it verified. Parts of multipart uploads always carry Content-MD5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadChecksum {
+    /// CRC32C while the store confirms it (echoes the checksum it verified); Content-MD5 for
+    /// the rest of the session once it does not (no echo, or a 400/501 for the header).
+    Auto,
+    /// CRC32C; an upload the store does not confirm is an error.
+    Crc32c,
+    /// Content-MD5 always (and the ETag compared with it).
+    Md5,
 }
 
 impl S3Settings {
@@ -100,6 +119,7 @@ impl S3Settings {
             upload_concurrency: 2,
             request_timeout: Duration::from_secs(120),
             retry: RetryPolicy::default(),
+            upload_checksum: UploadChecksum::Auto,
         }
     }
 
@@ -135,6 +155,8 @@ pub struct S3Store {
     stats: RetryStats,
     /// Whether the endpoint has ever answered (any HTTP response).
     reached: AtomicBool,
+    /// `upload_checksum = "auto"` found the store not confirming CRC32C: use Content-MD5.
+    crc_refused: AtomicBool,
 }
 
 impl S3Store {
@@ -191,6 +213,7 @@ impl S3Store {
             s,
             stats: RetryStats::default(),
             reached: AtomicBool::new(false),
+            crc_refused: AtomicBool::new(false),
         })
     }
 
@@ -265,6 +288,9 @@ impl S3Store {
                             | "ServiceUnavailable"
                             | "RequestTimeTooSkewed"
                             | "BadDigest"
+                            // Garage's answer to a body that does not match its checksum.
+                            | "InvalidDigest"
+                            | "XAmzContentChecksumMismatch"
                             | "IncompleteBody"
                     );
                 if retryable {
@@ -338,6 +364,73 @@ impl S3Store {
             }
         })
         .await
+    }
+
+    /// PUT with `x-amz-checksum-crc32c`. `Ok(false)`: the store did not confirm the checksum
+    /// (ignored the header, or refused it with 400/501) — with `auto`, the caller uploads again
+    /// with Content-MD5.
+    async fn put_single_crc(&self, key: &str, data: Bytes) -> Result<bool> {
+        let what = format!("PUT {key}");
+        let full = self.full_key(key);
+        let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, &data) as u32;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes());
+        let refused = AtomicBool::new(false);
+        let res = retry::run(&self.s.retry, &self.stats, &what, |attempt| {
+            let req = self
+                .client
+                .put_object()
+                .bucket(&self.s.bucket)
+                .key(&full)
+                .content_length(data.len() as i64)
+                .checksum_crc32_c(&b64)
+                .set_storage_class(self.s.storage_class.as_deref().map(Into::into))
+                .set_server_side_encryption(
+                    self.s.server_side_encryption.as_deref().map(Into::into),
+                )
+                .set_ssekms_key_id(self.s.sse_kms_key_id.clone())
+                .body(ByteStream::from(data.clone()));
+            let (what, b64, refused) = (&what, &b64, &refused);
+            async move {
+                let out = match req.customize().disable_payload_signing().send().await {
+                    Ok(out) => out,
+                    Err(e) => {
+                        let status = match &e {
+                            SdkError::ServiceError(se) => se.raw().status().as_u16(),
+                            _ => 0,
+                        };
+                        if status == 501
+                            || (status == 400
+                                && matches!(
+                                    e.code(),
+                                    Some(
+                                        "InvalidArgument"
+                                            | "InvalidRequest"
+                                            | "NotImplemented"
+                                            | "BadRequest"
+                                            | "UnsupportedChecksum"
+                                    )
+                                ))
+                        {
+                            refused.store(true, Ordering::Relaxed);
+                        }
+                        return Err(self.classify(what, attempt, &e));
+                    }
+                };
+                self.reached.store(true, Ordering::Relaxed);
+                match out.checksum_crc32_c() {
+                    Some(v) if v == b64.as_str() => Ok(true),
+                    Some(v) => Err(Failure::Retry(format!(
+                        "the store's CRC32C {v} is not the CRC32C of what was sent ({b64})"
+                    ))),
+                    None => Ok(false),
+                }
+            }
+        })
+        .await;
+        match res {
+            Err(_) if refused.load(Ordering::Relaxed) => Ok(false),
+            other => other,
+        }
     }
 
     /// A plain MD5 ETag must be the MD5 we sent (KMS-encrypted objects have other ETags:
@@ -639,9 +732,27 @@ impl ObjectStore for S3Store {
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
         let len = data.len() as u64;
         let data = Bytes::from(data);
+        let crc = match self.s.upload_checksum {
+            UploadChecksum::Md5 => false,
+            UploadChecksum::Crc32c => true,
+            UploadChecksum::Auto => !self.crc_refused.load(Ordering::Relaxed),
+        };
         if len >= self.s.multipart_threshold.max(MIN_PART) {
             self.put_multipart(key, data).await?;
+        } else if crc && self.put_single_crc(key, data.clone()).await? {
+            // Stored, and the store confirmed the CRC32C it verified.
+        } else if self.s.upload_checksum == UploadChecksum::Crc32c {
+            return Err(Error::Storage(format!(
+                "PUT {key}: {} did not confirm the x-amz-checksum-crc32c it was sent: set repository.upload_checksum = \"md5\" (or \"auto\")",
+                self.s.describe()
+            )));
         } else {
+            if crc && !self.crc_refused.swap(true, Ordering::Relaxed) {
+                tracing::info!(
+                    "{} does not confirm CRC32C checksums: uploads carry Content-MD5 from now on",
+                    self.s.describe()
+                );
+            }
             let md5: [u8; 16] = Md5::digest(&data).into();
             self.put_single(key, data, md5).await?;
         }

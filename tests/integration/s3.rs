@@ -380,3 +380,72 @@ fn stale_multipart_uploads_are_aborted() {
         .expect("sweep");
     assert_eq!((n, uploads()), (1, 0));
 }
+
+#[test]
+fn uploads_carry_crc32c_and_fall_back_to_md5_when_the_store_does_not_confirm_it() {
+    let mut env = Env::with_backend(Backend::S3, "wed", Some(WEDDING_SQL));
+    let before = env.fingerprint("wed");
+    let garage = Garage::shared();
+    let backup = |env: &Env| {
+        env.keepsake_cmd(&["backup", "--type", "full", "--json"])
+            .env("KEEPSAKE_LOG", "info")
+            .output()
+            .expect("run keepsake")
+    };
+    const FELL_BACK: &str = "does not confirm CRC32C checksums: uploads carry Content-MD5";
+
+    // Garage verifies x-amz-checksum-crc32c and echoes it: no fallback.
+    let out = backup(&env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains(FELL_BACK), "{stderr}");
+
+    // A store that does not echo the checksum (as a store ignoring the header would not):
+    // "auto" switches to Content-MD5 and the backup is sound.
+    let proxy = FaultProxy::start(
+        garage.addr(),
+        7,
+        Faults {
+            drop_response_headers: vec!["x-amz-checksum-crc32c".into()],
+            ..Faults::default()
+        },
+    );
+    set_endpoint(&mut env, &proxy.endpoint());
+    let out = backup(&env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(FELL_BACK), "{stderr}");
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let id = b[0]["id"].as_str().expect("id").to_string();
+    set_endpoint(&mut env, &garage.endpoint());
+    env.keepsake(&["verify", &id, "--level", "data"]).ok();
+    env.restore_new(&id, "wed_md5").ok();
+    assert_eq!(env.fingerprint("wed_md5"), before);
+
+    // upload_checksum = "crc32c" insists: an unconfirmed upload fails the backup, no manifest.
+    let snapshots = env.object_keys("snapshots/");
+    env.s3.as_mut().expect("s3").extra = "upload_checksum = \"crc32c\"\n".into();
+    set_endpoint(&mut env, &proxy.endpoint());
+    let out = backup(&env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("did not confirm the x-amz-checksum-crc32c")
+            && stderr.contains("upload_checksum = \"md5\""),
+        "{stderr}"
+    );
+    set_endpoint(&mut env, &garage.endpoint());
+    assert_eq!(
+        env.object_keys("snapshots/"),
+        snapshots,
+        "a manifest appeared"
+    );
+
+    // "md5" never tries CRC32C.
+    env.s3.as_mut().expect("s3").extra = "upload_checksum = \"md5\"\n".into();
+    set_endpoint(&mut env, &proxy.endpoint());
+    let out = backup(&env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains(FELL_BACK), "{stderr}");
+}

@@ -64,6 +64,8 @@ pub struct Faults {
     pub cut_upload: f64,
     /// Fail every request with 503 (retry budget exhaustion test). Overrides the rest.
     pub fail_all: bool,
+    /// Response headers removed (lower case), e.g. to play a store that ignores checksums.
+    pub drop_response_headers: Vec<String>,
 }
 
 /// What the proxy did. `forwarded` counts requests that got a response from upstream,
@@ -319,7 +321,10 @@ fn forward(
         _ => framing(&response, true),
     };
     let body = read_body(&mut upstream, &framing)?;
-    let mut out = without(&response, &["connection", "keep-alive"]);
+    let dropped = lock(&shared.faults).drop_response_headers.clone();
+    let mut drop: Vec<&str> = vec!["connection", "keep-alive"];
+    drop.extend(dropped.iter().map(String::as_str));
+    let mut out = without(&response, &drop);
     if let Framing::UntilEof = framing {
         out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }
