@@ -315,7 +315,6 @@ pub async fn run(
             early.entry(e.deps[0]).or_default().push(e.dump_id);
         }
     }
-    let early_done: Mutex<std::collections::HashSet<i64>> = Mutex::new(Default::default());
     // Foreign keys run as soon as their table's data and the referenced key are in (their
     // validation scans the table: overlapping it with other loads is most of `-j`'s gain).
     let section: BTreeMap<i64, (i64, bool)> = entries
@@ -327,8 +326,6 @@ pub async fn run(
         .filter(|e| e.section == 4 && e.desc == "FK CONSTRAINT")
         .map(|e| (e.dump_id, e.deps.clone()))
         .collect();
-    let loaded: Mutex<std::collections::HashSet<i64>> = Mutex::new(Default::default());
-    let claimed: Mutex<std::collections::HashSet<i64>> = Mutex::new(Default::default());
 
     tracker.phase(Phase::Restoring);
     finish_step(
@@ -339,164 +336,218 @@ pub async fn run(
     )
     .await?;
 
-    // Data blocks, largest first, `jobs` at a time.
+    // One queue of tasks for `jobs` workers: data blocks largest first, and the post-data
+    // entries that became possible (a loaded table's indexes and keys, then foreign keys whose
+    // tables and referenced keys are in), which go first so that what waits on them can start.
+    // Each entry is its own task, so two indexes of the last table to load build side by side.
+    // Tables whose keys foreign keys reference load first (they are usually small, and every
+    // foreign key on them waits for them), then the rest, largest first.
+    let owner: BTreeMap<i64, i64> = early
+        .iter()
+        .flat_map(|(t, ids)| ids.iter().map(move |i| (*i, *t)))
+        .collect();
+    let referenced: std::collections::HashSet<i64> = fks
+        .iter()
+        .flat_map(|(_, deps)| deps.iter().filter_map(|d| owner.get(d).copied()))
+        .collect();
     let mut blocks: Vec<BlockSpan> = m.facts.blocks.clone();
-    blocks.sort_by_key(|b| std::cmp::Reverse(b.end - b.start));
-    let queue = Mutex::new(VecDeque::from(blocks));
+    blocks.sort_by_key(|b| {
+        let first = table_of_data
+            .get(&b.dump_id)
+            .is_some_and(|t| referenced.contains(t));
+        (!first, std::cmp::Reverse(b.end - b.start))
+    });
+    // The tables a post-data entry locks: the tables among its dependencies.
+    let table_locks: BTreeMap<i64, Vec<i64>> = entries
+        .iter()
+        .filter(|e| e.section == 4)
+        .map(|e| {
+            let t: Vec<i64> = e
+                .deps
+                .iter()
+                .filter(|d| section.get(d).is_some_and(|(_, is_table)| *is_table))
+                .copied()
+                .collect();
+            (e.dump_id, t)
+        })
+        .collect();
+    let locks_of = |id: &i64| -> &[i64] { table_locks.get(id).map(Vec::as_slice).unwrap_or(&[]) };
+    let sched = Mutex::new(Sched {
+        data: VecDeque::from(blocks),
+        ..Sched::default()
+    });
     let lists_dir = tempfile::Builder::new()
         .prefix("keepsake-lists-")
         .tempdir()
         .map_err(|e| Error::io("creating a temporary directory", e))?;
-    // Restore some post-data entries now, from the TOC file, and mark them done.
-    let post_now = |ids: &[i64], file: &str, what: &str| {
-        let list: String = ids
-            .iter()
-            .filter_map(|i| lines.get(i))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let path = lists_dir.path().join(file);
-        let (ids, what, toc_path, early_done, step) = (
-            ids.to_vec(),
-            what.to_string(),
-            &toc_path,
-            &early_done,
-            &step,
-        );
-        async move {
-            if list.is_empty() {
-                return Ok::<(), Error>(());
-            }
-            std::fs::write(&path, list).map_err(|e| Error::io("writing a restore list", e))?;
-            let child = step(
-                vec![
-                    "--section=post-data".into(),
-                    format!("--use-list={}", path.display()),
-                    toc_path.clone(),
-                ],
-                false,
-            )
-            .spawn()
-            .map_err(spawn_err)?;
-            finish_step(&what, child).await?;
-            if let Ok(mut d) = early_done.lock() {
-                d.extend(ids);
-            }
-            Ok(())
-        }
+    let lock = || {
+        sched
+            .lock()
+            .map_err(|_| Error::Other("restore scheduler lock poisoned".into()))
     };
     let worker = |w: usize| {
-        let (queue, lines, repo, m, starts, done, toc, lists_dir) =
-            (&queue, &lines, &repo, &m, &starts, &done, &toc, &lists_dir);
-        let (table_of_data, early, early_done, post_now) =
-            (&table_of_data, &early, &early_done, &post_now);
-        let (section, fks, loaded, claimed) = (&section, &fks, &loaded, &claimed);
-        let (copy_of, setup) = (&copy_of, &setup);
+        let (lines, repo, m, starts, done, toc, lists_dir) =
+            (&lines, &repo, &m, &starts, &done, &toc, &lists_dir);
+        let (table_of_data, early, section, fks) = (&table_of_data, &early, &section, &fks);
+        let (copy_of, setup, lock, toc_path, step) = (&copy_of, &setup, &lock, &toc_path, &step);
+        let locks_of = &locks_of;
         async move {
             let mut session: Option<tokio_postgres::Client> = None;
             loop {
-                let Some(b) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
-                    return Ok::<(), Error>(());
-                };
-                let line = lines.get(&b.dump_id).ok_or_else(|| {
-                    Error::Other(format!("TOC entry {} not listed by pg_restore", b.dump_id))
-                })?;
-                let what = format!(
-                    "data of {}",
-                    line.split_whitespace()
-                        .skip(3)
-                        .take(3)
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
-                if let (Some(stmt), Some(setup)) = (copy_of.get(&b.dump_id), setup) {
-                    let client = match session.take() {
-                        Some(c) => c,
-                        None => {
-                            let c = crate::pg::client::connect(&o.target).await?;
-                            c.batch_execute(setup).await.map_err(|e| {
-                                Error::Postgres(format!(
-                                    "setting up a restore session: {}",
-                                    crate::pg::client::describe(&e)
-                                ))
-                            })?;
-                            c
-                        }
-                    };
-                    let (stmt, table) = (stmt.0, stmt.1.as_str());
-                    copy_block(&client, (stmt, table), repo, m, starts, &b, int_size, done)
-                        .await
-                        .map_err(|e| match e {
-                            Error::Postgres(msg) => {
-                                Error::Postgres(format!("restoring the {what}: {msg}"))
-                            }
-                            other => other,
-                        })?;
-                    session = Some(client);
-                } else {
-                    let list = lists_dir.path().join(format!("w{w}-{}", b.dump_id));
-                    std::fs::write(&list, format!("{line}\n"))
-                        .map_err(|e| Error::io("writing a restore list", e))?;
-                    let mut child = step(
-                        vec![
-                            "--section=data".into(),
-                            "--single-transaction".into(),
-                            format!("--use-list={}", list.display()),
-                        ],
-                        true,
-                    )
-                    .spawn()
-                    .map_err(spawn_err)?;
-                    let mut stdin = child
-                        .stdin
-                        .take()
-                        .ok_or_else(|| Error::Other("pg_restore stdin".into()))?;
-                    let ok = stdin.write_all(toc).await.is_ok()
-                        && write_span(repo, m, starts, (b.start, b.end), &mut stdin, done).await?;
-                    drop(stdin);
-                    finish_step(&what, child).await?;
-                    if !ok {
-                        return Err(Error::Postgres(format!(
-                            "pg_restore ({what}) stopped reading"
-                        )));
+                let task = {
+                    let mut s = lock()?;
+                    if s.failed {
+                        return Ok::<(), Error>(());
                     }
-                }
-                let ids: Vec<i64> = table_of_data
-                    .get(&b.dump_id)
-                    .and_then(|t| early.get(t))
-                    .cloned()
-                    .unwrap_or_default();
-                post_now(
-                    &ids,
-                    &format!("w{w}-{}-post", b.dump_id),
-                    &format!("indexes of {what}"),
-                )
-                .await?;
-                if let (Some(t), Ok(mut l)) = (table_of_data.get(&b.dump_id), loaded.lock()) {
-                    l.insert(*t);
-                }
-                // Foreign keys now ready: every dependency loaded, built, or pre-data.
-                let ready: Vec<i64> = {
-                    let (Ok(l), Ok(d), Ok(mut c)) =
-                        (loaded.lock(), early_done.lock(), claimed.lock())
-                    else {
-                        return Err(Error::Other("restore scheduler lock poisoned".into()));
-                    };
-                    let ok = |dep: &i64| {
-                        l.contains(dep)
-                            || d.contains(dep)
-                            || section
-                                .get(dep)
-                                .is_some_and(|(sec, is_table)| *sec == 2 && !is_table)
-                    };
-                    let r: Vec<i64> = fks
-                        .iter()
-                        .filter(|(id, deps)| !c.contains(id) && deps.iter().all(ok))
-                        .map(|(id, _)| *id)
-                        .collect();
-                    c.extend(r.iter().copied());
-                    r
+                    match s.next_post(|id| locks_of(id)) {
+                        Some(id) => Some(Task::Post(id)),
+                        None => s.data.pop_front().map(Task::Data),
+                    }
+                    .inspect(|_| s.running += 1)
+                    .or_else(|| (s.running > 0).then_some(Task::Wait))
                 };
-                post_now(&ready, &format!("w{w}-{}-fk", b.dump_id), "foreign keys").await?;
+                let Some(task) = task else {
+                    return Ok(());
+                };
+                let result = match &task {
+                    Task::Wait => {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                    Task::Post(id) => {
+                        let list = lists_dir.path().join(format!("w{w}-post-{id}"));
+                        async {
+                            // Entries pg_restore does not list have nothing to restore.
+                            let Some(line) = lines.get(id) else {
+                                return Ok(());
+                            };
+                            let what = format!("post-data entry {}", describe_line(line));
+                            std::fs::write(&list, format!("{line}\n"))
+                                .map_err(|e| Error::io("writing a restore list", e))?;
+                            let child = step(
+                                vec![
+                                    "--section=post-data".into(),
+                                    format!("--use-list={}", list.display()),
+                                    toc_path.clone(),
+                                ],
+                                false,
+                            )
+                            .spawn()
+                            .map_err(spawn_err)?;
+                            finish_step(&what, child).await
+                        }
+                        .await
+                    }
+                    Task::Data(b) => {
+                        let line = lines.get(&b.dump_id).ok_or_else(|| {
+                            Error::Other(format!(
+                                "TOC entry {} not listed by pg_restore",
+                                b.dump_id
+                            ))
+                        })?;
+                        let what = format!("data of {}", describe_line(line));
+                        async {
+                            if let (Some(stmt), Some(setup)) = (copy_of.get(&b.dump_id), setup) {
+                                let client = match session.take() {
+                                    Some(c) => c,
+                                    None => {
+                                        let c = crate::pg::client::connect(&o.target).await?;
+                                        c.batch_execute(setup).await.map_err(|e| {
+                                            Error::Postgres(format!(
+                                                "setting up a restore session: {}",
+                                                crate::pg::client::describe(&e)
+                                            ))
+                                        })?;
+                                        c
+                                    }
+                                };
+                                let (stmt, table) = (stmt.0, stmt.1.as_str());
+                                copy_block(
+                                    &client,
+                                    (stmt, table),
+                                    repo,
+                                    m,
+                                    starts,
+                                    b,
+                                    int_size,
+                                    done,
+                                )
+                                .await
+                                .map_err(|e| match e {
+                                    Error::Postgres(msg) => {
+                                        Error::Postgres(format!("restoring the {what}: {msg}"))
+                                    }
+                                    other => other,
+                                })?;
+                                session = Some(client);
+                                return Ok(());
+                            }
+                            let list = lists_dir.path().join(format!("w{w}-{}", b.dump_id));
+                            std::fs::write(&list, format!("{line}\n"))
+                                .map_err(|e| Error::io("writing a restore list", e))?;
+                            let mut child = step(
+                                vec![
+                                    "--section=data".into(),
+                                    "--single-transaction".into(),
+                                    format!("--use-list={}", list.display()),
+                                ],
+                                true,
+                            )
+                            .spawn()
+                            .map_err(spawn_err)?;
+                            let mut stdin = child
+                                .stdin
+                                .take()
+                                .ok_or_else(|| Error::Other("pg_restore stdin".into()))?;
+                            let ok = stdin.write_all(toc).await.is_ok()
+                                && write_span(repo, m, starts, (b.start, b.end), &mut stdin, done)
+                                    .await?;
+                            drop(stdin);
+                            finish_step(&what, child).await?;
+                            if !ok {
+                                return Err(Error::Postgres(format!(
+                                    "pg_restore ({what}) stopped reading"
+                                )));
+                            }
+                            Ok(())
+                        }
+                        .await
+                    }
+                };
+                let mut s = lock()?;
+                s.running -= 1;
+                if let Err(e) = result {
+                    s.failed = true;
+                    return Err(e);
+                }
+                match task {
+                    Task::Post(id) => s.finish_post(id, locks_of(&id)),
+                    Task::Data(b) => {
+                        if let Some(t) = table_of_data.get(&b.dump_id) {
+                            s.loaded.insert(*t);
+                            let ids = early.get(t).cloned().unwrap_or_default();
+                            s.queue_post(ids);
+                        }
+                    }
+                    Task::Wait => {}
+                }
+                // Foreign keys now possible: every dependency loaded, built, or pre-data.
+                let ready: Vec<i64> = fks
+                    .iter()
+                    .filter(|(id, deps)| {
+                        !s.queued.contains(id)
+                            && deps.iter().all(|dep| {
+                                s.loaded.contains(dep)
+                                    || s.built.contains(dep)
+                                    || section
+                                        .get(dep)
+                                        .is_some_and(|(sec, is_table)| *sec == 2 && !is_table)
+                            })
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                s.queue_post(ready);
+                drop(s);
                 tracker.update(|p| p.bytes_done = done.load(Ordering::Relaxed));
             }
         }
@@ -530,7 +581,7 @@ pub async fn run(
     .await?;
 
     tracker.phase(Phase::Finishing);
-    let done_early = early_done.lock().map(|d| d.clone()).unwrap_or_default();
+    let done_early = lock()?.built.clone();
     let post: String = lines
         .iter()
         .filter(|(id, _)| !done_early.contains(id))
@@ -555,6 +606,69 @@ pub async fn run(
     .await?;
     drop(pass);
     Ok(m.logical_bytes)
+}
+
+/// What the restore's workers share: the tasks left and what is done.
+#[derive(Default)]
+struct Sched {
+    data: VecDeque<BlockSpan>,
+    /// Post-data entries whose dependencies are in, in the order they became possible.
+    post: VecDeque<i64>,
+    /// Post-data entries ever queued (never queued twice).
+    queued: std::collections::HashSet<i64>,
+    /// Tables whose data is in.
+    loaded: std::collections::HashSet<i64>,
+    /// Post-data entries restored.
+    built: std::collections::HashSet<i64>,
+    /// Tasks being worked on.
+    running: usize,
+    /// Tables a running post-data entry works on.
+    busy: std::collections::HashSet<i64>,
+    /// A task failed: the other workers stop taking tasks.
+    failed: bool,
+}
+
+impl Sched {
+    fn queue_post(&mut self, ids: Vec<i64>) {
+        for id in ids {
+            if self.queued.insert(id) {
+                self.post.push_back(id);
+            }
+        }
+    }
+    /// The first queued entry whose tables no running entry holds (an index build and a
+    /// foreign key on one table would only wait for each other's locks), marked running.
+    fn next_post<'a>(&mut self, locks: impl Fn(&i64) -> &'a [i64]) -> Option<i64> {
+        let i = self
+            .post
+            .iter()
+            .position(|id| locks(id).iter().all(|t| !self.busy.contains(t)))?;
+        let id = self.post.remove(i)?;
+        self.busy.extend(locks(&id));
+        Some(id)
+    }
+    fn finish_post(&mut self, id: i64, locks: &[i64]) {
+        self.built.insert(id);
+        for t in locks {
+            self.busy.remove(t);
+        }
+    }
+}
+
+enum Task {
+    Data(BlockSpan),
+    Post(i64),
+    /// Nothing to take now, but running tasks may make more possible.
+    Wait,
+}
+
+/// `TABLE DATA public guests` from a `pg_restore --list` line, for messages.
+fn describe_line(line: &str) -> String {
+    line.split_whitespace()
+        .skip(3)
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn spawn_err(e: std::io::Error) -> Error {

@@ -105,3 +105,27 @@ fn list_and_show_describe_the_backup() {
     assert_eq!(sj["large_objects"], 4);
     assert!(sj["table_list"].as_array().expect("tables").len() >= 10);
 }
+
+#[test]
+fn a_latin1_database_round_trips_through_pg_restore_for_its_data() {
+    // keepsake's own COPY sessions speak UTF-8 only: an archive in another encoding must
+    // take the pg_restore path for its data, and arrive unchanged.
+    let env = Env::new("lat", None);
+    env.psql("postgres", "DROP DATABASE lat");
+    env.psql(
+        "postgres",
+        "CREATE DATABASE lat ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    env.psql(
+        "lat",
+        "CREATE TABLE gaeste (id int PRIMARY KEY, name text); \
+         INSERT INTO gaeste SELECT i, 'Müller-Lüdenscheidt ' || i FROM generate_series(1, 500) i",
+    );
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    env.restore_new(&id, "lat_copy").ok();
+    assert_eq!(env.fingerprint("lat"), env.fingerprint("lat_copy"));
+    assert_eq!(
+        env.psql("lat_copy", "SELECT name FROM gaeste WHERE id = 7"),
+        "Müller-Lüdenscheidt 7"
+    );
+}
