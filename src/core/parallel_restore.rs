@@ -3,17 +3,20 @@
 //! private temporary file.
 //!
 //! 1. pre-data (schema) from the TOC file;
-//! 2. every data block (recorded with its archive offsets at backup time) is loaded `jobs` at
-//!    a time, largest first; chunk fetch, decryption and decompression run ahead of each.
-//!    Table data goes straight into `COPY … FROM STDIN` on keepsake's own sessions (set up as
+//! 2. `jobs` workers share one queue of tasks: the data blocks (recorded with their archive
+//!    offsets at backup time; tables that foreign keys reference first, then largest first),
+//!    and single post-data entries as soon as what they need is in (a loaded table's indexes
+//!    and keys, then foreign keys; never two entries on one table at once, which would only
+//!    wait for each other's locks). Chunk fetch, decryption and decompression run ahead of
+//!    each block. Table data goes straight into `COPY … FROM STDIN` on keepsake's own sessions (set up as
 //!    `pg_restore` sets up its own: archive encoding, empty search_path, no timeouts, row
 //!    security off), unwrapped from the archive's framing by [`CopyDeframer`]: no `pg_restore`
 //!    process and no pipe in the data path. On this 2-core benchmark machine the restore's
-//!    client CPU fell from 3.7 s to ~2 s for 1 GB, time the server gets back. Other data blocks
+//!    client CPU fell from 3.7 s to 2.7 s for 1 GB, time the server gets back. Other data blocks
 //!    (large objects), and archives in an encoding other than UTF-8 (tokio-postgres speaks only
 //!    UTF-8), go through their own `pg_restore -L <that entry>` fed the TOC and that block;
 //! 3. data entries without a block (sequence values) from the TOC file;
-//! 4. post-data (indexes, constraints, triggers) with `pg_restore -j jobs` from the TOC file.
+//! 4. the rest of post-data (triggers, …) with `pg_restore -j jobs` from the TOC file.
 //!
 //! Invariant: used only into a database this restore created (several sessions cannot share
 //! one transaction), so a failure anywhere is undone by dropping that database.
@@ -104,8 +107,8 @@ const COPY_BATCH: usize = 256 * 1024;
 /// transaction; the table is new and empty (this restore created the database), so
 /// `TRUNCATE ONLY` removes nothing. Where FREEZE is refused (a dump loading partitions through
 /// their root, a role without TRUNCATE) the transaction is rolled back and the data is
-/// loaded with a plain COPY. Frozen rows are visible to every snapshot at once, which is
-/// only a concern for sessions that read a database while it is being restored.
+/// loaded with a plain COPY. Frozen rows are visible to every snapshot once the load commits,
+/// even one taken before: only a concern for sessions reading a database being restored.
 #[allow(clippy::too_many_arguments)]
 async fn copy_block(
     client: &tokio_postgres::Client,
