@@ -8,13 +8,14 @@
 //!    and single post-data entries as soon as what they need is in (a loaded table's indexes
 //!    and keys, then foreign keys; never two entries on one table at once, which would only
 //!    wait for each other's locks). Chunk fetch, decryption and decompression run ahead of
-//!    each block. Table data goes straight into `COPY … FROM STDIN` on keepsake's own sessions (set up as
-//!    `pg_restore` sets up its own: archive encoding, empty search_path, no timeouts, row
-//!    security off), unwrapped from the archive's framing by [`CopyDeframer`]: no `pg_restore`
-//!    process and no pipe in the data path. On this 2-core benchmark machine the restore's
-//!    client CPU fell from 3.7 s to 2.7 s for 1 GB, time the server gets back. Other data blocks
-//!    (large objects), and archives in an encoding other than UTF-8 (tokio-postgres speaks only
-//!    UTF-8), go through their own `pg_restore -L <that entry>` fed the TOC and that block;
+//!    each block. Table data goes straight into `COPY … FROM STDIN` on keepsake's own
+//!    sessions (set up as `pg_restore` sets up its own: archive encoding, empty search_path,
+//!    no timeouts, row security off), unwrapped from the archive's framing by
+//!    [`CopyDeframer`]: no `pg_restore` process and no pipe in the data path. On this 2-core
+//!    benchmark machine the restore's client CPU fell from 3.7 s to 2.7 s for 1 GB, time the
+//!    server gets back. Other data blocks (large objects), and archives in an encoding other
+//!    than UTF-8 (tokio-postgres speaks only UTF-8), go through their own
+//!    `pg_restore -L <that entry>` fed the TOC and that block;
 //! 3. data entries without a block (sequence values) from the TOC file;
 //! 4. the rest of post-data (triggers, …) with `pg_restore -j jobs` from the TOC file.
 //!

@@ -330,24 +330,30 @@ impl S3Store {
         }
     }
 
+    /// A single-request upload of `data` to `full` with the configured storage class and
+    /// encryption; the caller adds the checksum.
+    fn put_request(
+        &self,
+        full: &str,
+        data: &Bytes,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        self.client
+            .put_object()
+            .bucket(&self.s.bucket)
+            .key(full)
+            .content_length(data.len() as i64)
+            .set_storage_class(self.s.storage_class.as_deref().map(Into::into))
+            .set_server_side_encryption(self.s.server_side_encryption.as_deref().map(Into::into))
+            .set_ssekms_key_id(self.s.sse_kms_key_id.clone())
+            .body(ByteStream::from(data.clone()))
+    }
+
     async fn put_single(&self, key: &str, data: Bytes, md5: [u8; 16]) -> Result<()> {
         let what = format!("PUT {key}");
         let full = self.full_key(key);
         let b64 = base64::engine::general_purpose::STANDARD.encode(md5);
         retry::run(&self.s.retry, &self.stats, &what, |attempt| {
-            let req = self
-                .client
-                .put_object()
-                .bucket(&self.s.bucket)
-                .key(&full)
-                .content_length(data.len() as i64)
-                .content_md5(&b64)
-                .set_storage_class(self.s.storage_class.as_deref().map(Into::into))
-                .set_server_side_encryption(
-                    self.s.server_side_encryption.as_deref().map(Into::into),
-                )
-                .set_ssekms_key_id(self.s.sse_kms_key_id.clone())
-                .body(ByteStream::from(data.clone()));
+            let req = self.put_request(&full, &data).content_md5(&b64);
             let what = &what;
             async move {
                 let out = req
@@ -376,19 +382,7 @@ impl S3Store {
         let b64 = base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes());
         let refused = AtomicBool::new(false);
         let res = retry::run(&self.s.retry, &self.stats, &what, |attempt| {
-            let req = self
-                .client
-                .put_object()
-                .bucket(&self.s.bucket)
-                .key(&full)
-                .content_length(data.len() as i64)
-                .checksum_crc32_c(&b64)
-                .set_storage_class(self.s.storage_class.as_deref().map(Into::into))
-                .set_server_side_encryption(
-                    self.s.server_side_encryption.as_deref().map(Into::into),
-                )
-                .set_ssekms_key_id(self.s.sse_kms_key_id.clone())
-                .body(ByteStream::from(data.clone()));
+            let req = self.put_request(&full, &data).checksum_crc32_c(&b64);
             let (what, b64, refused) = (&what, &b64, &refused);
             async move {
                 let out = match req.customize().disable_payload_signing().send().await {
