@@ -26,7 +26,8 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::task::JoinSet;
 
 use crate::config::SourceConfig;
-use crate::core::crypto::{ChunkId, Recipients};
+use crate::core::chunk_crypto::ChunkSealer;
+use crate::core::crypto::ChunkId;
 use crate::core::format::{
     pack_key, BackupType, ChunkLoc, IndexFile, IndexPack, Manifest, PackRef, FORMAT_VERSION,
 };
@@ -286,7 +287,7 @@ async fn backup_leased(
 
     let mut state = Pipeline {
         repo,
-        recipients: Arc::new(repo.recipients().clone()),
+        sealer: Arc::new(ChunkSealer::new(repo.recipients())?),
         level: opts.compression_level,
         pack_size: opts.pack_size,
         packs: Vec::new(),
@@ -346,12 +347,12 @@ async fn backup_leased(
                     state.place(join(r)?).await?;
                 }
             }
-            let rc = state.recipients.clone();
+            let sealer = state.sealer.clone();
             let level = state.level;
             pending.push_back(tokio::task::spawn_blocking(move || {
                 let z = zstd::bulk::compress(&data, level)
                     .map_err(|e| Error::Other(format!("zstd: {e}")))?;
-                Ok((ix, rc.encrypt(&z)?))
+                Ok((ix, sealer.seal(&z)))
             }));
         }
         while let Some(r) = pending.next().await {
@@ -476,7 +477,8 @@ fn join<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<
 
 struct Pipeline<'a> {
     repo: &'a Repository,
-    recipients: Arc<Recipients>,
+    /// One file key per backup, wrapped once (src/core/chunk_crypto.rs).
+    sealer: Arc<ChunkSealer>,
     level: i32,
     pack_size: usize,
     /// The manifest's pack table (slots of packs being filled have an empty name until sealed).

@@ -105,6 +105,10 @@ impl Identities {
         })
     }
 
+    pub fn keys(&self) -> &[x25519::Identity] {
+        &self.0
+    }
+
     pub fn from_identity(id: x25519::Identity) -> Self {
         Identities(vec![id])
     }

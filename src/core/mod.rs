@@ -2,6 +2,7 @@
 //! No terminal, HTTP or scheduling code lives here.
 
 pub mod backup;
+pub mod chunk_crypto;
 pub mod crypto;
 pub mod format;
 pub mod parallel_restore;

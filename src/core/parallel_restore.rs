@@ -32,7 +32,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use crate::core::format::Manifest;
 use crate::core::progress::{Phase, Tracker};
 use crate::core::repo::Repository;
-use crate::core::restore::{chunk_stream, RestoreOptions};
+use crate::core::restore::{chunk_stream, Plain, RestoreOptions};
 use crate::error::{Error, Result};
 use crate::pg::archive::{BlockSpan, CopyDeframer, TocEntry};
 use crate::pg::process::{self, PassFile};
@@ -61,7 +61,7 @@ fn span_pieces(
     m: &Arc<Manifest>,
     starts: &[u64],
     (start, end): (u64, u64),
-) -> impl futures::Stream<Item = Result<bytes::Bytes>> {
+) -> impl futures::Stream<Item = Result<Piece>> {
     let first = starts.partition_point(|s| *s <= start).saturating_sub(1);
     let last = starts[..m.stream.len()].partition_point(|s| *s < end);
     let starts: Vec<u64> = starts[first..=last.max(first)].to_vec();
@@ -70,8 +70,22 @@ fn span_pieces(
         let cs = starts[i - first];
         let lo = start.saturating_sub(cs) as usize;
         let hi = (end.min(cs + plain.len() as u64) - cs) as usize;
-        Ok(bytes::Bytes::from(plain).slice(lo..hi))
+        Ok(Piece { plain, lo, hi })
     })
+}
+
+/// Part of a decoded chunk.
+struct Piece {
+    plain: Plain,
+    lo: usize,
+    hi: usize,
+}
+
+impl std::ops::Deref for Piece {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.plain[self.lo..self.hi]
+    }
 }
 
 /// Write archive bytes `[start, end)` to `w`. Returns false when the reader went away (its

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
+use crate::core::chunk_crypto::ChunkOpener;
 use crate::core::crypto::{ChunkId, Identities, MasterKey, Recipients};
 use crate::core::format::{
     ChunkLoc, ChunkerParams, IndexFile, KeyFile, Manifest, PackRef, RepoConfig, FORMAT_VERSION,
@@ -23,6 +24,7 @@ pub struct Repository {
     key: MasterKey,
     recipients: Recipients,
     identities: Arc<Identities>,
+    chunks: ChunkOpener,
     /// For messages: where the repository is.
     pub location: String,
 }
@@ -88,12 +90,14 @@ impl Repository {
         let cfg = serde_json::to_vec_pretty(&config).map_err(|e| Error::Other(e.to_string()))?;
         store.put("config", cfg).await?;
         let key = MasterKey::from_bytes(&master);
+        let identities = Arc::new(identities);
         Ok(Repository {
             store,
             config,
             key,
             recipients,
-            identities: Arc::new(identities),
+            chunks: ChunkOpener::new(identities.clone()),
+            identities,
             location: location.to_string(),
         })
     }
@@ -149,12 +153,14 @@ impl Repository {
                 "none of the configured identities can open the repository at {location}: it was created for other keys (check encryption.identity_file)"
             ))
         })?;
+        let identities = Arc::new(identities);
         Ok(Repository {
             store,
             config,
             key,
             recipients,
-            identities: Arc::new(identities),
+            chunks: ChunkOpener::new(identities.clone()),
+            identities,
             location: location.to_string(),
         })
     }
@@ -170,6 +176,11 @@ impl Repository {
     }
     pub fn identities(&self) -> &Arc<Identities> {
         &self.identities
+    }
+
+    /// Decrypt one chunk (an age file) in place; the error says what is wrong with it.
+    pub fn open_chunk<'a>(&self, blob: &'a mut [u8]) -> std::result::Result<&'a [u8], String> {
+        self.chunks.open_in_place(blob)
     }
 
     /// A new backup id: sortable by time, unique by a random suffix.

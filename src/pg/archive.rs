@@ -213,6 +213,14 @@ impl CopyDeframer {
         self.state == Deframe::End
     }
 
+    fn after_len(&self, len: i64) -> Result<Deframe, String> {
+        match len {
+            0 => Ok(Deframe::End),
+            l if l > 0 && l <= (1 << 30) => Ok(Deframe::Data(l as usize)),
+            l => Err(format!("bad row length {l} in data block {}", self.dump_id)),
+        }
+    }
+
     /// Append the COPY data in `data` to `out`; bytes after the block's end are an error.
     pub fn feed(&mut self, mut data: &[u8], out: &mut impl bytes::BufMut) -> Result<(), String> {
         while !data.is_empty() {
@@ -233,6 +241,18 @@ impl CopyDeframer {
                     } else {
                         Deframe::Data(left - n)
                     };
+                }
+                // The common case, a row length whole in `data`: read it in place.
+                Deframe::Len if self.field.is_empty() && data.len() > self.int_size => {
+                    let mut v: i64 = 0;
+                    for (i, b) in data[1..=self.int_size].iter().enumerate() {
+                        v |= i64::from(*b) << (8 * i);
+                    }
+                    if data[0] != 0 {
+                        v = -v;
+                    }
+                    data = &data[1 + self.int_size..];
+                    self.state = self.after_len(v)?;
                 }
                 Deframe::Header | Deframe::Len => {
                     let need = 1 + self.int_size + usize::from(self.state == Deframe::Header);
@@ -259,17 +279,7 @@ impl CopyDeframer {
                         }
                         self.state = Deframe::Len;
                     } else {
-                        let len = c.int().unwrap_or(-1);
-                        self.state = match len {
-                            0 => Deframe::End,
-                            l if l > 0 && l <= (1 << 30) => Deframe::Data(l as usize),
-                            l => {
-                                return Err(format!(
-                                    "bad row length {l} in data block {}",
-                                    self.dump_id
-                                ))
-                            }
-                        };
+                        self.state = self.after_len(c.int().unwrap_or(-1))?;
                     }
                     self.field = field;
                     self.field.clear();
