@@ -4,7 +4,6 @@
 #![deny(clippy::unwrap_used, clippy::panic)]
 
 use clap::Parser;
-
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
