@@ -222,8 +222,24 @@ fn session_setup(entries: &[TocEntry]) -> Option<String> {
          SET standard_conforming_strings = '{std_strings}'; \
          SELECT pg_catalog.set_config('search_path', '', false); \
          SET check_function_bodies = false; SET xmloption = content; \
-         SET client_min_messages = warning; SET row_security = off;"
+         SET client_min_messages = warning; SET row_security = off; \
+         SET default_tablespace = '';"
     ))
+}
+
+/// A session of keepsake's own on the target, set up with `setup` ([`session_setup`]).
+async fn open_session(
+    target: &crate::pg::conninfo::ConnInfo,
+    setup: &str,
+) -> Result<tokio_postgres::Client> {
+    let c = crate::pg::client::connect(target).await?;
+    c.batch_execute(setup).await.map_err(|e| {
+        Error::Postgres(format!(
+            "setting up a restore session: {}",
+            crate::pg::client::describe(&e)
+        ))
+    })?;
+    Ok(c)
 }
 
 /// The `COPY … FROM stdin;` statement of a table-data entry, when it is one, and the table.
@@ -322,6 +338,21 @@ pub async fn run(
             .collect(),
         None => BTreeMap::new(),
     };
+    // Post-data entries run as SQL on the same sessions (no pg_restore process, connection and
+    // authentication per index or key); those in another tablespace go through pg_restore.
+    let sql_of: BTreeMap<i64, &str> = match setup {
+        Some(_) => entries
+            .iter()
+            .filter(|e| {
+                e.section == 4
+                    && matches!(e.desc.as_str(), "INDEX" | "CONSTRAINT" | "FK CONSTRAINT")
+                    && e.tablespace.is_empty()
+                    && !e.defn.trim().is_empty()
+            })
+            .map(|e| (e.dump_id, e.defn.as_str()))
+            .collect(),
+        None => BTreeMap::new(),
+    };
     let table_of_data: BTreeMap<i64, i64> = entries
         .iter()
         .filter(|e| e.desc == "TABLE DATA" && e.deps.len() == 1)
@@ -408,6 +439,7 @@ pub async fn run(
             (&lines, &repo, &m, &starts, &done, &toc, &lists_dir);
         let (table_of_data, early, section, fks) = (&table_of_data, &early, &section, &fks);
         let (copy_of, setup, lock, toc_path, step) = (&copy_of, &setup, &lock, &toc_path, &step);
+        let sql_of = &sql_of;
         let locks_of = &locks_of;
         async move {
             let mut session: Option<tokio_postgres::Client> = None;
@@ -440,6 +472,20 @@ pub async fn run(
                                 return Ok(());
                             };
                             let what = format!("post-data entry {}", describe_line(line));
+                            if let (Some(sql), Some(setup)) = (sql_of.get(id), setup) {
+                                let client = match session.take() {
+                                    Some(c) => c,
+                                    None => open_session(&o.target, setup).await?,
+                                };
+                                client.batch_execute(sql).await.map_err(|e| {
+                                    Error::Postgres(format!(
+                                        "restoring the {what}: {}",
+                                        crate::pg::client::describe(&e)
+                                    ))
+                                })?;
+                                session = Some(client);
+                                return Ok(());
+                            }
                             std::fs::write(&list, format!("{line}\n"))
                                 .map_err(|e| Error::io("writing a restore list", e))?;
                             let child = step(
@@ -468,16 +514,7 @@ pub async fn run(
                             if let (Some(stmt), Some(setup)) = (copy_of.get(&b.dump_id), setup) {
                                 let client = match session.take() {
                                     Some(c) => c,
-                                    None => {
-                                        let c = crate::pg::client::connect(&o.target).await?;
-                                        c.batch_execute(setup).await.map_err(|e| {
-                                            Error::Postgres(format!(
-                                                "setting up a restore session: {}",
-                                                crate::pg::client::describe(&e)
-                                            ))
-                                        })?;
-                                        c
-                                    }
+                                    None => open_session(&o.target, setup).await?,
                                 };
                                 let (stmt, table) = (stmt.0, stmt.1.as_str());
                                 copy_block(

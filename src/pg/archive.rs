@@ -147,6 +147,8 @@ pub struct TocEntry {
     pub desc: String,
     pub tag: String,
     pub namespace: String,
+    /// Empty for the database's default tablespace.
+    pub tablespace: String,
     pub defn: String,
     pub copy_stmt: String,
     pub has_data: bool,
@@ -648,7 +650,7 @@ impl ArchiveParser {
             let _drop = c.s()?;
             let copy_stmt = c.s()?;
             let namespace = c.s()?;
-            let _tablespace = c.s()?;
+            let tablespace = c.s()?;
             if v >= ver(1, 14) {
                 let _tableam = c.s()?;
             }
@@ -676,6 +678,7 @@ impl ArchiveParser {
                 desc,
                 tag,
                 namespace,
+                tablespace,
                 defn,
                 copy_stmt,
                 has_data,
