@@ -30,9 +30,8 @@ use age::secrecy::ExposeSecret;
 use age_core::format::{FileKey, Stanza, FILE_KEY_BYTES};
 use age_core::primitives::hkdf;
 use base64::prelude::{Engine, BASE64_STANDARD_NO_PAD};
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 use hmac::{Hmac, Mac};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -101,9 +100,13 @@ impl ChunkSealer {
             let at = out.len();
             out.extend_from_slice(part);
             let tag = aead
-                .encrypt_in_place_detached(&stream_nonce(i, i + 1 == segments), b"", &mut out[at..])
+                .seal_in_place_separate_tag(
+                    stream_nonce(i, i + 1 == segments),
+                    Aad::empty(),
+                    &mut out[at..],
+                )
                 .unwrap_or_else(|_| unreachable!("a 64 KiB segment never overflows ChaCha20"));
-            out.extend_from_slice(&tag);
+            out.extend_from_slice(tag.as_ref());
         }
         out
     }
@@ -150,8 +153,8 @@ impl ChunkOpener {
                 return Err("the age payload ends with a short or empty segment".into());
             }
             let (data, tag) = body[start..stop].split_at_mut(stop - start - TAG);
-            let tag = Tag::clone_from_slice(tag);
-            aead.decrypt_in_place_detached(&stream_nonce(i, last), b"", data, &tag)
+            let tag = Tag::try_from(&*tag).map_err(|_| "bad tag length".to_string())?;
+            aead.open_in_place_separate_tag(stream_nonce(i, last), Aad::empty(), tag, data, 0..)
                 .map_err(|_| "age payload authentication failed".to_string())?;
             let n = data.len();
             body.copy_within(start..start + n, plain_len);
@@ -253,9 +256,14 @@ fn header_mac(file_key: &[u8; FILE_KEY_BYTES], header: &[u8]) -> [u8; 32] {
     h.finalize().into_bytes().into()
 }
 
-fn payload_cipher(file_key: &[u8; FILE_KEY_BYTES], nonce: &[u8]) -> ChaCha20Poly1305 {
+/// ChaCha20-Poly1305 from ring (already linked for TLS): its assembly runs ~2.5× the
+/// speed of the portable crate here, which was 15% of a restore's client CPU.
+fn payload_cipher(file_key: &[u8; FILE_KEY_BYTES], nonce: &[u8]) -> LessSafeKey {
     let key = Zeroizing::new(hkdf(nonce, b"payload", file_key));
-    ChaCha20Poly1305::new((&*key).into())
+    LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, &key[..])
+            .unwrap_or_else(|_| unreachable!("a 32-byte key is what ChaCha20 takes")),
+    )
 }
 
 /// STREAM nonce: 11-byte big-endian segment counter, then 1 for the final segment.
@@ -263,7 +271,7 @@ fn stream_nonce(i: usize, last: bool) -> Nonce {
     let mut n = [0u8; 12];
     n[3..11].copy_from_slice(&(i as u64).to_be_bytes());
     n[11] = u8::from(last);
-    Nonce::from(n)
+    Nonce::assume_unique_for_key(n)
 }
 
 #[cfg(test)]
