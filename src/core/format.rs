@@ -11,6 +11,10 @@
 //!                             standard age file (X25519, to every recipient) whose plaintext is
 //!                             the zstd frame of one chunk. So with the index offsets one can do:
 //!                               dd if=pack bs=1 skip=OFFSET count=LENGTH | age -d -i key | zstd -d
+//!                             Since 2026-11-26 the chunks of one backup share one age header (one
+//!                             file key, wrapped once) and each has its own payload nonce; older
+//!                             chunks have a header each. Readers accept both (see
+//!                             src/core/chunk_crypto.rs for why this is safe).
 //! index/<hex16>               sealed metadata (below): JSON IndexFile listing the packs one
 //!                             backup wrote and, for each, its chunks (id, offset, length, raw_len)
 //! snapshots/<backup-id>       sealed metadata: JSON Manifest. Written LAST: the commit point. A

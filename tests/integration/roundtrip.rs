@@ -129,3 +129,49 @@ fn a_latin1_database_round_trips_through_pg_restore_for_its_data() {
         "Müller-Lüdenscheidt 7"
     );
 }
+
+/// Indexes and keys run as SQL on keepsake's own restore sessions, except those in another
+/// tablespace, which go through `pg_restore` (it sets `default_tablespace` per entry): they
+/// must come back in their tablespace. Every post-data entry here is restored early, so the
+/// index's comment (an entry of no section, which `pg_restore --section` counts as post-data)
+/// must still be restored by the last step.
+#[test]
+fn indexes_in_another_tablespace_are_restored_there() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new("tsp", None);
+    let ts = env
+        .cluster
+        .data
+        .parent()
+        .expect("cluster dir")
+        .join("side_ts");
+    std::fs::create_dir(&ts).expect("mkdir");
+    let owner = std::fs::metadata(&env.cluster.data).expect("data dir");
+    std::os::unix::fs::chown(&ts, Some(owner.uid()), Some(owner.gid())).expect("chown");
+    env.psql(
+        "tsp",
+        &format!("CREATE TABLESPACE side LOCATION '{}'", ts.display()),
+    );
+    env.psql(
+        "tsp",
+        "CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL, w int NOT NULL); \
+         INSERT INTO t SELECT g, md5(g::text), g % 7 FROM generate_series(1, 2000) g; \
+         CREATE INDEX t_w_idx ON t (w) TABLESPACE side; \
+         ALTER TABLE t ADD CONSTRAINT t_v_key UNIQUE (v) USING INDEX TABLESPACE side; \
+         CREATE INDEX t_vw_idx ON t (v, w); \
+         COMMENT ON INDEX t_w_idx IS 'an index comment: no section, restored after the index'; \
+         GRANT SELECT ON t TO PUBLIC",
+    );
+    let b = env.backup("full");
+    env.restore_new(b["id"].as_str().expect("id"), "tsp_copy")
+        .ok();
+    assert_eq!(env.schema("tsp"), env.schema("tsp_copy"), "schema differs");
+    assert_eq!(
+        env.psql(
+            "tsp_copy",
+            "SELECT string_agg(indexname || ':' || coalesce(tablespace, '-'), ',' ORDER BY indexname) \
+             FROM pg_indexes WHERE tablename = 't'"
+        ),
+        "t_pkey:-,t_v_key:side,t_vw_idx:-,t_w_idx:side"
+    );
+}
