@@ -9,17 +9,18 @@
 //!    and keys, then foreign keys; never two entries on one table at once, which would only
 //!    wait for each other's locks), run as SQL on the same sessions (a `pg_restore` process,
 //!    connection and authentication per entry cost ~0.3 CPU-s per restore on the benchmark;
-//!    entries in another tablespace still go through `pg_restore -L`). Chunk fetch, decryption and decompression run ahead of
-//!    each block. Table data goes straight into `COPY … FROM STDIN` on keepsake's own
-//!    sessions (set up as `pg_restore` sets up its own: archive encoding, empty search_path,
-//!    no timeouts, row security off), unwrapped from the archive's framing by
-//!    [`CopyDeframer`]: no `pg_restore` process and no pipe in the data path. On this 2-core
-//!    benchmark machine the restore's client CPU fell from 3.7 s to 2.7 s for 1 GB, time the
-//!    server gets back. Other data blocks (large objects), and archives in an encoding other
-//!    than UTF-8 (tokio-postgres speaks only UTF-8), go through their own
+//!    entries in another tablespace still go through `pg_restore -L`). Chunk fetch,
+//!    decryption and decompression run ahead of each block. Table data goes straight into
+//!    `COPY … FROM STDIN` on keepsake's own sessions (set up as `pg_restore` sets up its own:
+//!    archive encoding, empty search_path, no timeouts, row security off), unwrapped from the
+//!    archive's framing by [`CopyDeframer`]: no `pg_restore` process and no pipe in the data
+//!    path. On this 2-core benchmark machine the restore's client CPU fell from 3.7 s to 2.7 s
+//!    for 1 GB, time the server gets back. Other data blocks (large objects), and archives in
+//!    an encoding other than UTF-8 (tokio-postgres speaks only UTF-8), go through their own
 //!    `pg_restore -L <that entry>` fed the TOC and that block;
 //! 3. data entries without a block (sequence values) from the TOC file;
-//! 4. the rest of post-data (triggers, …) with `pg_restore -j jobs` from the TOC file.
+//! 4. the rest of post-data (triggers, comments, …) with `pg_restore -j jobs` from the TOC
+//!    file; 3 and 4 get exact lists in TOC order and are skipped when nothing is left.
 //!
 //! Invariant: used only into a database this restore created (several sessions cannot share
 //! one transaction), so a failure anywhere is undone by dropping that database.
