@@ -638,49 +638,42 @@ pub async fn run(
             .collect()
     };
 
+    // `pg_restore` on exactly the entries of `list` (skipped when there are none).
+    let run_listed = |what: &'static str, list: String, jobs: usize| {
+        let path = lists_dir.path().join(what.replace(' ', "-"));
+        let (step, toc_path) = (&step, &toc_path);
+        async move {
+            if list.is_empty() {
+                return Ok(());
+            }
+            std::fs::write(&path, list).map_err(|e| Error::io("writing a restore list", e))?;
+            let args = vec![
+                format!("--jobs={jobs}"),
+                format!("--use-list={}", path.display()),
+                toc_path.clone(),
+            ];
+            finish_step(what, step(args, false).spawn().map_err(spawn_err)?).await
+        }
+    };
+
     // Data entries without a block (sequence values and the like).
     let with_block: std::collections::HashSet<i64> =
         m.facts.blocks.iter().map(|b| b.dump_id).collect();
-    let rest = list_of(3, &|id| with_block.contains(id));
-    if !rest.is_empty() {
-        let rest_list = lists_dir.path().join("rest");
-        std::fs::write(&rest_list, rest).map_err(|e| Error::io("writing a restore list", e))?;
-        finish_step(
-            "data without blocks",
-            step(
-                vec![
-                    format!("--use-list={}", rest_list.display()),
-                    toc_path.clone(),
-                ],
-                false,
-            )
-            .spawn()
-            .map_err(spawn_err)?,
-        )
-        .await?;
-    }
+    run_listed(
+        "data without blocks",
+        list_of(3, &|id| with_block.contains(id)),
+        1,
+    )
+    .await?;
 
     tracker.phase(Phase::Finishing);
     let done_early = lock()?.built.clone();
-    let post = list_of(4, &|id| done_early.contains(id));
-    if !post.is_empty() {
-        let post_list = lists_dir.path().join("post");
-        std::fs::write(&post_list, post).map_err(|e| Error::io("writing a restore list", e))?;
-        finish_step(
-            "post-data",
-            step(
-                vec![
-                    format!("--jobs={}", o.jobs),
-                    format!("--use-list={}", post_list.display()),
-                    toc_path,
-                ],
-                false,
-            )
-            .spawn()
-            .map_err(spawn_err)?,
-        )
-        .await?;
-    }
+    run_listed(
+        "post-data",
+        list_of(4, &|id| done_early.contains(id)),
+        o.jobs,
+    )
+    .await?;
     drop(pass);
     Ok(m.logical_bytes)
 }
