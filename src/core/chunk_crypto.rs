@@ -157,7 +157,10 @@ impl ChunkOpener {
             aead.open_in_place_separate_tag(stream_nonce(i, last), Aad::empty(), tag, data, 0..)
                 .map_err(|_| "age payload authentication failed".to_string())?;
             let n = data.len();
-            body.copy_within(start..start + n, plain_len);
+            // Close the gap the tag left (nothing to move for the first segment).
+            if start != plain_len {
+                body.copy_within(start..start + n, plain_len);
+            }
             plain_len += n;
         }
         let off = end + NONCE;
@@ -219,11 +222,9 @@ fn unwrap_header(ids: &Identities, header: &[u8]) -> std::result::Result<FileKey
     let mac = BASE64_STANDARD_NO_PAD
         .decode(&header[mac_at..header.len() - 1])
         .map_err(|_| "the age header's MAC is not base64".to_string())?;
-    let mut h = <Hmac<Sha256> as Mac>::new_from_slice(&hkdf(&[], b"header", &key[..]))
-        .map_err(|_| "HMAC key".to_string())?;
-    h.update(&header[..mac_at - 1]);
-    h.verify_slice(&mac)
-        .map_err(|_| "the age header's MAC does not verify".to_string())?;
+    if !crate::core::crypto::constant_eq(&header_mac(&key, &header[..mac_at - 1]), &mac) {
+        return Err("the age header's MAC does not verify".into());
+    }
     Ok(key)
 }
 

@@ -246,15 +246,14 @@ impl CopyDeframer {
                 }
                 // The common case, a row length whole in `data`: read it in place.
                 Deframe::Len if self.field.is_empty() && data.len() > self.int_size => {
-                    let mut v: i64 = 0;
-                    for (i, b) in data[1..=self.int_size].iter().enumerate() {
-                        v |= i64::from(*b) << (8 * i);
-                    }
-                    if data[0] != 0 {
-                        v = -v;
-                    }
-                    data = &data[1 + self.int_size..];
-                    self.state = self.after_len(v)?;
+                    let mut c = Cursor {
+                        b: data,
+                        pos: 0,
+                        int_size: self.int_size,
+                    };
+                    let len = c.int().unwrap_or(-1);
+                    data = &data[c.pos..];
+                    self.state = self.after_len(len)?;
                 }
                 Deframe::Header | Deframe::Len => {
                     let need = 1 + self.int_size + usize::from(self.state == Deframe::Header);
