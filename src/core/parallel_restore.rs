@@ -283,32 +283,33 @@ async fn finish_step(step: &str, child: tokio::process::Child) -> Result<()> {
     )))
 }
 
-pub async fn run(
-    repo: Arc<Repository>,
-    m: Arc<Manifest>,
-    o: &RestoreOptions,
-    tool: &Tool,
-    tracker: &Tracker<'_>,
-) -> Result<u64> {
-    let starts = chunk_starts(&m);
-    let done = AtomicU64::new(0);
-    let pass = PassFile::new(&o.target)?;
-    let step = |extra: Vec<String>, stdin: bool| {
-        process::pg_restore_step(tool, &o.target, pass.as_ref(), o.no_owner, &extra, stdin)
-    };
+/// The archive's table of contents, read before the target database exists.
+pub struct Toc {
+    /// The archive's header and TOC, privately on disk (what the `pg_restore` steps read).
+    file: tempfile::NamedTempFile,
+    bytes: Vec<u8>,
+    /// The entries, by dump id, as `pg_restore --list` lists them.
+    lines: BTreeMap<i64, String>,
+}
 
-    // The archive's header and TOC, privately on disk.
-    let toc_file = tempfile::Builder::new()
+/// Fetch the archive's TOC and list it with `pg_restore --list`. Needs no connection: runs
+/// while the target database is being created.
+pub async fn load_toc(repo: &Arc<Repository>, m: &Arc<Manifest>, tool: &Tool) -> Result<Toc> {
+    let file = tempfile::Builder::new()
         .prefix("keepsake-toc-")
         .tempfile()
         .map_err(|e| Error::io("creating a temporary TOC file", e))?;
-    let mut toc = Vec::with_capacity(m.facts.toc_len as usize);
-    write_span(&repo, &m, &starts, (0, m.facts.toc_len), &mut toc, &done).await?;
-    std::fs::write(toc_file.path(), &toc).map_err(|e| Error::io("writing the TOC file", e))?;
-    let toc_path = toc_file.path().display().to_string();
-
-    // The entries, by dump id, as pg_restore lists them.
-    let listing = step(vec!["--list".into(), toc_path.clone()], false)
+    let mut bytes = Vec::with_capacity(m.facts.toc_len as usize);
+    let starts = chunk_starts(m);
+    let read = AtomicU64::new(0);
+    write_span(repo, m, &starts, (0, m.facts.toc_len), &mut bytes, &read).await?;
+    std::fs::write(file.path(), &bytes).map_err(|e| Error::io("writing the TOC file", e))?;
+    let mut cmd = tokio::process::Command::new(&tool.path);
+    cmd.arg("--list")
+        .arg(file.path())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let listing = cmd
         .output()
         .await
         .map_err(|e| Error::io("running pg_restore --list", e))?;
@@ -326,6 +327,29 @@ pub async fn run(
             }
         }
     }
+    Ok(Toc { file, bytes, lines })
+}
+
+pub async fn run(
+    repo: Arc<Repository>,
+    m: Arc<Manifest>,
+    toc: Toc,
+    o: &RestoreOptions,
+    tool: &Tool,
+    tracker: &Tracker<'_>,
+) -> Result<u64> {
+    let starts = chunk_starts(&m);
+    let done = AtomicU64::new(m.facts.toc_len);
+    let pass = PassFile::new(&o.target)?;
+    let step = |extra: Vec<String>, stdin: bool| {
+        process::pg_restore_step(tool, &o.target, pass.as_ref(), o.no_owner, &extra, stdin)
+    };
+    let Toc {
+        file: toc_file,
+        bytes: toc,
+        lines,
+    } = toc;
+    let toc_path = toc_file.path().display().to_string();
 
     // Indexes and constraints that need nothing but one table are built right after that
     // table's data is in, while other tables still load (as `pg_restore -j` does); the rest
@@ -380,13 +404,29 @@ pub async fn run(
         .collect();
 
     tracker.phase(Phase::Restoring);
-    finish_step(
-        "pre-data",
-        step(vec!["--section=pre-data".into(), toc_path.clone()], false)
-            .spawn()
-            .map_err(spawn_err)?,
-    )
-    .await?;
+    // The workers' sessions connect (and authenticate) while the schema is created.
+    let opening = async {
+        match &setup {
+            Some(setup) => {
+                futures::future::join_all((0..o.jobs).map(|_| open_session(&o.target, setup))).await
+            }
+            None => Vec::new(),
+        }
+    };
+    let pre_data = async {
+        finish_step(
+            "pre-data",
+            step(vec!["--section=pre-data".into(), toc_path.clone()], false)
+                .spawn()
+                .map_err(spawn_err)?,
+        )
+        .await
+    };
+    let (pre_data, opened) = tokio::join!(pre_data, opening);
+    pre_data?;
+    let opened = opened.into_iter().collect::<Result<Vec<_>>>()?;
+    let opened: Vec<Mutex<Option<tokio_postgres::Client>>> =
+        opened.into_iter().map(|c| Mutex::new(Some(c))).collect();
 
     // One queue of tasks for `jobs` workers: data blocks largest first, and the post-data
     // entries that became possible (a loaded table's indexes and keys, then foreign keys whose
@@ -442,10 +482,12 @@ pub async fn run(
             (&lines, &repo, &m, &starts, &done, &toc, &lists_dir);
         let (table_of_data, early, section, fks) = (&table_of_data, &early, &section, &fks);
         let (copy_of, setup, lock, toc_path, step) = (&copy_of, &setup, &lock, &toc_path, &step);
-        let sql_of = &sql_of;
+        let (sql_of, opened) = (&sql_of, &opened);
         let locks_of = &locks_of;
         async move {
-            let mut session: Option<tokio_postgres::Client> = None;
+            let mut session: Option<tokio_postgres::Client> = opened
+                .get(w)
+                .and_then(|c| c.lock().ok().and_then(|mut c| c.take()));
             loop {
                 let task = {
                     let mut s = lock()?;

@@ -155,13 +155,24 @@ impl ObjectStore for LocalStore {
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.get_range_into(key, offset, len, Vec::new()).await
+    }
+
+    async fn get_range_into(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
         let p = self.path(key)?;
         blocking(move || {
             let mut f = std::fs::File::open(&p).map_err(|e| serr("opening", &p, e))?;
             f.seek(SeekFrom::Start(offset))
                 .map_err(|e| serr("seeking", &p, e))?;
             // Read into spare capacity: no zero-filling of a buffer about to be overwritten.
-            let mut buf = Vec::with_capacity(len as usize);
+            buf.clear();
+            buf.reserve_exact(len as usize);
             let got = f
                 .take(len)
                 .read_to_end(&mut buf)

@@ -30,6 +30,18 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Read `len` bytes at `offset`; an object shorter than that is an error.
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// [`get_range`](Self::get_range) into `buf` (its contents replaced), for backends that
+    /// can reuse a caller's buffer; others return a buffer of their own.
+    async fn get_range_into(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        drop(buf);
+        self.get_range(key, offset, len).await
+    }
     /// Size of an object, `None` when absent. Never downloads.
     async fn head(&self, key: &str) -> Result<Option<u64>>;
     /// All objects whose key starts with `prefix`, sorted by key.
