@@ -9,7 +9,8 @@
 #      `pg_dump -Fc | age` (one hyperfine run, so the ratios share the same conditions),
 #   f. the peak RSS of `keepsake backup --type full` (/usr/bin/time -v),
 #   g. the incremental's stored bytes after a realistic change against restic's data_added,
-#   h. with --restore: `keepsake restore --create` against `pg_restore` (single and -j2),
+#   h. with --restore: `keepsake restore --create` against `pg_restore` (single and -j2, and
+#      -j2 from a dump with pg_dump's default compression),
 #   s. with --s3: a single-node Garage server on loopback (as the tests start it), then
 #      `keepsake backup --type full` and `keepsake restore --create` with a folder repository
 #      against the same with an S3 repository (one hyperfine run each), and the S3 requests
@@ -422,6 +423,8 @@ if [[ $ONLY_S3 -eq 0 ]]; then
     ZSTD_BYTES=$("$PG_BIN/pg_dump" -Fc -Z0 "${CONN[@]}" -d "$DB" | zstd -3 -T0 -q -c | wc -c)
     if [[ $RESTORE -eq 1 ]]; then
         "$PG_BIN/pg_dump" -Fc -Z0 "${CONN[@]}" -d "$DB" -f "$WORK/restore.dump"
+        # What most users have: pg_dump -Fc's default (zlib) compression.
+        "$PG_BIN/pg_dump" -Fc "${CONN[@]}" -d "$DB" -f "$WORK/restore-z.dump"
     fi
 
     psql_db -d "$DB" -v n_guests="$N_GUESTS" -v n_vendors="$N_VENDORS" -f "$SQL_DIR/change.sql"
@@ -460,6 +463,7 @@ if [[ $ONLY_S3 -eq 0 ]]; then
         NAME_R_KS='keepsake restore --create'
         NAME_R_PG='pg_restore -d (local -Fc -Z0 file)'
         NAME_R_PG2='pg_restore -j2 -d (local -Fc -Z0 file)'
+        NAME_R_PGZ='pg_restore -j2 -d (local -Fc file, default compression)'
         for round in $(seq "$RUNS"); do
             warm=0
             [[ $round -eq 1 ]] && warm=$WARMUP
@@ -468,9 +472,11 @@ if [[ $ONLY_S3 -eq 0 ]]; then
                 --prepare "$DROPDB $ADMIN --if-exists restore_keepsake && $CHECKPOINT" \
                 --prepare "$DROPDB $ADMIN --if-exists restore_pg && $CREATEDB $ADMIN restore_pg && $CHECKPOINT" \
                 --prepare "$DROPDB $ADMIN --if-exists restore_pg_j2 && $CREATEDB $ADMIN restore_pg_j2 && $CHECKPOINT" \
+                --prepare "$DROPDB $ADMIN --if-exists restore_pg_z && $CREATEDB $ADMIN restore_pg_z && $CHECKPOINT" \
                 -n "$NAME_R_KS" "$KS --config $(q "$CFG_I") restore $FULL_ID --target $(target_url restore_keepsake) --target-password file:$(q "$PW_FILE") --create" \
                 -n "$NAME_R_PG" "$PG_RESTORE $ADMIN -d restore_pg $(q "$WORK/restore.dump")" \
-                -n "$NAME_R_PG2" "$PG_RESTORE $ADMIN -j 2 -d restore_pg_j2 $(q "$WORK/restore.dump")"
+                -n "$NAME_R_PG2" "$PG_RESTORE $ADMIN -j 2 -d restore_pg_j2 $(q "$WORK/restore.dump")" \
+                -n "$NAME_R_PGZ" "$PG_RESTORE $ADMIN -j 2 -d restore_pg_z $(q "$WORK/restore-z.dump")"
         done
         # Merged as hyperfine would report one invocation: all times, median, mean, σ, min, max.
         jq -s '{results: ([.[].results[]] | group_by(.command) | map(
@@ -482,7 +488,7 @@ if [[ $ONLY_S3 -eq 0 ]]; then
                               then ([$t[] | (. - $m) * (. - $m)] | add / (($t | length) - 1) | sqrt)
                               else null end)}))}' \
             "$OUT_DIR"/hyperfine-restore-round*.json >"$OUT_DIR/hyperfine-restore.json"
-        for d in restore_keepsake restore_pg restore_pg_j2; do
+        for d in restore_keepsake restore_pg restore_pg_j2 restore_pg_z; do
             got=$(psql_db -d "$d" -At -c "SELECT count(*) FROM guests")
             [[ $got -eq $N_GUESTS_FULL ]] || die "restored database $d has $got guests, expected $N_GUESTS_FULL"
             "$PG_BIN/dropdb" "${CONN[@]}" "$d"
@@ -490,6 +496,7 @@ if [[ $ONLY_S3 -eq 0 ]]; then
         M_R_KS=$(median "$OUT_DIR/hyperfine-restore.json" "$NAME_R_KS")
         M_R_PG=$(median "$OUT_DIR/hyperfine-restore.json" "$NAME_R_PG")
         M_R_PG2=$(median "$OUT_DIR/hyperfine-restore.json" "$NAME_R_PG2")
+        M_R_PGZ=$(median "$OUT_DIR/hyperfine-restore.json" "$NAME_R_PGZ")
         echo "restored databases checked ($N_GUESTS_FULL guests each) and dropped"
     fi
 fi  # ONLY_S3 == 0
@@ -825,10 +832,11 @@ s3_requests_row() { # label kind
             echo "|---|---:|---:|"
             echo "| \`$(md "$NAME_R_PG")\` | $(printf '%.3f' "$M_R_PG") | 1.000 |"
             echo "| \`$(md "$NAME_R_PG2")\` | $(printf '%.3f' "$M_R_PG2") | $(ratio "$M_R_PG2" "$M_R_PG") |"
+            echo "| \`$(md "$NAME_R_PGZ")\` | $(printf '%.3f' "$M_R_PGZ") | $(ratio "$M_R_PGZ" "$M_R_PG") |"
             echo "| \`$(md "$NAME_R_KS")\` | $(printf '%.3f' "$M_R_KS") | $(ratio "$M_R_KS" "$M_R_PG") |"
             R_R_PG2=$(ratio "$M_R_KS" "$M_R_PG2")
             echo
-            echo "keepsake / \`pg_restore -j2\`: **$R_R_PG2** (target ≤ 1.0: $(awk -v r="$R_R_PG2" 'BEGIN { print (r <= 1.0 ? "PASS" : "FAIL") }')); every round: $(jq -r --arg a "$NAME_R_KS" --arg b "$NAME_R_PG2" '[.results[] | select(.command == $a) | .times] as [$x] | [.results[] | select(.command == $b) | .times] as [$y] | [range(0; $x | length) | "\($x[.] | . * 1000 | round / 1000) vs \($y[.] | . * 1000 | round / 1000)"] | join(", ")' "$OUT_DIR/hyperfine-restore.json") s."
+            echo "keepsake / \`pg_restore -j2\`: **$R_R_PG2** (target ≤ 1.0: $(awk -v r="$R_R_PG2" 'BEGIN { print (r <= 1.0 ? "PASS" : "FAIL") }')); every round: $(jq -r --arg a "$NAME_R_KS" --arg b "$NAME_R_PG2" '[.results[] | select(.command == $a) | .times] as [$x] | [.results[] | select(.command == $b) | .times] as [$y] | [range(0; $x | length) | "\($x[.] | . * 1000 | round / 1000) vs \($y[.] | . * 1000 | round / 1000)"] | join(", ")' "$OUT_DIR/hyperfine-restore.json") s. Against \`pg_restore -j2\` from a dump with pg_dump's default compression (what \`pg_dump -Fc\` writes unless told \`-Z0\`; not the target's baseline): $(ratio "$M_R_KS" "$M_R_PGZ")."
         fi
     fi # ONLY_S3 == 0
     if [[ $S3 -eq 1 ]]; then
