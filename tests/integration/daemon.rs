@@ -350,13 +350,16 @@ fn daemon_alerts_mirrors_reloads_and_survives_an_outage() {
 fn daemon_killed_mid_backup_recovers_on_restart() {
     use crate::support::{script, WEDDING_SQL};
     let env = Env::new("wed", Some(WEDDING_SQL));
-    // A pg_dump that stalls after 3 MiB, so the kill lands mid-backup.
+    // A pg_dump whose output stalls for 30 s before its end, so the kill lands mid-backup:
+    // nothing can complete before the end of the stream. (It used to stall after 3 MiB and
+    // wait for 2 packs; with fewer bytes stored per chunk, 3 MiB could fill less than 2 packs,
+    // and the backup could complete between the second pack and the kill.)
     let wrap = env.dir.path().join("slowbin");
     std::fs::create_dir_all(&wrap).expect("mkdir");
     script(
         &wrap.join("pg_dump"),
         &format!(
-            "#!/bin/bash\nREAL={}\nif [ \"$1\" = --version ]; then exec \"$REAL\" --version; fi\n\"$REAL\" \"$@\" | {{ dd bs=1M count=3 iflag=fullblock status=none; sleep 30; cat; }}\n",
+            "#!/bin/bash\nREAL={}\nif [ \"$1\" = --version ]; then exec \"$REAL\" --version; fi\n\"$REAL\" \"$@\" | {{ cat; sleep 30; }}\n",
             env.cluster.bin.join("pg_dump").display()
         ),
     );
