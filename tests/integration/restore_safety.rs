@@ -101,3 +101,27 @@ fn failed_restore_into_created_database_leaves_nothing() {
         "a half-restored database was left behind"
     );
 }
+
+#[test]
+fn damaged_table_of_contents_leaves_no_database() {
+    // The archive's table of contents (the first chunk of the stream) is read while the
+    // target database is being created: when it is damaged, that database must go too.
+    let env = Env::new("awktoc", Some(AWKWARD_SQL));
+    let b = env.backup("full");
+    let id = b["id"].as_str().expect("id");
+    // Every pack starts with a chunk (a whole age file); the stream's first chunk is the first
+    // of its pack. A byte of each pack's first age header flipped.
+    for pack in env.packs() {
+        let mut bytes = std::fs::read(&pack).expect("read");
+        assert!(bytes.starts_with(b"age-encryption.org/v1\n"), "{pack:?}");
+        bytes[40] ^= 0x01;
+        std::fs::write(&pack, &bytes).expect("write");
+    }
+    let r = env.restore_new(id, "tocgone");
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("damaged"), "{}", r.stderr);
+    assert!(
+        !env.db_exists("tocgone"),
+        "the database created for a restore whose table of contents is damaged was left behind"
+    );
+}
