@@ -76,7 +76,7 @@ mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 WORK="$OUT_DIR/work"    # repositories and dumps; removed at exit unless --keep
 # No stale results from an earlier run next to this run's.
-rm -f "$OUT_DIR"/hyperfine-restore-round*.json \
+rm -f "$OUT_DIR"/hyperfine-restore-round*.json "$OUT_DIR"/hyperfine-backup-round*.json \
     "$OUT_DIR"/{hyperfine-backup,hyperfine-restore,hyperfine-s3-backup,hyperfine-s3-restore}.{json,md} \
     "$OUT_DIR"/{keepsake-full,keepsake-incremental,restic-full,restic-incremental,rss-backup,s3-backup}.json \
     "$OUT_DIR"/{rss-time,s3-backup-log,s3-restore-log}.txt "$OUT_DIR/summary.md"
@@ -359,23 +359,45 @@ median() { jq -r --arg n "$2" '.results[] | select(.command == $n) | .median' "$
 stddev() { jq -r --arg n "$2" '.results[] | select(.command == $n) | .stddev' "$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
 mean() { jq -r --arg n "$2" '.results[] | select(.command == $n) | .mean' "$1"; }
+# Merge hyperfine JSON files of interleaved rounds into one, as hyperfine would report one
+# invocation: all times, median, mean, σ, min, max per command. merge_rounds OUT FILE...
+merge_rounds() {
+    local out=$1
+    shift
+    jq -s '{results: ([.[].results[]] | group_by(.command) | map(
+              (.[0].command) as $c | [.[].times[]] as $t | ($t | add / length) as $m
+              | {command: $c, times: $t, mean: $m, min: ($t | min), max: ($t | max),
+                 median: ($t | sort | if length % 2 == 1 then .[(length - 1) / 2]
+                          else (.[length / 2 - 1] + .[length / 2]) / 2 end),
+                 stddev: (if ($t | length) > 1
+                          then ([$t[] | (. - $m) * (. - $m)] | add / (($t | length) - 1) | sqrt)
+                          else null end)}))}' "$@" >"$out"
+}
 
 if [[ $ONLY_S3 -eq 0 ]]; then
     # -----------------------------------------------------------------------------------------
-    # e. Backup time: one hyperfine invocation for the three commands.
+    # e. Backup time: the three commands in $RUNS interleaved rounds (as the restores, h).
     # -----------------------------------------------------------------------------------------
-    log "e. backup time (hyperfine, $WARMUP warmup + $RUNS runs each)"
+    # One invocation of $RUNS runs per command measured each command in its own stretch of
+    # time; on this shared machine the load drifts between stretches (2026-11-26 15:41:
+    # keepsake 1.132 × pg_dump measured that way, 1.06 × the run before).
+    log "e. backup time (hyperfine, $WARMUP warmup, then $RUNS interleaved rounds of one run each)"
     NAME_BASE='pg_dump -Fc -Z0 > /dev/null'
     NAME_AGE='pg_dump -Fc | age -r RECIPIENT > file'
     NAME_KS='keepsake backup --type full (fresh repository)'
-    hyperfine --shell bash --warmup "$WARMUP" --runs "$RUNS" \
-        --export-json "$OUT_DIR/hyperfine-backup.json" --export-markdown "$OUT_DIR/hyperfine-backup.md" \
-        --prepare 'true' \
-        --prepare "rm -f $(q "$WORK/dump.age")" \
-        --prepare "rm -rf $(q "$REPO_H") && $KS --config $(q "$CFG_H") init" \
-        -n "$NAME_BASE" "$PG_DUMP -Fc -Z0 $DUMP_ARGS > /dev/null" \
-        -n "$NAME_AGE" "set -o pipefail; $PG_DUMP -Fc $DUMP_ARGS | age -r $RECIPIENT > $(q "$WORK/dump.age")" \
-        -n "$NAME_KS" "$KS --config $(q "$CFG_H") backup --source bench --type full"
+    for round in $(seq "$RUNS"); do
+        warm=0
+        [[ $round -eq 1 ]] && warm=$WARMUP
+        hyperfine --shell bash --warmup "$warm" --runs 1 \
+            --export-json "$OUT_DIR/hyperfine-backup-round$round.json" \
+            --prepare 'true' \
+            --prepare "rm -f $(q "$WORK/dump.age")" \
+            --prepare "rm -rf $(q "$REPO_H") && $KS --config $(q "$CFG_H") init" \
+            -n "$NAME_BASE" "$PG_DUMP -Fc -Z0 $DUMP_ARGS > /dev/null" \
+            -n "$NAME_AGE" "set -o pipefail; $PG_DUMP -Fc $DUMP_ARGS | age -r $RECIPIENT > $(q "$WORK/dump.age")" \
+            -n "$NAME_KS" "$KS --config $(q "$CFG_H") backup --source bench --type full"
+    done
+    merge_rounds "$OUT_DIR/hyperfine-backup.json" "$OUT_DIR"/hyperfine-backup-round*.json
     AGE_FILE_BYTES=$(stat -c %s "$WORK/dump.age")
     M_BASE=$(median "$OUT_DIR/hyperfine-backup.json" "$NAME_BASE")
     M_AGE=$(median "$OUT_DIR/hyperfine-backup.json" "$NAME_AGE")
@@ -478,16 +500,7 @@ if [[ $ONLY_S3 -eq 0 ]]; then
                 -n "$NAME_R_PG2" "$PG_RESTORE $ADMIN -j 2 -d restore_pg_j2 $(q "$WORK/restore.dump")" \
                 -n "$NAME_R_PGZ" "$PG_RESTORE $ADMIN -j 2 -d restore_pg_z $(q "$WORK/restore-z.dump")"
         done
-        # Merged as hyperfine would report one invocation: all times, median, mean, σ, min, max.
-        jq -s '{results: ([.[].results[]] | group_by(.command) | map(
-                  (.[0].command) as $c | [.[].times[]] as $t | ($t | add / length) as $m
-                  | {command: $c, times: $t, mean: $m, min: ($t | min), max: ($t | max),
-                     median: ($t | sort | if length % 2 == 1 then .[(length - 1) / 2]
-                              else (.[length / 2 - 1] + .[length / 2]) / 2 end),
-                     stddev: (if ($t | length) > 1
-                              then ([$t[] | (. - $m) * (. - $m)] | add / (($t | length) - 1) | sqrt)
-                              else null end)}))}' \
-            "$OUT_DIR"/hyperfine-restore-round*.json >"$OUT_DIR/hyperfine-restore.json"
+        merge_rounds "$OUT_DIR/hyperfine-restore.json" "$OUT_DIR"/hyperfine-restore-round*.json
         for d in restore_keepsake restore_pg restore_pg_j2 restore_pg_z; do
             got=$(psql_db -d "$d" -At -c "SELECT count(*) FROM guests")
             [[ $got -eq $N_GUESTS_FULL ]] || die "restored database $d has $got guests, expected $N_GUESTS_FULL"
@@ -800,13 +813,15 @@ s3_requests_row() { # label kind
     echo "| data | scale $SCALE: $(mib "$TABLE_BYTES") table data, $(mib "$DB_BYTES") database; $N_GUESTS guests, $N_PHOTOS photos, $N_PAYMENTS payments; dump $(mib "${FULL_LOGICAL:-$S3_LOGICAL}") |"
     if [[ $ONLY_S3 -eq 0 ]]; then
         echo
-        echo "## Backup time (hyperfine: $WARMUP warmup, $RUNS runs, one invocation)"
+        echo "## Backup time (hyperfine: $WARMUP warmup, then $RUNS interleaved rounds of one run per command)"
         echo
         echo "| command | median s | mean ± σ s | × baseline | target |"
         echo "|---|---:|---:|---:|---|"
         echo "| \`$(md "$NAME_BASE")\` (baseline) | $(printf '%.3f' "$M_BASE") | $(secs "$(jq -r --arg n "$NAME_BASE" '.results[] | select(.command == $n) | .mean' "$OUT_DIR/hyperfine-backup.json")" "$(stddev "$OUT_DIR/hyperfine-backup.json" "$NAME_BASE")") | 1.000 | |"
         echo "| \`$(md "$NAME_AGE")\` | $(printf '%.3f' "$M_AGE") | $(secs "$(jq -r --arg n "$NAME_AGE" '.results[] | select(.command == $n) | .mean' "$OUT_DIR/hyperfine-backup.json")" "$(stddev "$OUT_DIR/hyperfine-backup.json" "$NAME_AGE")") | $R_AGE | |"
         echo "| \`$(md "$NAME_KS")\` | $(printf '%.3f' "$M_KS") | $(secs "$(jq -r --arg n "$NAME_KS" '.results[] | select(.command == $n) | .mean' "$OUT_DIR/hyperfine-backup.json")" "$(stddev "$OUT_DIR/hyperfine-backup.json" "$NAME_KS")") | **$R_KS** | ≤ 1.10: $(verdict "$R_KS" 1.10) |"
+        echo
+        echo "keepsake / \`$(md "$NAME_BASE")\` every round: $(jq -r --arg a "$NAME_KS" --arg b "$NAME_BASE" '[.results[] | select(.command == $a) | .times] as [$x] | [.results[] | select(.command == $b) | .times] as [$y] | [range(0; $x | length) | "\($x[.] / $y[.] | . * 1000 | round / 1000)"] | join(", ")' "$OUT_DIR/hyperfine-backup.json")."
         echo
         echo "## Size and memory"
         echo
