@@ -373,6 +373,20 @@ merge_rounds() {
                           then ([$t[] | (. - $m) * (. - $m)] | add / (($t | length) - 1) | sqrt)
                           else null end)}))}' "$@" >"$out"
 }
+# $RUNS interleaved rounds of one hyperfine invocation that runs each command once (the first
+# round also warms up), merged into $OUT_DIR/hyperfine-NAME.json. interleaved NAME ARGS...
+# (hyperfine's --prepare and -n arguments).
+interleaved() {
+    local name=$1 round warm
+    shift
+    for round in $(seq "$RUNS"); do
+        warm=0
+        [[ $round -eq 1 ]] && warm=$WARMUP
+        hyperfine --shell bash --warmup "$warm" --runs 1 \
+            --export-json "$OUT_DIR/hyperfine-$name-round$round.json" "$@"
+    done
+    merge_rounds "$OUT_DIR/hyperfine-$name.json" "$OUT_DIR/hyperfine-$name"-round*.json
+}
 
 if [[ $ONLY_S3 -eq 0 ]]; then
     # -----------------------------------------------------------------------------------------
@@ -385,19 +399,13 @@ if [[ $ONLY_S3 -eq 0 ]]; then
     NAME_BASE='pg_dump -Fc -Z0 > /dev/null'
     NAME_AGE='pg_dump -Fc | age -r RECIPIENT > file'
     NAME_KS='keepsake backup --type full (fresh repository)'
-    for round in $(seq "$RUNS"); do
-        warm=0
-        [[ $round -eq 1 ]] && warm=$WARMUP
-        hyperfine --shell bash --warmup "$warm" --runs 1 \
-            --export-json "$OUT_DIR/hyperfine-backup-round$round.json" \
-            --prepare 'true' \
-            --prepare "rm -f $(q "$WORK/dump.age")" \
-            --prepare "rm -rf $(q "$REPO_H") && $KS --config $(q "$CFG_H") init" \
-            -n "$NAME_BASE" "$PG_DUMP -Fc -Z0 $DUMP_ARGS > /dev/null" \
-            -n "$NAME_AGE" "set -o pipefail; $PG_DUMP -Fc $DUMP_ARGS | age -r $RECIPIENT > $(q "$WORK/dump.age")" \
-            -n "$NAME_KS" "$KS --config $(q "$CFG_H") backup --source bench --type full"
-    done
-    merge_rounds "$OUT_DIR/hyperfine-backup.json" "$OUT_DIR"/hyperfine-backup-round*.json
+    interleaved backup \
+        --prepare 'true' \
+        --prepare "rm -f $(q "$WORK/dump.age")" \
+        --prepare "rm -rf $(q "$REPO_H") && $KS --config $(q "$CFG_H") init" \
+        -n "$NAME_BASE" "$PG_DUMP -Fc -Z0 $DUMP_ARGS > /dev/null" \
+        -n "$NAME_AGE" "set -o pipefail; $PG_DUMP -Fc $DUMP_ARGS | age -r $RECIPIENT > $(q "$WORK/dump.age")" \
+        -n "$NAME_KS" "$KS --config $(q "$CFG_H") backup --source bench --type full"
     AGE_FILE_BYTES=$(stat -c %s "$WORK/dump.age")
     M_BASE=$(median "$OUT_DIR/hyperfine-backup.json" "$NAME_BASE")
     M_AGE=$(median "$OUT_DIR/hyperfine-backup.json" "$NAME_AGE")
@@ -486,21 +494,15 @@ if [[ $ONLY_S3 -eq 0 ]]; then
         NAME_R_PG='pg_restore -d (local -Fc -Z0 file)'
         NAME_R_PG2='pg_restore -j2 -d (local -Fc -Z0 file)'
         NAME_R_PGZ='pg_restore -j2 -d (local -Fc file, default compression)'
-        for round in $(seq "$RUNS"); do
-            warm=0
-            [[ $round -eq 1 ]] && warm=$WARMUP
-            hyperfine --shell bash --warmup "$warm" --runs 1 \
-                --export-json "$OUT_DIR/hyperfine-restore-round$round.json" \
-                --prepare "$DROPDB $ADMIN --if-exists restore_keepsake && $CHECKPOINT" \
-                --prepare "$DROPDB $ADMIN --if-exists restore_pg && $CREATEDB $ADMIN restore_pg && $CHECKPOINT" \
-                --prepare "$DROPDB $ADMIN --if-exists restore_pg_j2 && $CREATEDB $ADMIN restore_pg_j2 && $CHECKPOINT" \
-                --prepare "$DROPDB $ADMIN --if-exists restore_pg_z && $CREATEDB $ADMIN restore_pg_z && $CHECKPOINT" \
-                -n "$NAME_R_KS" "$KS --config $(q "$CFG_I") restore $FULL_ID --target $(target_url restore_keepsake) --target-password file:$(q "$PW_FILE") --create" \
-                -n "$NAME_R_PG" "$PG_RESTORE $ADMIN -d restore_pg $(q "$WORK/restore.dump")" \
-                -n "$NAME_R_PG2" "$PG_RESTORE $ADMIN -j 2 -d restore_pg_j2 $(q "$WORK/restore.dump")" \
-                -n "$NAME_R_PGZ" "$PG_RESTORE $ADMIN -j 2 -d restore_pg_z $(q "$WORK/restore-z.dump")"
-        done
-        merge_rounds "$OUT_DIR/hyperfine-restore.json" "$OUT_DIR"/hyperfine-restore-round*.json
+        interleaved restore \
+            --prepare "$DROPDB $ADMIN --if-exists restore_keepsake && $CHECKPOINT" \
+            --prepare "$DROPDB $ADMIN --if-exists restore_pg && $CREATEDB $ADMIN restore_pg && $CHECKPOINT" \
+            --prepare "$DROPDB $ADMIN --if-exists restore_pg_j2 && $CREATEDB $ADMIN restore_pg_j2 && $CHECKPOINT" \
+            --prepare "$DROPDB $ADMIN --if-exists restore_pg_z && $CREATEDB $ADMIN restore_pg_z && $CHECKPOINT" \
+            -n "$NAME_R_KS" "$KS --config $(q "$CFG_I") restore $FULL_ID --target $(target_url restore_keepsake) --target-password file:$(q "$PW_FILE") --create" \
+            -n "$NAME_R_PG" "$PG_RESTORE $ADMIN -d restore_pg $(q "$WORK/restore.dump")" \
+            -n "$NAME_R_PG2" "$PG_RESTORE $ADMIN -j 2 -d restore_pg_j2 $(q "$WORK/restore.dump")" \
+            -n "$NAME_R_PGZ" "$PG_RESTORE $ADMIN -j 2 -d restore_pg_z $(q "$WORK/restore-z.dump")"
         for d in restore_keepsake restore_pg restore_pg_j2 restore_pg_z; do
             got=$(psql_db -d "$d" -At -c "SELECT count(*) FROM guests")
             [[ $got -eq $N_GUESTS_FULL ]] || die "restored database $d has $got guests, expected $N_GUESTS_FULL"
