@@ -6,7 +6,7 @@
 # Starts a throwaway PostgreSQL 15 cluster, generates a deterministic wedding-planning
 # database of at least SCALE_GB (default 1, fractions allowed) of table data, and measures
 #   e. `keepsake backup --type full` against `pg_dump -Fc -Z0 > /dev/null` and
-#      `pg_dump -Fc | age` (one hyperfine run, so the ratios share the same conditions),
+#      `pg_dump -Fc | age` (interleaved rounds, so the ratios share the same conditions),
 #   f. the peak RSS of `keepsake backup --type full` (/usr/bin/time -v),
 #   g. the incremental's stored bytes after a realistic change against restic's data_added,
 #   h. with --restore: `keepsake restore --create` against `pg_restore` (single and -j2, and
