@@ -304,6 +304,8 @@ pub async fn load_toc(repo: &Arc<Repository>, m: &Arc<Manifest>, tool: &Tool) ->
     let read = AtomicU64::new(0);
     write_span(repo, m, &starts, (0, m.facts.toc_len), &mut bytes, &read).await?;
     std::fs::write(file.path(), &bytes).map_err(|e| Error::io("writing the TOC file", e))?;
+    // Not `process::pg_restore_step`: listing reads only the file, and the target database
+    // (which that step names with `--dbname`) may not exist yet.
     let mut cmd = tokio::process::Command::new(&tool.path);
     cmd.arg("--list")
         .arg(file.path())
