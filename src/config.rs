@@ -158,6 +158,9 @@ pub struct DaemonSettings {
     pub shutdown_timeout: std::time::Duration,
     /// Each scheduled run starts after a random delay up to this long (spreads load).
     pub jitter: std::time::Duration,
+    /// Deadline of every job (backup, verify, restore, prune): a job still running after it
+    /// is cancelled and recorded failed (default 24h).
+    pub job_timeout: std::time::Duration,
 }
 
 impl Default for DaemonSettings {
@@ -169,6 +172,7 @@ impl Default for DaemonSettings {
             log_json: false,
             shutdown_timeout: std::time::Duration::from_secs(30),
             jitter: std::time::Duration::ZERO,
+            job_timeout: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -182,6 +186,7 @@ struct RawDaemon {
     log_format: Option<Spanned<String>>,
     shutdown_timeout: Option<Spanned<String>>,
     jitter: Option<Spanned<String>>,
+    job_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -244,6 +249,12 @@ pub struct BackupSettings {
     pub pack_size_mib: u64,
     /// Worker threads for compression and encryption (0 = number of CPUs).
     pub workers: usize,
+    /// `lock_wait_timeout` as written (validated into [`BackupSettings::lock_wait`]).
+    lock_wait_timeout: Option<Spanned<String>>,
+    /// How long pg_dump and keepsake's own sessions wait for a table lock before the backup
+    /// fails naming the lock (default 10 minutes).
+    #[serde(skip)]
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for BackupSettings {
@@ -253,6 +264,8 @@ impl Default for BackupSettings {
             compression_level: 1,
             pack_size_mib: 16,
             workers: 0,
+            lock_wait_timeout: None,
+            lock_wait: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -499,6 +512,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
         });
     }
 
+    let mut backup = raw.backup.clone();
+    if let Some(t) = &raw.backup.lock_wait_timeout {
+        backup.lock_wait = duration_key(&ctx, t, "backup.lock_wait_timeout")?;
+    }
     if !(1..=19).contains(&raw.backup.compression_level) {
         return Err(ctx
             .err(
@@ -617,21 +634,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
         recipients: Recipients(recipients),
         identity_file,
         sources,
-        backup: raw.backup,
+        backup,
         postgres: raw.postgres,
     })
 }
 
 impl Config {
-    /// The job history of this configuration's state directory.
-    pub fn history(&self) -> Option<crate::engine::jobs::History> {
-        self.daemon
-            .state_dir
-            .clone()
-            .or_else(crate::engine::jobs::default_state_dir)
-            .map(|d| crate::engine::jobs::History::new(&d))
-    }
-
     /// The folder of a `file://` repository.
     pub fn repository_path(&self) -> Result<PathBuf> {
         file_url_path(&self.repository.url)
@@ -711,6 +719,9 @@ fn daemon_settings(ctx: &Ctx, r: &RawDaemon) -> Result<DaemonSettings> {
     }
     if let Some(t) = &r.shutdown_timeout {
         d.shutdown_timeout = duration_key(ctx, t, "daemon.shutdown_timeout")?;
+    }
+    if let Some(t) = &r.job_timeout {
+        d.job_timeout = duration_key(ctx, t, "daemon.job_timeout")?;
     }
     if let Some(t) = &r.jitter {
         if t.get_ref().trim() != "0" && t.get_ref().trim() != "0s" {

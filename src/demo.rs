@@ -6,23 +6,40 @@
 //! Invariant: everything lives in one temporary directory that is removed at the end unless
 //! `--keep` is given; the cluster is stopped either way.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cli::{backup_summary, human_bytes, CliProgress};
 use crate::config::{self, Config};
 use crate::core::crypto::generate_identity;
 use crate::core::format::BackupType;
-use crate::core::restore::RestoreOptions;
-use crate::engine;
+use crate::core::verify::Level;
+use crate::engine::{
+    self, Command, Engine, JobResult, RestoreRequest, RestoreTarget, VerifyTarget,
+};
 use crate::error::{Error, Result};
 use crate::pg::client;
 use crate::pg::cluster::TempCluster;
+use crate::present::{backup_summary, human_bytes, verify_text};
 
 /// The sample database (schema and data).
 pub const WEDDING_SQL: &str = include_str!("../assets/sample/wedding.sql");
 /// The realistic change applied between backups.
 pub const CHANGE_SQL: &str = include_str!("../assets/sample/change.sql");
+
+/// Run one engine job to its end; its result, or its failure as an error.
+async fn job(e: &Engine, c: Command) -> Result<JobResult> {
+    let o = e.submit(c)?.wait().await;
+    match (o.exit_code, o.result) {
+        (0, Some(r)) => Ok(r),
+        (code, _) => {
+            let msg = o.error.unwrap_or_else(|| format!("the {} failed", o.kind));
+            Err(if code == 3 {
+                Error::Damage(msg)
+            } else {
+                Error::Other(msg)
+            })
+        }
+    }
+}
 
 fn step(n: usize, what: &str, t: Instant) {
     println!("[{n}] {what} ({:.1}s)", t.elapsed().as_secs_f64());
@@ -77,27 +94,35 @@ pub async fn run(keep: bool) -> Result<()> {
         .map_err(|e| Error::io("writing the demo password", e))?;
     let repo_path = dir.join("repo");
     let cfg_path = dir.join("keepsake.toml");
+    // The demo keeps its job history in its own directory: it never mixes with (or shows)
+    // the jobs of real configurations.
     let cfg_text = format!(
-        "[repository]\nurl = \"file://{}\"\n\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n\n[[sources]]\nname = \"wedsync\"\nurl = \"{}\"\npassword = \"file:{}\"\n",
+        "[repository]\nurl = \"file://{}\"\n\n[encryption]\nrecipients = [\"{recipient}\"]\nidentity_file = \"{}\"\n\n[[sources]]\nname = \"wedsync\"\nurl = \"{}\"\npassword = \"file:{}\"\n\n[daemon]\nstate_dir = \"{}\"\n",
         repo_path.display(),
         id_path.display(),
         cluster.url("wedsync"),
-        pw_path.display()
+        pw_path.display(),
+        dir.join("state").display()
     );
     std::fs::write(&cfg_path, &cfg_text).map_err(|e| Error::io("writing the demo config", e))?;
     let cfg: Config = config::load(&cfg_path)?;
-    let repo = engine::init(&cfg).await?;
-    drop(repo);
-    let repo = engine::open(&cfg).await?;
+    engine::init(&cfg).await?;
+    let e = Engine::new(cfg);
     println!(
         "[3] new age key {recipient}; repository at {}",
         repo_path.display()
     );
 
-    let progress = CliProgress::new();
-    let full =
-        engine::backup_source(&cfg, &repo, "wedsync", Some(BackupType::Full), &progress).await?;
-    progress.finish();
+    let backup = |kind| Command::Backup {
+        source: "wedsync".into(),
+        kind: Some(kind),
+        verify: None,
+    };
+    let JobResult::Backup { backup: full, .. } = job(&e, backup(BackupType::Full)).await? else {
+        return Err(Error::Other(
+            "internal: a backup job without a backup".into(),
+        ));
+    };
     print!("[4] {}", backup_summary(&full));
 
     let t = Instant::now();
@@ -106,28 +131,36 @@ pub async fn run(keep: bool) -> Result<()> {
         .map_err(|e| Error::Postgres(format!("changing sample data: {}", client::describe(&e))))?;
     step(5, "changed data: 1% of guests updated, guests added and removed, vendors and payments touched", t);
 
-    let progress = CliProgress::new();
-    let inc = engine::backup_source(
-        &cfg,
-        &repo,
-        "wedsync",
-        Some(BackupType::Incremental),
-        &progress,
-    )
-    .await?;
-    progress.finish();
+    let JobResult::Backup { backup: inc, .. } = job(&e, backup(BackupType::Incremental)).await?
+    else {
+        return Err(Error::Other(
+            "internal: a backup job without a backup".into(),
+        ));
+    };
     print!("[6] {}", backup_summary(&inc));
 
     let target = cluster.conninfo("wedsync_restored");
-    let mut opts = RestoreOptions::new(target.clone());
-    opts.create = true;
-    let progress = CliProgress::new();
-    let restored = engine::restore(&cfg, Arc::clone(&repo), &inc.id, opts, &progress).await?;
-    progress.finish();
+    let restore = Command::Restore(RestoreRequest {
+        id: inc.id.clone(),
+        target: RestoreTarget(target.clone()),
+        create: true,
+        clean: false,
+        confirm: None,
+        no_owner: false,
+        jobs: None,
+    });
+    let JobResult::Restore {
+        bytes, duration_ms, ..
+    } = job(&e, restore).await?
+    else {
+        return Err(Error::Other(
+            "internal: a restore job without a result".into(),
+        ));
+    };
     println!(
         "[7] restored the incremental into new database wedsync_restored: {} in {:.1}s",
-        human_bytes(restored.bytes),
-        restored.duration.as_secs_f64()
+        human_bytes(bytes),
+        duration_ms as f64 / 1000.0
     );
 
     let t = Instant::now();
@@ -167,20 +200,17 @@ pub async fn run(keep: bool) -> Result<()> {
         t,
     );
 
-    let progress = CliProgress::new();
-    let rec = engine::verify_backup(
-        &cfg,
-        Arc::clone(&repo),
-        &full.id,
-        crate::core::verify::Level::Restore,
-        None,
-        &progress,
-    )
-    .await?;
-    progress.finish();
-    print!("[9] verify {}", crate::cli::verify_text(&rec));
-    if !rec.ok {
-        return Err(Error::Damage(format!("verification of {} failed", full.id)));
+    let verify = Command::Verify {
+        target: VerifyTarget::Id(full.id.clone()),
+        level: Level::Restore,
+    };
+    let JobResult::Verify { records, .. } = job(&e, verify).await? else {
+        return Err(Error::Other(
+            "internal: a verify job without records".into(),
+        ));
+    };
+    for rec in &records {
+        print!("[9] verify {}", verify_text(rec));
     }
 
     println!(
@@ -189,7 +219,7 @@ pub async fn run(keep: bool) -> Result<()> {
         human_bytes(full.stored_bytes),
         human_bytes(inc.stored_bytes),
         inc.stored_bytes as f64 * 100.0 / full.stored_bytes.max(1) as f64,
-        restored.duration.as_secs_f64(),
+        duration_ms as f64 / 1000.0,
         t0.elapsed().as_secs_f64()
     );
     drop(src);

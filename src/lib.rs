@@ -15,6 +15,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod pg;
+pub mod present;
 pub mod storage;
 
 pub use error::{Error, Result};

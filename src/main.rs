@@ -91,7 +91,18 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = match rt.block_on(keepsake::cli::run(cli)) {
+    // Choosing the face: the daemon, the demo, or one command.
+    let face = async {
+        if cli.is_daemon() {
+            let path = keepsake::config::locate(cli.config.as_deref())?;
+            return keepsake::daemon::run(&path).await;
+        }
+        if let Some(keepsake::cli::Command::Demo { keep }) = cli.command {
+            return keepsake::demo::run(keep).await;
+        }
+        keepsake::cli::run(cli).await
+    };
+    let code = match rt.block_on(face) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");

@@ -25,8 +25,8 @@ use chrono::Utc;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::task::JoinSet;
 
-use crate::config::SourceConfig;
 use crate::core::chunk_crypto::ChunkSealer;
+use crate::core::cleanup::Cleanup;
 use crate::core::crypto::ChunkId;
 use crate::core::format::{
     pack_key, BackupType, ChunkLoc, IndexFile, IndexPack, Manifest, PackRef, FORMAT_VERSION,
@@ -35,6 +35,7 @@ use crate::core::progress::{Phase, ProgressSink, Tracker};
 use crate::core::repo::{Repository, StoredChunk};
 use crate::error::{Error, Result};
 use crate::pg::archive::{ArchiveFacts, ArchiveParser};
+use crate::pg::conninfo::ConnInfo;
 use crate::pg::process::{self, PassFile, StderrLog};
 use crate::pg::{client, tools};
 
@@ -47,6 +48,9 @@ pub struct BackupOptions {
     pub pack_size: usize,
     pub workers: usize,
     pub bin_dir: Option<std::path::PathBuf>,
+    /// How long pg_dump and keepsake's own sessions wait for a table lock before the backup
+    /// fails naming the lock (`[backup] lock_wait_timeout`).
+    pub lock_wait_timeout: std::time::Duration,
 }
 
 impl Default for BackupOptions {
@@ -57,8 +61,16 @@ impl Default for BackupOptions {
             pack_size: 16 << 20,
             workers: 0,
             bin_dir: None,
+            lock_wait_timeout: std::time::Duration::from_secs(600),
         }
     }
+}
+
+/// What is backed up: a name (as manifests record it) and where its database is.
+#[derive(Debug, Clone)]
+pub struct Source<'a> {
+    pub name: &'a str,
+    pub conn: &'a ConnInfo,
 }
 
 impl BackupOptions {
@@ -191,33 +203,49 @@ async fn plan(
 }
 
 /// Back up one source. Returns the committed manifest.
+///
+/// The backup's lease is its own: it is registered in `cleanup` (so whoever runs this removes
+/// it even if this future is dropped) and removed here when the backup ends.
 pub async fn backup(
     repo: &Repository,
-    source: &SourceConfig,
+    source: &Source<'_>,
     opts: &BackupOptions,
     sink: &dyn ProgressSink,
+    cleanup: &Cleanup,
 ) -> Result<Manifest> {
     let started_at = Utc::now();
-    let tracker = Tracker::new(sink, "backup", &source.name).with_store(repo.store().as_ref());
+    let tracker = Tracker::new(sink, "backup", source.name).with_store(repo.store().as_ref());
     tracker.phase(Phase::Connecting);
 
     // The lease comes first: a prune that marks packs after this point waits for us.
     let lease = crate::core::prune::take_lease(repo).await?;
+    let hook = {
+        let store = repo.store().clone();
+        let key = lease.clone();
+        cleanup.register(format!("remove backup lease {lease}"), move || {
+            Box::pin(async move {
+                if let Err(e) = store.delete(&key).await {
+                    tracing::warn!("could not remove backup lease {key}: {e}");
+                }
+            })
+        })
+    };
     let res = backup_leased(repo, source, opts, &tracker, started_at).await;
     if let Err(e) = repo.store().delete(&lease).await {
         tracing::warn!("could not remove backup lease {lease}: {e}");
     }
+    cleanup.disarm(hook);
     res
 }
 
 async fn backup_leased(
     repo: &Repository,
-    source: &SourceConfig,
+    source: &Source<'_>,
     opts: &BackupOptions,
     tracker: &Tracker<'_>,
     started_at: chrono::DateTime<Utc>,
 ) -> Result<Manifest> {
-    let (kind, based_on, known) = plan(repo, &source.name, opts.kind).await?;
+    let (kind, based_on, known) = plan(repo, source.name, opts.kind).await?;
     tracing::debug!("planned a {} backup of {}", kind.as_str(), source.name);
     let adopted = known.values().filter(|c| c.orphan).count();
     if adopted > 0 {
@@ -226,22 +254,34 @@ async fn backup_leased(
         );
     }
 
-    let pg = client::connect(&source.conn).await?;
-    let info = client::source_info(&pg, &source.name, &source.conn).await?;
+    let pg = client::connect(source.conn).await?;
+    client::set_lock_timeout(&pg, opts.lock_wait_timeout).await?;
+    let info = client::source_info(&pg, source.name, source.conn).await?;
     let major = (info.server_version_num / 10000) as u32;
     let tool = tools::find("pg_dump", major, opts.bin_dir.as_deref())?;
     let snapshot = client::export_snapshot(&pg).await?;
-    let (tables, large_objects) = client::tables(&pg).await?;
+    let (tables, large_objects) = match client::tables(&pg).await {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(client::explain_lock_timeout(e, source.conn, opts.lock_wait_timeout).await)
+        }
+    };
     let expected: u64 = tables.iter().map(|t| t.size_bytes.max(0) as u64).sum();
     tracker.update(|p| {
         p.bytes_expected = Some(expected);
         p.phase = Phase::Dumping;
     });
 
-    let pass = PassFile::new(&source.conn)?;
-    let mut child = process::pg_dump_command(&tool, &source.conn, pass.as_ref(), &snapshot)
-        .spawn()
-        .map_err(|e| Error::Postgres(format!("cannot start {}: {e}", tool.path.display())))?;
+    let pass = PassFile::new(source.conn)?;
+    let mut child = process::pg_dump_command(
+        &tool,
+        source.conn,
+        pass.as_ref(),
+        &snapshot,
+        opts.lock_wait_timeout,
+    )
+    .spawn()
+    .map_err(|e| Error::Postgres(format!("cannot start {}: {e}", tool.path.display())))?;
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let mut guard = ChildGuard(Some(child));
@@ -388,11 +428,12 @@ async fn backup_leased(
     if !status.success() {
         state.salvage().await;
         let explain = log.lock().map(|l| l.explain()).unwrap_or_default();
-        return Err(Error::Postgres(format!(
+        let e = Error::Postgres(format!(
             "backup of {} failed: pg_dump {}; nothing was committed.\n  {explain}",
             source.name,
             process::describe_exit(status)
-        )));
+        ));
+        return Err(client::explain_lock_timeout(e, source.conn, opts.lock_wait_timeout).await);
     }
     let summary = match reader_res {
         Ok(s) => s,

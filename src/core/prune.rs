@@ -77,24 +77,14 @@ impl Lease {
     }
 }
 
-/// Remove the leases this process holds (after cancelling its backup).
-pub async fn release_own_leases(repo: &Repository) -> Result<usize> {
-    let mut n = 0;
-    let me = (this_host(), std::process::id());
-    for o in repo.store().list("locks/").await? {
-        let lease = repo
-            .get_sealed(&o.key)
-            .await
-            .ok()
-            .and_then(|p| serde_json::from_slice::<Lease>(&p).ok());
-        if let Some(l) = lease {
-            if (l.host.clone(), l.pid) == me {
-                repo.store().delete(&o.key).await?;
-                n += 1;
-            }
-        }
+/// Forget backup `id`: its manifest goes first (the backup no longer exists from that moment),
+/// then its verification records. Its packs stay until a prune finds them unreferenced.
+pub async fn forget(repo: &Repository, id: &str) -> Result<()> {
+    repo.store().delete(&format!("snapshots/{id}")).await?;
+    for o in repo.store().list(&format!("verifications/{id}/")).await? {
+        repo.store().delete(&o.key).await?;
     }
-    Ok(n)
+    Ok(())
 }
 
 /// The packs currently marked for deletion.
@@ -161,10 +151,7 @@ pub async fn prune(
     };
     if !dry_run {
         for id in &forgotten {
-            repo.store().delete(&format!("snapshots/{id}")).await?;
-            for o in repo.store().list(&format!("verifications/{id}/")).await? {
-                repo.store().delete(&o.key).await?;
-            }
+            forget(repo, id).await?;
         }
     }
     if !bad.is_empty() {

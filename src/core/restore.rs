@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use futures::stream::StreamExt;
 use tokio::io::AsyncWriteExt;
 
+use crate::core::cleanup::{Cleanup, HookId};
 use crate::core::crypto::ChunkId;
 use crate::core::format::{ChunkLoc, Manifest};
 use crate::core::progress::{Phase, ProgressSink, Tracker};
@@ -43,6 +44,8 @@ pub struct RestoreOptions {
     /// Parallel sessions (used when the restore creates its database; 1 = one stream in one
     /// transaction).
     pub jobs: usize,
+    /// Where the restore registers the drop of a database it created (see [`Cleanup`]).
+    pub cleanup: Cleanup,
 }
 
 impl RestoreOptions {
@@ -59,6 +62,7 @@ impl RestoreOptions {
                 .map(|n| n.get())
                 .unwrap_or(2)
                 .max(2),
+            cleanup: Cleanup::new(),
         }
     }
 }
@@ -69,6 +73,9 @@ pub struct RestoreOutcome {
     pub bytes: u64,
     pub duration: Duration,
     pub created: bool,
+    /// The armed hook that drops the created database: the caller disarms it once the
+    /// database is meant to stay (a finished restore) or was dropped (a scratch database).
+    pub created_hook: Option<HookId>,
 }
 
 /// Fail unless every pack of `m` exists with its recorded size.
@@ -508,6 +515,15 @@ pub async fn restore(
         }
     );
     created?;
+    // Registered only once CREATE DATABASE succeeded: only a database this restore created
+    // may ever be dropped on its behalf (a cancel before this point drops nothing).
+    let created_hook = o.create.then(|| {
+        let target = o.target.clone();
+        o.cleanup.register(
+            format!("drop database {} created by this restore", o.target.dbname),
+            move || Box::pin(async move { drop_database(&target).await }),
+        )
+    });
     let res = match toc {
         Some(Ok(toc)) => {
             crate::core::parallel_restore::run(repo, m.clone(), toc, o, &tool, &tracker).await
@@ -526,11 +542,13 @@ pub async fn restore(
                 bytes,
                 duration: start.elapsed(),
                 created: o.create,
+                created_hook,
             })
         }
         Err(e) => {
-            if o.create {
+            if let Some(h) = created_hook {
                 drop_database(&o.target).await;
+                o.cleanup.disarm(h);
             }
             Err(e)
         }

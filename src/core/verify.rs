@@ -100,6 +100,8 @@ pub struct VerifyOptions {
     /// Name of the scratch database (restore level); generated when `None`.
     pub scratch_db: Option<String>,
     pub bin_dir: Option<std::path::PathBuf>,
+    /// Where the restore level registers the drop of its scratch database.
+    pub cleanup: crate::core::cleanup::Cleanup,
 }
 
 /// Name for a scratch database for backup `id`.
@@ -607,14 +609,18 @@ async fn verify_restore(
     let mut ro = RestoreOptions::new(target.clone());
     ro.create = true;
     ro.bin_dir = opts.bin_dir.clone();
+    ro.cleanup = opts.cleanup.clone();
     // A missing pg_restore is a problem of this host, not of the backup.
     let archive_major = tools::parse_version(&m.pg_dump_version)
         .map(|v| v.1)
         .unwrap_or(0);
     tools::find("pg_restore", archive_major, opts.bin_dir.as_deref())?;
     let t = Instant::now();
+    let mut hook = None;
     let res = async {
-        restore::restore(repo.clone(), &m.id, &ro, sink).await?;
+        hook = restore::restore(repo.clone(), &m.id, &ro, sink)
+            .await?
+            .created_hook;
         rec.restore_ms = Some(t.elapsed().as_millis() as u64);
         let pg = client::connect(&target).await?;
         rec.tables_compared = m.facts.tables.len();
@@ -629,6 +635,9 @@ async fn verify_restore(
     }
     .await;
     restore::drop_database(&target).await;
+    if let Some(h) = hook {
+        opts.cleanup.disarm(h);
+    }
     match res {
         Ok(()) => Ok(()),
         // pg_restore refused the archive, or the data is damaged: the backup did not restore.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::engine::jobs::{History, JobRecord};
+use crate::engine::history::{History, JobRecord};
 use crate::error::{Error, Result};
 use crate::pg::conninfo::ConnInfo;
 

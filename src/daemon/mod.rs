@@ -2,19 +2,24 @@
 //! each backup and on `[verification] schedule`, applies retention, watches every source's RPO,
 //! sends alerts, mirrors the job history to the catalog — until SIGTERM or SIGINT.
 //!
+//! The daemon is a face of the engine: scheduler ticks submit commands (backup with its
+//! verification, then prune; the verification schedule), webhooks and the catalog mirror
+//! subscribe to the engine's events, and the RPO check runs in a task of its own.
+//!
 //! Invariants:
 //! - One daemon per state directory (an advisory lock on `daemon.lock`, released by the kernel
 //!   when the process ends, refuses a second).
-//! - Jobs never overlap: the loop runs one job at a time. A run that falls due while another
-//!   job runs is remembered once per source (the strongest type wins) and starts afterwards —
-//!   coalesced, never piled up. After downtime, at most one catch-up run per source (of the
-//!   strongest type that fell due while it was down).
-//! - Every job (backup, verify, prune) is recorded `running` before it starts and with its
-//!   outcome after; alerts and the catalog are fed from those records and never block a job.
-//! - Stop (SIGTERM/SIGINT): scheduling stops, the running job is cancelled — nothing half
-//!   written becomes visible (a backup exists only once its manifest is written; pg_dump is
-//!   killed; a scratch database is dropped), its lease is released — it is recorded
-//!   `cancelled`, queued alerts get what is left of `[daemon] shutdown_timeout`, exit 0.
+//! - The scheduler never waits for a job: a stuck backup (a table lock, a hung server) neither
+//!   delays other sources nor silences the RPO alarm or the watchdog. Jobs of one source never
+//!   overlap: the engine runs a source's backups single-flight, and a run that falls due while
+//!   another is queued coalesces with it (the strongest type wins). After downtime, at most one
+//!   catch-up run per source (of the strongest type that fell due while it was down). Every job
+//!   has the deadline `[daemon] job_timeout`.
+//! - Stop (SIGTERM/SIGINT): scheduling stops, every job is cancelled through the engine —
+//!   nothing half written becomes visible (a backup exists only once its manifest is written;
+//!   pg_dump is killed; the job's scratch database and lease are removed by its cleanup hooks)
+//!   — each is recorded `cancelled`, queued alerts get what is left of
+//!   `[daemon] shutdown_timeout`, exit 0.
 //! - SIGHUP reloads the configuration; an invalid one is logged and the old one kept.
 //! - The RPO alarm fires once per breach (no backup proven at `data` level or better newer than
 //!   the source's `rpo`) and once on recovery; the state survives restarts (`alerts.json`).
@@ -35,15 +40,14 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, Config};
 use crate::core::format::BackupType;
-use crate::core::progress::NoProgress;
-use crate::core::repo::Repository;
 use crate::core::verify::Level;
-use crate::engine::{
-    self,
-    jobs::{History, JobRecord, JobStatus},
-};
+use crate::engine::command::strength;
+use crate::engine::event::{Alert, AlertKind, Event, JobResult};
+use crate::engine::history::JobStatus;
+use crate::engine::{self, Command, Engine, VerifyTarget};
 use crate::error::{Error, Result};
-use notify::{Event, Notifier};
+use crate::present::human_bytes;
+use notify::Notifier;
 
 /// Take the state directory's lock (an advisory file lock held for the daemon's lifetime, so a
 /// crash releases it and a reused pid cannot fake it), or say which daemon holds it.
@@ -70,15 +74,6 @@ fn lock(state_dir: &Path) -> Result<std::fs::File> {
     let _ = f.set_len(0);
     let _ = writeln!(f, "{}", std::process::id());
     Ok(f)
-}
-
-/// The state directory a configuration uses.
-pub fn state_dir(cfg: &Config) -> Result<PathBuf> {
-    cfg.daemon
-        .state_dir
-        .clone()
-        .or_else(engine::jobs::default_state_dir)
-        .ok_or_else(|| Error::Usage("no state directory: set [daemon] state_dir".into()))
 }
 
 /// Signals, as flags the loop and running jobs look at.
@@ -109,16 +104,6 @@ fn listen() -> Result<Signals> {
     Ok(Signals { stop: rx, reload })
 }
 
-/// Resolves when a stop was requested.
-async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            // The signal task is gone: never resolve.
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
 /// RPO alarm state per source, persisted so a restart neither repeats nor loses an alarm.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct AlertState {
@@ -145,344 +130,29 @@ impl AlertState {
     }
 }
 
-fn strength(k: BackupType) -> u8 {
-    match k {
-        BackupType::Full => 3,
-        BackupType::Differential => 2,
-        BackupType::Incremental => 1,
-    }
-}
-
-/// Everything the loop carries between iterations.
-struct Daemon {
+/// The scheduler's state between ticks.
+struct Scheduler {
     path: PathBuf,
-    cfg: Config,
-    repo: Arc<Repository>,
-    history: History,
-    state_dir: PathBuf,
-    notifier: Notifier,
-    delivery: Option<notify::Delivery>,
-    catalog_wake: Option<Arc<tokio::sync::Notify>>,
+    engine: Engine,
     /// Per source: scheduled instants up to here have been considered.
     since: BTreeMap<String, DateTime<Utc>>,
-    /// Per source: a run waiting to start (coalesced), and when it may start (jitter).
-    queued: BTreeMap<String, (BackupType, DateTime<Utc>)>,
+    /// Per source: a run waiting for its (jittered) start, and its type.
+    waiting: BTreeMap<String, (BackupType, DateTime<Utc>)>,
     verify_since: DateTime<Utc>,
-    alerts: AlertState,
-    started: DateTime<Utc>,
 }
 
-/// What a job's work produced, for its record and its alerts.
-enum Outcome {
-    Done(JobRecord),
-    Failed(JobRecord, String),
-    Cancelled,
-}
-
-impl Daemon {
-    /// Run `work` as job `kind` for `source`: record it, cancel it on stop, mirror it.
-    async fn job<F, T>(
-        &self,
-        kind: &str,
-        source: Option<&str>,
-        stop: &tokio::sync::watch::Receiver<bool>,
-        pre: impl FnOnce(&mut JobRecord),
-        work: F,
-        fill: impl FnOnce(&mut JobRecord, &T),
-    ) -> Outcome
-    where
-        F: std::future::Future<Output = Result<T>>,
-    {
-        tracing::debug!("{kind} job starts");
-        let mut job = self.history.start_with(kind, source, pre);
-        self.wake_catalog();
-        let res = tokio::select! {
-            r = work => Some(r),
-            _ = stopped(stop.clone()) => None,
-        };
-        let out = match res {
-            None => {
-                // The work future is dropped: pg_dump is killed, the scratch database dropped
-                // (their guards), nothing was committed. Release our repository lease.
-                if let Err(e) = crate::core::prune::release_own_leases(&self.repo).await {
-                    tracing::warn!("could not release this process's backup lease: {e}");
-                }
-                self.history.finish(
-                    job.clone(),
-                    JobStatus::Cancelled,
-                    Some(format!(
-                        "the daemon was stopped; nothing of this {kind} was committed"
-                    )),
-                );
-                Outcome::Cancelled
-            }
-            Some(Ok(v)) => {
-                fill(&mut job, &v);
-                self.history.finish(job.clone(), JobStatus::Completed, None);
-                Outcome::Done(job)
-            }
-            Some(Err(e)) => {
-                let msg = e.to_string();
-                self.history
-                    .finish(job.clone(), JobStatus::Failed, Some(msg.clone()));
-                Outcome::Failed(job, msg)
-            }
-        };
-        self.wake_catalog();
-        out
-    }
-
-    fn wake_catalog(&self) {
-        if let Some(w) = &self.catalog_wake {
-            w.notify_one();
-        }
-    }
-
-    /// Back up `source`, then verify and prune as configured. Returns false when stopped.
-    async fn backup(
-        &mut self,
-        source: &str,
-        kind: BackupType,
-        stop: &tokio::sync::watch::Receiver<bool>,
-    ) -> bool {
-        let progress = NoProgress;
-        let cfg = self.cfg.clone();
-        let repo = self.repo.clone();
-        let out = self
-            .job(
-                "backup",
-                Some(source),
-                stop,
-                |j| j.backup_type = Some(kind.as_str().to_string()),
-                engine::backup_source(&cfg, &repo, source, Some(kind), &progress),
-                |j, m| {
-                    j.backup_id = Some(m.id.clone());
-                    j.backup_type = Some(m.kind.as_str().to_string());
-                    j.logical_bytes = Some(m.logical_bytes);
-                    j.stored_bytes = Some(m.stored_bytes);
-                },
-            )
-            .await;
-        let job = match out {
-            Outcome::Cancelled => return false,
-            Outcome::Failed(j, e) => {
-                tracing::error!("{source}: {} backup failed: {e}", kind.as_str());
-                let mut ev = Event::new(
-                    "backup_failed",
-                    Some(source),
-                    format!("{} backup of {source} failed", kind.as_str()),
-                );
-                ev.job_id = Some(j.id);
-                ev.error = Some(e);
-                self.notifier.send(ev);
-                return true;
-            }
-            Outcome::Done(j) => j,
-        };
-        let id = job.backup_id.clone().unwrap_or_default();
-        tracing::info!("{source}: {} backup {id} completed", kind.as_str());
-        let mut ev = Event::new(
-            "backup_succeeded",
-            Some(source),
-            format!(
-                "{} backup {id} of {source} completed ({} logical, {} stored)",
-                kind.as_str(),
-                crate::cli::human_bytes(job.logical_bytes.unwrap_or(0)),
-                crate::cli::human_bytes(job.stored_bytes.unwrap_or(0))
-            ),
-        );
-        ev.backup_id = Some(id.clone());
-        ev.job_id = Some(job.id.clone());
-        self.notifier.send(ev);
-
-        if let Some(level) = self.cfg.verification.after_backup {
-            if !self.verify(source, &id, level, stop).await {
-                return false;
-            }
-        }
-        if self.cfg.retention != Default::default() && !self.prune(stop).await {
-            return false;
-        }
-        true
-    }
-
-    /// Verify backup `id` of `source` at `level`. Returns false when stopped.
-    async fn verify(
-        &mut self,
-        source: &str,
-        id: &str,
-        level: Level,
-        stop: &tokio::sync::watch::Receiver<bool>,
-    ) -> bool {
-        let progress = NoProgress;
-        let cfg = self.cfg.clone();
-        let repo = self.repo.clone();
-        let out = self
-            .job(
-                "verify",
-                Some(source),
-                stop,
-                |j| j.backup_id = Some(id.to_string()),
-                async {
-                    let rec = engine::verify_backup(&cfg, repo.clone(), id, level, None, &progress)
-                        .await?;
-                    if rec.ok {
-                        Ok(rec)
-                    } else {
-                        Err(Error::Damage(format!(
-                            "backup {id} failed verification at {} level: {}",
-                            level.as_str(),
-                            rec.problems
-                                .iter()
-                                .chain(rec.not_proven.iter())
-                                .cloned()
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        )))
-                    }
-                },
-                |j, rec| {
-                    j.backup_id = Some(id.to_string());
-                    j.verification = Some(rec.level.as_str().to_string());
-                },
-            )
-            .await;
-        match out {
-            Outcome::Cancelled => false,
-            Outcome::Done(_) => {
-                tracing::info!("{source}: backup {id} verified at {} level", level.as_str());
-                true
-            }
-            Outcome::Failed(j, e) => {
-                tracing::error!("{source}: {e}");
-                let mut ev = Event::new(
-                    "verify_failed",
-                    Some(source),
-                    format!(
-                        "backup {id} of {source} did not pass {} verification",
-                        level.as_str()
-                    ),
-                );
-                ev.backup_id = Some(id.to_string());
-                ev.job_id = Some(j.id);
-                ev.error = Some(e);
-                self.notifier.send(ev);
-                true
-            }
-        }
-    }
-
-    /// Apply retention. Returns false when stopped.
-    async fn prune(&mut self, stop: &tokio::sync::watch::Receiver<bool>) -> bool {
-        let repo = self.repo.clone();
-        let policy = self.cfg.retention.clone();
-        let out = self
-            .job(
-                "prune",
-                None,
-                stop,
-                |_| {},
-                async move { crate::core::prune::prune(&repo, &policy, false).await },
-                |_, _| {},
-            )
-            .await;
-        match out {
-            Outcome::Cancelled => false,
-            Outcome::Done(j) => {
-                let ev = Event::new("prune", None, "retention applied".to_string());
-                let mut ev = ev;
-                ev.job_id = Some(j.id);
-                self.notifier.send(ev);
-                true
-            }
-            Outcome::Failed(_, e) => {
-                tracing::error!("prune failed: {e}");
-                true
-            }
-        }
-    }
-
-    /// Compare every source's RPO with what is proven; alert on changes.
-    async fn check_rpo(&mut self) {
-        tracing::debug!("checking RPOs");
-        let statuses = match engine::status(&self.cfg, &self.repo).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("RPO check: cannot read the repository: {e}");
-                return;
-            }
-        };
-        let mut changed = false;
-        for s in statuses {
-            let breached = self.alerts.breached.contains_key(&s.source);
-            // A source with no proven backup yet is in breach only once the daemon has had
-            // the RPO's time to make one (no alarm in the first minutes of a new setup).
-            let young = s.last_verified_id.is_none()
-                && s.rpo_s
-                    .is_some_and(|r| (Utc::now() - self.started).num_seconds() < r);
-            let state = if young && s.rpo_state == "breach" {
-                "ok-pending"
-            } else {
-                s.rpo_state
-            };
-            match (state, breached) {
-                ("breach", false) => {
-                    let last = s
-                        .last_verified_backup_at
-                        .map(|t| format!("the newest proven backup finished at {t}"))
-                        .unwrap_or_else(|| "no backup is proven".into());
-                    let mut ev = Event::new(
-                        "rpo_breach",
-                        Some(&s.source),
-                        format!(
-                            "RPO breached for {}: no backup proven at data level in the last {}s ({last})",
-                            s.source,
-                            s.rpo_s.unwrap_or(0)
-                        ),
-                    );
-                    ev.backup_id = s.last_verified_id.clone();
-                    self.notifier.send(ev);
-                    self.alerts.breached.insert(s.source.clone(), Utc::now());
-                    changed = true;
-                }
-                ("ok", true) => {
-                    let mut ev = Event::new(
-                        "rpo_recovered",
-                        Some(&s.source),
-                        format!(
-                            "RPO met again for {}: backup {} is proven",
-                            s.source,
-                            s.last_verified_id.clone().unwrap_or_default()
-                        ),
-                    );
-                    ev.backup_id = s.last_verified_id.clone();
-                    self.notifier.send(ev);
-                    self.alerts.breached.remove(&s.source);
-                    changed = true;
-                }
-                ("not set", true) => {
-                    self.alerts.breached.remove(&s.source);
-                    changed = true;
-                }
-                _ => {}
-            }
-        }
-        if changed {
-            self.alerts.save(&self.state_dir);
-        }
-    }
-
-    /// Look at every schedule; queue what fell due.
-    fn schedule(&mut self, now: DateTime<Utc>) {
-        for s in &self.cfg.sources {
+impl Scheduler {
+    /// Look at every schedule; remember what fell due (coalesced per source).
+    fn schedule(&mut self, cfg: &Config, now: DateTime<Utc>) {
+        for s in &cfg.sources {
             let Some(sched) = &s.schedule else { continue };
             let from = self.since.get(&s.name).copied().unwrap_or(now);
             let due = sched.due(from, now);
             self.since.insert(s.name.clone(), now);
-            let Some(kind) = due.iter().map(|d| d.0).max_by_key(|k| strength(*k)) else {
+            let Some(kind) = due.iter().map(|d| d.0).max_by_key(|k| strength(Some(*k))) else {
                 continue;
             };
-            let jitter = self.cfg.daemon.jitter;
+            let jitter = cfg.daemon.jitter;
             let start = now
                 + chrono::Duration::from_std(if jitter.is_zero() {
                     Duration::ZERO
@@ -490,64 +160,369 @@ impl Daemon {
                     Duration::from_millis(rand::random::<u64>() % jitter.as_millis().max(1) as u64)
                 })
                 .unwrap_or_default();
-            match self.queued.get_mut(&s.name) {
-                // Coalesce with a queued run: keep its start, take the stronger type.
+            match self.waiting.get_mut(&s.name) {
                 Some(q) => {
-                    if strength(kind) > strength(q.0) {
+                    if strength(Some(kind)) > strength(Some(q.0)) {
                         q.0 = kind;
                     }
                 }
                 None => {
-                    self.queued.insert(s.name.clone(), (kind, start));
+                    self.waiting.insert(s.name.clone(), (kind, start));
                 }
             }
         }
     }
 
-    /// Reload the configuration after SIGHUP (keep the old one if the new one is invalid).
-    async fn reload(&mut self) {
-        match config::load(&self.path) {
-            Err(e) => tracing::error!(
-                "SIGHUP: the new configuration is invalid, keeping the old one: {e}"
-            ),
-            Ok(new) => {
-                // Reopened every time: recipients, identity and S3 settings may have changed.
-                match engine::open(&new).await {
-                    Ok(r) => self.repo = r,
+    /// Start every run whose time has come: backup (verified as `[verification] after_backup`
+    /// says), then retention — in a task of its own, so the scheduler never waits.
+    fn start_due(&mut self, cfg: &Config, now: DateTime<Utc>) {
+        let due: Vec<(String, BackupType)> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(n, (k, _))| (n.clone(), *k))
+            .collect();
+        for (source, kind) in due {
+            self.waiting.remove(&source);
+            let engine = self.engine.clone();
+            let verify = cfg.verification.after_backup;
+            let prune = cfg.retention != Default::default();
+            tokio::spawn(async move {
+                let cmd = Command::Backup {
+                    source: source.clone(),
+                    kind: Some(kind),
+                    verify,
+                };
+                let h = match engine.submit(cmd) {
+                    Ok(h) => h,
                     Err(e) => {
-                        tracing::error!(
-                            "SIGHUP: cannot open the repository with the new configuration, keeping the old one: {e}"
-                        );
+                        tracing::error!("{source}: cannot start a backup: {e}");
                         return;
                     }
+                };
+                let o = h.wait().await;
+                if o.status != JobStatus::Completed || !prune {
+                    return;
                 }
-                let now = Utc::now();
-                for s in &new.sources {
-                    self.since.entry(s.name.clone()).or_insert(now);
+                match engine.submit(Command::Prune { dry_run: false }) {
+                    Ok(h) => {
+                        h.wait().await;
+                    }
+                    Err(e) => tracing::error!("cannot start a prune: {e}"),
                 }
-                self.queued
-                    .retain(|name, _| new.sources.iter().any(|s| &s.name == name));
-                // New webhooks: a new sender; the old one delivers what it has queued.
-                let (n, del) = Notifier::start(new.notifications.clone());
-                let old = std::mem::replace(&mut self.notifier, n);
-                if let Some(old_del) = self.delivery.replace(del) {
-                    tokio::spawn(old_del.finish(old, self.cfg.daemon.shutdown_timeout));
+            });
+        }
+    }
+
+    /// The verification schedule: the latest backup of each source, at restore level.
+    fn verify_due(&mut self, cfg: &Config, now: DateTime<Utc>) {
+        let Some(vs) = &cfg.verification.schedule else {
+            return;
+        };
+        if vs.due(self.verify_since, now).is_none() {
+            return;
+        }
+        self.verify_since = now;
+        let engine = self.engine.clone();
+        let sources: Vec<String> = cfg.sources.iter().map(|s| s.name.clone()).collect();
+        tokio::spawn(async move {
+            let ms = match engine.repo().await {
+                Ok(r) => match r.manifests_lenient().await {
+                    Ok((ms, _)) => ms,
+                    Err(e) => {
+                        tracing::warn!("scheduled verification: cannot list backups: {e}");
+                        return;
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!("scheduled verification: cannot open the repository: {e}");
+                    return;
                 }
-                tracing::info!(
-                    "SIGHUP: configuration reloaded from {} ({} source(s))",
-                    self.path.display(),
-                    new.sources.len()
+            };
+            for m in engine::query::latest_per_source(&ms) {
+                if !sources.contains(&m.source.name) {
+                    continue;
+                }
+                let cmd = Command::Verify {
+                    target: VerifyTarget::Id(m.id.clone()),
+                    level: Level::Restore,
+                };
+                match engine.submit(cmd) {
+                    Ok(h) => {
+                        h.wait().await;
+                    }
+                    Err(e) => tracing::error!("scheduled verification of {}: {e}", m.id),
+                }
+            }
+        });
+    }
+
+    /// Reload the configuration after SIGHUP (keep the old one if the new one is invalid).
+    async fn reload(&mut self, alerts: &mut Alerts) {
+        let new = match config::load(&self.path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(
+                    "SIGHUP: the new configuration is invalid, keeping the old one: {e}"
                 );
-                self.cfg = new;
+                return;
+            }
+        };
+        if let Err(e) = self.engine.reconfigure(new.clone()).await {
+            tracing::error!(
+                "SIGHUP: cannot open the repository with the new configuration, keeping the old one: {e}"
+            );
+            return;
+        }
+        let now = Utc::now();
+        for s in &new.sources {
+            self.since.entry(s.name.clone()).or_insert(now);
+        }
+        self.waiting
+            .retain(|name, _| new.sources.iter().any(|s| &s.name == name));
+        alerts.reconfigure(&new);
+        tracing::info!(
+            "SIGHUP: configuration reloaded from {} ({} source(s))",
+            self.path.display(),
+            new.sources.len()
+        );
+    }
+}
+
+/// Webhook delivery, fed from the engine's events.
+struct Alerts {
+    notifier: Notifier,
+    delivery: Option<notify::Delivery>,
+    shutdown_timeout: Duration,
+}
+
+impl Alerts {
+    fn reconfigure(&mut self, cfg: &Config) {
+        // New webhooks: a new sender; the old one delivers what it has queued.
+        let (n, del) = Notifier::start(cfg.notifications.clone());
+        let old = std::mem::replace(&mut self.notifier, n);
+        if let Some(old_del) = self.delivery.replace(del) {
+            tokio::spawn(old_del.finish(old, self.shutdown_timeout));
+        }
+        self.shutdown_timeout = cfg.daemon.shutdown_timeout;
+    }
+
+    async fn finish(mut self) {
+        if let Some(del) = self.delivery.take() {
+            let n = std::mem::replace(&mut self.notifier, Notifier::none());
+            del.finish(n, self.shutdown_timeout).await;
+        }
+    }
+}
+
+/// The webhook event an engine event makes, if any.
+fn webhook(e: &Event) -> Option<notify::Event> {
+    let mut ev = match e {
+        Event::BackupAdded { job, backup } => {
+            tracing::info!(
+                "{}: {} backup {} completed",
+                backup.source,
+                backup.kind.as_str(),
+                backup.id
+            );
+            let mut ev = notify::Event::new(
+                "backup_succeeded",
+                Some(&backup.source),
+                format!(
+                    "{} backup {} of {} completed ({} logical, {} stored)",
+                    backup.kind.as_str(),
+                    backup.id,
+                    backup.source,
+                    human_bytes(backup.logical_bytes),
+                    human_bytes(backup.stored_bytes)
+                ),
+            );
+            ev.backup_id = Some(backup.id.clone());
+            ev.job_id = Some(job.clone());
+            ev
+        }
+        Event::JobFailed(o) if o.status == JobStatus::Failed && o.kind == "backup" => {
+            let src = o.source.clone().unwrap_or_default();
+            tracing::error!("{src}: backup failed: {}", o.error.as_deref().unwrap_or(""));
+            let mut ev = notify::Event::new(
+                "backup_failed",
+                o.source.as_deref(),
+                format!("backup of {src} failed"),
+            );
+            ev.job_id = Some(o.job.clone());
+            ev.error = o.error.clone();
+            ev
+        }
+        Event::JobFailed(o) if o.status == JobStatus::Failed && o.kind == "verify" => {
+            let rec = match &o.result {
+                Some(JobResult::Verify { records, .. }) => records.first(),
+                _ => None,
+            };
+            let id = rec.map(|r| r.backup_id.clone()).unwrap_or_default();
+            let source = rec.map(|r| r.source.clone());
+            tracing::error!(
+                "verification of {id} failed: {}",
+                o.error.as_deref().unwrap_or("")
+            );
+            let mut ev = notify::Event::new(
+                "verify_failed",
+                source.as_deref(),
+                format!(
+                    "backup {id}{} did not pass {} verification ({})",
+                    source
+                        .as_ref()
+                        .map(|s| format!(" of {s}"))
+                        .unwrap_or_default(),
+                    rec.map(|r| r.level.as_str()).unwrap_or("its"),
+                    if o.exit_code == 3 {
+                        "damaged"
+                    } else {
+                        "not proven"
+                    }
+                ),
+            );
+            ev.backup_id = Some(id);
+            ev.job_id = Some(o.job.clone());
+            ev.error = o.error.clone();
+            ev
+        }
+        Event::JobFinished(o) if o.kind == "prune" => {
+            let mut ev = notify::Event::new("prune", None, "retention applied".to_string());
+            ev.job_id = Some(o.job.clone());
+            ev
+        }
+        Event::Alert(a) => {
+            let mut ev =
+                notify::Event::new(a.kind.as_str(), a.source.as_deref(), a.message.clone());
+            ev.backup_id = a.backup_id.clone();
+            ev.job_id = a.job.clone();
+            ev.error = a.error.clone();
+            ev
+        }
+        _ => return None,
+    };
+    ev.at = Utc::now();
+    Some(ev)
+}
+
+/// RPO alarm: compares every source's RPO with what is proven, every rpo/4 (2 s to 60 s) and
+/// whenever a job ends; alerts once per breach and once on recovery. Runs on its own, so a
+/// stuck job never silences it.
+async fn watch_rpo(engine: Engine, state_dir: PathBuf, started: DateTime<Utc>, stop: CancelOnDrop) {
+    let mut alerts = AlertState::load(&state_dir);
+    let mut events = engine.subscribe();
+    loop {
+        let cfg = engine.config();
+        check_rpo(&engine, &mut alerts, &state_dir, started).await;
+        let every = cfg
+            .sources
+            .iter()
+            .filter_map(|s| s.rpo)
+            .filter_map(|r| (r / 4).to_std().ok())
+            .min()
+            .unwrap_or(Duration::from_secs(60))
+            .clamp(Duration::from_secs(2), Duration::from_secs(60));
+        let sleep = tokio::time::sleep(every);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                _ = stop.0.cancelled() => return,
+                e = events.recv() => match e {
+                    Ok(Event::JobFinished(_)) | Ok(Event::JobFailed(_)) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    _ => {}
+                }
             }
         }
+    }
+}
+
+struct CancelOnDrop(tokio_util::sync::CancellationToken);
+
+async fn check_rpo(
+    engine: &Engine,
+    alerts: &mut AlertState,
+    state_dir: &Path,
+    started: DateTime<Utc>,
+) {
+    tracing::debug!("checking RPOs");
+    let statuses = match engine.status().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("RPO check: cannot read the repository: {e}");
+            return;
+        }
+    };
+    let mut changed = false;
+    for s in statuses {
+        let breached = alerts.breached.contains_key(&s.source);
+        // A source with no proven backup yet is in breach only once the daemon has had the
+        // RPO's time to make one (no alarm in the first minutes of a new setup).
+        let young = s.last_verified_id.is_none()
+            && s.rpo_s
+                .is_some_and(|r| (Utc::now() - started).num_seconds() < r);
+        let state = if young && s.rpo_state == "breach" {
+            "ok-pending"
+        } else {
+            s.rpo_state
+        };
+        let alert = |kind, message: String| Alert {
+            kind,
+            source: Some(s.source.clone()),
+            backup_id: s.last_verified_id.clone(),
+            job: None,
+            message,
+            error: None,
+            verdict: None,
+            at: Utc::now(),
+        };
+        match (state, breached) {
+            ("breach", false) => {
+                let last = s
+                    .last_verified_backup_at
+                    .map(|t| format!("the newest proven backup finished at {t}"))
+                    .unwrap_or_else(|| "no backup is proven".into());
+                tracing::warn!("RPO breached for {}", s.source);
+                engine.emit(Event::Alert(alert(
+                    AlertKind::RpoBreach,
+                    format!(
+                        "RPO breached for {}: no backup proven at data level in the last {}s ({last})",
+                        s.source,
+                        s.rpo_s.unwrap_or(0)
+                    ),
+                )));
+                alerts.breached.insert(s.source.clone(), Utc::now());
+                changed = true;
+            }
+            ("ok", true) => {
+                engine.emit(Event::Alert(alert(
+                    AlertKind::RpoRecovered,
+                    format!(
+                        "RPO met again for {}: backup {} is proven",
+                        s.source,
+                        s.last_verified_id.clone().unwrap_or_default()
+                    ),
+                )));
+                alerts.breached.remove(&s.source);
+                changed = true;
+            }
+            ("not set", true) => {
+                alerts.breached.remove(&s.source);
+                changed = true;
+            }
+            _ => {}
+        }
+    }
+    if changed {
+        alerts.save(state_dir);
     }
 }
 
 /// Run until SIGTERM/SIGINT.
 pub async fn run(config_path: &Path) -> Result<()> {
     let cfg: Config = config::load(config_path)?;
-    let state_dir = state_dir(&cfg)?;
+    let state_dir = engine::state_dir(&cfg)?;
     let lock_file = lock(&state_dir)?;
     let res = run_locked(config_path, cfg, &state_dir).await;
     drop(lock_file);
@@ -556,25 +531,36 @@ pub async fn run(config_path: &Path) -> Result<()> {
 
 async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result<()> {
     let signals = listen()?;
-    let history = History::new(state_dir);
-    // Jobs a crash left running are recorded as interrupted.
-    for j in history
-        .jobs()
-        .into_iter()
-        .filter(|j| j.status == JobStatus::Interrupted && j.finished_at.is_none())
-    {
-        history.finish(
-            j,
-            JobStatus::Interrupted,
-            Some("the process running it ended without finishing it".into()),
-        );
+    let engine = Engine::new(cfg.clone());
+    if let Some(history) = engine.history_store() {
+        // Jobs a crash left running are recorded as interrupted.
+        for j in history
+            .jobs()
+            .into_iter()
+            .filter(|j| j.status == JobStatus::Interrupted && j.finished_at.is_none())
+        {
+            history.finish(
+                j,
+                JobStatus::Interrupted,
+                Some("the process running it ended without finishing it".into()),
+            );
+        }
     }
-    let repo = engine::open(&cfg).await?;
+    let repo = engine.repo().await?;
     let (notifier, delivery) = Notifier::start(cfg.notifications.clone());
-    let catalog = cfg
-        .catalog
-        .clone()
-        .map(|c| catalog::Catalog::start(c, history.clone(), cfg.repository.url.clone()));
+    let mut alerts = Alerts {
+        notifier,
+        delivery: Some(delivery),
+        shutdown_timeout: cfg.daemon.shutdown_timeout,
+    };
+    let catalog = match (cfg.catalog.clone(), engine.history_store()) {
+        (Some(c), Some(h)) => Some(catalog::Catalog::start(
+            c,
+            h.clone(),
+            cfg.repository.url.clone(),
+        )),
+        _ => None,
+    };
 
     // Catch-up: what fell due since each source's last backup (at most a week back).
     let (ms, _) = repo.manifests_lenient().await?;
@@ -591,30 +577,21 @@ async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result
             last.unwrap_or(now).max(now - chrono::Duration::days(7)),
         );
     }
-    let shutdown_timeout = cfg.daemon.shutdown_timeout;
-    let mut d = Daemon {
+    let mut sched = Scheduler {
         path: config_path.to_path_buf(),
-        repo,
-        history,
-        alerts: AlertState::load(state_dir),
-        state_dir: state_dir.to_path_buf(),
-        notifier,
-        delivery: Some(delivery),
-        catalog_wake: catalog.as_ref().map(|c| c.wake.clone()),
+        engine: engine.clone(),
         since,
-        queued: BTreeMap::new(),
+        waiting: BTreeMap::new(),
         verify_since: now,
-        started: now,
-        cfg,
     };
     tracing::info!(
         "daemon started: {} source(s), state {}",
-        d.cfg.sources.len(),
+        cfg.sources.len(),
         state_dir.display()
     );
     systemd::notify("READY=1");
-    // The watchdog is fed from its own task, so that a long backup or verification (the loop
-    // runs jobs inline) is not mistaken for a hang; a wedged runtime still stops the pings.
+    // The watchdog is fed from its own task: a long job is not a hang; a wedged runtime still
+    // stops the pings.
     let pinger = systemd::watchdog_interval().map(|w| {
         tokio::spawn(async move {
             loop {
@@ -623,16 +600,15 @@ async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result
             }
         })
     });
-    let rpo_every = d
-        .cfg
-        .sources
-        .iter()
-        .filter_map(|s| s.rpo)
-        .filter_map(|r| (r / 4).to_std().ok())
-        .min()
-        .unwrap_or(Duration::from_secs(60))
-        .clamp(Duration::from_secs(2), Duration::from_secs(60));
-    let mut last_rpo = std::time::Instant::now() - Duration::from_secs(3600);
+    let rpo_stop = tokio_util::sync::CancellationToken::new();
+    let rpo = tokio::spawn(watch_rpo(
+        engine.clone(),
+        state_dir.to_path_buf(),
+        now,
+        CancelOnDrop(rpo_stop.clone()),
+    ));
+    let mut events = engine.subscribe();
+    let catalog_wake = catalog.as_ref().map(|c| c.wake.clone());
 
     loop {
         if *signals.stop.borrow() {
@@ -642,67 +618,38 @@ async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result
             .reload
             .swap(false, std::sync::atomic::Ordering::SeqCst)
         {
-            d.reload().await;
+            sched.reload(&mut alerts).await;
         }
-        // Reads every manifest and verification record: every rpo/4 (2 s to 60 s) and after
-        // each job, not every tick.
-        if last_rpo.elapsed() >= rpo_every {
-            d.check_rpo().await;
-            last_rpo = std::time::Instant::now();
-        }
+        let cfg = engine.config();
         let now = Utc::now();
-        d.schedule(now);
-
-        // One job at a time: the first queued run whose (jittered) start has come.
-        let next = d
-            .queued
-            .iter()
-            .find(|(_, (_, at))| *at <= now)
-            .map(|(n, (k, _))| (n.clone(), *k));
-        if let Some((source, kind)) = next {
-            d.queued.remove(&source);
-            if !d.backup(&source, kind, &signals.stop).await {
-                break;
-            }
-            d.check_rpo().await;
-            last_rpo = std::time::Instant::now();
-            continue;
-        }
-
-        // The verification schedule: the latest backup of each source at restore level.
-        if let Some(vs) = d.cfg.verification.schedule.clone() {
-            if vs.due(d.verify_since, now).is_some() {
-                d.verify_since = now;
-                let (ms, _) = match d.repo.manifests_lenient().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!("scheduled verification: cannot list backups: {e}");
-                        (Vec::new(), Vec::new())
-                    }
-                };
-                let mut stopped_now = false;
-                for s in d.cfg.sources.clone() {
-                    let Some(latest) = ms.iter().rev().find(|m| m.source.name == s.name) else {
-                        continue;
-                    };
-                    let id = latest.id.clone();
-                    if !d.verify(&s.name, &id, Level::Restore, &signals.stop).await {
-                        stopped_now = true;
-                        break;
-                    }
-                }
-                if stopped_now {
-                    break;
-                }
-                d.check_rpo().await;
-                continue;
-            }
-        }
+        sched.schedule(&cfg, now);
+        sched.start_due(&cfg, now);
+        sched.verify_due(&cfg, now);
 
         let mut stop = signals.stop.clone();
-        tokio::select! {
-            _ = stop.changed() => {}
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        let tick = tokio::time::sleep(Duration::from_millis(250));
+        tokio::pin!(tick);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = &mut tick => break,
+                e = events.recv() => match e {
+                    Ok(e) => {
+                        if let Some(ev) = webhook(&e) {
+                            alerts.notifier.send(ev);
+                        }
+                        if matches!(e, Event::JobStarted { .. } | Event::JobFinished(_) | Event::JobFailed(_)) {
+                            if let Some(w) = &catalog_wake {
+                                w.notify_one();
+                            }
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("the alert listener fell {n} events behind; some alerts were not sent");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
         }
     }
     systemd::notify("STOPPING=1");
@@ -711,11 +658,21 @@ async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result
     }
     tracing::info!("daemon stopping");
     let t = std::time::Instant::now();
-    if let Some(del) = d.delivery.take() {
-        let n = std::mem::replace(&mut d.notifier, Notifier::none());
-        del.finish(n, shutdown_timeout).await;
+    let shutdown_timeout = engine.config().daemon.shutdown_timeout;
+    // Cancel every job; their cleanup hooks (scratch databases, leases) run before they end.
+    engine.shutdown(shutdown_timeout).await;
+    rpo_stop.cancel();
+    let _ = rpo.await;
+    // Alerts the last jobs raised.
+    while let Ok(e) = events.try_recv() {
+        if let Some(ev) = webhook(&e) {
+            alerts.notifier.send(ev);
+        }
     }
-    drop(d);
+    if let Some(w) = &catalog_wake {
+        w.notify_one();
+    }
+    alerts.finish().await;
     if let Some(c) = catalog {
         c.finish(shutdown_timeout.saturating_sub(t.elapsed())).await;
     }

@@ -1,28 +1,45 @@
-//! The engine every face uses: whole operations (init, backup of configured sources, list,
-//! show, restore) from a validated [`Config`], returning values the faces render.
+//! The one engine every face uses (DESIGN.md §3). Faces turn a keystroke, a flag or a request
+//! into a [`Command`], [`Engine::submit`] it, and render the [`Event`]s they hear; the engine
+//! decides what an operation means.
 //!
-//! Faces never do I/O work themselves; this is the only place that turns configuration into
-//! stores, repositories and pipeline options.
+//! Module map:
+//! - `command` — what faces ask; `event` — what they hear (and how a job ended);
+//! - `job` — the runner: single flight per source with coalescing, a cancellation token,
+//!   cleanup hooks and a deadline per job, the job history (written only here);
+//! - `ops/` — one module per operation (backup, verify, restore, prune, delete): each rule
+//!   stated once;
+//! - `query` — list, status and "latest per source", read alike by every face;
+//! - `history` — the durable job log; `schedule` — cron schedules; `control` — the
+//!   [`control::Control`] trait the console is generic over.
+//!
+//! Invariant: this is the only place that turns configuration into stores, repositories and
+//! pipeline options; faces never do I/O work themselves.
 
-pub mod jobs;
+pub mod command;
+pub mod control;
+pub mod event;
+pub mod history;
+mod job;
+pub mod ops;
+pub mod query;
 pub mod schedule;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use tokio::sync::broadcast;
 
 use crate::config::Config;
-use crate::core::backup::{self, BackupOptions};
-use crate::core::format::{BackupType, Manifest};
-use crate::core::progress::ProgressSink;
 use crate::core::repo::Repository;
-use crate::core::restore::{self, RestoreOptions, RestoreOutcome};
-use crate::core::verify::{self, Level, VerifyOptions, VerifyRecord};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::storage::local::LocalStore;
 use crate::storage::s3::S3Store;
 use crate::storage::ObjectStore;
+
+pub use command::{Command, RestoreRequest, RestoreTarget, VerifyTarget};
+pub use event::{Event, JobOutcome, JobProgress, JobResult, Verdict};
+pub use job::{JobHandle, JobInfo, JobState};
+pub use query::{BackupRow, SourceStatus};
 
 /// The object store a configuration names.
 pub async fn store(config: &Config) -> Result<Arc<dyn ObjectStore>> {
@@ -58,243 +75,106 @@ pub async fn open(config: &Config) -> Result<Arc<Repository>> {
     ))
 }
 
-/// Pipeline options from the configuration.
-pub fn backup_options(config: &Config, kind: Option<BackupType>) -> BackupOptions {
-    BackupOptions {
-        kind,
-        compression_level: config.backup.compression_level,
-        pack_size: (config.backup.pack_size_mib as usize) << 20,
-        workers: config.backup.workers,
-        bin_dir: config.postgres.bin_dir.clone(),
+/// The state directory a configuration uses: `[daemon] state_dir`, else the XDG state dir.
+pub fn state_dir(cfg: &Config) -> Result<PathBuf> {
+    cfg.daemon
+        .state_dir
+        .clone()
+        .or_else(history::default_state_dir)
+        .ok_or_else(|| Error::Usage("no state directory: set [daemon] state_dir".into()))
+}
+
+/// The engine: configuration, the repository (opened on first use), the job runner and the
+/// event stream. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Engine(Arc<job::Inner>);
+
+impl Engine {
+    /// An engine for `config`. Opens nothing yet: commands that need no repository (`jobs`)
+    /// work without a key.
+    pub fn new(config: Config) -> Self {
+        let history = state_dir(&config)
+            .ok()
+            .map(|d| history::History::new(&d, &config.repository.url));
+        Engine(Arc::new(job::Inner::new(config, history)))
     }
-}
 
-/// Back up one source by name.
-pub async fn backup_source(
-    config: &Config,
-    repo: &Repository,
-    source: &str,
-    kind: Option<BackupType>,
-    sink: &dyn ProgressSink,
-) -> Result<Manifest> {
-    let src = config.source(source)?;
-    backup::backup(repo, src, &backup_options(config, kind), sink).await
-}
-
-/// One row of `keepsake list` (and the stable `list --json` fields).
-#[derive(Debug, Clone, Serialize)]
-pub struct BackupRow {
-    pub id: String,
-    pub source: String,
-    #[serde(rename = "type")]
-    pub kind: BackupType,
-    /// Always `completed` for a backup in the repository: a backup exists only once committed.
-    pub status: &'static str,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-    pub logical_bytes: u64,
-    pub stored_bytes: u64,
-    /// Highest verification level passed (`none` until verified; `failed` when the latest
-    /// verification found damage).
-    pub verified_level: &'static str,
-    /// When that level was proven (or the failure found).
-    pub verified_at: Option<DateTime<Utc>>,
-    /// Restore time measured by the latest restore-level verification, milliseconds.
-    pub restore_ms: Option<u64>,
-    pub database: String,
-    pub server_version: String,
-    pub based_on: Option<String>,
-    pub tables: usize,
-}
-
-impl BackupRow {
-    /// A row with what the verification history proves.
-    pub fn with_records(m: &Manifest, records: Option<&Vec<VerifyRecord>>) -> Self {
-        let (level, at) = verify::proven(records);
-        let mut r = BackupRow::from(m);
-        r.verified_level = level;
-        r.verified_at = at;
-        r.restore_ms = records.and_then(|v| v.iter().rev().find_map(|x| x.restore_ms));
-        r
+    /// The configuration in effect.
+    pub fn config(&self) -> Arc<Config> {
+        self.0.config()
     }
-}
 
-impl From<&Manifest> for BackupRow {
-    fn from(m: &Manifest) -> Self {
-        BackupRow {
-            verified_at: None,
-            restore_ms: None,
-            id: m.id.clone(),
-            source: m.source.name.clone(),
-            kind: m.kind,
-            status: "completed",
-            started_at: m.started_at,
-            finished_at: m.finished_at,
-            logical_bytes: m.logical_bytes,
-            stored_bytes: m.stored_bytes,
-            verified_level: "none",
-            database: m.source.database.clone(),
-            server_version: m.source.server_version.clone(),
-            based_on: m.based_on.clone(),
-            tables: m.tables.len(),
-        }
+    /// The repository, opened with the configured identity on first use.
+    pub async fn repo(&self) -> Result<Arc<Repository>> {
+        self.0.repo().await
     }
-}
 
-/// `keepsake list`: the readable backups, and the ids whose manifest is damaged with why.
-pub async fn list(
-    repo: &Repository,
-    source: Option<&str>,
-) -> Result<(Vec<BackupRow>, Vec<(String, crate::Error)>)> {
-    let (ok, bad) = repo.manifests_lenient().await?;
-    let records = verify::records(repo).await?;
-    Ok((
-        ok.iter()
-            .filter(|m| source.is_none_or(|s| m.source.name == s))
-            .map(|m| BackupRow::with_records(m, records.get(&m.id)))
-            .collect(),
-        bad,
-    ))
-}
-
-/// `keepsake restore`.
-pub async fn restore(
-    config: &Config,
-    repo: Arc<Repository>,
-    id: &str,
-    mut opts: RestoreOptions,
-    sink: &dyn ProgressSink,
-) -> Result<RestoreOutcome> {
-    if opts.bin_dir.is_none() {
-        opts.bin_dir = config.postgres.bin_dir.clone();
+    /// Replace the configuration (SIGHUP, `PUT /v1/config`): the repository is reopened with
+    /// it first, and on failure the old configuration stays.
+    pub async fn reconfigure(&self, config: Config) -> Result<()> {
+        let repo = open(&config).await?;
+        self.0.reconfigure(config, repo);
+        self.0.emit(Event::ConfigChanged);
+        Ok(())
     }
-    restore::restore(repo, id, &opts, sink).await
-}
 
-/// Verification options for a backup of `source` from the configuration: the scratch server is
-/// `[verification] scratch_url`, else the source's own server.
-pub fn verify_options(config: &Config, source: &str, scratch_db: Option<String>) -> VerifyOptions {
-    VerifyOptions {
-        scratch: config
-            .verification
-            .scratch
-            .clone()
-            .or_else(|| config.source(source).ok().map(|s| s.conn.clone())),
-        scratch_db,
-        bin_dir: config.postgres.bin_dir.clone(),
+    /// Start `command` as a job (queued behind a running job with the same flight key, or
+    /// coalesced with a queued one).
+    pub fn submit(&self, command: Command) -> Result<JobHandle> {
+        job::submit(self, command, None)
     }
-}
 
-/// Verify one backup at `level`; the record is stored in the repository.
-pub async fn verify_backup(
-    config: &Config,
-    repo: Arc<Repository>,
-    id: &str,
-    level: Level,
-    scratch_db: Option<String>,
-    sink: &dyn ProgressSink,
-) -> Result<VerifyRecord> {
-    let m = repo.manifest(id).await?;
-    let opts = verify_options(config, &m.source.name, scratch_db);
-    verify::verify(repo, &m.id, level, &opts, sink).await
-}
-
-/// One source in `keepsake status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct SourceStatus {
-    pub source: String,
-    pub last_backup_id: Option<String>,
-    pub last_backup_type: Option<BackupType>,
-    pub last_backup_at: Option<DateTime<Utc>>,
-    pub last_backup_age_s: Option<i64>,
-    /// Newest backup proven at `data` level or better, and that level.
-    pub last_verified_id: Option<String>,
-    pub last_verified_level: Option<&'static str>,
-    pub last_verified_backup_at: Option<DateTime<Utc>>,
-    /// Backups whose latest verification found damage.
-    pub damaged: Vec<String>,
-    pub rpo_s: Option<i64>,
-    /// `ok`, `breach` (no proven backup newer than the RPO) or `not set`.
-    pub rpo_state: &'static str,
-    /// Latest measured restore time for this source (restore-level verification).
-    pub restore_ms: Option<u64>,
-    pub restore_measured_bytes: Option<u64>,
-    /// Next scheduled runs (the daemon's; none without it).
-    pub next_runs: Vec<DateTime<Utc>>,
-    /// The latest job for this source from the job history, if it failed.
-    pub last_failed_job: Option<jobs::JobRecord>,
-}
-
-/// `keepsake status`: per configured source (and any other source found in the repository).
-pub async fn status(config: &Config, repo: &Repository) -> Result<Vec<SourceStatus>> {
-    let (ms, _) = repo.manifests_lenient().await?;
-    let records = verify::records(repo).await?;
-    let history = config.history().map(|h| h.jobs()).unwrap_or_default();
-    let now = Utc::now();
-    let mut names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
-    for m in &ms {
-        if !names.contains(&m.source.name) {
-            names.push(m.source.name.clone());
-        }
+    /// Every event from now on. A subscriber that falls more than 1,024 events behind loses
+    /// the oldest ones (`RecvError::Lagged`); the engine never waits for it.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.0.events.subscribe()
     }
-    let mut out = Vec::new();
-    for name in names {
-        let mine: Vec<&Manifest> = ms.iter().filter(|m| m.source.name == name).collect();
-        let last = mine.last();
-        let proven = mine.iter().rev().find_map(|m| {
-            let (level, _) = verify::proven(records.get(&m.id));
-            matches!(level, "data" | "restore").then_some((*m, level))
-        });
-        let damaged = mine
-            .iter()
-            .filter(|m| verify::proven(records.get(&m.id)).0 == "failed")
-            .map(|m| m.id.clone())
-            .collect();
-        let restore = mine
-            .iter()
-            .rev()
-            .filter_map(|m| records.get(&m.id))
-            .flat_map(|v| v.iter().rev())
-            .find(|r| r.restore_ms.is_some());
-        let rpo = config.source(&name).ok().and_then(|s| s.rpo);
-        let rpo_state = match (rpo, proven) {
-            (None, _) => "not set",
-            (Some(r), Some((m, _))) if now - m.finished_at <= r => "ok",
-            (Some(_), _) => "breach",
-        };
-        let last_failed_job = history
-            .iter()
-            .rev()
-            .find(|j| j.source.as_deref() == Some(name.as_str()))
-            .filter(|j| {
-                matches!(
-                    j.status,
-                    jobs::JobStatus::Failed | jobs::JobStatus::Interrupted
-                )
-            })
-            .cloned();
-        out.push(SourceStatus {
-            source: name.clone(),
-            last_backup_id: last.map(|m| m.id.clone()),
-            last_backup_type: last.map(|m| m.kind),
-            last_backup_at: last.map(|m| m.finished_at),
-            last_backup_age_s: last.map(|m| (now - m.finished_at).num_seconds()),
-            last_verified_id: proven.map(|(m, _)| m.id.clone()),
-            last_verified_level: proven.map(|(_, l)| l),
-            last_verified_backup_at: proven.map(|(m, _)| m.finished_at),
-            damaged,
-            rpo_s: rpo.map(|r| r.num_seconds()),
-            rpo_state,
-            restore_ms: restore.and_then(|r| r.restore_ms),
-            restore_measured_bytes: restore.map(|r| r.logical_bytes),
-            next_runs: config
-                .source(&name)
-                .ok()
-                .and_then(|s| s.schedule.as_ref())
-                .map(|s| s.next_runs(now).into_iter().map(|(_, t)| t).collect())
-                .unwrap_or_default(),
-            last_failed_job,
-        });
+
+    /// Send an event to every subscriber (the daemon's alerts, for one).
+    pub fn emit(&self, e: Event) {
+        self.0.emit(e)
     }
-    Ok(out)
+
+    /// Queued and running jobs of this engine.
+    pub fn live_jobs(&self) -> Vec<JobInfo> {
+        self.0.live()
+    }
+
+    /// Cancel a queued or running job. False when no such live job exists.
+    pub fn cancel(&self, job: &str) -> bool {
+        self.0.cancel(job)
+    }
+
+    /// The job history of this configuration's repository, oldest first.
+    pub fn history(&self) -> Vec<history::JobRecord> {
+        self.0
+            .history
+            .as_ref()
+            .map(|h| h.jobs())
+            .unwrap_or_default()
+    }
+
+    /// Where the job history is kept (none without a state directory).
+    pub fn history_store(&self) -> Option<&history::History> {
+        self.0.history.as_ref()
+    }
+
+    /// Rows of `list`, and the backups whose manifest cannot be read (with why).
+    pub async fn list(
+        &self,
+        source: Option<&str>,
+    ) -> Result<(Vec<BackupRow>, Vec<(String, Error)>)> {
+        query::list(&*self.repo().await?, source).await
+    }
+
+    /// Per source: last backup, last proven, RPO, measured RTO, next runs.
+    pub async fn status(&self) -> Result<Vec<SourceStatus>> {
+        let repo = self.repo().await?;
+        query::status(&self.config(), &repo, &self.history()).await
+    }
+
+    /// Cancel every job and wait (at most `timeout`) for their cleanups to run.
+    pub async fn shutdown(&self, timeout: std::time::Duration) {
+        self.0.shutdown(timeout).await
+    }
 }

@@ -171,9 +171,14 @@ pub fn pg_dump_command(
     ci: &ConnInfo,
     pass: Option<&PassFile>,
     snapshot: &str,
+    lock_wait_timeout: std::time::Duration,
 ) -> std::process::Command {
     let mut cmd = base_command(tool, ci, pass);
     cmd.arg("--format=custom")
+        .arg(format!(
+            "--lock-wait-timeout={}ms",
+            lock_wait_timeout.as_millis().max(1)
+        ))
         .arg("--compress=0")
         .arg(format!("--snapshot={snapshot}"))
         .arg("--verbose")

@@ -1,11 +1,14 @@
-//! Job history: every backup, verify, restore and prune, with its outcome, kept durably in
-//! the state directory (`[daemon] state_dir`, default the XDG state dir) as an append-only
+//! Job history: every backup, verify, restore, prune and delete, with its outcome, kept durably
+//! in the state directory (`[daemon] state_dir`, default the XDG state dir) as an append-only
 //! JSON-lines file. The repository stays the source of truth for what can be restored; this
 //! is the log of what was attempted.
 //!
-//! Invariant: a job is appended as `running` before it starts and again with its final status;
-//! a `running` job whose process is gone reads as `interrupted`. History is best effort: a
-//! failure to write it is logged and never fails the job.
+//! Invariants: only the engine's job runner writes it (faces never do). A job is appended as
+//! `running` before it starts and again with its final status; a `running` job whose process
+//! is gone reads as `interrupted`. Every record names the repository it ran against, and a
+//! configuration sees only the jobs of its own repository (one state directory may serve
+//! several configurations). History is best effort: a failure to write it is logged and never
+//! fails the job.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -44,12 +47,18 @@ pub struct JobRecord {
     /// What failed (never secrets: errors carry none).
     pub error: Option<String>,
     pub pid: u32,
+    /// The repository URL the job ran against (`file://…` or `s3://bucket/prefix`; no
+    /// credentials). Absent in records written before keepsake recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }
 
 /// The history file of a state directory.
 #[derive(Debug, Clone)]
 pub struct History {
     path: PathBuf,
+    /// The repository this view belongs to: records are tagged with it and filtered by it.
+    repository: String,
 }
 
 /// Default state directory: `$XDG_STATE_HOME/keepsake` (or the data dir where there is none).
@@ -59,9 +68,10 @@ pub fn default_state_dir() -> Option<PathBuf> {
 }
 
 impl History {
-    pub fn new(state_dir: &Path) -> Self {
+    pub fn new(state_dir: &Path, repository: &str) -> Self {
         History {
             path: state_dir.join("jobs.jsonl"),
+            repository: repository.to_string(),
         }
     }
 
@@ -91,24 +101,20 @@ impl History {
         }
     }
 
-    /// Record the start of a job; returns the record to finish later.
-    pub fn start(&self, kind: &str, source: Option<&str>) -> JobRecord {
-        self.start_with(kind, source, |_| {})
+    /// A new job id: start time and a random suffix (`20261202T030012.345Z-8f3a21`), so ids
+    /// sort by start and never collide between processes.
+    pub fn new_id() -> String {
+        format!(
+            "{}-{}",
+            Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+            hex::encode(rand::random::<[u8; 3]>())
+        )
     }
 
-    /// [`History::start`], with what is known before it runs (backup id, type) filled in.
-    pub fn start_with(
-        &self,
-        kind: &str,
-        source: Option<&str>,
-        pre: impl FnOnce(&mut JobRecord),
-    ) -> JobRecord {
-        let mut r = JobRecord {
-            id: format!(
-                "{}-{}",
-                Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
-                hex::encode(rand::random::<[u8; 3]>())
-            ),
+    /// A `running` record for job `id` of this repository, not yet written.
+    pub fn record(&self, id: &str, kind: &str, source: Option<&str>) -> JobRecord {
+        JobRecord {
+            id: id.to_string(),
             kind: kind.to_string(),
             source: source.map(str::to_string),
             status: JobStatus::Running,
@@ -121,7 +127,28 @@ impl History {
             stored_bytes: None,
             error: None,
             pid: std::process::id(),
-        };
+            repository: Some(self.repository.clone()),
+        }
+    }
+
+    /// Write `r` as it is now (its start, or any later state).
+    pub fn write(&self, r: &JobRecord) {
+        self.append(r);
+    }
+
+    /// Record the start of a job; returns the record to finish later.
+    pub fn start(&self, kind: &str, source: Option<&str>) -> JobRecord {
+        self.start_with(kind, source, |_| {})
+    }
+
+    /// [`History::start`], with what is known before it runs (backup id, type) filled in.
+    pub fn start_with(
+        &self,
+        kind: &str,
+        source: Option<&str>,
+        pre: impl FnOnce(&mut JobRecord),
+    ) -> JobRecord {
+        let mut r = self.record(&Self::new_id(), kind, source);
         pre(&mut r);
         self.append(&r);
         r
@@ -135,8 +162,9 @@ impl History {
         self.append(&r);
     }
 
-    /// Every job, oldest first, latest state each; `running` jobs of dead processes read as
-    /// `interrupted`.
+    /// Every job of this repository, oldest first, latest state each; `running` jobs of dead
+    /// processes read as `interrupted`. Records of other repositories are left out; records
+    /// written before jobs named their repository are shown to every configuration.
     pub fn jobs(&self) -> Vec<JobRecord> {
         let Ok(text) = std::fs::read_to_string(&self.path) else {
             return Vec::new();
@@ -147,6 +175,9 @@ impl History {
             let Ok(r) = serde_json::from_str::<JobRecord>(line) else {
                 continue;
             };
+            if r.repository.as_ref().is_some_and(|x| *x != self.repository) {
+                continue;
+            }
             if !latest.contains_key(&r.id) {
                 order.push(r.id.clone());
             }
@@ -174,7 +205,7 @@ mod tests {
     #[test]
     fn latest_state_wins_and_dead_running_jobs_are_interrupted() {
         let d = tempfile::tempdir().expect("tmp");
-        let h = History::new(d.path());
+        let h = History::new(d.path(), "file:///a");
         let a = h.start("backup", Some("wedsync"));
         h.finish(a, JobStatus::Completed, None);
         let mut b = h.start("verify", Some("wedsync"));
@@ -184,5 +215,25 @@ mod tests {
         assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[0].status, JobStatus::Completed);
         assert_eq!(jobs[1].status, JobStatus::Interrupted);
+    }
+
+    /// Regression (issue 12, defect 5): one state directory, two repositories — each
+    /// configuration lists only its own jobs.
+    #[test]
+    fn each_repository_sees_only_its_own_jobs() {
+        let d = tempfile::tempdir().expect("tmp");
+        let a = History::new(d.path(), "file:///repo-a");
+        let b = History::new(d.path(), "s3://bucket/b");
+        let j = a.start("backup", Some("wedsync"));
+        a.finish(j, JobStatus::Failed, Some("boom".into()));
+        let j = b.start("prune", None);
+        b.finish(j, JobStatus::Completed, None);
+        let ja = a.jobs();
+        assert_eq!(ja.len(), 1);
+        assert_eq!(ja[0].kind, "backup");
+        assert_eq!(ja[0].repository.as_deref(), Some("file:///repo-a"));
+        let jb = b.jobs();
+        assert_eq!(jb.len(), 1);
+        assert_eq!(jb[0].kind, "prune");
     }
 }

@@ -1,0 +1,566 @@
+//! The command line (DESIGN.md §7): a thin face of the engine. Each command builds an engine
+//! [`engine::Command`] (or asks a query), renders what comes back for humans (tables, progress
+//! bars) or scripts (`--json`), and maps the job's outcome to the exit code (`main.rs` turns
+//! the error's kind into it).
+
+pub mod render;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::core::format::BackupType;
+use crate::core::verify::Level;
+use crate::engine::{
+    self, Command as Job, Engine, JobResult, RestoreRequest, RestoreTarget, VerifyTarget,
+};
+use crate::error::{Error, Result};
+use crate::pg::conninfo::ConnInfo;
+use crate::present;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keepsake",
+    version,
+    about = "Automated, encrypted, deduplicated PostgreSQL backups that prove they restore",
+    after_help = "Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error, 3 verification found damage."
+)]
+pub struct Cli {
+    /// Configuration file (default: $KEEPSAKE_CONFIG, else the XDG config dir's keepsake/config.toml)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Run headless: back up each source on its [sources.schedule], verify each backup
+    /// ([verification] after_backup, default data), apply [retention]; until SIGTERM/SIGINT
+    #[arg(long)]
+    pub daemon: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the repository described by the configuration
+    Init,
+    /// Same as --daemon: run schedules, verification, retention and alerts until SIGTERM
+    Daemon,
+    /// Write a new age identity (mode 0600) and print its recipient
+    Keygen {
+        /// Where to write the identity (refuses to overwrite; default: identity.txt in the
+        /// XDG config dir, e.g. ~/.config/keepsake/identity.txt)
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Configuration commands
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Back up every source (or one): incremental when a full exists, else full
+    Backup {
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        #[arg(long = "type", value_name = "full|incremental|differential")]
+        kind: Option<BackupType>,
+        /// Verify each backup right after it is taken (default level: data)
+        #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true, default_missing_value = "data")]
+        verify: Option<Level>,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prove backups: structure (objects present), data (every chunk authenticated, archive
+    /// complete), restore (restored into a scratch database and compared table by table)
+    Verify {
+        /// Backup id or a unique prefix of it
+        #[arg(required_unless_present_any = ["latest", "all"], conflicts_with_all = ["latest", "all"])]
+        id: Option<String>,
+        /// The latest backup of each source
+        #[arg(long, conflicts_with = "all")]
+        latest: bool,
+        /// Every backup in the repository
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value = "data", value_name = "structure|data|restore")]
+        level: Level,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List backups
+    List {
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one backup's manifest summary
+    Show {
+        /// Backup id or a unique prefix of it
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a PostgreSQL database
+    Restore {
+        /// Backup id or a unique prefix of it
+        id: String,
+        /// postgres://user@host:port/dbname of the target (password: PGPASSWORD or a `env:`/`file:` value in --target-password)
+        #[arg(long, value_name = "POSTGRES_URL")]
+        target: String,
+        /// Password of the target as env:NAME or file:/path (never inline)
+        #[arg(long, value_name = "env:NAME|file:/path")]
+        target_password: Option<String>,
+        /// Create the target database (refuses an existing one)
+        #[arg(long)]
+        create: bool,
+        /// Drop the archive's objects in the target first (needs --confirm DBNAME)
+        #[arg(long)]
+        clean: bool,
+        /// Name the target database to allow restoring over data or over the backup's source
+        #[arg(long, value_name = "DBNAME")]
+        confirm: Option<String>,
+        /// Do not restore ownership and privileges (for servers without the source's roles)
+        #[arg(long)]
+        no_owner: bool,
+        /// Parallel sessions when restoring into a database created by --create
+        /// (default: the number of CPUs, at least 2); other restores run as one transaction
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+    },
+    /// Apply [retention]: forget backups the policy does not keep, then remove unreferenced
+    /// packs in two phases (marked by one prune, deleted by a later one after the grace period)
+    Prune {
+        /// Show the plan and what would be removed; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per source: last backup and its age, last proven backup and level, RPO, restore time
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Job history: backups, verifies, restores, prunes (from the state directory)
+    Jobs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget one backup (its packs are freed by a later prune); refuses the newest
+    /// restore-verified backup of a source unless --force
+    Delete {
+        /// Backup id or a unique prefix of it
+        id: String,
+        /// The same id again, typed to confirm
+        #[arg(long, value_name = "ID")]
+        confirm: String,
+        /// Also delete the newest restore-verified backup of its source
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the whole flow on a throwaway database and repository
+    Demo {
+        /// Keep the demo directory (cluster, repository, key) instead of removing it
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration; change nothing
+    Check,
+}
+
+/// Write to stdout; a closed pipe (`| head`) is not an error.
+fn out(s: &str) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::io("writing output", e)),
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string_pretty(v)
+        .map(|s| s + "\n")
+        .map_err(|e| Error::Other(e.to_string()))
+}
+
+impl Cli {
+    /// `--daemon` or `daemon`.
+    pub fn is_daemon(&self) -> bool {
+        self.daemon || matches!(self.command, Some(Command::Daemon))
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    let path = config::locate(cli.config.as_deref())?;
+    config::load(&path)
+}
+
+/// Run one command (the daemon, the demo and the console are chosen in `main.rs`).
+pub async fn run(cli: Cli) -> Result<()> {
+    let Some(command) = &cli.command else {
+        return Err(Error::Usage(
+            "the console is not available in this build yet: run `keepsake --help` for the commands, or `keepsake demo`".into(),
+        ));
+    };
+    match command {
+        Command::Keygen { output } => keygen(output.as_deref()),
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(&load_config(&cli)?),
+        Command::Init => {
+            let c = load_config(&cli)?;
+            let repo = engine::init(&c).await?;
+            out(&format!(
+                "created repository {} at {} (format v{})\n",
+                repo.config.id, c.repository.url, repo.config.version
+            ))
+        }
+        Command::Backup {
+            source,
+            kind,
+            verify,
+            json: as_json,
+        } => {
+            backup(
+                &Engine::new(load_config(&cli)?),
+                source.as_deref(),
+                *kind,
+                *verify,
+                *as_json,
+            )
+            .await
+        }
+        Command::Verify {
+            id,
+            latest: _,
+            all,
+            level,
+            json: as_json,
+        } => {
+            let target = match (id, all) {
+                (Some(id), _) => VerifyTarget::Id(id.clone()),
+                (None, true) => VerifyTarget::All,
+                (None, false) => VerifyTarget::Latest,
+            };
+            verify(&Engine::new(load_config(&cli)?), target, *level, *as_json).await
+        }
+        Command::List {
+            source,
+            json: as_json,
+        } => {
+            list(
+                &Engine::new(load_config(&cli)?),
+                source.as_deref(),
+                *as_json,
+            )
+            .await
+        }
+        Command::Show { id, json: as_json } => {
+            let e = Engine::new(load_config(&cli)?);
+            let repo = e.repo().await?;
+            let m = repo.manifest(id).await?;
+            let records = crate::core::verify::records(&repo).await?;
+            let recs = records.get(&m.id);
+            if *as_json {
+                return out(&json(&present::show_json(&m, recs))?);
+            }
+            out(&present::show_text(&m, recs))
+        }
+        Command::Restore {
+            id,
+            target,
+            target_password,
+            create,
+            clean,
+            confirm,
+            no_owner,
+            jobs,
+        } => {
+            let c = load_config(&cli)?;
+            let req = RestoreRequest {
+                id: id.clone(),
+                target: RestoreTarget(restore_target(target, target_password.as_deref())?),
+                create: *create,
+                clean: *clean,
+                confirm: confirm.clone(),
+                no_owner: *no_owner,
+                jobs: *jobs,
+            };
+            restore(&Engine::new(c), req).await
+        }
+        Command::Prune {
+            dry_run,
+            json: as_json,
+        } => prune(&Engine::new(load_config(&cli)?), *dry_run, *as_json).await,
+        Command::Delete { id, confirm, force } => {
+            delete(&Engine::new(load_config(&cli)?), id, confirm, *force).await
+        }
+        Command::Status { json: as_json } => {
+            let st = Engine::new(load_config(&cli)?).status().await?;
+            if *as_json {
+                return out(&json(&st)?);
+            }
+            out(&present::status_table(&st))
+        }
+        Command::Jobs { json: as_json } => {
+            let jobs = Engine::new(load_config(&cli)?).history();
+            if *as_json {
+                return out(&json(&jobs)?);
+            }
+            out(&present::jobs_table(&jobs))
+        }
+        Command::Daemon | Command::Demo { .. } => Err(Error::Other(
+            "internal: the daemon and the demo are chosen in main.rs".into(),
+        )),
+    }
+}
+
+fn config_check(c: &Config) -> Result<()> {
+    out(&format!(
+        "{}: valid ({} source{}, repository {}, {} recipient{}, identity {})\n",
+        c.path.display(),
+        c.sources.len(),
+        if c.sources.len() == 1 { "" } else { "s" },
+        c.repository.url,
+        c.recipients.0.len(),
+        if c.recipients.0.len() == 1 { "" } else { "s" },
+        c.identity_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "not set".into())
+    ))
+}
+
+/// `--target` and `--target-password`: never a password on the command line.
+fn restore_target(target: &str, password: Option<&str>) -> Result<ConnInfo> {
+    let mut ci = ConnInfo::parse(target).map_err(|m| Error::Usage(format!("--target: {m}")))?;
+    if ci.password.is_some() {
+        return Err(Error::Usage(
+            "--target must not carry a password (it would be visible in the process list): use --target-password env:NAME or file:/path, or PGPASSWORD".into(),
+        ));
+    }
+    if let Some(p) = password {
+        if !(p.starts_with("env:") || p.starts_with("file:")) {
+            return Err(Error::Usage(
+                "--target-password takes env:NAME or file:/path, never the password itself".into(),
+            ));
+        }
+        ci.password = Some(
+            config::resolve_secret(p)
+                .map_err(|m| Error::Usage(format!("--target-password: {m}")))?,
+        );
+    } else if let Ok(pw) = std::env::var("PGPASSWORD") {
+        ci.password = Some(config::Secret::new(pw));
+    }
+    Ok(ci)
+}
+
+/// `keepsake backup`: every source (or one), one job each; a failed source does not stop the
+/// others, Ctrl-C stops all.
+async fn backup(
+    e: &Engine,
+    source: Option<&str>,
+    kind: Option<BackupType>,
+    verify: Option<Level>,
+    as_json: bool,
+) -> Result<()> {
+    let c = e.config();
+    let names: Vec<String> = match source {
+        Some(s) => vec![c.source(s)?.name.clone()],
+        None => c.sources.iter().map(|s| s.name.clone()).collect(),
+    };
+    if names.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} has no [[sources]]: add one (see config.example.toml)",
+            c.path.display()
+        )));
+    }
+    let mut failures = Vec::new();
+    let mut worst = 0;
+    let mut done = Vec::new();
+    for name in &names {
+        let o = render::run(
+            e,
+            Job::Backup {
+                source: name.clone(),
+                kind,
+                verify,
+            },
+        )
+        .await?;
+        if o.status == engine::history::JobStatus::Cancelled {
+            return Err(render::error_of(&o));
+        }
+        if let Some(JobResult::Backup {
+            backup,
+            verification,
+        }) = &o.result
+        {
+            if !as_json {
+                out(&present::backup_summary(backup))?;
+                if let Some(v) = verification {
+                    out(&present::verify_text(v))?;
+                }
+            }
+            done.push(backup.clone());
+        }
+        if o.exit_code != 0 {
+            eprintln!("error: {}", o.error.as_deref().unwrap_or("backup failed"));
+            failures.push(name.clone());
+            worst = worst.max(o.exit_code);
+        }
+    }
+    if as_json {
+        out(&json(&done)?)?;
+    }
+    match worst {
+        0 => Ok(()),
+        3 => Err(Error::Damage(format!(
+            "verification after backup found damage in: {}",
+            failures.join(", ")
+        ))),
+        _ => Err(Error::Other(format!(
+            "backup failed for: {}",
+            failures.join(", ")
+        ))),
+    }
+}
+
+async fn verify(e: &Engine, target: VerifyTarget, level: Level, as_json: bool) -> Result<()> {
+    let o = render::run(e, Job::Verify { target, level }).await?;
+    if let Some(JobResult::Verify {
+        records,
+        unreadable,
+    }) = &o.result
+    {
+        for (id, why) in unreadable {
+            eprintln!("damaged: backup {id}: {why}");
+        }
+        if as_json {
+            out(&json(records)?)?;
+        } else {
+            for r in records {
+                out(&present::verify_text(r))?;
+            }
+        }
+    }
+    match o.exit_code {
+        0 => Ok(()),
+        _ => Err(render::error_of(&o)),
+    }
+}
+
+async fn list(e: &Engine, source: Option<&str>, as_json: bool) -> Result<()> {
+    let (rows, bad) = e.list(source).await?;
+    if as_json {
+        out(&json(&rows)?)?;
+    } else {
+        out(&present::list_table(&rows))?;
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    for (id, e) in &bad {
+        eprintln!("damaged: backup {id}: {e}");
+    }
+    Err(Error::Damage(format!(
+        "{} backup manifest(s) cannot be read; the backups listed are intact",
+        bad.len()
+    )))
+}
+
+async fn restore(e: &Engine, req: RestoreRequest) -> Result<()> {
+    let o = render::run(e, Job::Restore(req)).await?;
+    match &o.result {
+        Some(JobResult::Restore {
+            backup_id,
+            target,
+            bytes,
+            duration_ms,
+            ..
+        }) if o.exit_code == 0 => out(&format!(
+            "restored backup {backup_id} into {target} ({}) in {:.1}s\n",
+            present::human_bytes(*bytes),
+            *duration_ms as f64 / 1000.0
+        )),
+        _ => Err(render::error_of(&o)),
+    }
+}
+
+async fn prune(e: &Engine, dry_run: bool, as_json: bool) -> Result<()> {
+    let o = render::run(e, Job::Prune { dry_run }).await?;
+    let Some(JobResult::Prune(r)) = &o.result else {
+        return Err(render::error_of(&o));
+    };
+    if as_json {
+        out(&json(r)?)?;
+    } else {
+        out(&present::prune_text(r))?;
+    }
+    match o.exit_code {
+        0 => Ok(()),
+        _ => Err(render::error_of(&o)),
+    }
+}
+
+async fn delete(e: &Engine, id: &str, confirm: &str, force: bool) -> Result<()> {
+    let full = e.repo().await?.resolve_id(id).await?;
+    if !engine::ops::delete::confirmed(id, &full, confirm) {
+        return Err(Error::Usage(format!(
+            "--confirm {confirm} does not name backup {full}: type the backup's id again to confirm (--confirm {full})"
+        )));
+    }
+    let o = render::run(e, Job::Delete { id: full, force }).await?;
+    match &o.result {
+        Some(JobResult::Delete { id, source }) if o.exit_code == 0 => out(&format!(
+            "deleted backup {id} of {source}; its packs are freed by the next prune\n"
+        )),
+        _ => Err(render::error_of(&o)),
+    }
+}
+
+/// `keygen`: default output in the XDG config dir.
+fn keygen(output: Option<&std::path::Path>) -> Result<()> {
+    let path = match output {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let dirs = directories::ProjectDirs::from("", "", "keepsake")
+                .ok_or_else(|| Error::Usage("no home directory: pass --output FILE".into()))?;
+            std::fs::create_dir_all(dirs.config_dir())
+                .map_err(|e| Error::io(format!("creating {}", dirs.config_dir().display()), e))?;
+            dirs.config_dir().join("identity.txt")
+        }
+    };
+    write_identity(&path)
+}
+
+fn write_identity(output: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (text, recipient) = crate::core::crypto::generate_identity();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(output)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Usage(format!(
+                    "{} already exists: keygen never overwrites a key",
+                    output.display()
+                ))
+            } else {
+                Error::io(format!("creating {}", output.display()), e)
+            }
+        })?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(format!("writing {}", output.display()), e))?;
+    eprintln!("wrote identity to {} (mode 0600); keep a copy offline — without it backups cannot be restored", output.display());
+    out(&format!("{recipient}\n"))
+}

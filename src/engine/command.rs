@@ -1,0 +1,184 @@
+//! What faces ask the engine to do. A keystroke, a flag or a request becomes one [`Command`];
+//! the engine decides what it means (DESIGN.md §3).
+//!
+//! Commands are plain serde values so that the control API can carry them; a restore target's
+//! password never serializes (see [`RestoreTarget`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::format::BackupType;
+use crate::core::verify::Level;
+use crate::pg::conninfo::ConnInfo;
+
+/// One unit of work for the job runner.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Back up one configured source; `kind: None` is incremental when a full exists, else full.
+    /// With `verify`, the new backup is verified at that level by a job of its own, and this
+    /// job's outcome includes the verdict.
+    Backup {
+        source: String,
+        #[serde(rename = "type")]
+        kind: Option<BackupType>,
+        verify: Option<Level>,
+    },
+    /// Prove backups at `level`.
+    Verify { target: VerifyTarget, level: Level },
+    /// Restore one backup into a PostgreSQL database.
+    Restore(RestoreRequest),
+    /// Apply retention (forget, then collect packs in two phases); `dry_run` changes nothing.
+    Prune { dry_run: bool },
+    /// Forget one backup (its packs are freed by a later prune). `force` allows forgetting the
+    /// newest restore-verified backup of its source.
+    Delete { id: String, force: bool },
+}
+
+/// Which backups a verification covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyTarget {
+    /// One backup: its id or a unique prefix of it.
+    Id(String),
+    /// The newest backup of each source.
+    Latest,
+    /// Every backup in the repository.
+    All,
+}
+
+/// A restore, as every face asks for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreRequest {
+    /// Backup id or a unique prefix of it.
+    pub id: String,
+    pub target: RestoreTarget,
+    /// Create the target database (refuses an existing one).
+    pub create: bool,
+    /// Drop the archive's objects in the target first (needs `confirm`).
+    pub clean: bool,
+    /// The target database's name, typed by the user to allow overwriting.
+    pub confirm: Option<String>,
+    pub no_owner: bool,
+    /// Parallel sessions; `None` for the default (CPUs, at least 2).
+    pub jobs: Option<usize>,
+}
+
+/// A restore target. Serializes as `host:port/dbname` only: never the password.
+#[derive(Debug, Clone)]
+pub struct RestoreTarget(pub ConnInfo);
+
+impl Serialize for RestoreTarget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.display())
+    }
+}
+
+impl Command {
+    /// The history's name for this kind of job.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Backup { .. } => "backup",
+            Command::Verify { .. } => "verify",
+            Command::Restore(_) => "restore",
+            Command::Prune { .. } => "prune",
+            Command::Delete { .. } => "delete",
+        }
+    }
+
+    /// Whether the job history records this job (a dry-run prune changes nothing: not a job
+    /// worth a record).
+    pub fn recorded(&self) -> bool {
+        !matches!(self, Command::Prune { dry_run: true })
+    }
+
+    /// The source a job works on, when the command names one.
+    pub fn source(&self) -> Option<&str> {
+        match self {
+            Command::Backup { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// Jobs with the same key never run side by side: the second waits (queued), and a third
+    /// coalesces with the waiting one. Backups are single-flight per source; prunes (and
+    /// deletes, which change what prune sees) per repository.
+    pub fn flight_key(&self) -> Option<String> {
+        match self {
+            Command::Backup { source, .. } => Some(format!("backup/{source}")),
+            Command::Prune { dry_run: false } | Command::Delete { .. } => Some("prune".into()),
+            _ => None,
+        }
+    }
+
+    /// Merge `other` (same flight key) into this queued command: the stronger backup type and
+    /// the higher verification level win. Returns false when the two cannot be merged.
+    pub fn coalesce(&mut self, other: &Command) -> bool {
+        match (self, other) {
+            (
+                Command::Backup { kind, verify, .. },
+                Command::Backup {
+                    kind: k2,
+                    verify: v2,
+                    ..
+                },
+            ) => {
+                if strength(*k2) > strength(*kind) {
+                    *kind = *k2;
+                }
+                *verify = (*verify).max(*v2);
+                true
+            }
+            (Command::Prune { .. }, Command::Prune { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Full beats differential beats incremental beats "whatever fits".
+pub fn strength(k: Option<BackupType>) -> u8 {
+    match k {
+        Some(BackupType::Full) => 3,
+        Some(BackupType::Differential) => 2,
+        Some(BackupType::Incremental) => 1,
+        None => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queued_backups_coalesce_to_the_stronger_type_and_level() {
+        let mut a = Command::Backup {
+            source: "w".into(),
+            kind: Some(BackupType::Incremental),
+            verify: None,
+        };
+        let b = Command::Backup {
+            source: "w".into(),
+            kind: Some(BackupType::Full),
+            verify: Some(Level::Data),
+        };
+        assert!(a.coalesce(&b));
+        let c = Command::Backup {
+            source: "w".into(),
+            kind: Some(BackupType::Differential),
+            verify: Some(Level::Structure),
+        };
+        assert!(a.coalesce(&c));
+        match a {
+            Command::Backup { kind, verify, .. } => {
+                assert_eq!(kind, Some(BackupType::Full));
+                assert_eq!(verify, Some(Level::Data));
+            }
+            _ => unreachable!(),
+        }
+        assert!(
+            !Command::Prune { dry_run: false }.coalesce(&Command::Delete {
+                id: "x".into(),
+                force: false
+            })
+        );
+    }
+}

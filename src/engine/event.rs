@@ -1,0 +1,217 @@
+//! What faces hear: the engine's event stream (DESIGN.md §3), the same values the control API
+//! streams as Server-Sent Events, and the outcome of a job.
+//!
+//! Invariant: events describe what happened, never how to show it; every face renders them
+//! its own way. No event carries a secret (errors never do; restore targets show as
+//! `user@host:port/db`).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::core::progress::Progress;
+use crate::core::prune::PruneReport;
+use crate::core::verify::VerifyRecord;
+use crate::engine::history::JobStatus;
+use crate::engine::query::BackupRow;
+
+/// A progress reading of one running job. Sent at most every 100 ms per job (and on every
+/// change of phase or table).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JobProgress {
+    pub job: String,
+    #[serde(flatten)]
+    pub progress: Progress,
+}
+
+impl JobProgress {
+    pub fn percent(&self) -> Option<f64> {
+        self.progress.percent()
+    }
+    pub fn eta(&self) -> Option<std::time::Duration> {
+        self.progress.eta()
+    }
+}
+
+/// How a verification judged a backup — the one rule every face uses:
+/// - `proven`: every check of the level asked (and below) ran and passed;
+/// - `not_proven`: no damage was found, but a check could not run or complete for a reason
+///   outside the backup (scratch server refused, tool missing, storage unreadable) — exit 1;
+/// - `damaged`: content was read and failed authentication, or the restored data differs from
+///   what was recorded at backup time — exit 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Proven,
+    NotProven,
+    Damaged,
+}
+
+impl Verdict {
+    pub fn of(r: &VerifyRecord) -> Verdict {
+        if !r.problems.is_empty() {
+            Verdict::Damaged
+        } else if r.ok {
+            Verdict::Proven
+        } else {
+            Verdict::NotProven
+        }
+    }
+
+    /// The worst of several verdicts.
+    pub fn worst(v: impl IntoIterator<Item = Verdict>) -> Verdict {
+        v.into_iter().fold(Verdict::Proven, |a, b| match (a, b) {
+            (Verdict::Damaged, _) | (_, Verdict::Damaged) => Verdict::Damaged,
+            (Verdict::NotProven, _) | (_, Verdict::NotProven) => Verdict::NotProven,
+            _ => Verdict::Proven,
+        })
+    }
+
+    /// Exit code of a job that ends with this verdict (DESIGN.md §7).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Proven => 0,
+            Verdict::NotProven => 1,
+            Verdict::Damaged => 3,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Proven => "proven",
+            Verdict::NotProven => "not proven",
+            Verdict::Damaged => "damaged",
+        }
+    }
+}
+
+/// What a finished job produced.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobResult {
+    Backup {
+        backup: Box<BackupRow>,
+        /// The verification that followed (`verify` in the command), when it ran.
+        verification: Option<Box<VerifyRecord>>,
+    },
+    Verify {
+        records: Vec<VerifyRecord>,
+        /// Backups whose manifest cannot be read (damage), with why.
+        unreadable: Vec<(String, String)>,
+    },
+    Restore {
+        backup_id: String,
+        /// `user@host:port/dbname`.
+        target: String,
+        bytes: u64,
+        duration_ms: u64,
+        created: bool,
+    },
+    Prune(Box<PruneReport>),
+    Delete {
+        id: String,
+        source: String,
+    },
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobOutcome {
+    pub job: String,
+    pub kind: &'static str,
+    pub source: Option<String>,
+    /// `completed`, `failed` or `cancelled`.
+    pub status: JobStatus,
+    /// DESIGN.md §7: 0 success, 1 failed or not proven, 2 refused as asked, 3 damage.
+    pub exit_code: i32,
+    /// What went wrong, for people (sanitized: no secrets).
+    pub error: Option<String>,
+    pub result: Option<JobResult>,
+}
+
+/// Alerts the daemon turns into webhooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    RpoBreach,
+    RpoRecovered,
+    /// A verification did not prove a backup (`verdict` says damaged or not proven).
+    VerifyFailed,
+    BackupFailed,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::RpoBreach => "rpo_breach",
+            AlertKind::RpoRecovered => "rpo_recovered",
+            AlertKind::VerifyFailed => "verify_failed",
+            AlertKind::BackupFailed => "backup_failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    pub kind: AlertKind,
+    pub source: Option<String>,
+    pub backup_id: Option<String>,
+    pub job: Option<String>,
+    pub message: String,
+    pub error: Option<String>,
+    pub verdict: Option<Verdict>,
+    pub at: DateTime<Utc>,
+}
+
+/// One event of the engine's stream.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    JobQueued {
+        job: String,
+        kind: &'static str,
+        source: Option<String>,
+    },
+    JobStarted {
+        job: String,
+        kind: &'static str,
+        source: Option<String>,
+        /// The job that started this one (a backup's verification).
+        parent: Option<String>,
+    },
+    Progress(JobProgress),
+    /// A line meant for people.
+    Log {
+        job: Option<String>,
+        message: String,
+    },
+    JobFinished(JobOutcome),
+    JobFailed(JobOutcome),
+    BackupAdded {
+        job: String,
+        backup: Box<BackupRow>,
+    },
+    BackupDeleted {
+        job: String,
+        id: String,
+        source: String,
+    },
+    ConfigChanged,
+    Alert(Alert),
+}
+
+impl Event {
+    /// The job an event is about, if any.
+    pub fn job(&self) -> Option<&str> {
+        match self {
+            Event::JobQueued { job, .. }
+            | Event::JobStarted { job, .. }
+            | Event::BackupAdded { job, .. }
+            | Event::BackupDeleted { job, .. } => Some(job),
+            Event::Progress(p) => Some(&p.job),
+            Event::Log { job, .. } => job.as_deref(),
+            Event::JobFinished(o) | Event::JobFailed(o) => Some(&o.job),
+            Event::Alert(a) => a.job.as_deref(),
+            Event::ConfigChanged => None,
+        }
+    }
+}

@@ -1,0 +1,592 @@
+//! The job runner: every operation of every face runs here.
+//!
+//! Invariants:
+//! - Single flight: jobs with the same flight key (a source's backups; prune and delete) never
+//!   run side by side. A second one waits, queued; a third coalesces with the queued one (the
+//!   stronger backup type wins) and gets its handle.
+//! - Every job has a cancellation token (a child of the engine's, so shutdown cancels all, and
+//!   of its parent job's, so cancelling a backup cancels the verification it started) and a
+//!   deadline (`[daemon] job_timeout`).
+//! - When a job ends — success, failure, cancel, deadline, shutdown — the runner drops the
+//!   operation's future (pg_dump and pg_restore are killed by their guards) and then runs
+//!   every cleanup hook the operation left armed (a database it created, its scratch
+//!   database, its own lease). Nothing else ever removes those.
+//! - The runner, and only the runner, writes the job history: `running` when a job starts,
+//!   its outcome when it ends.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::command::Command;
+use super::event::{Event, JobOutcome, JobProgress, JobResult};
+use super::history::{History, JobRecord, JobStatus};
+use super::Engine;
+use crate::config::Config;
+use crate::core::cleanup::Cleanup;
+use crate::core::progress::{Progress, ProgressSink};
+use crate::core::repo::Repository;
+use crate::error::{Error, Result};
+
+/// Whether a live job waits or runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+}
+
+/// A live job, as `jobs` and the console show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobInfo {
+    pub id: String,
+    pub kind: &'static str,
+    pub source: Option<String>,
+    pub state: JobState,
+    pub queued_at: DateTime<Utc>,
+    pub parent: Option<String>,
+    pub progress: Option<JobProgress>,
+}
+
+struct Live {
+    kind: &'static str,
+    source: Option<String>,
+    state: JobState,
+    queued_at: DateTime<Utc>,
+    parent: Option<String>,
+    key: Option<String>,
+    command: Arc<Mutex<Command>>,
+    cancel: CancellationToken,
+    progress: watch::Receiver<Option<JobProgress>>,
+    done: watch::Receiver<Option<JobOutcome>>,
+}
+
+impl Live {
+    fn handle(&self, id: &str) -> JobHandle {
+        JobHandle {
+            id: id.to_string(),
+            progress: self.progress.clone(),
+            cancel: self.cancel.clone(),
+            done: self.done.clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    live: BTreeMap<String, Live>,
+    /// Flight key → the queued job waiting for it (coalescing target).
+    queued: HashMap<String, String>,
+    /// Flight key → the lock its jobs take to run.
+    locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+pub(super) struct Inner {
+    config: RwLock<Arc<Config>>,
+    repo: tokio::sync::Mutex<Option<Arc<Repository>>>,
+    pub(super) history: Option<History>,
+    pub(super) events: broadcast::Sender<Event>,
+    table: Mutex<Table>,
+    root: CancellationToken,
+}
+
+impl Inner {
+    pub(super) fn new(config: Config, history: Option<History>) -> Self {
+        Inner {
+            config: RwLock::new(Arc::new(config)),
+            repo: tokio::sync::Mutex::new(None),
+            history,
+            events: broadcast::channel(1024).0,
+            table: Mutex::new(Table::default()),
+            root: CancellationToken::new(),
+        }
+    }
+
+    pub(super) fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub(super) async fn repo(&self) -> Result<Arc<Repository>> {
+        let mut slot = self.repo.lock().await;
+        if let Some(r) = &*slot {
+            return Ok(r.clone());
+        }
+        let r = super::open(&self.config()).await?;
+        *slot = Some(r.clone());
+        Ok(r)
+    }
+
+    pub(super) fn reconfigure(&self, config: Config, repo: Arc<Repository>) {
+        if let Ok(mut c) = self.config.write() {
+            *c = Arc::new(config);
+        }
+        if let Ok(mut slot) = self.repo.try_lock() {
+            *slot = Some(repo);
+        }
+    }
+
+    pub(super) fn emit(&self, e: Event) {
+        // No subscriber is fine.
+        let _ = self.events.send(e);
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        match self.table.lock() {
+            Ok(t) => t,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub(super) fn live(&self) -> Vec<JobInfo> {
+        self.table()
+            .live
+            .iter()
+            .map(|(id, l)| JobInfo {
+                id: id.clone(),
+                kind: l.kind,
+                source: l.source.clone(),
+                state: l.state,
+                queued_at: l.queued_at,
+                parent: l.parent.clone(),
+                progress: l.progress.borrow().clone(),
+            })
+            .collect()
+    }
+
+    pub(super) fn cancel(&self, job: &str) -> bool {
+        match self.table().live.get(job) {
+            Some(l) => {
+                l.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(super) async fn shutdown(&self, timeout: Duration) {
+        self.root.cancel();
+        let waits: Vec<_> = self
+            .table()
+            .live
+            .iter()
+            .map(|(id, l)| l.handle(id))
+            .collect();
+        let all = futures::future::join_all(waits.into_iter().map(|h| h.wait()));
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!("jobs did not finish their cleanup within {timeout:?}");
+        }
+    }
+}
+
+/// A submitted job: its id, live progress, and how to cancel it or wait for its end.
+#[derive(Clone)]
+pub struct JobHandle {
+    pub id: String,
+    pub progress: watch::Receiver<Option<JobProgress>>,
+    cancel: CancellationToken,
+    done: watch::Receiver<Option<JobOutcome>>,
+}
+
+impl JobHandle {
+    /// Ask the job to stop; it ends `cancelled` once its cleanup ran.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Wait for the job's end.
+    pub async fn wait(mut self) -> JobOutcome {
+        loop {
+            if let Some(o) = self.done.borrow_and_update().clone() {
+                return o;
+            }
+            if self.done.changed().await.is_err() {
+                // The runner task is gone without an outcome (the runtime is shutting down).
+                return JobOutcome {
+                    job: self.id.clone(),
+                    kind: "unknown",
+                    source: None,
+                    status: JobStatus::Interrupted,
+                    exit_code: 1,
+                    error: Some("the job runner stopped before the job ended".into()),
+                    result: None,
+                };
+            }
+        }
+    }
+}
+
+/// What an operation sees of its job.
+pub struct JobCtx {
+    pub id: String,
+    pub engine: Engine,
+    pub config: Arc<Config>,
+    pub cleanup: Cleanup,
+    pub cancel: CancellationToken,
+    pub(crate) sink: JobSink,
+    record: Mutex<JobRecord>,
+}
+
+impl JobCtx {
+    /// Fill in what the job's history record should say (backup id, sizes, …).
+    pub fn note(&self, f: impl FnOnce(&mut JobRecord)) {
+        if let Ok(mut r) = self.record.lock() {
+            f(&mut r);
+        }
+    }
+
+    pub fn emit(&self, e: Event) {
+        self.engine.emit(e);
+    }
+
+    /// Progress sink for core operations.
+    pub fn progress(&self) -> &dyn ProgressSink {
+        &self.sink
+    }
+
+    /// Start a job on behalf of this one (a backup's verification): cancelled with it.
+    pub fn submit_child(&self, command: Command) -> Result<JobHandle> {
+        submit(
+            &self.engine,
+            command,
+            Some((self.id.clone(), self.cancel.clone())),
+        )
+    }
+}
+
+/// Turns core progress readings into [`JobProgress`] values and events.
+pub(crate) struct JobSink {
+    job: String,
+    tx: watch::Sender<Option<JobProgress>>,
+    events: broadcast::Sender<Event>,
+}
+
+impl ProgressSink for JobSink {
+    fn report(&self, p: &Progress) {
+        let jp = JobProgress {
+            job: self.job.clone(),
+            progress: p.clone(),
+        };
+        self.tx.send_replace(Some(jp.clone()));
+        let _ = self.events.send(Event::Progress(jp));
+    }
+}
+
+/// What an operation ends with when it ran to its end.
+pub struct Done {
+    pub result: Option<JobResult>,
+    /// The job ran but its result is not good: exit code and why. `job_failed` says whether
+    /// the job itself counts as failed in the history (a verification that found damage) or
+    /// completed (a backup whose follow-up verification did not prove it).
+    pub failure: Option<Failure>,
+}
+
+pub struct Failure {
+    pub exit_code: i32,
+    pub message: String,
+    pub job_failed: bool,
+}
+
+impl Done {
+    pub fn ok(result: JobResult) -> Self {
+        Done {
+            result: Some(result),
+            failure: None,
+        }
+    }
+}
+
+pub(super) fn submit(
+    engine: &Engine,
+    command: Command,
+    parent: Option<(String, CancellationToken)>,
+) -> Result<JobHandle> {
+    let inner = &engine.0;
+    if let Command::Backup { source, .. } = &command {
+        inner.config().source(source)?;
+    }
+    let key = command.flight_key();
+    let mut t = inner.table();
+    // Coalesce with a queued job of the same key.
+    if let Some(k) = &key {
+        if let Some(qid) = t.queued.get(k).cloned() {
+            if let Some(l) = t.live.get(&qid) {
+                let merged = l
+                    .command
+                    .lock()
+                    .map(|mut c| c.coalesce(&command))
+                    .unwrap_or(false);
+                if merged {
+                    tracing::info!("{} coalesced with queued job {qid}", command.kind());
+                    return Ok(l.handle(&qid));
+                }
+            }
+        }
+    }
+    let id = History::new_id();
+    let cancel = match &parent {
+        Some((_, c)) => c.child_token(),
+        None => inner.root.child_token(),
+    };
+    let (ptx, prx) = watch::channel(None);
+    let (dtx, drx) = watch::channel(None);
+    let lock = key.as_ref().map(|k| {
+        t.locks
+            .entry(k.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone()
+    });
+    if let Some(k) = &key {
+        t.queued.insert(k.clone(), id.clone());
+    }
+    let kind = command.kind();
+    let source = command.source().map(str::to_string);
+    let command = Arc::new(Mutex::new(command));
+    let live = Live {
+        kind,
+        source: source.clone(),
+        state: JobState::Queued,
+        queued_at: Utc::now(),
+        parent: parent.as_ref().map(|p| p.0.clone()),
+        key,
+        command: command.clone(),
+        cancel: cancel.clone(),
+        progress: prx,
+        done: drx,
+    };
+    let handle = live.handle(&id);
+    t.live.insert(id.clone(), live);
+    drop(t);
+    inner.emit(Event::JobQueued {
+        job: id.clone(),
+        kind,
+        source,
+    });
+    let runner = Runner {
+        engine: engine.clone(),
+        id,
+        command,
+        lock,
+        cancel,
+        progress: ptx,
+        done: dtx,
+        parent: parent.map(|p| p.0),
+    };
+    tokio::spawn(runner.run());
+    Ok(handle)
+}
+
+struct Runner {
+    engine: Engine,
+    id: String,
+    command: Arc<Mutex<Command>>,
+    lock: Option<Arc<tokio::sync::Mutex<()>>>,
+    cancel: CancellationToken,
+    progress: watch::Sender<Option<JobProgress>>,
+    done: watch::Sender<Option<JobOutcome>>,
+    parent: Option<String>,
+}
+
+enum End {
+    Ran(Result<Done>),
+    Cancelled,
+    TimedOut(Duration),
+}
+
+impl Runner {
+    async fn run(self) {
+        let inner = self.engine.0.clone();
+        // Wait for the flight key (queued), unless cancelled meanwhile.
+        let guard = match &self.lock {
+            Some(l) => tokio::select! {
+                g = l.clone().lock_owned() => Some(g),
+                _ = self.cancel.cancelled() => {
+                    self.dequeue();
+                    let cmd = self.command();
+                    let outcome = JobOutcome {
+                        job: self.id.clone(),
+                        kind: cmd.kind(),
+                        source: cmd.source().map(str::to_string),
+                        status: JobStatus::Cancelled,
+                        exit_code: 1,
+                        error: Some(format!("cancelled: the {} was cancelled before it started", cmd.kind())),
+                        result: None,
+                    };
+                    self.finish(outcome, None);
+                    return;
+                }
+            },
+            None => None,
+        };
+        self.dequeue();
+        let cmd = self.command();
+        let config = inner.config();
+        let mut record = match &inner.history {
+            Some(h) => h.record(&self.id, cmd.kind(), cmd.source()),
+            None => History::new(std::path::Path::new(""), &config.repository.url).record(
+                &self.id,
+                cmd.kind(),
+                cmd.source(),
+            ),
+        };
+        super::ops::prefill(&cmd, &mut record);
+        let write_history = cmd.recorded();
+        if write_history {
+            if let Some(h) = &inner.history {
+                h.write(&record);
+            }
+        }
+        if let Some(l) = inner.table().live.get_mut(&self.id) {
+            l.state = JobState::Running;
+        }
+        inner.emit(Event::JobStarted {
+            job: self.id.clone(),
+            kind: cmd.kind(),
+            source: cmd.source().map(str::to_string),
+            parent: self.parent.clone(),
+        });
+        let ctx = Arc::new(JobCtx {
+            id: self.id.clone(),
+            engine: self.engine.clone(),
+            config: config.clone(),
+            cleanup: Cleanup::new(),
+            cancel: self.cancel.clone(),
+            sink: JobSink {
+                job: self.id.clone(),
+                tx: self.progress.clone(),
+                events: inner.events.clone(),
+            },
+            record: Mutex::new(record),
+        });
+        // The operation runs on a thread of its own that drives it with the runtime's handle:
+        // the core pipelines' futures are not all provably `Send` (closures over borrowed
+        // streams), and a job must not be able to stall the runtime's worker threads anyway.
+        // Cancel, deadline and the end all drop the operation's future on that thread.
+        let deadline = config.daemon.job_timeout;
+        let end = {
+            let ctx = ctx.clone();
+            let op = cmd.clone();
+            let cancel = self.cancel.clone();
+            let rt = tokio::runtime::Handle::current();
+            let thread = tokio::task::spawn_blocking(move || {
+                rt.block_on(async move {
+                    tokio::select! {
+                        r = super::ops::run(&ctx, &op) => End::Ran(r),
+                        _ = cancel.cancelled() => End::Cancelled,
+                        _ = tokio::time::sleep(deadline) => End::TimedOut(deadline),
+                    }
+                })
+            });
+            match thread.await {
+                Ok(e) => e,
+                Err(e) => End::Ran(Err(Error::Other(format!(
+                    "internal: the {} job's thread ended abnormally: {e}",
+                    cmd.kind()
+                )))),
+            }
+        };
+        // The operation's future is gone: undo what it left behind.
+        let ran = ctx.cleanup.run().await;
+        drop(guard);
+        let kind = cmd.kind();
+        let (status, exit_code, error, result) = match end {
+            End::Ran(Ok(d)) => match d.failure {
+                None => (JobStatus::Completed, 0, None, d.result),
+                Some(f) => (
+                    if f.job_failed {
+                        JobStatus::Failed
+                    } else {
+                        JobStatus::Completed
+                    },
+                    f.exit_code,
+                    Some(f.message),
+                    d.result,
+                ),
+            },
+            End::Ran(Err(e @ Error::Cancelled(_))) => {
+                (JobStatus::Cancelled, e.exit_code(), Some(e.to_string()), None)
+            }
+            End::Ran(Err(e)) => (JobStatus::Failed, e.exit_code(), Some(e.to_string()), None),
+            End::Cancelled => (
+                JobStatus::Cancelled,
+                1,
+                Some(format!(
+                    "cancelled: the {kind} was cancelled; nothing of it was committed{}",
+                    cleaned(&ran)
+                )),
+                None,
+            ),
+            End::TimedOut(d) => (
+                JobStatus::Failed,
+                1,
+                Some(format!(
+                    "the {kind} ran longer than [daemon] job_timeout ({}s) and was stopped; nothing of it was committed{}",
+                    d.as_secs(),
+                    cleaned(&ran)
+                )),
+                None,
+            ),
+        };
+        let record = ctx.record.lock().map(|r| r.clone()).ok();
+        let outcome = JobOutcome {
+            job: self.id.clone(),
+            kind,
+            source: cmd.source().map(str::to_string),
+            status,
+            exit_code,
+            error,
+            result,
+        };
+        self.finish(outcome, record.filter(|_| write_history));
+    }
+
+    fn command(&self) -> Command {
+        match self.command.lock() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn dequeue(&self) {
+        let mut t = self.engine.0.table();
+        let key = t.live.get(&self.id).and_then(|l| l.key.clone());
+        if let Some(k) = key {
+            if t.queued.get(&k) == Some(&self.id) {
+                t.queued.remove(&k);
+            }
+        }
+    }
+
+    fn finish(&self, outcome: JobOutcome, record: Option<JobRecord>) {
+        let inner = &self.engine.0;
+        if let (Some(h), Some(mut r)) = (&inner.history, record) {
+            r.status = outcome.status;
+            r.finished_at = Some(Utc::now());
+            r.error = outcome.error.clone();
+            h.write(&r);
+        }
+        inner.table().live.remove(&self.id);
+        let ev = if outcome.status == JobStatus::Completed && outcome.exit_code == 0 {
+            Event::JobFinished(outcome.clone())
+        } else {
+            Event::JobFailed(outcome.clone())
+        };
+        inner.emit(ev);
+        self.done.send_replace(Some(outcome));
+    }
+}
+
+fn cleaned(ran: &[String]) -> String {
+    if ran.is_empty() {
+        String::new()
+    } else {
+        format!(" (cleaned up: {})", ran.join("; "))
+    }
+}

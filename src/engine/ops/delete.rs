@@ -1,0 +1,49 @@
+//! Forget one backup (`keepsake delete ID --confirm ID [--force]`, `DELETE /v1/backups/{id}`).
+//!
+//! Rules: the id must be confirmed exactly (the full id, or the same prefix as asked); the
+//! newest restore-verified backup of a source — the one a 3 a.m. recovery would count on — is
+//! refused unless `force`. Its packs stay until a later prune finds them unreferenced.
+
+use crate::core::prune as core_prune;
+use crate::core::verify;
+use crate::engine::event::{Event, JobResult};
+use crate::engine::job::{Done, JobCtx};
+use crate::error::{Error, Result};
+
+/// Whether `confirm` confirms backup `full` asked for as `asked`.
+pub fn confirmed(asked: &str, full: &str, confirm: &str) -> bool {
+    confirm == full || confirm == asked
+}
+
+pub(super) async fn run(ctx: &JobCtx, id: &str, force: bool) -> Result<Done> {
+    let repo = ctx.engine.repo().await?;
+    let m = repo.manifest(id).await?;
+    let records = verify::records(&repo).await?;
+    let (ms, _) = repo.manifests_lenient().await?;
+    let newest_restore_proven = ms
+        .iter()
+        .rev()
+        .filter(|x| x.source.name == m.source.name)
+        .find(|x| verify::proven(records.get(&x.id)).0 == "restore");
+    if newest_restore_proven.is_some_and(|x| x.id == m.id) && !force {
+        return Err(Error::Usage(format!(
+            "backup {} is the newest restore-verified backup of {}: deleting it leaves the source without a backup proven to restore; add --force to delete it anyway",
+            m.id, m.source.name
+        )));
+    }
+    core_prune::forget(&repo, &m.id).await?;
+    tracing::info!("deleted backup {} of {}", m.id, m.source.name);
+    ctx.note(|r| {
+        r.backup_id = Some(m.id.clone());
+        r.source = Some(m.source.name.clone());
+    });
+    ctx.emit(Event::BackupDeleted {
+        job: ctx.id.clone(),
+        id: m.id.clone(),
+        source: m.source.name.clone(),
+    });
+    Ok(Done::ok(JobResult::Delete {
+        id: m.id.clone(),
+        source: m.source.name.clone(),
+    }))
+}

@@ -1,0 +1,44 @@
+//! One module per operation. Each states its rules once — which backup is meant, what counts
+//! as damage versus "not proven", what must be cleaned up — for every face.
+
+pub mod backup;
+pub mod delete;
+pub mod prune;
+pub mod restore;
+pub mod verify;
+
+use super::command::Command;
+use super::history::JobRecord;
+use super::job::{Done, JobCtx};
+use crate::error::Result;
+
+pub use super::job::Failure;
+
+/// Run `cmd` as job `ctx`.
+pub(super) async fn run(ctx: &JobCtx, cmd: &Command) -> Result<Done> {
+    match cmd {
+        Command::Backup {
+            source,
+            kind,
+            verify,
+        } => backup::run(ctx, source, *kind, *verify).await,
+        Command::Verify { target, level } => verify::run(ctx, target, *level).await,
+        Command::Restore(req) => restore::run(ctx, req).await,
+        Command::Prune { dry_run } => prune::run(ctx, *dry_run).await,
+        Command::Delete { id, force } => delete::run(ctx, id, *force).await,
+    }
+}
+
+/// What the history record says before the job runs.
+pub(super) fn prefill(cmd: &Command, r: &mut JobRecord) {
+    match cmd {
+        Command::Backup { kind, .. } => r.backup_type = kind.map(|k| k.as_str().to_string()),
+        Command::Verify {
+            target: super::command::VerifyTarget::Id(id),
+            ..
+        } => r.backup_id = Some(id.clone()),
+        Command::Restore(req) => r.backup_id = Some(req.id.clone()),
+        Command::Delete { id, .. } => r.backup_id = Some(id.clone()),
+        _ => {}
+    }
+}

@@ -1,0 +1,52 @@
+//! Restore one backup into a PostgreSQL database.
+//!
+//! Rules (every face): `clean` needs the target's name typed in `confirm`; only a database this
+//! job created may ever be dropped on its behalf (the drop is a cleanup hook registered after
+//! `CREATE DATABASE` succeeded, disarmed once the restore finished). The target checks and the
+//! single-transaction guarantee live in `core::restore`.
+
+use crate::core::restore::{self as core_restore, RestoreOptions};
+use crate::engine::command::RestoreRequest;
+use crate::engine::event::JobResult;
+use crate::engine::job::{Done, JobCtx};
+use crate::error::{Error, Result};
+
+pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {
+    let target = &req.target.0;
+    if req.clean && req.confirm.is_none() {
+        return Err(Error::Usage(format!(
+            "--clean replaces objects in the target: add --confirm {}",
+            target.dbname
+        )));
+    }
+    if req.jobs == Some(0) {
+        return Err(Error::Usage("--jobs must be at least 1".into()));
+    }
+    let repo = ctx.engine.repo().await?;
+    let mut opts = RestoreOptions::new(target.clone());
+    opts.create = req.create;
+    opts.clean = req.clean;
+    opts.confirm = req.confirm.clone();
+    opts.no_owner = req.no_owner;
+    opts.bin_dir = ctx.config.postgres.bin_dir.clone();
+    opts.cleanup = ctx.cleanup.clone();
+    if let Some(j) = req.jobs {
+        opts.jobs = j;
+    }
+    let o = core_restore::restore(repo, &req.id, &opts, ctx.progress()).await?;
+    // The restored database is meant to stay.
+    if let Some(h) = o.created_hook {
+        ctx.cleanup.disarm(h);
+    }
+    ctx.note(|r| {
+        r.backup_id = Some(o.backup_id.clone());
+        r.logical_bytes = Some(o.bytes);
+    });
+    Ok(Done::ok(JobResult::Restore {
+        backup_id: o.backup_id,
+        target: target.display(),
+        bytes: o.bytes,
+        duration_ms: o.duration.as_millis() as u64,
+        created: o.created,
+    }))
+}

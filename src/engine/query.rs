@@ -1,0 +1,204 @@
+//! Queries every face shows alike: the rows of `list`, one source's `status`, and the one
+//! rule for "the latest backup of each source".
+//!
+//! Invariant: these read the repository (the source of truth for what can be restored) and the
+//! verification records; they never change anything.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::core::format::{BackupType, Manifest};
+use crate::core::repo::Repository;
+use crate::core::verify::{self, VerifyRecord};
+use crate::engine::history::{self as jobs, JobRecord};
+use crate::error::Result;
+
+/// The newest backup of each source (in repository order, which is time order), sorted by
+/// source name. Every face that says "latest" means this.
+pub fn latest_per_source(ms: &[Manifest]) -> Vec<&Manifest> {
+    let mut last: std::collections::BTreeMap<&str, &Manifest> = Default::default();
+    for m in ms {
+        last.insert(&m.source.name, m);
+    }
+    last.into_values().collect()
+}
+
+/// One row of `keepsake list` (and the stable `list --json` fields).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupRow {
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub kind: BackupType,
+    /// Always `completed` for a backup in the repository: a backup exists only once committed.
+    pub status: &'static str,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub logical_bytes: u64,
+    pub stored_bytes: u64,
+    /// Highest verification level passed (`none` until verified; `failed` when the latest
+    /// verification found damage).
+    pub verified_level: &'static str,
+    /// When that level was proven (or the failure found).
+    pub verified_at: Option<DateTime<Utc>>,
+    /// Restore time measured by the latest restore-level verification, milliseconds.
+    pub restore_ms: Option<u64>,
+    pub database: String,
+    pub server_version: String,
+    pub based_on: Option<String>,
+    pub tables: usize,
+}
+
+impl BackupRow {
+    /// A row with what the verification history proves.
+    pub fn with_records(m: &Manifest, records: Option<&Vec<VerifyRecord>>) -> Self {
+        let (level, at) = verify::proven(records);
+        let mut r = BackupRow::from(m);
+        r.verified_level = level;
+        r.verified_at = at;
+        r.restore_ms = records.and_then(|v| v.iter().rev().find_map(|x| x.restore_ms));
+        r
+    }
+}
+
+impl From<&Manifest> for BackupRow {
+    fn from(m: &Manifest) -> Self {
+        BackupRow {
+            verified_at: None,
+            restore_ms: None,
+            id: m.id.clone(),
+            source: m.source.name.clone(),
+            kind: m.kind,
+            status: "completed",
+            started_at: m.started_at,
+            finished_at: m.finished_at,
+            logical_bytes: m.logical_bytes,
+            stored_bytes: m.stored_bytes,
+            verified_level: "none",
+            database: m.source.database.clone(),
+            server_version: m.source.server_version.clone(),
+            based_on: m.based_on.clone(),
+            tables: m.tables.len(),
+        }
+    }
+}
+
+/// `keepsake list`: the readable backups, and the ids whose manifest is damaged with why.
+pub async fn list(
+    repo: &Repository,
+    source: Option<&str>,
+) -> Result<(Vec<BackupRow>, Vec<(String, crate::Error)>)> {
+    let (ok, bad) = repo.manifests_lenient().await?;
+    let records = verify::records(repo).await?;
+    Ok((
+        ok.iter()
+            .filter(|m| source.is_none_or(|s| m.source.name == s))
+            .map(|m| BackupRow::with_records(m, records.get(&m.id)))
+            .collect(),
+        bad,
+    ))
+}
+
+/// One source in `keepsake status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    pub source: String,
+    pub last_backup_id: Option<String>,
+    pub last_backup_type: Option<BackupType>,
+    pub last_backup_at: Option<DateTime<Utc>>,
+    pub last_backup_age_s: Option<i64>,
+    /// Newest backup proven at `data` level or better, and that level.
+    pub last_verified_id: Option<String>,
+    pub last_verified_level: Option<&'static str>,
+    pub last_verified_backup_at: Option<DateTime<Utc>>,
+    /// Backups whose latest verification found damage.
+    pub damaged: Vec<String>,
+    pub rpo_s: Option<i64>,
+    /// `ok`, `breach` (no proven backup newer than the RPO) or `not set`.
+    pub rpo_state: &'static str,
+    /// Latest measured restore time for this source (restore-level verification).
+    pub restore_ms: Option<u64>,
+    pub restore_measured_bytes: Option<u64>,
+    /// Next scheduled runs (the daemon's; none without it).
+    pub next_runs: Vec<DateTime<Utc>>,
+    /// The latest job for this source from the job history, if it failed.
+    pub last_failed_job: Option<JobRecord>,
+}
+
+/// `keepsake status`: per configured source (and any other source found in the repository).
+pub async fn status(
+    config: &Config,
+    repo: &Repository,
+    history: &[JobRecord],
+) -> Result<Vec<SourceStatus>> {
+    let (ms, _) = repo.manifests_lenient().await?;
+    let records = verify::records(repo).await?;
+    let now = Utc::now();
+    let mut names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+    for m in &ms {
+        if !names.contains(&m.source.name) {
+            names.push(m.source.name.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let mine: Vec<&Manifest> = ms.iter().filter(|m| m.source.name == name).collect();
+        let last = mine.last();
+        let proven = mine.iter().rev().find_map(|m| {
+            let (level, _) = verify::proven(records.get(&m.id));
+            matches!(level, "data" | "restore").then_some((*m, level))
+        });
+        let damaged = mine
+            .iter()
+            .filter(|m| verify::proven(records.get(&m.id)).0 == "failed")
+            .map(|m| m.id.clone())
+            .collect();
+        let restore = mine
+            .iter()
+            .rev()
+            .filter_map(|m| records.get(&m.id))
+            .flat_map(|v| v.iter().rev())
+            .find(|r| r.restore_ms.is_some());
+        let rpo = config.source(&name).ok().and_then(|s| s.rpo);
+        let rpo_state = match (rpo, proven) {
+            (None, _) => "not set",
+            (Some(r), Some((m, _))) if now - m.finished_at <= r => "ok",
+            (Some(_), _) => "breach",
+        };
+        let last_failed_job = history
+            .iter()
+            .rev()
+            .find(|j| j.source.as_deref() == Some(name.as_str()))
+            .filter(|j| {
+                matches!(
+                    j.status,
+                    jobs::JobStatus::Failed | jobs::JobStatus::Interrupted
+                )
+            })
+            .cloned();
+        out.push(SourceStatus {
+            source: name.clone(),
+            last_backup_id: last.map(|m| m.id.clone()),
+            last_backup_type: last.map(|m| m.kind),
+            last_backup_at: last.map(|m| m.finished_at),
+            last_backup_age_s: last.map(|m| (now - m.finished_at).num_seconds()),
+            last_verified_id: proven.map(|(m, _)| m.id.clone()),
+            last_verified_level: proven.map(|(_, l)| l),
+            last_verified_backup_at: proven.map(|(m, _)| m.finished_at),
+            damaged,
+            rpo_s: rpo.map(|r| r.num_seconds()),
+            rpo_state,
+            restore_ms: restore.and_then(|r| r.restore_ms),
+            restore_measured_bytes: restore.map(|r| r.logical_bytes),
+            next_runs: config
+                .source(&name)
+                .ok()
+                .and_then(|s| s.schedule.as_ref())
+                .map(|s| s.next_runs(now).into_iter().map(|(_, t)| t).collect())
+                .unwrap_or_default(),
+            last_failed_job,
+        });
+    }
+    Ok(out)
+}

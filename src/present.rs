@@ -1,0 +1,395 @@
+//! Text and numbers that several faces show alike (the CLI, the demo, the daemon's alerts,
+//! later the console): sizes, ages, verification words, tables. Pure functions of engine
+//! values; no I/O.
+
+use crate::core::format::Manifest;
+use crate::core::verify::VerifyRecord;
+use crate::engine::history::JobRecord;
+use crate::engine::{BackupRow, SourceStatus};
+
+pub fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+pub fn age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// A configured duration as written (26h, 90m, 7d).
+pub fn span(secs: i64) -> String {
+    match secs {
+        s if s > 0 && s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+pub fn status_table(st: &[SourceStatus]) -> String {
+    if st.is_empty() {
+        return "no sources configured and no backups in the repository\n".into();
+    }
+    let mut s = format!(
+        "{:<14} {:<28} {:<26} {:<14} {:<10}\n",
+        "SOURCE", "LAST BACKUP (AGE)", "LAST PROVEN (LEVEL, AGE)", "RPO", "RESTORE"
+    );
+    let now = chrono::Utc::now();
+    for x in st {
+        let last = match (&x.last_backup_type, x.last_backup_age_s) {
+            (Some(t), Some(a)) => format!("{} ({} ago)", t.as_str(), age(a)),
+            _ => "NONE".into(),
+        };
+        let proven = match (x.last_verified_level, x.last_verified_backup_at) {
+            (Some(l), Some(t)) => format!("{l} ({} old)", age((now - t).num_seconds())),
+            _ => "NOTHING PROVEN".into(),
+        };
+        let rpo = match x.rpo_s {
+            Some(r) => format!(
+                "{} {}",
+                span(r),
+                if x.rpo_state == "ok" { "ok" } else { "BREACH" }
+            ),
+            None => "not set".into(),
+        };
+        let restore = x
+            .restore_ms
+            .map(|ms| {
+                format!(
+                    "{:.1}s/{}",
+                    ms as f64 / 1000.0,
+                    human_bytes(x.restore_measured_bytes.unwrap_or(0))
+                )
+            })
+            .unwrap_or_else(|| "unmeasured".into());
+        s.push_str(&format!(
+            "{:<14} {:<28} {:<26} {:<14} {:<10}\n",
+            x.source, last, proven, rpo, restore
+        ));
+        if !x.damaged.is_empty() {
+            s.push_str(&format!("  DAMAGED: {}\n", x.damaged.join(", ")));
+        }
+        if let Some(n) = x.next_runs.first() {
+            s.push_str(&format!(
+                "  next scheduled run {} (run by the daemon)\n",
+                n.format("%Y-%m-%d %H:%M:%S UTC")
+            ));
+        }
+        if let Some(j) = &x.last_failed_job {
+            s.push_str(&format!(
+                "  last {} job {:?} at {}: {}\n",
+                j.kind,
+                j.status,
+                j.started_at.format("%Y-%m-%d %H:%M UTC"),
+                j.error
+                    .as_deref()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            ));
+        }
+    }
+    s
+}
+
+pub fn jobs_table(jobs: &[JobRecord]) -> String {
+    if jobs.is_empty() {
+        return "no jobs recorded yet\n".into();
+    }
+    let mut s = format!(
+        "{:<30} {:<8} {:<12} {:<12} {:<20} {:>8}  {}\n",
+        "JOB", "KIND", "SOURCE", "STATUS", "STARTED (UTC)", "TOOK", "BACKUP / ERROR"
+    );
+    for j in jobs {
+        let took = j
+            .finished_at
+            .map(|f| {
+                format!(
+                    "{:.1}s",
+                    (f - j.started_at).num_milliseconds() as f64 / 1000.0
+                )
+            })
+            .unwrap_or_default();
+        let status = serde_json::to_value(j.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let what = j
+            .error
+            .as_deref()
+            .map(|e| e.lines().next().unwrap_or("").to_string())
+            .or(j.backup_id.clone())
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "{:<30} {:<8} {:<12} {:<12} {:<20} {:>8}  {}\n",
+            j.id,
+            j.kind,
+            j.source.as_deref().unwrap_or("-"),
+            status,
+            j.started_at.format("%Y-%m-%d %H:%M:%S"),
+            took,
+            what
+        ));
+    }
+    s
+}
+
+pub fn verify_text(r: &VerifyRecord) -> String {
+    let mut s = if !r.ok && r.problems.is_empty() {
+        format!(
+            "backup {}: NOT PROVEN at {} level (no damage found; passed up to {})",
+            r.backup_id,
+            r.level.as_str(),
+            r.passed.map(|p| p.as_str()).unwrap_or("nothing")
+        )
+    } else if r.ok {
+        format!(
+            "backup {}: {} level PASSED in {:.1}s",
+            r.backup_id,
+            r.level.as_str(),
+            r.duration_ms as f64 / 1000.0
+        )
+    } else {
+        format!(
+            "backup {}: DAMAGED — {} level failed{}",
+            r.backup_id,
+            r.level.as_str(),
+            r.passed
+                .map(|p| format!(" (passed up to {})", p.as_str()))
+                .unwrap_or_default()
+        )
+    };
+    if let Some(ms) = r.restore_ms {
+        s.push_str(&format!(
+            "; restore took {:.1}s ({} tables compared, amcheck {})",
+            ms as f64 / 1000.0,
+            r.tables_compared,
+            r.amcheck.as_deref().unwrap_or("not run")
+        ));
+    }
+    s.push('\n');
+    for p in &r.problems {
+        s.push_str(&format!("  - {p}\n"));
+    }
+    if let Some(n) = &r.not_proven {
+        s.push_str(&format!("  - {n}\n"));
+    }
+    s
+}
+
+pub fn backup_summary(b: &BackupRow) -> String {
+    let ratio = if b.stored_bytes == 0 {
+        9999.0
+    } else {
+        (b.logical_bytes as f64 / b.stored_bytes as f64).min(9999.0)
+    };
+    format!(
+        "{}: {} backup {} in {:.1}s: {} logical, {} stored ({:.1}×), {} tables{}\n",
+        b.source,
+        b.kind.as_str(),
+        b.id,
+        (b.finished_at - b.started_at).num_milliseconds() as f64 / 1000.0,
+        human_bytes(b.logical_bytes),
+        human_bytes(b.stored_bytes),
+        ratio,
+        b.tables,
+        b.based_on
+            .as_ref()
+            .map(|x| format!(", against full {x}"))
+            .unwrap_or_default()
+    )
+}
+
+pub fn list_table(rows: &[BackupRow]) -> String {
+    if rows.is_empty() {
+        return "no backups yet: run `keepsake backup`\n".into();
+    }
+    let mut s = format!(
+        "{:<24} {:<14} {:<12} {:<20} {:>8} {:>10} {:>10} {:<9}\n",
+        "ID", "SOURCE", "TYPE", "STARTED (UTC)", "TOOK", "LOGICAL", "STORED", "VERIFIED"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:<24} {:<14} {:<12} {:<20} {:>7.1}s {:>10} {:>10} {:<9}\n",
+            r.id,
+            r.source,
+            r.kind.as_str(),
+            r.started_at.format("%Y-%m-%d %H:%M:%S"),
+            (r.finished_at - r.started_at).num_milliseconds() as f64 / 1000.0,
+            human_bytes(r.logical_bytes),
+            human_bytes(r.stored_bytes),
+            r.verified_level
+        ));
+    }
+    s
+}
+
+pub fn show_text(m: &Manifest, recs: Option<&Vec<VerifyRecord>>) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("backup      {}\n", m.id));
+    s.push_str(&format!(
+        "source      {} ({})\n",
+        m.source.name, m.source.location
+    ));
+    s.push_str(&format!(
+        "type        {}{}\n",
+        m.kind.as_str(),
+        m.based_on
+            .as_ref()
+            .map(|b| format!(" (against full {b})"))
+            .unwrap_or_default()
+    ));
+    s.push_str(&format!(
+        "time        {} → {} ({:.1}s)\n",
+        m.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        m.finished_at.format("%H:%M:%S"),
+        (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0
+    ));
+    s.push_str(&format!(
+        "versions    PostgreSQL {}, pg_dump {}, keepsake {}\n",
+        m.source.server_version, m.pg_dump_version, m.keepsake_version
+    ));
+    s.push_str(&format!(
+        "size        {} logical, {} stored by this backup ({} new before compression), dedup+compression {:.1}×\n",
+        human_bytes(m.logical_bytes),
+        human_bytes(m.stored_bytes),
+        human_bytes(m.new_raw_bytes),
+        m.dedup_ratio().min(9999.0)
+    ));
+    s.push_str(&format!(
+        "layout      {} chunks ({} distinct) in {} packs; {} large objects\n",
+        m.stream.len(),
+        m.chunks.len(),
+        m.packs.len(),
+        m.large_objects
+    ));
+    let (level, at) = crate::core::verify::proven(recs);
+    s.push_str(&format!(
+        "verified    {level}{}\n",
+        at.map(|t| format!(" ({})", t.format("%Y-%m-%d %H:%M:%S UTC")))
+            .unwrap_or_default()
+    ));
+    if let Some(r) = recs.and_then(|v| v.iter().rev().find(|r| r.restore_ms.is_some())) {
+        s.push_str(&format!(
+            "restore     measured {:.1}s for {} on {}\n",
+            r.restore_ms.unwrap_or(0) as f64 / 1000.0,
+            human_bytes(r.logical_bytes),
+            r.finished_at.format("%Y-%m-%d %H:%M UTC")
+        ));
+    }
+    if let Some(r) = recs.and_then(|v| v.iter().rev().find(|r| !r.problems.is_empty())) {
+        for p in &r.problems {
+            s.push_str(&format!("  damage: {p}\n"));
+        }
+    }
+    s.push_str(&format!(
+        "tables      {} ({} sequences recorded)\n",
+        m.tables.len(),
+        m.facts.sequences.len()
+    ));
+    let rows: std::collections::BTreeMap<(&str, &str), u64> = m
+        .facts
+        .tables
+        .iter()
+        .map(|t| ((t.schema.as_str(), t.name.as_str()), t.rows))
+        .collect();
+    for t in &m.tables {
+        let n = rows
+            .get(&(t.schema.as_str(), t.name.as_str()))
+            .map(|n| format!("{n} rows"))
+            .unwrap_or_else(|| "no data".into());
+        s.push_str(&format!(
+            "  {:<40} {:>10} {}\n",
+            format!("{}.{}", t.schema, t.name),
+            human_bytes(t.size_bytes.max(0) as u64),
+            n
+        ));
+    }
+    s
+}
+
+#[derive(serde::Serialize)]
+pub struct ShowJson<'a> {
+    #[serde(flatten)]
+    row: BackupRow,
+    dedup_ratio: f64,
+    chunks: usize,
+    packs: usize,
+    new_raw_bytes: u64,
+    large_objects: i64,
+    pg_dump_version: &'a str,
+    keepsake_version: &'a str,
+    source_location: &'a str,
+    table_list: &'a [crate::core::format::TableInfo],
+    facts: &'a crate::pg::archive::ArchiveFacts,
+    verifications: &'a [VerifyRecord],
+}
+
+pub fn show_json<'a>(m: &'a Manifest, recs: Option<&'a Vec<VerifyRecord>>) -> ShowJson<'a> {
+    ShowJson {
+        row: BackupRow::with_records(m, recs),
+        verifications: recs.map(|v| v.as_slice()).unwrap_or(&[]),
+        facts: &m.facts,
+        dedup_ratio: if m.stored_bytes == 0 {
+            0.0
+        } else {
+            m.dedup_ratio()
+        },
+        chunks: m.stream.len(),
+        packs: m.packs.len(),
+        new_raw_bytes: m.new_raw_bytes,
+        large_objects: m.large_objects,
+        pg_dump_version: &m.pg_dump_version,
+        keepsake_version: &m.keepsake_version,
+        source_location: &m.source.location,
+        table_list: &m.tables,
+    }
+}
+
+/// A prune's plan and what it did (or would do, for a dry run).
+pub fn prune_text(r: &crate::core::prune::PruneReport) -> String {
+    let mut s = String::new();
+    for d in &r.plan {
+        s.push_str(&format!(
+            "{} {:<24} {:<14} {}\n",
+            if d.keep { "keep  " } else { "forget" },
+            d.id,
+            d.source,
+            d.reasons.join("; ")
+        ));
+    }
+    let verb = if r.dry_run { "would " } else { "" };
+    s.push_str(&format!(
+        "{verb}forget {} backup(s); {verb}mark {} unreferenced pack(s); {verb}delete {} pack(s) ({}); {} marked pack(s) wait{}\n",
+        r.forgotten.len(),
+        r.marked.len(),
+        r.deleted_packs.len(),
+        human_bytes(r.deleted_bytes),
+        r.waiting.len(),
+        if r.stale_temporaries > 0 {
+            format!("; removed {} stale temporary file(s)", r.stale_temporaries)
+        } else {
+            String::new()
+        }
+    ));
+    if let Some(why) = &r.gc_skipped {
+        s.push_str(&format!("packs kept: {why}\n"));
+    }
+    s
+}
