@@ -419,7 +419,12 @@ impl Runner {
                         error: Some(format!("cancelled: the {} was cancelled before it started", cmd.kind())),
                         result: None,
                     };
-                    self.finish(outcome, None);
+                    let record = inner
+                        .history
+                        .as_ref()
+                        .filter(|_| cmd.recorded())
+                        .map(|h| h.record(&self.id, cmd.kind(), cmd.source()));
+                    self.finish(outcome, record);
                     return;
                 }
             },

@@ -6,6 +6,7 @@ mod support;
 mod changes;
 mod config_check;
 mod daemon;
+mod engine;
 mod failures;
 mod keys;
 mod prune;
