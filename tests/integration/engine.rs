@@ -350,8 +350,8 @@ fn ctrl_c_before_the_refusal_never_drops_an_existing_database() {
 #[test]
 fn sigterm_during_restore_verification_drops_the_scratch_database() {
     let env = Env::new("awk", Some(AWKWARD_SQL));
-    let d = env.dir.path().join("wrapbin");
-    std::fs::create_dir_all(&d).expect("mkdir");
+    // The real pg_dump (bin_dir is searched first, and only for the tools it holds)…
+    let d = stalling_pg_dump(&env, &[]);
     let real = env.cluster.bin.join("pg_restore");
     // pg_restore lists tables of contents, but hangs when it restores.
     script(
