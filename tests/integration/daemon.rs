@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{Env, AWKWARD_SQL};
+use crate::support::{eventually, kill, wait_exit, Env, AWKWARD_SQL};
 
 #[test]
 fn daemon_runs_the_schedule_keeps_the_policy_and_stops_on_sigterm() {
@@ -125,40 +125,6 @@ fn daemon_runs_the_schedule_keeps_the_policy_and_stops_on_sigterm() {
     assert!(restore_verified, "{js}");
     env.keepsake(&["verify", "--all", "--level", "structure"])
         .ok();
-}
-
-/// Send `sig` to a process.
-fn kill(pid: u32, sig: &str) {
-    assert!(Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill")
-        .success());
-}
-
-/// Wait for a child to exit; its exit code.
-fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
-    let t = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return s.code();
-        }
-        assert!(
-            t.elapsed() < limit,
-            "the daemon did not stop within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Wait until `f` holds.
-fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "waited {limit:?} for: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn log_text(dir: &std::path::Path) -> String {

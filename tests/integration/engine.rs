@@ -8,38 +8,9 @@ use std::time::{Duration, Instant};
 
 use keepsake::engine::{self, Engine, Event};
 
-use crate::support::{script, webhook::Receiver, Env, AWKWARD_SQL, WEDDING_SQL};
-
-fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "waited {limit:?} for: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn kill(pid: u32, sig: &str) {
-    assert!(Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill")
-        .success());
-}
-
-fn wait_exit(child: &mut std::process::Child, limit: Duration) -> i32 {
-    let t = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return s.code().unwrap_or(-1);
-        }
-        assert!(
-            t.elapsed() < limit,
-            "the process did not end within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use crate::support::{
+    eventually, kill, script, wait_exit, webhook::Receiver, Env, AWKWARD_SQL, WEDDING_SQL,
+};
 
 /// A pg_dump that stalls (never writes) for the databases named in `stall`, and is the real
 /// one otherwise.
@@ -266,7 +237,7 @@ fn daemon_raises_rpo_breach_while_a_backup_is_stuck_on_a_lock() {
         .any(|j| j["kind"] == "backup" && j["status"] == "running")));
     assert!(hook.named("backup_failed").is_empty());
     kill(daemon.id(), "TERM");
-    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), 0);
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
     let _ = lock.kill();
     let _ = lock.wait();
     let js = jobs();
@@ -335,7 +306,7 @@ fn ctrl_c_before_the_refusal_never_drops_an_existing_database() {
     std::thread::sleep(Duration::from_millis(1500));
     kill(child.id(), "INT");
     let code = wait_exit(&mut child, Duration::from_secs(60));
-    assert_ne!(code, 0);
+    assert_ne!(code, Some(0));
     // Give a wrongly issued DROP (through the slow proxy) time to land.
     std::thread::sleep(Duration::from_secs(4));
     assert!(
@@ -387,7 +358,7 @@ fn sigterm_during_restore_verification_drops_the_scratch_database() {
         scratch() != "0"
     });
     kill(daemon.id(), "TERM");
-    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(40)), 0);
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(40)), Some(0));
     assert_eq!(scratch(), "0", "the scratch database was left behind");
     let js: serde_json::Value =
         serde_json::from_str(&env.keepsake(&["jobs", "--json"]).ok().stdout).expect("json");

@@ -466,3 +466,37 @@ pub fn wait_for(path: &Path, what: &str) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Send `sig` to a process.
+pub fn kill(pid: u32, sig: &str) {
+    assert!(std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill")
+        .success());
+}
+
+/// Wait for a child to exit; its exit code.
+pub fn wait_exit(child: &mut std::process::Child, limit: std::time::Duration) -> Option<i32> {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s.code();
+        }
+        assert!(
+            t.elapsed() < limit,
+            "the daemon did not stop within {limit:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Wait until `f` holds.
+pub fn eventually(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "waited {limit:?} for: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
