@@ -82,8 +82,10 @@ pub struct RestoreOutcome {
 pub async fn check_packs(repo: &Repository, m: &Manifest) -> Result<()> {
     use futures::stream::TryStreamExt;
     // Up to 8 at a time: on S3 each is a round trip before the restore can start.
-    let sizes: Vec<Option<u64>> = futures::stream::iter(&m.packs)
-        .map(|p| async move { repo.store().head(&p.key()).await })
+    // Owned keys: a closure over borrowed pack refs makes this future not provably `Send`.
+    let keys: Vec<String> = m.packs.iter().map(|p| p.key()).collect();
+    let sizes: Vec<Option<u64>> = futures::stream::iter(keys)
+        .map(|k| async move { repo.store().head(&k).await })
         .buffered(8)
         .try_collect()
         .await?;

@@ -470,32 +470,11 @@ impl Runner {
             },
             record: Mutex::new(record),
         });
-        // The operation runs on a thread of its own that drives it with the runtime's handle:
-        // the core pipelines' futures are not all provably `Send` (closures over borrowed
-        // streams), and a job must not be able to stall the runtime's worker threads anyway.
-        // Cancel, deadline and the end all drop the operation's future on that thread.
         let deadline = config.daemon.job_timeout;
-        let end = {
-            let ctx = ctx.clone();
-            let op = cmd.clone();
-            let cancel = self.cancel.clone();
-            let rt = tokio::runtime::Handle::current();
-            let thread = tokio::task::spawn_blocking(move || {
-                rt.block_on(async move {
-                    tokio::select! {
-                        r = super::ops::run(&ctx, &op) => End::Ran(r),
-                        _ = cancel.cancelled() => End::Cancelled,
-                        _ = tokio::time::sleep(deadline) => End::TimedOut(deadline),
-                    }
-                })
-            });
-            match thread.await {
-                Ok(e) => e,
-                Err(e) => End::Ran(Err(Error::Other(format!(
-                    "internal: the {} job's thread ended abnormally: {e}",
-                    cmd.kind()
-                )))),
-            }
+        let end = tokio::select! {
+            r = super::ops::run(&ctx, &cmd) => End::Ran(r),
+            _ = self.cancel.cancelled() => End::Cancelled,
+            _ = tokio::time::sleep(deadline) => End::TimedOut(deadline),
         };
         // The operation's future is gone: undo what it left behind.
         let ran = ctx.cleanup.run().await;
