@@ -6,7 +6,6 @@
 //! Secret values (`env:NAME`, `file:/path` or inline) are held in [`Secret`], whose `Debug`
 //! and `Display` never show the value.
 
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -16,26 +15,7 @@ use toml::Spanned;
 use crate::core::crypto::{self, Identities, Recipients};
 use crate::error::{Error, Result};
 use crate::pg::conninfo::ConnInfo;
-
-/// A secret string. Never printed.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The secret value; call only where it is handed to its consumer.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use crate::secret::{resolve_secret, Secret};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -112,7 +92,7 @@ pub struct VerificationConfig {
     /// Level the daemon verifies each new backup at; `None` for "none". Default: data.
     pub after_backup: Option<crate::core::verify::Level>,
     /// When the daemon verifies the latest backup of every source at `restore` level.
-    pub schedule: Option<crate::engine::schedule::ZonedCron>,
+    pub schedule: Option<crate::schedule::ZonedCron>,
 }
 
 impl Default for VerificationConfig {
@@ -140,7 +120,7 @@ pub struct SourceConfig {
     /// newer than this.
     pub rpo: Option<chrono::Duration>,
     /// `[sources.schedule]`, validated (used by the daemon; `status` shows the next runs).
-    pub schedule: Option<crate::engine::schedule::SourceSchedule>,
+    pub schedule: Option<crate::schedule::SourceSchedule>,
 }
 
 /// `[daemon]`.
@@ -480,7 +460,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
             None => None,
             Some(sc) => {
                 use crate::core::format::BackupType;
-                use crate::engine::schedule;
+                use crate::schedule;
                 let tz = match &sc.timezone {
                     Some(t) => schedule::parse_tz(t.get_ref())
                         .map_err(|m| ctx.err(t.span(), &key("schedule.timezone"), m))?,
@@ -585,12 +565,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
     if let Some(v) = &raw.verification {
         if let Some(sc) = &v.schedule {
             let tz = match &v.timezone {
-                Some(t) => crate::engine::schedule::parse_tz(t.get_ref())
+                Some(t) => crate::schedule::parse_tz(t.get_ref())
                     .map_err(|m| ctx.err(t.span(), "verification.timezone", m))?,
                 None => chrono_tz::UTC,
             };
             verification.schedule = Some(
-                crate::engine::schedule::ZonedCron::new(sc.get_ref(), tz)
+                crate::schedule::ZonedCron::new(sc.get_ref(), tz)
                     .map_err(|m| ctx.err(sc.span(), "verification.schedule", m))?,
             );
         } else if let Some(t) = &v.timezone {
@@ -1026,33 +1006,6 @@ pub fn file_url_path(url: &str) -> Result<PathBuf> {
         )));
     }
     Ok(PathBuf::from(rest))
-}
-
-/// Resolve `env:NAME`, `file:/path` or an inline value.
-pub fn resolve_secret(value: &str) -> std::result::Result<Secret, String> {
-    if let Some(name) = value.strip_prefix("env:") {
-        match std::env::var(name) {
-            Ok(v) if !v.is_empty() => Ok(Secret(v)),
-            Ok(_) => Err(format!("environment variable {name} is empty")),
-            Err(_) => Err(format!(
-                "environment variable {name} is not set (referenced as env:{name})"
-            )),
-        }
-    } else if let Some(path) = value.strip_prefix("file:") {
-        match std::fs::read_to_string(path) {
-            Ok(v) => {
-                let v = v.trim_end_matches(['\n', '\r']).to_string();
-                if v.is_empty() {
-                    Err(format!("secret file {path} is empty"))
-                } else {
-                    Ok(Secret(v))
-                }
-            }
-            Err(e) => Err(format!("cannot read secret file {path}: {e}")),
-        }
-    } else {
-        Ok(Secret(value.to_string()))
-    }
 }
 
 struct Ctx<'a> {

@@ -16,6 +16,8 @@ pub mod engine;
 pub mod error;
 pub mod pg;
 pub mod present;
+pub mod schedule;
+pub mod secret;
 pub mod storage;
 
 pub use error::{Error, Result};

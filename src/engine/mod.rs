@@ -9,7 +9,7 @@
 //! - `ops/` — one module per operation (backup, verify, restore, prune, delete): each rule
 //!   stated once;
 //! - `query` — list, status and "latest per source", read alike by every face;
-//! - `history` — the durable job log; `schedule` — cron schedules; `control` — the
+//! - `history` — the durable job log (cron schedules live in `crate::schedule`); `control` — the
 //!   [`control::Control`] trait the console is generic over.
 //!
 //! Invariant: this is the only place that turns configuration into stores, repositories and
@@ -22,7 +22,7 @@ pub mod history;
 mod job;
 pub mod ops;
 pub mod query;
-pub mod schedule;
+pub use crate::schedule;
 
 use std::path::PathBuf;
 use std::sync::Arc;

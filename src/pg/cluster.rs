@@ -9,9 +9,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::config::Secret;
 use crate::error::{Error, Result};
 use crate::pg::conninfo::{ConnInfo, SslMode};
+use crate::secret::Secret;
 
 #[derive(Debug)]
 pub struct TempCluster {

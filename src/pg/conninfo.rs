@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// libpq's sslmode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

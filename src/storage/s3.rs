@@ -43,8 +43,8 @@ use md5::{Digest, Md5};
 
 use super::retry::{self, Failure, RetryPolicy, RetryStats};
 use super::{ObjectInfo, ObjectStore};
-use crate::config::Secret;
 use crate::error::{Error, Result};
+use crate::secret::Secret;
 
 /// S3 limits the number of parts of one object.
 const MAX_PARTS: u64 = 10_000;
