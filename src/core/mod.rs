@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod chunk_crypto;
+pub mod chunks;
 pub mod cleanup;
 pub mod crypto;
 pub mod format;

@@ -435,7 +435,7 @@ async fn toc_check(
         if prefix.len() as u64 >= want {
             break;
         }
-        let (_, plain) = restore::fetch_chunk(repo.clone(), m.clone(), *ci).await?;
+        let (_, plain) = crate::core::chunks::fetch_chunk(repo.clone(), m.clone(), *ci).await?;
         prefix.extend_from_slice(&plain);
     }
     let mut child = tokio::process::Command::new(&tool.path)
@@ -496,7 +496,7 @@ async fn verify_data(
     let mut done = 0u64;
     let mut damaged_packs: BTreeMap<String, usize> = BTreeMap::new();
     let mut intact = true;
-    let chunks = restore::chunk_stream(repo.clone(), m.clone(), 0..m.stream.len(), 4);
+    let chunks = crate::core::chunks::chunk_stream(repo.clone(), m.clone(), 0..m.stream.len(), 4);
     futures::pin_mut!(chunks);
     while let Some(r) = chunks.next().await {
         match r {
