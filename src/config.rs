@@ -367,36 +367,78 @@ pub fn load(path: &Path) -> Result<Config> {
     parse(path, &text)
 }
 
-/// Validate configuration text as if read from `path`.
+/// Validate configuration text as if read from `path`: each table in its own step.
 pub fn parse(path: &Path, text: &str) -> Result<Config> {
     let ctx = Ctx { path, text };
     let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
+    let url = repository_url(&ctx, &raw.repository)?;
+    let s3 = s3_settings(&ctx, &raw.repository, &url)?;
+    let (recipients, identity_file) = encryption(&ctx, &raw.encryption)?;
+    let sources = sources(&ctx, &raw.sources)?;
+    let backup = backup_settings(&ctx, &raw.backup)?;
+    let verification = verification(&ctx, raw.verification.as_ref())?;
+    let daemon = daemon_settings(&ctx, &raw.daemon)?;
+    let notifications = webhooks(&ctx, &raw.notifications)?;
+    let catalog = match &raw.catalog {
+        None => None,
+        Some(c) => {
+            let mut ci = conn(
+                &ctx,
+                &c.url,
+                c.password.as_ref(),
+                "catalog.url",
+                "catalog.password",
+            )?;
+            if let Some(p) = &c.sslrootcert {
+                ci.sslrootcert = Some(PathBuf::from(p.get_ref()));
+            }
+            Some(ci)
+        }
+    };
+    Ok(Config {
+        verification,
+        retention: raw.retention.clone(),
+        daemon,
+        notifications,
+        catalog,
+        path: path.to_path_buf(),
+        repository: RepositoryConfig { url, s3 },
+        recipients,
+        identity_file,
+        sources,
+        backup,
+        postgres: raw.postgres,
+    })
+}
 
-    let url = raw.repository.url.get_ref().trim().to_string();
+fn repository_url(ctx: &Ctx, r: &RawRepository) -> Result<String> {
+    let url = r.url.get_ref().trim().to_string();
     if !(url.starts_with("file://") || url.starts_with("s3://")) {
         return Err(ctx.err(
-            raw.repository.url.span(),
+            r.url.span(),
             "repository.url",
             format!("\"{url}\" is not a repository URL: expected file:///absolute/path or s3://bucket/prefix"),
         ));
     }
-    let s3 = s3_settings(&ctx, &raw.repository, &url)?;
+    Ok(url)
+}
 
-    let mut recipients = Vec::new();
-    if raw.encryption.recipients.get_ref().is_empty() {
+/// `[encryption]`: every recipient parses, and the identity file (when set) loads.
+fn encryption(ctx: &Ctx, e: &RawEncryption) -> Result<(Recipients, Option<PathBuf>)> {
+    if e.recipients.get_ref().is_empty() {
         return Err(ctx.err(
-            raw.encryption.recipients.span(),
+            e.recipients.span(),
             "encryption.recipients",
             "at least one age recipient (age1…) is required: keepsake never writes plaintext; create one with `keepsake keygen`".into(),
         ));
     }
-    for r in raw.encryption.recipients.get_ref() {
+    let mut recipients = Vec::new();
+    for r in e.recipients.get_ref() {
         let parsed = crypto::parse_recipient(r.get_ref().trim())
             .map_err(|m| ctx.err(r.span(), "encryption.recipients", m))?;
         recipients.push(parsed);
     }
-
-    let identity_file = match &raw.encryption.identity_file {
+    let identity_file = match &e.identity_file {
         None => None,
         Some(p) => {
             let pb = PathBuf::from(p.get_ref());
@@ -405,9 +447,30 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
             Some(pb)
         }
     };
+    Ok((Recipients(recipients), identity_file))
+}
 
-    let mut sources = Vec::new();
-    for (i, s) in raw.sources.iter().enumerate() {
+/// A connection URL (a secret reference allowed) and its optional password reference.
+fn conn(
+    ctx: &Ctx,
+    url: &Spanned<String>,
+    password: Option<&Spanned<String>>,
+    url_key: &str,
+    password_key: &str,
+) -> Result<ConnInfo> {
+    let u = resolve_secret(url.get_ref()).map_err(|m| ctx.err(url.span(), url_key, m))?;
+    let mut ci = ConnInfo::parse(u.expose()).map_err(|m| ctx.err(url.span(), url_key, m))?;
+    if let Some(pw) = password {
+        ci.password =
+            Some(resolve_secret(pw.get_ref()).map_err(|m| ctx.err(pw.span(), password_key, m))?);
+    }
+    Ok(ci)
+}
+
+/// Every `[[sources]]` entry: unique valid names, connections, RPOs, schedules.
+fn sources(ctx: &Ctx, raw: &[RawSource]) -> Result<Vec<SourceConfig>> {
+    let mut sources: Vec<SourceConfig> = Vec::new();
+    for (i, s) in raw.iter().enumerate() {
         let key = |k: &str| format!("sources[{i}].{k}");
         let name = s.name.get_ref().trim().to_string();
         if name.is_empty()
@@ -423,22 +486,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
                 ),
             ));
         }
-        if sources.iter().any(|x: &SourceConfig| x.name == name) {
+        if sources.iter().any(|x| x.name == name) {
             return Err(ctx.err(
                 s.name.span(),
                 &key("name"),
                 format!("source \"{name}\" is defined twice"),
             ));
         }
-        let url =
-            resolve_secret(s.url.get_ref()).map_err(|m| ctx.err(s.url.span(), &key("url"), m))?;
-        let mut conn =
-            ConnInfo::parse(url.expose()).map_err(|m| ctx.err(s.url.span(), &key("url"), m))?;
-        if let Some(pw) = &s.password {
-            let pw = resolve_secret(pw.get_ref())
-                .map_err(|m| ctx.err(pw.span(), &key("password"), m))?;
-            conn.password = Some(pw);
-        }
+        let mut conn = conn(
+            ctx,
+            &s.url,
+            s.password.as_ref(),
+            &key("url"),
+            &key("password"),
+        )?;
         if let Some(c) = &s.sslrootcert {
             let p = PathBuf::from(c.get_ref());
             if let Err(e) = std::fs::metadata(&p) {
@@ -458,31 +519,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
         };
         let schedule = match &s.schedule {
             None => None,
-            Some(sc) => {
-                use crate::core::format::BackupType;
-                use crate::schedule;
-                let tz = match &sc.timezone {
-                    Some(t) => schedule::parse_tz(t.get_ref())
-                        .map_err(|m| ctx.err(t.span(), &key("schedule.timezone"), m))?,
-                    None => chrono_tz::UTC,
-                };
-                let mut entries = Vec::new();
-                for (k, kind, v) in [
-                    ("full", BackupType::Full, &sc.full),
-                    ("differential", BackupType::Differential, &sc.differential),
-                    ("incremental", BackupType::Incremental, &sc.incremental),
-                ] {
-                    if let Some(v) = v {
-                        schedule::parse_cron(v.get_ref())
-                            .map_err(|m| ctx.err(v.span(), &key(&format!("schedule.{k}")), m))?;
-                        entries.push((kind, v.get_ref().clone()));
-                    }
-                }
-                Some(
-                    schedule::SourceSchedule::new(tz, &entries)
-                        .map_err(|m| ctx.err(s.name.span(), &key("schedule"), m))?,
-                )
-            }
+            Some(sc) => Some(source_schedule(ctx, sc, &s.name, &key)?),
         };
         sources.push(SourceConfig {
             name,
@@ -491,42 +528,76 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
             schedule,
         });
     }
+    Ok(sources)
+}
 
-    let mut backup = raw.backup.clone();
-    if let Some(t) = &raw.backup.lock_wait_timeout {
-        backup.lock_wait = duration_key(&ctx, t, "backup.lock_wait_timeout")?;
+/// `[sources.schedule]`: a cron expression per backup type, in a time zone.
+fn source_schedule(
+    ctx: &Ctx,
+    sc: &RawSchedule,
+    name: &Spanned<String>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<crate::schedule::SourceSchedule> {
+    use crate::core::format::BackupType;
+    use crate::schedule;
+    let tz = match &sc.timezone {
+        Some(t) => schedule::parse_tz(t.get_ref())
+            .map_err(|m| ctx.err(t.span(), &key("schedule.timezone"), m))?,
+        None => chrono_tz::UTC,
+    };
+    let mut entries = Vec::new();
+    for (k, kind, v) in [
+        ("full", BackupType::Full, &sc.full),
+        ("differential", BackupType::Differential, &sc.differential),
+        ("incremental", BackupType::Incremental, &sc.incremental),
+    ] {
+        if let Some(v) = v {
+            schedule::parse_cron(v.get_ref())
+                .map_err(|m| ctx.err(v.span(), &key(&format!("schedule.{k}")), m))?;
+            entries.push((kind, v.get_ref().clone()));
+        }
     }
-    if !(1..=19).contains(&raw.backup.compression_level) {
+    schedule::SourceSchedule::new(tz, &entries)
+        .map_err(|m| ctx.err(name.span(), &key("schedule"), m))
+}
+
+/// `[backup]`: ranges and the lock wait.
+fn backup_settings(ctx: &Ctx, raw: &BackupSettings) -> Result<BackupSettings> {
+    let mut backup = raw.clone();
+    if let Some(t) = &raw.lock_wait_timeout {
+        backup.lock_wait = duration_key(ctx, t, "backup.lock_wait_timeout")?;
+    }
+    if !(1..=19).contains(&raw.compression_level) {
         return Err(ctx
             .err(
                 0..0,
                 "backup.compression_level",
                 format!(
                     "{} is out of range: expected 1 to 19",
-                    raw.backup.compression_level
+                    raw.compression_level
                 ),
             )
-            .with_key_line(text, "compression_level"));
+            .with_key_line(ctx.text, "compression_level"));
     }
-    if !(1..=1024).contains(&raw.backup.pack_size_mib) {
+    if !(1..=1024).contains(&raw.pack_size_mib) {
         return Err(ctx
             .err(
                 0..0,
                 "backup.pack_size_mib",
-                format!(
-                    "{} is out of range: expected 1 to 1024",
-                    raw.backup.pack_size_mib
-                ),
+                format!("{} is out of range: expected 1 to 1024", raw.pack_size_mib),
             )
-            .with_key_line(text, "pack_size_mib"));
+            .with_key_line(ctx.text, "pack_size_mib"));
     }
+    Ok(backup)
+}
 
+/// `[verification]`: the level after each backup, the scratch server, the schedule.
+fn verification(ctx: &Ctx, v: Option<&RawVerification>) -> Result<VerificationConfig> {
     let mut verification = VerificationConfig::default();
-    if let Some(a) = raw
-        .verification
-        .as_ref()
-        .and_then(|v| v.after_backup.as_ref())
-    {
+    let Some(v) = v else {
+        return Ok(verification);
+    };
+    if let Some(a) = &v.after_backup {
         verification.after_backup = match a.get_ref().as_str() {
             "none" => None,
             other => Some(other.parse().map_err(|_| {
@@ -540,83 +611,39 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
             })?),
         };
     }
-    if let Some(v) = &raw.verification {
-        if let Some(u) = &v.scratch_url {
-            let url = resolve_secret(u.get_ref())
-                .map_err(|m| ctx.err(u.span(), "verification.scratch_url", m))?;
-            let mut ci = ConnInfo::parse(url.expose())
-                .map_err(|m| ctx.err(u.span(), "verification.scratch_url", m))?;
-            if let Some(pw) = &v.scratch_password {
-                ci.password = Some(
-                    resolve_secret(pw.get_ref())
-                        .map_err(|m| ctx.err(pw.span(), "verification.scratch_password", m))?,
-                );
-            }
-            verification.scratch = Some(ci);
-        } else if let Some(pw) = &v.scratch_password {
-            return Err(ctx.err(
-                pw.span(),
-                "verification.scratch_password",
-                "scratch_password needs scratch_url".into(),
-            ));
-        }
+    if let Some(u) = &v.scratch_url {
+        verification.scratch = Some(conn(
+            ctx,
+            u,
+            v.scratch_password.as_ref(),
+            "verification.scratch_url",
+            "verification.scratch_password",
+        )?);
+    } else if let Some(pw) = &v.scratch_password {
+        return Err(ctx.err(
+            pw.span(),
+            "verification.scratch_password",
+            "scratch_password needs scratch_url".into(),
+        ));
     }
-
-    if let Some(v) = &raw.verification {
-        if let Some(sc) = &v.schedule {
-            let tz = match &v.timezone {
-                Some(t) => crate::schedule::parse_tz(t.get_ref())
-                    .map_err(|m| ctx.err(t.span(), "verification.timezone", m))?,
-                None => chrono_tz::UTC,
-            };
-            verification.schedule = Some(
-                crate::schedule::ZonedCron::new(sc.get_ref(), tz)
-                    .map_err(|m| ctx.err(sc.span(), "verification.schedule", m))?,
-            );
-        } else if let Some(t) = &v.timezone {
-            return Err(ctx.err(
-                t.span(),
-                "verification.timezone",
-                "applies to verification.schedule, which is not set".into(),
-            ));
-        }
+    if let Some(sc) = &v.schedule {
+        let tz = match &v.timezone {
+            Some(t) => crate::schedule::parse_tz(t.get_ref())
+                .map_err(|m| ctx.err(t.span(), "verification.timezone", m))?,
+            None => chrono_tz::UTC,
+        };
+        verification.schedule = Some(
+            crate::schedule::ZonedCron::new(sc.get_ref(), tz)
+                .map_err(|m| ctx.err(sc.span(), "verification.schedule", m))?,
+        );
+    } else if let Some(t) = &v.timezone {
+        return Err(ctx.err(
+            t.span(),
+            "verification.timezone",
+            "applies to verification.schedule, which is not set".into(),
+        ));
     }
-    let daemon = daemon_settings(&ctx, &raw.daemon)?;
-    let notifications = webhooks(&ctx, &raw.notifications)?;
-    let catalog = match &raw.catalog {
-        None => None,
-        Some(c) => {
-            let url = resolve_secret(c.url.get_ref())
-                .map_err(|m| ctx.err(c.url.span(), "catalog.url", m))?;
-            let mut ci = ConnInfo::parse(url.expose())
-                .map_err(|m| ctx.err(c.url.span(), "catalog.url", m))?;
-            if let Some(pw) = &c.password {
-                ci.password = Some(
-                    resolve_secret(pw.get_ref())
-                        .map_err(|m| ctx.err(pw.span(), "catalog.password", m))?,
-                );
-            }
-            if let Some(p) = &c.sslrootcert {
-                ci.sslrootcert = Some(PathBuf::from(p.get_ref()));
-            }
-            Some(ci)
-        }
-    };
-
-    Ok(Config {
-        verification,
-        retention: raw.retention.clone(),
-        daemon,
-        notifications,
-        catalog,
-        path: path.to_path_buf(),
-        repository: RepositoryConfig { url, s3 },
-        recipients: Recipients(recipients),
-        identity_file,
-        sources,
-        backup,
-        postgres: raw.postgres,
-    })
+    Ok(verification)
 }
 
 impl Config {

@@ -111,16 +111,23 @@ pub async fn run(engine: &Engine, command: Command) -> Result<JobOutcome> {
     let mut bar = Bar::new();
     let wait = handle.clone().wait();
     tokio::pin!(wait);
-    let ctrl_c = interrupted();
-    tokio::pin!(ctrl_c);
+    let mut ctrl_c = Box::pin(interrupted());
     let mut cancelled = false;
     let outcome = loop {
         tokio::select! {
             o = &mut wait => break o,
-            _ = &mut ctrl_c, if !cancelled => {
+            _ = &mut ctrl_c => {
+                if cancelled {
+                    // A second interrupt: the user will not wait for the cleanup.
+                    bar.finish();
+                    return Err(Error::Cancelled(
+                        "interrupted twice: exited before the job's cleanup finished (a database it created, its scratch database or its lease may remain)".into(),
+                    ));
+                }
                 cancelled = true;
-                eprintln!("interrupted: cancelling the job and cleaning up…");
+                eprintln!("interrupted: cancelling the job and cleaning up (interrupt again to exit at once)…");
                 handle.cancel();
+                ctrl_c = Box::pin(interrupted());
             }
             ev = events.recv() => match ev {
                 Ok(crate::engine::Event::JobStarted { job, parent: Some(p), .. }) if mine.contains(&p) => {

@@ -291,116 +291,12 @@ async fn backup_leased(
     let log = Arc::new(Mutex::new(StderrLog::default()));
     let err_thread = process::collect_stderr(stderr, log.clone(), "pg_dump");
 
-    // Reader thread: chunk, hash, hand over. Ends at EOF or when the pipeline stops listening.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(ChunkId, Vec<u8>)>(4);
-    let key = repo.key().clone();
-    let params = repo.config.chunker;
-    let reader = std::thread::spawn(move || -> Result<ReaderSummary> {
-        let mut hasher = key.stream_hasher();
-        let mut parser = ArchiveParser::new();
-        let mut total = 0u64;
-        let cdc = fastcdc::v2020::StreamCDC::new(stdout, params.min, params.avg, params.max);
-        for chunk in cdc {
-            let c =
-                chunk.map_err(|e| Error::Postgres(format!("reading the pg_dump stream: {e}")))?;
-            if total == 0 && !c.data.starts_with(b"PGDMP") {
-                return Err(Error::Postgres(
-                    "pg_dump's output is not a custom-format archive (no PGDMP header)".into(),
-                ));
-            }
-            total += c.data.len() as u64;
-            let id = key.chunk_id(&c.data);
-            // The archive digest chains the (keyed) chunk ids: no second pass over the data.
-            hasher.update(&id.0);
-            hasher.update(&(c.data.len() as u64).to_le_bytes());
-            parser.feed(&c.data);
-            if tx.blocking_send((id, c.data)).is_err() {
-                break;
-            }
-        }
-        Ok(ReaderSummary {
-            total,
-            digest: hasher.finalize().to_hex().to_string(),
-            facts: parser.finish(),
-        })
-    });
+    let (mut rx, reader) = spawn_chunker(stdout, repo);
 
-    let mut state = Pipeline {
-        repo,
-        sealer: Arc::new(ChunkSealer::new(repo.recipients())?),
-        level: opts.compression_level,
-        pack_size: opts.pack_size,
-        packs: Vec::new(),
-        pack_slots: HashMap::new(),
-        chunks: Vec::new(),
-        chunk_index: HashMap::new(),
-        stream: Vec::new(),
-        builder: None,
-        uploads: JoinSet::new(),
-        new_packs: Vec::new(),
-        new_raw: 0,
-        placed: HashSet::new(),
-        unchecked: Vec::new(),
-        checkpoints: Vec::new(),
-        last_checkpoint: std::time::Instant::now(),
-    };
-    let workers = opts.worker_count();
-    let mut done = 0u64;
-    let res: Result<()> = async {
-        let mut pending: FuturesOrdered<tokio::task::JoinHandle<Result<SealedChunk>>> =
-            FuturesOrdered::new();
-        let mut pass = pass;
-        while let Some((id, data)) = rx.recv().await {
-            // pg_dump has connected once it writes: the password file can go now, so that
-            // not even a SIGKILL of keepsake leaves it behind for long.
-            drop(pass.take());
-            done += data.len() as u64;
-            let table = log.lock().ok().and_then(|l| l.current_table.clone());
-            tracker.update(|p| {
-                p.bytes_done = done;
-                p.current_table = table;
-            });
-            if let Some(ix) = state.chunk_index.get(&id) {
-                state.stream.push(*ix);
-                continue;
-            }
-            let ix = state.chunks.len() as u32;
-            state.chunk_index.insert(id, ix);
-            state.stream.push(ix);
-            if let Some(sc) = known.get(&id) {
-                let slot = state.pack_slot(&sc.pack);
-                state.chunks.push(ChunkLoc {
-                    pack: slot,
-                    ..sc.loc
-                });
-                continue;
-            }
-            state.chunks.push(ChunkLoc {
-                id,
-                pack: u32::MAX,
-                offset: 0,
-                length: 0,
-                raw_len: data.len() as u32,
-            });
-            while pending.len() >= workers * 2 {
-                if let Some(r) = pending.next().await {
-                    state.place(join(r)?).await?;
-                }
-            }
-            let sealer = state.sealer.clone();
-            let level = state.level;
-            pending.push_back(tokio::task::spawn_blocking(move || {
-                let z = zstd::bulk::compress(&data, level)
-                    .map_err(|e| Error::Other(format!("zstd: {e}")))?;
-                Ok((ix, sealer.seal(&z)))
-            }));
-        }
-        while let Some(r) = pending.next().await {
-            state.place(join(r)?).await?;
-        }
-        Ok(())
-    }
-    .await;
+    let mut state = Pipeline::new(repo, opts)?;
+    let res = state
+        .consume(&mut rx, &known, opts.worker_count(), tracker, &log, pass)
+        .await;
 
     // Stop pg_dump if we failed; then collect how the reader and pg_dump ended.
     if res.is_err() {
@@ -510,6 +406,141 @@ async fn backup_leased(
         p.current_table = None;
     });
     Ok(manifest)
+}
+
+/// Chunks (keyed id, plaintext) in stream order, from the chunking thread.
+type Chunks = tokio::sync::mpsc::Receiver<(ChunkId, Vec<u8>)>;
+
+/// The chunking thread: cut pg_dump's output into content-defined chunks, hash each (keyed),
+/// chain the ids into the archive digest, parse the archive's table facts on the way, and hand
+/// chunks over. Ends at EOF or when the pipeline stops listening.
+fn spawn_chunker(
+    stdout: std::process::ChildStdout,
+    repo: &Repository,
+) -> (Chunks, std::thread::JoinHandle<Result<ReaderSummary>>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<(ChunkId, Vec<u8>)>(4);
+    let key = repo.key().clone();
+    let params = repo.config.chunker;
+    let reader = std::thread::spawn(move || -> Result<ReaderSummary> {
+        let mut hasher = key.stream_hasher();
+        let mut parser = ArchiveParser::new();
+        let mut total = 0u64;
+        let cdc = fastcdc::v2020::StreamCDC::new(stdout, params.min, params.avg, params.max);
+        for chunk in cdc {
+            let c =
+                chunk.map_err(|e| Error::Postgres(format!("reading the pg_dump stream: {e}")))?;
+            if total == 0 && !c.data.starts_with(b"PGDMP") {
+                return Err(Error::Postgres(
+                    "pg_dump's output is not a custom-format archive (no PGDMP header)".into(),
+                ));
+            }
+            total += c.data.len() as u64;
+            let id = key.chunk_id(&c.data);
+            // The archive digest chains the (keyed) chunk ids: no second pass over the data.
+            hasher.update(&id.0);
+            hasher.update(&(c.data.len() as u64).to_le_bytes());
+            parser.feed(&c.data);
+            if tx.blocking_send((id, c.data)).is_err() {
+                break;
+            }
+        }
+        Ok(ReaderSummary {
+            total,
+            digest: hasher.finalize().to_hex().to_string(),
+            facts: parser.finish(),
+        })
+    });
+    (rx, reader)
+}
+
+impl<'a> Pipeline<'a> {
+    fn new(repo: &'a Repository, opts: &BackupOptions) -> Result<Self> {
+        Ok(Pipeline {
+            repo,
+            sealer: Arc::new(ChunkSealer::new(repo.recipients())?),
+            level: opts.compression_level,
+            pack_size: opts.pack_size,
+            packs: Vec::new(),
+            pack_slots: HashMap::new(),
+            chunks: Vec::new(),
+            chunk_index: HashMap::new(),
+            stream: Vec::new(),
+            builder: None,
+            uploads: JoinSet::new(),
+            new_packs: Vec::new(),
+            new_raw: 0,
+            placed: HashSet::new(),
+            unchecked: Vec::new(),
+            checkpoints: Vec::new(),
+            last_checkpoint: std::time::Instant::now(),
+        })
+    }
+
+    /// Take every chunk from the chunker: reuse what the plan knows, compress and seal the rest
+    /// on `workers` blocking threads (at most twice that many in flight), place them in packs.
+    async fn consume(
+        &mut self,
+        rx: &mut Chunks,
+        known: &HashMap<ChunkId, StoredChunk>,
+        workers: usize,
+        tracker: &Tracker<'_>,
+        log: &Arc<Mutex<StderrLog>>,
+        mut pass: Option<PassFile>,
+    ) -> Result<()> {
+        let state = self;
+        let mut done = 0u64;
+        let mut pending: FuturesOrdered<tokio::task::JoinHandle<Result<SealedChunk>>> =
+            FuturesOrdered::new();
+        while let Some((id, data)) = rx.recv().await {
+            // pg_dump has connected once it writes: the password file can go now, so that
+            // not even a SIGKILL of keepsake leaves it behind for long.
+            drop(pass.take());
+            done += data.len() as u64;
+            let table = log.lock().ok().and_then(|l| l.current_table.clone());
+            tracker.update(|p| {
+                p.bytes_done = done;
+                p.current_table = table;
+            });
+            if let Some(ix) = state.chunk_index.get(&id) {
+                state.stream.push(*ix);
+                continue;
+            }
+            let ix = state.chunks.len() as u32;
+            state.chunk_index.insert(id, ix);
+            state.stream.push(ix);
+            if let Some(sc) = known.get(&id) {
+                let slot = state.pack_slot(&sc.pack);
+                state.chunks.push(ChunkLoc {
+                    pack: slot,
+                    ..sc.loc
+                });
+                continue;
+            }
+            state.chunks.push(ChunkLoc {
+                id,
+                pack: u32::MAX,
+                offset: 0,
+                length: 0,
+                raw_len: data.len() as u32,
+            });
+            while pending.len() >= workers * 2 {
+                if let Some(r) = pending.next().await {
+                    state.place(join(r)?).await?;
+                }
+            }
+            let sealer = state.sealer.clone();
+            let level = state.level;
+            pending.push_back(tokio::task::spawn_blocking(move || {
+                let z = zstd::bulk::compress(&data, level)
+                    .map_err(|e| Error::Other(format!("zstd: {e}")))?;
+                Ok((ix, sealer.seal(&z)))
+            }));
+        }
+        while let Some(r) = pending.next().await {
+            state.place(join(r)?).await?;
+        }
+        Ok(())
+    }
 }
 
 fn join<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {

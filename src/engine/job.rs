@@ -405,8 +405,22 @@ impl Runner {
         let inner = self.engine.0.clone();
         // Wait for the flight key (queued), unless cancelled meanwhile.
         let guard = match &self.lock {
-            Some(l) => tokio::select! {
-                g = l.clone().lock_owned() => Some(g),
+            Some(l) => {
+                let l = l.clone();
+                let busy = l.try_lock().is_err();
+                if busy {
+                    let cmd = self.command();
+                    inner.emit(Event::Log {
+                        job: Some(self.id.clone()),
+                        message: format!(
+                            "{} queued behind a running job{} (single flight)",
+                            cmd.kind(),
+                            cmd.source().map(|s| format!(" of {s}")).unwrap_or_default()
+                        ),
+                    });
+                }
+                tokio::select! {
+                g = l.lock_owned() => Some(g),
                 _ = self.cancel.cancelled() => {
                     self.dequeue();
                     let cmd = self.command();
@@ -427,7 +441,8 @@ impl Runner {
                     self.finish(outcome, record);
                     return;
                 }
-            },
+                }
+            }
             None => None,
         };
         self.dequeue();
@@ -478,6 +493,12 @@ impl Runner {
         };
         // The operation's future is gone: undo what it left behind.
         let ran = ctx.cleanup.run().await;
+        for what in &ran {
+            inner.emit(Event::Log {
+                job: Some(self.id.clone()),
+                message: format!("cleanup: {what}"),
+            });
+        }
         drop(guard);
         let kind = cmd.kind();
         let (status, exit_code, error, result) = match end {
