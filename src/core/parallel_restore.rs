@@ -333,6 +333,119 @@ pub async fn load_toc(repo: &Arc<Repository>, m: &Arc<Manifest>, tool: &Tool) ->
     Ok(Toc { file, bytes, lines })
 }
 
+/// What a parallel restore decides from the table of contents alone, before it touches the
+/// target: which entries load as COPY or run as SQL on keepsake's sessions, which indexes and
+/// keys follow one table's data, which foreign keys wait for what, the order data blocks load
+/// in, and the tables each post-data entry locks.
+struct Plan<'t> {
+    copy_of: BTreeMap<i64, (&'t str, String)>,
+    sql_of: BTreeMap<i64, &'t str>,
+    table_of_data: BTreeMap<i64, i64>,
+    early: BTreeMap<i64, Vec<i64>>,
+    section: BTreeMap<i64, (i64, bool)>,
+    fks: Vec<(i64, Vec<i64>)>,
+    blocks: Vec<BlockSpan>,
+    table_locks: BTreeMap<i64, Vec<i64>>,
+}
+
+impl<'t> Plan<'t> {
+    /// `sessions`: keepsake loads data and runs post-data SQL on its own sessions (else
+    /// everything goes through pg_restore).
+    fn new(entries: &'t [TocEntry], m: &Manifest, sessions: bool) -> Self {
+        let copy_of: BTreeMap<i64, (&str, String)> = match sessions {
+            true => entries
+                .iter()
+                .filter_map(|e| copy_statement(e).map(|s| (e.dump_id, s)))
+                .collect(),
+            false => BTreeMap::new(),
+        };
+        // Post-data entries run as SQL on the same sessions (no pg_restore process, connection and
+        // authentication per index or key); those in another tablespace go through pg_restore.
+        let sql_of: BTreeMap<i64, &str> = match sessions {
+            true => entries
+                .iter()
+                .filter(|e| {
+                    e.section == 4
+                        && matches!(e.desc.as_str(), "INDEX" | "CONSTRAINT" | "FK CONSTRAINT")
+                        && e.tablespace.is_empty()
+                        && !e.defn.trim().is_empty()
+                })
+                .map(|e| (e.dump_id, e.defn.as_str()))
+                .collect(),
+            false => BTreeMap::new(),
+        };
+        let table_of_data: BTreeMap<i64, i64> = entries
+            .iter()
+            .filter(|e| e.desc == "TABLE DATA" && e.deps.len() == 1)
+            .map(|e| (e.dump_id, e.deps[0]))
+            .collect();
+        let mut early: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for e in entries {
+            if e.section == 4 && (e.desc == "INDEX" || e.desc == "CONSTRAINT") && e.deps.len() == 1
+            {
+                early.entry(e.deps[0]).or_default().push(e.dump_id);
+            }
+        }
+        // Foreign keys run as soon as their table's data and the referenced key are in (their
+        // validation scans the table: overlapping it with other loads is most of `-j`'s gain).
+        let section: BTreeMap<i64, (i64, bool)> = entries
+            .iter()
+            .map(|e| (e.dump_id, (e.section, e.desc == "TABLE")))
+            .collect();
+        let fks: Vec<(i64, Vec<i64>)> = entries
+            .iter()
+            .filter(|e| e.section == 4 && e.desc == "FK CONSTRAINT")
+            .map(|e| (e.dump_id, e.deps.clone()))
+            .collect();
+
+        // One queue of tasks for `jobs` workers: data blocks largest first, and the post-data
+        // entries that became possible (a loaded table's indexes and keys, then foreign keys whose
+        // tables and referenced keys are in), which go first so that what waits on them can start.
+        // Each entry is its own task, so two indexes of the last table to load build side by side.
+        // Tables whose keys foreign keys reference load first (they are usually small, and every
+        // foreign key on them waits for them), then the rest, largest first.
+        let owner: BTreeMap<i64, i64> = early
+            .iter()
+            .flat_map(|(t, ids)| ids.iter().map(move |i| (*i, *t)))
+            .collect();
+        let referenced: std::collections::HashSet<i64> = fks
+            .iter()
+            .flat_map(|(_, deps)| deps.iter().filter_map(|d| owner.get(d).copied()))
+            .collect();
+        let mut blocks: Vec<BlockSpan> = m.facts.blocks.clone();
+        blocks.sort_by_key(|b| {
+            let first = table_of_data
+                .get(&b.dump_id)
+                .is_some_and(|t| referenced.contains(t));
+            (!first, std::cmp::Reverse(b.end - b.start))
+        });
+        // The tables a post-data entry locks: the tables among its dependencies.
+        let table_locks: BTreeMap<i64, Vec<i64>> = entries
+            .iter()
+            .filter(|e| e.section == 4)
+            .map(|e| {
+                let t: Vec<i64> = e
+                    .deps
+                    .iter()
+                    .filter(|d| section.get(d).is_some_and(|(_, is_table)| *is_table))
+                    .copied()
+                    .collect();
+                (e.dump_id, t)
+            })
+            .collect();
+        Plan {
+            copy_of,
+            sql_of,
+            table_of_data,
+            early,
+            section,
+            fks,
+            blocks,
+            table_locks,
+        }
+    }
+}
+
 pub async fn run(
     repo: Arc<Repository>,
     m: Arc<Manifest>,
@@ -361,50 +474,16 @@ pub async fn run(
         .map_err(|e| Error::Damage(format!("backup {}: {e}", m.id)))?;
     let (entries, int_size) = (&toc_info.entries, toc_info.int_size);
     let setup = session_setup(entries);
-    let copy_of: BTreeMap<i64, (&str, String)> = match setup {
-        Some(_) => entries
-            .iter()
-            .filter_map(|e| copy_statement(e).map(|s| (e.dump_id, s)))
-            .collect(),
-        None => BTreeMap::new(),
-    };
-    // Post-data entries run as SQL on the same sessions (no pg_restore process, connection and
-    // authentication per index or key); those in another tablespace go through pg_restore.
-    let sql_of: BTreeMap<i64, &str> = match setup {
-        Some(_) => entries
-            .iter()
-            .filter(|e| {
-                e.section == 4
-                    && matches!(e.desc.as_str(), "INDEX" | "CONSTRAINT" | "FK CONSTRAINT")
-                    && e.tablespace.is_empty()
-                    && !e.defn.trim().is_empty()
-            })
-            .map(|e| (e.dump_id, e.defn.as_str()))
-            .collect(),
-        None => BTreeMap::new(),
-    };
-    let table_of_data: BTreeMap<i64, i64> = entries
-        .iter()
-        .filter(|e| e.desc == "TABLE DATA" && e.deps.len() == 1)
-        .map(|e| (e.dump_id, e.deps[0]))
-        .collect();
-    let mut early: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    for e in entries {
-        if e.section == 4 && (e.desc == "INDEX" || e.desc == "CONSTRAINT") && e.deps.len() == 1 {
-            early.entry(e.deps[0]).or_default().push(e.dump_id);
-        }
-    }
-    // Foreign keys run as soon as their table's data and the referenced key are in (their
-    // validation scans the table: overlapping it with other loads is most of `-j`'s gain).
-    let section: BTreeMap<i64, (i64, bool)> = entries
-        .iter()
-        .map(|e| (e.dump_id, (e.section, e.desc == "TABLE")))
-        .collect();
-    let fks: Vec<(i64, Vec<i64>)> = entries
-        .iter()
-        .filter(|e| e.section == 4 && e.desc == "FK CONSTRAINT")
-        .map(|e| (e.dump_id, e.deps.clone()))
-        .collect();
+    let Plan {
+        copy_of,
+        sql_of,
+        table_of_data,
+        early,
+        section,
+        fks,
+        blocks,
+        table_locks,
+    } = Plan::new(entries, &m, setup.is_some());
 
     tracker.phase(Phase::Restoring);
     // The workers' sessions connect (and authenticate) while the schema is created.
@@ -431,41 +510,6 @@ pub async fn run(
     let opened: Vec<Mutex<Option<tokio_postgres::Client>>> =
         opened.into_iter().map(|c| Mutex::new(Some(c))).collect();
 
-    // One queue of tasks for `jobs` workers: data blocks largest first, and the post-data
-    // entries that became possible (a loaded table's indexes and keys, then foreign keys whose
-    // tables and referenced keys are in), which go first so that what waits on them can start.
-    // Each entry is its own task, so two indexes of the last table to load build side by side.
-    // Tables whose keys foreign keys reference load first (they are usually small, and every
-    // foreign key on them waits for them), then the rest, largest first.
-    let owner: BTreeMap<i64, i64> = early
-        .iter()
-        .flat_map(|(t, ids)| ids.iter().map(move |i| (*i, *t)))
-        .collect();
-    let referenced: std::collections::HashSet<i64> = fks
-        .iter()
-        .flat_map(|(_, deps)| deps.iter().filter_map(|d| owner.get(d).copied()))
-        .collect();
-    let mut blocks: Vec<BlockSpan> = m.facts.blocks.clone();
-    blocks.sort_by_key(|b| {
-        let first = table_of_data
-            .get(&b.dump_id)
-            .is_some_and(|t| referenced.contains(t));
-        (!first, std::cmp::Reverse(b.end - b.start))
-    });
-    // The tables a post-data entry locks: the tables among its dependencies.
-    let table_locks: BTreeMap<i64, Vec<i64>> = entries
-        .iter()
-        .filter(|e| e.section == 4)
-        .map(|e| {
-            let t: Vec<i64> = e
-                .deps
-                .iter()
-                .filter(|d| section.get(d).is_some_and(|(_, is_table)| *is_table))
-                .copied()
-                .collect();
-            (e.dump_id, t)
-        })
-        .collect();
     let locks_of = |id: &i64| -> &[i64] { table_locks.get(id).map(Vec::as_slice).unwrap_or(&[]) };
     let sched = Mutex::new(Sched {
         data: VecDeque::from(blocks),
