@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::core::crypto::{self, Identities, Recipients};
 use crate::error::{Error, Result};
+use crate::keys::{self as crypto, Identities, Recipients};
 use crate::pg::conninfo::ConnInfo;
 pub use crate::secret::{resolve_secret, Secret};
 
@@ -31,7 +31,7 @@ pub struct Config {
     pub backup: BackupSettings,
     pub postgres: PostgresSettings,
     pub verification: VerificationConfig,
-    pub retention: crate::core::retention::RetentionPolicy,
+    pub retention: crate::model::RetentionPolicy,
     pub daemon: DaemonSettings,
     pub notifications: Vec<Webhook>,
     /// `[catalog]`: a PostgreSQL database mirroring the job history (optional).
@@ -90,7 +90,7 @@ pub struct VerificationConfig {
     /// Default: the backup's source server.
     pub scratch: Option<ConnInfo>,
     /// Level the daemon verifies each new backup at; `None` for "none". Default: data.
-    pub after_backup: Option<crate::core::verify::Level>,
+    pub after_backup: Option<crate::model::Level>,
     /// When the daemon verifies the latest backup of every source at `restore` level.
     pub schedule: Option<crate::schedule::ZonedCron>,
 }
@@ -99,7 +99,7 @@ impl Default for VerificationConfig {
     fn default() -> Self {
         VerificationConfig {
             scratch: None,
-            after_backup: Some(crate::core::verify::Level::Data),
+            after_backup: Some(crate::model::Level::Data),
             schedule: None,
         }
     }
@@ -271,7 +271,7 @@ struct RawConfig {
     postgres: PostgresSettings,
     verification: Option<RawVerification>,
     #[serde(default)]
-    retention: crate::core::retention::RetentionPolicy,
+    retention: crate::model::RetentionPolicy,
     #[serde(default)]
     daemon: RawDaemon,
     #[serde(default)]
@@ -538,7 +538,7 @@ fn source_schedule(
     name: &Spanned<String>,
     key: &dyn Fn(&str) -> String,
 ) -> Result<crate::schedule::SourceSchedule> {
-    use crate::core::format::BackupType;
+    use crate::model::BackupType;
     use crate::schedule;
     let tz = match &sc.timezone {
         Some(t) => schedule::parse_tz(t.get_ref())

@@ -14,6 +14,8 @@ pub mod daemon;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod keys;
+pub mod model;
 pub mod pg;
 pub mod present;
 pub mod schedule;

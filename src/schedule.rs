@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
-use crate::core::format::BackupType;
+use crate::model::BackupType;
 
 #[derive(Debug, Clone)]
 pub struct Entry {

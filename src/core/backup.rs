@@ -122,7 +122,7 @@ struct PackBuilder {
 }
 
 /// Decide the type of this backup and which stored chunks it may reuse.
-async fn plan(
+pub(crate) async fn plan(
     repo: &Repository,
     source: &str,
     requested: Option<BackupType>,
@@ -360,6 +360,24 @@ async fn backup_leased(
         return Err(Error::Other(
             "internal: a chunk was not placed in a pack".into(),
         ));
+    }
+    // The packs this backup reuses must still be there: prune never deletes a pack a live
+    // lease may use, and backups never reuse marked packs, but a manifest must never name a
+    // missing pack whatever happened (an expired lease, a hand-made deletion).
+    let written: HashSet<&str> = state.new_packs.iter().map(|p| p.name.as_str()).collect();
+    let reused: Vec<PackRef> = state
+        .packs
+        .iter()
+        .filter(|p| !written.contains(p.name.as_str()))
+        .cloned()
+        .collect();
+    let gone = repo.missing_packs(&reused).await?;
+    if !gone.is_empty() {
+        return Err(Error::Repository(format!(
+            "backup of {} reuses packs that are no longer intact ({}): nothing was committed; run the backup again (it will store those chunks anew)",
+            source.name,
+            gone.join("; ")
+        )));
     }
     let stored_bytes: u64 = state.new_packs.iter().map(|p| p.size).sum();
     let checkpoints = std::mem::take(&mut state.checkpoints);

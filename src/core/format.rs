@@ -91,41 +91,7 @@ pub struct KeyFile {
     pub master_key: String,
 }
 
-/// Backup types (DESIGN.md §2). Every backup restores on its own.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum BackupType {
-    /// Every chunk stored anew in new packs; shares nothing with earlier backups.
-    Full,
-    /// Only chunks not already anywhere in the repository.
-    Incremental,
-    /// Only chunks not in the latest full backup of the same source.
-    Differential,
-}
-
-impl BackupType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackupType::Full => "full",
-            BackupType::Incremental => "incremental",
-            BackupType::Differential => "differential",
-        }
-    }
-}
-
-impl std::str::FromStr for BackupType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "full" => Ok(BackupType::Full),
-            "incremental" => Ok(BackupType::Incremental),
-            "differential" => Ok(BackupType::Differential),
-            o => Err(format!(
-                "\"{o}\" is not a backup type: use full, incremental or differential"
-            )),
-        }
-    }
-}
+pub use crate::model::BackupType;
 
 /// Where one chunk lives.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

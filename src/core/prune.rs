@@ -119,6 +119,9 @@ pub async fn prune(
 ) -> Result<PruneReport> {
     let now = Utc::now();
     let grace = Duration::hours(i64::from(policy.prune_grace_hours.unwrap_or(24)));
+    // Leases before manifests: a backup that commits (and drops its lease) between the two
+    // reads is then seen by its manifest; read the other way round it would be seen by neither.
+    let leases = live_leases(repo, now, dry_run).await?;
     let (ms, bad) = repo.manifests_lenient().await?;
     let records = verify::records(repo).await?;
     let candidates: Vec<Candidate> = ms
@@ -169,20 +172,6 @@ pub async fn prune(
         .flat_map(|m| m.packs.iter().map(|p| p.key()))
         .collect();
     let packs = repo.store().list("packs/").await?;
-    let mut leases = Vec::new();
-    for o in repo.store().list("locks/").await? {
-        match repo
-            .get_sealed(&o.key)
-            .await
-            .ok()
-            .and_then(|p| serde_json::from_slice::<Lease>(&p).ok())
-        {
-            Some(l) if !l.dead(now) => leases.push(l),
-            // Expired, or its process is gone: that backup will never commit.
-            Some(_) if !dry_run => repo.store().delete(&o.key).await?,
-            _ => {}
-        }
-    }
     let old = marks(repo).await?;
     let mut new = Marks::default();
     let mut deleted = BTreeSet::new();
@@ -223,22 +212,60 @@ pub async fn prune(
     if dry_run {
         return Ok(report);
     }
-    // Marks first (so a crash never forgets a mark), then deletions, then indexes.
-    repo.put_sealed(
-        MARKS,
-        &serde_json::to_vec(&new).map_err(|e| Error::Other(e.to_string()))?,
-    )
-    .await?;
+    // The packs being deleted stay marked until no index lists them any more: a backup that
+    // plans at any moment of the deletion sees them marked (and never reuses them) or not
+    // indexed at all. Marks first (a crash never forgets a mark), then deletions, then indexes,
+    // then the marks without the deleted packs.
+    let mut deleting = new.clone();
+    for k in &deleted {
+        if let Some(t) = old.packs.get(k) {
+            deleting.packs.insert(k.clone(), *t);
+        }
+    }
+    write_marks(repo, &deleting).await?;
     for k in &deleted {
         repo.store().delete(k).await?;
     }
     if !deleted.is_empty() {
         rewrite_indexes(repo, &deleted).await?;
+        write_marks(repo, &new).await?;
     }
     // At least an hour: a running backup's file being written is never "stale".
     let tmp_age = grace.max(Duration::hours(1)).to_std().unwrap_or_default();
     report.stale_temporaries = repo.store().remove_stale_temporaries(tmp_age).await?;
     Ok(report)
+}
+
+async fn write_marks(repo: &Repository, marks: &Marks) -> Result<()> {
+    repo.put_sealed(
+        MARKS,
+        &serde_json::to_vec(marks).map_err(|e| Error::Other(e.to_string()))?,
+    )
+    .await
+}
+
+/// The leases of backups that may still commit; dead ones (expired, or of a process gone from
+/// this host) are removed unless `dry_run`.
+async fn live_leases(
+    repo: &Repository,
+    now: chrono::DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Vec<Lease>> {
+    let mut leases = Vec::new();
+    for o in repo.store().list("locks/").await? {
+        match repo
+            .get_sealed(&o.key)
+            .await
+            .ok()
+            .and_then(|p| serde_json::from_slice::<Lease>(&p).ok())
+        {
+            Some(l) if !l.dead(now) => leases.push(l),
+            // Expired, or its process is gone: that backup will never commit.
+            Some(_) if !dry_run => repo.store().delete(&o.key).await?,
+            _ => {}
+        }
+    }
+    Ok(leases)
 }
 
 /// Rewrite every index object that lists a deleted pack.
@@ -260,4 +287,131 @@ async fn rewrite_indexes(repo: &Repository, deleted: &BTreeSet<String>) -> Resul
         repo.store().delete(&o.key).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::crypto::{ChunkId, Identities, Recipients};
+    use crate::core::format::{pack_key, BackupType, ChunkLoc, IndexPack};
+    use crate::storage::memory::MemoryStore;
+    use crate::storage::{ObjectInfo, ObjectStore};
+    use std::sync::Arc;
+
+    /// A store that stops before deleting a pack until the test lets it go on.
+    #[derive(Debug)]
+    struct PausingStore {
+        inner: MemoryStore,
+        reached: tokio::sync::Notify,
+        resume: tokio::sync::Notify,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for PausingStore {
+        async fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
+            self.inner.put(key, data).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+            self.inner.get(key).await
+        }
+        async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+            self.inner.get_range(key, offset, len).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<u64>> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            if key.starts_with("packs/") {
+                self.reached.notify_one();
+                self.resume.notified().await;
+            }
+            self.inner.delete(key).await
+        }
+    }
+
+    /// Regression (issue 13, defect 1): a backup that plans while prune is deleting packs
+    /// must not reuse them. Prune used to rewrite its marks without the packs it was about to
+    /// delete, then delete them one by one, then rewrite the indexes: in between, a backup saw
+    /// them indexed, present and unmarked, adopted their chunks, and committed a manifest
+    /// naming a deleted pack.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backup_planning_during_pack_deletion_reuses_none_of_them() {
+        let store = Arc::new(PausingStore {
+            inner: MemoryStore::new(),
+            reached: tokio::sync::Notify::new(),
+            resume: tokio::sync::Notify::new(),
+        });
+        let id = age::x25519::Identity::generate();
+        let repo = Arc::new(
+            Repository::init(
+                store.clone(),
+                "mem",
+                Recipients(vec![id.to_public()]),
+                Identities::from_identity(id),
+            )
+            .await
+            .expect("init"),
+        );
+        // An orphan pack (an interrupted backup's), indexed and present.
+        let name = "ab".repeat(32);
+        repo.write_index(&IndexFile {
+            format_version: FORMAT_VERSION,
+            backup_id: "interrupted".into(),
+            packs: vec![IndexPack {
+                name: name.clone(),
+                size: 10,
+                chunks: vec![ChunkLoc {
+                    id: ChunkId([7; 32]),
+                    pack: 0,
+                    offset: 0,
+                    length: 10,
+                    raw_len: 10,
+                }],
+            }],
+        })
+        .await
+        .expect("index");
+        store
+            .put(&pack_key(&name), vec![0; 10])
+            .await
+            .expect("pack");
+        let adoptable = || async {
+            crate::core::backup::plan(&repo, "wedsync", Some(BackupType::Full))
+                .await
+                .expect("plan")
+                .2
+                .len()
+        };
+        assert_eq!(adoptable().await, 1, "an unmarked orphan is adopted");
+        let policy = RetentionPolicy {
+            prune_grace_hours: Some(0),
+            ..Default::default()
+        };
+        // First prune marks it; from then on no backup adopts it.
+        let r = prune(&repo, &policy, false).await.expect("mark");
+        assert_eq!(r.marked, vec![pack_key(&name)]);
+        assert_eq!(adoptable().await, 0);
+        // Second prune deletes it: pause right before the deletion.
+        let pruning = {
+            let repo = repo.clone();
+            let policy = policy.clone();
+            tokio::spawn(async move { prune(&repo, &policy, false).await })
+        };
+        store.reached.notified().await;
+        assert_eq!(
+            adoptable().await,
+            0,
+            "a backup planning while prune deletes packs must not reuse them"
+        );
+        store.resume.notify_one();
+        let r = pruning.await.expect("task").expect("prune");
+        assert_eq!(r.deleted_packs, vec![pack_key(&name)]);
+        // Gone from the store, the index and the marks.
+        assert_eq!(adoptable().await, 0);
+        assert!(repo.load_index().await.expect("index").is_empty());
+        assert!(marks(&repo).await.expect("marks").packs.is_empty());
+    }
 }

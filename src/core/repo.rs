@@ -307,6 +307,28 @@ impl Repository {
         self.store.put(&name, sealed).await
     }
 
+    /// Which of `packs` are missing or not of their recorded size (`key is N bytes, expected
+    /// M` / `key is missing`), asking the store 8 at a time (each a round trip on S3).
+    pub async fn missing_packs(&self, packs: &[PackRef]) -> Result<Vec<String>> {
+        use futures::stream::{StreamExt, TryStreamExt};
+        // Owned keys: a closure over borrowed pack refs makes this future not provably `Send`.
+        let keys: Vec<String> = packs.iter().map(|p| p.key()).collect();
+        let sizes: Vec<Option<u64>> = futures::stream::iter(keys)
+            .map(|k| async move { self.store.head(&k).await })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        Ok(packs
+            .iter()
+            .zip(sizes)
+            .filter_map(|(p, size)| match size {
+                Some(s) if s == p.size => None,
+                Some(s) => Some(format!("{} is {s} bytes, expected {}", p.key(), p.size)),
+                None => Some(format!("{} is missing", p.key())),
+            })
+            .collect())
+    }
+
     /// Every chunk the repository's indexes know, with where it is.
     pub async fn load_index(&self) -> Result<HashMap<ChunkId, StoredChunk>> {
         let mut out = HashMap::new();

@@ -83,23 +83,7 @@ pub struct RestoreOutcome {
 
 /// Fail unless every pack of `m` exists with its recorded size.
 pub async fn check_packs(repo: &Repository, m: &Manifest) -> Result<()> {
-    use futures::stream::TryStreamExt;
-    // Up to 8 at a time: on S3 each is a round trip before the restore can start.
-    // Owned keys: a closure over borrowed pack refs makes this future not provably `Send`.
-    let keys: Vec<String> = m.packs.iter().map(|p| p.key()).collect();
-    let sizes: Vec<Option<u64>> = futures::stream::iter(keys)
-        .map(|k| async move { repo.store().head(&k).await })
-        .buffered(8)
-        .try_collect()
-        .await?;
-    let mut missing = Vec::new();
-    for (p, size) in m.packs.iter().zip(sizes) {
-        match size {
-            Some(s) if s == p.size => {}
-            Some(s) => missing.push(format!("{} is {s} bytes, expected {}", p.key(), p.size)),
-            None => missing.push(format!("{} is missing", p.key())),
-        }
-    }
+    let missing = repo.missing_packs(&m.packs).await?;
     if missing.is_empty() {
         Ok(())
     } else {

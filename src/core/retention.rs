@@ -16,39 +16,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike, Duration, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::core::format::BackupType;
 
-/// `[retention]` of the configuration.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionPolicy {
-    /// Keep every backup younger than this many days.
-    pub days: Option<u32>,
-    pub keep_last: Option<u32>,
-    pub keep_hourly: Option<u32>,
-    pub keep_daily: Option<u32>,
-    pub keep_weekly: Option<u32>,
-    pub keep_monthly: Option<u32>,
-    pub keep_yearly: Option<u32>,
-    /// Never keep fewer than this many backups proven at `data` level or better (per source).
-    pub min_verified: Option<u32>,
-    /// Hours an unreferenced pack stays marked before prune deletes it (default 24).
-    pub prune_grace_hours: Option<u32>,
-}
-
-impl RetentionPolicy {
-    fn has_rules(&self) -> bool {
-        self.days.is_some()
-            || self.keep_last.is_some()
-            || self.keep_hourly.is_some()
-            || self.keep_daily.is_some()
-            || self.keep_weekly.is_some()
-            || self.keep_monthly.is_some()
-            || self.keep_yearly.is_some()
-    }
-}
+pub use crate::model::RetentionPolicy;
 
 /// What the policy needs to know about one backup.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -34,37 +34,7 @@ use crate::pg::conninfo::ConnInfo;
 use crate::pg::process::PassFile;
 use crate::pg::tools;
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Structure,
-    Data,
-    Restore,
-}
-
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Structure => "structure",
-            Level::Data => "data",
-            Level::Restore => "restore",
-        }
-    }
-}
-
-impl std::str::FromStr for Level {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "structure" => Ok(Level::Structure),
-            "data" => Ok(Level::Data),
-            "restore" => Ok(Level::Restore),
-            o => Err(format!(
-                "\"{o}\" is not a verification level: use structure, data or restore"
-            )),
-        }
-    }
-}
+pub use crate::model::Level;
 
 /// One verification run of one backup.
 #[derive(Debug, Clone, Serialize, Deserialize)]
