@@ -5,6 +5,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::engine::{Command, Engine, JobOutcome, JobProgress};
@@ -105,7 +106,9 @@ async fn interrupted() {
 /// Ctrl-C cancels it.
 pub async fn run(engine: &Engine, command: Command) -> Result<JobOutcome> {
     let mut events = engine.subscribe();
-    let handle = engine.submit(command)?;
+    // The job runs on this (the main) thread: see `Engine::submit_here`.
+    let (handle, work) = engine.submit_here(command)?;
+    let mut work = work.fuse();
     let id = handle.id.clone();
     let mut mine = vec![id.clone()];
     let mut bar = Bar::new();
@@ -113,8 +116,10 @@ pub async fn run(engine: &Engine, command: Command) -> Result<JobOutcome> {
     tokio::pin!(wait);
     let mut ctrl_c = Box::pin(interrupted());
     let mut cancelled = false;
+    let mut events_open = true;
     let outcome = loop {
         tokio::select! {
+            _ = &mut work => {}
             o = &mut wait => break o,
             _ = &mut ctrl_c => {
                 if cancelled {
@@ -129,16 +134,15 @@ pub async fn run(engine: &Engine, command: Command) -> Result<JobOutcome> {
                 handle.cancel();
                 ctrl_c = Box::pin(interrupted());
             }
-            ev = events.recv() => match ev {
+            ev = events.recv(), if events_open => match ev {
                 Ok(crate::engine::Event::JobStarted { job, parent: Some(p), .. }) if mine.contains(&p) => {
                     mine.push(job);
                 }
                 Ok(crate::engine::Event::Progress(p)) if mine.contains(&p.job) => bar.show(&p),
                 // Falling behind only costs progress lines; the outcome comes from `wait`.
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                    break (&mut wait).await;
-                }
+                // Only when the engine is gone; the outcome still comes from `wait`.
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => events_open = false,
             }
         }
     };

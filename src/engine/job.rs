@@ -308,6 +308,17 @@ pub(super) fn submit(
     command: Command,
     parent: Option<(String, CancellationToken)>,
 ) -> Result<JobHandle> {
+    let (handle, work) = prepare(engine, command, parent)?;
+    tokio::spawn(work);
+    Ok(handle)
+}
+
+/// A job whose work the caller drives (see [`Engine::submit_here`]).
+pub(super) fn prepare(
+    engine: &Engine,
+    command: Command,
+    parent: Option<(String, CancellationToken)>,
+) -> Result<(JobHandle, futures::future::BoxFuture<'static, ()>)> {
     let inner = &engine.0;
     if let Command::Backup { source, .. } = &command {
         inner.config().source(source)?;
@@ -325,7 +336,8 @@ pub(super) fn submit(
                     .unwrap_or(false);
                 if merged {
                     tracing::info!("{} coalesced with queued job {qid}", command.kind());
-                    return Ok(l.handle(&qid));
+                    // The queued job's own task does the work.
+                    return Ok((l.handle(&qid), Box::pin(async {})));
                 }
             }
         }
@@ -379,8 +391,7 @@ pub(super) fn submit(
         done: dtx,
         parent: parent.map(|p| p.0),
     };
-    tokio::spawn(runner.run());
-    Ok(handle)
+    Ok((handle, Box::pin(runner.run())))
 }
 
 struct Runner {
