@@ -397,7 +397,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
     };
     Ok(Config {
         verification,
-        retention: raw.retention.clone(),
+        retention: retention(&ctx, &raw.retention)?,
         daemon,
         notifications,
         catalog,
@@ -559,6 +559,35 @@ fn source_schedule(
     }
     schedule::SourceSchedule::new(tz, &entries)
         .map_err(|m| ctx.err(name.span(), &key("schedule"), m))
+}
+
+/// `[retention]`: every count and period within a range keepsake can compute with.
+fn retention(
+    ctx: &Ctx,
+    r: &crate::model::RetentionPolicy,
+) -> Result<crate::model::RetentionPolicy> {
+    for (key, value, max) in [
+        ("days", r.days, 36_500),
+        ("prune_grace_hours", r.prune_grace_hours, 87_600),
+        ("keep_last", r.keep_last, 1_000_000),
+        ("keep_hourly", r.keep_hourly, 1_000_000),
+        ("keep_daily", r.keep_daily, 1_000_000),
+        ("keep_weekly", r.keep_weekly, 1_000_000),
+        ("keep_monthly", r.keep_monthly, 1_000_000),
+        ("keep_yearly", r.keep_yearly, 1_000_000),
+        ("min_verified", r.min_verified, 1_000_000),
+    ] {
+        if let Some(v) = value.filter(|v| *v > max) {
+            return Err(ctx
+                .err(
+                    0..0,
+                    &format!("retention.{key}"),
+                    format!("{v} is out of range: expected at most {max}"),
+                )
+                .with_key_line(ctx.text, key));
+        }
+    }
+    Ok(r.clone())
 }
 
 /// `[backup]`: ranges and the lock wait.
@@ -1160,6 +1189,20 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    /// Regression (issue 13, defect 7): `days = 100000000` passed `config check` and then
+    /// panicked in prune (the clock overflowed).
+    #[test]
+    fn retention_out_of_range_is_refused_naming_the_key() {
+        let t = format!("[repository]\nurl = \"file:///r\"\n[encryption]\nrecipients = [\"{RCP}\"]\n[retention]\nkeep_last = 3\ndays = 100000000\n");
+        let e = check(&t);
+        assert!(
+            e.starts_with("/etc/k.toml:7: retention.days: 100000000 is out of range"),
+            "{e}"
+        );
+        let ok = format!("[repository]\nurl = \"file:///r\"\n[encryption]\nrecipients = [\"{RCP}\"]\n[retention]\ndays = 36500\n");
+        assert_eq!(check(&ok), "ok");
     }
 
     #[test]

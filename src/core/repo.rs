@@ -206,6 +206,11 @@ impl Repository {
             let id = obj.key.trim_start_matches("snapshots/").to_string();
             match self.manifest_exact(&id).await {
                 Ok(m) => out.push(m),
+                // Listed, then gone before it was read: forgotten meanwhile (a concurrent
+                // prune or delete). Not damage, and no reason to fail the whole listing.
+                Err(Error::Usage(_)) if !self.store.exists(&obj.key).await? => {
+                    tracing::debug!("backup {id} was forgotten while the repository was listed");
+                }
                 Err(e @ (Error::Damage(_) | Error::Repository(_))) => bad.push((id, e)),
                 Err(e) => return Err(e),
             }
@@ -371,6 +376,51 @@ mod tests {
             Recipients(vec![parse_recipient(&rcp).expect("r")]),
             Identities::from_identity(age::x25519::Identity::from_str(line).expect("id")),
         )
+    }
+
+    /// A store that lists one manifest more than it holds: one forgotten between the listing
+    /// and the read (a concurrent prune or delete).
+    #[derive(Debug)]
+    struct Vanishing(MemoryStore);
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Vanishing {
+        async fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
+            self.0.put(key, data).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+            self.0.get(key).await
+        }
+        async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+            self.0.get_range(key, offset, len).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<u64>> {
+            self.0.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<crate::storage::ObjectInfo>> {
+            let mut v = self.0.list(prefix).await?;
+            if prefix == "snapshots/" {
+                v.push(crate::storage::ObjectInfo {
+                    key: "snapshots/20261202T030000Z-gone00".into(),
+                    size: 100,
+                });
+            }
+            Ok(v)
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.0.delete(key).await
+        }
+    }
+
+    /// Regression (issue 13, defect 7): a manifest deleted between the listing and its read
+    /// made `list` (and every backup's plan) fail.
+    #[tokio::test]
+    async fn a_manifest_forgotten_while_listing_is_skipped_not_an_error() {
+        let store: Arc<dyn ObjectStore> = Arc::new(Vanishing(MemoryStore::new()));
+        let (r, i) = keys();
+        let repo = Repository::init(store, "mem", r, i).await.expect("init");
+        let (ok, bad) = repo.manifests_lenient().await.expect("listing");
+        assert!(ok.is_empty() && bad.is_empty(), "{bad:?}");
     }
 
     #[tokio::test]

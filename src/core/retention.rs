@@ -67,7 +67,10 @@ pub fn plan(
             }
         }
         if let Some(days) = policy.days {
-            let since = now - Duration::days(i64::from(days));
+            // Saturating: a huge `days` keeps everything, it never overflows the clock.
+            let since = now
+                .checked_sub_signed(Duration::days(i64::from(days)))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
             for (i, c) in cs.iter().enumerate() {
                 if c.started_at >= since && eligible(c) {
                     reasons[i].push(format!("within {days} days"));
@@ -256,6 +259,27 @@ mod tests {
             ..Default::default()
         };
         insta::assert_snapshot!(render(&plan(&policy, &history(), at(2026, 11, 25, 12))));
+    }
+
+    /// A period longer than the clock can subtract keeps everything instead of panicking.
+    #[test]
+    fn huge_days_keep_everything_without_panicking() {
+        let policy = RetentionPolicy {
+            days: Some(u32::MAX),
+            ..Default::default()
+        };
+        let cands: Vec<Candidate> = (0..3)
+            .map(|d| Candidate {
+                id: format!("b{d}"),
+                source: "s".into(),
+                kind: BackupType::Full,
+                started_at: at(2026, 1, 1 + d, 3),
+                verified: "data",
+                based_on: None,
+            })
+            .collect();
+        let decisions = plan(&policy, &cands, at(2026, 2, 1, 0));
+        assert!(decisions.iter().all(|d| d.keep), "{decisions:?}");
     }
 
     #[test]

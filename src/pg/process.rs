@@ -198,7 +198,7 @@ pub fn pg_restore_command(
     no_owner: bool,
 ) -> tokio::process::Command {
     let mut cmd = base_command(tool, ci, pass);
-    cmd.arg(format!("--dbname={}", ci.dbname))
+    cmd.arg(dbname_arg(&ci.dbname))
         .arg("--exit-on-error")
         .arg("--single-transaction")
         .arg("--verbose")
@@ -227,6 +227,17 @@ pub fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
+/// `--dbname=` for pg_restore. libpq reads a `--dbname` holding `=` or a URI prefix as a whole
+/// connection string (a database named `x host=elsewhere` would redirect the restore), so the
+/// name always goes in as the conninfo `dbname='…'`, quoted: the other parameters still come
+/// from the environment keepsake sets.
+pub fn dbname_arg(name: &str) -> String {
+    format!(
+        "--dbname=dbname='{}'",
+        name.replace('\\', "\\\\").replace('\'', "\\'")
+    )
+}
+
 /// One step of a parallel restore: `pg_restore --dbname=… --exit-on-error [extra…]`.
 pub fn pg_restore_step(
     tool: &Tool,
@@ -237,7 +248,7 @@ pub fn pg_restore_step(
     stdin: bool,
 ) -> tokio::process::Command {
     let mut cmd = base_command(tool, ci, pass);
-    cmd.arg(format!("--dbname={}", ci.dbname))
+    cmd.arg(dbname_arg(&ci.dbname))
         .arg("--exit-on-error")
         .arg("--no-password");
     if no_owner {
@@ -254,4 +265,18 @@ pub fn pg_restore_step(
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);
     cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 13, defect 7): libpq expands a `--dbname` holding `=` as a connection
+    /// string; keepsake always hands it a quoted `dbname='…'`.
+    #[test]
+    fn dbname_is_always_a_quoted_conninfo_value() {
+        assert_eq!(dbname_arg("wedsync"), "--dbname=dbname='wedsync'");
+        assert_eq!(dbname_arg("x host=evil"), "--dbname=dbname='x host=evil'");
+        assert_eq!(dbname_arg(r"it's\me"), r"--dbname=dbname='it\'s\\me'");
+    }
 }

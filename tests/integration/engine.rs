@@ -140,10 +140,23 @@ fn engine_runs_jobs_side_by_side_cancels_one_and_keeps_the_others_lease() {
                 Event::JobQueued { .. } => "job_queued".to_string(),
                 Event::JobStarted { .. } => "job_started".into(),
                 Event::JobFailed(o) => format!("job_failed:{:?}", o.status),
+                Event::Log { message, .. }
+                    if message.starts_with("cleanup: remove backup lease locks/") =>
+                {
+                    "log:cleanup of its own lease".into()
+                }
                 other => format!("{other:?}"),
             });
         }
-        assert_eq!(seq, ["job_queued", "job_started", "job_failed:Cancelled"]);
+        assert_eq!(
+            seq,
+            [
+                "job_queued",
+                "job_started",
+                "log:cleanup of its own lease",
+                "job_failed:Cancelled"
+            ]
+        );
 
         b.cancel();
         b2.cancel();

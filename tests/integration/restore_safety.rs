@@ -125,3 +125,44 @@ fn damaged_table_of_contents_leaves_no_database() {
         "the database created for a restore whose table of contents is damaged was left behind"
     );
 }
+
+/// Regression (issue 13, defect 7): a database name holding `=` is a name, never a connection
+/// string — both restore paths (parallel into a created database; one transaction into an
+/// existing empty one) restore into exactly that database.
+#[test]
+fn a_database_name_with_an_equals_sign_is_used_as_a_name() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let pw = format!("file:{}", env.password_file.display());
+    let url = |db: &str| {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            env.cluster.port
+        )
+    };
+    // Parallel restore into a database it creates.
+    env.keepsake(&[
+        "restore",
+        &id,
+        "--target",
+        &url("weird%3Ddb"),
+        "--target-password",
+        &pw,
+        "--create",
+    ])
+    .ok();
+    // One transaction into an existing, empty database.
+    env.psql("postgres", "CREATE DATABASE \"dbname=x\"");
+    env.keepsake(&[
+        "restore",
+        &id,
+        "--target",
+        &url("dbname%3Dx"),
+        "--target-password",
+        &pw,
+    ])
+    .ok();
+    let source = env.fingerprint("awk");
+    assert_eq!(env.fingerprint("dbname='weird=db'"), source);
+    assert_eq!(env.fingerprint("dbname='dbname=x'"), source);
+}
