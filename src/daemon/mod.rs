@@ -195,6 +195,7 @@ impl Scheduler {
                 };
                 let h = match engine.submit(cmd) {
                     Ok(h) => h,
+                    Err(Error::Cancelled(_)) => return, // stopping
                     Err(e) => {
                         tracing::error!("{source}: cannot start a backup: {e}");
                         return;
@@ -208,6 +209,7 @@ impl Scheduler {
                     Ok(h) => {
                         h.wait().await;
                     }
+                    Err(Error::Cancelled(_)) => {} // stopping
                     Err(e) => tracing::error!("cannot start a prune: {e}"),
                 }
             });

@@ -53,6 +53,28 @@ pub struct JobRecord {
     pub repository: Option<String>,
 }
 
+impl JobRecord {
+    /// A `running` record of job `id` against `repository`, started now by this process.
+    pub fn new(id: &str, kind: &str, source: Option<&str>, repository: &str) -> Self {
+        JobRecord {
+            id: id.to_string(),
+            kind: kind.to_string(),
+            source: source.map(str::to_string),
+            status: JobStatus::Running,
+            started_at: Utc::now(),
+            finished_at: None,
+            backup_id: None,
+            backup_type: None,
+            verification: None,
+            logical_bytes: None,
+            stored_bytes: None,
+            error: None,
+            pid: std::process::id(),
+            repository: Some(repository.to_string()),
+        }
+    }
+}
+
 /// The history file of a state directory.
 #[derive(Debug, Clone)]
 pub struct History {
@@ -113,22 +135,7 @@ impl History {
 
     /// A `running` record for job `id` of this repository, not yet written.
     pub fn record(&self, id: &str, kind: &str, source: Option<&str>) -> JobRecord {
-        JobRecord {
-            id: id.to_string(),
-            kind: kind.to_string(),
-            source: source.map(str::to_string),
-            status: JobStatus::Running,
-            started_at: Utc::now(),
-            finished_at: None,
-            backup_id: None,
-            backup_type: None,
-            verification: None,
-            logical_bytes: None,
-            stored_bytes: None,
-            error: None,
-            pid: std::process::id(),
-            repository: Some(self.repository.clone()),
-        }
+        JobRecord::new(id, kind, source, &self.repository)
     }
 
     /// Write `r` as it is now (its start, or any later state).

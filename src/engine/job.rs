@@ -320,6 +320,11 @@ pub(super) fn prepare(
     parent: Option<(String, CancellationToken)>,
 ) -> Result<(JobHandle, futures::future::BoxFuture<'static, ()>)> {
     let inner = &engine.0;
+    if inner.root.is_cancelled() {
+        return Err(Error::Cancelled(
+            "keepsake is shutting down: no new job starts".into(),
+        ));
+    }
     if let Command::Backup { source, .. } = &command {
         inner.config().source(source)?;
     }
@@ -459,14 +464,7 @@ impl Runner {
         self.dequeue();
         let cmd = self.command();
         let config = inner.config();
-        let mut record = match &inner.history {
-            Some(h) => h.record(&self.id, cmd.kind(), cmd.source()),
-            None => History::new(std::path::Path::new(""), &config.repository.url).record(
-                &self.id,
-                cmd.kind(),
-                cmd.source(),
-            ),
-        };
+        let mut record = JobRecord::new(&self.id, cmd.kind(), cmd.source(), &config.repository.url);
         super::ops::prefill(&cmd, &mut record);
         let write_history = cmd.recorded();
         if write_history {
