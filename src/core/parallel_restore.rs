@@ -307,7 +307,7 @@ pub async fn load_toc(repo: &Arc<Repository>, m: &Arc<Manifest>, tool: &Tool) ->
     std::fs::write(file.path(), &bytes).map_err(|e| Error::io("writing the TOC file", e))?;
     // Not `process::pg_restore_step`: listing reads only the file, and the target database
     // (which that step names with `--dbname`) may not exist yet.
-    let mut cmd = tokio::process::Command::new(&tool.path);
+    let mut cmd = tokio::process::Command::from(crate::pg::process::tool_command(&tool.path));
     cmd.arg("--list")
         .arg(file.path())
         .stdin(std::process::Stdio::null())

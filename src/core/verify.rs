@@ -408,7 +408,7 @@ async fn toc_check(
         let (_, plain) = crate::core::chunks::fetch_chunk(repo.clone(), m.clone(), *ci).await?;
         prefix.extend_from_slice(&plain);
     }
-    let mut child = tokio::process::Command::new(&tool.path)
+    let mut child = tokio::process::Command::from(crate::pg::process::tool_command(&tool.path))
         .arg("--list")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -446,7 +446,7 @@ async fn verify_data(
     let lister = tools::find("pg_restore", archive_major, opts.bin_dir.as_deref()).ok();
     let mut list_child = match &lister {
         Some(t) => {
-            let mut c = tokio::process::Command::new(&t.path);
+            let mut c = tokio::process::Command::from(crate::pg::process::tool_command(&t.path));
             c.arg("--list")
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::null())
@@ -639,7 +639,7 @@ async fn amcheck(target: &ConnInfo, m: &Manifest, opts: &VerifyOptions) -> Strin
         Ok(p) => p,
         Err(e) => return format!("not run: {e}"),
     };
-    let mut cmd = std::process::Command::new(&tool.path);
+    let mut cmd = crate::pg::process::tool_command(&tool.path);
     for (k, v) in target.libpq_env() {
         cmd.env(k, v);
     }

@@ -69,7 +69,10 @@ pub fn parse_version(out: &str) -> Option<(String, u32)> {
 }
 
 fn version_of(path: &Path) -> Option<(String, u32)> {
-    let o = Command::new(path).arg("--version").output().ok()?;
+    let o = super::process::tool_command(path)
+        .arg("--version")
+        .output()
+        .ok()?;
     if !o.status.success() {
         return None;
     }

@@ -261,3 +261,66 @@ fn init_refuses_an_identity_that_matches_no_recipient() {
     );
     assert!(!env.dir.path().join("repo-x").join("config").exists());
 }
+
+/// Regression (issue 13, defect 7): pg_dump and pg_restore inherited keepsake's whole
+/// environment — every `env:` secret the configuration references and the AWS keys. They get
+/// only what they need now. The wrapper records each tool's environment; keepsake runs with a
+/// source password in `env:`, AWS keys and an unrelated secret set.
+#[test]
+fn client_tools_inherit_no_secret_from_keepsakes_environment() {
+    let env = Env::new("wed", Some(WEDDING_SQL));
+    let log = env.dir.path().join("child-env");
+    let d = wrapper_dir(
+        &env,
+        &format!("env >> {}; exec \"$REAL\" \"$@\"", log.display()),
+    );
+    // pg_restore recorded too (the wrapper dir links the real one: replace it by a wrapper).
+    let real_restore = env.cluster.bin.join("pg_restore");
+    let _ = std::fs::remove_file(d.join("pg_restore"));
+    script(
+        &d.join("pg_restore"),
+        &format!(
+            "#!/bin/bash\nif [ \"$1\" = --version ]; then exec {r} --version; fi\nenv >> {l}\nexec {r} \"$@\"\n",
+            r = real_restore.display(),
+            l = log.display()
+        ),
+    );
+    let password = env.cluster.password.expose().to_string();
+    let pw_line = format!("password = \"file:{}\"", env.password_file.display());
+    let text = env
+        .config_text("wed", Some(&d), &env.identity)
+        .replace(&pw_line, "password = \"env:KEEPSAKE_TEST_SOURCE_PW\"");
+    std::fs::write(&env.config, text).expect("config");
+    let secrets = [
+        ("KEEPSAKE_TEST_SOURCE_PW", password.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", "aws-secret-x7f3q"),
+        ("AWS_ACCESS_KEY_ID", "GKaws-id-x7f3q"),
+        ("KEEPSAKE_UNRELATED_TOKEN", "unrelated-secret-x7f3q"),
+        ("PGPASSWORD", "inherited-pgpassword-x7f3q"),
+    ];
+    let run = |args: &[&str]| {
+        let mut c = env.keepsake_cmd(args);
+        for (k, v) in secrets {
+            c.env(k, v);
+        }
+        let o = c.output().expect("run");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run(&["backup", "--type", "full"]);
+    run(&["verify", "--latest", "--level", "restore"]);
+    let seen = std::fs::read_to_string(&log).expect("the wrappers ran");
+    assert!(seen.contains("PGPASSFILE="), "{seen}");
+    assert!(seen.contains("PGDATABASE=wed"), "{seen}");
+    for (k, v) in secrets {
+        let line = seen.lines().find(|l| l.contains(v)).unwrap_or("");
+        assert!(
+            !seen.contains(v),
+            "{k}'s value reached a client tool: {}",
+            line.split('=').next().unwrap_or("")
+        );
+    }
+    assert!(
+        !seen.contains("AWS_"),
+        "an AWS variable reached a client tool"
+    );
+}
