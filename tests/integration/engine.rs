@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use keepsake::engine::{self, Engine, Event};
@@ -35,17 +35,9 @@ fn stalling_pg_dump(env: &Env, stall: &[&str]) -> std::path::PathBuf {
 /// A psql session holding `LOCK TABLE … IN ACCESS EXCLUSIVE MODE` in an open transaction until
 /// the returned child is killed.
 fn hold_lock(env: &Env, db: &str, table: &str) -> std::process::Child {
-    let mut c = Command::new(env.cluster.bin.join("psql"))
-        .env("PGPASSWORD", env.cluster.password.expose())
-        .args([
-            "-X",
-            "-q",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &env.cluster.port.to_string(),
-        ])
-        .args(["-U", "postgres", "-d", db])
+    let mut c = env
+        .tool("psql")
+        .args(["-X", "-q", "-d", db])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -228,12 +220,7 @@ fn daemon_raises_rpo_breach_while_a_backup_is_stuck_on_a_lock() {
     )
     .expect("config");
     let mut lock = hold_lock(&env, "awk", "guest_list");
-    let mut daemon = env
-        .keepsake_cmd(&["--daemon"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("daemon");
+    let mut daemon = env.spawn_daemon();
     let jobs = || -> serde_json::Value {
         serde_json::from_str(&env.keepsake(&["jobs", "--json"]).stdout).unwrap_or_default()
     };
@@ -361,12 +348,7 @@ fn sigterm_during_restore_verification_drops_the_scratch_database() {
             "SELECT count(*) FROM pg_database WHERE datname LIKE 'keepsake_verify_%'",
         )
     };
-    let mut daemon = env
-        .keepsake_cmd(&["--daemon"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("daemon");
+    let mut daemon = env.spawn_daemon();
     eventually("a scratch database", Duration::from_secs(60), || {
         scratch() != "0"
     });

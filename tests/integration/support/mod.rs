@@ -265,6 +265,15 @@ impl Env {
         c
     }
 
+    /// `keepsake --daemon` on this env's configuration, output discarded.
+    pub fn spawn_daemon(&self) -> std::process::Child {
+        self.keepsake_cmd(&["--daemon"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the daemon")
+    }
+
     /// Backup and return its id (from `--json`).
     pub fn backup(&self, kind: &str) -> serde_json::Value {
         let r = self.keepsake(&["backup", "--type", kind, "--json"]).ok();
@@ -292,7 +301,9 @@ impl Env {
         )
     }
 
-    fn tool(&self, name: &str) -> Command {
+    /// A PostgreSQL client tool of the test cluster, connected as `postgres` through the
+    /// environment (host, port, user, password).
+    pub fn tool(&self, name: &str) -> Command {
         let mut c = Command::new(self.cluster.bin.join(name));
         c.env("PGPASSWORD", self.cluster.password.expose())
             .env("PGHOST", "127.0.0.1")
