@@ -36,6 +36,71 @@ pub struct Config {
     pub notifications: Vec<Webhook>,
     /// `[catalog]`: a PostgreSQL database mirroring the job history (optional).
     pub catalog: Option<ConnInfo>,
+    /// `[api]`: the daemon's control API.
+    pub api: ApiSettings,
+}
+
+/// `[api]`: where the control API listens and who may call it (DESIGN.md §5).
+#[derive(Debug, Clone, Default)]
+pub struct ApiSettings {
+    /// The Unix socket (default `<state_dir>/keepsake.sock`).
+    pub socket: Option<PathBuf>,
+    /// TCP address, only when set; a non-loopback one needs `tls`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `tls_cert` and `tls_key` (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `trigger_rate`: requests that start work, per caller.
+    pub trigger_rate: Rate,
+    /// `[api.users]`: socket callers other than the daemon's user and root.
+    pub users: std::collections::BTreeMap<String, crate::model::Role>,
+    /// `[[api.tokens]]`: bearer tokens for TCP callers.
+    pub tokens: Vec<ApiToken>,
+}
+
+/// A rate such as `30/h`: `count` requests per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: std::time::Duration,
+}
+
+impl Default for Rate {
+    fn default() -> Self {
+        Rate {
+            count: 30,
+            per: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("\"{s}\" is not a rate such as 30/h, 10/m or 1/s");
+        let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        let per = match unit.trim() {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            _ => return Err(bad()),
+        };
+        if !(1..=1_000_000).contains(&count) {
+            return Err(format!("{count} is out of range: expected 1 to 1000000"));
+        }
+        Ok(Rate {
+            count,
+            per: std::time::Duration::from_secs(per),
+        })
+    }
+}
+
+/// One `[[api.tokens]]` entry: only the token's SHA-256 is kept.
+#[derive(Debug, Clone)]
+pub struct ApiToken {
+    pub name: String,
+    pub role: crate::model::Role,
+    pub hash: [u8; 32],
 }
 
 /// Events a webhook can subscribe to.
@@ -171,6 +236,28 @@ struct RawDaemon {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct RawApi {
+    socket: Option<PathBuf>,
+    listen: Option<Spanned<String>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
+    trigger_rate: Option<Spanned<String>>,
+    #[serde(default)]
+    users: std::collections::BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: Spanned<String>,
+    role: Spanned<String>,
+    hash: Spanned<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawNotifications {
     #[serde(default)]
     webhooks: Vec<RawWebhook>,
@@ -277,6 +364,8 @@ struct RawConfig {
     #[serde(default)]
     notifications: RawNotifications,
     catalog: Option<RawCatalog>,
+    #[serde(default)]
+    api: RawApi,
 }
 
 #[derive(Deserialize)]
@@ -379,6 +468,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
     let verification = verification(&ctx, raw.verification.as_ref())?;
     let daemon = daemon_settings(&ctx, &raw.daemon)?;
     let notifications = webhooks(&ctx, &raw.notifications)?;
+    let api = api_settings(&ctx, &raw.api)?;
     let catalog = match &raw.catalog {
         None => None,
         Some(c) => {
@@ -396,6 +486,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
         }
     };
     Ok(Config {
+        api,
         verification,
         retention: retention(&ctx, &raw.retention)?,
         daemon,
@@ -765,6 +856,102 @@ fn daemon_settings(ctx: &Ctx, r: &RawDaemon) -> Result<DaemonSettings> {
         }
     }
     Ok(d)
+}
+
+fn api_settings(ctx: &Ctx, r: &RawApi) -> Result<ApiSettings> {
+    let mut a = ApiSettings {
+        socket: r.socket.clone(),
+        ..Default::default()
+    };
+    if let Some(t) = &r.trigger_rate {
+        a.trigger_rate = t
+            .get_ref()
+            .parse()
+            .map_err(|m| ctx.err(t.span(), "api.trigger_rate", m))?;
+    }
+    match (&r.tls_cert, &r.tls_key) {
+        (None, None) => {}
+        (Some(c), Some(k)) => {
+            for (v, key) in [(c, "api.tls_cert"), (k, "api.tls_key")] {
+                if let Err(e) = std::fs::metadata(v.get_ref()) {
+                    return Err(ctx.err(
+                        v.span(),
+                        key,
+                        format!("cannot read {}: {e}", v.get_ref()),
+                    ));
+                }
+            }
+            a.tls = Some((PathBuf::from(c.get_ref()), PathBuf::from(k.get_ref())));
+        }
+        (Some(v), None) | (None, Some(v)) => {
+            return Err(ctx.err(
+                v.span(),
+                "api.tls_cert",
+                "tls_cert and tls_key go together: set both, or neither".into(),
+            ))
+        }
+    }
+    if let Some(l) = &r.listen {
+        let addr: std::net::SocketAddr = l.get_ref().parse().map_err(|_| {
+            ctx.err(
+                l.span(),
+                "api.listen",
+                format!(
+                    "\"{}\" is not an address such as 127.0.0.1:7480 or [::1]:7480",
+                    l.get_ref()
+                ),
+            )
+        })?;
+        if !addr.ip().is_loopback() && a.tls.is_none() {
+            return Err(ctx.err(
+                l.span(),
+                "api.listen",
+                format!("{addr} is not a loopback address: bearer tokens would cross the network in clear; set api.tls_cert and api.tls_key, or listen on 127.0.0.1"),
+            ));
+        }
+        a.listen = Some(addr);
+    }
+    for (user, role) in &r.users {
+        let role = role
+            .get_ref()
+            .parse()
+            .map_err(|m| ctx.err(role.span(), &format!("api.users.{user}"), m))?;
+        a.users.insert(user.clone(), role);
+    }
+    for t in &r.tokens {
+        let name = t.name.get_ref().trim();
+        if name.is_empty() || a.tokens.iter().any(|x| x.name == name) {
+            return Err(ctx.err(
+                t.name.span(),
+                "api.tokens.name",
+                format!("\"{name}\": every token needs a name of its own"),
+            ));
+        }
+        let role = t
+            .role
+            .get_ref()
+            .parse()
+            .map_err(|m| ctx.err(t.role.span(), "api.tokens.role", m))?;
+        let hash = t
+            .hash
+            .get_ref()
+            .strip_prefix("sha256:")
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| {
+                ctx.err(
+                    t.hash.span(),
+                    "api.tokens.hash",
+                    "expected sha256: and 64 hex digits, as printed by `keepsake token new`".into(),
+                )
+            })?;
+        a.tokens.push(ApiToken {
+            name: name.to_string(),
+            role,
+            hash,
+        });
+    }
+    Ok(a)
 }
 
 fn webhooks(ctx: &Ctx, r: &RawNotifications) -> Result<Vec<Webhook>> {

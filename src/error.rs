@@ -25,6 +25,12 @@ pub enum Error {
     /// The command line asks for something that cannot be done as asked.
     #[error("{0}")]
     Usage(String),
+    /// What was asked for does not exist (no such backup, job or source).
+    #[error("{0}")]
+    NotFound(String),
+    /// A rule refuses the request as asked (the newest restore-verified backup, for one).
+    #[error("{0}")]
+    Conflict(String),
     /// Keys: unreadable identity, no identity able to open the repository, bad recipient.
     #[error("{0}")]
     Key(String),
@@ -52,7 +58,12 @@ impl Error {
     /// Exit code for this error, per DESIGN.md §7: 1 failed, 2 usage/config, 3 damage.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::ConfigMissing(_) | Error::Usage(_) | Error::Key(_) => 2,
+            Error::Config { .. }
+            | Error::ConfigMissing(_)
+            | Error::Usage(_)
+            | Error::NotFound(_)
+            | Error::Conflict(_)
+            | Error::Key(_) => 2,
             Error::Damage(_) => 3,
             _ => 1,
         }

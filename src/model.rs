@@ -101,3 +101,40 @@ impl RetentionPolicy {
             || self.keep_yearly.is_some()
     }
 }
+
+/// Who may do what through the control API (DESIGN.md §5): each role may do everything the
+/// roles below it may.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads status, backups, jobs, events, metrics; previews a prune.
+    Viewer,
+    /// Also starts backups and verifications, cancels jobs.
+    Operator,
+    /// Also restores, prunes, deletes, reads and changes the configuration and the audit log.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            o => Err(format!(
+                "\"{o}\" is not a role: use viewer, operator or admin"
+            )),
+        }
+    }
+}

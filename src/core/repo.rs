@@ -208,7 +208,7 @@ impl Repository {
                 Ok(m) => out.push(m),
                 // Listed, then gone before it was read: forgotten meanwhile (a concurrent
                 // prune or delete). Not damage, and no reason to fail the whole listing.
-                Err(Error::Usage(_)) if !self.store.exists(&obj.key).await? => {
+                Err(Error::NotFound(_)) if !self.store.exists(&obj.key).await? => {
                     tracing::debug!("backup {id} was forgotten while the repository was listed");
                 }
                 Err(e @ (Error::Damage(_) | Error::Repository(_))) => bad.push((id, e)),
@@ -239,7 +239,7 @@ impl Repository {
         let m: Vec<_> = ids.iter().filter(|i| i.starts_with(id)).collect();
         match m.len() {
             1 => Ok(m[0].clone()),
-            0 => Err(Error::Usage(format!(
+            0 => Err(Error::NotFound(format!(
                 "no backup {id} in {}: `keepsake list` shows the backups",
                 self.location
             ))),
@@ -254,13 +254,13 @@ impl Repository {
         self.manifest_exact(&id).await
     }
 
-    async fn manifest_exact(&self, id: &str) -> Result<Manifest> {
+    pub async fn manifest_exact(&self, id: &str) -> Result<Manifest> {
         let name = format!("snapshots/{id}");
         let sealed = self
             .store
             .get(&name)
             .await?
-            .ok_or_else(|| Error::Usage(format!("no backup {id} in {}", self.location)))?;
+            .ok_or_else(|| Error::NotFound(format!("no backup {id} in {}", self.location)))?;
         let plain = self.key.open(&self.identities, &name, &sealed)?;
         let m: Manifest = serde_json::from_slice(&plain)
             .map_err(|e| Error::Damage(format!("{name}: malformed manifest: {e}")))?;

@@ -93,6 +93,7 @@ pub(super) struct Inner {
     pub(super) events: broadcast::Sender<Event>,
     table: Mutex<Table>,
     root: CancellationToken,
+    pub(super) view: super::view::View,
 }
 
 impl Inner {
@@ -104,6 +105,7 @@ impl Inner {
             events: broadcast::channel(1024).0,
             table: Mutex::new(Table::default()),
             root: CancellationToken::new(),
+            view: Default::default(),
         }
     }
 
@@ -131,9 +133,20 @@ impl Inner {
         if let Ok(mut slot) = self.repo.try_lock() {
             *slot = Some(repo);
         }
+        self.view.invalidate();
     }
 
     pub(super) fn emit(&self, e: Event) {
+        if matches!(
+            e,
+            Event::JobFinished(_)
+                | Event::JobFailed(_)
+                | Event::BackupAdded { .. }
+                | Event::BackupDeleted { .. }
+                | Event::ConfigChanged
+        ) {
+            self.view.invalidate();
+        }
         // No subscriber is fine.
         let _ = self.events.send(e);
     }

@@ -8,13 +8,15 @@
 //!   cleanup hooks and a deadline per job, the job history (written only here);
 //! - `ops/` — one module per operation (backup, verify, restore, prune, delete): each rule
 //!   stated once;
-//! - `query` — list, status and "latest per source", read alike by every face;
+//! - `query` — list, status and "latest per source", read alike by every face; `view` — the
+//!   cached snapshot of the repository they read;
 //! - `history` — the durable job log (cron schedules live in `crate::schedule`); `control` — the
 //!   [`control::Control`] trait the console is generic over.
 //!
 //! Invariant: this is the only place that turns configuration into stores, repositories and
 //! pipeline options; faces never do I/O work themselves.
 
+pub mod audit;
 pub mod command;
 pub mod control;
 pub mod event;
@@ -22,6 +24,7 @@ pub mod history;
 mod job;
 pub mod ops;
 pub mod query;
+pub mod view;
 pub use crate::schedule;
 
 use std::path::PathBuf;
@@ -176,13 +179,20 @@ impl Engine {
         &self,
         source: Option<&str>,
     ) -> Result<(Vec<BackupRow>, Vec<(String, Error)>)> {
-        query::list(&*self.repo().await?, source).await
+        Ok(query::list(&*self.snapshot().await?, source))
+    }
+
+    /// The repository's backups and verification records as last listed (at most
+    /// [`view::TTL`] old; at once after this engine changed something).
+    pub async fn snapshot(&self) -> Result<Arc<view::Snapshot>> {
+        let repo = self.repo().await?;
+        self.0.view.snapshot(&repo).await
     }
 
     /// Per source: last backup, last proven, RPO, measured RTO, next runs.
     pub async fn status(&self) -> Result<Vec<SourceStatus>> {
-        let repo = self.repo().await?;
-        query::status(&self.config(), &repo, &self.history()).await
+        let snap = self.snapshot().await?;
+        Ok(query::status(&self.config(), &snap, &self.history()))
     }
 
     /// Cancel every job and wait (at most `timeout`) for their cleanups to run.

@@ -9,10 +9,9 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::core::format::{BackupType, Manifest};
-use crate::core::repo::Repository;
 use crate::core::verify::{self, VerifyRecord};
 use crate::engine::history::{self as jobs, JobRecord};
-use crate::error::Result;
+use crate::engine::view::Snapshot;
 
 /// The newest backup of each source (in repository order, which is time order), sorted by
 /// source name. Every face that says "latest" means this.
@@ -85,19 +84,21 @@ impl From<&Manifest> for BackupRow {
 }
 
 /// `keepsake list`: the readable backups, and the ids whose manifest is damaged with why.
-pub async fn list(
-    repo: &Repository,
+pub fn list(
+    snap: &Snapshot,
     source: Option<&str>,
-) -> Result<(Vec<BackupRow>, Vec<(String, crate::Error)>)> {
-    let (ok, bad) = repo.manifests_lenient().await?;
-    let records = verify::records(repo).await?;
-    Ok((
-        ok.iter()
+) -> (Vec<BackupRow>, Vec<(String, crate::Error)>) {
+    (
+        snap.manifests
+            .iter()
             .filter(|m| source.is_none_or(|s| m.source.name == s))
-            .map(|m| BackupRow::with_records(m, records.get(&m.id)))
+            .map(|m| BackupRow::with_records(m, snap.records.get(&m.id)))
             .collect(),
-        bad,
-    ))
+        snap.unreadable
+            .iter()
+            .map(|(id, e)| (id.clone(), crate::Error::Damage(e.clone())))
+            .collect(),
+    )
 }
 
 /// One source in `keepsake status`.
@@ -127,13 +128,9 @@ pub struct SourceStatus {
 }
 
 /// `keepsake status`: per configured source (and any other source found in the repository).
-pub async fn status(
-    config: &Config,
-    repo: &Repository,
-    history: &[JobRecord],
-) -> Result<Vec<SourceStatus>> {
-    let (ms, _) = repo.manifests_lenient().await?;
-    let records = verify::records(repo).await?;
+pub fn status(config: &Config, snap: &Snapshot, history: &[JobRecord]) -> Vec<SourceStatus> {
+    let ms: Vec<&Manifest> = snap.manifests.iter().map(|m| &**m).collect();
+    let records = &snap.records;
     let now = Utc::now();
     let mut names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
     for m in &ms {
@@ -143,7 +140,11 @@ pub async fn status(
     }
     let mut out = Vec::new();
     for name in names {
-        let mine: Vec<&Manifest> = ms.iter().filter(|m| m.source.name == name).collect();
+        let mine: Vec<&Manifest> = ms
+            .iter()
+            .copied()
+            .filter(|m| m.source.name == name)
+            .collect();
         let last = mine.last();
         let proven = mine.iter().rev().find_map(|m| {
             let (level, _) = verify::proven(records.get(&m.id));
@@ -200,5 +201,5 @@ pub async fn status(
             last_failed_job,
         });
     }
-    Ok(out)
+    out
 }

@@ -26,7 +26,7 @@ pub(super) async fn run(ctx: &JobCtx, id: &str, force: bool) -> Result<Done> {
         .filter(|x| x.source.name == m.source.name)
         .find(|x| verify::proven(records.get(&x.id)).0 == "restore");
     if newest_restore_proven.is_some_and(|x| x.id == m.id) && !force {
-        return Err(Error::Usage(format!(
+        return Err(Error::Conflict(format!(
             "backup {} is the newest restore-verified backup of {}: deleting it leaves the source without a backup proven to restore; add --force to delete it anyway",
             m.id, m.source.name
         )));

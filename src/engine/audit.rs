@@ -1,0 +1,299 @@
+//! The audit log (DESIGN.md §5): one JSON line per request that changes something or is
+//! refused, and per changing CLI command, in `<state_dir>/audit.jsonl`.
+//!
+//! Invariants:
+//! - The lines form a hash chain: each carries the previous line's hash (`prev`, 64 zeros for
+//!   the first) and its own (`hash` = SHA-256 over `prev` and the line up to the hash field),
+//!   so an edited, removed or reordered line breaks the chain at that line.
+//! - Writers from several processes (the daemon and CLI commands) keep one valid chain: each
+//!   append holds an exclusive lock on the file while it reads the last line and writes its own.
+//! - No secret goes in: callers pass parameters that hold none (restore targets are
+//!   `user@host:port/db`, never a password or full connection string).
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The hash before the first line.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What is recorded about one action (`seq`, `time`, `prev` and `hash` are added on append).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    /// User name (socket, CLI) or token name (TCP).
+    pub actor: String,
+    /// `viewer`, `operator`, `admin`, or `local` for a CLI command (no API role involved).
+    pub role: String,
+    /// `socket`, `tcp` or `cli`.
+    pub via: String,
+    /// What was asked: `backup`, `verify`, `restore`, `prune`, `delete`, `cancel`,
+    /// `config.update`, `config.read`, `audit.read`, `token.new` …
+    pub action: String,
+    /// What it was asked of (a source, a backup id, a job id), when there is one.
+    pub target: Option<String>,
+    /// Parameters without secrets.
+    pub params: serde_json::Value,
+    /// `accepted` (a job started: see `job`), `ok`, `refused`, `failed`.
+    pub outcome: String,
+    /// HTTP status for API requests, exit code for CLI commands.
+    pub code: u16,
+    /// The job started, if any.
+    pub job: Option<String>,
+    /// Why it was refused or failed (a message meant for people, no internals).
+    pub reason: Option<String>,
+}
+
+/// One line of the log as read back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Line {
+    pub seq: u64,
+    pub time: DateTime<Utc>,
+    #[serde(flatten)]
+    pub entry: Entry,
+    pub prev: String,
+    pub hash: String,
+}
+
+/// The audit log of a state directory.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    path: PathBuf,
+}
+
+/// The hash field's prefix in a line: everything before it is what the hash covers.
+const HASH_FIELD: &str = ",\"hash\":\"";
+
+fn digest(prev: &str, body: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(body.as_bytes());
+    hex::encode(h.finalize())
+}
+
+impl AuditLog {
+    pub fn new(state_dir: &Path) -> Self {
+        AuditLog {
+            path: state_dir.join("audit.jsonl"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append `entry` as the next line of the chain; returns its sequence number.
+    pub fn append(&self, entry: &Entry) -> Result<u64> {
+        let ctx = |e| Error::io(format!("writing the audit log {}", self.path.display()), e);
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(ctx)?;
+        }
+        let mut f = {
+            let mut o = std::fs::OpenOptions::new();
+            o.read(true).append(true).create(true);
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o640);
+            o.open(&self.path).map_err(ctx)?
+        };
+        f.lock().map_err(ctx)?;
+        let (seq, prev) = match last_line(&mut f).map_err(ctx)? {
+            None => (1, GENESIS.to_string()),
+            Some(l) => {
+                let last: Line = serde_json::from_str(&l).map_err(|e| {
+                    Error::Other(format!(
+                        "the audit log {} ends in a line that is not an audit record ({e}): run `keepsake audit verify`",
+                        self.path.display()
+                    ))
+                })?;
+                (last.seq + 1, last.hash)
+            }
+        };
+        #[derive(Serialize)]
+        struct Body<'a> {
+            seq: u64,
+            time: DateTime<Utc>,
+            #[serde(flatten)]
+            entry: &'a Entry,
+            prev: &'a str,
+        }
+        let body = serde_json::to_string(&Body {
+            seq,
+            time: Utc::now(),
+            entry,
+            prev: &prev,
+        })
+        .map_err(|e| Error::Other(e.to_string()))?;
+        let hash = digest(&prev, &body);
+        let line = format!("{}{HASH_FIELD}{hash}\"}}\n", &body[..body.len() - 1]);
+        f.write_all(line.as_bytes()).map_err(ctx)?;
+        f.sync_data().map_err(ctx)?;
+        Ok(seq)
+    }
+
+    /// Every line (oldest first), optionally only those at or after `since`. Lines that do
+    /// not parse are skipped (`verify` names them).
+    pub fn read(&self, since: Option<DateTime<Utc>>) -> Result<Vec<Line>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("reading the audit log {}", self.path.display()),
+                    e,
+                ))
+            }
+        };
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Line>(l).ok())
+            .filter(|l| since.is_none_or(|s| l.time >= s))
+            .collect())
+    }
+
+    /// Check the chain: `Ok(n)` with the number of lines, or the first broken line (1-based)
+    /// and what is wrong with it.
+    pub fn verify(&self) -> Result<std::result::Result<u64, (u64, String)>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ok(0)),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("reading the audit log {}", self.path.display()),
+                    e,
+                ))
+            }
+        };
+        Ok(verify_text(&text))
+    }
+}
+
+/// The chain check over the log's text.
+pub fn verify_text(text: &str) -> std::result::Result<u64, (u64, String)> {
+    let mut prev = GENESIS.to_string();
+    let mut n = 0u64;
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        let no = i as u64 + 1;
+        let Some(l) = raw.strip_suffix('\n') else {
+            return Err((no, "the line is cut short (no newline at its end)".into()));
+        };
+        let line: Line =
+            serde_json::from_str(l).map_err(|e| (no, format!("not an audit record: {e}")))?;
+        if line.seq != no {
+            return Err((no, format!("sequence {} where {no} was expected", line.seq)));
+        }
+        if line.prev != prev {
+            return Err((
+                no,
+                "its previous hash does not match the line before it (a line was removed, reordered or changed)".into(),
+            ));
+        }
+        let Some(cut) = l.rfind(HASH_FIELD) else {
+            return Err((no, "no hash field at the end of the line".into()));
+        };
+        let body = format!("{}}}", &l[..cut]);
+        if digest(&prev, &body) != line.hash || !l.ends_with(&format!("{}\"}}", line.hash)) {
+            return Err((
+                no,
+                "its hash does not match its content (the line was changed)".into(),
+            ));
+        }
+        prev = line.hash;
+        n = no;
+    }
+    Ok(n)
+}
+
+/// The last non-empty line of `f` (read backwards in blocks).
+fn last_line(f: &mut std::fs::File) -> std::io::Result<Option<String>> {
+    let len = f.seek(SeekFrom::End(0))?;
+    let mut tail = Vec::new();
+    let mut pos = len;
+    loop {
+        let step = (64 * 1024u64).min(pos.max(1));
+        let start = pos.saturating_sub(step);
+        let mut buf = vec![0; (pos - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut buf)?;
+        buf.extend_from_slice(&tail);
+        tail = buf;
+        pos = start;
+        let trimmed = tail.strip_suffix(b"\n").unwrap_or(&tail);
+        if let Some(i) = trimmed.iter().rposition(|b| *b == b'\n') {
+            return Ok(Some(
+                String::from_utf8_lossy(&trimmed[i + 1..]).into_owned(),
+            ));
+        }
+        if pos == 0 {
+            return Ok((!trimmed.is_empty()).then(|| String::from_utf8_lossy(trimmed).into_owned()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(action: &str) -> Entry {
+        Entry {
+            actor: "alice".into(),
+            role: "admin".into(),
+            via: "socket".into(),
+            action: action.into(),
+            target: Some("wedsync".into()),
+            params: serde_json::json!({"type": "full"}),
+            outcome: "accepted".into(),
+            code: 202,
+            job: Some("j1".into()),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn chain_verifies_and_names_the_first_changed_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path());
+        for a in ["backup", "verify", "delete", "prune"] {
+            log.append(&entry(a)).unwrap();
+        }
+        assert_eq!(log.verify().unwrap(), Ok(4));
+        let lines = log.read(None).unwrap();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[2].entry.action, "delete");
+        assert_eq!(lines[0].prev, GENESIS);
+        assert_eq!(lines[1].prev, lines[0].hash);
+
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        // Change one field of line 3.
+        let changed = text.replacen("\"delete\"", "\"backup\"", 1);
+        assert_eq!(verify_text(&changed).unwrap_err().0, 3);
+        // Remove line 2.
+        let ls: Vec<&str> = text.split_inclusive('\n').collect();
+        let removed = [ls[0], ls[2], ls[3]].concat();
+        assert_eq!(verify_text(&removed).unwrap_err().0, 2);
+        // Cut the last line short.
+        assert_eq!(verify_text(&text[..text.len() - 5]).unwrap_err().0, 4);
+    }
+
+    #[test]
+    fn concurrent_appenders_keep_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let log = AuditLog::new(dir.path());
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        log.append(&entry("backup")).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(AuditLog::new(dir.path()).verify().unwrap(), Ok(100));
+    }
+}
