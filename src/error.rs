@@ -69,6 +69,23 @@ impl Error {
         }
     }
 
+    /// A stable name for the kind of error (the control API's error codes and job outcomes).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Config { .. } | Error::ConfigMissing(_) => "config",
+            Error::Usage(_) => "invalid",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::Key(_) => "key",
+            Error::Repository(_) => "repository",
+            Error::Damage(_) => "damage",
+            Error::Postgres(_) => "postgres",
+            Error::Storage(_) => "storage",
+            Error::Cancelled(_) => "cancelled",
+            Error::Other(_) => "failed",
+        }
+    }
+
     pub(crate) fn io(context: impl std::fmt::Display, err: std::io::Error) -> Self {
         Error::Other(format!("{context}: {err}"))
     }

@@ -108,6 +108,39 @@ pub fn status_table(st: &[SourceStatus]) -> String {
     s
 }
 
+/// `keepsake audit`: one line per audit record.
+pub fn audit_table(lines: &[crate::engine::audit::Line]) -> String {
+    if lines.is_empty() {
+        return "no audit records yet\n".into();
+    }
+    let mut s = format!(
+        "{:>5} {:<20} {:<16} {:<8} {:<6} {:<14} {:<9} {:>4}  {}\n",
+        "SEQ", "TIME (UTC)", "ACTOR", "ROLE", "VIA", "ACTION", "OUTCOME", "CODE", "TARGET / REASON"
+    );
+    for l in lines {
+        let e = &l.entry;
+        let what = match (&e.target, &e.reason) {
+            (Some(t), Some(r)) => format!("{t}: {r}"),
+            (Some(t), None) => t.clone(),
+            (None, Some(r)) => r.clone(),
+            (None, None) => String::new(),
+        };
+        s.push_str(&format!(
+            "{:>5} {:<20} {:<16} {:<8} {:<6} {:<14} {:<9} {:>4}  {}\n",
+            l.seq,
+            l.time.format("%Y-%m-%d %H:%M:%S"),
+            e.actor,
+            e.role,
+            e.via,
+            e.action,
+            e.outcome,
+            e.code,
+            what.lines().next().unwrap_or("")
+        ));
+    }
+    s
+}
+
 pub fn jobs_table(jobs: &[JobRecord]) -> String {
     if jobs.is_empty() {
         return "no jobs recorded yet\n".into();

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Config};
 use crate::core::format::BackupType;
 use crate::core::verify::Level;
+use crate::engine::audit::{AuditLog, Entry};
 use crate::engine::{
     self, Command as Job, Engine, JobResult, RestoreRequest, RestoreTarget, VerifyTarget,
 };
@@ -159,11 +160,45 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The audit log: every change made through the control API or these commands, with who
+    /// made it (a hash chain: `audit verify` checks it)
+    Audit {
+        /// Only lines at or after this time (RFC 3339, e.g. 2026-12-01T03:00:00Z)
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<AuditCommand>,
+    },
+    /// Control API tokens (for TCP callers)
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Run the whole flow on a throwaway database and repository
     Demo {
         /// Keep the demo directory (cluster, repository, key) instead of removing it
         #[arg(long)]
         keep: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; exit 3 and name the first broken line if it is broken
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token: prints it once (first line), then the [[api.tokens]] entry to paste into
+    /// the configuration (only its hash is stored)
+    New {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_name = "viewer|operator|admin")]
+        role: crate::model::Role,
     },
 }
 
@@ -227,14 +262,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             verify,
             json: as_json,
         } => {
-            backup(
-                &Engine::new(load_config(&cli)?),
+            let c = load_config(&cli)?;
+            let params = serde_json::json!({"type": kind, "verify": verify});
+            let res = backup(
+                &Engine::new(c.clone()),
                 source.as_deref(),
                 *kind,
                 *verify,
                 *as_json,
             )
-            .await
+            .await;
+            audit_cli(&c, "backup", source.clone(), params, &res);
+            res
         }
         Command::Verify {
             id,
@@ -283,6 +322,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             jobs,
         } => {
             let c = load_config(&cli)?;
+            let audit_target = restore_target(target, None).map(|t| t.display()).ok();
             let req = RestoreRequest {
                 id: id.clone(),
                 target: RestoreTarget(restore_target(target, target_password.as_deref())?),
@@ -292,14 +332,39 @@ pub async fn run(cli: Cli) -> Result<()> {
                 no_owner: *no_owner,
                 jobs: *jobs,
             };
-            restore(&Engine::new(c), req).await
+            let params = serde_json::json!({"target": audit_target, "create": create, "clean": clean, "confirm": confirm});
+            let res = restore(&Engine::new(c.clone()), req).await;
+            audit_cli(&c, "restore", Some(id.clone()), params, &res);
+            res
         }
         Command::Prune {
             dry_run,
             json: as_json,
-        } => prune(&Engine::new(load_config(&cli)?), *dry_run, *as_json).await,
+        } => {
+            let c = load_config(&cli)?;
+            let res = prune(&Engine::new(c.clone()), *dry_run, *as_json).await;
+            if !dry_run {
+                audit_cli(
+                    &c,
+                    "prune",
+                    None,
+                    serde_json::json!({"dry_run": false}),
+                    &res,
+                );
+            }
+            res
+        }
         Command::Delete { id, confirm, force } => {
-            delete(&Engine::new(load_config(&cli)?), id, confirm, *force).await
+            let c = load_config(&cli)?;
+            let res = delete(&Engine::new(c.clone()), id, confirm, *force).await;
+            audit_cli(
+                &c,
+                "delete",
+                Some(id.clone()),
+                serde_json::json!({"force": force}),
+                &res,
+            );
+            res
         }
         Command::Status { json: as_json } => {
             let st = Engine::new(load_config(&cli)?).status().await?;
@@ -314,6 +379,21 @@ pub async fn run(cli: Cli) -> Result<()> {
                 return out(&json(&jobs)?);
             }
             out(&present::jobs_table(&jobs))
+        }
+        Command::Token {
+            command: TokenCommand::New { name, role },
+        } => token_new(name, *role),
+        Command::Audit {
+            since,
+            json: as_json,
+            command,
+        } => {
+            let c = load_config(&cli)?;
+            let log = AuditLog::new(&engine::state_dir(&c)?);
+            match command {
+                Some(AuditCommand::Verify) => audit_verify(&log),
+                None => audit_show(&log, since.as_deref(), *as_json),
+            }
         }
         Command::Daemon | Command::Demo { .. } => Err(Error::Other(
             "internal: the daemon and the demo are chosen in main.rs".into(),
@@ -522,6 +602,86 @@ async fn delete(e: &Engine, id: &str, confirm: &str, force: bool) -> Result<()> 
             "deleted backup {id} of {source}; its packs are freed by the next prune\n"
         )),
         _ => Err(render::error_of(&o)),
+    }
+}
+
+/// Record a changing command in the audit log of the configuration's state directory. A log
+/// that cannot be written is reported, not fatal: the command already happened.
+fn audit_cli(
+    c: &Config,
+    action: &str,
+    target: Option<String>,
+    params: serde_json::Value,
+    res: &Result<()>,
+) {
+    let Ok(dir) = engine::state_dir(c) else {
+        return;
+    };
+    let entry = Entry {
+        actor: crate::api::auth::current_user(),
+        role: "local".into(),
+        via: "cli".into(),
+        action: action.into(),
+        target,
+        params,
+        outcome: if res.is_ok() { "ok" } else { "failed" }.into(),
+        code: res
+            .as_ref()
+            .err()
+            .map(|e| e.exit_code() as u16)
+            .unwrap_or(0),
+        job: None,
+        reason: res.as_ref().err().map(|e| e.to_string()),
+    };
+    if let Err(e) = AuditLog::new(&dir).append(&entry) {
+        eprintln!("warning: {e}");
+    }
+}
+
+/// `token new`: the token alone on the first line (for `| head -1`), then the entry to paste.
+fn token_new(name: &str, role: crate::model::Role) -> Result<()> {
+    if name.trim().is_empty() || name.contains(['"', '\\', '\n']) {
+        return Err(Error::Usage(
+            "--name must be a plain non-empty name (no quotes or backslashes)".into(),
+        ));
+    }
+    let (token, hash) = crate::api::auth::new_token();
+    out(&format!(
+        "{token}\n\n# Paste into the configuration ([api] section), then reload the daemon (SIGHUP).\n# The token above is shown only now; only its hash is stored.\n[[api.tokens]]\nname = \"{name}\"\nrole = \"{}\"\nhash = \"{hash}\"\n",
+        role.as_str()
+    ))
+}
+
+fn audit_show(log: &AuditLog, since: Option<&str>, as_json: bool) -> Result<()> {
+    let since = since
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    Error::Usage(format!(
+                        "--since {s}: expected RFC 3339 such as 2026-12-01T03:00:00Z"
+                    ))
+                })
+        })
+        .transpose()?;
+    let lines = log.read(since)?;
+    if as_json {
+        return out(&json(&lines)?);
+    }
+    out(&present::audit_table(&lines))
+}
+
+fn audit_verify(log: &AuditLog) -> Result<()> {
+    match log.verify()? {
+        Ok(n) => out(&format!(
+            "{}: the chain of {n} line{} is intact\n",
+            log.path().display(),
+            if n == 1 { "" } else { "s" }
+        )),
+        Err((line, why)) => Err(Error::Damage(format!(
+            "{} line {line}: {why}; the lines before it are intact",
+            log.path().display()
+        ))),
     }
 }
 

@@ -260,7 +260,7 @@ impl Scheduler {
     }
 
     /// Reload the configuration after SIGHUP (keep the old one if the new one is invalid).
-    async fn reload(&mut self, alerts: &mut Alerts) {
+    async fn reload(&mut self) {
         let new = match config::load(&self.path) {
             Ok(c) => c,
             Err(e) => {
@@ -282,7 +282,6 @@ impl Scheduler {
         }
         self.waiting
             .retain(|name, _| new.sources.iter().any(|s| &s.name == name));
-        alerts.reconfigure(&new);
         tracing::info!(
             "SIGHUP: configuration reloaded from {} ({} source(s))",
             self.path.display(),
@@ -610,6 +609,8 @@ async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result
         CancelOnDrop(rpo_stop.clone()),
     ));
     let mut events = engine.subscribe();
+    // The control API (the daemon serves it; it is a face of the same engine).
+    let api = crate::api::serve(engine.clone(), state_dir).await?;
     let catalog_wake = catalog.as_ref().map(|c| c.wake.clone());
 
     loop {
@@ -620,7 +621,7 @@ async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result
             .reload
             .swap(false, std::sync::atomic::Ordering::SeqCst)
         {
-            sched.reload(&mut alerts).await;
+            sched.reload().await;
         }
         let cfg = engine.config();
         let now = Utc::now();
@@ -639,6 +640,10 @@ async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result
                     Ok(e) => {
                         if let Some(ev) = webhook(&e) {
                             alerts.notifier.send(ev);
+                        }
+                        if matches!(e, Event::ConfigChanged) {
+                            // SIGHUP or PUT /v1/config: webhooks and timeouts follow.
+                            alerts.reconfigure(&engine.config());
                         }
                         if matches!(e, Event::JobStarted { .. } | Event::JobFinished(_) | Event::JobFailed(_)) {
                             if let Some(w) = &catalog_wake {
@@ -660,6 +665,8 @@ async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result
     }
     tracing::info!("daemon stopping");
     let t = std::time::Instant::now();
+    // No new requests; open ones get a moment, event streams end.
+    api.stop().await;
     let shutdown_timeout = engine.config().daemon.shutdown_timeout;
     // Cancel every job; their cleanup hooks (scratch databases, leases) run before they end.
     engine.shutdown(shutdown_timeout).await;

@@ -125,6 +125,10 @@ pub struct JobOutcome {
     pub exit_code: i32,
     /// What went wrong, for people (sanitized: no secrets).
     pub error: Option<String>,
+    /// The kind of error (`not_found`, `conflict`, `invalid`, `damage`, `cancelled`, …), so a
+    /// face can answer without parsing the message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<&'static str>,
     pub result: Option<JobResult>,
 }
 

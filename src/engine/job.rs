@@ -229,6 +229,7 @@ impl JobHandle {
                     status: JobStatus::Interrupted,
                     exit_code: 1,
                     error: Some("the job runner stopped before the job ended".into()),
+                    error_kind: Some("failed"),
                     result: None,
                 };
             }
@@ -460,6 +461,7 @@ impl Runner {
                         status: JobStatus::Cancelled,
                         exit_code: 1,
                         error: Some(format!("cancelled: the {} was cancelled before it started", cmd.kind())),
+                        error_kind: Some("cancelled"),
                         result: None,
                     };
                     let record = inner
@@ -523,6 +525,16 @@ impl Runner {
         }
         drop(guard);
         let kind = cmd.kind();
+        let kind_of = match &end {
+            End::Ran(Err(e)) => Some(e.kind()),
+            End::Ran(Ok(d)) if d.failure.as_ref().is_some_and(|f| f.exit_code == 3) => {
+                Some("damage")
+            }
+            End::Ran(Ok(d)) if d.failure.is_some() => Some("failed"),
+            End::Ran(Ok(_)) => None,
+            End::Cancelled => Some("cancelled"),
+            End::TimedOut(_) => Some("timeout"),
+        };
         let (status, exit_code, error, result) = match end {
             End::Ran(Ok(d)) => match d.failure {
                 None => (JobStatus::Completed, 0, None, d.result),
@@ -569,6 +581,7 @@ impl Runner {
             status,
             exit_code,
             error,
+            error_kind: kind_of,
             result,
         };
         self.finish(outcome, record.filter(|_| write_history));

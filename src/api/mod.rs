@@ -1,0 +1,229 @@
+//! The control API (DESIGN.md §5): JSON over HTTP/1.1, served by the daemon on a Unix socket
+//! and, when configured, on TCP with bearer tokens. A face of the engine: every request
+//! becomes an engine query or [`Command`](crate::engine::Command); nothing here decides what
+//! an operation means.
+//!
+//! Module map: `server` — listeners, connections, timeouts, the connection cap; `auth` — who
+//! is calling; `routes` — the route table (method, path, role) and the handlers; `body` —
+//! input limits and validation; `error` — the one error shape; `metrics` — Prometheus text;
+//! `config_edit` — `PUT /v1/config` as a merge patch written with its comments kept;
+//! `client` — the caller's side (the CLI, tests, the console attaching).
+//!
+//! Invariants:
+//! - Every request is authenticated before anything else (an unknown route answers 401/403
+//!   to a stranger, 404 only to a caller), then checked against its route's role.
+//! - A refused request changes nothing; every request that changes something or is refused
+//!   leaves an audit line (without secrets: only validated fields are recorded).
+//! - Answers come from the engine's cached view, never a repository listing per request.
+
+pub mod auth;
+pub mod body;
+pub mod client;
+pub mod config_edit;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+use crate::config::Rate;
+use crate::engine::audit::{AuditLog, Entry};
+use crate::engine::Engine;
+use auth::{Caller, Peer};
+use error::ApiError;
+
+pub use server::{serve, Server};
+
+/// The state every handler shares.
+#[derive(Clone)]
+pub struct Api {
+    pub engine: Engine,
+    pub audit: Option<AuditLog>,
+    limiter: Arc<Mutex<(Rate, Arc<DefaultKeyedRateLimiter<String>>)>>,
+    /// One configuration change at a time.
+    pub config_lock: Arc<tokio::sync::Mutex<()>>,
+    pub stopping: tokio_util::sync::CancellationToken,
+    pub started: std::time::Instant,
+}
+
+fn limiter(rate: Rate) -> Arc<DefaultKeyedRateLimiter<String>> {
+    let count = std::num::NonZeroU32::new(rate.count).unwrap_or(std::num::NonZeroU32::MIN);
+    let period = rate.per / rate.count.max(1);
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(count))
+        .allow_burst(count);
+    Arc::new(governor::RateLimiter::keyed(quota))
+}
+
+impl Api {
+    pub fn new(
+        engine: Engine,
+        audit: Option<AuditLog>,
+        stopping: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        let rate = engine.config().api.trigger_rate;
+        Api {
+            engine,
+            audit,
+            limiter: Arc::new(Mutex::new((rate, limiter(rate)))),
+            config_lock: Default::default(),
+            stopping,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// `[api] trigger_rate` for requests that start work, per caller: 429 with the seconds
+    /// until the next one is allowed.
+    pub fn check_rate(&self, caller: &Caller) -> Result<(), ApiError> {
+        let rate = self.engine.config().api.trigger_rate;
+        let lim = {
+            let mut g = match self.limiter.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if g.0 != rate {
+                *g = (rate, limiter(rate));
+            }
+            g.1.clone()
+        };
+        let key = format!("{}:{}", caller.via, caller.name);
+        lim.check_key(&key).map_err(|not_until| {
+            use governor::clock::Clock;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            ApiError::rate_limited(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+        })
+    }
+
+    /// Append an audit line; a failure to write it is logged (the request already happened).
+    pub fn record(&self, entry: Entry) {
+        if let Some(a) = &self.audit {
+            if let Err(e) = a.append(&entry) {
+                tracing::error!("could not write the audit log: {e}");
+            }
+        }
+    }
+}
+
+/// What an audited request did, filled in by its handler.
+#[derive(Debug, Default)]
+pub struct Note {
+    pub target: Option<String>,
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub job: Option<String>,
+}
+
+/// Authenticate, check the route's role, refuse while stopping; audit refusals.
+async fn guard(
+    State(api): State<Api>,
+    matched: Option<MatchedPath>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .cloned()
+        .unwrap_or(Peer::Unix { uid: None });
+    let cfg = api.engine.config();
+    let route = matched
+        .as_ref()
+        .and_then(|p| routes::find(req.method(), p.as_str()));
+    let action = route.map(|r| r.action).unwrap_or("unknown");
+    let changing = req.method() != Method::GET;
+    let caller = match auth::caller(&peer, req.headers(), &cfg.api) {
+        Ok(c) => c,
+        Err(e) => {
+            let (actor, via) = match &peer {
+                Peer::Unix { uid } => (
+                    uid.map(auth::user_name).unwrap_or_else(|| "unknown".into()),
+                    "socket",
+                ),
+                Peer::Tcp { addr } => (format!("token? from {}", addr.ip()), "tcp"),
+            };
+            api.record(Entry {
+                actor,
+                role: "none".into(),
+                via: via.into(),
+                action: action.into(),
+                target: None,
+                params: serde_json::Value::Null,
+                outcome: "refused".into(),
+                code: e.status.as_u16(),
+                job: None,
+                reason: Some(e.message.clone()),
+            });
+            return e.into_response();
+        }
+    };
+    let refuse = |e: ApiError| {
+        if changing || e.status == StatusCode::FORBIDDEN {
+            api.record(Entry {
+                actor: caller.name.clone(),
+                role: caller.role.as_str().into(),
+                via: caller.via.into(),
+                action: action.into(),
+                target: None,
+                params: serde_json::Value::Null,
+                outcome: "refused".into(),
+                code: e.status.as_u16(),
+                job: None,
+                reason: Some(e.message.clone()),
+            });
+        }
+        e.into_response()
+    };
+    if let Some(r) = route {
+        if caller.role < r.role {
+            return refuse(ApiError::forbidden(format!(
+                "{} {} needs the {} role; {} has {}",
+                r.method,
+                r.path,
+                r.role.as_str(),
+                caller.name,
+                caller.role.as_str()
+            )));
+        }
+    }
+    if changing && api.stopping.is_cancelled() {
+        return refuse(ApiError::unavailable("the daemon is shutting down"));
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// Answers made outside the handlers (a path that did not parse, a wrong method) get the
+/// JSON error shape too.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let r = next.run(req).await;
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if (r.status().is_client_error() || r.status().is_server_error()) && !is_json {
+        return ApiError::for_status(r.status()).into_response();
+    }
+    r
+}
+
+/// The router: every route of [`routes::ROUTES`], behind the guard.
+pub fn router(api: Api) -> axum::Router {
+    let mut r = axum::Router::new();
+    for route in routes::ROUTES {
+        r = r.route(route.path, routes::handler(route));
+    }
+    r.fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::for_status(StatusCode::METHOD_NOT_ALLOWED)
+        })
+        .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
+        .layer(axum::middleware::from_fn(json_errors))
+        .with_state(api)
+}

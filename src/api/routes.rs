@@ -1,0 +1,581 @@
+//! The route table (DESIGN.md §5) and its handlers. [`ROUTES`] is the one list: the router is
+//! built from it, the guard reads each route's role from it, and a test compares it with
+//! `assets/openapi.yaml`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{self, MethodRouter};
+use axum::{Extension, Json};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::body;
+use super::error::ApiError;
+use super::{Api, Note};
+use crate::core::format::{BackupType, Manifest};
+use crate::engine::audit::Entry;
+use crate::engine::view::Snapshot;
+use crate::engine::{Command, JobOutcome, RestoreRequest, RestoreTarget, VerifyTarget};
+use crate::model::{Level, Role};
+use crate::pg::conninfo::ConnInfo;
+
+/// One route: method, path (axum syntax), the least role allowed, the audit action name.
+#[derive(Debug)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub role: Role,
+    pub action: &'static str,
+}
+
+const fn r(method: &'static str, path: &'static str, role: Role, action: &'static str) -> Route {
+    Route {
+        method,
+        path,
+        role,
+        action,
+    }
+}
+
+/// Every route the API serves.
+pub const ROUTES: &[Route] = &[
+    r("GET", "/v1/status", Role::Viewer, "status"),
+    r("GET", "/v1/backups", Role::Viewer, "backups.list"),
+    r("POST", "/v1/backups", Role::Operator, "backup"),
+    r("GET", "/v1/backups/{id}", Role::Viewer, "backups.show"),
+    r("DELETE", "/v1/backups/{id}", Role::Admin, "delete"),
+    r("POST", "/v1/backups/{id}/verify", Role::Operator, "verify"),
+    r("POST", "/v1/backups/{id}/restore", Role::Admin, "restore"),
+    // A dry run is a viewer's; a real prune needs admin (checked in the handler).
+    r("POST", "/v1/prune", Role::Viewer, "prune"),
+    r("GET", "/v1/jobs", Role::Viewer, "jobs.list"),
+    r("GET", "/v1/jobs/{id}", Role::Viewer, "jobs.show"),
+    r("POST", "/v1/jobs/{id}/cancel", Role::Operator, "cancel"),
+    r("GET", "/v1/events", Role::Viewer, "events"),
+    r("GET", "/v1/config", Role::Admin, "config.read"),
+    r("PUT", "/v1/config", Role::Admin, "config.update"),
+    r("GET", "/v1/audit", Role::Admin, "audit.read"),
+    r("GET", "/metrics", Role::Viewer, "metrics"),
+];
+
+/// The route `method path` (a matched axum path), if any.
+pub fn find(method: &Method, path: &str) -> Option<&'static Route> {
+    ROUTES
+        .iter()
+        .find(|r| r.path == path && r.method == method.as_str())
+}
+
+/// The handler of a route of [`ROUTES`].
+pub fn handler(route: &Route) -> MethodRouter<Api> {
+    use routing::{delete, get, post, put};
+    match (route.method, route.path) {
+        ("GET", "/v1/status") => get(status),
+        ("GET", "/v1/backups") => get(list_backups),
+        ("POST", "/v1/backups") => post(start_backup),
+        ("GET", "/v1/backups/{id}") => get(show_backup),
+        ("DELETE", "/v1/backups/{id}") => delete(delete_backup),
+        ("POST", "/v1/backups/{id}/verify") => post(start_verify),
+        ("POST", "/v1/backups/{id}/restore") => post(start_restore),
+        ("POST", "/v1/prune") => post(prune),
+        ("GET", "/v1/jobs") => get(list_jobs),
+        ("GET", "/v1/jobs/{id}") => get(show_job),
+        ("POST", "/v1/jobs/{id}/cancel") => post(cancel_job),
+        ("GET", "/v1/events") => get(events),
+        ("GET", "/v1/config") => get(super::config_edit::get_config),
+        ("PUT", "/v1/config") => put(super::config_edit::put_config),
+        ("GET", "/v1/audit") => get(audit),
+        ("GET", "/metrics") => get(super::metrics::metrics),
+        _ => routing::any(|| async { ApiError::internal("a route without a handler") }),
+    }
+}
+
+/// A successful answer.
+pub enum Reply {
+    /// 202 with the job started (and its Location).
+    Accepted(String),
+    /// 200 with a JSON body.
+    Ok(Value),
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        match self {
+            Reply::Ok(v) => Json(v).into_response(),
+            Reply::Accepted(job) => {
+                let mut r = (StatusCode::ACCEPTED, Json(json!({ "job": job }))).into_response();
+                if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{job}")) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                r
+            }
+        }
+    }
+}
+
+/// Audit a changing request and answer it.
+pub fn finish(
+    api: &Api,
+    caller: &Caller,
+    action: &str,
+    note: Note,
+    r: Result<Reply, ApiError>,
+) -> Response {
+    let (outcome, code, job, reason) = match &r {
+        Ok(Reply::Accepted(j)) => ("accepted", 202, Some(j.clone()), None),
+        Ok(Reply::Ok(_)) => ("ok", 200, note.job.clone(), None),
+        Err(e) => (
+            if e.status.is_server_error() {
+                "failed"
+            } else {
+                "refused"
+            },
+            e.status.as_u16(),
+            note.job.clone(),
+            Some(e.message.clone()),
+        ),
+    };
+    api.record(Entry {
+        actor: caller.name.clone(),
+        role: caller.role.as_str().into(),
+        via: caller.via.into(),
+        action: action.into(),
+        target: note.target,
+        params: Value::Object(note.params),
+        outcome: outcome.into(),
+        code,
+        job,
+        reason,
+    });
+    match r {
+        Ok(x) => x.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn json_of<T: serde::Serialize + ?Sized>(v: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(v).map_err(ApiError::internal)
+}
+
+async fn snapshot(api: &Api) -> Result<Arc<Snapshot>, ApiError> {
+    Ok(api.engine.snapshot().await?)
+}
+
+/// A backup by id or unique prefix, from the cached view.
+fn resolve(snap: &Snapshot, id: &str) -> Result<Arc<Manifest>, ApiError> {
+    if let Some(m) = snap.manifests.iter().find(|m| m.id == id) {
+        return Ok(m.clone());
+    }
+    let hits: Vec<&Arc<Manifest>> = if id.len() >= 4 {
+        snap.manifests
+            .iter()
+            .filter(|m| m.id.starts_with(id))
+            .collect()
+    } else {
+        vec![]
+    };
+    match hits.as_slice() {
+        [m] => Ok((*m).clone()),
+        [] => Err(ApiError::not_found(format!(
+            "no backup {}: GET /v1/backups lists them",
+            printable(id)
+        ))),
+        many => Err(ApiError::field(
+            "id",
+            format!("matches {} backups: give more of the id", many.len()),
+        )),
+    }
+}
+
+/// An id as it may appear in a message: short and printable.
+fn printable(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(64)
+        .collect()
+}
+
+async fn status(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    body::query(q.as_deref(), &[])?;
+    Ok(Reply::Ok(json_of(&api.engine.status().await?)?))
+}
+
+async fn list_backups(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    let q = body::query(q.as_deref(), &["source"])?;
+    let snap = snapshot(&api).await?;
+    let (rows, _) = crate::engine::query::list(&snap, q.get("source").map(String::as_str));
+    Ok(Reply::Ok(json_of(&rows)?))
+}
+
+async fn show_backup(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Reply, ApiError> {
+    body::query(q.as_deref(), &[])?;
+    let snap = snapshot(&api).await?;
+    let m = resolve(&snap, &id)?;
+    Ok(Reply::Ok(json_of(&crate::present::show_json(
+        &m,
+        snap.records.get(&m.id),
+    ))?))
+}
+
+fn submit(api: &Api, cmd: Command) -> Result<String, ApiError> {
+    Ok(api.engine.submit(cmd)?.id)
+}
+
+async fn start_backup(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    let mut note = Note::default();
+    let r = async {
+        body::query(req.uri().query(), &[])?;
+        let mut f = body::json_object(req).await?;
+        let cfg = api.engine.config();
+        let source = f.string("source");
+        let kind: Option<BackupType> = f.parsed("type");
+        let verify: Option<Level> = f.parsed("verify");
+        let source = match source {
+            Some(s) if cfg.sources.iter().any(|x| x.name == s) => Some(s),
+            Some(s) => {
+                let names: Vec<&str> = cfg.sources.iter().map(|x| x.name.as_str()).collect();
+                f.error(
+                    "source",
+                    format!(
+                        "no source {}: configured are {}",
+                        printable(&s),
+                        names.join(", ")
+                    ),
+                );
+                None
+            }
+            None if cfg.sources.len() == 1 => Some(cfg.sources[0].name.clone()),
+            None => {
+                f.error("source", "required: this daemon has several sources");
+                None
+            }
+        };
+        f.finish()?;
+        let source = source.unwrap_or_default();
+        note.target = Some(source.clone());
+        note.params.insert("type".into(), json!(kind));
+        note.params.insert("verify".into(), json!(verify));
+        api.check_rate(&caller)?;
+        Ok(Reply::Accepted(submit(
+            &api,
+            Command::Backup {
+                source,
+                kind,
+                verify,
+            },
+        )?))
+    }
+    .await;
+    finish(&api, &caller, "backup", note, r)
+}
+
+async fn start_verify(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    let mut note = Note::default();
+    let r = async {
+        body::query(req.uri().query(), &[])?;
+        let mut f = body::json_object(req).await?;
+        let level: Option<Level> = f.parsed("level");
+        f.finish()?;
+        let m = resolve(&*snapshot(&api).await?, &id)?;
+        let level = level.unwrap_or(Level::Data);
+        note.target = Some(m.id.clone());
+        note.params.insert("level".into(), json!(level));
+        api.check_rate(&caller)?;
+        Ok(Reply::Accepted(submit(
+            &api,
+            Command::Verify {
+                target: VerifyTarget::Id(m.id.clone()),
+                level,
+            },
+        )?))
+    }
+    .await;
+    finish(&api, &caller, "verify", note, r)
+}
+
+async fn start_restore(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    let mut note = Note::default();
+    let r = async {
+        body::query(req.uri().query(), &[])?;
+        let mut f = body::json_object(req).await?;
+        let target = f.string("target");
+        let create = f.bool("create").unwrap_or(false);
+        let clean = f.bool("clean").unwrap_or(false);
+        let confirm = f.string("confirm");
+        let no_owner = f.bool("no_owner").unwrap_or(false);
+        let jobs = f.uint("jobs", 64);
+        let target = match target.as_deref().map(ConnInfo::parse) {
+            None => {
+                f.error("target", "required: postgres://user@host:port/dbname");
+                None
+            }
+            // The parser's message names what is wrong, never the value.
+            Some(Err(m)) => {
+                f.error("target", m);
+                None
+            }
+            Some(Ok(ci)) if ci.password.is_some() => {
+                f.error(
+                    "target",
+                    "must not carry a password: the daemon connects with its own credentials (its ~/.pgpass or PGPASSFILE)",
+                );
+                None
+            }
+            Some(Ok(ci)) => Some(ci),
+        };
+        if jobs == Some(0) {
+            f.error("jobs", "expected 1 or more");
+        }
+        f.finish()?;
+        let m = resolve(&*snapshot(&api).await?, &id)?;
+        let target = target.ok_or_else(|| ApiError::field("target", "required"))?;
+        note.target = Some(m.id.clone());
+        note.params.insert("target".into(), json!(target.display()));
+        note.params.insert("create".into(), json!(create));
+        note.params.insert("clean".into(), json!(clean));
+        note.params.insert("confirm".into(), json!(confirm));
+        api.check_rate(&caller)?;
+        Ok(Reply::Accepted(submit(
+            &api,
+            Command::Restore(RestoreRequest {
+                id: m.id.clone(),
+                target: RestoreTarget(target),
+                create,
+                clean,
+                confirm,
+                no_owner,
+                jobs: jobs.map(|j| j as usize),
+            }),
+        )?))
+    }
+    .await;
+    finish(&api, &caller, "restore", note, r)
+}
+
+/// The answer for a job waited on: 200 with its result, or the status its error kind means.
+fn outcome_reply(o: JobOutcome) -> Result<Reply, ApiError> {
+    if o.exit_code == 0 {
+        return Ok(Reply::Ok(json_of(&o.result)?));
+    }
+    let msg = o.error.clone().unwrap_or_else(|| "failed".into());
+    Err(match o.error_kind {
+        Some("not_found") => ApiError::not_found(msg),
+        Some("conflict") => ApiError::conflict(msg),
+        Some("invalid") => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", msg),
+        Some("cancelled") => ApiError::unavailable(msg),
+        _ => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "job_failed",
+            format!("job {} failed: GET /v1/jobs/{} has its error", o.job, o.job),
+        ),
+    })
+}
+
+async fn delete_backup(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let mut note = Note::default();
+    let r = async {
+        let q = body::query(q.as_deref(), &["confirm", "force"])?;
+        let force = body::flag(&q, "force")?;
+        let m = resolve(&*snapshot(&api).await?, &id)?;
+        note.target = Some(m.id.clone());
+        note.params.insert("force".into(), json!(force));
+        let confirm = q.get("confirm").map(String::as_str).unwrap_or("");
+        if !crate::engine::ops::delete::confirmed(&id, &m.id, confirm) {
+            return Err(ApiError::field(
+                "query.confirm",
+                format!("must repeat the backup's id ({})", m.id),
+            ));
+        }
+        let h = api.engine.submit(Command::Delete {
+            id: m.id.clone(),
+            force,
+        })?;
+        note.job = Some(h.id.clone());
+        let o = h.wait().await;
+        outcome_reply(o).map(|_| Reply::Ok(json!({"deleted": m.id, "source": m.source.name})))
+    }
+    .await;
+    finish(&api, &caller, "delete", note, r)
+}
+
+async fn prune(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    let mut note = Note::default();
+    let r = async {
+        body::query(req.uri().query(), &[])?;
+        let mut f = body::json_object(req).await?;
+        let dry_run = f.bool("dry_run").unwrap_or(false);
+        f.finish()?;
+        note.params.insert("dry_run".into(), json!(dry_run));
+        if dry_run {
+            let h = api.engine.submit(Command::Prune { dry_run: true })?;
+            note.job = Some(h.id.clone());
+            let o = h.wait().await;
+            return outcome_reply(o);
+        }
+        if caller.role < Role::Admin {
+            return Err(ApiError::forbidden(format!(
+                "a prune needs the admin role ({} has {}); a dry run (\"dry_run\": true) needs viewer",
+                caller.name,
+                caller.role.as_str()
+            )));
+        }
+        api.check_rate(&caller)?;
+        Ok(Reply::Accepted(submit(&api, Command::Prune { dry_run: false })?))
+    }
+    .await;
+    finish(&api, &caller, "prune", note, r)
+}
+
+async fn list_jobs(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    let q = body::query(q.as_deref(), &["limit"])?;
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| ApiError::field("query.limit", "expected 1 to 10000"))?,
+    };
+    let history = api.engine.history();
+    let skip = history.len().saturating_sub(limit);
+    Ok(Reply::Ok(json!({
+        "running": json_of(&api.engine.live_jobs())?,
+        "history": json_of(&history[skip..])?,
+    })))
+}
+
+async fn show_job(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Reply, ApiError> {
+    body::query(q.as_deref(), &[])?;
+    let live = api.engine.live_jobs().into_iter().find(|j| j.id == id);
+    let record = api.engine.history().into_iter().rev().find(|j| j.id == id);
+    if live.is_none() && record.is_none() {
+        return Err(ApiError::not_found(format!(
+            "no job {}: GET /v1/jobs lists them",
+            printable(&id)
+        )));
+    }
+    Ok(Reply::Ok(json!({
+        "live": json_of(&live)?,
+        "record": json_of(&record)?,
+    })))
+}
+
+async fn cancel_job(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    let mut note = Note {
+        target: Some(printable(&id)),
+        ..Default::default()
+    };
+    let r = async {
+        body::query(req.uri().query(), &[])?;
+        body::json_object(req).await?.finish()?;
+        if api.engine.cancel(&id) {
+            note.job = Some(id.clone());
+            Ok(Reply::Ok(json!({"job": id, "cancelled": true})))
+        } else {
+            Err(ApiError::not_found(format!(
+                "no queued or running job {}",
+                printable(&id)
+            )))
+        }
+    }
+    .await;
+    finish(&api, &caller, "cancel", note, r)
+}
+
+/// `GET /v1/events`: the engine's events as Server-Sent Events (`event:` is the type), with
+/// keep-alives. A client that falls more than the engine's buffer behind gets one `lagged`
+/// event and the stream ends: a slow client never slows the engine.
+async fn events(
+    State(api): State<Api>,
+    RawQuery(q): RawQuery,
+) -> Result<impl IntoResponse, ApiError> {
+    body::query(q.as_deref(), &[])?;
+    let rx = api.engine.subscribe();
+    let stop = api.stopping.clone();
+    let stream = futures::stream::unfold(Some(rx), |state| async move {
+        let mut rx = state?;
+        match rx.recv().await {
+            Ok(e) => {
+                let v = serde_json::to_value(&e).unwrap_or(Value::Null);
+                let kind = v
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("event")
+                    .to_string();
+                let ev = SseEvent::default().event(kind).data(v.to_string());
+                Some((Ok::<_, std::convert::Infallible>(ev), Some(rx)))
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                let ev = SseEvent::default()
+                    .event("lagged")
+                    .data(json!({"type": "lagged", "missed": n}).to_string());
+                Some((Ok(ev), None))
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    })
+    .take_until(async move { stop.cancelled().await });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))))
+}
+
+async fn audit(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    let q = body::query(q.as_deref(), &["since"])?;
+    let since = match q.get("since") {
+        None => None,
+        Some(s) => Some(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|_| {
+                    ApiError::field(
+                        "query.since",
+                        "expected RFC 3339, e.g. 2026-12-01T03:00:00Z",
+                    )
+                })?
+                .with_timezone(&chrono::Utc),
+        ),
+    };
+    let lines = match &api.audit {
+        Some(a) => a.read(since)?,
+        None => vec![],
+    };
+    Ok(Reply::Ok(json_of(&lines)?))
+}
