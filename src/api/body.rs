@@ -37,8 +37,9 @@ pub async fn json_object(req: Request) -> Result<Fields, ApiError> {
                 .next()
                 .unwrap_or("")
                 .trim()
-                .eq_ignore_ascii_case("application/json")
-        });
+                .to_ascii_lowercase()
+        })
+        .map(|t| t == "application/json" || t == "application/merge-patch+json");
     let limited = http_body_util::Limited::new(body, MAX_BODY);
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
         Err(_) => {
@@ -58,7 +59,7 @@ pub async fn json_object(req: Request) -> Result<Fields, ApiError> {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "the request body must be sent as Content-Type: application/json",
+            "the request body must be sent as Content-Type: application/json (or application/merge-patch+json)",
         ));
     }
     let v: Value = serde_json::from_slice(&bytes)

@@ -290,6 +290,28 @@ pub fn apply(doc: &mut DocumentMut, patch: &Value) -> Result<Vec<String>, Vec<Fi
     }
 }
 
+/// A configuration error's key in the patch's terms: `sources[0].rpo` → `sources.wedsync.rpo`.
+fn patch_path(doc: &DocumentMut, key: &str) -> String {
+    let Some(rest) = key.strip_prefix("sources[") else {
+        return key.to_string();
+    };
+    let Some((i, tail)) = rest.split_once(']') else {
+        return key.to_string();
+    };
+    let name = i.parse::<usize>().ok().and_then(|i| {
+        doc.get("sources")
+            .and_then(Item::as_array_of_tables)
+            .and_then(|a| a.get(i))
+            .and_then(|t| t.get("name"))
+            .and_then(|n| n.as_str())
+            .map(str::to_string)
+    });
+    match name {
+        Some(n) => format!("sources.{n}{tail}"),
+        None => key.to_string(),
+    }
+}
+
 /// Write `text` to `path` atomically: a temporary file beside it with the same permissions,
 /// synced, renamed over it, the directory synced.
 fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
@@ -347,7 +369,7 @@ pub async fn put_config(
         let new_text = doc.to_string();
         let new = crate::config::parse(&path, &new_text).map_err(|e| match e {
             Error::Config { key, message, .. } => ApiError::invalid(vec![FieldError {
-                field: key,
+                field: patch_path(&doc, &key),
                 reason: message,
             }]),
             other => ApiError::new(

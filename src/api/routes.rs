@@ -257,6 +257,10 @@ async fn start_backup(
                 None
             }
             None if cfg.sources.len() == 1 => Some(cfg.sources[0].name.clone()),
+            None if cfg.sources.is_empty() => {
+                f.error("source", "no source is configured");
+                None
+            }
             None => {
                 f.error("source", "required: this daemon has several sources");
                 None
@@ -347,6 +351,10 @@ async fn start_restore(
         };
         if jobs == Some(0) {
             f.error("jobs", "expected 1 or more");
+        }
+        // The target rules the engine applies, checked up front for a clear 422.
+        if clean && confirm.is_none() {
+            f.error("confirm", "required with clean: the target database's name, typed to confirm");
         }
         f.finish()?;
         let m = resolve(&*snapshot(&api).await?, &id)?;
@@ -578,4 +586,69 @@ async fn audit(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, A
         None => vec![],
     };
     Ok(Reply::Ok(json_of(&lines)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// `(method, path) → x-role` of every operation in `assets/openapi.yaml` (path keys at two
+    /// spaces under `paths:`, methods at four, their fields at six).
+    fn documented() -> BTreeMap<(String, String), Option<String>> {
+        let doc = include_str!("../../assets/openapi.yaml");
+        let mut out = BTreeMap::new();
+        let mut in_paths = false;
+        let mut path = None;
+        let mut op: Option<(String, String)> = None;
+        for line in doc.lines() {
+            if !line.starts_with(' ') && !line.trim().is_empty() && !line.starts_with('#') {
+                in_paths = line.starts_with("paths:");
+                continue;
+            }
+            if !in_paths {
+                continue;
+            }
+            if let Some(p) = line.strip_prefix("  /") {
+                path = Some(format!("/{}", p.trim_end().trim_end_matches(':')));
+                op = None;
+            } else if let Some(m) = line.strip_prefix("    ").filter(|m| !m.starts_with(' ')) {
+                let m = m.trim_end().trim_end_matches(':');
+                op = None;
+                if ["get", "post", "put", "delete", "patch", "head", "options"].contains(&m) {
+                    if let Some(p) = &path {
+                        let key = (m.to_uppercase(), p.clone());
+                        out.insert(key.clone(), None);
+                        op = Some(key);
+                    }
+                }
+            } else if let Some(role) = line.strip_prefix("      x-role: ") {
+                if let Some(k) = &op {
+                    out.insert(k.clone(), Some(role.trim().to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn openapi_document_lists_exactly_the_served_routes_and_roles() {
+        let served: BTreeMap<(String, String), Option<String>> = ROUTES
+            .iter()
+            .map(|r| {
+                (
+                    (r.method.to_string(), r.path.to_string()),
+                    Some(r.role.as_str().to_string()),
+                )
+            })
+            .collect();
+        let doc = documented();
+        let missing: Vec<_> = served.keys().filter(|k| !doc.contains_key(*k)).collect();
+        let extra: Vec<_> = doc.keys().filter(|k| !served.contains_key(*k)).collect();
+        assert!(missing.is_empty(), "served but not documented: {missing:?}");
+        assert!(extra.is_empty(), "documented but not served: {extra:?}");
+        for (k, role) in &served {
+            assert_eq!(&doc[k], role, "x-role of {k:?}");
+        }
+    }
 }

@@ -32,7 +32,7 @@ pub struct Entry {
     /// `socket`, `tcp` or `cli`.
     pub via: String,
     /// What was asked: `backup`, `verify`, `restore`, `prune`, `delete`, `cancel`,
-    /// `config.update`, `config.read`, `audit.read`, `token.new` …
+    /// `config.update`, `config.read` (the configuration is sensitive even redacted) …
     pub action: String,
     /// What it was asked of (a source, a backup id, a job id), when there is one.
     pub target: Option<String>,

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod api;
 mod changes;
 mod config_check;
 mod daemon;

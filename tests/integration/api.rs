@@ -1,0 +1,870 @@
+//! The control API against a real daemon, its real socket and TCP listener, and real
+//! PostgreSQL: roles on every route, tokens, each error code with nothing changed, the rate
+//! limit and its recovery, events, configuration changes applied without a restart, the
+//! audit chain, no secret in any answer, audit line or log, and a generated-request storm.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use keepsake::api::client::{Answer, Client};
+use serde_json::{json, Value};
+
+use crate::support::{block_on, eventually, kill, wait_exit, Env, AWKWARD_SQL};
+
+/// A daemon with a socket, a TCP listener and one token per role.
+struct Daemon {
+    env: Env,
+    child: Child,
+    socket: PathBuf,
+    tcp: SocketAddr,
+    tokens: BTreeMap<&'static str, String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Daemon {
+    /// Start a daemon on `env` with `[api]` extras (`api_extra` goes inside `[api]`).
+    fn start(env: Env, api_extra: &str) -> Daemon {
+        let mut tokens = BTreeMap::new();
+        let mut token_tables = String::new();
+        for role in ["viewer", "operator", "admin"] {
+            let r = env
+                .keepsake(&["token", "new", "--name", role, "--role", role])
+                .ok();
+            let token = r.stdout.lines().next().expect("token line").to_string();
+            assert!(token.starts_with("ks_"), "{}", r.stdout);
+            let table: String = r
+                .stdout
+                .lines()
+                .skip_while(|l| !l.starts_with("[[api.tokens]]"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            assert!(!table.contains(&token), "only the hash is in the table");
+            token_tables.push_str(&table);
+            tokens.insert(role, token);
+        }
+        let port = free_port();
+        let text = std::fs::read_to_string(&env.config).expect("config");
+        std::fs::write(
+            &env.config,
+            format!(
+                "# the operator's notes stay\n{text}\n[api]\nlisten = \"127.0.0.1:{port}\" # loopback only\n{api_extra}\n{token_tables}"
+            ),
+        )
+        .expect("config");
+        let log = env.dir.path().join("daemon.log");
+        let child = env
+            .keepsake_cmd(&["--daemon"])
+            .stdout(std::fs::File::create(env.dir.path().join("daemon.out")).expect("out"))
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn daemon");
+        let socket = env.dir.path().join("state/keepsake.sock");
+        let d = Daemon {
+            env,
+            child,
+            socket,
+            tcp: format!("127.0.0.1:{port}").parse().expect("addr"),
+
+            tokens,
+        };
+        eventually("the control API answers", Duration::from_secs(30), || {
+            block_on(d.unix().get("/v1/status")).is_ok_and(|a| a.status == 200)
+        });
+        d
+    }
+
+    fn unix(&self) -> Client {
+        Client::unix(&self.socket)
+    }
+
+    fn tcp(&self, role: Option<&str>) -> Client {
+        Client::tcp(self.tcp, role.map(|r| self.tokens[r].clone()))
+    }
+
+    fn call(&self, c: &Client, method: &str, path: &str, body: Option<Value>) -> Answer {
+        block_on(c.request(method, path, body.as_ref())).expect("request")
+    }
+
+    /// SIGTERM: exit 0, socket removed.
+    fn stop(&mut self) {
+        kill(self.child.id(), "TERM");
+        assert_eq!(wait_exit(&mut self.child, Duration::from_secs(30)), Some(0));
+        assert!(!self.socket.exists(), "the socket is removed on stop");
+    }
+}
+
+impl Drop for Daemon {
+    /// A failed test leaves no daemon behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn error_code(a: &Answer) -> String {
+    a.json()["error"]["code"].as_str().unwrap_or("").to_string()
+}
+
+/// Every route × role: allowed roles get past authorization (the request is then made to
+/// fail validation, so nothing changes), the others get 403 — over TCP with tokens and over
+/// the socket with `[api.users]`; no token or a wrong one is 401; a user without a role 403.
+#[test]
+fn every_route_checks_its_role_and_strangers_are_refused() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let mut d = Daemon::start(env, "[api.users]\npostgres = \"viewer\"\n");
+    let config_before = std::fs::read(&d.env.config).expect("config");
+    // (method, path, body that passes authorization but fails validation, least role)
+    let bad = json!({"no_such_field": 1});
+    let routes: Vec<(&str, String, Option<Value>, &str)> = vec![
+        ("GET", "/v1/status".into(), None, "viewer"),
+        ("GET", "/v1/backups".into(), None, "viewer"),
+        ("GET", format!("/v1/backups/{id}"), None, "viewer"),
+        ("GET", "/v1/jobs".into(), None, "viewer"),
+        ("GET", "/metrics".into(), None, "viewer"),
+        ("POST", "/v1/backups".into(), Some(bad.clone()), "operator"),
+        (
+            "POST",
+            format!("/v1/backups/{id}/verify"),
+            Some(bad.clone()),
+            "operator",
+        ),
+        (
+            "POST",
+            "/v1/jobs/nope/cancel".into(),
+            Some(bad.clone()),
+            "operator",
+        ),
+        (
+            "POST",
+            format!("/v1/backups/{id}/restore"),
+            Some(bad.clone()),
+            "admin",
+        ),
+        (
+            "DELETE",
+            format!("/v1/backups/{id}?confirm=wrong"),
+            None,
+            "admin",
+        ),
+        (
+            "POST",
+            "/v1/prune".into(),
+            Some(json!({"dry_run": false})),
+            "admin",
+        ),
+        ("GET", "/v1/config".into(), None, "admin"),
+        (
+            "PUT",
+            "/v1/config".into(),
+            Some(json!({"repository": {"url": "x"}})),
+            "admin",
+        ),
+        ("GET", "/v1/audit".into(), None, "admin"),
+    ];
+    let rank = |r: &str| ["viewer", "operator", "admin"].iter().position(|x| *x == r);
+    for (method, path, body, least) in &routes {
+        for role in ["viewer", "operator", "admin"] {
+            let a = d.call(&d.tcp(Some(role)), method, path, body.clone());
+            if rank(role) >= rank(least) {
+                assert!(
+                    a.status != 401 && a.status != 403 && a.status < 500,
+                    "{role} {method} {path}: {} {}",
+                    a.status,
+                    a.text()
+                );
+            } else {
+                assert_eq!(a.status, 403, "{role} {method} {path}: {}", a.text());
+                assert_eq!(error_code(&a), "forbidden");
+            }
+        }
+        let a = d.call(&d.tcp(None), method, path, body.clone());
+        assert_eq!(a.status, 401, "no token {method} {path}");
+        assert!(a.headers.contains_key("www-authenticate"));
+        let mut wrong = d.tcp(None);
+        wrong.token = Some("ks_not_a_token".into());
+        assert_eq!(d.call(&wrong, method, path, body.clone()).status, 401);
+        // root on the socket is admin.
+        let a = d.call(&d.unix(), method, path, body.clone());
+        assert!(
+            a.status != 401 && a.status != 403,
+            "root {method} {path}: {}",
+            a.text()
+        );
+    }
+    // A prune dry run is a viewer's.
+    let a = d.call(
+        &d.tcp(Some("viewer")),
+        "POST",
+        "/v1/prune",
+        Some(json!({"dry_run": true})),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+
+    // Other uids on the socket: `postgres` is a viewer by [api.users], `nobody` has no role.
+    for dir in [
+        d.env.dir.path().to_path_buf(),
+        d.env.dir.path().join("state"),
+    ] {
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    std::fs::set_permissions(
+        &d.socket,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .expect("chmod socket");
+    let curl = |user: &str, args: &[&str]| -> String {
+        let out = Command::new("runuser")
+            .args([
+                "-u",
+                user,
+                "--",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg("--unix-socket")
+            .arg(&d.socket)
+            .args(args)
+            .output()
+            .expect("runuser curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl("nobody", &["http://k/v1/status"]), "403");
+    assert_eq!(curl("postgres", &["http://k/v1/status"]), "200");
+    assert_eq!(
+        curl(
+            "postgres",
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                "{}",
+                "http://k/v1/backups"
+            ]
+        ),
+        "403"
+    );
+
+    // Nothing above changed anything.
+    assert_eq!(d.env.snapshots().len(), 1);
+    assert_eq!(std::fs::read(&d.env.config).expect("config"), config_before);
+    let audit = d.call(&d.unix(), "GET", "/v1/audit", None).json();
+    let refused = audit
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter(|l| l["outcome"] == "refused")
+        .count();
+    assert!(refused >= 20, "refusals are audited: {refused}");
+    assert!(
+        audit
+            .as_array()
+            .expect("audit")
+            .iter()
+            .any(|l| l["actor"] == "nobody" && l["code"] == 403),
+        "the stranger's attempt is audited"
+    );
+    d.stop();
+}
+
+/// Each error status with its JSON shape, and nothing changed by any of them.
+#[test]
+fn bad_requests_get_their_status_and_change_nothing() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let first = env.backup("full")["id"].as_str().expect("id").to_string();
+    let newest = env.backup("full")["id"].as_str().expect("id").to_string();
+    env.keepsake(&["verify", &newest, "--level", "restore"])
+        .ok();
+    let mut d = Daemon::start(env, "");
+    let config_before = std::fs::read(&d.env.config).expect("config");
+    let admin = d.tcp(Some("admin"));
+    let send_raw = |body: &[u8], ctype: &str| -> Answer {
+        let mut s = std::net::TcpStream::connect(d.tcp).expect("connect");
+        write!(
+            s,
+            "POST /v1/backups HTTP/1.1\r\nhost: k\r\nauthorization: Bearer {}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            d.tokens["admin"],
+            body.len()
+        )
+        .expect("write");
+        let _ = s.write_all(body);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        Answer {
+            status,
+            headers: Default::default(),
+            body: body.into(),
+        }
+    };
+    let a = send_raw(b"{\"source\": ", "application/json");
+    assert_eq!(
+        (a.status, error_code(&a).as_str()),
+        (400, "bad_request"),
+        "{}",
+        a.text()
+    );
+    let a = send_raw(&vec![b' '; 70 * 1024], "application/json");
+    assert_eq!(a.status, 413, "{}", a.text());
+    let a = send_raw(b"source=main", "application/x-www-form-urlencoded");
+    assert_eq!(a.status, 415, "{}", a.text());
+    let a = d.call(
+        &admin,
+        "POST",
+        "/v1/backups",
+        Some(json!({"source": "nope", "type": 7, "extra": true})),
+    );
+    assert_eq!(a.status, 422, "{}", a.text());
+    let fields: Vec<String> = a.json()["error"]["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .map(|f| f["field"].as_str().expect("field").to_string())
+        .collect();
+    assert_eq!(fields, ["extra", "source", "type"], "every bad field named");
+    let a = d.call(&admin, "GET", "/v1/backups/ffffffffffff", None);
+    assert_eq!((a.status, error_code(&a).as_str()), (404, "not_found"));
+    let a = d.call(&admin, "GET", "/v1/nothing/here", None);
+    assert_eq!((a.status, error_code(&a).as_str()), (404, "not_found"));
+    let a = d.call(&admin, "PATCH", "/v1/status", None);
+    assert_eq!(a.status, 405);
+    assert_eq!(error_code(&a), "method_not_allowed");
+    // DELETE rules: the confirmation must repeat the id; the newest restore-verified backup
+    // needs force; then the other one goes.
+    let a = d.call(
+        &admin,
+        "DELETE",
+        &format!("/v1/backups/{first}?confirm=nope"),
+        None,
+    );
+    assert_eq!(a.status, 422, "{}", a.text());
+    assert_eq!(a.json()["error"]["fields"][0]["field"], "query.confirm");
+    let a = d.call(
+        &admin,
+        "DELETE",
+        &format!("/v1/backups/{newest}?confirm={newest}"),
+        None,
+    );
+    assert_eq!(
+        (a.status, error_code(&a).as_str()),
+        (409, "conflict"),
+        "{}",
+        a.text()
+    );
+    let a = d.call(
+        &admin,
+        "DELETE",
+        &format!("/v1/backups/{first}?confirm={first}&force=maybe"),
+        None,
+    );
+    assert_eq!(a.status, 422);
+    assert_eq!(
+        d.env.snapshots().len(),
+        2,
+        "no refused delete removed anything"
+    );
+    assert_eq!(std::fs::read(&d.env.config).expect("config"), config_before);
+    let a = d.call(
+        &admin,
+        "DELETE",
+        &format!("/v1/backups/{first}?confirm={first}"),
+        None,
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.json()["deleted"], first.as_str());
+    assert_eq!(d.env.snapshots().len(), 1);
+    // Restore targets carry no password.
+    let a = d.call(
+        &admin,
+        "POST",
+        &format!("/v1/backups/{newest}/restore"),
+        Some(json!({"target": "postgres://u:hunter2@127.0.0.1:1/x", "create": true})),
+    );
+    assert_eq!(a.status, 422);
+    assert!(!a.text().contains("hunter2"));
+    d.stop();
+    let env = &d.env;
+    let audit = env.keepsake(&["audit", "--json"]).ok().stdout;
+    assert!(!audit.contains("hunter2"), "no password in the audit log");
+    assert!(
+        audit.contains("\"conflict\"") || audit.contains("409"),
+        "{audit}"
+    );
+}
+
+/// A backup started over the API runs in the daemon, its events stream out, it shows in
+/// `list --json`; the trigger rate refuses with Retry-After and recovers after it; the audit
+/// log records who did what, `audit verify` checks the chain and names a tampered line; no
+/// secret appears in any answer, audit line or log.
+#[test]
+fn triggered_backup_events_rate_limit_and_audit_chain() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let password = env.cluster.password.expose().to_string();
+    let identity = std::fs::read_to_string(&env.identity).expect("identity");
+    let secret_key = identity
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY"))
+        .expect("secret")
+        .to_string();
+    let mut d = Daemon::start(env, "trigger_rate = \"1/s\"\n");
+    let op = d.tcp(Some("operator"));
+
+    // Listen to events before starting the backup.
+    let events = {
+        let c = d.tcp(Some("viewer"));
+        std::thread::spawn(move || {
+            block_on(async move {
+                use http_body_util::BodyExt;
+                let r = c.send("GET", "/v1/events", None).await.expect("events");
+                assert_eq!(r.status(), 200);
+                let mut body = r.into_body();
+                let mut text = String::new();
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+                while !text.contains("event: job_finished") {
+                    let f = tokio::time::timeout_at(deadline, body.frame())
+                        .await
+                        .expect("events within 2 minutes");
+                    let Some(Ok(f)) = f else { break };
+                    if let Some(b) = f.data_ref() {
+                        text.push_str(&String::from_utf8_lossy(b));
+                    }
+                }
+                text
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let a = d.call(
+        &op,
+        "POST",
+        "/v1/backups",
+        Some(json!({"source": "main", "type": "full"})),
+    );
+    assert_eq!(a.status, 202, "{}", a.text());
+    let job = a.json()["job"].as_str().expect("job").to_string();
+    assert_eq!(
+        a.headers.get("location").and_then(|v| v.to_str().ok()),
+        Some(format!("/v1/jobs/{job}").as_str())
+    );
+    // Over the rate: 429 with Retry-After; after it, accepted again.
+    let a = d.call(&op, "POST", "/v1/backups", Some(json!({"source": "main"})));
+    assert_eq!(
+        (a.status, error_code(&a).as_str()),
+        (429, "rate_limited"),
+        "{}",
+        a.text()
+    );
+    let wait: u64 = a.headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("secs");
+    assert!((1..=2).contains(&wait), "{wait}");
+    let events = events.join().expect("events thread");
+    for e in [
+        "event: job_queued",
+        "event: job_started",
+        "event: progress",
+        "event: backup_added",
+        "event: job_finished",
+    ] {
+        assert!(events.contains(e), "{e} missing in {events}");
+    }
+    assert!(events.contains(&job));
+    std::thread::sleep(Duration::from_secs(wait));
+    let a = d.call(
+        &op,
+        "POST",
+        "/v1/backups",
+        Some(json!({"source": "main", "type": "incremental"})),
+    );
+    assert_eq!(a.status, 202, "{}", a.text());
+    let second = a.json()["job"].as_str().expect("job").to_string();
+    eventually("both backups finished", Duration::from_secs(120), || {
+        let j = d
+            .call(&op, "GET", &format!("/v1/jobs/{second}"), None)
+            .json();
+        j["record"]["status"] == "completed"
+    });
+    let j = d.call(&op, "GET", &format!("/v1/jobs/{job}"), None).json();
+    assert_eq!(j["record"]["status"], "completed", "{j}");
+    let list: Value =
+        serde_json::from_str(&d.env.keepsake(&["list", "--json"]).ok().stdout).expect("list");
+    assert_eq!(list.as_array().expect("list").len(), 2);
+    assert_eq!(
+        d.call(&op, "GET", "/v1/backups", None)
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "the API sees the backups at once"
+    );
+    let metrics = d.call(&op, "GET", "/metrics", None).text();
+    for m in [
+        "keepsake_source_last_backup_timestamp_seconds{source=\"main\"}",
+        "keepsake_repository_backups 2",
+        "keepsake_jobs_total{kind=\"backup\",outcome=\"completed\"} 2",
+    ] {
+        assert!(metrics.contains(m), "{m} missing in\n{metrics}");
+    }
+    // A CLI change joins the same chain.
+    d.env.keepsake(&["prune"]).ok();
+
+    // No secret anywhere: answers, audit, log.
+    let mut seen = String::new();
+    for (c, p) in [
+        (&d.unix(), "/v1/config"),
+        (&d.unix(), "/v1/audit"),
+        (&d.unix(), "/v1/jobs"),
+        (&op, "/v1/status"),
+    ] {
+        seen.push_str(&d.call(c, "GET", p, None).text());
+    }
+    d.stop();
+    let env = &d.env;
+    seen.push_str(&std::fs::read_to_string(env.dir.path().join("daemon.log")).expect("log"));
+    seen.push_str(
+        &std::fs::read_to_string(env.dir.path().join("state/audit.jsonl")).expect("audit"),
+    );
+    for (what, s) in [
+        ("password", password.as_str()),
+        ("identity", secret_key.as_str()),
+    ] {
+        assert!(!seen.contains(s), "the {what} leaked");
+    }
+    assert!(!seen.contains("ks_"), "a token leaked");
+
+    let audit: Value =
+        serde_json::from_str(&env.keepsake(&["audit", "--json"]).ok().stdout).expect("audit");
+    let lines = audit.as_array().expect("lines");
+    let actions: Vec<(&str, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["actor"].as_str().unwrap_or(""),
+                l["action"].as_str().unwrap_or(""),
+                l["outcome"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(
+        actions.contains(&("operator", "backup", "accepted")),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("operator", "backup", "refused")),
+        "the 429 is audited"
+    );
+    assert!(
+        actions.iter().any(|a| a.1 == "prune" && a.2 == "ok"),
+        "the CLI prune"
+    );
+    let r = env.keepsake(&["audit", "verify"]).ok();
+    assert!(r.stdout.contains("intact"), "{}", r.stdout);
+    // Tamper with line 2: verify names it, exit 3.
+    let path = env.dir.path().join("state/audit.jsonl");
+    let text = std::fs::read_to_string(&path).expect("audit");
+    let mut ls: Vec<String> = text.lines().map(str::to_string).collect();
+    ls[1] = ls[1].replacen("\"operator\"", "\"someone\"", 1);
+    std::fs::write(&path, ls.join("\n") + "\n").expect("tamper");
+    let r = env.keepsake(&["audit", "verify"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(r.stderr.contains("line 2"), "{}", r.stderr);
+}
+
+/// PUT /v1/config: a merge patch is validated like `config check`, written with the file's
+/// comments kept, and applied at once (the new schedule runs without a restart); a bad one
+/// leaves the file byte-identical and the running configuration as it was.
+#[test]
+fn config_patch_round_trip_and_bad_patches_change_nothing() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let mut d = Daemon::start(env, "");
+    let admin = d.unix();
+    let before = std::fs::read(&d.env.config).expect("config");
+    for (patch, field) in [
+        (
+            json!({"sources": {"main": {"schedule": {"full": "not cron"}}}}),
+            "sources.main.schedule.full",
+        ),
+        (
+            json!({"sources": {"main": {"url": "postgres://u:secretpw@h/db"}}}),
+            "sources.main.url",
+        ),
+        (
+            json!({"retention": {"keep_last": "many"}}),
+            "retention.keep_last",
+        ),
+        (
+            json!({"sources": {"ghost": {"rpo": "1h"}}}),
+            "sources.ghost",
+        ),
+    ] {
+        let a = d.call(&admin, "PUT", "/v1/config", Some(patch.clone()));
+        assert_eq!(a.status, 422, "{patch}: {}", a.text());
+        let named: Vec<String> = a.json()["error"]["fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .filter_map(|f| f["field"].as_str().map(str::to_string))
+            .collect();
+        assert!(
+            named
+                .iter()
+                .any(|n| n.starts_with(field) || field.starts_with(n.as_str())),
+            "{patch}: {named:?}"
+        );
+        assert_eq!(
+            std::fs::read(&d.env.config).expect("config"),
+            before,
+            "{patch}"
+        );
+    }
+    let st = d.call(&admin, "GET", "/v1/status", None).json();
+    assert_eq!(st[0]["next_runs"], json!([]), "no schedule yet");
+
+    let a = d.call(
+        &admin,
+        "PUT",
+        "/v1/config",
+        Some(json!({"sources": {"main": {"rpo": "48h", "schedule": {"incremental": "*/2 * * * * *"}}}, "retention": {"keep_last": 50}})),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    let text = std::fs::read_to_string(&d.env.config).expect("config");
+    assert!(text.starts_with("# the operator's notes stay\n"), "{text}");
+    assert!(text.contains("# loopback only"), "{text}");
+    assert!(text.contains("incremental = \"*/2 * * * * *\""), "{text}");
+    assert!(text.contains("rpo = \"48h\""), "{text}");
+    d.env.keepsake(&["config", "check"]).ok();
+    // The new schedule runs without a restart.
+    eventually("a scheduled backup", Duration::from_secs(60), || {
+        !d.env.snapshots().is_empty()
+    });
+    let st = d.call(&admin, "GET", "/v1/status", None).json();
+    assert_eq!(st[0]["rpo_s"], 48 * 3600);
+    assert!(!a.text().contains("secretpw"));
+    let got = d.call(&admin, "GET", "/v1/config", None).text();
+    assert!(
+        !got.contains(d.env.cluster.password.expose()),
+        "password redacted"
+    );
+    d.stop();
+    let env = &d.env;
+    let audit = std::fs::read_to_string(env.dir.path().join("state/audit.jsonl")).expect("audit");
+    assert!(
+        !audit.contains("secretpw"),
+        "a refused secret is not recorded"
+    );
+    assert!(audit.contains("config.update"));
+}
+
+/// 10,000 generated requests — random methods, paths, headers and bodies (huge, truncated,
+/// invalid UTF-8, deeply nested JSON, wrong types) — from callers without a token and with a
+/// viewer token: no server error, no crash, and nothing but reads succeed.
+#[test]
+fn generated_requests_never_crash_or_exceed_a_role() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    env.backup("full");
+    let mut d = Daemon::start(env, "");
+    let viewer = d.tokens["viewer"].clone();
+    let addr = d.tcp;
+    let seeds: Vec<u64> = (0..4).map(|i| 0x5eed_0000 + i).collect();
+    let threads: Vec<_> = seeds
+        .into_iter()
+        .map(|seed| {
+            let viewer = viewer.clone();
+            std::thread::spawn(move || fuzz(addr, &viewer, seed, 2_500))
+        })
+        .collect();
+    let mut totals = Tally::default();
+    for t in threads {
+        let r = t.join().expect("fuzz thread");
+        totals.add(&r);
+    }
+    assert_eq!(totals.sent, 10_000);
+    assert_eq!(
+        totals.server_errors, 0,
+        "5xx answers: {:?}",
+        totals.examples
+    );
+    assert_eq!(
+        totals.changes, 0,
+        "a write succeeded without its role: {:?}",
+        totals.examples
+    );
+    assert!(
+        totals.answered > 9_000,
+        "most requests get an answer: {totals:?}"
+    );
+    // Still alive and unchanged.
+    let a = d.call(&d.unix(), "GET", "/v1/status", None);
+    assert_eq!(a.status, 200);
+    assert_eq!(d.env.snapshots().len(), 1);
+    d.stop();
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    sent: usize,
+    answered: usize,
+    server_errors: usize,
+    changes: usize,
+    examples: Vec<String>,
+}
+
+impl Tally {
+    fn add(&mut self, o: &Tally) {
+        self.sent += o.sent;
+        self.answered += o.answered;
+        self.server_errors += o.server_errors;
+        self.changes += o.changes;
+        self.examples.extend(o.examples.iter().take(5).cloned());
+    }
+}
+
+fn fuzz(addr: SocketAddr, viewer: &str, seed: u64, n: usize) -> Tally {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let methods = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "G\u{0}T", "BREW", "",
+    ];
+    let paths = [
+        "/v1/status",
+        "/v1/backups",
+        "/v1/backups/abcd",
+        "/v1/backups/abcd/verify",
+        "/v1/backups/abcd/restore",
+        "/v1/prune",
+        "/v1/jobs",
+        "/v1/jobs/x/cancel",
+        "/v1/events",
+        "/v1/config",
+        "/v1/audit",
+        "/metrics",
+        "/",
+        "/v1/../v1/config",
+        "/v1/backups/%ff%fe",
+        "/v1/backups?source=%00",
+        "/v1/backups/x?confirm=x&force=true",
+        "*",
+    ];
+    let mut t = Tally::default();
+    for _ in 0..n {
+        let method = methods[rng.gen_range(0..methods.len())];
+        let mut path = paths[rng.gen_range(0..paths.len())].to_string();
+        if rng.gen_bool(0.2) {
+            let at = rng.gen_range(0..=path.len());
+            let junk: String = (0..rng.gen_range(1..20))
+                .map(|_| rng.gen_range(b'!'..=b'~') as char)
+                .collect();
+            if path.is_char_boundary(at) {
+                path.insert_str(at, &junk);
+            }
+        }
+        if rng.gen_bool(0.02) {
+            path.push_str(&"a".repeat(rng.gen_range(1_000..20_000)));
+        }
+        let body: Vec<u8> = match rng.gen_range(0..9) {
+            0 => vec![],
+            1 => br#"{"dry_run": false}"#.to_vec(),
+            2 => br#"{"source": "main", "type": "full"}"#.to_vec(),
+            3 => (0..rng.gen_range(1..300)).map(|_| rng.gen()).collect(), // invalid UTF-8
+            4 => format!("{}1{}", "[".repeat(5_000), "]".repeat(5_000)).into_bytes(), // deep
+            5 => br#"{"level": 3, "target": [], "create": "yes", "retention": {"keep_last": -1}}"#
+                .to_vec(),
+            6 => vec![b'{'; rng.gen_range(1..100_000)], // huge and broken
+            7 => br#"{"retention": {"keep_last": 1}, "sources": {"main": {"rpo": "1s"}}}"#.to_vec(),
+            _ => br#"{"target": "postgres://a@127.0.0.1:1/x", "create": true, "confirm": "x"}"#
+                .to_vec(),
+        };
+        let mut head = format!("{method} {path} HTTP/1.1\r\nhost: k\r\n");
+        if rng.gen_bool(0.6) {
+            head.push_str(&format!("authorization: Bearer {viewer}\r\n"));
+        } else if rng.gen_bool(0.3) {
+            head.push_str("authorization: Bearer ks_guess\r\n");
+        }
+        match rng.gen_range(0..4) {
+            0 => head.push_str("content-type: application/json\r\n"),
+            1 => head.push_str("content-type: text/plain\r\n"),
+            2 => head.push_str("content-type: application/json; charset=\u{7f}\r\n"),
+            _ => {}
+        }
+        // Truncated bodies: announce more than is sent (the write side is then closed).
+        let declared = if rng.gen_bool(0.1) {
+            body.len() + 10
+        } else {
+            body.len()
+        };
+        head.push_str(&format!(
+            "content-length: {declared}\r\nconnection: close\r\n"
+        ));
+        if rng.gen_bool(0.05) {
+            head.push_str(&format!(
+                "x-big: {}\r\n",
+                "b".repeat(rng.gen_range(1..200_000))
+            ));
+        }
+        head.push_str("\r\n");
+        t.sent += 1;
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            continue;
+        };
+        // Event streams never end: what arrived within the timeout is the answer.
+        let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+        let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
+        let _ = s.write_all(head.as_bytes());
+        let _ = s.write_all(&body);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        let Some(code) = text
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse::<u16>().ok())
+        else {
+            continue;
+        };
+        t.answered += 1;
+        let example = || {
+            format!(
+                "{code} {method} {}",
+                path.chars().take(80).collect::<String>()
+            )
+        };
+        if code >= 500 {
+            t.server_errors += 1;
+            t.examples.push(example());
+        }
+        // No body here asks for a prune preview: nobody here may start or change anything.
+        let write = !matches!(method, "GET" | "HEAD");
+        if (200..300).contains(&code) && write {
+            t.changes += 1;
+            t.examples.push(example());
+        }
+    }
+    t
+}
