@@ -384,10 +384,16 @@ pub async fn put_config(
             if let Err(back) = api.engine.reconfigure((*old).clone()).await {
                 tracing::error!("could not return to the previous configuration: {back}");
             }
-            return Err(ApiError::internal(format!(
-                "writing {}: {e}",
-                path.display()
-            )));
+            tracing::error!("PUT /v1/config: writing {}: {e}", path.display());
+            return Err(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "config_not_writable",
+                format!(
+                    "the daemon cannot write its configuration file {} ({}); nothing changed",
+                    path.display(),
+                    e.kind()
+                ),
+            ));
         }
         tracing::info!(
             "configuration changed through the API by {}: {}",

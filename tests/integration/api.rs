@@ -406,6 +406,28 @@ fn bad_requests_get_their_status_and_change_nothing() {
     );
     assert_eq!(a.status, 422);
     assert!(!a.text().contains("hunter2"));
+
+    // Slow clients cannot hold the daemon: 150 connections that never send a byte are closed
+    // by the server within the header timeout (those over the cap at once), then it answers.
+    let t = std::time::Instant::now();
+    let idle: Vec<std::net::TcpStream> = (0..150)
+        .map(|_| std::net::TcpStream::connect(d.tcp).expect("connect"))
+        .collect();
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut buf = [0u8; 16];
+        assert!(
+            matches!(s.read(&mut buf), Ok(0)),
+            "an idle connection is closed by the server"
+        );
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "closed within {:?}",
+        t.elapsed()
+    );
+    assert_eq!(d.call(&admin, "GET", "/v1/status", None).status, 200);
     d.stop();
     let env = &d.env;
     let audit = env.keepsake(&["audit", "--json"]).ok().stdout;
