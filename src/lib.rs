@@ -22,5 +22,6 @@ pub mod present;
 pub mod schedule;
 pub mod secret;
 pub mod storage;
+pub mod tui;
 
 pub use error::{Error, Result};

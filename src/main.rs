@@ -18,6 +18,9 @@ fn filter(daemon: bool) -> tracing_subscriber::EnvFilter {
 /// Logging: stderr always (journald keeps it under systemd); for the daemon also daily-rotated
 /// files in `[daemon] log_dir`, text or JSON. Returns the file writer's guard (flushes on drop).
 fn init_logging(cli: &keepsake::cli::Cli) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    if cli.is_console() {
+        return console_logging(cli);
+    }
     let daemon = cli.is_daemon();
     // The daemon's log settings come from its configuration; a configuration that does not load
     // is reported by the daemon itself (exit 2) right after.
@@ -76,6 +79,34 @@ fn init_logging(cli: &keepsake::cli::Cli) -> Option<tracing_appender::non_blocki
         tracing::error!("{e}; logging to stderr only");
     }
     guard
+}
+
+/// The console owns the terminal: logs go to `<state_dir>/console.log` only (nowhere when
+/// there is no state directory), never to stderr.
+fn console_logging(
+    cli: &keepsake::cli::Cli,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    let dir = keepsake::config::locate(cli.config.as_deref())
+        .ok()
+        .and_then(|p| keepsake::config::load(&p).ok())
+        .and_then(|c| keepsake::engine::state_dir(&c).ok())?;
+    std::fs::create_dir_all(&dir).ok()?;
+    let appender = tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::NEVER)
+        .filename_prefix("console")
+        .filename_suffix("log")
+        .build(&dir)
+        .ok()?;
+    let (w, g) = tracing_appender::non_blocking(appender);
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(w)
+                .with_filter(filter(true)),
+        )
+        .init();
+    Some(g)
 }
 
 fn main() {

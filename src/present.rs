@@ -108,6 +108,36 @@ pub fn status_table(st: &[SourceStatus]) -> String {
     s
 }
 
+/// A retention policy in words, one phrase per rule.
+pub fn policy_words(p: &crate::model::RetentionPolicy) -> Vec<String> {
+    let mut w = vec![];
+    if let Some(d) = p.days {
+        w.push(format!("keep everything younger than {d} days"));
+    }
+    for (n, what) in [
+        (p.keep_last, "last"),
+        (p.keep_hourly, "hourly"),
+        (p.keep_daily, "daily"),
+        (p.keep_weekly, "weekly"),
+        (p.keep_monthly, "monthly"),
+        (p.keep_yearly, "yearly"),
+    ] {
+        if let Some(n) = n {
+            w.push(format!("keep {n} {what}"));
+        }
+    }
+    if let Some(n) = p.min_verified {
+        w.push(format!("never fewer than {n} proven per source"));
+    }
+    if !w.is_empty() {
+        w.push(format!(
+            "unreferenced packs deleted {}h after they are marked",
+            p.prune_grace_hours.unwrap_or(24)
+        ));
+    }
+    w
+}
+
 /// `keepsake audit`: one line per audit record.
 pub fn audit_table(lines: &[crate::engine::audit::Line]) -> String {
     if lines.is_empty() {

@@ -176,6 +176,13 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The operations console (same as no command): sources, backups, jobs, retention, log
+    Console {
+        /// Run the engine in this process even if a daemon is running (this build always does:
+        /// attaching to the daemon comes with a later version)
+        #[arg(long)]
+        local: bool,
+    },
     /// Run the whole flow on a throwaway database and repository
     Demo {
         /// Keep the demo directory (cluster, repository, key) instead of removing it
@@ -225,6 +232,11 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String> {
 }
 
 impl Cli {
+    /// The console: no command, or `console`.
+    pub fn is_console(&self) -> bool {
+        !self.daemon && matches!(self.command, None | Some(Command::Console { .. }))
+    }
+
     /// `--daemon` or `daemon`.
     pub fn is_daemon(&self) -> bool {
         self.daemon || matches!(self.command, Some(Command::Daemon))
@@ -239,9 +251,7 @@ fn load_config(cli: &Cli) -> Result<Config> {
 /// Run one command (the daemon, the demo and the console are chosen in `main.rs`).
 pub async fn run(cli: Cli) -> Result<()> {
     let Some(command) = &cli.command else {
-        return Err(Error::Usage(
-            "the console is not available in this build yet: run `keepsake --help` for the commands, or `keepsake demo`".into(),
-        ));
+        return console(&cli).await;
     };
     match command {
         Command::Keygen { output } => keygen(output.as_deref()),
@@ -395,6 +405,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 None => audit_show(&log, since.as_deref(), *as_json),
             }
         }
+        Command::Console { .. } => console(&cli).await,
         Command::Daemon | Command::Demo { .. } => Err(Error::Other(
             "internal: the daemon and the demo are chosen in main.rs".into(),
         )),
@@ -603,6 +614,12 @@ async fn delete(e: &Engine, id: &str, confirm: &str, force: bool) -> Result<()> 
         )),
         _ => Err(render::error_of(&o)),
     }
+}
+
+/// The console, with the engine in this process.
+async fn console(cli: &Cli) -> Result<()> {
+    let c = load_config(cli)?;
+    crate::tui::run(std::sync::Arc::new(Engine::new(c))).await
 }
 
 /// Record a changing command in the audit log of the configuration's state directory. A log

@@ -11,7 +11,7 @@ use crate::core::verify::Level;
 use crate::pg::conninfo::ConnInfo;
 
 /// One unit of work for the job runner.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
     /// Back up one configured source; `kind: None` is incremental when a full exists, else full.
@@ -47,7 +47,7 @@ pub enum VerifyTarget {
 }
 
 /// A restore, as every face asks for it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RestoreRequest {
     /// Backup id or a unique prefix of it.
     pub id: String,
@@ -64,7 +64,7 @@ pub struct RestoreRequest {
 }
 
 /// A restore target. Serializes as `host:port/dbname` only: never the password.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RestoreTarget(pub ConnInfo);
 
 impl Serialize for RestoreTarget {

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{BackupRow, Command, Engine, Event, JobHandle, JobInfo, SourceStatus};
+use super::{BackupRow, Command, Engine, Event, JobHandle, JobInfo, RestoreTarget, SourceStatus};
 use crate::engine::history::JobRecord;
 use crate::error::{Error, Result};
 
@@ -25,6 +25,20 @@ pub trait Control: Send + Sync {
     fn live_jobs(&self) -> Vec<JobInfo>;
     /// Job history, oldest first.
     fn jobs(&self) -> Vec<JobRecord>;
+    /// The repository's location (no secrets).
+    fn repository(&self) -> String;
+    /// How this control runs, for the console's header.
+    fn mode(&self) -> String;
+    /// Configured source names.
+    fn sources(&self) -> Vec<String>;
+    /// The retention policy in words (empty: none).
+    fn policy_words(&self) -> Vec<String>;
+    /// `user@host:port` of a source's server (where the console's restores go).
+    fn source_server(&self, source: &str) -> Option<String>;
+    /// A restore target: database `db` on `source`'s server, with the source's credentials.
+    fn restore_target(&self, source: &str, db: &str) -> Result<RestoreTarget>;
+    /// The face is leaving: jobs it owns end (in-process: cancelled, cleanups run).
+    async fn shutdown(&self, timeout: std::time::Duration);
 }
 
 #[async_trait]
@@ -49,5 +63,35 @@ impl Control for Engine {
     }
     fn jobs(&self) -> Vec<JobRecord> {
         self.history()
+    }
+    fn repository(&self) -> String {
+        self.config().repository.url.clone()
+    }
+    fn mode(&self) -> String {
+        "local: schedules are not running".into()
+    }
+    fn sources(&self) -> Vec<String> {
+        self.config()
+            .sources
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+    }
+    fn policy_words(&self) -> Vec<String> {
+        crate::present::policy_words(&self.config().retention)
+    }
+    fn source_server(&self, source: &str) -> Option<String> {
+        let cfg = self.config();
+        let c = &cfg.source(source).ok()?.conn;
+        Some(format!("{}@{}:{}", c.user, c.host, c.port))
+    }
+    fn restore_target(&self, source: &str, db: &str) -> Result<RestoreTarget> {
+        let cfg = self.config();
+        let mut ci = cfg.source(source)?.conn.clone();
+        ci.dbname = db.to_string();
+        Ok(RestoreTarget(ci))
+    }
+    async fn shutdown(&self, timeout: std::time::Duration) {
+        Engine::shutdown(self, timeout).await
     }
 }

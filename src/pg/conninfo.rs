@@ -34,7 +34,7 @@ impl SslMode {
 }
 
 /// Where and how to connect. `host` starting with `/` is a Unix socket directory.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConnInfo {
     pub host: String,
     pub port: u16,

@@ -1,0 +1,804 @@
+//! The console's state and `update(action)` (CONVENTIONS.md habit 6): keys become actions,
+//! actions change state or become [`Effect`]s (engine commands) — destructive ones only after
+//! a confirmation step. Drawing (`view`) is a pure function of this state.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use chrono::{DateTime, Utc};
+
+use super::keys::{Action, Focus};
+use crate::core::format::BackupType;
+use crate::core::prune::PruneReport;
+use crate::engine::history::JobRecord;
+use crate::engine::{BackupRow, Command, Event, JobInfo, JobProgress, SourceStatus, VerifyTarget};
+use crate::model::Level;
+
+pub const SCREENS: [&str; 6] = ["Overview", "Backups", "Jobs", "Retention", "Drills", "Log"];
+
+/// What the engine said last (refreshed every few seconds and after every job).
+#[derive(Debug, Clone, Default)]
+pub struct Model {
+    pub status: Vec<SourceStatus>,
+    /// Backups, oldest first.
+    pub rows: Vec<BackupRow>,
+    /// Backups whose manifest cannot be read.
+    pub unreadable: usize,
+    pub live: Vec<JobInfo>,
+    /// Job history, oldest first.
+    pub history: Vec<JobRecord>,
+    /// Configured sources (in the configuration's order).
+    pub sources: Vec<String>,
+    /// The retention policy in words (empty: none configured).
+    pub policy: Vec<String>,
+    /// Per source, the server a restore goes to (`user@host:port`).
+    pub servers: BTreeMap<String, String>,
+}
+
+/// Something the console asks the engine to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Submit(Command),
+    /// Restore into `db` (a new database, or an existing one to overwrite) on `source`'s server.
+    Restore {
+        backup: String,
+        source: String,
+        db: String,
+        overwrite: bool,
+    },
+    Cancel(String),
+    /// Run a prune dry run and report it back (`App::set_preview`).
+    PrunePreview,
+    Quit,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RestoreStep {
+    /// Choose: a new database, or overwrite an existing one.
+    Mode { overwrite: bool },
+    /// Type the database name.
+    Name { overwrite: bool, name: String },
+    /// What will happen; for an overwrite, the name typed again.
+    Confirm {
+        overwrite: bool,
+        name: String,
+        typed: String,
+    },
+    /// Started: follow job `job`.
+    Running { name: String, job: Option<String> },
+}
+
+/// The dialog on top of the screens, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dialog {
+    Help,
+    /// Back up now: pick the source (when several), then the type.
+    Backup {
+        source: Option<String>,
+        sel: usize,
+    },
+    Verify {
+        backup: String,
+        sel: usize,
+    },
+    CancelJob {
+        job: String,
+        what: String,
+    },
+    Delete {
+        id: String,
+        typed: String,
+    },
+    /// Preview (filled when the dry run answers), then confirm.
+    Prune {
+        report: Option<Box<PruneReport>>,
+        error: Option<String>,
+    },
+    Restore {
+        backup: String,
+        source: String,
+        database: String,
+        step: RestoreStep,
+    },
+    /// A job of this console still runs: quit anyway?
+    Quit,
+    Message {
+        title: String,
+        text: String,
+    },
+}
+
+/// The whole state.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub screen: usize,
+    pub model: Model,
+    /// Selection per screen.
+    pub sel: [usize; 6],
+    pub filter: String,
+    pub filtering: bool,
+    pub dialog: Option<Dialog>,
+    /// Latest progress per running job.
+    pub progress: BTreeMap<String, JobProgress>,
+    /// Log screen: the engine's log lines and job ends, newest last.
+    pub log: VecDeque<String>,
+    /// `local: schedules are not running` or `daemon attached (…)`.
+    pub mode: String,
+    pub repository: String,
+    /// Jobs this console started (quit asks while one runs in-process).
+    pub mine: Vec<String>,
+    pub detail: bool,
+    pub quit: bool,
+    /// Latest prune dry run (Retention screen).
+    pub preview: Option<Box<PruneReport>>,
+    /// Why the model cannot be read right now (shown above the key line).
+    pub problem: Option<String>,
+}
+
+const LOG_LINES: usize = 500;
+
+impl App {
+    pub fn new(repository: String, mode: String) -> Self {
+        App {
+            screen: 0,
+            model: Model::default(),
+            sel: [0; 6],
+            filter: String::new(),
+            filtering: false,
+            dialog: None,
+            progress: BTreeMap::new(),
+            log: VecDeque::new(),
+            mode,
+            repository,
+            mine: vec![],
+            detail: false,
+            quit: false,
+            preview: None,
+            problem: None,
+        }
+    }
+
+    /// Who has the keyboard now.
+    pub fn focus(&self) -> Focus {
+        match &self.dialog {
+            Some(Dialog::Delete { .. }) => Focus::Text,
+            Some(Dialog::Restore { step, .. }) => match step {
+                RestoreStep::Name { .. } => Focus::Text,
+                RestoreStep::Confirm {
+                    overwrite: true, ..
+                } => Focus::Text,
+                _ => Focus::Choice,
+            },
+            Some(_) => Focus::Choice,
+            None if self.filtering => Focus::Text,
+            None => Focus::Screens,
+        }
+    }
+
+    /// Backups shown on the Backups screen (filtered), newest first.
+    pub fn backups(&self) -> Vec<&BackupRow> {
+        let f = self.filter.to_lowercase();
+        self.model
+            .rows
+            .iter()
+            .rev()
+            .filter(|b| {
+                f.is_empty()
+                    || b.id.to_lowercase().contains(&f)
+                    || b.source.to_lowercase().contains(&f)
+                    || b.kind.as_str().contains(&f)
+                    || b.verified_level.contains(&f)
+            })
+            .collect()
+    }
+
+    /// Jobs screen rows: running first, then history newest first.
+    pub fn job_ids(&self) -> Vec<String> {
+        self.model
+            .live
+            .iter()
+            .map(|j| j.id.clone())
+            .chain(self.model.history.iter().rev().map(|j| j.id.clone()))
+            .collect()
+    }
+
+    fn rows_on_screen(&self) -> usize {
+        match self.screen {
+            0 => self.model.status.len(),
+            1 => self.backups().len(),
+            2 => self.job_ids().len(),
+            3 => self.preview.as_ref().map(|p| p.plan.len()).unwrap_or(0),
+            5 => self.log.len(),
+            _ => 0,
+        }
+    }
+
+    /// The selected backup (Backups screen; on Overview the selected source's newest).
+    pub fn selected_backup(&self) -> Option<&BackupRow> {
+        match self.screen {
+            1 => self.backups().get(self.sel[1]).copied(),
+            0 => {
+                let s = self.model.status.get(self.sel[0])?;
+                self.model.rows.iter().rev().find(|b| b.source == s.source)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn set_model(&mut self, m: Model) {
+        self.model = m;
+        let live: Vec<String> = self.model.live.iter().map(|j| j.id.clone()).collect();
+        self.progress.retain(|k, _| live.contains(k));
+        for j in &self.model.live {
+            if let Some(p) = &j.progress {
+                self.progress.insert(j.id.clone(), p.clone());
+            }
+        }
+        let n = self.rows_on_screen();
+        if self.sel[self.screen] >= n {
+            self.sel[self.screen] = n.saturating_sub(1);
+        }
+    }
+
+    pub fn set_preview(&mut self, r: Result<PruneReport, String>) {
+        match r {
+            Ok(p) => {
+                let p = Box::new(p);
+                self.preview = Some(p.clone());
+                if let Some(Dialog::Prune { report, .. }) = &mut self.dialog {
+                    *report = Some(p);
+                }
+            }
+            Err(e) => {
+                if let Some(Dialog::Prune { error, .. }) = &mut self.dialog {
+                    *error = Some(e.clone());
+                }
+                self.push_log(format!("prune preview failed: {e}"));
+            }
+        }
+    }
+
+    pub fn push_log(&mut self, line: String) {
+        if self.log.len() == LOG_LINES {
+            self.log.pop_front();
+        }
+        self.log.push_back(line);
+    }
+
+    /// An engine event: progress, log lines, the end of a job this console follows.
+    /// Returns whether anything visible changed.
+    pub fn on_event(&mut self, e: &Event, now: DateTime<Utc>) -> bool {
+        let t = now.format("%H:%M:%S");
+        match e {
+            Event::Progress(p) => {
+                self.progress.insert(p.job.clone(), p.clone());
+                return true;
+            }
+            Event::Log { job, message } => {
+                self.push_log(format!(
+                    "{t} {}{message}",
+                    job.as_deref()
+                        .map(|j| format!("[{j}] "))
+                        .unwrap_or_default()
+                ));
+            }
+            Event::JobQueued { job, kind, source } => self.push_log(format!(
+                "{t} [{job}] {kind} {} queued",
+                source.as_deref().unwrap_or("")
+            )),
+            Event::JobStarted {
+                job, kind, source, ..
+            } => self.push_log(format!(
+                "{t} [{job}] {kind} {} started",
+                source.as_deref().unwrap_or("")
+            )),
+            Event::JobFinished(o) | Event::JobFailed(o) => {
+                self.progress.remove(&o.job);
+                let status = serde_json::to_value(o.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                self.push_log(format!(
+                    "{t} [{}] {} {} {status}{}",
+                    o.job,
+                    o.kind,
+                    o.source.as_deref().unwrap_or(""),
+                    o.error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ));
+                if let Some(Dialog::Restore {
+                    step: RestoreStep::Running { name, job: Some(j) },
+                    ..
+                }) = &self.dialog
+                {
+                    if *j == o.job {
+                        let text = match (&o.result, &o.error) {
+                            (
+                                Some(crate::engine::JobResult::Restore {
+                                    bytes, duration_ms, ..
+                                }),
+                                None,
+                            ) => format!(
+                                "✔ restored into {name}: {} in {} (measured)",
+                                crate::present::human_bytes(*bytes),
+                                duration(*duration_ms / 1000)
+                            ),
+                            (_, Some(e)) => format!("✗ the restore into {name} failed: {e}"),
+                            _ => format!("restore into {name}: {status}"),
+                        };
+                        self.dialog = Some(Dialog::Message {
+                            title: "Restore".into(),
+                            text,
+                        });
+                    }
+                }
+            }
+            Event::BackupAdded { backup, .. } => self.push_log(format!(
+                "{t} backup {} of {} added ({})",
+                backup.id,
+                backup.source,
+                crate::present::human_bytes(backup.stored_bytes)
+            )),
+            Event::BackupDeleted { id, source, .. } => {
+                self.push_log(format!("{t} backup {id} of {source} deleted"))
+            }
+            Event::ConfigChanged => self.push_log(format!("{t} configuration changed")),
+            Event::Alert(a) => {
+                self.push_log(format!("{t} ALERT {}: {}", a.kind.as_str(), a.message))
+            }
+        }
+        true
+    }
+
+    /// Apply `a`; what the engine must do.
+    pub fn update(&mut self, a: Action) -> Vec<Effect> {
+        if a == Action::Interrupt {
+            return self.ask_quit();
+        }
+        if self.dialog.is_some() {
+            return self.update_dialog(a);
+        }
+        if self.filtering {
+            match a {
+                Action::Char(c) => self.filter.push(c),
+                Action::Backspace => {
+                    self.filter.pop();
+                }
+                Action::Back => {
+                    self.filter.clear();
+                    self.filtering = false;
+                }
+                Action::Enter => self.filtering = false,
+                _ => {}
+            }
+            self.sel[self.screen] = 0;
+            return vec![];
+        }
+        let n = self.rows_on_screen();
+        let sel = &mut self.sel[self.screen];
+        match a {
+            Action::Quit => return self.ask_quit(),
+            Action::Screen(i) => {
+                self.screen = i.min(SCREENS.len() - 1);
+                self.detail = false;
+                if self.screen == 3 {
+                    return vec![Effect::PrunePreview];
+                }
+            }
+            Action::NextScreen | Action::PrevScreen => {
+                self.screen = if a == Action::NextScreen {
+                    (self.screen + 1) % SCREENS.len()
+                } else {
+                    (self.screen + SCREENS.len() - 1) % SCREENS.len()
+                };
+                self.detail = false;
+                if self.screen == 3 {
+                    return vec![Effect::PrunePreview];
+                }
+            }
+            Action::Down => *sel = (*sel + 1).min(n.saturating_sub(1)),
+            Action::Up => *sel = sel.saturating_sub(1),
+            Action::Top => *sel = 0,
+            Action::Bottom => *sel = n.saturating_sub(1),
+            Action::Enter => self.detail = matches!(self.screen, 1 | 2) && n > 0,
+            Action::Back => self.detail = false,
+            Action::Filter if self.screen == 1 => {
+                self.filtering = true;
+                self.filter.clear();
+            }
+            Action::Help => self.dialog = Some(Dialog::Help),
+            Action::Backup => {
+                let source = (self.model.sources.len() == 1).then(|| self.model.sources[0].clone());
+                if self.model.sources.is_empty() {
+                    self.message("Back up", "no source is configured: add [[sources]] to the configuration");
+                } else {
+                    self.dialog = Some(Dialog::Backup { source, sel: 0 });
+                }
+            }
+            Action::Verify => match self.selected_backup() {
+                Some(b) => {
+                    self.dialog = Some(Dialog::Verify {
+                        backup: b.id.clone(),
+                        sel: 1,
+                    })
+                }
+                None => self.message("Verify", "select a backup first (2 Backups)"),
+            },
+            Action::Restore => match self.selected_backup().cloned() {
+                Some(b) => {
+                    self.dialog = Some(Dialog::Restore {
+                        backup: b.id.clone(),
+                        source: b.source.clone(),
+                        database: b.database.clone(),
+                        step: RestoreStep::Mode { overwrite: false },
+                    })
+                }
+                None => self.message("Restore", "select a backup first (2 Backups)"),
+            },
+            Action::Delete => match self.selected_backup() {
+                Some(b) if self.screen == 1 => {
+                    self.dialog = Some(Dialog::Delete {
+                        id: b.id.clone(),
+                        typed: String::new(),
+                    })
+                }
+                _ => self.message("Delete", "select a backup on 2 Backups first"),
+            },
+            Action::Prune => {
+                self.dialog = Some(Dialog::Prune {
+                    report: None,
+                    error: None,
+                });
+                return vec![Effect::PrunePreview];
+            }
+            Action::Cancel => {
+                let live = if self.screen == 2 {
+                    self.model.live.get(self.sel[2])
+                } else {
+                    self.model.live.first()
+                };
+                match live {
+                    Some(j) => {
+                        self.dialog = Some(Dialog::CancelJob {
+                            job: j.id.clone(),
+                            what: format!("{} {}", j.kind, j.source.as_deref().unwrap_or("")),
+                        })
+                    }
+                    None => self.message("Cancel", "no job is running"),
+                }
+            }
+            Action::Drill => self.message(
+                "Drill",
+                "guided drills are not built yet: verify a backup at restore level (v) to measure its restore",
+            ),
+            _ => {}
+        }
+        vec![]
+    }
+
+    fn message(&mut self, title: &str, text: &str) {
+        self.dialog = Some(Dialog::Message {
+            title: title.into(),
+            text: text.into(),
+        });
+    }
+
+    fn ask_quit(&mut self) -> Vec<Effect> {
+        let running = self
+            .mine
+            .iter()
+            .any(|j| self.model.live.iter().any(|l| &l.id == j) || self.progress.contains_key(j));
+        if running && !matches!(self.dialog, Some(Dialog::Quit)) && self.mode.starts_with("local") {
+            self.dialog = Some(Dialog::Quit);
+            return vec![];
+        }
+        self.quit = true;
+        vec![Effect::Quit]
+    }
+
+    fn update_dialog(&mut self, a: Action) -> Vec<Effect> {
+        let Some(d) = self.dialog.take() else {
+            return vec![];
+        };
+        if a == Action::Back {
+            // Esc closes any dialog; a running restore keeps running (Jobs shows it).
+            return vec![];
+        }
+        let (keep, effects) = match d {
+            Dialog::Help | Dialog::Message { .. } => (None, vec![]),
+            Dialog::Quit => match a {
+                Action::Char('y') | Action::Enter => {
+                    self.quit = true;
+                    (None, vec![Effect::Quit])
+                }
+                _ => (None, vec![]),
+            },
+            Dialog::Backup { source: None, sel } => {
+                let n = self.model.sources.len();
+                match a {
+                    Action::Down => (
+                        Some(Dialog::Backup {
+                            source: None,
+                            sel: (sel + 1).min(n - 1),
+                        }),
+                        vec![],
+                    ),
+                    Action::Up => (
+                        Some(Dialog::Backup {
+                            source: None,
+                            sel: sel.saturating_sub(1),
+                        }),
+                        vec![],
+                    ),
+                    Action::Enter => (
+                        Some(Dialog::Backup {
+                            source: self.model.sources.get(sel).cloned(),
+                            sel: 0,
+                        }),
+                        vec![],
+                    ),
+                    _ => (Some(Dialog::Backup { source: None, sel }), vec![]),
+                }
+            }
+            Dialog::Backup {
+                source: Some(s),
+                sel,
+            } => {
+                const TYPES: [BackupType; 3] = [
+                    BackupType::Full,
+                    BackupType::Incremental,
+                    BackupType::Differential,
+                ];
+                let pick = match a {
+                    Action::Char('f') => Some(0),
+                    Action::Char('i') => Some(1),
+                    Action::Char('d') => Some(2),
+                    Action::Enter => Some(sel),
+                    _ => None,
+                };
+                match (a, pick) {
+                    (_, Some(i)) => (
+                        None,
+                        vec![Effect::Submit(Command::Backup {
+                            source: s,
+                            kind: Some(TYPES[i]),
+                            verify: None,
+                        })],
+                    ),
+                    (Action::Down, _) => (
+                        Some(Dialog::Backup {
+                            source: Some(s),
+                            sel: (sel + 1).min(2),
+                        }),
+                        vec![],
+                    ),
+                    (Action::Up, _) => (
+                        Some(Dialog::Backup {
+                            source: Some(s),
+                            sel: sel.saturating_sub(1),
+                        }),
+                        vec![],
+                    ),
+                    _ => (
+                        Some(Dialog::Backup {
+                            source: Some(s),
+                            sel,
+                        }),
+                        vec![],
+                    ),
+                }
+            }
+            Dialog::Verify { backup, sel } => {
+                const LEVELS: [Level; 3] = [Level::Structure, Level::Data, Level::Restore];
+                let pick = match a {
+                    Action::Char('s') => Some(0),
+                    Action::Char('d') => Some(1),
+                    Action::Char('r') => Some(2),
+                    Action::Enter => Some(sel),
+                    _ => None,
+                };
+                match (a, pick) {
+                    (_, Some(i)) => (
+                        None,
+                        vec![Effect::Submit(Command::Verify {
+                            target: VerifyTarget::Id(backup),
+                            level: LEVELS[i],
+                        })],
+                    ),
+                    (Action::Down, _) => (
+                        Some(Dialog::Verify {
+                            backup,
+                            sel: (sel + 1).min(2),
+                        }),
+                        vec![],
+                    ),
+                    (Action::Up, _) => (
+                        Some(Dialog::Verify {
+                            backup,
+                            sel: sel.saturating_sub(1),
+                        }),
+                        vec![],
+                    ),
+                    _ => (Some(Dialog::Verify { backup, sel }), vec![]),
+                }
+            }
+            Dialog::CancelJob { job, what } => match a {
+                Action::Char('y') => (None, vec![Effect::Cancel(job)]),
+                Action::Char('n') | Action::Enter => (None, vec![]),
+                _ => (Some(Dialog::CancelJob { job, what }), vec![]),
+            },
+            Dialog::Delete { id, mut typed } => match a {
+                Action::Char(c) => {
+                    typed.push(c);
+                    (Some(Dialog::Delete { id, typed }), vec![])
+                }
+                Action::Backspace => {
+                    typed.pop();
+                    (Some(Dialog::Delete { id, typed }), vec![])
+                }
+                Action::Enter if typed == id => (
+                    None,
+                    vec![Effect::Submit(Command::Delete { id, force: false })],
+                ),
+                _ => (Some(Dialog::Delete { id, typed }), vec![]),
+            },
+            Dialog::Prune { report, error } => match a {
+                Action::Char('y') if report.is_some() => (
+                    None,
+                    vec![Effect::Submit(Command::Prune { dry_run: false })],
+                ),
+                Action::Char('n') => (None, vec![]),
+                _ => (Some(Dialog::Prune { report, error }), vec![]),
+            },
+            Dialog::Restore {
+                backup,
+                source,
+                database,
+                step,
+            } => {
+                let (step, effects) = restore_step(step, a, &backup, &source, &database);
+                match step {
+                    Some(s) => (
+                        Some(Dialog::Restore {
+                            backup,
+                            source,
+                            database,
+                            step: s,
+                        }),
+                        effects,
+                    ),
+                    None => (None, effects),
+                }
+            }
+        };
+        self.dialog = keep;
+        effects
+    }
+
+    /// A restore job started for the open wizard.
+    pub fn restore_started(&mut self, job: String) {
+        self.mine.push(job.clone());
+        if let Some(Dialog::Restore {
+            step: RestoreStep::Running { job: j, .. },
+            ..
+        }) = &mut self.dialog
+        {
+            *j = Some(job);
+        }
+    }
+}
+
+/// The restore wizard's next step; `None` closes it.
+fn restore_step(
+    step: RestoreStep,
+    a: Action,
+    backup: &str,
+    source: &str,
+    database: &str,
+) -> (Option<RestoreStep>, Vec<Effect>) {
+    match step {
+        RestoreStep::Mode { overwrite } => match a {
+            Action::Up | Action::Down => (
+                Some(RestoreStep::Mode {
+                    overwrite: !overwrite,
+                }),
+                vec![],
+            ),
+            Action::Char('n') => (Some(RestoreStep::Mode { overwrite: false }), vec![]),
+            Action::Char('o') => (Some(RestoreStep::Mode { overwrite: true }), vec![]),
+            Action::Enter => (
+                Some(RestoreStep::Name {
+                    overwrite,
+                    name: if overwrite {
+                        String::new()
+                    } else {
+                        format!("{database}_restored")
+                    },
+                }),
+                vec![],
+            ),
+            _ => (Some(RestoreStep::Mode { overwrite }), vec![]),
+        },
+        RestoreStep::Name {
+            overwrite,
+            mut name,
+        } => match a {
+            Action::Char(c) if c.is_ascii_alphanumeric() || c == '_' || c == '-' => {
+                name.push(c);
+                (Some(RestoreStep::Name { overwrite, name }), vec![])
+            }
+            Action::Backspace => {
+                name.pop();
+                (Some(RestoreStep::Name { overwrite, name }), vec![])
+            }
+            Action::Enter if !name.is_empty() => (
+                Some(RestoreStep::Confirm {
+                    overwrite,
+                    name,
+                    typed: String::new(),
+                }),
+                vec![],
+            ),
+            _ => (Some(RestoreStep::Name { overwrite, name }), vec![]),
+        },
+        RestoreStep::Confirm {
+            overwrite,
+            name,
+            mut typed,
+        } => match a {
+            Action::Char(c) if overwrite => {
+                typed.push(c);
+                (
+                    Some(RestoreStep::Confirm {
+                        overwrite,
+                        name,
+                        typed,
+                    }),
+                    vec![],
+                )
+            }
+            Action::Backspace if overwrite => {
+                typed.pop();
+                (
+                    Some(RestoreStep::Confirm {
+                        overwrite,
+                        name,
+                        typed,
+                    }),
+                    vec![],
+                )
+            }
+            Action::Enter if !overwrite || typed == name => (
+                Some(RestoreStep::Running {
+                    name: name.clone(),
+                    job: None,
+                }),
+                vec![Effect::Restore {
+                    backup: backup.to_string(),
+                    source: source.to_string(),
+                    db: name,
+                    overwrite,
+                }],
+            ),
+            _ => (
+                Some(RestoreStep::Confirm {
+                    overwrite,
+                    name,
+                    typed,
+                }),
+                vec![],
+            ),
+        },
+        RestoreStep::Running { name, job } => (Some(RestoreStep::Running { name, job }), vec![]),
+    }
+}
+
+/// `4m12s`, `1h03m`, `12s`.
+pub fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}

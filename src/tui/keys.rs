@@ -1,0 +1,151 @@
+//! Key → Action (CONVENTIONS.md habit 6): what a key means depends only on whether a dialog or
+//! the filter line has the keyboard. Nothing here changes state.
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Quit,
+    /// 0-based screen index.
+    Screen(usize),
+    NextScreen,
+    PrevScreen,
+    Up,
+    Down,
+    Top,
+    Bottom,
+    Enter,
+    Back,
+    Filter,
+    /// A character typed into a text field.
+    Char(char),
+    Backspace,
+    Backup,
+    Verify,
+    Restore,
+    Prune,
+    Delete,
+    Drill,
+    Cancel,
+    Help,
+    /// Ctrl-C: leave (asks when an in-process job runs).
+    Interrupt,
+}
+
+/// Who has the keyboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    /// The screens: single-key commands.
+    Screens,
+    /// A dialog with a list to pick from (arrows, Enter, Esc; `y`/`n` answer).
+    Choice,
+    /// A text field (filter, typed confirmation, database name): every printable key is text.
+    Text,
+}
+
+/// The action of `key`, if any.
+pub fn action(key: KeyEvent, focus: Focus) -> Option<Action> {
+    if key.kind == KeyEventKind::Release {
+        return None;
+    }
+    if key.modifiers.contains(KeyModifiers::CONTROL) {
+        return match key.code {
+            KeyCode::Char('c') => Some(Action::Interrupt),
+            _ => None,
+        };
+    }
+    let common = match key.code {
+        KeyCode::Esc => Some(Action::Back),
+        KeyCode::Enter => Some(Action::Enter),
+        KeyCode::Up => Some(Action::Up),
+        KeyCode::Down => Some(Action::Down),
+        KeyCode::Backspace => Some(Action::Backspace),
+        KeyCode::Tab => Some(Action::NextScreen),
+        KeyCode::BackTab => Some(Action::PrevScreen),
+        _ => None,
+    };
+    if common.is_some() {
+        return common;
+    }
+    let KeyCode::Char(c) = key.code else {
+        return None;
+    };
+    match focus {
+        Focus::Text => Some(Action::Char(c)),
+        Focus::Choice => match c {
+            'j' => Some(Action::Down),
+            'k' => Some(Action::Up),
+            'q' => Some(Action::Back),
+            c => Some(Action::Char(c)),
+        },
+        Focus::Screens => match c {
+            'q' => Some(Action::Quit),
+            '1'..='6' => Some(Action::Screen(c as usize - '1' as usize)),
+            'j' => Some(Action::Down),
+            'k' => Some(Action::Up),
+            'g' => Some(Action::Top),
+            'G' => Some(Action::Bottom),
+            '/' => Some(Action::Filter),
+            'b' => Some(Action::Backup),
+            'v' => Some(Action::Verify),
+            'r' => Some(Action::Restore),
+            'p' => Some(Action::Prune),
+            'd' => Some(Action::Delete),
+            'D' => Some(Action::Drill),
+            'c' => Some(Action::Cancel),
+            '?' => Some(Action::Help),
+            _ => None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(c: KeyCode) -> KeyEvent {
+        KeyEvent::new(c, KeyModifiers::NONE)
+    }
+
+    #[test]
+    fn keys_mean_commands_on_screens_and_text_in_fields() {
+        assert_eq!(
+            action(k(KeyCode::Char('b')), Focus::Screens),
+            Some(Action::Backup)
+        );
+        assert_eq!(
+            action(k(KeyCode::Char('3')), Focus::Screens),
+            Some(Action::Screen(2))
+        );
+        assert_eq!(
+            action(k(KeyCode::Char('D')), Focus::Screens),
+            Some(Action::Drill)
+        );
+        assert_eq!(
+            action(k(KeyCode::Char('q')), Focus::Screens),
+            Some(Action::Quit)
+        );
+        // In a text field, `q` and `b` are letters of a database name.
+        assert_eq!(
+            action(k(KeyCode::Char('q')), Focus::Text),
+            Some(Action::Char('q'))
+        );
+        assert_eq!(
+            action(k(KeyCode::Char('b')), Focus::Text),
+            Some(Action::Char('b'))
+        );
+        // In a choice, `q` backs out instead of quitting.
+        assert_eq!(
+            action(k(KeyCode::Char('q')), Focus::Choice),
+            Some(Action::Back)
+        );
+        assert_eq!(
+            action(
+                KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
+                Focus::Text
+            ),
+            Some(Action::Interrupt)
+        );
+    }
+}

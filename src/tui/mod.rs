@@ -1,0 +1,301 @@
+//! The console (DESIGN.md §6): `keepsake` with no command. A face of the engine, generic over
+//! [`Control`]: keys become actions (`keys`), actions change the state or become engine
+//! commands (`app`), drawing is a pure function of the state (`view`).
+//!
+//! Invariants (CONVENTIONS.md habit 7):
+//! - One terminal owner: this loop. Input is read on a thread of its own and sent here; engine
+//!   events and model refreshes arrive on channels; nothing else writes to the terminal (the
+//!   console's log goes to a file, see `main.rs`). A panic restores the terminal first.
+//! - Redraw only when something changed, at most 10 times a second; idle costs nothing but a
+//!   model refresh every few seconds (from the engine's cached view).
+//! - Destructive actions go through a confirmation (typed for delete and overwrite).
+
+pub mod app;
+pub mod keys;
+pub mod view;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use ratatui::crossterm::event::{self, Event as TermEvent};
+
+use crate::engine::control::Control;
+use crate::engine::{Command, JobResult, RestoreRequest};
+use crate::error::{Error, Result};
+use app::{App, Effect, Model};
+
+/// Model refresh interval (the engine's view lists the repository at most every 2 s anyway).
+const REFRESH: Duration = Duration::from_secs(3);
+/// At most 10 frames a second.
+const FRAME: Duration = Duration::from_millis(100);
+
+enum Msg {
+    Input(TermEvent),
+    Engine(crate::engine::Event),
+    Model(std::result::Result<Model, String>),
+    Preview(std::result::Result<crate::core::prune::PruneReport, String>),
+}
+
+/// Read the model from the engine.
+pub async fn fetch<C: Control + ?Sized>(ctl: &C) -> Result<Model> {
+    let (rows, bad) = ctl.list(None).await?;
+    let status = ctl.status().await?;
+    Ok(Model {
+        status,
+        rows,
+        unreadable: bad.len(),
+        live: ctl.live_jobs(),
+        history: ctl.jobs(),
+        servers: ctl
+            .sources()
+            .iter()
+            .filter_map(|s| Some((s.clone(), ctl.source_server(s)?)))
+            .collect(),
+        sources: ctl.sources(),
+        policy: ctl.policy_words(),
+    })
+}
+
+/// Run the console on `ctl` until the user quits.
+pub async fn run<C: Control + 'static>(ctl: Arc<C>) -> Result<()> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "the console needs a terminal: use `keepsake status` for the same answers as text, or `keepsake --help` for the commands".into(),
+        ));
+    }
+    let mut app = App::new(ctl.repository(), ctl.mode());
+    let theme = view::Theme::from_env();
+    let mut terminal = ratatui::init();
+    let res = event_loop(&mut terminal, ctl.clone(), &mut app, theme).await;
+    ratatui::restore();
+    // Jobs this console started in-process end with it (their cleanups run).
+    ctl.shutdown(Duration::from_secs(30)).await;
+    res
+}
+
+async fn event_loop<C: Control + 'static>(
+    terminal: &mut ratatui::DefaultTerminal,
+    ctl: Arc<C>,
+    app: &mut App,
+    theme: view::Theme,
+) -> Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Msg>();
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (tx, stop) = (tx.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if event::poll(Duration::from_millis(200)).unwrap_or(false) {
+                    match event::read() {
+                        Ok(e) => {
+                            if tx.send(Msg::Input(e)).is_err() {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+        });
+    }
+    let wake = Arc::new(tokio::sync::Notify::new());
+    {
+        let (tx, ctl, wake) = (tx.clone(), ctl.clone(), wake.clone());
+        tokio::spawn(async move {
+            loop {
+                let m = fetch(&*ctl).await.map_err(|e| e.to_string());
+                if tx.send(Msg::Model(m)).is_err() {
+                    break;
+                }
+                let _ = tokio::time::timeout(REFRESH, wake.notified()).await;
+            }
+        });
+    }
+    {
+        let (tx, mut events) = (tx.clone(), ctl.subscribe());
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(e) => {
+                        if tx.send(Msg::Engine(e)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+    let mut dirty = true;
+    let mut last_draw = Instant::now() - FRAME;
+    let mut minute = Utc::now().format("%H:%M").to_string();
+    loop {
+        if dirty && last_draw.elapsed() >= FRAME {
+            terminal
+                .draw(|f| view::draw(f, app, Utc::now(), theme))
+                .map_err(|e| Error::io("drawing the console", e))?;
+            last_draw = Instant::now();
+            dirty = false;
+        }
+        let next_frame = tokio::time::sleep(if dirty {
+            FRAME.saturating_sub(last_draw.elapsed())
+        } else {
+            Duration::from_secs(1)
+        });
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = next_frame => {
+                let now = Utc::now().format("%H:%M").to_string();
+                if now != minute {
+                    minute = now;
+                    dirty = true;
+                }
+                continue;
+            }
+        };
+        let Some(msg) = msg else { break };
+        match msg {
+            Msg::Input(TermEvent::Key(k)) => {
+                if let Some(a) = keys::action(k, app.focus()) {
+                    for e in app.update(a) {
+                        effect(e, &ctl, app, &tx, &wake);
+                    }
+                    dirty = true;
+                }
+            }
+            Msg::Input(TermEvent::Resize(..)) => {
+                let _ = terminal.autoresize();
+                dirty = true;
+            }
+            Msg::Input(_) => {}
+            Msg::Engine(e) => {
+                if matches!(
+                    e,
+                    crate::engine::Event::JobFinished(_)
+                        | crate::engine::Event::JobFailed(_)
+                        | crate::engine::Event::JobQueued { .. }
+                        | crate::engine::Event::JobStarted { .. }
+                        | crate::engine::Event::BackupAdded { .. }
+                        | crate::engine::Event::BackupDeleted { .. }
+                ) {
+                    wake.notify_one();
+                }
+                dirty |= app.on_event(&e, Utc::now());
+            }
+            Msg::Model(Ok(m)) => {
+                app.set_model(m);
+                app.problem = None;
+                dirty = true;
+            }
+            Msg::Model(Err(e)) => {
+                if app.problem.as_deref() != Some(e.as_str()) {
+                    app.push_log(format!(
+                        "{} cannot read the repository: {e}",
+                        Utc::now().format("%H:%M:%S")
+                    ));
+                    app.problem = Some(e);
+                    dirty = true;
+                }
+            }
+            Msg::Preview(r) => {
+                app.set_preview(r);
+                dirty = true;
+            }
+        }
+        if app.quit {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+fn effect<C: Control + 'static>(
+    e: Effect,
+    ctl: &Arc<C>,
+    app: &mut App,
+    tx: &tokio::sync::mpsc::UnboundedSender<Msg>,
+    wake: &tokio::sync::Notify,
+) {
+    match e {
+        Effect::Quit => {}
+        Effect::Submit(cmd) => {
+            let what = format!("{} {}", cmd.kind(), cmd.source().unwrap_or(""));
+            match ctl.submit(cmd) {
+                Ok(h) => {
+                    app.mine.push(h.id.clone());
+                    app.push_log(format!(
+                        "{} [{}] {what} started from the console",
+                        Utc::now().format("%H:%M:%S"),
+                        h.id
+                    ));
+                    wake.notify_one();
+                }
+                Err(e) => {
+                    app.dialog = Some(app::Dialog::Message {
+                        title: "Could not start".into(),
+                        text: e.to_string(),
+                    })
+                }
+            }
+        }
+        Effect::Restore {
+            backup,
+            source,
+            db,
+            overwrite,
+        } => {
+            let started = ctl.restore_target(&source, &db).and_then(|target| {
+                ctl.submit(Command::Restore(RestoreRequest {
+                    id: backup,
+                    target,
+                    create: !overwrite,
+                    clean: overwrite,
+                    confirm: overwrite.then(|| db.clone()),
+                    no_owner: false,
+                    jobs: None,
+                }))
+            });
+            match started {
+                Ok(h) => {
+                    app.restore_started(h.id);
+                    wake.notify_one();
+                }
+                Err(e) => {
+                    app.dialog = Some(app::Dialog::Message {
+                        title: "Restore".into(),
+                        text: format!("✗ could not start the restore: {e}"),
+                    })
+                }
+            }
+        }
+        Effect::Cancel(job) => {
+            if !ctl.cancel(&job) {
+                app.push_log(format!("job {job} had already ended"));
+            }
+        }
+        Effect::PrunePreview => {
+            let (ctl, tx) = (ctl.clone(), tx.clone());
+            tokio::spawn(async move {
+                let r = match ctl.submit(Command::Prune { dry_run: true }) {
+                    Err(e) => Err(e.to_string()),
+                    Ok(h) => {
+                        let o = h.wait().await;
+                        match o.result {
+                            Some(JobResult::Prune(r)) if o.exit_code == 0 => Ok(*r),
+                            _ => Err(o.error.unwrap_or_else(|| "the dry run failed".into())),
+                        }
+                    }
+                };
+                let _ = tx.send(Msg::Preview(r));
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,502 @@
+//! Screens and dialogs drawn on ratatui's `TestBackend` with a fixed clock and fixed data,
+//! compared with insta snapshots (80×24 and 120×40); key → action → state → effect; colour
+//! only adds (with `NO_COLOR` no cell has a colour, and every state still has its word or
+//! symbol).
+
+use chrono::{DateTime, TimeZone, Utc};
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+
+use super::app::{App, Dialog, Effect, Model, RestoreStep};
+use super::keys::{self, Action};
+use super::view::{self, Theme};
+use crate::core::format::BackupType;
+use crate::core::progress::{Phase, Progress};
+use crate::engine::history::{JobRecord, JobStatus};
+use crate::engine::{BackupRow, Command, JobInfo, JobProgress, JobState, SourceStatus};
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 2, 14, 2, 0)
+        .single()
+        .expect("time")
+}
+
+fn at(h: u32, m: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 2, h, m, 0)
+        .single()
+        .expect("time")
+}
+
+fn row(
+    id: &str,
+    source: &str,
+    kind: BackupType,
+    start: DateTime<Utc>,
+    level: &'static str,
+) -> BackupRow {
+    BackupRow {
+        id: id.into(),
+        source: source.into(),
+        kind,
+        status: "completed",
+        started_at: start,
+        finished_at: start + chrono::Duration::seconds(74),
+        logical_bytes: 2_400_000_000,
+        stored_bytes: if kind == BackupType::Full {
+            610_000_000
+        } else {
+            24_000_000
+        },
+        verified_level: level,
+        verified_at: (level != "none").then_some(start + chrono::Duration::minutes(5)),
+        restore_ms: (level == "restore").then_some(252_000),
+        database: source.into(),
+        server_version: "16.4".into(),
+        based_on: None,
+        tables: 52,
+    }
+}
+
+fn status(source: &str) -> SourceStatus {
+    SourceStatus {
+        source: source.into(),
+        last_backup_id: Some(format!("20261202T114800Z-{source}")),
+        last_backup_type: Some(BackupType::Incremental),
+        last_backup_at: Some(at(11, 48)),
+        last_backup_age_s: Some(8040),
+        last_verified_id: Some(format!("20261202T114800Z-{source}")),
+        last_verified_level: Some("restore"),
+        last_verified_backup_at: Some(at(11, 48)),
+        damaged: vec![],
+        rpo_s: Some(26 * 3600),
+        rpo_state: "ok",
+        restore_ms: Some(252_000),
+        restore_measured_bytes: Some(2_400_000_000),
+        next_runs: vec![at(15, 0)],
+        last_failed_job: None,
+    }
+}
+
+/// Three sources (ok, breach, failed), six backups, one running backup with progress.
+fn app() -> App {
+    let mut a = App::new(
+        "s3://backups/prod".into(),
+        "local: schedules are not running".into(),
+    );
+    let mut vendors = status("vendors");
+    vendors.rpo_state = "breach";
+    vendors.last_backup_type = Some(BackupType::Full);
+    vendors.last_backup_at = Some(at(11, 2) - chrono::Duration::hours(24));
+    vendors.last_verified_level = Some("data");
+    vendors.last_verified_backup_at = vendors.last_backup_at;
+    vendors.restore_ms = Some(63_000);
+    let mut photos = status("photos");
+    let mut failed = JobRecord::new(
+        "20261202T132200.000Z-aa11bb",
+        "backup",
+        Some("photos"),
+        "s3://backups/prod",
+    );
+    failed.status = JobStatus::Failed;
+    failed.started_at = at(13, 22);
+    failed.finished_at = Some(at(13, 32));
+    failed.pid = 4242;
+    failed.error = Some(
+        "pg_dump: could not obtain lock on relation \"uploads\" ([backup] lock_wait_timeout 10m)"
+            .into(),
+    );
+    photos.last_failed_job = Some(failed.clone());
+    let mut done = JobRecord::new(
+        "20261202T114800.000Z-cc22dd",
+        "backup",
+        Some("wedsync"),
+        "s3://backups/prod",
+    );
+    done.status = JobStatus::Completed;
+    done.started_at = at(11, 48);
+    done.finished_at = Some(at(11, 49));
+    done.pid = 4242;
+    done.backup_id = Some("20261202T114800Z-wedsync".into());
+    let rows = vec![
+        row(
+            "20261129T030000Z-0a1b2c",
+            "wedsync",
+            BackupType::Full,
+            at(3, 0) - chrono::Duration::days(3),
+            "restore",
+        ),
+        row(
+            "20261201T030000Z-3d4e5f",
+            "vendors",
+            BackupType::Full,
+            at(11, 2) - chrono::Duration::hours(24),
+            "data",
+        ),
+        row(
+            "20261202T030000Z-6a7b8c",
+            "photos",
+            BackupType::Full,
+            at(3, 0),
+            "failed",
+        ),
+        row(
+            "20261202T090000Z-9d0e1f",
+            "wedsync",
+            BackupType::Incremental,
+            at(9, 0),
+            "none",
+        ),
+        row(
+            "20261202T114800Z-wedsync",
+            "wedsync",
+            BackupType::Incremental,
+            at(11, 48),
+            "restore",
+        ),
+    ];
+    let live = vec![JobInfo {
+        id: "20261202T140100.000Z-ee33ff".into(),
+        kind: "backup",
+        source: Some("vendors".into()),
+        state: JobState::Running,
+        queued_at: at(14, 1),
+        parent: None,
+        progress: Some(JobProgress {
+            job: "20261202T140100.000Z-ee33ff".into(),
+            progress: Progress {
+                operation: "backup",
+                source: "vendors".into(),
+                phase: Phase::Dumping,
+                bytes_done: 1_900_000_000,
+                bytes_expected: Some(3_100_000_000),
+                rate: 41_000_000.0,
+                current_table: Some("public.contracts".into()),
+                elapsed_ms: 46_000,
+                storage_retries: 0,
+            },
+        }),
+    }];
+    a.set_model(Model {
+        status: vec![status("wedsync"), vendors, photos],
+        rows,
+        unreadable: 0,
+        live,
+        history: vec![done, failed],
+        sources: vec!["wedsync".into(), "vendors".into(), "photos".into()],
+        policy: vec![
+            "keep 7 daily".into(),
+            "keep 4 weekly".into(),
+            "never fewer than 2 proven per source".into(),
+        ],
+        servers: [("wedsync".to_string(), "ops@db-prod-2:5432".to_string())]
+            .into_iter()
+            .collect(),
+    });
+    a
+}
+
+fn draw(a: &App, w: u16, h: u16, theme: Theme) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).expect("terminal");
+    t.draw(|f| view::draw(f, a, now(), theme)).expect("draw");
+    t
+}
+
+fn screen(a: &App, w: u16, h: u16) -> String {
+    draw(a, w, h, Theme { color: false }).backend().to_string()
+}
+
+fn press(a: &mut App, c: KeyCode) -> Vec<Effect> {
+    let act = keys::action(KeyEvent::new(c, KeyModifiers::NONE), a.focus()).expect("an action");
+    a.update(act)
+}
+
+fn typed(a: &mut App, s: &str) {
+    for c in s.chars() {
+        press(a, KeyCode::Char(c));
+    }
+}
+
+#[test]
+fn screens_at_80x24_and_120x40() {
+    for (w, h) in [(80, 24), (120, 40)] {
+        let mut a = app();
+        a.set_preview(Ok(crate::core::prune::PruneReport {
+            dry_run: true,
+            plan: a
+                .model
+                .rows
+                .iter()
+                .rev()
+                .enumerate()
+                .map(|(i, b)| crate::core::retention::Decision {
+                    id: b.id.clone(),
+                    source: b.source.clone(),
+                    keep: i < 4,
+                    reasons: if i < 4 {
+                        vec!["daily 2026-12-02".into()]
+                    } else {
+                        vec![]
+                    },
+                })
+                .collect(),
+            forgotten: vec![],
+            marked: vec![],
+            waiting: vec![],
+            deleted_packs: vec![],
+            deleted_bytes: 0,
+            stale_temporaries: 0,
+            gc_skipped: None,
+        }));
+        for (i, name) in ["overview", "backups", "jobs", "retention", "drills", "log"]
+            .iter()
+            .enumerate()
+        {
+            a.screen = i;
+            if i == 5 {
+                a.push_log("14:01:00 [20261202T140100.000Z-ee33ff] backup vendors started".into());
+            }
+            insta::assert_snapshot!(format!("{name}_{w}x{h}"), screen(&a, w, h));
+        }
+    }
+}
+
+#[test]
+fn dialogs_at_80x24() {
+    let mut a = app();
+    a.screen = 1;
+    a.sel[1] = 0;
+    let cases: Vec<(&str, Dialog)> = vec![
+        ("help", Dialog::Help),
+        (
+            "backup_source",
+            Dialog::Backup {
+                source: None,
+                sel: 1,
+            },
+        ),
+        (
+            "backup_type",
+            Dialog::Backup {
+                source: Some("wedsync".into()),
+                sel: 0,
+            },
+        ),
+        (
+            "verify",
+            Dialog::Verify {
+                backup: "20261202T114800Z-wedsync".into(),
+                sel: 2,
+            },
+        ),
+        (
+            "delete",
+            Dialog::Delete {
+                id: "20261202T114800Z-wedsync".into(),
+                typed: "20261202T11".into(),
+            },
+        ),
+        (
+            "cancel",
+            Dialog::CancelJob {
+                job: "20261202T140100.000Z-ee33ff".into(),
+                what: "backup vendors".into(),
+            },
+        ),
+        (
+            "restore_overwrite",
+            Dialog::Restore {
+                backup: "20261202T114800Z-wedsync".into(),
+                source: "wedsync".into(),
+                database: "wedsync".into(),
+                step: RestoreStep::Confirm {
+                    overwrite: true,
+                    name: "wedsync".into(),
+                    typed: "wedsy".into(),
+                },
+            },
+        ),
+        (
+            "restore_new",
+            Dialog::Restore {
+                backup: "20261202T114800Z-wedsync".into(),
+                source: "wedsync".into(),
+                database: "wedsync".into(),
+                step: RestoreStep::Confirm {
+                    overwrite: false,
+                    name: "wedsync_restored".into(),
+                    typed: String::new(),
+                },
+            },
+        ),
+        ("quit", Dialog::Quit),
+    ];
+    for (name, d) in cases {
+        a.dialog = Some(d);
+        insta::assert_snapshot!(format!("dialog_{name}"), screen(&a, 80, 24));
+    }
+}
+
+#[test]
+fn backup_details_and_filter() {
+    let mut a = app();
+    press(&mut a, KeyCode::Char('2'));
+    press(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "vendors");
+    press(&mut a, KeyCode::Enter);
+    assert_eq!(a.backups().len(), 1);
+    insta::assert_snapshot!("backups_filtered", screen(&a, 80, 24));
+    press(&mut a, KeyCode::Enter);
+    assert!(a.detail);
+    insta::assert_snapshot!("backup_detail", screen(&a, 80, 24));
+}
+
+#[test]
+fn too_small_a_terminal_says_so() {
+    let s = screen(&app(), 60, 20);
+    assert!(s.contains("at least 80×24"), "{s}");
+}
+
+#[test]
+fn no_color_means_no_colour_and_every_state_has_a_word() {
+    let a = app();
+    let plain = draw(&a, 120, 40, Theme { color: false });
+    for cell in plain.backend().buffer().content() {
+        assert_eq!(
+            cell.fg,
+            ratatui::style::Color::Reset,
+            "a coloured cell with NO_COLOR"
+        );
+        assert_eq!(cell.bg, ratatui::style::Color::Reset);
+    }
+    let coloured = draw(&a, 120, 40, Theme { color: true });
+    assert!(coloured
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .any(|c| c.fg != ratatui::style::Color::Reset));
+    let text = plain.backend().to_string();
+    for word in [
+        "✔ wedsync",
+        "ok",
+        "⚠ vendors",
+        "breach",
+        "✗ photos",
+        "failed",
+        "● backup vendors",
+    ] {
+        assert!(text.contains(word), "{word} missing:\n{text}");
+    }
+}
+
+#[test]
+fn backup_key_picks_source_and_type_then_submits() {
+    let mut a = app();
+    assert!(press(&mut a, KeyCode::Char('b')).is_empty());
+    assert!(matches!(
+        a.dialog,
+        Some(Dialog::Backup { source: None, .. })
+    ));
+    press(&mut a, KeyCode::Down);
+    assert!(press(&mut a, KeyCode::Enter).is_empty());
+    let e = press(&mut a, KeyCode::Char('f'));
+    assert_eq!(
+        e,
+        vec![Effect::Submit(Command::Backup {
+            source: "vendors".into(),
+            kind: Some(BackupType::Full),
+            verify: None
+        })]
+    );
+    assert!(a.dialog.is_none());
+}
+
+#[test]
+fn delete_needs_the_typed_id() {
+    let mut a = app();
+    press(&mut a, KeyCode::Char('2'));
+    press(&mut a, KeyCode::Char('d'));
+    let Some(Dialog::Delete { id, .. }) = a.dialog.clone() else {
+        panic!("no delete dialog: {:?}", a.dialog)
+    };
+    assert!(
+        press(&mut a, KeyCode::Enter).is_empty(),
+        "nothing typed: no delete"
+    );
+    typed(&mut a, &id[..10]);
+    assert!(
+        press(&mut a, KeyCode::Enter).is_empty(),
+        "a prefix is not the id"
+    );
+    typed(&mut a, &id[10..]);
+    assert_eq!(
+        press(&mut a, KeyCode::Enter),
+        vec![Effect::Submit(Command::Delete { id, force: false })]
+    );
+}
+
+#[test]
+fn restore_wizard_overwrite_needs_the_database_name_typed() {
+    let mut a = app();
+    press(&mut a, KeyCode::Char('2'));
+    press(&mut a, KeyCode::Char('r'));
+    press(&mut a, KeyCode::Down); // existing database
+    press(&mut a, KeyCode::Enter);
+    typed(&mut a, "wedsync");
+    press(&mut a, KeyCode::Enter);
+    assert!(
+        press(&mut a, KeyCode::Enter).is_empty(),
+        "no name typed yet"
+    );
+    typed(&mut a, "wedsyn");
+    assert!(
+        press(&mut a, KeyCode::Enter).is_empty(),
+        "a wrong name refuses"
+    );
+    typed(&mut a, "c");
+    let e = press(&mut a, KeyCode::Enter);
+    assert_eq!(
+        e,
+        vec![Effect::Restore {
+            backup: "20261202T114800Z-wedsync".into(),
+            source: "wedsync".into(),
+            db: "wedsync".into(),
+            overwrite: true
+        }]
+    );
+    // A new database needs no typed name; `q` in the name field is a letter, not quit.
+    let mut a = app();
+    press(&mut a, KeyCode::Char('2'));
+    press(&mut a, KeyCode::Char('r'));
+    press(&mut a, KeyCode::Enter);
+    typed(&mut a, "_q");
+    assert!(!a.quit);
+    press(&mut a, KeyCode::Enter);
+    let e = press(&mut a, KeyCode::Enter);
+    assert!(
+        matches!(&e[..], [Effect::Restore { db, overwrite: false, .. }] if db == "wedsync_restored_q"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn cancel_and_quit_ask_first() {
+    let mut a = app();
+    press(&mut a, KeyCode::Char('3'));
+    press(&mut a, KeyCode::Char('c'));
+    assert!(matches!(a.dialog, Some(Dialog::CancelJob { .. })));
+    assert!(press(&mut a, KeyCode::Char('n')).is_empty());
+    press(&mut a, KeyCode::Char('c'));
+    assert_eq!(
+        press(&mut a, KeyCode::Char('y')),
+        vec![Effect::Cancel("20261202T140100.000Z-ee33ff".into())]
+    );
+    // A job of this console still runs: quitting asks.
+    a.mine.push("20261202T140100.000Z-ee33ff".into());
+    assert!(press(&mut a, KeyCode::Char('q')).is_empty());
+    assert_eq!(a.dialog, Some(Dialog::Quit));
+    assert_eq!(press(&mut a, KeyCode::Char('y')), vec![Effect::Quit]);
+    assert!(a.quit);
+    let _ = Action::Help;
+}

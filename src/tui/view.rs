@@ -1,0 +1,995 @@
+//! Drawing: a pure function of the [`App`] state and the clock. Every state is carried by a
+//! word or a symbol (✔ ✗ ⚠ ●); colour only adds, and is off with `NO_COLOR`.
+
+use chrono::{DateTime, Utc};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, Wrap};
+use ratatui::Frame;
+
+use super::app::{duration, App, Dialog, RestoreStep, SCREENS};
+use crate::engine::SourceStatus;
+use crate::present::{age, human_bytes, span};
+
+/// Colours, or none.
+#[derive(Debug, Clone, Copy)]
+pub struct Theme {
+    pub color: bool,
+}
+
+impl Theme {
+    /// `NO_COLOR` set (to anything non-empty) turns colour off.
+    pub fn from_env() -> Self {
+        Theme {
+            color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+    fn fg(&self, c: Color) -> Style {
+        if self.color {
+            Style::default().fg(c)
+        } else {
+            Style::default()
+        }
+    }
+    fn bold(&self) -> Style {
+        Style::default().add_modifier(Modifier::BOLD)
+    }
+    fn selected(&self) -> Style {
+        Style::default().add_modifier(Modifier::REVERSED)
+    }
+}
+
+pub const MIN_W: u16 = 80;
+pub const MIN_H: u16 = 24;
+
+/// Draw the whole console.
+pub fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>, t: Theme) {
+    let area = f.area();
+    if area.width < MIN_W || area.height < MIN_H {
+        let msg = format!(
+            "keepsake needs a terminal of at least {MIN_W}×{MIN_H} (this one is {}×{}): enlarge the window, or use `keepsake status`",
+            area.width, area.height
+        );
+        f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
+        return;
+    }
+    let [head, tabs, body, foot] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    let right = format!("{}  ?:help ", now.format("%H:%M UTC"));
+    let left = format!(" keepsake · repo {} · {}", app.repository, app.mode);
+    let room = (head.width as usize).saturating_sub(right.chars().count() + 1);
+    let mut left: String = left.chars().take(room).collect();
+    let pad = (head.width as usize).saturating_sub(left.chars().count() + right.chars().count());
+    left.push_str(&" ".repeat(pad));
+    f.render_widget(
+        Paragraph::new(format!("{left}{right}")).style(t.bold()),
+        head,
+    );
+    let mut spans = vec![Span::raw(" ")];
+    for (i, s) in SCREENS.iter().enumerate() {
+        let label = format!("{} {s}", i + 1);
+        if i == app.screen {
+            spans.push(Span::styled(
+                format!("[{label}]"),
+                t.bold().patch(t.fg(Color::Cyan)),
+            ));
+        } else {
+            spans.push(Span::raw(format!(" {label} ")));
+        }
+        spans.push(Span::raw(" "));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), tabs);
+    match app.screen {
+        0 => overview(f, body, app, now, t),
+        1 => backups(f, body, app, now, t),
+        2 => jobs(f, body, app, now, t),
+        3 => retention(f, body, app, t),
+        4 => drills(f, body),
+        _ => log(f, body, app),
+    }
+    let keys = if app.filtering {
+        format!(" filter: {}▏  Enter keep · Esc clear", app.filter)
+    } else {
+        match app.screen {
+            1 => " b backup  v verify  r restore  d delete  / filter  Enter details  q quit".into(),
+            2 => " c cancel job  Enter details  b backup  q quit".into(),
+            3 => " p prune (preview, then confirm)  q quit".into(),
+            _ => " b backup  v verify  r restore  D drill  p prune  c cancel  q quit".into(),
+        }
+    };
+    f.render_widget(Paragraph::new(keys).style(t.fg(Color::DarkGray)), foot);
+    if let Some(d) = &app.dialog {
+        dialog(f, area, app, d, now, t);
+    }
+}
+
+/// State of a source in one word and a symbol.
+pub fn source_state(s: &SourceStatus) -> (&'static str, &'static str) {
+    if !s.damaged.is_empty() {
+        ("✗", "damaged")
+    } else if s.last_failed_job.is_some() {
+        ("✗", "failed")
+    } else if s.last_backup_id.is_none() {
+        ("✗", "no backup")
+    } else if s.rpo_state == "breach" {
+        ("⚠", "breach")
+    } else if s.last_verified_id.is_none() {
+        ("⚠", "not proven")
+    } else {
+        ("✔", "ok")
+    }
+}
+
+fn state_style(sym: &str, t: Theme) -> Style {
+    match sym {
+        "✔" => t.fg(Color::Green),
+        "⚠" => t.fg(Color::Yellow),
+        _ => t.fg(Color::Red),
+    }
+}
+
+fn ago(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    at.map(|a| format!("{} ago", age((now - a).num_seconds().max(0))))
+        .unwrap_or_else(|| "never".into())
+}
+
+fn short_type(k: &str) -> &str {
+    match k {
+        "incremental" => "incr",
+        "differential" => "diff",
+        o => o,
+    }
+}
+
+fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
+    let m = &app.model;
+    let src_lines: u16 = m
+        .status
+        .iter()
+        .map(|s| if s.last_failed_job.is_some() { 2 } else { 1 })
+        .sum::<u16>()
+        .max(1);
+    let run_lines = (app.model.live.len() as u16 * 2).max(1);
+    let [sources, running, bottom] = Layout::vertical([
+        Constraint::Length(src_lines + 3),
+        Constraint::Length(run_lines + 2),
+        Constraint::Min(4),
+    ])
+    .areas(area);
+
+    let mut lines = vec![Line::styled(
+        format!(
+            "{:<11} {:<10} {:<13} {:<15} {:<12} {:<6} {}",
+            "SOURCE", "STATE", "LAST BACKUP", "PROVEN", "RPO", "RTO", "NEXT"
+        ),
+        t.bold(),
+    )];
+    for (i, s) in m.status.iter().enumerate() {
+        let (sym, word) = source_state(s);
+        let last = match (&s.last_backup_type, s.last_backup_at) {
+            (Some(k), at) => format!("{} {}", short_type(k.as_str()), ago(at, now)),
+            _ => "none".into(),
+        };
+        let proven = match (s.last_verified_level, s.last_verified_backup_at) {
+            (Some(l), at) => format!("{l} {}", ago(at, now)),
+            _ => "not proven".into(),
+        };
+        let rpo = match (s.rpo_s, s.rpo_state) {
+            (None, _) => "—".to_string(),
+            (Some(r), "breach") => format!("BREACH ({})", span(r)),
+            (Some(r), _) => format!("ok ({})", span(r)),
+        };
+        let rto = s
+            .restore_ms
+            .map(|ms| duration(ms / 1000))
+            .unwrap_or_else(|| "—".into());
+        let next = s
+            .next_runs
+            .first()
+            .map(|n| n.format("%H:%M").to_string())
+            .unwrap_or_else(|| "—".into());
+        let name: String = s.source.chars().take(9).collect();
+        let text = format!("{word:<10} {last:<13} {proven:<15} {rpo:<12} {rto:<6} {next}");
+        let style = if i == app.sel[0] {
+            t.selected()
+        } else {
+            Style::default()
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{sym} "), state_style(sym, t).patch(style)),
+            Span::styled(format!("{name:<9} {text}"), style),
+        ]));
+        if let Some(j) = &s.last_failed_job {
+            let e = j
+                .error
+                .as_deref()
+                .unwrap_or("failed")
+                .lines()
+                .next()
+                .unwrap_or("");
+            lines.push(Line::raw(format!(
+                "    └ {} {}: {e}",
+                j.kind,
+                ago(j.finished_at.or(Some(j.started_at)), now)
+            )));
+        }
+    }
+    if m.status.is_empty() {
+        lines = vec![Line::raw(
+            "no source configured and no backup in the repository",
+        )];
+    }
+    f.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" Sources ")),
+        sources,
+    );
+
+    let mut lines = vec![];
+    for j in &app.model.live {
+        let p = app.progress.get(&j.id);
+        let what = format!("● {} {} ", j.kind, j.source.as_deref().unwrap_or(""));
+        match (j.state, p) {
+            (crate::engine::JobState::Queued, _) => {
+                lines.push(Line::raw(format!(
+                    "{what} queued (waiting for a running job of the same source)"
+                )));
+                lines.push(Line::raw(""));
+            }
+            (_, None) => {
+                lines.push(Line::raw(format!("{what} starting")));
+                lines.push(Line::raw(""));
+            }
+            (_, Some(p)) => {
+                let pr = &p.progress;
+                let pct = p.percent();
+                let bar = bar(pct.unwrap_or(0.0), 16);
+                lines.push(Line::raw(format!(
+                    "{what}{:<10} {} {:>4} {}/s",
+                    pr.phase.as_str(),
+                    bar,
+                    pct.map(|x| format!("{x:.0}%"))
+                        .unwrap_or_else(|| "…".into()),
+                    human_bytes(pr.rate as u64)
+                )));
+                lines.push(Line::raw(format!(
+                    "    {}{}{}",
+                    match pr.bytes_expected {
+                        Some(e) => format!("{} of {}", human_bytes(pr.bytes_done), human_bytes(e)),
+                        None => human_bytes(pr.bytes_done),
+                    },
+                    p.eta()
+                        .map(|e| format!(" · ETA {}", duration(e.as_secs())))
+                        .unwrap_or_default(),
+                    pr.current_table
+                        .as_deref()
+                        .map(|t| format!(" · {t}"))
+                        .unwrap_or_default()
+                )));
+            }
+        }
+    }
+    if lines.is_empty() {
+        lines.push(Line::raw("nothing running"));
+    }
+    f.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" Running ")),
+        running,
+    );
+
+    let [repo, spark] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
+    let logical: u64 = m.rows.iter().map(|b| b.logical_bytes).sum();
+    let stored: u64 = m.rows.iter().map(|b| b.stored_bytes).sum();
+    let sources_n = {
+        let mut s: Vec<&str> = m.rows.iter().map(|b| b.source.as_str()).collect();
+        s.sort();
+        s.dedup();
+        s.len()
+    };
+    let mut info = vec![
+        Line::raw(format!("{} backups · {} sources", m.rows.len(), sources_n)),
+        Line::raw(format!(
+            "logical {} · stored {}{}",
+            human_bytes(logical),
+            human_bytes(stored),
+            if stored > 0 {
+                format!(" ({:.1}×)", logical as f64 / stored as f64)
+            } else {
+                String::new()
+            }
+        )),
+    ];
+    if m.unreadable > 0 {
+        info.push(Line::styled(
+            format!("✗ {} backup(s) unreadable: keepsake list", m.unreadable),
+            t.fg(Color::Red),
+        ));
+    }
+    if let Some(p) = m.history.iter().rev().find(|j| j.kind == "prune") {
+        info.push(Line::raw(format!("last prune {}", ago(p.finished_at, now))));
+    }
+    f.render_widget(
+        Paragraph::new(info).block(Block::default().borders(Borders::ALL).title(" Repository ")),
+        repo,
+    );
+    let data: Vec<u64> = m
+        .rows
+        .iter()
+        .rev()
+        .take(spark.width.saturating_sub(2) as usize)
+        .rev()
+        .map(|b| b.stored_bytes)
+        .collect();
+    f.render_widget(
+        Sparkline::default()
+            .data(&data)
+            .style(t.fg(Color::Cyan))
+            .block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(" Stored per backup "),
+            ),
+        spark,
+    );
+}
+
+/// A job id as `MM-DD HH:MM:SS suffix` (`20261202T140100.000Z-ee33ff` → `12-02 14:01:00 ee33ff`).
+pub fn short_job(id: &str) -> String {
+    let suffix = id.rsplit('-').next().unwrap_or(id);
+    match (
+        id.get(4..6),
+        id.get(6..8),
+        id.get(9..11),
+        id.get(11..13),
+        id.get(13..15),
+    ) {
+        (Some(mo), Some(d), Some(h), Some(mi), Some(s)) if id.get(8..9) == Some("T") => {
+            format!("{mo}-{d} {h}:{mi}:{s} {suffix}")
+        }
+        _ => id.to_string(),
+    }
+}
+
+/// A text progress bar (works without colour).
+pub fn bar(pct: f64, width: usize) -> String {
+    let filled = ((pct / 100.0) * width as f64).round() as usize;
+    format!(
+        "{}{}",
+        "█".repeat(filled.min(width)),
+        "░".repeat(width - filled.min(width))
+    )
+}
+
+fn backups(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
+    let list = app.backups();
+    if app.detail {
+        if let Some(b) = list.get(app.sel[1]) {
+            let lines = vec![
+                format!("backup     {}", b.id),
+                format!(
+                    "source     {} (database {}, PostgreSQL {})",
+                    b.source, b.database, b.server_version
+                ),
+                format!(
+                    "type       {}{}",
+                    b.kind.as_str(),
+                    b.based_on
+                        .as_deref()
+                        .map(|x| format!(" (based on {x})"))
+                        .unwrap_or_default()
+                ),
+                format!(
+                    "taken      {} → {} ({})",
+                    b.started_at.format("%Y-%m-%d %H:%M:%S"),
+                    b.finished_at.format("%H:%M:%S"),
+                    duration((b.finished_at - b.started_at).num_seconds().max(0) as u64)
+                ),
+                format!(
+                    "size       {} logical, {} stored, {} tables",
+                    human_bytes(b.logical_bytes),
+                    human_bytes(b.stored_bytes),
+                    b.tables
+                ),
+                format!(
+                    "proven     {}{}",
+                    b.verified_level,
+                    b.verified_at
+                        .map(|a| format!(" ({})", ago(Some(a), now)))
+                        .unwrap_or_default()
+                ),
+                format!(
+                    "restore    {}",
+                    b.restore_ms
+                        .map(|ms| format!("{} measured", duration(ms / 1000)))
+                        .unwrap_or_else(|| "not measured (verify at restore level)".into())
+                ),
+                String::new(),
+                "v verify   r restore   d delete   Esc back".into(),
+            ];
+            f.render_widget(
+                Paragraph::new(lines.join("\n"))
+                    .block(Block::default().borders(Borders::ALL).title(" Backup ")),
+                area,
+            );
+            return;
+        }
+    }
+    let rows: Vec<Row> = list
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let proven = match b.verified_level {
+                "failed" => "✗ failed".to_string(),
+                "none" => "· none".to_string(),
+                l => format!("✔ {l}"),
+            };
+            Row::new(vec![
+                b.id.rsplit('-').next().unwrap_or(&b.id).to_string(),
+                b.source.clone(),
+                short_type(b.kind.as_str()).to_string(),
+                b.started_at.format("%m-%d %H:%M").to_string(),
+                duration((b.finished_at - b.started_at).num_seconds().max(0) as u64),
+                human_bytes(b.logical_bytes),
+                human_bytes(b.stored_bytes),
+                proven,
+            ])
+            .style(if i == app.sel[1] {
+                t.selected()
+            } else {
+                Style::default()
+            })
+        })
+        .collect();
+    let title = if app.filter.is_empty() {
+        format!(" Backups ({}) ", list.len())
+    } else {
+        format!(" Backups ({} matching \"{}\") ", list.len(), app.filter)
+    };
+    let visible = area.height.saturating_sub(3) as usize;
+    let skip = app.sel[1].saturating_sub(visible.saturating_sub(1));
+    f.render_widget(
+        Table::new(
+            rows.into_iter().skip(skip),
+            [
+                Constraint::Length(7),
+                Constraint::Length(10),
+                Constraint::Length(5),
+                Constraint::Length(12),
+                Constraint::Length(7),
+                Constraint::Length(10),
+                Constraint::Length(10),
+                Constraint::Min(10),
+            ],
+        )
+        .header(
+            Row::new([
+                "ID", "SOURCE", "TYPE", "STARTED", "TOOK", "LOGICAL", "STORED", "PROVEN",
+            ])
+            .style(t.bold()),
+        )
+        .block(Block::default().borders(Borders::ALL).title(title)),
+        area,
+    );
+}
+
+fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
+    let m = &app.model;
+    let mut rows = vec![];
+    for j in &m.live {
+        let p = app.progress.get(&j.id);
+        let detail = p
+            .map(|p| {
+                format!(
+                    "{} {}{}",
+                    p.progress.phase.as_str(),
+                    human_bytes(p.progress.bytes_done),
+                    p.percent().map(|x| format!(" {x:.0}%")).unwrap_or_default()
+                )
+            })
+            .unwrap_or_else(|| format!("{:?}", j.state).to_lowercase());
+        rows.push(Row::new(vec![
+            format!("● {}", short_job(&j.id)),
+            j.kind.to_string(),
+            j.source.clone().unwrap_or_default(),
+            "running".into(),
+            ago(Some(j.queued_at), now),
+            detail,
+        ]));
+    }
+    for j in m.history.iter().rev() {
+        let status = serde_json::to_value(j.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let sym = match status.as_str() {
+            "completed" => "✔",
+            "running" => "●",
+            "cancelled" => "·",
+            _ => "✗",
+        };
+        rows.push(Row::new(vec![
+            format!("{sym} {}", short_job(&j.id)),
+            j.kind.clone(),
+            j.source.clone().unwrap_or_default(),
+            status,
+            ago(Some(j.started_at), now),
+            j.error
+                .as_deref()
+                .map(|e| e.lines().next().unwrap_or("").to_string())
+                .or(j.backup_id.clone())
+                .unwrap_or_default(),
+        ]));
+    }
+    let sel = app.sel[2];
+    if app.detail {
+        let ids = app.job_ids();
+        if let Some(id) = ids.get(sel) {
+            let text = match m.history.iter().rev().find(|j| &j.id == id) {
+                Some(j) => serde_json::to_string_pretty(j).unwrap_or_default(),
+                None => format!("job {id} is running"),
+            };
+            f.render_widget(
+                Paragraph::new(text)
+                    .wrap(Wrap { trim: false })
+                    .block(Block::default().borders(Borders::ALL).title(" Job ")),
+                area,
+            );
+            return;
+        }
+    }
+    let visible = area.height.saturating_sub(3) as usize;
+    let skip = sel.saturating_sub(visible.saturating_sub(1));
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| if i == sel { r.style(t.selected()) } else { r })
+        .skip(skip)
+        .collect();
+    f.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Length(23),
+                Constraint::Length(7),
+                Constraint::Length(10),
+                Constraint::Length(10),
+                Constraint::Length(8),
+                Constraint::Min(10),
+            ],
+        )
+        .header(Row::new(["JOB", "KIND", "SOURCE", "STATUS", "STARTED", "DETAIL"]).style(t.bold()))
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(format!(" Jobs ({} running) ", m.live.len())),
+        ),
+        area,
+    );
+}
+
+fn retention(f: &mut Frame, area: Rect, app: &App, t: Theme) {
+    let [policy, plan] = Layout::vertical([Constraint::Length(4), Constraint::Min(3)]).areas(area);
+    let words = if app.model.policy.is_empty() {
+        "no [retention] policy: prune keeps every backup".to_string()
+    } else {
+        app.model.policy.join(" · ")
+    };
+    f.render_widget(
+        Paragraph::new(words)
+            .wrap(Wrap { trim: true })
+            .block(Block::default().borders(Borders::ALL).title(" Policy ")),
+        policy,
+    );
+    let Some(p) = &app.preview else {
+        f.render_widget(
+            Paragraph::new("computing what the policy keeps…")
+                .block(Block::default().borders(Borders::ALL).title(" Plan ")),
+            plan,
+        );
+        return;
+    };
+    let forget: Vec<&str> = p
+        .plan
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id.as_str())
+        .collect();
+    let frees: u64 = app
+        .model
+        .rows
+        .iter()
+        .filter(|b| forget.contains(&b.id.as_str()))
+        .map(|b| b.stored_bytes)
+        .sum();
+    let rows: Vec<Row> = p
+        .plan
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            Row::new(vec![
+                d.id.clone(),
+                d.source.clone(),
+                if d.keep {
+                    "✔ keep".into()
+                } else {
+                    "✗ forget".to_string()
+                },
+                d.reasons.join(", "),
+            ])
+            .style(if i == app.sel[3] {
+                t.selected()
+            } else {
+                Style::default()
+            })
+        })
+        .collect();
+    let visible = plan.height.saturating_sub(3) as usize;
+    let skip = app.sel[3].saturating_sub(visible.saturating_sub(1));
+    f.render_widget(
+        Table::new(
+            rows.into_iter().skip(skip),
+            [
+                Constraint::Length(24),
+                Constraint::Length(10),
+                Constraint::Length(9),
+                Constraint::Min(10),
+            ],
+        )
+        .header(Row::new(["BACKUP", "SOURCE", "DECISION", "RULE"]).style(t.bold()))
+        .block(Block::default().borders(Borders::ALL).title(format!(
+            " Plan: keeps {}, forgets {} (frees up to {}) ",
+            p.plan.len() - forget.len(),
+            forget.len(),
+            human_bytes(frees)
+        ))),
+        plan,
+    );
+}
+
+fn drills(f: &mut Frame, area: Rect) {
+    f.render_widget(
+        Paragraph::new(
+            "No drills yet: guided disaster-recovery drills are not built in this version.\n\nUntil then, a restore-level verification (v, then r) restores a backup into a scratch database, compares every table with the facts recorded at backup time, and measures the restore time shown as RTO on the Overview.",
+        )
+        .wrap(Wrap { trim: true })
+        .block(Block::default().borders(Borders::ALL).title(" Drills ")),
+        area,
+    );
+}
+
+fn log(f: &mut Frame, area: Rect, app: &App) {
+    let visible = area.height.saturating_sub(2) as usize;
+    let lines: Vec<Line> = app
+        .log
+        .iter()
+        .skip(app.log.len().saturating_sub(visible))
+        .map(|l| Line::raw(l.clone()))
+        .collect();
+    let text = if lines.is_empty() {
+        vec![Line::raw(
+            "no events yet: jobs, alerts and configuration changes appear here",
+        )]
+    } else {
+        lines
+    };
+    f.render_widget(
+        Paragraph::new(text).block(Block::default().borders(Borders::ALL).title(" Log ")),
+        area,
+    );
+}
+
+fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+fn choice(options: &[&str], sel: usize) -> Vec<String> {
+    options
+        .iter()
+        .enumerate()
+        .map(|(i, o)| format!("{} {o}", if i == sel { "▶" } else { " " }))
+        .collect()
+}
+
+fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, t: Theme) {
+    let (title, lines): (String, Vec<String>) = match d {
+        Dialog::Help => (
+            " Help ".into(),
+            vec![
+                "1…6, Tab   Overview · Backups · Jobs · Retention · Drills · Log".into(),
+                "j/k ↑/↓    move        g/G   first/last".into(),
+                "Enter/Esc  details / back   /   filter backups".into(),
+                "b back up now (choose source and type)".into(),
+                "v verify the selected backup (choose level)".into(),
+                "r restore wizard: backup → target → typed confirmation".into(),
+                "p prune: preview what the policy forgets, then confirm".into(),
+                "d delete the selected backup (type its id)".into(),
+                "c cancel a running job (asks first)".into(),
+                "q quit (asks while a job of this console runs)".into(),
+                String::new(),
+                "✔ proven/ok  ⚠ breach or not proven  ✗ failed/damaged  ● running".into(),
+                String::new(),
+                "Esc close".into(),
+            ],
+        ),
+        Dialog::Message { title, text } => (
+            format!(" {title} "),
+            vec![text.clone(), String::new(), "Esc close".into()],
+        ),
+        Dialog::Quit => (
+            " Quit? ".into(),
+            vec![
+                "A job started here is still running in this console.".into(),
+                "Quitting cancels it; its cleanup runs (nothing half-written stays).".into(),
+                String::new(),
+                "y quit and cancel     Esc stay".into(),
+            ],
+        ),
+        Dialog::Backup { source: None, sel } => {
+            let names: Vec<&str> = app.model.sources.iter().map(String::as_str).collect();
+            let mut l = vec!["Back up which source?".to_string(), String::new()];
+            l.extend(choice(&names, *sel));
+            l.extend([String::new(), "↑/↓ choose   Enter next   Esc cancel".into()]);
+            (" Back up now ".into(), l)
+        }
+        Dialog::Backup {
+            source: Some(s),
+            sel,
+        } => {
+            let mut l = vec![format!("Back up {s} as:"), String::new()];
+            l.extend(choice(
+                &[
+                    "full          an independent copy (shares nothing)",
+                    "incremental   only what no backup stored yet",
+                    "differential  what changed since the last full",
+                ],
+                *sel,
+            ));
+            l.extend([
+                String::new(),
+                "f/i/d or ↑/↓ Enter start   Esc cancel".into(),
+            ]);
+            (" Back up now ".into(), l)
+        }
+        Dialog::Verify { backup, sel } => {
+            let mut l = vec![format!("Verify {backup} at level:"), String::new()];
+            l.extend(choice(
+                &[
+                    "structure  objects present, metadata authentic",
+                    "data       every chunk read and authenticated",
+                    "restore    restored into a scratch database, tables compared",
+                ],
+                *sel,
+            ));
+            l.extend([
+                String::new(),
+                "s/d/r or ↑/↓ Enter start   Esc cancel".into(),
+            ]);
+            (" Verify ".into(), l)
+        }
+        Dialog::CancelJob { job, what } => (
+            " Cancel job ".into(),
+            vec![
+                format!("Cancel {what} ({job})?"),
+                "Nothing half-written becomes visible; its cleanup runs.".into(),
+                String::new(),
+                "y cancel the job     n/Esc keep it running".into(),
+            ],
+        ),
+        Dialog::Delete { id, typed } => (
+            " Delete backup ".into(),
+            vec![
+                format!("Forget backup {id}?"),
+                "Its packs are freed by a later prune. This cannot be undone.".into(),
+                String::new(),
+                format!("Type the backup id to confirm: {typed}▏"),
+                String::new(),
+                if typed == id {
+                    "Enter delete   Esc cancel".into()
+                } else {
+                    "Esc cancel".into()
+                },
+            ],
+        ),
+        Dialog::Prune { report, error } => {
+            let mut l = vec![];
+            match (report, error) {
+                (_, Some(e)) => l.push(format!("✗ the preview failed: {e}")),
+                (None, None) => l.push("computing what the policy keeps…".into()),
+                (Some(r), None) => {
+                    let forget: Vec<&str> = r
+                        .plan
+                        .iter()
+                        .filter(|d| !d.keep)
+                        .map(|d| d.id.as_str())
+                        .collect();
+                    let frees: u64 = app
+                        .model
+                        .rows
+                        .iter()
+                        .filter(|b| forget.contains(&b.id.as_str()))
+                        .map(|b| b.stored_bytes)
+                        .sum();
+                    l.push(format!(
+                        "The policy keeps {} backup(s) and forgets {}.",
+                        r.plan.len() - forget.len(),
+                        forget.len()
+                    ));
+                    for id in forget.iter().take(6) {
+                        l.push(format!("  ✗ {id}"));
+                    }
+                    if forget.len() > 6 {
+                        l.push(format!(
+                            "  … and {} more (4 Retention lists all)",
+                            forget.len() - 6
+                        ));
+                    }
+                    l.push(format!(
+                        "Frees up to {} (their own packs, deleted by a later prune after the grace period).",
+                        human_bytes(frees)
+                    ));
+                    l.push(String::new());
+                    l.push("y prune now     n/Esc cancel".into());
+                }
+            }
+            (" Prune ".into(), l)
+        }
+        Dialog::Restore {
+            backup,
+            source,
+            database,
+            step,
+        } => {
+            let row = app.model.rows.iter().find(|b| &b.id == backup);
+            let server = app
+                .model
+                .servers
+                .get(source)
+                .cloned()
+                .unwrap_or_else(|| format!("{source}'s server"));
+            let mut l = vec![format!(
+                "Backup   {backup} ({source}, {}, proven: {})",
+                row.map(|b| b.kind.as_str()).unwrap_or("?"),
+                row.map(|b| b.verified_level).unwrap_or("?")
+            )];
+            if let Some(b) = row {
+                l.push(format!(
+                    "Taken    {} ago · {} logical",
+                    age((now - b.finished_at).num_seconds().max(0)),
+                    human_bytes(b.logical_bytes)
+                ));
+            }
+            let rto = app
+                .model
+                .status
+                .iter()
+                .find(|s| &s.source == source)
+                .and_then(|s| s.restore_ms)
+                .map(|ms| {
+                    format!(
+                        "Measured restore time for {source}: {}",
+                        duration(ms / 1000)
+                    )
+                })
+                .unwrap_or_else(|| format!("No measured restore time for {source} yet"));
+            l.push(String::new());
+            match step {
+                RestoreStep::Mode { overwrite } => {
+                    l.push(format!("Restore into (on {server}):"));
+                    l.extend(choice(
+                        &[
+                            "a new database (nothing existing is touched)",
+                            "an existing database: replace its objects (--clean)",
+                        ],
+                        usize::from(*overwrite),
+                    ));
+                    l.extend([String::new(), "↑/↓ choose   Enter next   Esc cancel".into()]);
+                }
+                RestoreStep::Name { overwrite, name } => {
+                    l.push(if *overwrite {
+                        "Name of the existing database to overwrite:".into()
+                    } else {
+                        "Name of the new database:".into()
+                    });
+                    l.push(format!("  {name}▏"));
+                    l.extend([String::new(), "Enter next   Esc cancel".into()]);
+                }
+                RestoreStep::Confirm {
+                    overwrite: false,
+                    name,
+                    ..
+                } => {
+                    l.push(format!(
+                        "Creates database {name} on {server} and restores into it."
+                    ));
+                    l.push(
+                        "Nothing existing is touched; if it exists, the restore refuses.".into(),
+                    );
+                    l.push(rto);
+                    l.extend([String::new(), "Enter restore   Esc cancel".into()]);
+                }
+                RestoreStep::Confirm {
+                    overwrite: true,
+                    name,
+                    typed,
+                } => {
+                    l.push(format!(
+                        "⚠ {name} on {server} will be OVERWRITTEN{}:",
+                        if name == database {
+                            " (the source database itself)"
+                        } else {
+                            ""
+                        }
+                    ));
+                    l.push("  its objects are dropped and recreated from this backup;".into());
+                    l.push("  changes made since the backup was taken are lost.".into());
+                    l.push(rto);
+                    l.push(String::new());
+                    l.push(format!("Type the database name to continue: {typed}▏"));
+                    l.extend([
+                        String::new(),
+                        if typed == name {
+                            "Enter restore   Esc cancel".into()
+                        } else {
+                            "Esc cancel".into()
+                        },
+                    ]);
+                }
+                RestoreStep::Running { name, job } => {
+                    let p = job.as_ref().and_then(|j| app.progress.get(j));
+                    l.push(format!("Restoring into {name}…"));
+                    if let Some(p) = p {
+                        l.push(format!(
+                            "{} {} {}{}",
+                            p.progress.phase.as_str(),
+                            bar(p.percent().unwrap_or(0.0), 20),
+                            human_bytes(p.progress.bytes_done),
+                            p.progress
+                                .current_table
+                                .as_deref()
+                                .map(|t| format!(" · {t}"))
+                                .unwrap_or_default()
+                        ));
+                    }
+                    l.extend([
+                        String::new(),
+                        "Esc hide (the restore goes on: 3 Jobs)".into(),
+                    ]);
+                }
+            }
+            (" Restore ".into(), l)
+        }
+    };
+    let w = lines
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(20)
+        .max(title.len()) as u16
+        + 4;
+    let r = centered(area, w.min(area.width - 2), lines.len() as u16 + 2);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines.join("\n"))
+            .wrap(Wrap { trim: false })
+            .block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(title)
+                    .border_style(t.fg(Color::Cyan)),
+            ),
+        r,
+    );
+}
