@@ -47,6 +47,14 @@ if command -v openssl >/dev/null 2>&1; then
 else
     missing+=(openssl)
 fi
+# tmux drives the console end to end; curl calls the control API as other users.
+for tool in tmux curl; do
+    if command -v "$tool" >/dev/null 2>&1; then
+        log "$tool present: $(command -v "$tool")"
+    else
+        missing+=("$tool")
+    fi
+done
 
 # Garage, pinned so every machine and CI run tests against the same server. Built from source
 # (about 10 minutes on a fresh machine); the binary then stays cached in ~/.cargo/bin (or

@@ -62,7 +62,7 @@ pub fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>, t: Theme) {
     ])
     .areas(area);
     let right = format!("{}  ?:help ", now.format("%H:%M UTC"));
-    let left = format!(" keepsake · repo {} · {}", app.repository, app.mode);
+    let left = format!(" keepsake · {} · repo {}", app.mode, app.repository);
     let room = (head.width as usize).saturating_sub(right.chars().count() + 1);
     let mut left: String = left.chars().take(room).collect();
     let pad = (head.width as usize).saturating_sub(left.chars().count() + right.chars().count());
@@ -979,7 +979,14 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
         .unwrap_or(20)
         .max(title.len()) as u16
         + 4;
-    let r = centered(area, w.min(area.width - 2), lines.len() as u16 + 2);
+    let w = w.min(area.width - 2);
+    // Height with the lines that wrap.
+    let inner = usize::from(w.saturating_sub(2)).max(1);
+    let h: usize = lines
+        .iter()
+        .map(|l| l.chars().count().div_ceil(inner).max(1))
+        .sum();
+    let r = centered(area, w, h as u16 + 2);
     f.render_widget(Clear, r);
     f.render_widget(
         Paragraph::new(lines.join("\n"))

@@ -6,6 +6,7 @@ mod support;
 mod api;
 mod changes;
 mod config_check;
+mod console;
 mod daemon;
 mod engine;
 mod failures;

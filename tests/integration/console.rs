@@ -1,0 +1,127 @@
+//! The console end to end: the real binary in tmux (80×24) against real PostgreSQL — open it,
+//! back up with `b` → full, see the backup on the Backups screen and in `keepsake list --json`,
+//! restore it with the wizard into a new database (data identical), and `q` gives the shell
+//! its screen back.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::{eventually, Env, AWKWARD_SQL};
+
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn start(cmd: &str) -> Tmux {
+        let session = format!("ks-{}", hex::encode(rand::random::<[u8; 4]>()));
+        let ok = Command::new("tmux")
+            .args(["new-session", "-d", "-x", "80", "-y", "24", "-s", &session, "bash", "--norc", "--noprofile"])
+            .status()
+            .expect("tmux");
+        assert!(ok.success());
+        let t = Tmux { session };
+        t.keys(&[cmd, "Enter"]);
+        t
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let ok = Command::new("tmux")
+            .args(["send-keys", "-t", &self.session])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys");
+        assert!(ok.success());
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_for(&self, what: &str, limit: Duration) -> String {
+        let mut last = String::new();
+        let t = std::time::Instant::now();
+        while t.elapsed() < limit {
+            last = self.screen();
+            if last.contains(what) {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("waited {limit:?} for {what:?}; the screen:\n{last}");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .status();
+    }
+}
+
+#[test]
+fn console_backs_up_restores_and_gives_the_terminal_back() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let bin = crate::support::bin();
+    let t = Tmux::start(&format!(
+        "clear; echo before-console; NO_COLOR=1 {bin} --config {} ; echo after-console-$?",
+        env.config.display()
+    ));
+    let s = t.wait_for("1 Overview", Duration::from_secs(30));
+    assert!(s.contains("local: schedules are not running"), "{s}");
+    assert!(s.contains("main"), "the source is listed:\n{s}");
+    assert!(!s.contains("before-console"), "the console has the whole screen:\n{s}");
+
+    // b → the only source → f: a full backup.
+    t.keys(&["b"]);
+    t.wait_for("Back up main as:", Duration::from_secs(5));
+    t.keys(&["f"]);
+    eventually("the backup is listed", Duration::from_secs(90), || {
+        env.keepsake(&["list", "--json"])
+            .stdout
+            .contains("\"type\": \"full\"")
+    });
+    t.keys(&["2"]);
+    let s = t.wait_for("Backups (1)", Duration::from_secs(15));
+    assert!(s.contains("full"), "{s}");
+    let list: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["list", "--json"]).ok().stdout).expect("list");
+    let id = list[0]["id"].as_str().expect("id").to_string();
+    assert!(s.contains(id.rsplit('-').next().expect("suffix")), "{s}");
+
+    // r → new database → name awk_restored → Enter → Enter.
+    t.keys(&["r"]);
+    t.wait_for("a new database", Duration::from_secs(5));
+    t.keys(&["Enter"]);
+    t.wait_for("Name of the new database", Duration::from_secs(5));
+    t.keys(&["Enter"]);
+    let s = t.wait_for("Creates database awk_restored", Duration::from_secs(5));
+    assert!(s.contains("Enter restore"), "{s}");
+    t.keys(&["Enter"]);
+    t.wait_for("restored into awk_restored", Duration::from_secs(120));
+    assert_eq!(env.fingerprint("awk_restored"), env.fingerprint("awk"));
+
+    // q: the shell's screen comes back, the console exits 0.
+    t.keys(&["Escape"]);
+    t.keys(&["q"]);
+    let s = t.wait_for("after-console-0", Duration::from_secs(30));
+    assert!(s.contains("before-console"), "the shell's screen is back:\n{s}");
+    assert!(!s.contains("1 Overview"), "{s}");
+    assert!(
+        std::fs::read_to_string(env.dir.path().join("state/console.log")).is_ok(),
+        "the console logs to its file"
+    );
+}
+
+#[test]
+fn console_without_a_terminal_exits_2_and_points_at_status() {
+    let env = Env::new("awk", None);
+    let r = env.keepsake(&[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("keepsake status"), "{}", r.stderr);
+}
