@@ -3,6 +3,9 @@
 //! takes a full backup, changes data, takes an incremental, restores it into a new database,
 //! compares every table with the source, and reports timings and sizes.
 //!
+//! On a terminal the console then opens on the demo (DESIGN.md §6); without one the scripted
+//! flow is the whole demo.
+//!
 //! Invariant: everything lives in one temporary directory that is removed at the end unless
 //! `--keep` is given; the cluster is stopped either way.
 
@@ -45,7 +48,13 @@ fn step(n: usize, what: &str, t: Instant) {
     println!("[{n}] {what} ({:.1}s)", t.elapsed().as_secs_f64());
 }
 
-pub async fn run(keep: bool) -> Result<()> {
+/// Opens a console on the demo's engine (given by `main.rs`, which chooses the faces).
+pub type ConsoleFn =
+    Box<dyn FnOnce(Engine) -> futures::future::BoxFuture<'static, Result<()>> + Send>;
+
+/// The scripted flow; then, with `console` (stdout is a terminal), the console on the demo's
+/// database and repository until the user quits. Cleanup runs after either.
+pub async fn run(keep: bool, console: Option<ConsoleFn>) -> Result<()> {
     let t0 = Instant::now();
     println!("keepsake demo: a throwaway PostgreSQL cluster, a sample wedding-planning database, a fresh key and a local repository.");
     let cluster = tokio::task::spawn_blocking(TempCluster::start)
@@ -225,6 +234,14 @@ pub async fn run(keep: bool) -> Result<()> {
     drop(src);
     drop(dst);
     drop(admin);
+    let console_result = match console {
+        Some(open) => {
+            println!("opening the console on the demo (q to leave; the demo is cleaned up after)…");
+            tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+            open(e.clone()).await
+        }
+        None => Ok(()),
+    };
     if keep {
         let kept = cluster.keep();
         println!(
@@ -236,5 +253,5 @@ pub async fn run(keep: bool) -> Result<()> {
         drop(cluster);
         println!("cleaned up: cluster stopped, directory removed (use --keep to look around)");
     }
-    Ok(())
+    console_result
 }

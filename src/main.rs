@@ -18,8 +18,17 @@ fn filter(daemon: bool) -> tracing_subscriber::EnvFilter {
 /// Logging: stderr always (journald keeps it under systemd); for the daemon also daily-rotated
 /// files in `[daemon] log_dir`, text or JSON. Returns the file writer's guard (flushes on drop).
 fn init_logging(cli: &keepsake::cli::Cli) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    let demo_console = matches!(cli.command, Some(keepsake::cli::Command::Demo { .. })) && {
+        use std::io::IsTerminal;
+        std::io::stdout().is_terminal()
+    };
     if cli.is_console() {
         return console_logging(cli);
+    }
+    if demo_console {
+        // The demo opens the console: nothing may write to the terminal (the engine's log
+        // lines reach its Log screen).
+        return None;
     }
     let daemon = cli.is_daemon();
     // The daemon's log settings come from its configuration; a configuration that does not load
@@ -129,7 +138,15 @@ fn main() {
             return keepsake::daemon::run(&path).await;
         }
         if let Some(keepsake::cli::Command::Demo { keep }) = cli.command {
-            return keepsake::demo::run(keep).await;
+            use std::io::IsTerminal;
+            let console: Option<keepsake::demo::ConsoleFn> =
+                (std::io::stdout().is_terminal() && std::io::stdin().is_terminal()).then(|| {
+                    Box::new(|e: keepsake::engine::Engine| {
+                        Box::pin(keepsake::tui::run(std::sync::Arc::new(e)))
+                            as futures::future::BoxFuture<'static, keepsake::Result<()>>
+                    }) as keepsake::demo::ConsoleFn
+                });
+            return keepsake::demo::run(keep, console).await;
         }
         keepsake::cli::run(cli).await
     };

@@ -316,13 +316,15 @@ impl App {
                         let text = match (&o.result, &o.error) {
                             (
                                 Some(crate::engine::JobResult::Restore {
-                                    bytes, duration_ms, ..
+                                    bytes,
+                                    duration_ms: took,
+                                    ..
                                 }),
                                 None,
                             ) => format!(
                                 "✔ restored into {name}: {} in {} (measured)",
                                 crate::present::human_bytes(*bytes),
-                                duration(*duration_ms / 1000)
+                                duration_ms(*took)
                             ),
                             (_, Some(e)) => format!("✗ the restore into {name} failed: {e}"),
                             _ => format!("restore into {name}: {status}"),
@@ -791,6 +793,15 @@ fn restore_step(
             ),
         },
         RestoreStep::Running { name, job } => (Some(RestoreStep::Running { name, job }), vec![]),
+    }
+}
+
+/// Milliseconds as [`duration`], with a tenth of a second under a minute (`0.8s`).
+pub fn duration_ms(ms: u64) -> String {
+    if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        duration(ms / 1000)
     }
 }
 

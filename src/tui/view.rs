@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, Wrap};
 use ratatui::Frame;
 
-use super::app::{duration, App, Dialog, RestoreStep, SCREENS};
+use super::app::{duration, duration_ms, App, Dialog, RestoreStep, SCREENS};
 use crate::engine::SourceStatus;
 use crate::present::{age, human_bytes, span};
 
@@ -185,10 +185,7 @@ fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) 
             (Some(r), "breach") => format!("BREACH ({})", span(r)),
             (Some(r), _) => format!("ok ({})", span(r)),
         };
-        let rto = s
-            .restore_ms
-            .map(|ms| duration(ms / 1000))
-            .unwrap_or_else(|| "—".into());
+        let rto = s.restore_ms.map(duration_ms).unwrap_or_else(|| "—".into());
         let next = s
             .next_runs
             .first()
@@ -293,13 +290,19 @@ fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) 
         s.len()
     };
     let mut info = vec![
-        Line::raw(format!("{} backups · {} sources", m.rows.len(), sources_n)),
         Line::raw(format!(
-            "logical {} · stored {}{}",
-            human_bytes(logical),
+            "{} backup{} · {} source{}",
+            m.rows.len(),
+            if m.rows.len() == 1 { "" } else { "s" },
+            sources_n,
+            if sources_n == 1 { "" } else { "s" }
+        )),
+        Line::raw(format!("logical {}", human_bytes(logical))),
+        Line::raw(format!(
+            "stored  {}{}",
             human_bytes(stored),
             if stored > 0 {
-                format!(" ({:.1}×)", logical as f64 / stored as f64)
+                format!(" ({:.1}× smaller)", logical as f64 / stored as f64)
             } else {
                 String::new()
             }

@@ -16,7 +16,19 @@ impl Tmux {
     fn start(cmd: &str) -> Tmux {
         let session = format!("ks-{}", hex::encode(rand::random::<[u8; 4]>()));
         let ok = Command::new("tmux")
-            .args(["new-session", "-d", "-x", "80", "-y", "24", "-s", &session, "bash", "--norc", "--noprofile"])
+            .args([
+                "new-session",
+                "-d",
+                "-x",
+                "80",
+                "-y",
+                "24",
+                "-s",
+                &session,
+                "bash",
+                "--norc",
+                "--noprofile",
+            ])
             .status()
             .expect("tmux");
         assert!(ok.success());
@@ -75,7 +87,10 @@ fn console_backs_up_restores_and_gives_the_terminal_back() {
     let s = t.wait_for("1 Overview", Duration::from_secs(30));
     assert!(s.contains("local: schedules are not running"), "{s}");
     assert!(s.contains("main"), "the source is listed:\n{s}");
-    assert!(!s.contains("before-console"), "the console has the whole screen:\n{s}");
+    assert!(
+        !s.contains("before-console"),
+        "the console has the whole screen:\n{s}"
+    );
 
     // b → the only source → f: a full backup.
     t.keys(&["b"]);
@@ -110,7 +125,10 @@ fn console_backs_up_restores_and_gives_the_terminal_back() {
     t.keys(&["Escape"]);
     t.keys(&["q"]);
     let s = t.wait_for("after-console-0", Duration::from_secs(30));
-    assert!(s.contains("before-console"), "the shell's screen is back:\n{s}");
+    assert!(
+        s.contains("before-console"),
+        "the shell's screen is back:\n{s}"
+    );
     assert!(!s.contains("1 Overview"), "{s}");
     assert!(
         std::fs::read_to_string(env.dir.path().join("state/console.log")).is_ok(),
