@@ -155,7 +155,10 @@ pub(crate) async fn plan(
         .iter()
         .flat_map(|m| m.packs.iter().map(|p| p.name.clone()))
         .collect();
-    let mut index = repo.load_index().await?;
+    let (mut index, unreadable) = repo.load_index_lenient().await?;
+    for u in &unreadable {
+        tracing::warn!("skipping an unreadable index object (its chunks are stored again): {u}");
+    }
     for sc in index.values_mut() {
         sc.orphan = bad.is_empty() && !referenced.contains(&sc.pack.name);
     }

@@ -57,6 +57,7 @@ fn same_kind(e: &Error) -> Error {
     match e {
         Error::Damage(m) => Error::Damage(m.clone()),
         Error::Repository(m) => Error::Repository(m.clone()),
+        Error::Storage(m) => Error::Storage(m.clone()),
         other => Error::Other(other.to_string()),
     }
 }
@@ -170,8 +171,11 @@ async fn fetch_span(
         .await
     {
         Ok(b) => b,
+        // Could not read (after the store's retries): not proven, never damage. Damage is
+        // only what was read and failed authentication (`decode`).
+        Err(e @ Error::Damage(_)) => return sp.positions.map(|_| Err(same_kind(&e))).collect(),
         Err(e) => {
-            let e = Error::Repository(format!("backup {}: {e}", m.id));
+            let e = Error::Storage(format!("backup {}: reading {pack}: {e}", m.id));
             return sp.positions.map(|_| Err(same_kind(&e))).collect();
         }
     };

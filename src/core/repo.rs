@@ -335,6 +335,32 @@ impl Repository {
     }
 
     /// Every chunk the repository's indexes know, with where it is.
+    /// [`Repository::load_index`], skipping index objects that do not decrypt, authenticate or
+    /// parse (named in the second value). For backups (the skipped index's chunks are stored
+    /// again) and verification (a backup's manifest, not the index, says where its chunks are).
+    /// A failure to read (storage) still fails: it is not damage, and skipping would hide it.
+    pub async fn load_index_lenient(&self) -> Result<(HashMap<ChunkId, StoredChunk>, Vec<String>)> {
+        let mut out = HashMap::new();
+        let mut bad = Vec::new();
+        for obj in self.store.list("index/").await? {
+            let Some(sealed) = self.store.get(&obj.key).await? else {
+                continue;
+            };
+            let idx = self
+                .key
+                .open(&self.identities, &obj.key, &sealed)
+                .and_then(|plain| {
+                    serde_json::from_slice::<IndexFile>(&plain)
+                        .map_err(|e| Error::Damage(format!("{}: malformed index: {e}", obj.key)))
+                });
+            match idx {
+                Ok(idx) => add_index(&mut out, idx),
+                Err(e) => bad.push(format!("{}: {e}", obj.key)),
+            }
+        }
+        Ok((out, bad))
+    }
+
     pub async fn load_index(&self) -> Result<HashMap<ChunkId, StoredChunk>> {
         let mut out = HashMap::new();
         for obj in self.store.list("index/").await? {
@@ -344,21 +370,25 @@ impl Repository {
             let plain = self.key.open(&self.identities, &obj.key, &sealed)?;
             let idx: IndexFile = serde_json::from_slice(&plain)
                 .map_err(|e| Error::Damage(format!("{}: malformed index: {e}", obj.key)))?;
-            for p in idx.packs {
-                let pack = PackRef {
-                    name: p.name,
-                    size: p.size,
-                };
-                for c in p.chunks {
-                    out.entry(c.id).or_insert_with(|| StoredChunk {
-                        pack: pack.clone(),
-                        loc: c,
-                        orphan: false,
-                    });
-                }
-            }
+            add_index(&mut out, idx);
         }
         Ok(out)
+    }
+}
+
+fn add_index(out: &mut HashMap<ChunkId, StoredChunk>, idx: IndexFile) {
+    for p in idx.packs {
+        let pack = PackRef {
+            name: p.name,
+            size: p.size,
+        };
+        for c in p.chunks {
+            out.entry(c.id).or_insert_with(|| StoredChunk {
+                pack: pack.clone(),
+                loc: c,
+                orphan: false,
+            });
+        }
     }
 }
 

@@ -205,6 +205,15 @@ impl Scheduler {
                 if o.status != JobStatus::Completed || !prune {
                     return;
                 }
+                // Retention counts on proven backups: after a verification that failed or
+                // could not prove the backup, prune waits for the next good run.
+                if o.exit_code != 0 {
+                    tracing::warn!(
+                        "{source}: no prune after this backup: its verification did not pass ({})",
+                        o.error.as_deref().unwrap_or("not proven")
+                    );
+                    return;
+                }
                 match engine.submit(Command::Prune { dry_run: false }) {
                     Ok(h) => {
                         h.wait().await;

@@ -449,3 +449,44 @@ fn uploads_carry_crc32c_and_fall_back_to_md5_when_the_store_does_not_confirm_it(
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains(FELL_BACK), "{stderr}");
 }
+
+/// Regression (issue 13, defect 2): packs that cannot be read (the store fails every read,
+/// retries exhausted) make a verification *not proven* (exit 1), never damage — no failure
+/// record, the backup keeps its proven level, and retention still counts on it.
+#[test]
+fn unreadable_packs_are_not_proven_never_damage() {
+    let mut env = Env::with_backend(Backend::S3, "wed", Some(WEDDING_SQL));
+    let garage = Garage::shared();
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    env.keepsake(&["verify", &id, "--level", "data"]).ok();
+    let proxy = FaultProxy::start(
+        garage.addr(),
+        13,
+        Faults {
+            fail_all: true,
+            only_paths_containing: Some("/packs/".into()),
+            only_gets: true,
+            ..Faults::default()
+        },
+    );
+    env.s3.as_mut().expect("s3").extra = "max_attempts = 2\nretry_budget = \"5s\"\n".into();
+    set_endpoint(&mut env, &proxy.endpoint());
+    let r = env.keepsake(&["verify", &id, "--level", "data", "--json"]);
+    assert_eq!(
+        r.code,
+        1,
+        "could not read: not proven, not damage\n{}",
+        r.all()
+    );
+    assert!(proxy.stats().slowdown > 0, "the pack reads were refused");
+    set_endpoint(&mut env, &garage.endpoint());
+    let list: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["list", "--json"]).ok().stdout).expect("list");
+    assert_eq!(
+        list[0]["verified_level"], "data",
+        "no failure was recorded: {list}"
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["status", "--json"]).ok().stdout).expect("status");
+    assert_eq!(st[0]["damaged"], serde_json::json!([]), "{st}");
+}

@@ -66,6 +66,10 @@ pub struct Faults {
     pub fail_all: bool,
     /// Response headers removed (lower case), e.g. to play a store that ignores checksums.
     pub drop_response_headers: Vec<String>,
+    /// Only requests whose target contains this are faulted (e.g. `/packs/`); others pass.
+    pub only_paths_containing: Option<String>,
+    /// Only GET requests are faulted (reads of objects; HEAD, PUT, LIST… pass).
+    pub only_gets: bool,
 }
 
 /// What the proxy did. `forwarded` counts requests that got a response from upstream,
@@ -164,9 +168,17 @@ impl Shared {
         count(&mut lock(&self.stats));
     }
 
-    /// The fault for the next request and, if it stalls, for how long.
-    fn decide(&self) -> (Fault, Option<Duration>) {
+    /// The fault for the next request (to `target`) and, if it stalls, for how long.
+    fn decide(&self, method: &[u8], target: &[u8]) -> (Fault, Option<Duration>) {
         let f = lock(&self.faults).clone();
+        if f.only_gets && method != b"GET" {
+            return (Fault::Forward, None);
+        }
+        if let Some(only) = &f.only_paths_containing {
+            if !target.windows(only.len()).any(|w| w == only.as_bytes()) {
+                return (Fault::Forward, None);
+            }
+        }
         let draws: [f64; 5] = {
             let mut rng = lock(&self.rng);
             std::array::from_fn(|_| rng.gen())
@@ -218,7 +230,7 @@ fn serve_one(shared: &Shared, client: &mut BufReader<TcpStream>) -> io::Result<b
     let method = word(&head[0], 0).to_vec();
     let keep_alive = !header_is(&head, "connection", "close");
     shared.bump(|s| s.requests += 1);
-    let (fault, stall) = shared.decide();
+    let (fault, stall) = shared.decide(&method, word(&head[0], 1));
     if header_is(&head, "expect", "100-continue") {
         client
             .get_mut()
