@@ -405,3 +405,41 @@ fn daemon_killed_mid_backup_recovers_on_restart() {
     let present: std::collections::BTreeSet<String> = env.pack_keys().into_iter().collect();
     assert_eq!(present, referenced, "unreferenced packs remain");
 }
+
+/// Regression (issue 13, defect 2): retention counts on proven backups, so the daemon does not
+/// prune after a backup whose verification did not pass. Here the scratch server for the
+/// restore-level verification is unreachable: every verification is "not proven", backups
+/// keep coming, and no prune runs (the old daemon pruned after each one, keep_last = 1).
+#[test]
+fn daemon_does_not_prune_after_a_verification_that_did_not_pass() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let pw_line = format!("password = \"file:{}\"", env.password_file.display());
+    let text = env.config_text("awk", None, &env.identity).replace(
+        &pw_line,
+        &format!("{pw_line}\n\n[sources.schedule]\nincremental = \"*/2 * * * * *\"\n"),
+    );
+    std::fs::write(
+        &env.config,
+        format!("{text}\n[retention]\nkeep_last = 1\nprune_grace_hours = 0\n\n[verification]\nafter_backup = \"restore\"\nscratch_url = \"postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2\"\n"),
+    )
+    .expect("config");
+    let mut daemon = env.spawn_daemon();
+    eventually("three backups", Duration::from_secs(90), || {
+        env.snapshots().len() >= 3
+    });
+    kill(daemon.id(), "TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+    let jobs: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["jobs", "--json"]).ok().stdout).expect("jobs");
+    let jobs = jobs.as_array().expect("jobs");
+    assert!(
+        jobs.iter()
+            .any(|j| j["kind"] == "verify" && j["status"] != "completed"),
+        "the verifications did not pass: {jobs:?}"
+    );
+    assert!(
+        !jobs.iter().any(|j| j["kind"] == "prune"),
+        "no prune after an unproven backup: {jobs:?}"
+    );
+    assert!(env.snapshots().len() >= 3, "every backup kept");
+}
