@@ -51,7 +51,20 @@ pub struct Api {
     pub config_lock: Arc<tokio::sync::Mutex<()>>,
     pub stopping: tokio_util::sync::CancellationToken,
     pub started: std::time::Instant,
+    /// `GET /v1/backups` serialized for one snapshot and source filter.
+    pub list_cache: ListCache,
 }
+
+/// See [`Api::list_cache`].
+pub type ListCache = Arc<
+    Mutex<
+        Option<(
+            Arc<crate::engine::view::Snapshot>,
+            Option<String>,
+            bytes::Bytes,
+        )>,
+    >,
+>;
 
 fn limiter(rate: Rate) -> Arc<DefaultKeyedRateLimiter<String>> {
     let count = std::num::NonZeroU32::new(rate.count).unwrap_or(std::num::NonZeroU32::MIN);
@@ -76,6 +89,7 @@ impl Api {
             config_lock: Default::default(),
             stopping,
             started: std::time::Instant::now(),
+            list_cache: Default::default(),
         }
     }
 

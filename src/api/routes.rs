@@ -100,12 +100,19 @@ pub enum Reply {
     Accepted(String),
     /// 200 with a JSON body.
     Ok(Value),
+    /// 200 with a JSON body already serialized (large lists: serialized once).
+    Json(bytes::Bytes),
 }
 
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
         match self {
             Reply::Ok(v) => Json(v).into_response(),
+            Reply::Json(b) => (
+                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                b,
+            )
+                .into_response(),
             Reply::Accepted(job) => {
                 let mut r = (StatusCode::ACCEPTED, Json(json!({ "job": job }))).into_response();
                 if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{job}")) {
@@ -127,7 +134,7 @@ pub fn finish(
 ) -> Response {
     let (outcome, code, job, reason) = match &r {
         Ok(Reply::Accepted(j)) => ("accepted", 202, Some(j.clone()), None),
-        Ok(Reply::Ok(_)) => ("ok", 200, note.job.clone(), None),
+        Ok(Reply::Ok(_) | Reply::Json(_)) => ("ok", 200, note.job.clone(), None),
         Err(e) => (
             if e.status.is_server_error() {
                 "failed"
@@ -201,14 +208,30 @@ fn printable(s: &str) -> String {
 
 async fn status(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
     body::query(q.as_deref(), &[])?;
-    Ok(Reply::Ok(json_of(&api.engine.status().await?)?))
+    serde_json::to_vec(&api.engine.status().await?)
+        .map(|b| Reply::Json(b.into()))
+        .map_err(ApiError::internal)
 }
 
 async fn list_backups(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
     let q = body::query(q.as_deref(), &["source"])?;
+    let source = q.get("source").cloned();
     let snap = snapshot(&api).await?;
-    let (rows, _) = crate::engine::query::list(&snap, q.get("source").map(String::as_str));
-    Ok(Reply::Ok(json_of(&rows)?))
+    // The rows depend on the snapshot only: serialized once per snapshot and filter. The
+    // cache holds the snapshot, so its address is not reused while it is the key.
+    if let Ok(c) = api.list_cache.lock() {
+        if let Some((s, f, b)) = &*c {
+            if Arc::ptr_eq(s, &snap) && *f == source {
+                return Ok(Reply::Json(b.clone()));
+            }
+        }
+    }
+    let (rows, _) = crate::engine::query::list(&snap, source.as_deref());
+    let b: bytes::Bytes = serde_json::to_vec(&rows).map_err(ApiError::internal)?.into();
+    if let Ok(mut c) = api.list_cache.lock() {
+        *c = Some((snap, source, b.clone()));
+    }
+    Ok(Reply::Json(b))
 }
 
 async fn show_backup(

@@ -81,6 +81,16 @@ pub struct History {
     path: PathBuf,
     /// The repository this view belongs to: records are tagged with it and filtered by it.
     repository: String,
+    /// The file as parsed so far (it only grows): readers parse only what was appended since.
+    parsed: std::sync::Arc<std::sync::Mutex<Parsed>>,
+}
+
+/// What [`History::jobs`] parsed of the file up to `offset`.
+#[derive(Debug, Default)]
+struct Parsed {
+    offset: u64,
+    order: Vec<String>,
+    latest: std::collections::HashMap<String, JobRecord>,
 }
 
 /// Default state directory: `$XDG_STATE_HOME/keepsake` (or the data dir where there is none).
@@ -94,6 +104,7 @@ impl History {
         History {
             path: state_dir.join("jobs.jsonl"),
             repository: repository.to_string(),
+            parsed: Default::default(),
         }
     }
 
@@ -173,27 +184,43 @@ impl History {
     /// processes read as `interrupted`. Records of other repositories are left out; records
     /// written before jobs named their repository are shown to every configuration.
     pub fn jobs(&self) -> Vec<JobRecord> {
-        let Ok(text) = std::fs::read_to_string(&self.path) else {
+        use std::io::{Read, Seek};
+        let mut p = match self.parsed.lock() {
+            Ok(p) => p,
+            Err(e) => e.into_inner(),
+        };
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
             return Vec::new();
         };
-        let mut order: Vec<String> = Vec::new();
-        let mut latest: std::collections::HashMap<String, JobRecord> = Default::default();
-        for line in text.lines() {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < p.offset {
+            // Replaced or truncated: parse it again from the start.
+            *p = Parsed::default();
+        }
+        let mut text = String::new();
+        if f.seek(std::io::SeekFrom::Start(p.offset)).is_ok() {
+            let _ = f.read_to_string(&mut text);
+        }
+        // Whole lines only: a line being appended right now is read next time.
+        let complete = text.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        for line in text[..complete].lines() {
             let Ok(r) = serde_json::from_str::<JobRecord>(line) else {
                 continue;
             };
             if r.repository.as_ref().is_some_and(|x| *x != self.repository) {
                 continue;
             }
-            if !latest.contains_key(&r.id) {
-                order.push(r.id.clone());
+            if !p.latest.contains_key(&r.id) {
+                p.order.push(r.id.clone());
             }
-            latest.insert(r.id.clone(), r);
+            p.latest.insert(r.id.clone(), r);
         }
-        order
-            .into_iter()
-            .filter_map(|id| latest.remove(&id))
-            .map(|mut r| {
+        p.offset += complete as u64;
+        p.order
+            .iter()
+            .filter_map(|id| p.latest.get(id))
+            .map(|r| {
+                let mut r = r.clone();
                 if r.status == JobStatus::Running
                     && !Path::new(&format!("/proc/{}", r.pid)).exists()
                 {
