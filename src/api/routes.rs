@@ -109,7 +109,10 @@ impl IntoResponse for Reply {
         match self {
             Reply::Ok(v) => Json(v).into_response(),
             Reply::Json(b) => (
-                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
                 b,
             )
                 .into_response(),
@@ -227,7 +230,9 @@ async fn list_backups(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<R
         }
     }
     let (rows, _) = crate::engine::query::list(&snap, source.as_deref());
-    let b: bytes::Bytes = serde_json::to_vec(&rows).map_err(ApiError::internal)?.into();
+    let b: bytes::Bytes = serde_json::to_vec(&rows)
+        .map_err(ApiError::internal)?
+        .into();
     if let Ok(mut c) = api.list_cache.lock() {
         *c = Some((snap, source, b.clone()));
     }

@@ -890,3 +890,86 @@ fn fuzz(addr: SocketAddr, viewer: &str, seed: u64, n: usize) -> Tally {
     }
     t
 }
+
+/// TCP with TLS: tokens over HTTPS work (curl checks the certificate), plain HTTP gets no
+/// answer; a non-loopback `listen` without TLS is a configuration error (exit 2, names the key).
+#[test]
+fn tls_listener_and_non_loopback_needs_tls() {
+    let env = Env::new("awk", None);
+    let dir = env.dir.path().to_path_buf();
+    let o = Command::new("openssl")
+        .current_dir(&dir)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            "api.key",
+            "-out",
+            "api.pem",
+        ])
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Non-loopback without TLS: refused by config check.
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        format!("{text}\n[api]\nlisten = \"0.0.0.0:7480\"\n"),
+    )
+    .expect("config");
+    let r = env.keepsake(&["config", "check"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("api.listen") && r.stderr.contains("tls_cert"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&env.config, &text).expect("config");
+
+    let mut d = Daemon::start(
+        env,
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            dir.join("api.pem").display(),
+            dir.join("api.key").display()
+        ),
+    );
+    let curl = |scheme: &str| {
+        Command::new("curl")
+            .args([
+                "-s",
+                "-m",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+            ])
+            .arg(dir.join("api.pem"))
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {}", d.tokens["viewer"]))
+            .arg(format!("{scheme}://127.0.0.1:{}/v1/status", d.tcp.port()))
+            .output()
+            .expect("curl")
+    };
+    let o = curl("https");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "200", "{o:?}");
+    let o = curl("http");
+    assert_ne!(
+        String::from_utf8_lossy(&o.stdout),
+        "200",
+        "plain HTTP is not served: {o:?}"
+    );
+    d.stop();
+}
