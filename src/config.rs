@@ -27,6 +27,9 @@ pub struct Config {
     /// Path of the identity file. Every command that opens the repository needs it: the
     /// master key (chunk ids, metadata MACs) is encrypted to the recipients.
     pub identity_file: Option<PathBuf>,
+    /// `[encryption] repository_key_fingerprint`: the master key this configuration trusts
+    /// (`ks1:` and 32 hex digits, printed and written by `init`).
+    pub repository_key_fingerprint: Option<String>,
     pub sources: Vec<SourceConfig>,
     pub backup: BackupSettings,
     pub postgres: PostgresSettings,
@@ -407,6 +410,7 @@ struct RawRepository {
 struct RawEncryption {
     recipients: Spanned<Vec<Spanned<String>>>,
     identity_file: Option<Spanned<String>>,
+    repository_key_fingerprint: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -443,6 +447,25 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
         )
     })?;
     Ok(dirs.config_dir().join("config.toml"))
+}
+
+/// Write `[encryption] repository_key_fingerprint = "…"` into the configuration file at
+/// `path` (comments and order kept), atomically.
+pub fn write_key_fingerprint(path: &Path, fingerprint: &str) -> std::io::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(std::io::Error::other)?;
+    let enc = doc
+        .entry("encryption")
+        .or_insert_with(toml_edit::table)
+        .as_table_mut()
+        .ok_or_else(|| std::io::Error::other("[encryption] is not a table"))?;
+    enc.insert("repository_key_fingerprint", toml_edit::value(fingerprint));
+    let tmp = path.with_extension("toml.keepsake-tmp");
+    std::fs::write(&tmp, doc.to_string())?;
+    if let Ok(m) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(&tmp, m.permissions());
+    }
+    std::fs::rename(&tmp, path)
 }
 
 /// Read and validate the configuration at `path`.
@@ -496,6 +519,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
         repository: RepositoryConfig { url, s3 },
         recipients,
         identity_file,
+        repository_key_fingerprint: key_fingerprint(&ctx, &raw.encryption)?,
         sources,
         backup,
         postgres: raw.postgres,
@@ -515,6 +539,24 @@ fn repository_url(ctx: &Ctx, r: &RawRepository) -> Result<String> {
 }
 
 /// `[encryption]`: every recipient parses, and the identity file (when set) loads.
+fn key_fingerprint(ctx: &Ctx, e: &RawEncryption) -> Result<Option<String>> {
+    let Some(f) = &e.repository_key_fingerprint else {
+        return Ok(None);
+    };
+    let v = f.get_ref().trim();
+    let ok = v
+        .strip_prefix("ks1:")
+        .is_some_and(|h| h.len() == 32 && h.chars().all(|c| c.is_ascii_hexdigit()));
+    if !ok {
+        return Err(ctx.err(
+            f.span(),
+            "encryption.repository_key_fingerprint",
+            format!("\"{v}\" is not a key fingerprint: expected ks1: and 32 hex digits, as printed by `keepsake init`"),
+        ));
+    }
+    Ok(Some(v.to_ascii_lowercase()))
+}
+
 fn encryption(ctx: &Ctx, e: &RawEncryption) -> Result<(Recipients, Option<PathBuf>)> {
     if e.recipients.get_ref().is_empty() {
         return Err(ctx.err(

@@ -261,10 +261,22 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Init => {
             let c = load_config(&cli)?;
             let repo = engine::init(&c).await?;
+            let fp = repo.key().fingerprint();
             out(&format!(
-                "created repository {} at {} (format v{})\n",
+                "created repository {} at {} (format v{})\nmaster key fingerprint {fp}\n",
                 repo.config.id, c.repository.url, repo.config.version
-            ))
+            ))?;
+            // Pinned in the configuration: a key object planted later is refused.
+            match config::write_key_fingerprint(&c.path, &fp) {
+                Ok(()) => out(&format!(
+                    "pinned in {}: [encryption] repository_key_fingerprint = \"{fp}\"\n",
+                    c.path.display()
+                )),
+                Err(e) => out(&format!(
+                    "could not write it into {} ({e}): add to its [encryption] table\n  repository_key_fingerprint = \"{fp}\"\n",
+                    c.path.display()
+                )),
+            }
         }
         Command::Backup {
             source,

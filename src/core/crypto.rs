@@ -20,6 +20,8 @@ pub use crate::keys::{generate_identity, parse_recipient, Identities, Recipients
 pub struct MasterKey {
     chunk_key: [u8; 32],
     mac_key: [u8; 32],
+    /// Names the key without revealing it (pinned in the configuration and state directory).
+    fingerprint: [u8; 16],
 }
 
 impl fmt::Debug for MasterKey {
@@ -36,7 +38,18 @@ impl MasterKey {
         MasterKey {
             chunk_key: blake3::derive_key("keepsake 2026 repository v1 chunk id", master),
             mac_key: blake3::derive_key("keepsake 2026 repository v1 metadata mac", master),
+            fingerprint: {
+                let d = blake3::derive_key("keepsake 2026 repository v1 key fingerprint", master);
+                let mut f = [0u8; 16];
+                f.copy_from_slice(&d[..16]);
+                f
+            },
         }
+    }
+
+    /// The key's fingerprint, `ks1:` and 32 hex digits: a one-way name for the master key.
+    pub fn fingerprint(&self) -> String {
+        format!("ks1:{}", hex::encode(self.fingerprint))
     }
 
     /// The id of a chunk: keyed BLAKE3 of its plaintext.

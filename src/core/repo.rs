@@ -102,12 +102,30 @@ impl Repository {
         })
     }
 
-    /// Open an existing repository and unlock its master key with `identities`.
+    /// [`Repository::open_pinned`] with no pinned key.
     pub async fn open(
         store: Arc<dyn ObjectStore>,
         location: &str,
         recipients: Recipients,
         identities: Identities,
+    ) -> Result<Self> {
+        Self::open_pinned(store, location, recipients, identities, None).await
+    }
+
+    /// Open an existing repository and unlock its master key with `identities`.
+    ///
+    /// age does not authenticate the sender: anyone who can write to the repository and knows
+    /// a public recipient can add a key object of their own (and then manifests and packs
+    /// sealed with it). So every key object the identities open is read: when they hold
+    /// different master keys, the repository is refused (naming them) unless `pinned` names
+    /// one of them (its fingerprint); with `pinned`, only that key is used, and a repository
+    /// without it is refused.
+    pub async fn open_pinned(
+        store: Arc<dyn ObjectStore>,
+        location: &str,
+        recipients: Recipients,
+        identities: Identities,
+        pinned: Option<&str>,
     ) -> Result<Self> {
         let raw = store.get("config").await?.ok_or_else(|| {
             Error::Repository(format!(
@@ -131,7 +149,8 @@ impl Repository {
                 env!("CARGO_PKG_VERSION")
             )));
         }
-        let mut key = None;
+        // Every key object the identities open, by fingerprint.
+        let mut keys: Vec<(String, MasterKey)> = Vec::new();
         for obj in store.list("keys/").await? {
             let Some(sealed) = store.get(&obj.key).await? else {
                 continue;
@@ -144,15 +163,49 @@ impl Repository {
                 let mut m = zeroize::Zeroizing::new([0u8; 32]);
                 hex::decode_to_slice(&kf.master_key, &mut *m)
                     .map_err(|e| Error::Repository(format!("{}: malformed key: {e}", obj.key)))?;
-                key = Some(MasterKey::from_bytes(&m));
-                break;
+                keys.push((obj.key.clone(), MasterKey::from_bytes(&m)));
             }
         }
-        let key = key.ok_or_else(|| {
-            Error::Key(format!(
+        if keys.is_empty() {
+            return Err(Error::Key(format!(
                 "none of the configured identities can open the repository at {location}: it was created for other keys (check encryption.identity_file)"
-            ))
-        })?;
+            )));
+        }
+        let named = |ks: &[(String, MasterKey)]| {
+            ks.iter()
+                .map(|(o, k)| format!("{o} ({})", k.fingerprint()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let key = match pinned {
+            Some(pin) => match keys.iter().find(|(_, k)| k.fingerprint() == pin) {
+                Some((_, k)) => {
+                    if keys.iter().any(|(_, k)| k.fingerprint() != pin) {
+                        tracing::warn!(
+                            "{location}: key objects with another master key are ignored (the pinned key is {pin}): {}",
+                            named(&keys)
+                        );
+                    }
+                    k.clone()
+                }
+                None => {
+                    return Err(Error::Damage(format!(
+                        "the repository at {location} has no key object with the pinned master key {pin} (found: {}): it was replaced or this is another repository; keepsake uses none of them",
+                        named(&keys)
+                    )))
+                }
+            },
+            None => {
+                let first = keys[0].1.fingerprint();
+                if keys.iter().any(|(_, k)| k.fingerprint() != first) {
+                    return Err(Error::Damage(format!(
+                        "the repository at {location} has key objects that open to different master keys: {}. Someone who can write to the repository may have planted one; keepsake uses none of them until [encryption] repository_key_fingerprint names the genuine key (`keepsake init` printed it)",
+                        named(&keys)
+                    )));
+                }
+                keys[0].1.clone()
+            }
+        };
         let identities = Arc::new(identities);
         Ok(Repository {
             store,

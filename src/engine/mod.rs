@@ -55,27 +55,87 @@ pub async fn store(config: &Config) -> Result<Arc<dyn ObjectStore>> {
 /// `keepsake init`.
 pub async fn init(config: &Config) -> Result<Repository> {
     let ids = config.identities()?;
-    Repository::init(
+    let repo = Repository::init(
         store(config).await?,
         &config.repository.url,
         config.recipients.clone(),
         ids,
     )
-    .await
+    .await?;
+    if let Ok(d) = state_dir(config) {
+        let p = d.join("repository-keys.json");
+        let mut all = read_pins(&p);
+        all.insert(config.repository.url.clone(), repo.key().fingerprint());
+        write_pins(&p, &all);
+    }
+    Ok(repo)
 }
 
-/// Open the configured repository with the configured identity.
+/// Open the configured repository with the configured identity, with its master key pinned:
+/// by `[encryption] repository_key_fingerprint` when set, else by the key this state
+/// directory saw first (trust on first use, kept in `repository-keys.json`).
 pub async fn open(config: &Config) -> Result<Arc<Repository>> {
     let ids = config.identities()?;
-    Ok(Arc::new(
-        Repository::open(
-            store(config).await?,
-            &config.repository.url,
-            config.recipients.clone(),
-            ids,
-        )
-        .await?,
-    ))
+    let pins = state_dir(config)
+        .ok()
+        .map(|d| d.join("repository-keys.json"));
+    let seen = pins
+        .as_ref()
+        .and_then(|p| read_pins(p).remove(&config.repository.url));
+    let pin = config.repository_key_fingerprint.clone().or(seen.clone());
+    let repo = Repository::open_pinned(
+        store(config).await?,
+        &config.repository.url,
+        config.recipients.clone(),
+        ids,
+        pin.as_deref(),
+    )
+    .await
+    .map_err(|e| match (e, &pins, &seen) {
+        (Error::Damage(m), Some(p), Some(_)) if config.repository_key_fingerprint.is_none() => {
+            Error::Damage(format!(
+                "{m}. The pinned key is the one this machine first saw ({}); if the repository was recreated on purpose, remove its line there",
+                p.display()
+            ))
+        }
+        (e, _, _) => e,
+    })?;
+    let fp = repo.key().fingerprint();
+    if let Some(p) = &pins {
+        if seen.as_deref() != Some(fp.as_str()) {
+            let mut all = read_pins(p);
+            all.insert(config.repository.url.clone(), fp);
+            write_pins(p, &all);
+        }
+    }
+    Ok(Arc::new(repo))
+}
+
+fn read_pins(path: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_pins(path: &std::path::Path, pins: &std::collections::BTreeMap<String, String>) {
+    let res = (|| -> std::io::Result<()> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(pins).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        tracing::warn!(
+            "could not remember the repository key in {}: {e}",
+            path.display()
+        );
+    }
 }
 
 /// The state directory a configuration uses: `[daemon] state_dir`, else the XDG state dir.

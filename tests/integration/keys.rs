@@ -124,3 +124,70 @@ fn age_keygen_identity_works_and_age_cli_can_reassemble_a_backup() {
         m["packs"].as_array().expect("p").len()
     );
 }
+
+/// Regression (issue 13, defect 3): a key object planted by someone who can write to the
+/// repository and knows the public recipient. With the fingerprint `init` pinned, only the
+/// genuine key is used; with no pin at all, two key objects with different master keys are
+/// refused (exit 3, both named); a pin that matches no key object is refused.
+#[test]
+fn a_planted_key_object_is_refused_or_ignored() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    let pin = config
+        .lines()
+        .find_map(|l| l.strip_prefix("repository_key_fingerprint = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("init pinned the key in the configuration");
+    assert!(pin.starts_with("ks1:") && pin.len() == 36, "{pin}");
+
+    // The planted key object: a master key of the attacker's, encrypted to the recipient.
+    let planted = format!(
+        "{{\"version\":1,\"master_key\":\"{}\"}}",
+        hex::encode(rand::random::<[u8; 32]>())
+    );
+    let sealed = pipe(
+        Command::new("age").args(["-r", &env.recipient]),
+        planted.as_bytes(),
+    );
+    std::fs::write(env.repo.join("keys").join("0000000000000000"), sealed).expect("plant");
+
+    // Pinned by the configuration: the genuine key, the backup still reads.
+    let r = env.keepsake(&["list", "--json"]).ok();
+    assert!(r.stdout.contains(&id), "{}", r.all());
+
+    // No pin anywhere: refused, both key objects named.
+    let unpinned: String = config
+        .lines()
+        .filter(|l| !l.starts_with("repository_key_fingerprint"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&env.config, &unpinned).expect("config");
+    std::fs::remove_file(env.dir.path().join("state/repository-keys.json")).expect("pins");
+    let r = env.keepsake(&["list"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(
+        r.stderr.contains("different master keys") && r.stderr.contains("keys/0000000000000000"),
+        "{}",
+        r.stderr
+    );
+
+    // A pin that matches no key object: refused.
+    std::fs::write(
+        &env.config,
+        unpinned.replace(
+            "[encryption]\n",
+            "[encryption]\nrepository_key_fingerprint = \"ks1:00000000000000000000000000000000\"\n",
+        ),
+    )
+    .expect("config");
+    let r = env.keepsake(&["list"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("no key object with the pinned master key"),
+        "{}",
+        r.stderr
+    );
+    let _ = pin;
+}
