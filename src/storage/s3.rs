@@ -665,7 +665,7 @@ impl S3Store {
     /// Abort multipart uploads under the prefix started before `older_than` ago.
     async fn abort_stale_uploads(&self, older_than: Duration) -> Result<usize> {
         let cutoff = std::time::SystemTime::now() - older_than;
-        let prefix = self.full_key("");
+        let prefix = multipart_prefix(&self.s.prefix);
         let mut key_marker: Option<String> = None;
         let mut id_marker: Option<String> = None;
         let mut stale = Vec::new();
@@ -862,9 +862,31 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// Where keepsake's own multipart uploads live: packs are the only objects uploaded in parts.
+/// Stale uploads are looked for there only — never elsewhere in the bucket, where (with an
+/// empty prefix) other applications' uploads would be aborted too.
+fn multipart_prefix(prefix: &str) -> String {
+    if prefix.is_empty() {
+        "packs/".into()
+    } else {
+        format!("{prefix}/packs/")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 13, defect 7): with an empty prefix the stale-upload sweep listed
+    /// (and aborted) every multipart upload in the bucket.
+    #[test]
+    fn stale_uploads_are_looked_for_under_packs_only() {
+        assert_eq!(multipart_prefix(""), "packs/");
+        assert_eq!(
+            multipart_prefix(&S3Settings::new("b", "/team/keepsake/").prefix),
+            "team/keepsake/packs/"
+        );
+    }
 
     #[test]
     fn part_size_respects_the_part_limit_and_minimum() {
