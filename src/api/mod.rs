@@ -133,6 +133,22 @@ pub struct Note {
     pub job: Option<String>,
 }
 
+/// The audit line of a request refused before its handler ran.
+fn refusal(actor: String, role: &str, via: &str, action: &str, e: &ApiError) -> Entry {
+    Entry {
+        actor,
+        role: role.into(),
+        via: via.into(),
+        action: action.into(),
+        target: None,
+        params: serde_json::Value::Null,
+        outcome: "refused".into(),
+        code: e.status.as_u16(),
+        job: None,
+        reason: Some(e.message.clone()),
+    }
+}
+
 /// Authenticate, check the route's role, refuse while stopping; audit refusals.
 async fn guard(
     State(api): State<Api>,
@@ -161,35 +177,19 @@ async fn guard(
                 ),
                 Peer::Tcp { addr } => (format!("token? from {}", addr.ip()), "tcp"),
             };
-            api.record(Entry {
-                actor,
-                role: "none".into(),
-                via: via.into(),
-                action: action.into(),
-                target: None,
-                params: serde_json::Value::Null,
-                outcome: "refused".into(),
-                code: e.status.as_u16(),
-                job: None,
-                reason: Some(e.message.clone()),
-            });
+            api.record(refusal(actor, "none", via, action, &e));
             return e.into_response();
         }
     };
     let refuse = |e: ApiError| {
         if changing || e.status == StatusCode::FORBIDDEN {
-            api.record(Entry {
-                actor: caller.name.clone(),
-                role: caller.role.as_str().into(),
-                via: caller.via.into(),
-                action: action.into(),
-                target: None,
-                params: serde_json::Value::Null,
-                outcome: "refused".into(),
-                code: e.status.as_u16(),
-                job: None,
-                reason: Some(e.message.clone()),
-            });
+            api.record(refusal(
+                caller.name.clone(),
+                caller.role.as_str(),
+                caller.via,
+                action,
+                &e,
+            ));
         }
         e.into_response()
     };

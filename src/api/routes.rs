@@ -253,8 +253,10 @@ async fn show_backup(
     ))?))
 }
 
-fn submit(api: &Api, cmd: Command) -> Result<String, ApiError> {
-    Ok(api.engine.submit(cmd)?.id)
+/// Start work for `caller`: within `[api] trigger_rate`, then 202 with the job.
+fn accept(api: &Api, caller: &Caller, cmd: Command) -> Result<Reply, ApiError> {
+    api.check_rate(caller)?;
+    Ok(Reply::Accepted(api.engine.submit(cmd)?.id))
 }
 
 async fn start_backup(
@@ -299,15 +301,15 @@ async fn start_backup(
         note.target = Some(source.clone());
         note.params.insert("type".into(), json!(kind));
         note.params.insert("verify".into(), json!(verify));
-        api.check_rate(&caller)?;
-        Ok(Reply::Accepted(submit(
+        accept(
             &api,
+            &caller,
             Command::Backup {
                 source,
                 kind,
                 verify,
             },
-        )?))
+        )
     }
     .await;
     finish(&api, &caller, "backup", note, r)
@@ -329,14 +331,14 @@ async fn start_verify(
         let level = level.unwrap_or(Level::Data);
         note.target = Some(m.id.clone());
         note.params.insert("level".into(), json!(level));
-        api.check_rate(&caller)?;
-        Ok(Reply::Accepted(submit(
+        accept(
             &api,
+            &caller,
             Command::Verify {
                 target: VerifyTarget::Id(m.id.clone()),
                 level,
             },
-        )?))
+        )
     }
     .await;
     finish(&api, &caller, "verify", note, r)
@@ -392,9 +394,9 @@ async fn start_restore(
         note.params.insert("create".into(), json!(create));
         note.params.insert("clean".into(), json!(clean));
         note.params.insert("confirm".into(), json!(confirm));
-        api.check_rate(&caller)?;
-        Ok(Reply::Accepted(submit(
+        accept(
             &api,
+            &caller,
             Command::Restore(RestoreRequest {
                 id: m.id.clone(),
                 target: RestoreTarget(target),
@@ -404,7 +406,7 @@ async fn start_restore(
                 no_owner,
                 jobs: jobs.map(|j| j as usize),
             }),
-        )?))
+        )
     }
     .await;
     finish(&api, &caller, "restore", note, r)
@@ -486,8 +488,7 @@ async fn prune(
                 caller.role.as_str()
             )));
         }
-        api.check_rate(&caller)?;
-        Ok(Reply::Accepted(submit(&api, Command::Prune { dry_run: false })?))
+        accept(&api, &caller, Command::Prune { dry_run: false })
     }
     .await;
     finish(&api, &caller, "prune", note, r)

@@ -270,4 +270,38 @@ mod tests {
         assert_eq!(jb.len(), 1);
         assert_eq!(jb[0].kind, "prune");
     }
+
+    /// The file is parsed incrementally: what another process appends after a read (and a
+    /// half-written last line, once complete) shows on the next read; a replaced file is read
+    /// again from the start.
+    #[test]
+    fn later_appends_from_another_writer_are_seen() {
+        use std::io::Write;
+        let d = tempfile::tempdir().expect("tmp");
+        let reader = History::new(d.path(), "file:///a");
+        let writer = History::new(d.path(), "file:///a");
+        let j = writer.start("backup", Some("wedsync"));
+        assert_eq!(reader.jobs()[0].status, JobStatus::Running);
+        writer.finish(j.clone(), JobStatus::Completed, None);
+        let k = writer.start("prune", None);
+        let jobs = reader.jobs();
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].status, JobStatus::Completed);
+        // A line cut short is not read until it is complete.
+        let mut done = k.clone();
+        done.status = JobStatus::Failed;
+        let line = serde_json::to_string(&done).expect("json");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(reader.path())
+            .expect("open");
+        f.write_all(&line.as_bytes()[..10]).expect("write");
+        assert_eq!(reader.jobs()[1].status, JobStatus::Running);
+        f.write_all(&line.as_bytes()[10..]).expect("write");
+        f.write_all(b"\n").expect("write");
+        assert_eq!(reader.jobs()[1].status, JobStatus::Failed);
+        // Replaced by a shorter file: read from the start.
+        std::fs::write(reader.path(), "").expect("truncate");
+        assert!(reader.jobs().is_empty());
+    }
 }

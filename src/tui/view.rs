@@ -597,19 +597,7 @@ fn retention(f: &mut Frame, area: Rect, app: &App, t: Theme) {
         );
         return;
     };
-    let forget: Vec<&str> = p
-        .plan
-        .iter()
-        .filter(|d| !d.keep)
-        .map(|d| d.id.as_str())
-        .collect();
-    let frees: u64 = app
-        .model
-        .rows
-        .iter()
-        .filter(|b| forget.contains(&b.id.as_str()))
-        .map(|b| b.stored_bytes)
-        .sum();
+    let (forget, frees) = forgets(app, p);
     let rows: Vec<Row> = p
         .plan
         .iter()
@@ -653,6 +641,24 @@ fn retention(f: &mut Frame, area: Rect, app: &App, t: Theme) {
         ))),
         plan,
     );
+}
+
+/// The backups a prune plan forgets, and the bytes they added (what a prune frees at most).
+fn forgets<'a>(app: &App, p: &'a crate::core::prune::PruneReport) -> (Vec<&'a str>, u64) {
+    let forget: Vec<&str> = p
+        .plan
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id.as_str())
+        .collect();
+    let frees = app
+        .model
+        .rows
+        .iter()
+        .filter(|b| forget.contains(&b.id.as_str()))
+        .map(|b| b.stored_bytes)
+        .sum();
+    (forget, frees)
 }
 
 fn drills(f: &mut Frame, area: Rect) {
@@ -812,19 +818,7 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                 (_, Some(e)) => l.push(format!("✗ the preview failed: {e}")),
                 (None, None) => l.push("computing what the policy keeps…".into()),
                 (Some(r), None) => {
-                    let forget: Vec<&str> = r
-                        .plan
-                        .iter()
-                        .filter(|d| !d.keep)
-                        .map(|d| d.id.as_str())
-                        .collect();
-                    let frees: u64 = app
-                        .model
-                        .rows
-                        .iter()
-                        .filter(|b| forget.contains(&b.id.as_str()))
-                        .map(|b| b.stored_bytes)
-                        .sum();
+                    let (forget, frees) = forgets(app, r);
                     l.push(format!(
                         "The policy keeps {} backup(s) and forgets {}.",
                         r.plan.len() - forget.len(),
