@@ -323,6 +323,10 @@ pub struct ArchiveParser {
     toc_len: u64,
     block_start: u64,
     blocks: Vec<BlockSpan>,
+    /// The buffered TOC is parsed again only once it has doubled since the last attempt that
+    /// found it incomplete: linear in the TOC's size overall, not quadratic (issue 13, defect 6).
+    next_toc_try: usize,
+    toc_attempts: u32,
 }
 
 impl Default for ArchiveParser {
@@ -405,6 +409,8 @@ impl ArchiveParser {
             toc_len: 0,
             block_start: 0,
             blocks: Vec::new(),
+            next_toc_try: 0,
+            toc_attempts: 0,
         }
     }
 
@@ -423,18 +429,8 @@ impl ArchiveParser {
                 State::Failed => return,
                 State::Toc => {
                     self.buf.extend_from_slice(data);
-                    match self.parse_toc() {
-                        Ok(consumed) => {
-                            // Continue with what followed the TOC.
-                            let rest = self.buf.split_off(consumed);
-                            self.buf = Vec::new();
-                            self.pos = consumed as u64;
-                            self.toc_len = consumed as u64;
-                            self.state = State::BlockHeader;
-                            self.feed_owned(rest);
-                        }
-                        Err(P::Need) => {}
-                        Err(P::Bad(m)) => self.fail(m),
+                    if self.buf.len() >= self.next_toc_try {
+                        self.try_toc();
                     }
                     return;
                 }
@@ -580,6 +576,26 @@ impl ArchiveParser {
         }
     }
 
+    /// Parse the buffered header and TOC if complete, and go on with what followed it.
+    fn try_toc(&mut self) {
+        self.toc_attempts += 1;
+        match self.parse_toc() {
+            Ok(consumed) => {
+                // Continue with what followed the TOC.
+                let rest = self.buf.split_off(consumed);
+                self.buf = Vec::new();
+                self.pos = consumed as u64;
+                self.toc_len = consumed as u64;
+                self.state = State::BlockHeader;
+                self.feed_owned(rest);
+            }
+            Err(P::Need) => {
+                self.next_toc_try = self.buf.len().saturating_mul(2).max(self.buf.len() + 4096)
+            }
+            Err(P::Bad(m)) => self.fail(m),
+        }
+    }
+
     /// Try to parse header + TOC from `buf`; returns bytes consumed.
     fn parse_toc(&mut self) -> Result<usize, P> {
         let b = &self.buf;
@@ -699,7 +715,11 @@ impl ArchiveParser {
     }
 
     /// Finish: the facts, or why the archive is incomplete or malformed.
-    pub fn finish(self) -> Result<ArchiveFacts, String> {
+    pub fn finish(mut self) -> Result<ArchiveFacts, String> {
+        // A TOC buffered since the last attempt (it had not doubled yet) is tried now.
+        if matches!(self.state, State::Toc) && !self.buf.is_empty() {
+            self.try_toc();
+        }
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -874,5 +894,90 @@ mod tests {
             d.feed(data);
             d.finish().sum
         });
+    }
+
+    fn int(o: &mut Vec<u8>, v: i64) {
+        o.push(u8::from(v < 0));
+        o.extend_from_slice(&(v.unsigned_abs() as u32).to_le_bytes());
+    }
+
+    fn s(o: &mut Vec<u8>, v: Option<&str>) {
+        match v {
+            None => int(o, -1),
+            Some(x) => {
+                int(o, x.len() as i64);
+                o.extend_from_slice(x.as_bytes());
+            }
+        }
+    }
+
+    /// A custom-format archive (1.14, no compression) whose TOC has `n` entries without data.
+    fn archive(n: usize) -> Vec<u8> {
+        let mut o = b"PGDMP".to_vec();
+        o.extend([1, 14, 0, 4, 8, 1]);
+        int(&mut o, 0); // compression level
+        for _ in 0..7 {
+            int(&mut o, 0);
+        }
+        for v in ["wedsync", "16.4", "16.4"] {
+            s(&mut o, Some(v));
+        }
+        int(&mut o, n as i64);
+        for i in 0..n {
+            int(&mut o, i as i64 + 1);
+            int(&mut o, 0);
+            s(&mut o, Some("0"));
+            s(&mut o, Some("0"));
+            s(&mut o, Some(&format!("guest list {i}")));
+            s(&mut o, Some("COMMENT"));
+            int(&mut o, 2);
+            s(
+                &mut o,
+                Some(&format!(
+                    "COMMENT ON TABLE public.guests_{i} IS 'table {i}';"
+                )),
+            );
+            for v in ["", "", "public", "", "", "postgres", "false"] {
+                s(&mut o, Some(v));
+            }
+            s(&mut o, None); // end of dependencies
+            o.push(3); // no data
+            o.extend([0u8; 8]);
+        }
+        o
+    }
+
+    /// Regression (issue 13, defect 6): a large TOC fed in small pieces was parsed again from
+    /// byte 0 on every piece (quadratic). Now the attempts grow with the log of its size.
+    #[test]
+    fn a_large_toc_is_parsed_a_logarithmic_number_of_times() {
+        let a = archive(20_000);
+        assert!(a.len() > 2_000_000, "{}", a.len());
+        let mut p = ArchiveParser::new();
+        for piece in a.chunks(4096) {
+            p.feed(piece);
+        }
+        assert!(
+            p.toc_attempts <= 12,
+            "{} parse attempts for {} pieces",
+            p.toc_attempts,
+            a.len().div_ceil(4096)
+        );
+        assert!(p.finish().is_ok());
+        assert_eq!(read_toc(&a).expect("toc").entries.len(), 20_000);
+        // Cut anywhere inside the TOC: finish says so (the last piece is parsed at the end).
+        let mut p = ArchiveParser::new();
+        p.feed(&a[..a.len() - 3]);
+        assert_eq!(
+            p.finish().err().as_deref(),
+            Some("the archive ends inside its table of contents")
+        );
+        let mut p = ArchiveParser::new();
+        p.feed(&a[..a.len() / 2]);
+        p.feed(&a[a.len() / 2..]);
+        assert!(
+            p.finish().is_ok(),
+            "a TOC completed by the last piece is found by finish"
+        );
     }
 }
