@@ -21,6 +21,10 @@ pub trait Control: Send + Sync {
     async fn list(&self, source: Option<&str>) -> Result<(Vec<BackupRow>, Vec<(String, Error)>)>;
     /// Per source status.
     async fn status(&self) -> Result<Vec<SourceStatus>>;
+    /// Every verification record, per backup id, oldest first.
+    async fn verifications(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, Vec<crate::core::verify::VerifyRecord>>>;
     /// Live jobs (queued, running).
     fn live_jobs(&self) -> Vec<JobInfo>;
     /// Job history, oldest first.
@@ -57,6 +61,11 @@ impl Control for Engine {
     }
     async fn status(&self) -> Result<Vec<SourceStatus>> {
         Engine::status(self).await
+    }
+    async fn verifications(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, Vec<crate::core::verify::VerifyRecord>>> {
+        Ok(self.snapshot().await?.records.clone())
     }
     fn live_jobs(&self) -> Vec<JobInfo> {
         Engine::live_jobs(self)

@@ -32,6 +32,8 @@ pub struct Model {
     pub policy: Vec<String>,
     /// Per source, the server a restore goes to (`user@host:port`).
     pub servers: BTreeMap<String, String>,
+    /// Verification records per backup id, oldest first.
+    pub records: BTreeMap<String, Vec<crate::core::verify::VerifyRecord>>,
 }
 
 /// Something the console asks the engine to do.

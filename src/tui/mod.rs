@@ -55,6 +55,7 @@ pub async fn fetch<C: Control + ?Sized>(ctl: &C) -> Result<Model> {
             .collect(),
         sources: ctl.sources(),
         policy: ctl.policy_words(),
+        records: ctl.verifications().await?,
     })
 }
 

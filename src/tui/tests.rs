@@ -13,8 +13,10 @@ use super::keys::{self, Action};
 use super::view::{self, Theme};
 use crate::core::format::BackupType;
 use crate::core::progress::{Phase, Progress};
+use crate::core::verify::VerifyRecord;
 use crate::engine::history::{JobRecord, JobStatus};
 use crate::engine::{BackupRow, Command, JobInfo, JobProgress, JobState, SourceStatus};
+use crate::model::Level;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 2, 14, 2, 0)
@@ -55,6 +57,31 @@ fn row(
         server_version: "16.4".into(),
         based_on: None,
         tables: 52,
+    }
+}
+
+fn record(
+    id: &str,
+    level: Level,
+    finished: DateTime<Utc>,
+    restore_ms: Option<u64>,
+    problem: Option<&str>,
+) -> VerifyRecord {
+    VerifyRecord {
+        backup_id: id.into(),
+        source: "wedsync".into(),
+        level,
+        passed: problem.is_none().then_some(level),
+        ok: problem.is_none(),
+        started_at: finished - chrono::Duration::minutes(2),
+        finished_at: finished,
+        duration_ms: 120_000,
+        problems: problem.map(|p| vec![p.to_string()]).unwrap_or_default(),
+        restore_ms,
+        logical_bytes: 2_400_000_000,
+        amcheck: None,
+        tables_compared: 52,
+        not_proven: None,
     }
 }
 
@@ -192,6 +219,41 @@ fn app() -> App {
         servers: [("wedsync".to_string(), "ops@db-prod-2:5432".to_string())]
             .into_iter()
             .collect(),
+        records: [
+            (
+                "20261202T114800Z-wedsync".to_string(),
+                vec![
+                    record(
+                        "20261202T114800Z-wedsync",
+                        Level::Data,
+                        at(11, 50),
+                        None,
+                        None,
+                    ),
+                    record(
+                        "20261202T114800Z-wedsync",
+                        Level::Restore,
+                        at(11, 58),
+                        Some(252_000),
+                        None,
+                    ),
+                ],
+            ),
+            (
+                "20261202T030000Z-6a7b8c".to_string(),
+                vec![record(
+                    "20261202T030000Z-6a7b8c",
+                    Level::Data,
+                    at(3, 10),
+                    None,
+                    Some(
+                        "pack packs/3f/3f9a…: 2 chunk(s) fail authentication (damaged or swapped)",
+                    ),
+                )],
+            ),
+        ]
+        .into_iter()
+        .collect(),
     });
     a
 }
@@ -349,6 +411,14 @@ fn backup_details_and_filter() {
     press(&mut a, KeyCode::Enter);
     assert!(a.detail);
     insta::assert_snapshot!("backup_detail", screen(&a, 80, 24));
+    // The verification history, newest first, with the measured restore time.
+    let mut a = app();
+    press(&mut a, KeyCode::Char('2'));
+    press(&mut a, KeyCode::Enter);
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("2 run(s), newest first"), "{s}");
+    assert!(s.contains("restore   ✔ proven · restore 4m12s"), "{s}");
+    insta::assert_snapshot!("backup_detail_verifications", s);
 }
 
 #[test]

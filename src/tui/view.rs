@@ -373,7 +373,7 @@ fn backups(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
     let list = app.backups();
     if app.detail {
         if let Some(b) = list.get(app.sel[1]) {
-            let lines = vec![
+            let mut lines = vec![
                 format!("backup     {}", b.id),
                 format!(
                     "source     {} (database {}, PostgreSQL {})",
@@ -412,9 +412,15 @@ fn backups(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
                         .map(|ms| format!("{} measured", duration(ms / 1000)))
                         .unwrap_or_else(|| "not measured (verify at restore level)".into())
                 ),
-                String::new(),
-                "v verify   r restore   d delete   Esc back".into(),
             ];
+            lines.push(String::new());
+            lines.extend(verification_lines(
+                app,
+                &b.id,
+                area.height.saturating_sub(14) as usize,
+            ));
+            lines.push(String::new());
+            lines.push("v verify   r restore   d delete   Esc back".into());
             f.render_widget(
                 Paragraph::new(lines.join("\n"))
                     .block(Block::default().borders(Borders::ALL).title(" Backup ")),
@@ -641,6 +647,42 @@ fn retention(f: &mut Frame, area: Rect, app: &App, t: Theme) {
         ))),
         plan,
     );
+}
+
+/// A backup's verification history, newest first (at most `max` lines).
+fn verification_lines(app: &App, id: &str, max: usize) -> Vec<String> {
+    let Some(recs) = app.model.records.get(id).filter(|r| !r.is_empty()) else {
+        return vec!["verifications  none yet (v verifies it)".into()];
+    };
+    let mut out = vec![format!(
+        "verifications  {} run(s), newest first:",
+        recs.len()
+    )];
+    for r in recs.iter().rev().take(max.max(1)) {
+        let verdict = match crate::engine::Verdict::of(r) {
+            crate::engine::Verdict::Proven => "✔ proven".to_string(),
+            crate::engine::Verdict::NotProven => format!(
+                "⚠ not proven{}",
+                r.not_proven
+                    .as_deref()
+                    .map(|w| format!(": {w}"))
+                    .unwrap_or_default()
+            ),
+            crate::engine::Verdict::Damaged => format!(
+                "✗ damaged: {}",
+                r.problems.first().map(String::as_str).unwrap_or("")
+            ),
+        };
+        out.push(format!(
+            "  {} {:<9} {verdict}{}",
+            r.finished_at.format("%m-%d %H:%M"),
+            r.level.as_str(),
+            r.restore_ms
+                .map(|ms| format!(" · restore {}", duration_ms(ms)))
+                .unwrap_or_default()
+        ));
+    }
+    out
 }
 
 /// The backups a prune plan forgets, and the bytes they added (what a prune frees at most).
