@@ -135,7 +135,15 @@ fn main() {
     let face = async {
         if cli.is_daemon() {
             let path = keepsake::config::locate(cli.config.as_deref())?;
-            return keepsake::daemon::run(&path).await;
+            let api: keepsake::daemon::Service = Box::new(|engine, state_dir| {
+                Box::pin(async move {
+                    let server = keepsake::api::serve(engine, &state_dir).await?;
+                    Ok(Box::new(move || {
+                        Box::pin(server.stop()) as futures::future::BoxFuture<'static, ()>
+                    }) as keepsake::daemon::Stopper)
+                })
+            });
+            return keepsake::daemon::run(&path, Some(api)).await;
         }
         if let Some(keepsake::cli::Command::Demo { keep }) = cli.command {
             use std::io::IsTerminal;
@@ -147,6 +155,11 @@ fn main() {
                     }) as keepsake::demo::ConsoleFn
                 });
             return keepsake::demo::run(keep, console).await;
+        }
+        if cli.is_console() {
+            let config = keepsake::cli::load_config(&cli)?;
+            let engine = keepsake::engine::Engine::new(config);
+            return keepsake::tui::run(std::sync::Arc::new(engine)).await;
         }
         keepsake::cli::run(cli).await
     };

@@ -52,3 +52,22 @@ pub fn resolve_secret(value: &str) -> std::result::Result<Secret, String> {
         Ok(Secret(value.to_string()))
     }
 }
+
+/// A new control API bearer token (`ks_` and 43 characters of base64url randomness) and the
+/// `sha256:…` form of its hash, the only thing the configuration keeps.
+pub fn new_token() -> (String, String) {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::random();
+    let token = format!(
+        "ks_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let hash = format!("sha256:{}", hex::encode(token_hash(&token)));
+    (token, hash)
+}
+
+/// The SHA-256 of a token (tokens are 256 random bits: no slow hash needed).
+pub fn token_hash(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}

@@ -4,12 +4,13 @@
 //! bearer tokens count; only their SHA-256 is configured, compared in constant time.
 
 use axum::http::HeaderMap;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use crate::config::ApiSettings;
+use crate::engine::audit::user_name;
 use crate::model::Role;
+use crate::secret::token_hash;
 
 /// How a connection reached the daemon (attached to every request by the server).
 #[derive(Debug, Clone)]
@@ -28,20 +29,6 @@ pub struct Caller {
     pub role: Role,
     /// `socket` or `tcp`.
     pub via: &'static str,
-}
-
-/// The user name of `uid` (its number when the system has no name for it).
-pub fn user_name(uid: u32) -> String {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| format!("uid {uid}"))
-}
-
-/// The user this process runs as.
-pub fn current_user() -> String {
-    user_name(nix::unistd::geteuid().as_raw())
 }
 
 /// Resolve a request's caller, or refuse it (401 on TCP, 403 on the socket).
@@ -82,7 +69,7 @@ pub fn caller(peer: &Peer, headers: &HeaderMap, api: &ApiSettings) -> Result<Cal
                         "send Authorization: Bearer TOKEN (`keepsake token new` makes one)",
                     )
                 })?;
-            let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            let hash = token_hash(token);
             // Compare with every token, without stopping early.
             let mut found = None;
             for t in &api.tokens {
@@ -101,22 +88,11 @@ pub fn caller(peer: &Peer, headers: &HeaderMap, api: &ApiSettings) -> Result<Cal
     }
 }
 
-/// A new token (`ks_` and 43 characters of base64url randomness) and its `sha256:…` hash.
-pub fn new_token() -> (String, String) {
-    use base64::Engine as _;
-    let bytes: [u8; 32] = rand::random();
-    let token = format!(
-        "ks_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    );
-    let hash = format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())));
-    (token, hash)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::ApiToken;
+    use crate::secret::new_token;
 
     #[test]
     fn tokens_match_by_hash_only() {

@@ -172,7 +172,8 @@ async fn guard(
         Err(e) => {
             let (actor, via) = match &peer {
                 Peer::Unix { uid } => (
-                    uid.map(auth::user_name).unwrap_or_else(|| "unknown".into()),
+                    uid.map(crate::engine::audit::user_name)
+                        .unwrap_or_else(|| "unknown".into()),
                     "socket",
                 ),
                 Peer::Tcp { addr } => (format!("token? from {}", addr.ip()), "tcp"),

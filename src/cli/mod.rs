@@ -243,7 +243,8 @@ impl Cli {
     }
 }
 
-fn load_config(cli: &Cli) -> Result<Config> {
+/// The configuration this command line names (`--config`, `$KEEPSAKE_CONFIG`, XDG).
+pub fn load_config(cli: &Cli) -> Result<Config> {
     let path = config::locate(cli.config.as_deref())?;
     config::load(&path)
 }
@@ -251,7 +252,9 @@ fn load_config(cli: &Cli) -> Result<Config> {
 /// Run one command (the daemon, the demo and the console are chosen in `main.rs`).
 pub async fn run(cli: Cli) -> Result<()> {
     let Some(command) = &cli.command else {
-        return console(&cli).await;
+        return Err(Error::Other(
+            "internal: the console is chosen in main.rs".into(),
+        ));
     };
     match command {
         Command::Keygen { output } => keygen(output.as_deref()),
@@ -417,9 +420,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 None => audit_show(&log, since.as_deref(), *as_json),
             }
         }
-        Command::Console { .. } => console(&cli).await,
-        Command::Daemon | Command::Demo { .. } => Err(Error::Other(
-            "internal: the daemon and the demo are chosen in main.rs".into(),
+        Command::Console { .. } | Command::Daemon | Command::Demo { .. } => Err(Error::Other(
+            "internal: the daemon, the demo and the console are chosen in main.rs".into(),
         )),
     }
 }
@@ -628,12 +630,6 @@ async fn delete(e: &Engine, id: &str, confirm: &str, force: bool) -> Result<()> 
     }
 }
 
-/// The console, with the engine in this process.
-async fn console(cli: &Cli) -> Result<()> {
-    let c = load_config(cli)?;
-    crate::tui::run(std::sync::Arc::new(Engine::new(c))).await
-}
-
 /// Record a changing command in the audit log of the configuration's state directory. A log
 /// that cannot be written is reported, not fatal: the command already happened.
 fn audit_cli(
@@ -647,7 +643,7 @@ fn audit_cli(
         return;
     };
     let entry = Entry {
-        actor: crate::api::auth::current_user(),
+        actor: crate::engine::audit::current_user(),
         role: "local".into(),
         via: "cli".into(),
         action: action.into(),
@@ -674,7 +670,7 @@ fn token_new(name: &str, role: crate::model::Role) -> Result<()> {
             "--name must be a plain non-empty name (no quotes or backslashes)".into(),
         ));
     }
-    let (token, hash) = crate::api::auth::new_token();
+    let (token, hash) = crate::secret::new_token();
     out(&format!(
         "{token}\n\n# Paste into the configuration ([api] section), then reload the daemon (SIGHUP).\n# The token above is shown only now; only its hash is stored.\n[[api.tokens]]\nname = \"{name}\"\nrole = \"{}\"\nhash = \"{hash}\"\n",
         role.as_str()

@@ -530,16 +530,30 @@ async fn check_rpo(
 }
 
 /// Run until SIGTERM/SIGINT.
-pub async fn run(config_path: &Path) -> Result<()> {
+/// Stops a service the daemon hosts (waits for it to finish).
+pub type Stopper = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
+
+/// A service started beside the scheduler on the daemon's engine and state directory — the
+/// control API, given by `main.rs` (which chooses the faces): the daemon hosts it, it does not
+/// import it.
+pub type Service =
+    Box<dyn FnOnce(Engine, PathBuf) -> futures::future::BoxFuture<'static, Result<Stopper>> + Send>;
+
+pub async fn run(config_path: &Path, service: Option<Service>) -> Result<()> {
     let cfg: Config = config::load(config_path)?;
     let state_dir = engine::state_dir(&cfg)?;
     let lock_file = lock(&state_dir)?;
-    let res = run_locked(config_path, cfg, &state_dir).await;
+    let res = run_locked(config_path, cfg, &state_dir, service).await;
     drop(lock_file);
     res
 }
 
-async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result<()> {
+async fn run_locked(
+    config_path: &Path,
+    cfg: Config,
+    state_dir: &Path,
+    service: Option<Service>,
+) -> Result<()> {
     let signals = listen()?;
     let engine = Engine::new(cfg.clone());
     if let Some(history) = engine.history_store() {
@@ -619,7 +633,10 @@ async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result
     ));
     let mut events = engine.subscribe();
     // The control API (the daemon serves it; it is a face of the same engine).
-    let api = crate::api::serve(engine.clone(), state_dir).await?;
+    let api = match service {
+        Some(start) => Some(start(engine.clone(), state_dir.to_path_buf()).await?),
+        None => None,
+    };
     let catalog_wake = catalog.as_ref().map(|c| c.wake.clone());
 
     loop {
@@ -675,7 +692,9 @@ async fn run_locked(config_path: &Path, cfg: Config, state_dir: &Path) -> Result
     tracing::info!("daemon stopping");
     let t = std::time::Instant::now();
     // No new requests; open ones get a moment, event streams end.
-    api.stop().await;
+    if let Some(stop) = api {
+        stop().await;
+    }
     let shutdown_timeout = engine.config().daemon.shutdown_timeout;
     // Cancel every job; their cleanup hooks (scratch databases, leases) run before they end.
     engine.shutdown(shutdown_timeout).await;

@@ -19,6 +19,21 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
+/// The user name of `uid` (its number when the system has no name for it): the actor of a
+/// socket request or a CLI command.
+pub fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// The user this process runs as.
+pub fn current_user() -> String {
+    user_name(nix::unistd::geteuid().as_raw())
+}
+
 /// The hash before the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
