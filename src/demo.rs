@@ -151,7 +151,7 @@ pub async fn run(keep: bool, console: Option<ConsoleFn>) -> Result<()> {
     let target = cluster.conninfo("wedsync_restored");
     let restore = Command::Restore(RestoreRequest {
         id: inc.id.clone(),
-        target: RestoreTarget(target.clone()),
+        target: RestoreTarget::url(target.clone()),
         create: true,
         clean: false,
         confirm: None,

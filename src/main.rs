@@ -156,8 +156,26 @@ fn main() {
                 });
             return keepsake::demo::run(keep, console).await;
         }
-        if cli.is_console() {
+        if let Some(local) = cli.is_console().then(|| cli.console_local()) {
             let config = keepsake::cli::load_config(&cli)?;
+            // DESIGN.md §6: attach to the configured daemon when it answers on its socket;
+            // otherwise run the engine here (the header says so).
+            if !local {
+                if let Some(sock) = keepsake::engine::socket_path(&config) {
+                    if sock.exists() {
+                        let client = keepsake::engine::client::Client::unix(&sock);
+                        match keepsake::engine::remote::Remote::connect(client).await {
+                            Ok(remote) => {
+                                return keepsake::tui::run(std::sync::Arc::new(remote)).await
+                            }
+                            Err(e) => tracing::warn!(
+                                "not attaching to the daemon at {}: {e}; running the engine in this console",
+                                sock.display()
+                            ),
+                        }
+                    }
+                }
+            }
             let engine = keepsake::engine::Engine::new(config);
             return keepsake::tui::run(std::sync::Arc::new(engine)).await;
         }

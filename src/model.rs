@@ -138,3 +138,65 @@ impl std::str::FromStr for Role {
         }
     }
 }
+
+/// The engine's fixed words (job kinds, levels, states, error kinds) are `&'static str` in its
+/// values; a face that reads those values back from the control API maps each word onto the
+/// same static string here. A word this build does not know reads as `unknown`: a newer daemon
+/// can add words without an older console failing, and nothing a server sends is leaked.
+pub mod words {
+    use serde::{Deserialize, Deserializer};
+
+    /// A fixed word. An alias so that serde does not take the field for one borrowed from
+    /// the input (it would then only deserialize from `'static` data).
+    pub type Word = &'static str;
+
+    const KNOWN: &[&str] = &[
+        // job kinds and progress operations
+        "backup",
+        "verify",
+        "restore",
+        "prune",
+        "delete",
+        "drill",
+        // backup status, proven levels, RPO states
+        "completed",
+        "none",
+        "structure",
+        "data",
+        "failed",
+        "ok",
+        "breach",
+        "not set",
+        // error kinds
+        "config",
+        "invalid",
+        "not_found",
+        "conflict",
+        "key",
+        "repository",
+        "damage",
+        "postgres",
+        "storage",
+        "cancelled",
+        "unknown",
+    ];
+
+    /// The static spelling of `s`, or `unknown`.
+    pub fn intern(s: &str) -> &'static str {
+        KNOWN
+            .iter()
+            .find(|k| **k == s)
+            .copied()
+            .unwrap_or("unknown")
+    }
+
+    /// serde `deserialize_with` for a `&'static str` field.
+    pub fn de<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+        Ok(intern(&String::deserialize(d)?))
+    }
+
+    /// serde `deserialize_with` for an `Option<&'static str>` field.
+    pub fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'static str>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(|s| intern(&s)))
+    }
+}

@@ -18,7 +18,9 @@
 
 pub mod auth;
 pub mod body;
-pub mod client;
+/// The caller's side lives with the engine (the console attaches through it); re-exported for
+/// tests and benchmarks that speak HTTP to the daemon.
+pub use crate::engine::client;
 pub mod config_edit;
 pub mod error;
 pub mod metrics;

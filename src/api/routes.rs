@@ -44,10 +44,12 @@ const fn r(method: &'static str, path: &'static str, role: Role, action: &'stati
 
 /// Every route the API serves.
 pub const ROUTES: &[Route] = &[
+    r("GET", "/v1/info", Role::Viewer, "info"),
     r("GET", "/v1/status", Role::Viewer, "status"),
     r("GET", "/v1/backups", Role::Viewer, "backups.list"),
     r("POST", "/v1/backups", Role::Operator, "backup"),
     r("GET", "/v1/backups/{id}", Role::Viewer, "backups.show"),
+    r("GET", "/v1/verifications", Role::Viewer, "verifications"),
     r("DELETE", "/v1/backups/{id}", Role::Admin, "delete"),
     r("POST", "/v1/backups/{id}/verify", Role::Operator, "verify"),
     r("POST", "/v1/backups/{id}/restore", Role::Admin, "restore"),
@@ -74,10 +76,12 @@ pub fn find(method: &Method, path: &str) -> Option<&'static Route> {
 pub fn handler(route: &Route) -> MethodRouter<Api> {
     use routing::{delete, get, post, put};
     match (route.method, route.path) {
+        ("GET", "/v1/info") => get(info),
         ("GET", "/v1/status") => get(status),
         ("GET", "/v1/backups") => get(list_backups),
         ("POST", "/v1/backups") => post(start_backup),
         ("GET", "/v1/backups/{id}") => get(show_backup),
+        ("GET", "/v1/verifications") => get(verifications),
         ("DELETE", "/v1/backups/{id}") => delete(delete_backup),
         ("POST", "/v1/backups/{id}/verify") => post(start_verify),
         ("POST", "/v1/backups/{id}/restore") => post(start_restore),
@@ -207,6 +211,47 @@ fn printable(s: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .take(64)
         .collect()
+}
+
+/// `GET /v1/info`: what a console shows in its header and needs to offer restores: the
+/// daemon's host, version and repository, the sources with their servers (`user@host:port`,
+/// never a password), the retention policy in words.
+async fn info(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    body::query(q.as_deref(), &[])?;
+    let cfg = api.engine.config();
+    let sources: Vec<Value> = cfg
+        .sources
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "server": format!("{}@{}:{}", s.conn.user, s.conn.host, s.conn.port),
+                "user": s.conn.user,
+                "host": s.conn.host,
+                "port": s.conn.port,
+                "sslmode": s.conn.sslmode.as_str(),
+                "database": s.conn.dbname,
+            })
+        })
+        .collect();
+    Ok(Reply::Ok(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "host": crate::core::prune::this_host(),
+        "pid": std::process::id(),
+        "uptime_s": api.started.elapsed().as_secs(),
+        "repository": cfg.repository.url,
+        "sources": sources,
+        "policy": crate::present::policy_words(&cfg.retention),
+    })))
+}
+
+/// `GET /v1/verifications`: every verification record, per backup id, oldest first.
+async fn verifications(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    body::query(q.as_deref(), &[])?;
+    let snap = snapshot(&api).await?;
+    serde_json::to_vec(&snap.records)
+        .map(|b| Reply::Json(b.into()))
+        .map_err(ApiError::internal)
 }
 
 async fn status(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
@@ -355,14 +400,51 @@ async fn start_restore(
         body::query(req.uri().query(), &[])?;
         let mut f = body::json_object(req).await?;
         let target = f.string("target");
+        let target_source = f.string("target_source");
+        let target_database = f.string("target_database");
         let create = f.bool("create").unwrap_or(false);
         let clean = f.bool("clean").unwrap_or(false);
         let confirm = f.string("confirm");
         let no_owner = f.bool("no_owner").unwrap_or(false);
         let jobs = f.uint("jobs", 64);
+        let cfg = api.engine.config();
+        let on_source = match (&target, target_source, target_database) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                f.error(
+                    "target",
+                    "give either target or target_source with target_database, not both",
+                );
+                None
+            }
+            (None, Some(s), Some(db)) => {
+                if let Err(m) = crate::pg::conninfo::check_dbname(&db) {
+                    f.error("target_database", m);
+                }
+                match cfg.source(&s) {
+                    Ok(src) => Some((s, src.conn.with_dbname(&db))),
+                    Err(_) => {
+                        f.error("target_source", format!("no source {}", printable(&s)));
+                        None
+                    }
+                }
+            }
+            (None, Some(_), None) => {
+                f.error("target_database", "required with target_source");
+                None
+            }
+            (None, None, Some(_)) => {
+                f.error("target_source", "required with target_database");
+                None
+            }
+            (_, None, None) => None,
+        };
         let target = match target.as_deref().map(ConnInfo::parse) {
+            None if on_source.is_some() => None,
             None => {
-                f.error("target", "required: postgres://user@host:port/dbname");
+                f.error(
+                    "target",
+                    "required: postgres://user@host:port/dbname (or target_source and target_database)",
+                );
                 None
             }
             // The parser's message names what is wrong, never the value.
@@ -388,9 +470,14 @@ async fn start_restore(
         }
         f.finish()?;
         let m = resolve(&*snapshot(&api).await?, &id)?;
-        let target = target.ok_or_else(|| ApiError::field("target", "required"))?;
+        let target = match (target, on_source) {
+            (Some(t), _) => RestoreTarget::url(t),
+            (None, Some((s, ci))) => RestoreTarget::on_source(&s, ci),
+            (None, None) => return Err(ApiError::field("target", "required")),
+        };
         note.target = Some(m.id.clone());
-        note.params.insert("target".into(), json!(target.display()));
+        note.params
+            .insert("target".into(), json!(target.conn.display()));
         note.params.insert("create".into(), json!(create));
         note.params.insert("clean".into(), json!(clean));
         note.params.insert("confirm".into(), json!(confirm));
@@ -399,7 +486,7 @@ async fn start_restore(
             &caller,
             Command::Restore(RestoreRequest {
                 id: m.id.clone(),
-                target: RestoreTarget(target),
+                target,
                 create,
                 clean,
                 confirm,

@@ -60,7 +60,7 @@ pub fn socket_path(engine: &Engine, state_dir: &Path) -> PathBuf {
         .api
         .socket
         .clone()
-        .unwrap_or_else(|| state_dir.join("keepsake.sock"))
+        .unwrap_or_else(|| state_dir.join(crate::engine::SOCKET))
 }
 
 fn bind_unix(path: &Path) -> Result<UnixListener> {

@@ -178,8 +178,8 @@ pub enum Command {
     },
     /// The operations console (same as no command): sources, backups, jobs, retention, log
     Console {
-        /// Run the engine in this process even if a daemon is running (this build always does:
-        /// attaching to the daemon comes with a later version)
+        /// Run the engine in this process even when the daemon answers on its socket (by
+        /// default the console attaches to it: jobs then run in the daemon)
         #[arg(long)]
         local: bool,
     },
@@ -235,6 +235,11 @@ impl Cli {
     /// The console: no command, or `console`.
     pub fn is_console(&self) -> bool {
         !self.daemon && matches!(self.command, None | Some(Command::Console { .. }))
+    }
+
+    /// `console --local`: never attach to the daemon.
+    pub fn console_local(&self) -> bool {
+        matches!(self.command, Some(Command::Console { local: true }))
     }
 
     /// `--daemon` or `daemon`.
@@ -350,7 +355,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let audit_target = restore_target(target, None).map(|t| t.display()).ok();
             let req = RestoreRequest {
                 id: id.clone(),
-                target: RestoreTarget(restore_target(target, target_password.as_deref())?),
+                target: RestoreTarget::url(restore_target(target, target_password.as_deref())?),
                 create: *create,
                 clean: *clean,
                 confirm: confirm.clone(),

@@ -5,9 +5,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Connecting,
@@ -34,9 +34,10 @@ impl Phase {
 }
 
 /// One progress reading.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Progress {
-    pub operation: &'static str,
+    #[serde(deserialize_with = "crate::model::words::de")]
+    pub operation: crate::model::words::Word,
     pub source: String,
     pub phase: Phase,
     pub bytes_done: u64,

@@ -96,7 +96,7 @@ pub async fn marks(repo: &Repository) -> Result<Marks> {
     serde_json::from_slice(&plain).map_err(|e| Error::Damage(format!("{MARKS}: {e}")))
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PruneReport {
     pub dry_run: bool,
     pub plan: Vec<Decision>,

@@ -34,7 +34,7 @@ pub struct Candidate {
     pub based_on: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Decision {
     pub id: String,
     pub source: String,

@@ -1,6 +1,9 @@
 //! The [`Control`] trait: the engine's API as faces use it. Implemented in-process by
-//! [`Engine`]; the control API issue adds the remote implementation (a client of the daemon's
-//! socket), and the console is generic over it.
+//! [`Engine`] and remotely by [`super::remote::Remote`] (a client of the daemon's control API);
+//! the console is generic over it, so it shows the same truth attached or local.
+//!
+//! Everything that may cross a socket is async; what a remote control keeps from its last
+//! answer (repository, sources, policy) is sync.
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
@@ -12,11 +15,11 @@ use crate::error::{Error, Result};
 #[async_trait]
 pub trait Control: Send + Sync {
     /// Start a job.
-    fn submit(&self, command: Command) -> Result<JobHandle>;
+    async fn submit(&self, command: Command) -> Result<JobHandle>;
     /// The event stream from now on.
     fn subscribe(&self) -> broadcast::Receiver<Event>;
     /// Cancel a queued or running job; false when there is no such live job.
-    fn cancel(&self, job: &str) -> bool;
+    async fn cancel(&self, job: &str) -> Result<bool>;
     /// Rows of `list`, and the unreadable manifests with why.
     async fn list(&self, source: Option<&str>) -> Result<(Vec<BackupRow>, Vec<(String, Error)>)>;
     /// Per source status.
@@ -26,9 +29,9 @@ pub trait Control: Send + Sync {
         &self,
     ) -> Result<std::collections::BTreeMap<String, Vec<crate::core::verify::VerifyRecord>>>;
     /// Live jobs (queued, running).
-    fn live_jobs(&self) -> Vec<JobInfo>;
+    async fn live_jobs(&self) -> Result<Vec<JobInfo>>;
     /// Job history, oldest first.
-    fn jobs(&self) -> Vec<JobRecord>;
+    async fn jobs(&self) -> Result<Vec<JobRecord>>;
     /// The repository's location (no secrets).
     fn repository(&self) -> String;
     /// How this control runs, for the console's header.
@@ -47,14 +50,14 @@ pub trait Control: Send + Sync {
 
 #[async_trait]
 impl Control for Engine {
-    fn submit(&self, command: Command) -> Result<JobHandle> {
+    async fn submit(&self, command: Command) -> Result<JobHandle> {
         Engine::submit(self, command)
     }
     fn subscribe(&self) -> broadcast::Receiver<Event> {
         Engine::subscribe(self)
     }
-    fn cancel(&self, job: &str) -> bool {
-        Engine::cancel(self, job)
+    async fn cancel(&self, job: &str) -> Result<bool> {
+        Ok(Engine::cancel(self, job))
     }
     async fn list(&self, source: Option<&str>) -> Result<(Vec<BackupRow>, Vec<(String, Error)>)> {
         Engine::list(self, source).await
@@ -67,11 +70,11 @@ impl Control for Engine {
     ) -> Result<std::collections::BTreeMap<String, Vec<crate::core::verify::VerifyRecord>>> {
         Ok(self.snapshot().await?.records.clone())
     }
-    fn live_jobs(&self) -> Vec<JobInfo> {
-        Engine::live_jobs(self)
+    async fn live_jobs(&self) -> Result<Vec<JobInfo>> {
+        Ok(Engine::live_jobs(self))
     }
-    fn jobs(&self) -> Vec<JobRecord> {
-        self.history()
+    async fn jobs(&self) -> Result<Vec<JobRecord>> {
+        Ok(self.history())
     }
     fn repository(&self) -> String {
         self.config().repository.url.clone()
@@ -98,7 +101,7 @@ impl Control for Engine {
         let cfg = self.config();
         let mut ci = cfg.source(source)?.conn.clone();
         ci.dbname = db.to_string();
-        Ok(RestoreTarget(ci))
+        Ok(RestoreTarget::on_source(source, ci))
     }
     async fn shutdown(&self, timeout: std::time::Duration) {
         Engine::shutdown(self, timeout).await

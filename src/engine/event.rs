@@ -6,7 +6,7 @@
 //! `user@host:port/db`).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::core::progress::Progress;
 use crate::core::prune::PruneReport;
@@ -16,7 +16,7 @@ use crate::engine::query::BackupRow;
 
 /// A progress reading of one running job. Sent at most every 100 ms per job (and on every
 /// change of phase or table).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JobProgress {
     pub job: String,
     #[serde(flatten)]
@@ -38,7 +38,7 @@ impl JobProgress {
 ///   outside the backup (scratch server refused, tool missing, storage unreadable) — exit 1;
 /// - `damaged`: content was read and failed authentication, or the restored data differs from
 ///   what was recorded at backup time — exit 3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Proven,
@@ -85,7 +85,7 @@ impl Verdict {
 }
 
 /// What a finished job produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobResult {
     Backup {
@@ -114,10 +114,11 @@ pub enum JobResult {
 }
 
 /// How a job ended.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobOutcome {
     pub job: String,
-    pub kind: &'static str,
+    #[serde(deserialize_with = "crate::model::words::de")]
+    pub kind: crate::model::words::Word,
     pub source: Option<String>,
     /// `completed`, `failed` or `cancelled`.
     pub status: JobStatus,
@@ -127,13 +128,17 @@ pub struct JobOutcome {
     pub error: Option<String>,
     /// The kind of error (`not_found`, `conflict`, `invalid`, `damage`, `cancelled`, …), so a
     /// face can answer without parsing the message.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_kind: Option<&'static str>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::model::words::de_opt"
+    )]
+    pub error_kind: Option<crate::model::words::Word>,
     pub result: Option<JobResult>,
 }
 
 /// Alerts the daemon turns into webhooks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     RpoBreach,
@@ -154,7 +159,7 @@ impl AlertKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Alert {
     pub kind: AlertKind,
     pub source: Option<String>,
@@ -167,17 +172,19 @@ pub struct Alert {
 }
 
 /// One event of the engine's stream.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     JobQueued {
         job: String,
-        kind: &'static str,
+        #[serde(deserialize_with = "crate::model::words::de")]
+        kind: crate::model::words::Word,
         source: Option<String>,
     },
     JobStarted {
         job: String,
-        kind: &'static str,
+        #[serde(deserialize_with = "crate::model::words::de")]
+        kind: crate::model::words::Word,
         source: Option<String>,
         /// The job that started this one (a backup's verification).
         parent: Option<String>,

@@ -34,7 +34,7 @@ use crate::core::repo::Repository;
 use crate::error::{Error, Result};
 
 /// Whether a live job waits or runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -42,10 +42,11 @@ pub enum JobState {
 }
 
 /// A live job, as `jobs` and the console show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct JobInfo {
     pub id: String,
-    pub kind: &'static str,
+    #[serde(deserialize_with = "crate::model::words::de")]
+    pub kind: crate::model::words::Word,
     pub source: Option<String>,
     pub state: JobState,
     pub queued_at: DateTime<Utc>,
@@ -209,6 +210,22 @@ pub struct JobHandle {
 }
 
 impl JobHandle {
+    /// A handle fed from elsewhere (the remote control: the daemon's event stream feeds
+    /// `progress` and `done`; cancelling `cancel` asks the daemon to cancel).
+    pub(crate) fn from_parts(
+        id: String,
+        progress: watch::Receiver<Option<JobProgress>>,
+        cancel: CancellationToken,
+        done: watch::Receiver<Option<JobOutcome>>,
+    ) -> Self {
+        JobHandle {
+            id,
+            progress,
+            cancel,
+            done,
+        }
+    }
+
     /// Ask the job to stop; it ends `cancelled` once its cleanup ran.
     pub fn cancel(&self) {
         self.cancel.cancel();

@@ -17,6 +17,7 @@
 //! pipeline options; faces never do I/O work themselves.
 
 pub mod audit;
+pub mod client;
 pub mod command;
 pub mod control;
 pub mod event;
@@ -24,6 +25,7 @@ pub mod history;
 mod job;
 pub mod ops;
 pub mod query;
+pub mod remote;
 pub mod view;
 pub use crate::schedule;
 
@@ -136,6 +138,18 @@ fn write_pins(path: &std::path::Path, pins: &std::collections::BTreeMap<String, 
             path.display()
         );
     }
+}
+
+/// The control API socket's file name in the state directory (unless `[api] socket`).
+pub const SOCKET: &str = "keepsake.sock";
+
+/// Where a configuration's daemon serves its control API on a Unix socket.
+pub fn socket_path(config: &Config) -> Option<PathBuf> {
+    config
+        .api
+        .socket
+        .clone()
+        .or_else(|| state_dir(config).ok().map(|d| d.join(SOCKET)))
 }
 
 /// The state directory a configuration uses: `[daemon] state_dir`, else the XDG state dir.

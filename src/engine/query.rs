@@ -5,7 +5,7 @@
 //! verification records; they never change anything.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::core::format::{BackupType, Manifest};
@@ -24,21 +24,23 @@ pub fn latest_per_source(ms: &[Manifest]) -> Vec<&Manifest> {
 }
 
 /// One row of `keepsake list` (and the stable `list --json` fields).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackupRow {
     pub id: String,
     pub source: String,
     #[serde(rename = "type")]
     pub kind: BackupType,
     /// Always `completed` for a backup in the repository: a backup exists only once committed.
-    pub status: &'static str,
+    #[serde(deserialize_with = "crate::model::words::de")]
+    pub status: crate::model::words::Word,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub logical_bytes: u64,
     pub stored_bytes: u64,
     /// Highest verification level passed (`none` until verified; `failed` when the latest
     /// verification found damage).
-    pub verified_level: &'static str,
+    #[serde(deserialize_with = "crate::model::words::de")]
+    pub verified_level: crate::model::words::Word,
     /// When that level was proven (or the failure found).
     pub verified_at: Option<DateTime<Utc>>,
     /// Restore time measured by the latest restore-level verification, milliseconds.
@@ -102,7 +104,7 @@ pub fn list(
 }
 
 /// One source in `keepsake status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourceStatus {
     pub source: String,
     pub last_backup_id: Option<String>,
@@ -111,13 +113,15 @@ pub struct SourceStatus {
     pub last_backup_age_s: Option<i64>,
     /// Newest backup proven at `data` level or better, and that level.
     pub last_verified_id: Option<String>,
-    pub last_verified_level: Option<&'static str>,
+    #[serde(default, deserialize_with = "crate::model::words::de_opt")]
+    pub last_verified_level: Option<crate::model::words::Word>,
     pub last_verified_backup_at: Option<DateTime<Utc>>,
     /// Backups whose latest verification found damage.
     pub damaged: Vec<String>,
     pub rpo_s: Option<i64>,
     /// `ok`, `breach` (no proven backup newer than the RPO) or `not set`.
-    pub rpo_state: &'static str,
+    #[serde(deserialize_with = "crate::model::words::de")]
+    pub rpo_state: crate::model::words::Word,
     /// Latest measured restore time for this source (restore-level verification).
     pub restore_ms: Option<u64>,
     pub restore_measured_bytes: Option<u64>,

@@ -46,6 +46,25 @@ pub struct ConnInfo {
     pub connect_timeout_s: u64,
 }
 
+/// Whether `name` can name a database a restore creates: 1 to 63 bytes (PostgreSQL cuts longer
+/// names, so the database made would not be the one asked for), no control characters. Quotes
+/// and spaces are fine: keepsake always quotes identifiers.
+pub fn check_dbname(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a database name is needed".into());
+    }
+    if name.len() > 63 {
+        return Err(format!(
+            "{} bytes is too long: PostgreSQL names are at most 63 bytes",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("a database name cannot hold control characters".into());
+    }
+    Ok(())
+}
+
 impl ConnInfo {
     /// Parse `postgres://user:pass@host:port/db?sslmode=…&sslrootcert=…&host=/socket/dir`.
     /// Errors never repeat the URL (it may hold a password).
@@ -124,6 +143,34 @@ impl ConnInfo {
         format!("{}@{}:{}/{}", self.user, self.host, self.port, self.dbname)
     }
 
+    /// A URL for the same connection without the password (every part a query parameter, so
+    /// any user, database or socket directory survives the round trip through [`parse`]).
+    ///
+    /// [`parse`]: ConnInfo::parse
+    pub fn url_without_password(&self) -> String {
+        let mut u = url::Url::parse("postgres://localhost/").expect("a fixed valid URL");
+        {
+            let mut q = u.query_pairs_mut();
+            q.append_pair("host", &self.host)
+                .append_pair("port", &self.port.to_string())
+                .append_pair("user", &self.user)
+                .append_pair("dbname", &self.dbname)
+                .append_pair("sslmode", self.sslmode.as_str())
+                .append_pair("connect_timeout", &self.connect_timeout_s.to_string());
+            if let Some(c) = &self.sslrootcert {
+                q.append_pair("sslrootcert", &c.display().to_string());
+            }
+        }
+        u.to_string()
+    }
+
+    /// This connection with `other`'s password (tests compare connections that way).
+    #[cfg(test)]
+    fn with_password_of(mut self, other: &ConnInfo) -> Self {
+        self.password = other.password.clone();
+        self
+    }
+
     /// The same server, another database.
     pub fn with_dbname(&self, dbname: &str) -> Self {
         let mut c = self.clone();
@@ -185,6 +232,35 @@ mod tests {
         assert_eq!(c.sslmode, SslMode::VerifyFull);
         assert_eq!(c.display(), "bob@db.example.com:6543/wed sync");
         assert!(!format!("{c:?}").contains("s@cret"));
+    }
+
+    #[test]
+    fn url_without_password_round_trips_awkward_names() {
+        let c = ConnInfo::parse(
+            "postgres://o%27brien:pw@db.example.com:6543/Wedding%20%22Plans%22%26co?sslmode=require&sslrootcert=/etc/ca%20x.pem",
+        )
+        .expect("parses");
+        let u = c.url_without_password();
+        assert!(!u.contains("pw"), "{u}");
+        let back = ConnInfo::parse(&u).expect("parses back");
+        assert_eq!(back.password, None);
+        assert_eq!(back.with_password_of(&c), c);
+        let sock = ConnInfo {
+            host: "/var/run/postgresql".into(),
+            ..c.clone()
+        };
+        assert_eq!(
+            ConnInfo::parse(&sock.url_without_password())
+                .expect("socket")
+                .host,
+            "/var/run/postgresql"
+        );
+        assert!(check_dbname(&"x".repeat(64)).is_err());
+        assert!(check_dbname("").is_err());
+        assert!(check_dbname(r"a\nb").is_ok());
+        assert!(check_dbname("a\nb").is_err());
+        assert!(check_dbname("a\u{7}b").is_err());
+        assert!(check_dbname("Wedding \"Plans\"").is_ok());
     }
 
     #[test]

@@ -36,6 +36,14 @@ enum Msg {
     Engine(crate::engine::Event),
     Model(std::result::Result<Model, String>),
     Preview(std::result::Result<crate::core::prune::PruneReport, String>),
+    /// A job this console asked for started (its id), or could not start (why).
+    Started {
+        what: String,
+        job: std::result::Result<String, String>,
+    },
+    RestoreStarted(std::result::Result<String, String>),
+    /// A note for the Log screen.
+    Note(String),
 }
 
 /// Read the model from the engine.
@@ -46,8 +54,8 @@ pub async fn fetch<C: Control + ?Sized>(ctl: &C) -> Result<Model> {
         status,
         rows,
         unreadable: bad.len(),
-        live: ctl.live_jobs(),
-        history: ctl.jobs(),
+        live: ctl.live_jobs().await?,
+        history: ctl.jobs().await?,
         servers: ctl
             .sources()
             .iter()
@@ -163,7 +171,7 @@ async fn event_loop<C: Control + 'static>(
             Msg::Input(TermEvent::Key(k)) => {
                 if let Some(a) = keys::action(k, app.focus()) {
                     for e in app.update(a) {
-                        effect(e, &ctl, app, &tx, &wake);
+                        effect(e, &ctl, &tx);
                     }
                     dirty = true;
                 }
@@ -206,6 +214,44 @@ async fn event_loop<C: Control + 'static>(
                 app.set_preview(r);
                 dirty = true;
             }
+            Msg::Started { what, job } => {
+                match job {
+                    Ok(id) => {
+                        app.push_log(format!(
+                            "{} [{id}] {what} started from the console",
+                            Utc::now().format("%H:%M:%S"),
+                        ));
+                        app.mine.push(id);
+                        wake.notify_one();
+                    }
+                    Err(e) => {
+                        app.dialog = Some(app::Dialog::Message {
+                            title: "Could not start".into(),
+                            text: e,
+                        })
+                    }
+                }
+                dirty = true;
+            }
+            Msg::RestoreStarted(r) => {
+                match r {
+                    Ok(id) => {
+                        app.restore_started(id);
+                        wake.notify_one();
+                    }
+                    Err(e) => {
+                        app.dialog = Some(app::Dialog::Message {
+                            title: "Restore".into(),
+                            text: format!("✗ could not start the restore: {e}"),
+                        })
+                    }
+                }
+                dirty = true;
+            }
+            Msg::Note(n) => {
+                app.push_log(n);
+                dirty = true;
+            }
         }
         if app.quit {
             break;
@@ -215,34 +261,27 @@ async fn event_loop<C: Control + 'static>(
     Ok(())
 }
 
+/// Carry out what the app asked for. Anything that talks to the engine (perhaps a daemon
+/// across a socket) runs on a task of its own and answers with a message: the loop never
+/// waits on it.
 fn effect<C: Control + 'static>(
     e: Effect,
     ctl: &Arc<C>,
-    app: &mut App,
     tx: &tokio::sync::mpsc::UnboundedSender<Msg>,
-    wake: &tokio::sync::Notify,
 ) {
+    let (ctl, tx) = (ctl.clone(), tx.clone());
     match e {
         Effect::Quit => {}
         Effect::Submit(cmd) => {
             let what = format!("{} {}", cmd.kind(), cmd.source().unwrap_or(""));
-            match ctl.submit(cmd) {
-                Ok(h) => {
-                    app.mine.push(h.id.clone());
-                    app.push_log(format!(
-                        "{} [{}] {what} started from the console",
-                        Utc::now().format("%H:%M:%S"),
-                        h.id
-                    ));
-                    wake.notify_one();
-                }
-                Err(e) => {
-                    app.dialog = Some(app::Dialog::Message {
-                        title: "Could not start".into(),
-                        text: e.to_string(),
-                    })
-                }
-            }
+            tokio::spawn(async move {
+                let job = ctl
+                    .submit(cmd)
+                    .await
+                    .map(|h| h.id)
+                    .map_err(|e| e.to_string());
+                let _ = tx.send(Msg::Started { what, job });
+            });
         }
         Effect::Restore {
             backup,
@@ -250,39 +289,40 @@ fn effect<C: Control + 'static>(
             db,
             overwrite,
         } => {
-            let started = ctl.restore_target(&source, &db).and_then(|target| {
-                ctl.submit(Command::Restore(RestoreRequest {
-                    id: backup,
-                    target,
-                    create: !overwrite,
-                    clean: overwrite,
-                    confirm: overwrite.then(|| db.clone()),
-                    no_owner: false,
-                    jobs: None,
-                }))
+            tokio::spawn(async move {
+                let started = match ctl.restore_target(&source, &db) {
+                    Ok(target) => {
+                        ctl.submit(Command::Restore(RestoreRequest {
+                            id: backup,
+                            target,
+                            create: !overwrite,
+                            clean: overwrite,
+                            confirm: overwrite.then(|| db.clone()),
+                            no_owner: false,
+                            jobs: None,
+                        }))
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send(Msg::RestoreStarted(
+                    started.map(|h| h.id).map_err(|e| e.to_string()),
+                ));
             });
-            match started {
-                Ok(h) => {
-                    app.restore_started(h.id);
-                    wake.notify_one();
-                }
-                Err(e) => {
-                    app.dialog = Some(app::Dialog::Message {
-                        title: "Restore".into(),
-                        text: format!("✗ could not start the restore: {e}"),
-                    })
-                }
-            }
         }
         Effect::Cancel(job) => {
-            if !ctl.cancel(&job) {
-                app.push_log(format!("job {job} had already ended"));
-            }
+            tokio::spawn(async move {
+                let note = match ctl.cancel(&job).await {
+                    Ok(true) => format!("job {job}: cancel asked"),
+                    Ok(false) => format!("job {job} had already ended"),
+                    Err(e) => format!("job {job} could not be cancelled: {e}"),
+                };
+                let _ = tx.send(Msg::Note(note));
+            });
         }
         Effect::PrunePreview => {
-            let (ctl, tx) = (ctl.clone(), tx.clone());
             tokio::spawn(async move {
-                let r = match ctl.submit(Command::Prune { dry_run: true }) {
+                let r = match ctl.submit(Command::Prune { dry_run: true }).await {
                     Err(e) => Err(e.to_string()),
                     Ok(h) => {
                         let o = h.wait().await;

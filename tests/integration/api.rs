@@ -973,3 +973,200 @@ fn tls_listener_and_non_loopback_needs_tls() {
     );
     d.stop();
 }
+
+/// The remote `Control` (what the console attaches with) drives a real daemon over its socket
+/// and reads back exactly what the daemon says: jobs started there, their progress and end
+/// through the event stream, list, status and verification records equal to the API's own
+/// answers, a restore into a new database on the source's server without any credential
+/// crossing the socket, refusals with their kind, and nothing left waiting.
+#[test]
+fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
+    use keepsake::engine::control::Control;
+    use keepsake::engine::remote::Remote;
+    use keepsake::engine::{Command as Job, Event, JobResult, RestoreRequest, VerifyTarget};
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let d = Daemon::start(env, "");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let remote = Remote::connect(d.unix()).await.expect("attach");
+        assert!(
+            remote.mode().starts_with("daemon attached"),
+            "{}",
+            remote.mode()
+        );
+        assert_eq!(remote.sources(), ["main"]);
+        assert!(remote.repository().starts_with("file://"));
+        let mut events = remote.subscribe();
+
+        // A backup started through the remote runs in the daemon; its handle ends with it.
+        let h = remote
+            .submit(Job::Backup {
+                source: "main".into(),
+                kind: Some(keepsake::model::BackupType::Full),
+                verify: None,
+            })
+            .await
+            .expect("submit backup");
+        let job = h.id.clone();
+        let o = tokio::time::timeout(Duration::from_secs(120), h.wait())
+            .await
+            .expect("the handle ends");
+        assert_eq!(o.exit_code, 0, "{o:?}");
+        let Some(JobResult::Backup { backup, .. }) = &o.result else {
+            panic!("{o:?}")
+        };
+        let id = backup.id.clone();
+        // The stream carried the job's start and end to subscribers too.
+        let mut seen = vec![];
+        while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+            if e.job() == Some(job.as_str()) {
+                seen.push(serde_json::to_value(&e).unwrap()["type"].clone());
+            }
+            if matches!(e, Event::JobFinished(_)) {
+                break;
+            }
+        }
+        assert!(seen.contains(&json!("job_started")), "{seen:?}");
+        assert!(seen.contains(&json!("job_finished")), "{seen:?}");
+
+        // Reads equal the API's own answers.
+        let (rows, _) = remote.list(None).await.expect("list");
+        let api_rows = d.unix().get("/v1/backups").await.expect("GET /v1/backups");
+        assert_eq!(serde_json::to_value(&rows).unwrap(), api_rows.json());
+        assert_eq!(rows.len(), 1);
+        let st = remote.status().await.expect("status");
+        assert_eq!(st[0].last_backup_id.as_deref(), Some(id.as_str()));
+
+        // Verify at data level; the records and the proven level follow.
+        let h = remote
+            .submit(Job::Verify {
+                target: VerifyTarget::Id(id.clone()),
+                level: keepsake::model::Level::Data,
+            })
+            .await
+            .expect("verify");
+        let o = h.wait().await;
+        assert_eq!(o.exit_code, 0, "{o:?}");
+        let recs = remote.verifications().await.expect("records");
+        assert_eq!(recs[&id].len(), 1);
+        assert!(recs[&id][0].ok);
+        let (rows, _) = remote.list(None).await.expect("list");
+        assert_eq!(rows[0].verified_level, "data");
+
+        // A restore into a new database on the source's server: the daemon's credentials.
+        let target = remote.restore_target("main", "awk_remote").expect("target");
+        assert!(target.conn.password.is_none());
+        let h = remote
+            .submit(Job::Restore(RestoreRequest {
+                id: id.clone(),
+                target: target.clone(),
+                create: true,
+                clean: false,
+                confirm: None,
+                no_owner: false,
+                jobs: None,
+            }))
+            .await
+            .expect("restore");
+        let o = h.wait().await;
+        assert_eq!(o.exit_code, 0, "{o:?}");
+        assert_eq!(d.env.fingerprint("awk_remote"), d.env.fingerprint("awk"));
+        // The same again is refused (the database exists) and changes nothing.
+        d.env.psql("awk_remote", "CREATE TABLE marker (x int)");
+        let o = remote
+            .submit(Job::Restore(RestoreRequest {
+                id: id.clone(),
+                target,
+                create: true,
+                clean: false,
+                confirm: None,
+                no_owner: false,
+                jobs: None,
+            }))
+            .await
+            .expect("submitted")
+            .wait()
+            .await;
+        assert_ne!(o.exit_code, 0, "{o:?}");
+        assert!(d
+            .env
+            .psql("awk_remote", "SELECT count(*) FROM marker")
+            .contains('0'));
+
+        // Refusals keep their kind; nothing is started.
+        let e = remote
+            .submit(Job::Delete {
+                id: "nosuchbackup".into(),
+                force: false,
+            })
+            .await
+            .err()
+            .expect("unknown id");
+        assert!(matches!(e, keepsake::Error::NotFound(_)), "{e:?}");
+        assert!(!remote.cancel("j-none").await.expect("cancel answer"));
+        let mut pw = keepsake::pg::conninfo::ConnInfo::parse(&d.env.target("x")).unwrap();
+        pw.password = Some(keepsake::secret::Secret::new("hunter2"));
+        let e = remote
+            .submit(Job::Restore(RestoreRequest {
+                id: id.clone(),
+                target: keepsake::engine::RestoreTarget::url(pw),
+                create: true,
+                clean: false,
+                confirm: None,
+                no_owner: false,
+                jobs: None,
+            }))
+            .await
+            .err()
+            .expect("a password never crosses the socket");
+        assert!(!e.to_string().contains("hunter2"));
+
+        // The restore body's two target forms exclude each other; each bad field is named.
+        for (body, field) in [
+            (
+                json!({"target": d.env.target("x"), "target_source": "main", "target_database": "x"}),
+                "target",
+            ),
+            (json!({"target_source": "main"}), "target_database"),
+            (json!({"target_source": "nope", "target_database": "x"}), "target_source"),
+            (json!({"target_source": "main", "target_database": "x".repeat(64)}), "target_database"),
+        ] {
+            let a = d
+                .unix()
+                .request("POST", &format!("/v1/backups/{id}/restore"), Some(&body))
+                .await
+                .expect("request");
+            assert_eq!(a.status, 422, "{body}: {}", a.text());
+            assert!(
+                a.json()["error"]["fields"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f["field"] == field)),
+                "{body}: {}",
+                a.text()
+            );
+        }
+
+        // The prune preview answers at once with the plan.
+        let o = remote
+            .submit(Job::Prune { dry_run: true })
+            .await
+            .expect("preview")
+            .wait()
+            .await;
+        let Some(JobResult::Prune(r)) = o.result else {
+            panic!("{o:?}")
+        };
+        assert!(r.dry_run && r.plan.iter().any(|p| p.id == id));
+        // Jobs and history come from the daemon.
+        assert!(remote.live_jobs().await.expect("live").is_empty());
+        let hist = remote.jobs().await.expect("history");
+        assert!(hist.iter().any(|j| j.id == job), "{hist:?}");
+        remote.shutdown(Duration::from_secs(1)).await;
+    });
+    let log = std::fs::read_to_string(d.env.dir.path().join("daemon.log")).unwrap_or_default();
+    assert!(!log.contains("hunter2"));
+}

@@ -143,3 +143,99 @@ fn console_without_a_terminal_exits_2_and_points_at_status() {
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("keepsake status"), "{}", r.stderr);
 }
+
+/// The daemon stops with the test, passed or failed.
+struct DaemonGuard(std::process::Child);
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        crate::support::kill(self.0.id(), "TERM");
+        let _ = crate::support::wait_exit(&mut self.0, Duration::from_secs(20));
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// DESIGN.md §6: with the daemon answering on its socket, the console attaches — the header
+/// says so, `b` starts the backup in the daemon, a backup started by another caller of the API
+/// appears, the restore wizard restores through the daemon (which connects with its own
+/// credentials) and `q` leaves at once (the jobs are the daemon's). `console --local` never
+/// attaches.
+#[test]
+fn console_attaches_to_the_daemon_and_runs_jobs_there() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let _daemon = DaemonGuard(env.spawn_daemon());
+    let sock = env.dir.path().join("state/keepsake.sock");
+    let client = keepsake::api::client::Client::unix(&sock);
+    eventually("the daemon answers", Duration::from_secs(30), || {
+        crate::support::block_on(client.get("/v1/info")).is_ok_and(|a| a.status == 200)
+    });
+    let bin = crate::support::bin();
+    let t = Tmux::start(&format!(
+        "clear; NO_COLOR=1 {bin} --config {} ; echo after-console-$?",
+        env.config.display()
+    ));
+    let s = t.wait_for("1 Overview", Duration::from_secs(30));
+    assert!(s.contains("daemon attached"), "{s}");
+
+    t.keys(&["b"]);
+    t.wait_for("Back up main as:", Duration::from_secs(5));
+    t.keys(&["f"]);
+    eventually(
+        "the daemon made the backup",
+        Duration::from_secs(90),
+        || {
+            let a = crate::support::block_on(client.get("/v1/jobs")).expect("jobs");
+            a.json()["history"].as_array().is_some_and(|h| {
+                h.iter()
+                    .any(|j| j["kind"] == "backup" && j["status"] == "completed")
+            })
+        },
+    );
+    // Another caller starts one: the console hears of it from the daemon.
+    let a = crate::support::block_on(client.request(
+        "POST",
+        "/v1/backups",
+        Some(&serde_json::json!({"type": "incremental"})),
+    ))
+    .expect("POST");
+    assert_eq!(a.status, 202, "{}", a.text());
+    t.keys(&["2"]);
+    let s = t.wait_for("Backups (2)", Duration::from_secs(90));
+    assert!(s.contains("incr"), "{s}");
+
+    // The wizard restores through the daemon into a new database on the source's server.
+    t.keys(&["g", "r"]);
+    t.wait_for("a new database", Duration::from_secs(5));
+    t.keys(&["Enter"]);
+    t.wait_for("Name of the new database", Duration::from_secs(5));
+    t.keys(&["Enter"]);
+    t.wait_for("Creates database awk_restored", Duration::from_secs(5));
+    t.keys(&["Enter"]);
+    t.wait_for("restored into awk_restored", Duration::from_secs(120));
+    assert_eq!(env.fingerprint("awk_restored"), env.fingerprint("awk"));
+    let audit = std::fs::read_to_string(env.dir.path().join("state/audit.jsonl")).expect("audit");
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"restore\"") && l.contains("accepted")),
+        "the daemon audited the console's restore:\n{audit}"
+    );
+
+    t.keys(&["Escape"]);
+    t.keys(&["q"]);
+    t.wait_for("after-console-0", Duration::from_secs(30));
+
+    // --local: the engine runs in the console even with the daemon up.
+    t.keys(&[
+        &format!(
+            "clear; NO_COLOR=1 {bin} --config {} console --local; echo after-local-$?",
+            env.config.display()
+        ),
+        "Enter",
+    ]);
+    let s = t.wait_for("1 Overview", Duration::from_secs(30));
+    assert!(s.contains("local: schedules are not running"), "{s}");
+    t.keys(&["q"]);
+    t.wait_for("after-local-0", Duration::from_secs(30));
+}

@@ -12,7 +12,7 @@ use crate::engine::job::{Done, JobCtx};
 use crate::error::{Error, Result};
 
 pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {
-    let target = &req.target.0;
+    let target = &req.target.conn;
     if req.clean && req.confirm.is_none() {
         return Err(Error::Usage(format!(
             "--clean replaces objects in the target: add --confirm {}",

@@ -1,6 +1,8 @@
 //! The caller's side of the control API: one HTTP/1.1 request per connection over the Unix
-//! socket or TCP (plain; TLS callers use their own client). Used by tests and by faces that
-//! attach to a running daemon.
+//! socket or TCP (plain; TLS callers use their own client). The remote [`Control`] is built on
+//! it (`remote.rs`), and tests and benchmarks speak to the daemon with it.
+//!
+//! [`Control`]: super::control::Control
 
 use std::path::PathBuf;
 
