@@ -41,6 +41,28 @@ pub struct Config {
     pub catalog: Option<ConnInfo>,
     /// `[api]`: the daemon's control API.
     pub api: ApiSettings,
+    /// `[drill]`: disaster-recovery drills.
+    pub drill: DrillConfig,
+}
+
+/// `[drill]`: the daemon's drill schedule and the smoke queries every drill runs (DESIGN.md §6a).
+#[derive(Debug, Clone, Default)]
+pub struct DrillConfig {
+    /// When the daemon drills the newest proven backup of every source.
+    pub schedule: Option<crate::schedule::ZonedCron>,
+    /// `[[drill.checks]]`, in file order.
+    pub checks: Vec<DrillCheck>,
+}
+
+/// One `[[drill.checks]]` entry.
+#[derive(Debug, Clone)]
+pub struct DrillCheck {
+    pub name: String,
+    /// One SQL statement returning one scalar; run read-only in the restored database.
+    pub sql: String,
+    pub expect: crate::model::Expect,
+    /// Only for drills of this source (default: every source).
+    pub source: Option<String>,
 }
 
 /// `[api]`: where the control API listens and who may call it (DESIGN.md §5).
@@ -187,6 +209,8 @@ pub struct SourceConfig {
     /// Recovery-point objective: alarm when no backup proven at `data` level or better is
     /// newer than this.
     pub rpo: Option<chrono::Duration>,
+    /// Recovery-time objective: a drill whose measured recovery takes longer misses it.
+    pub rto: Option<chrono::Duration>,
     /// `[sources.schedule]`, validated (used by the daemon; `status` shows the next runs).
     pub schedule: Option<crate::schedule::SourceSchedule>,
 }
@@ -369,6 +393,26 @@ struct RawConfig {
     catalog: Option<RawCatalog>,
     #[serde(default)]
     api: RawApi,
+    #[serde(default)]
+    drill: RawDrill,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDrill {
+    schedule: Option<Spanned<String>>,
+    timezone: Option<Spanned<String>>,
+    #[serde(default)]
+    checks: Vec<RawCheck>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: Spanned<String>,
+    sql: Spanned<String>,
+    expect: Spanned<String>,
+    source: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -421,6 +465,7 @@ struct RawSource {
     password: Option<Spanned<String>>,
     sslrootcert: Option<Spanned<String>>,
     rpo: Option<Spanned<String>>,
+    rto: Option<Spanned<String>>,
     schedule: Option<RawSchedule>,
 }
 
@@ -508,8 +553,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config> {
             Some(ci)
         }
     };
+    let drill = drill(&ctx, &raw.drill, &sources)?;
     Ok(Config {
         api,
+        drill,
         verification,
         retention: retention(&ctx, &raw.retention)?,
         daemon,
@@ -650,6 +697,12 @@ fn sources(ctx: &Ctx, raw: &[RawSource]) -> Result<Vec<SourceConfig>> {
             }
             None => None,
         };
+        let rto = match &s.rto {
+            Some(r) => {
+                Some(parse_duration(r.get_ref()).map_err(|m| ctx.err(r.span(), &key("rto"), m))?)
+            }
+            None => None,
+        };
         let schedule = match &s.schedule {
             None => None,
             Some(sc) => Some(source_schedule(ctx, sc, &s.name, &key)?),
@@ -658,6 +711,7 @@ fn sources(ctx: &Ctx, raw: &[RawSource]) -> Result<Vec<SourceConfig>> {
             name,
             conn,
             rpo,
+            rto,
             schedule,
         });
     }
@@ -751,6 +805,75 @@ fn backup_settings(ctx: &Ctx, raw: &BackupSettings) -> Result<BackupSettings> {
             .with_key_line(ctx.text, "pack_size_mib"));
     }
     Ok(backup)
+}
+
+/// `[drill]`: the schedule, and smoke checks with unique names, a query, an expectation that
+/// parses, and a configured source when one is named.
+fn drill(ctx: &Ctx, d: &RawDrill, sources: &[SourceConfig]) -> Result<DrillConfig> {
+    let mut out = DrillConfig::default();
+    if let Some(sc) = &d.schedule {
+        let tz = match &d.timezone {
+            Some(t) => crate::schedule::parse_tz(t.get_ref())
+                .map_err(|m| ctx.err(t.span(), "drill.timezone", m))?,
+            None => chrono_tz::UTC,
+        };
+        out.schedule = Some(
+            crate::schedule::ZonedCron::new(sc.get_ref(), tz)
+                .map_err(|m| ctx.err(sc.span(), "drill.schedule", m))?,
+        );
+    } else if let Some(t) = &d.timezone {
+        return Err(ctx.err(
+            t.span(),
+            "drill.timezone",
+            "applies to drill.schedule, which is not set".into(),
+        ));
+    }
+    for (i, c) in d.checks.iter().enumerate() {
+        let key = |k: &str| format!("drill.checks[{i}].{k}");
+        let name = c.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(ctx.err(c.name.span(), &key("name"), "a check needs a name".into()));
+        }
+        if out.checks.iter().any(|x| x.name == name) {
+            return Err(ctx.err(
+                c.name.span(),
+                &key("name"),
+                format!("check \"{name}\" is defined twice"),
+            ));
+        }
+        let sql = c.sql.get_ref().trim().to_string();
+        if sql.is_empty() {
+            return Err(ctx.err(
+                c.sql.span(),
+                &key("sql"),
+                "a check needs a query returning one value, e.g. \"SELECT count(*) FROM guests\""
+                    .into(),
+            ));
+        }
+        let expect = c
+            .expect
+            .get_ref()
+            .parse()
+            .map_err(|m| ctx.err(c.expect.span(), &key("expect"), m))?;
+        let source = match &c.source {
+            None => None,
+            Some(s) if sources.iter().any(|x| &x.name == s.get_ref()) => Some(s.get_ref().clone()),
+            Some(s) => {
+                return Err(ctx.err(
+                    s.span(),
+                    &key("source"),
+                    format!("no source \"{}\" is configured", s.get_ref()),
+                ))
+            }
+        };
+        out.checks.push(DrillCheck {
+            name,
+            sql,
+            expect,
+            source,
+        });
+    }
+    Ok(out)
 }
 
 /// `[verification]`: the level after each backup, the scratch server, the schedule.

@@ -139,6 +139,167 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// What a drill's smoke query must return (`[[drill.checks]] expect`): its one scalar (first
+/// column of the first row) compared with a value — `"= 42"`, `"!= 0"`, `"> 0"`,
+/// `">= 1000"`, `"< 5"`, `"<= 5"` — or `"not null"` / `"null"`. Ordering comparisons are
+/// numeric; `=` and `!=` are numeric when both sides are numbers, else exact text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expect {
+    Compare(CompareOp, String),
+    NotNull,
+    Null,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl CompareOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "=",
+            CompareOp::Ne => "!=",
+            CompareOp::Gt => ">",
+            CompareOp::Ge => ">=",
+            CompareOp::Lt => "<",
+            CompareOp::Le => "<=",
+        }
+    }
+}
+
+impl std::fmt::Display for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expect::Compare(op, v) => write!(f, "{} {v}", op.as_str()),
+            Expect::NotNull => f.write_str("not null"),
+            Expect::Null => f.write_str("null"),
+        }
+    }
+}
+
+impl std::str::FromStr for Expect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        match t.to_ascii_lowercase().as_str() {
+            "not null" => return Ok(Expect::NotNull),
+            "null" => return Ok(Expect::Null),
+            _ => {}
+        }
+        // Longest operators first.
+        let ops = [
+            (">=", CompareOp::Ge),
+            ("<=", CompareOp::Le),
+            ("!=", CompareOp::Ne),
+            ("<>", CompareOp::Ne),
+            ("=", CompareOp::Eq),
+            (">", CompareOp::Gt),
+            ("<", CompareOp::Lt),
+        ];
+        let Some((op, rest)) = ops
+            .iter()
+            .find_map(|(p, op)| t.strip_prefix(p).map(|r| (*op, r.trim())))
+        else {
+            return Err(format!(
+                "\"{t}\" is not an expectation: use \"= 42\", \"!= 0\", \"> 0\", \">= 1000\", \"< 5\", \"<= 5\", \"not null\" or \"null\""
+            ));
+        };
+        if rest.is_empty() {
+            return Err(format!("\"{t}\" has no value to compare with"));
+        }
+        let ordering = !matches!(op, CompareOp::Eq | CompareOp::Ne);
+        if ordering && rest.parse::<f64>().is_err() {
+            return Err(format!(
+                "\"{t}\": {} compares numbers, and \"{rest}\" is not one",
+                op.as_str()
+            ));
+        }
+        Ok(Expect::Compare(op, rest.to_string()))
+    }
+}
+
+impl Expect {
+    /// Whether `value` (the query's scalar as text; `None` for SQL NULL or no row) meets this
+    /// expectation; the error says what was found.
+    pub fn check(&self, value: Option<&str>) -> Result<(), String> {
+        let shown = value.unwrap_or("NULL");
+        match (self, value) {
+            (Expect::NotNull, Some(_)) | (Expect::Null, None) => Ok(()),
+            (Expect::NotNull, None) => Err("expected a value, found NULL".into()),
+            (Expect::Null, Some(v)) => Err(format!("expected NULL, found {v}")),
+            (Expect::Compare(op, want), None) => {
+                Err(format!("expected {} {want}, found NULL", op.as_str()))
+            }
+            (Expect::Compare(op, want), Some(got)) => {
+                let nums = (got.trim().parse::<f64>(), want.parse::<f64>());
+                let ok = match (op, nums) {
+                    (CompareOp::Eq, (Ok(a), Ok(b))) => a == b,
+                    (CompareOp::Ne, (Ok(a), Ok(b))) => a != b,
+                    (CompareOp::Eq, _) => got == want,
+                    (CompareOp::Ne, _) => got != want,
+                    (_, (Err(_), _)) => {
+                        return Err(format!(
+                            "expected a number {} {want}, found {shown}",
+                            op.as_str()
+                        ))
+                    }
+                    (CompareOp::Gt, (Ok(a), Ok(b))) => a > b,
+                    (CompareOp::Ge, (Ok(a), Ok(b))) => a >= b,
+                    (CompareOp::Lt, (Ok(a), Ok(b))) => a < b,
+                    (CompareOp::Le, (Ok(a), Ok(b))) => a <= b,
+                    (_, (Ok(_), Err(_))) => false,
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!("expected {} {want}, found {shown}", op.as_str()))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod expect_tests {
+    use super::*;
+
+    #[test]
+    fn expectations_parse_and_judge_like_the_docs_say() {
+        let e: Expect = "= 42".parse().unwrap();
+        assert!(e.check(Some("42")).is_ok());
+        assert!(
+            e.check(Some("42.0")).is_ok(),
+            "numeric when both are numbers"
+        );
+        assert_eq!(e.check(Some("41")).unwrap_err(), "expected = 42, found 41");
+        assert!(e.check(None).is_err());
+        let e: Expect = ">= 1000".parse().unwrap();
+        assert!(e.check(Some("1000")).is_ok());
+        assert!(e.check(Some("999")).is_err());
+        assert!(e.check(Some("many")).unwrap_err().contains("a number"));
+        let e: Expect = "= wedding".parse().unwrap();
+        assert!(e.check(Some("wedding")).is_ok());
+        assert!(e.check(Some("Wedding")).is_err());
+        assert!("not null"
+            .parse::<Expect>()
+            .unwrap()
+            .check(Some(""))
+            .is_ok());
+        assert!("NOT NULL".parse::<Expect>().unwrap().check(None).is_err());
+        assert!("null".parse::<Expect>().unwrap().check(None).is_ok());
+        assert!("> many".parse::<Expect>().is_err());
+        assert!("42".parse::<Expect>().is_err());
+        assert!(">".parse::<Expect>().is_err());
+        assert_eq!("<> 0".parse::<Expect>().unwrap().to_string(), "!= 0");
+    }
+}
+
 /// The engine's fixed words (job kinds, levels, states, error kinds) are `&'static str` in its
 /// values; a face that reads those values back from the control API maps each word onto the
 /// same static string here. A word this build does not know reads as `unknown`: a newer daemon

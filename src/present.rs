@@ -456,3 +456,37 @@ pub fn prune_text(r: &crate::core::prune::PruneReport) -> String {
     }
     s
 }
+
+/// `keepsake drills`: one line per drill, oldest first.
+pub fn drills_table(reports: &[crate::core::drill::DrillReport]) -> String {
+    use crate::core::drill::dur;
+    if reports.is_empty() {
+        return "no drills yet: `keepsake drill` runs one\n".into();
+    }
+    let mut s = format!(
+        "{:<24} {:<12} {:<12} {:<24} {:>10} {:>10}  {}\n",
+        "DRILL", "SOURCE", "RESULT", "BACKUP", "RTO", "RPO", "RUN BY"
+    );
+    for r in reports {
+        let mark = |met: Option<bool>| match met {
+            Some(false) => " ✗",
+            _ => "",
+        };
+        s.push_str(&format!(
+            "{:<24} {:<12} {:<12} {:<24} {:>10} {:>10}  {}@{}\n",
+            r.id,
+            r.source,
+            r.result.as_str(),
+            r.backup_id.as_deref().unwrap_or("—"),
+            r.rto_ms
+                .map(|m| format!("{}{}", dur(m), mark(r.rto_met())))
+                .unwrap_or_else(|| "—".into()),
+            r.rpo_s
+                .map(|x| format!("{}{}", age(x.max(0)), mark(r.rpo_met())))
+                .unwrap_or_else(|| "—".into()),
+            r.actor,
+            r.host
+        ));
+    }
+    s
+}

@@ -160,6 +160,45 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Rehearse a recovery: restore a backup into a scratch database, check it (table facts,
+    /// pg_amcheck, [[drill.checks]]), measure RTO and RPO, drop it, and store a report.
+    /// Exit 0 passed, 3 a check failed or damage found, 1 could not run, 2 usage
+    Drill {
+        /// The source to drill (default: the only configured one)
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// This backup (id or unique prefix; default: the newest proven at data level or
+        /// better)
+        #[arg(long, value_name = "ID", conflicts_with = "at")]
+        backup: Option<String>,
+        /// The last backup finished at or before this time (RFC 3339)
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Where to create the scratch database: postgres://USER@HOST:PORT/NEWDB (must not
+        /// exist; dropped at the end). Default: [verification] scratch_url, else the source's
+        /// server, with a generated name
+        #[arg(long, value_name = "URL")]
+        target: Option<String>,
+        /// Password for --target: env:NAME or file:/path (never the password itself)
+        #[arg(long, value_name = "SECRET", requires = "target")]
+        target_password: Option<String>,
+        /// Open the repository with this identity file instead of the configured one (the
+        /// offline break-glass key)
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// Also write the report to FILE (JSON when it ends in .json, else Markdown)
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Print the report as JSON instead of Markdown
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drill history from the repository: result, RTO and RPO of every drill
+    Drills {
+        /// One JSON array, one object per drill, newest last
+        #[arg(long)]
+        json: bool,
+    },
     /// The audit log: every change made through the control API or these commands, with who
     /// made it (a hash chain: `audit verify` checks it)
     Audit {
@@ -396,6 +435,69 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             res
         }
+        Command::Drill {
+            source,
+            backup,
+            at,
+            target,
+            target_password,
+            identity,
+            report,
+            json: as_json,
+        } => {
+            let c = load_config(&cli)?;
+            let at = match at {
+                None => None,
+                Some(t) => Some(
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .map_err(|_| {
+                            Error::Usage(format!(
+                                "--at {t:?} is not an RFC 3339 time, e.g. 2026-12-01T03:00:00Z"
+                            ))
+                        })?
+                        .with_timezone(&chrono::Utc),
+                ),
+            };
+            let target = match target {
+                Some(t) => Some(RestoreTarget::url(restore_target(
+                    t,
+                    target_password.as_deref(),
+                )?)),
+                None => None,
+            };
+            if let Some(i) = identity {
+                if let Err(e) = std::fs::metadata(i) {
+                    return Err(Error::Usage(format!("--identity {}: {e}", i.display())));
+                }
+            }
+            let req = crate::engine::DrillRequest {
+                source: source.clone(),
+                backup: backup.clone(),
+                at,
+                target,
+                identity: identity.clone(),
+                actor: crate::engine::audit::current_user(),
+            };
+            let params =
+                serde_json::json!({"backup": backup, "at": at, "break_glass": identity.is_some()});
+            let res = drill(&Engine::new(c.clone()), req, report.as_deref(), *as_json).await;
+            audit_cli(&c, "drill", source.clone(), params, &res);
+            res
+        }
+        Command::Drills { json: as_json } => {
+            let e = Engine::new(load_config(&cli)?);
+            let repo = e.repo().await?;
+            let (reports, bad) = crate::core::drill::list(&repo).await?;
+            if *as_json {
+                out(&json(&reports)?)?;
+            } else {
+                out(&present::drills_table(&reports))?;
+            }
+            for (k, why) in &bad {
+                eprintln!("unreadable drill report {k}: {why}");
+            }
+            Ok(())
+        }
         Command::Status { json: as_json } => {
             let st = Engine::new(load_config(&cli)?).status().await?;
             if *as_json {
@@ -583,6 +685,37 @@ async fn list(e: &Engine, source: Option<&str>, as_json: bool) -> Result<()> {
         "{} backup manifest(s) cannot be read; the backups listed are intact",
         bad.len()
     )))
+}
+
+/// `keepsake drill`: run it with its steps shown live, print the report, write `--report`.
+async fn drill(
+    e: &Engine,
+    req: crate::engine::DrillRequest,
+    report: Option<&std::path::Path>,
+    as_json: bool,
+) -> Result<()> {
+    let o = render::run(e, Job::Drill(req)).await?;
+    let Some(JobResult::Drill(rep)) = &o.result else {
+        return Err(render::error_of(&o));
+    };
+    if let Some(path) = report {
+        let text = if path.extension().is_some_and(|x| x == "json") {
+            json(rep)?
+        } else {
+            rep.markdown()
+        };
+        std::fs::write(path, text)
+            .map_err(|e| Error::io(format!("writing the report to {}", path.display()), e))?;
+    }
+    if as_json {
+        out(&json(rep)?)?;
+    } else {
+        out(&rep.markdown())?;
+    }
+    match o.exit_code {
+        0 => Ok(()),
+        _ => Err(render::error_of(&o)),
+    }
 }
 
 async fn restore(e: &Engine, req: RestoreRequest) -> Result<()> {

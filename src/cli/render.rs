@@ -79,6 +79,14 @@ impl Bar {
         }
     }
 
+    /// A line for people, above the bar when there is one.
+    fn line(&self, text: &str) {
+        match &self.bar {
+            Some(b) => b.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
     fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
@@ -139,6 +147,10 @@ pub async fn run(engine: &Engine, command: Command) -> Result<JobOutcome> {
                     mine.push(job);
                 }
                 Ok(crate::engine::Event::Progress(p)) if mine.contains(&p.job) => bar.show(&p),
+                // A drill's steps, as they happen.
+                Ok(crate::engine::Event::Log { job: Some(j), message }) if mine.contains(&j) && message.starts_with("drill: ") => {
+                    bar.line(&message);
+                }
                 // Falling behind only costs progress lines; the outcome comes from `wait`.
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 // Only when the engine is gone; the outcome still comes from `wait`.

@@ -6,6 +6,7 @@ pub mod chunk_crypto;
 pub mod chunks;
 pub mod cleanup;
 pub mod crypto;
+pub mod drill;
 pub mod format;
 pub mod parallel_restore;
 pub mod progress;

@@ -164,7 +164,9 @@ async fn check_target(m: &Manifest, o: &RestoreOptions) -> Result<()> {
     Ok(())
 }
 
-async fn connect_admin(target: &ConnInfo) -> Result<tokio_postgres::Client> {
+/// A session on `target`'s server for creating and dropping databases (`postgres`, else
+/// `template1`).
+pub async fn connect_admin(target: &ConnInfo) -> Result<tokio_postgres::Client> {
     match client::connect(&target.with_dbname("postgres")).await {
         Ok(c) => Ok(c),
         Err(_) => client::connect(&target.with_dbname("template1")).await,

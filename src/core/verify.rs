@@ -635,7 +635,9 @@ async fn verify_restore(
     }
 }
 
-async fn amcheck(target: &ConnInfo, m: &Manifest, opts: &VerifyOptions) -> String {
+/// `pg_amcheck` over the restored database: `passed`, `failed: …`, `not run: …` or
+/// `not available`.
+pub async fn amcheck(target: &ConnInfo, m: &Manifest, opts: &VerifyOptions) -> String {
     let major = (m.source.server_version_num / 10000) as u32;
     let Ok(tool) = tools::find("pg_amcheck", major, opts.bin_dir.as_deref()) else {
         return "not available".into();

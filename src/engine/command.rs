@@ -35,6 +35,30 @@ pub enum Command {
     /// Forget one backup (its packs are freed by a later prune). `force` allows forgetting the
     /// newest restore-verified backup of its source.
     Delete { id: String, force: bool },
+    /// Rehearse a recovery into a scratch database and leave a report (DESIGN.md §6a).
+    Drill(DrillRequest),
+}
+
+/// A disaster-recovery drill, as every face asks for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct DrillRequest {
+    /// The source to drill (default: the backup's, or the only configured one).
+    pub source: Option<String>,
+    /// This backup (id or unique prefix) …
+    pub backup: Option<String>,
+    /// … or the last one finished at or before this time. Neither: the newest proven at
+    /// `data` level or better.
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Where the scratch database is created (its name is the database to create; it must not
+    /// exist). Default: `[verification] scratch_url`, else the source's server, with a
+    /// generated name.
+    pub target: Option<RestoreTarget>,
+    /// An identity file to open the repository with instead of the configured one (the
+    /// offline break-glass key).
+    #[serde(skip)]
+    pub identity: Option<std::path::PathBuf>,
+    /// Who asked (recorded in the report).
+    pub actor: String,
 }
 
 /// Which backups a verification covers.
@@ -109,7 +133,15 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::Prune { .. } => "prune",
             Command::Delete { .. } => "delete",
+            Command::Drill(_) => "drill",
         }
+    }
+
+    /// Whether the operation answers cancellation itself (a drill writes an `interrupted`
+    /// report and drops its scratch database before it ends): the runner then waits for it,
+    /// up to a minute, instead of dropping it at once.
+    pub fn ends_itself_on_cancel(&self) -> bool {
+        matches!(self, Command::Drill(_))
     }
 
     /// Whether the job history records this job (a dry-run prune changes nothing: not a job
@@ -122,6 +154,7 @@ impl Command {
     pub fn source(&self) -> Option<&str> {
         match self {
             Command::Backup { source, .. } => Some(source),
+            Command::Drill(d) => d.source.as_deref(),
             _ => None,
         }
     }
@@ -133,6 +166,8 @@ impl Command {
         match self {
             Command::Backup { source, .. } => Some(format!("backup/{source}")),
             Command::Prune { dry_run: false } | Command::Delete { .. } => Some("prune".into()),
+            // One drill at a time: each restores a whole database.
+            Command::Drill(_) => Some("drill".into()),
             _ => None,
         }
     }

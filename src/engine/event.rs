@@ -111,6 +111,7 @@ pub enum JobResult {
         id: String,
         source: String,
     },
+    Drill(Box<crate::core::drill::DrillReport>),
 }
 
 /// How a job ended.

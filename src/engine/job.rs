@@ -323,6 +323,9 @@ pub struct Failure {
     pub exit_code: i32,
     pub message: String,
     pub job_failed: bool,
+    /// The operation ended on a cancellation it answered itself (a drill): recorded
+    /// `cancelled`, with the result it produced.
+    pub cancelled: bool,
 }
 
 impl Done {
@@ -527,9 +530,17 @@ impl Runner {
             record: Mutex::new(record),
         });
         let deadline = config.daemon.job_timeout;
+        let ends_itself = cmd.ends_itself_on_cancel();
+        let cancelled = async {
+            self.cancel.cancelled().await;
+            if ends_itself {
+                // It answers the cancellation itself; this is only the backstop.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        };
         let end = tokio::select! {
             r = super::ops::run(&ctx, &cmd) => End::Ran(r),
-            _ = self.cancel.cancelled() => End::Cancelled,
+            _ = cancelled => End::Cancelled,
             _ = tokio::time::sleep(deadline) => End::TimedOut(deadline),
         };
         // The operation's future is gone: undo what it left behind.
@@ -544,6 +555,7 @@ impl Runner {
         let kind = cmd.kind();
         let kind_of = match &end {
             End::Ran(Err(e)) => Some(e.kind()),
+            End::Ran(Ok(d)) if d.failure.as_ref().is_some_and(|f| f.cancelled) => Some("cancelled"),
             End::Ran(Ok(d)) if d.failure.as_ref().is_some_and(|f| f.exit_code == 3) => {
                 Some("damage")
             }
@@ -556,7 +568,9 @@ impl Runner {
             End::Ran(Ok(d)) => match d.failure {
                 None => (JobStatus::Completed, 0, None, d.result),
                 Some(f) => (
-                    if f.job_failed {
+                    if f.cancelled {
+                        JobStatus::Cancelled
+                    } else if f.job_failed {
                         JobStatus::Failed
                     } else {
                         JobStatus::Completed

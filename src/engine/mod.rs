@@ -41,7 +41,7 @@ use crate::storage::local::LocalStore;
 use crate::storage::s3::S3Store;
 use crate::storage::ObjectStore;
 
-pub use command::{Command, RestoreRequest, RestoreTarget, VerifyTarget};
+pub use command::{Command, DrillRequest, RestoreRequest, RestoreTarget, VerifyTarget};
 pub use event::{Event, JobOutcome, JobProgress, JobResult, Verdict};
 pub use job::{JobHandle, JobInfo, JobState};
 pub use query::{BackupRow, SourceStatus};
@@ -77,7 +77,11 @@ pub async fn init(config: &Config) -> Result<Repository> {
 /// by `[encryption] repository_key_fingerprint` when set, else by the key this state
 /// directory saw first (trust on first use, kept in `repository-keys.json`).
 pub async fn open(config: &Config) -> Result<Arc<Repository>> {
-    let ids = config.identities()?;
+    open_with(config, config.identities()?).await
+}
+
+/// [`open`] with other identities (a drill's break-glass key): the same key pinning.
+pub async fn open_with(config: &Config, ids: crate::keys::Identities) -> Result<Arc<Repository>> {
     let pins = state_dir(config)
         .ok()
         .map(|d| d.join("repository-keys.json"));

@@ -551,6 +551,21 @@ impl Control for Remote {
                     .await?;
                 self.started(a).await
             }
+            Command::Drill(d) => {
+                if d.identity.is_some() || d.target.is_some() {
+                    return Err(Error::Usage(
+                        "the daemon drills with its own key and scratch server: run `keepsake drill` on this host for --identity or --target".into(),
+                    ));
+                }
+                let a = s
+                    .call(
+                        "POST",
+                        "/v1/drills",
+                        Some(&json!({"source": d.source, "backup": d.backup, "at": d.at})),
+                    )
+                    .await?;
+                self.started(a).await
+            }
             Command::Delete { id, force } => {
                 let p = path_part(&id);
                 let a = s

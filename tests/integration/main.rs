@@ -8,6 +8,7 @@ mod changes;
 mod config_check;
 mod console;
 mod daemon;
+mod drill;
 mod engine;
 mod failures;
 mod keys;

@@ -94,6 +94,7 @@ pub(super) async fn run(
                 .unwrap_or_else(|| "it did not complete".into())
         ),
         job_failed: false,
+        cancelled: false,
     });
     Ok(Done {
         result: Some(JobResult::Backup {

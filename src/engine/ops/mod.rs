@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod delete;
+pub mod drill;
 pub mod prune;
 pub mod restore;
 pub mod verify;
@@ -26,6 +27,7 @@ pub(super) async fn run(ctx: &JobCtx, cmd: &Command) -> Result<Done> {
         Command::Restore(req) => restore::run(ctx, req).await,
         Command::Prune { dry_run } => prune::run(ctx, *dry_run).await,
         Command::Delete { id, force } => delete::run(ctx, id, *force).await,
+        Command::Drill(req) => drill::run(ctx, req).await,
     }
 }
 
@@ -39,6 +41,7 @@ pub(super) fn prefill(cmd: &Command, r: &mut JobRecord) {
         } => r.backup_id = Some(id.clone()),
         Command::Restore(req) => r.backup_id = Some(req.id.clone()),
         Command::Delete { id, .. } => r.backup_id = Some(id.clone()),
+        Command::Drill(d) => r.backup_id = d.backup.clone(),
         _ => {}
     }
 }

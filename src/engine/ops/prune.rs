@@ -24,6 +24,7 @@ pub(super) async fn run(ctx: &JobCtx, dry_run: bool) -> Result<Done> {
         exit_code: 3,
         message: format!("prune removed no pack: {why}; run `keepsake list` to see which"),
         job_failed: false,
+        cancelled: false,
     });
     Ok(Done {
         result: Some(JobResult::Prune(Box::new(report))),

@@ -89,6 +89,7 @@ pub(super) async fn run(ctx: &JobCtx, target: &VerifyTarget, level: Level) -> Re
         exit_code: verdict.exit_code(),
         message: judgement(&records, &unreadable, level, verdict),
         job_failed: true,
+        cancelled: false,
     });
     Ok(Done {
         result: Some(JobResult::Verify {
