@@ -129,13 +129,14 @@ pub struct ApiToken {
 }
 
 /// Events a webhook can subscribe to.
-pub const EVENTS: [&str; 6] = [
+pub const EVENTS: [&str; 7] = [
     "backup_failed",
     "backup_succeeded",
     "verify_failed",
     "rpo_breach",
     "rpo_recovered",
     "prune",
+    "drill_failed",
 ];
 
 /// One `[[notifications.webhooks]]` entry.
@@ -1153,6 +1154,7 @@ fn webhooks(ctx: &Ctx, r: &RawNotifications) -> Result<Vec<Webhook>> {
                 "verify_failed".to_string(),
                 "rpo_breach".to_string(),
                 "rpo_recovered".to_string(),
+                "drill_failed".to_string(),
             ],
             Some(list) => {
                 let mut v = Vec::new();

@@ -55,6 +55,8 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/v1/backups/{id}/restore", Role::Admin, "restore"),
     // A dry run is a viewer's; a real prune needs admin (checked in the handler).
     r("POST", "/v1/prune", Role::Viewer, "prune"),
+    r("GET", "/v1/drills", Role::Viewer, "drills.list"),
+    r("POST", "/v1/drills", Role::Operator, "drill"),
     r("GET", "/v1/jobs", Role::Viewer, "jobs.list"),
     r("GET", "/v1/jobs/{id}", Role::Viewer, "jobs.show"),
     r("POST", "/v1/jobs/{id}/cancel", Role::Operator, "cancel"),
@@ -86,6 +88,8 @@ pub fn handler(route: &Route) -> MethodRouter<Api> {
         ("POST", "/v1/backups/{id}/verify") => post(start_verify),
         ("POST", "/v1/backups/{id}/restore") => post(start_restore),
         ("POST", "/v1/prune") => post(prune),
+        ("GET", "/v1/drills") => get(list_drills),
+        ("POST", "/v1/drills") => post(start_drill),
         ("GET", "/v1/jobs") => get(list_jobs),
         ("GET", "/v1/jobs/{id}") => get(show_job),
         ("POST", "/v1/jobs/{id}/cancel") => post(cancel_job),
@@ -579,6 +583,70 @@ async fn prune(
     }
     .await;
     finish(&api, &caller, "prune", note, r)
+}
+
+/// `GET /v1/drills`: every drill report in the repository, oldest first.
+async fn list_drills(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+    body::query(q.as_deref(), &[])?;
+    let snap = snapshot(&api).await?;
+    let all: Vec<&crate::core::drill::DrillReport> = snap.drills.iter().map(|d| &**d).collect();
+    Ok(Reply::Ok(json_of(&all)?))
+}
+
+/// `POST /v1/drills`: `{"source", "backup", "at"}` (all optional) → 202 with the job. The
+/// daemon drills with its own key and scratch server.
+async fn start_drill(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    let mut note = Note::default();
+    let r = async {
+        body::query(req.uri().query(), &[])?;
+        let mut f = body::json_object(req).await?;
+        let cfg = api.engine.config();
+        let source = f.string("source");
+        let backup = f.string("backup");
+        let at = f.string("at");
+        if let Some(s) = &source {
+            if cfg.source(s).is_err() {
+                f.error("source", format!("no source {}", printable(s)));
+            }
+        }
+        let at = match at.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+            None => None,
+            Some(Ok(t)) => Some(t.with_timezone(&chrono::Utc)),
+            Some(Err(_)) => {
+                f.error("at", "expected RFC 3339, e.g. 2026-12-01T03:00:00Z");
+                None
+            }
+        };
+        if backup.is_some() && at.is_some() {
+            f.error("at", "give backup or at, not both");
+        }
+        f.finish()?;
+        let backup = match backup {
+            Some(id) => Some(resolve(&*snapshot(&api).await?, &id)?.id.clone()),
+            None => None,
+        };
+        note.target = source.clone();
+        note.params.insert("backup".into(), json!(backup));
+        note.params.insert("at".into(), json!(at));
+        accept(
+            &api,
+            &caller,
+            Command::Drill(crate::engine::DrillRequest {
+                source,
+                backup,
+                at,
+                target: None,
+                identity: None,
+                actor: format!("{} (control API)", caller.name),
+            }),
+        )
+    }
+    .await;
+    finish(&api, &caller, "drill", note, r)
 }
 
 async fn list_jobs(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {

@@ -85,7 +85,7 @@ impl DrillResult {
 }
 
 /// One step: preflight, restore, checks, measurements, cleanup.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     pub name: String,
     pub outcome: Outcome,
@@ -96,7 +96,7 @@ pub struct Step {
 }
 
 /// One check of the restored database.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Check {
     pub name: String,
     /// `table facts`, `pg_amcheck`, `query` or `objective`.
@@ -114,7 +114,7 @@ pub struct Check {
 }
 
 /// The evidence of one drill.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DrillReport {
     pub id: String,
     pub result: DrillResult,

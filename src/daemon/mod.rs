@@ -139,6 +139,7 @@ struct Scheduler {
     /// Per source: a run waiting for its (jittered) start, and its type.
     waiting: BTreeMap<String, (BackupType, DateTime<Utc>)>,
     verify_since: DateTime<Utc>,
+    drill_since: DateTime<Utc>,
 }
 
 impl Scheduler {
@@ -268,6 +269,35 @@ impl Scheduler {
         });
     }
 
+    /// The drill schedule: every configured source in turn, each with its newest proven backup.
+    fn drill_due(&mut self, cfg: &Config, now: DateTime<Utc>) {
+        let Some(ds) = &cfg.drill.schedule else {
+            return;
+        };
+        if ds.due(self.drill_since, now).is_none() {
+            return;
+        }
+        self.drill_since = now;
+        let engine = self.engine.clone();
+        let sources: Vec<String> = cfg.sources.iter().map(|s| s.name.clone()).collect();
+        let actor = format!("daemon ({})", engine::audit::current_user());
+        tokio::spawn(async move {
+            for s in sources {
+                let cmd = Command::Drill(engine::DrillRequest {
+                    source: Some(s.clone()),
+                    actor: actor.clone(),
+                    ..Default::default()
+                });
+                match engine.submit(cmd) {
+                    Ok(h) => {
+                        h.wait().await;
+                    }
+                    Err(e) => tracing::error!("scheduled drill of {s}: {e}"),
+                }
+            }
+        });
+    }
+
     /// Reload the configuration after SIGHUP (keep the old one if the new one is invalid).
     async fn reload(&mut self) {
         let new = match config::load(&self.path) {
@@ -392,6 +422,32 @@ fn webhook(e: &Event) -> Option<notify::Event> {
                 ),
             );
             ev.backup_id = Some(id);
+            ev.job_id = Some(o.job.clone());
+            ev.error = o.error.clone();
+            ev
+        }
+        Event::JobFailed(o) if o.kind == "drill" => {
+            let (summary, source, backup) = match &o.result {
+                Some(JobResult::Drill(r)) => (
+                    r.summary.clone(),
+                    Some(r.source.clone()).filter(|s| !s.is_empty()),
+                    r.backup_id.clone(),
+                ),
+                _ => (o.error.clone().unwrap_or_default(), o.source.clone(), None),
+            };
+            tracing::error!("drill failed: {summary}");
+            let mut ev = notify::Event::new(
+                "drill_failed",
+                source.as_deref(),
+                format!(
+                    "disaster-recovery drill{} did not pass: {summary}",
+                    source
+                        .as_ref()
+                        .map(|s| format!(" of {s}"))
+                        .unwrap_or_default()
+                ),
+            );
+            ev.backup_id = backup;
             ev.job_id = Some(o.job.clone());
             ev.error = o.error.clone();
             ev
@@ -607,6 +663,7 @@ async fn run_locked(
         since,
         waiting: BTreeMap::new(),
         verify_since: now,
+        drill_since: now,
     };
     tracing::info!(
         "daemon started: {} source(s), state {}",
@@ -654,6 +711,7 @@ async fn run_locked(
         sched.schedule(&cfg, now);
         sched.start_due(&cfg, now);
         sched.verify_due(&cfg, now);
+        sched.drill_due(&cfg, now);
 
         let mut stop = signals.stop.clone();
         let tick = tokio::time::sleep(Duration::from_millis(250));

@@ -28,6 +28,8 @@ pub trait Control: Send + Sync {
     async fn verifications(
         &self,
     ) -> Result<std::collections::BTreeMap<String, Vec<crate::core::verify::VerifyRecord>>>;
+    /// Drill reports, oldest first.
+    async fn drills(&self) -> Result<Vec<crate::core::drill::DrillReport>>;
     /// Live jobs (queued, running).
     async fn live_jobs(&self) -> Result<Vec<JobInfo>>;
     /// Job history, oldest first.
@@ -69,6 +71,15 @@ impl Control for Engine {
         &self,
     ) -> Result<std::collections::BTreeMap<String, Vec<crate::core::verify::VerifyRecord>>> {
         Ok(self.snapshot().await?.records.clone())
+    }
+    async fn drills(&self) -> Result<Vec<crate::core::drill::DrillReport>> {
+        Ok(self
+            .snapshot()
+            .await?
+            .drills
+            .iter()
+            .map(|d| (**d).clone())
+            .collect())
     }
     async fn live_jobs(&self) -> Result<Vec<JobInfo>> {
         Ok(Engine::live_jobs(self))

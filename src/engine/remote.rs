@@ -644,6 +644,10 @@ impl Control for Remote {
         Ok((*r).clone())
     }
 
+    async fn drills(&self) -> Result<Vec<crate::core::drill::DrillReport>> {
+        self.0.get("/v1/drills").await
+    }
+
     async fn live_jobs(&self) -> Result<Vec<JobInfo>> {
         let v: Value = self.0.get("/v1/jobs?limit=1").await?;
         serde_json::from_value(v["running"].clone())

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
+use crate::core::drill::{self, DrillReport};
 use crate::core::format::Manifest;
 use crate::core::repo::Repository;
 use crate::core::verify::VerifyRecord;
@@ -34,6 +35,8 @@ pub struct Snapshot {
     pub unreadable: Vec<(String, String)>,
     /// Verification records per backup id, oldest first.
     pub records: BTreeMap<String, Vec<VerifyRecord>>,
+    /// Drill reports, oldest first.
+    pub drills: Vec<Arc<DrillReport>>,
     /// When the listing was taken.
     pub at: DateTime<Utc>,
 }
@@ -50,6 +53,8 @@ struct State {
     manifests: HashMap<String, Arc<Manifest>>,
     /// `None`: listed but unreadable (kept so it is not read again each time).
     records: HashMap<String, Option<VerifyRecord>>,
+    /// Drill reports by object key (`None`: unreadable, not read again).
+    drills: HashMap<String, Option<Arc<DrillReport>>>,
     last: Option<(Instant, Arc<Snapshot>)>,
 }
 
@@ -178,10 +183,47 @@ async fn refresh(st: &mut State, repo: &Repository) -> Result<Snapshot> {
     for v in records.values_mut() {
         v.sort_by_key(|r| r.finished_at);
     }
+    let keys: Vec<String> = repo
+        .store()
+        .list(drill::PREFIX)
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let new: Vec<String> = keys
+        .iter()
+        .filter(|k| !st.drills.contains_key(*k))
+        .cloned()
+        .collect();
+    let read: Vec<(String, Option<Option<Arc<DrillReport>>>)> = futures::stream::iter(new)
+        .map(|k| async move {
+            let r = match repo.get_sealed(&k).await {
+                Ok(plain) => Some(
+                    serde_json::from_slice::<DrillReport>(&plain)
+                        .ok()
+                        .map(Arc::new),
+                ),
+                Err(e) => {
+                    tracing::warn!("ignoring unreadable drill report {k}: {e}");
+                    None
+                }
+            };
+            (k, r)
+        })
+        .buffer_unordered(READ_CONCURRENCY)
+        .collect()
+        .await;
+    st.drills
+        .extend(read.into_iter().filter_map(|(k, r)| r.map(|r| (k, r))));
+    let listed: std::collections::HashSet<&String> = keys.iter().collect();
+    st.drills.retain(|k, _| listed.contains(k));
+    let mut drills: Vec<Arc<DrillReport>> = st.drills.values().flatten().cloned().collect();
+    drills.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
     Ok(Snapshot {
         manifests,
         unreadable,
         records,
+        drills,
         at,
     })
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use chrono::{DateTime, Utc};
 
 use super::keys::{Action, Focus};
+use crate::core::drill::DrillReport;
 use crate::core::format::BackupType;
 use crate::core::prune::PruneReport;
 use crate::engine::history::JobRecord;
@@ -34,6 +35,8 @@ pub struct Model {
     pub servers: BTreeMap<String, String>,
     /// Verification records per backup id, oldest first.
     pub records: BTreeMap<String, Vec<crate::core::verify::VerifyRecord>>,
+    /// Drill reports, oldest first.
+    pub drills: Vec<DrillReport>,
 }
 
 /// Something the console asks the engine to do.
@@ -50,6 +53,11 @@ pub enum Effect {
     Cancel(String),
     /// Run a prune dry run and report it back (`App::set_preview`).
     PrunePreview,
+    /// Start a drill of `backup` of `source` (`App::drill_started` follows it).
+    Drill {
+        source: String,
+        backup: String,
+    },
     Quit,
 }
 
@@ -67,6 +75,30 @@ pub enum RestoreStep {
     },
     /// Started: follow job `job`.
     Running { name: String, job: Option<String> },
+}
+
+/// The guided drill (`D`): source → backup → what will happen → live steps → the report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DrillStep {
+    Source {
+        sel: usize,
+    },
+    /// The source's backups, newest first; the newest proven one is preselected.
+    Backup {
+        source: String,
+        sel: usize,
+    },
+    Confirm {
+        source: String,
+        backup: String,
+    },
+    /// Started: job `job`; its steps as they are reported.
+    Running {
+        source: String,
+        backup: String,
+        job: Option<String>,
+        lines: Vec<String>,
+    },
 }
 
 /// The dialog on top of the screens, if any.
@@ -100,6 +132,12 @@ pub enum Dialog {
         source: String,
         database: String,
         step: RestoreStep,
+    },
+    Drill(DrillStep),
+    /// A drill report, scrolled by `scroll` lines.
+    Report {
+        report: Box<DrillReport>,
+        scroll: usize,
     },
     /// A job of this console still runs: quit anyway?
     Quit,
@@ -209,6 +247,7 @@ impl App {
             1 => self.backups().len(),
             2 => self.job_ids().len(),
             3 => self.preview.as_ref().map(|p| p.plan.len()).unwrap_or(0),
+            4 => self.model.drills.len(),
             5 => self.log.len(),
             _ => 0,
         }
@@ -276,6 +315,21 @@ impl App {
                 return true;
             }
             Event::Log { job, message } => {
+                if let (
+                    Some(Dialog::Drill(DrillStep::Running {
+                        job: Some(j),
+                        lines,
+                        ..
+                    })),
+                    Some(of),
+                ) = (&mut self.dialog, job)
+                {
+                    if j == of {
+                        if let Some(step) = message.strip_prefix("drill: ") {
+                            lines.push(step.to_string());
+                        }
+                    }
+                }
                 self.push_log(format!(
                     "{t} {}{message}",
                     job.as_deref()
@@ -309,6 +363,23 @@ impl App {
                         .map(|e| format!(": {e}"))
                         .unwrap_or_default()
                 ));
+                if let Some(Dialog::Drill(DrillStep::Running { job: Some(j), .. })) = &self.dialog {
+                    if *j == o.job {
+                        self.dialog = Some(match &o.result {
+                            Some(crate::engine::JobResult::Drill(r)) => Dialog::Report {
+                                report: r.clone(),
+                                scroll: 0,
+                            },
+                            _ => Dialog::Message {
+                                title: "Drill".into(),
+                                text: format!(
+                                    "✗ the drill did not run: {}",
+                                    o.error.as_deref().unwrap_or(&status)
+                                ),
+                            },
+                        });
+                    }
+                }
                 if let Some(Dialog::Restore {
                     step: RestoreStep::Running { name, job: Some(j) },
                     ..
@@ -405,6 +476,15 @@ impl App {
             Action::Up => *sel = sel.saturating_sub(1),
             Action::Top => *sel = 0,
             Action::Bottom => *sel = n.saturating_sub(1),
+            Action::Enter if self.screen == 4 => {
+                let i = self.model.drills.len().saturating_sub(1 + self.sel[4]);
+                if let Some(r) = self.model.drills.get(i) {
+                    self.dialog = Some(Dialog::Report {
+                        report: Box::new(r.clone()),
+                        scroll: 0,
+                    });
+                }
+            }
             Action::Enter => self.detail = matches!(self.screen, 1 | 2) && n > 0,
             Action::Back => self.detail = false,
             Action::Filter if self.screen == 1 => {
@@ -415,7 +495,10 @@ impl App {
             Action::Backup => {
                 let source = (self.model.sources.len() == 1).then(|| self.model.sources[0].clone());
                 if self.model.sources.is_empty() {
-                    self.message("Back up", "no source is configured: add [[sources]] to the configuration");
+                    self.message(
+                        "Back up",
+                        "no source is configured: add [[sources]] to the configuration",
+                    );
                 } else {
                     self.dialog = Some(Dialog::Backup { source, sel: 0 });
                 }
@@ -472,10 +555,17 @@ impl App {
                     None => self.message("Cancel", "no job is running"),
                 }
             }
-            Action::Drill => self.message(
-                "Drill",
-                "guided drills are not built yet: verify a backup at restore level (v) to measure its restore",
-            ),
+            Action::Drill => match self.model.sources.as_slice() {
+                [] => self.message(
+                    "Drill",
+                    "no source is configured: add [[sources]] to the configuration",
+                ),
+                [one] => {
+                    let one = one.clone();
+                    self.dialog = Some(Dialog::Drill(self.drill_backup_step(one)));
+                }
+                _ => self.dialog = Some(Dialog::Drill(DrillStep::Source { sel: 0 })),
+            },
             _ => {}
         }
         vec![]
@@ -511,6 +601,28 @@ impl App {
         }
         let (keep, effects) = match d {
             Dialog::Help | Dialog::Message { .. } => (None, vec![]),
+            Dialog::Report { report, scroll } => match a {
+                Action::Down => (
+                    Some(Dialog::Report {
+                        report,
+                        scroll: scroll + 1,
+                    }),
+                    vec![],
+                ),
+                Action::Up => (
+                    Some(Dialog::Report {
+                        report,
+                        scroll: scroll.saturating_sub(1),
+                    }),
+                    vec![],
+                ),
+                Action::Top => (Some(Dialog::Report { report, scroll: 0 }), vec![]),
+                _ => (None, vec![]),
+            },
+            Dialog::Drill(step) => {
+                let (step, effects) = self.drill_step(step, a);
+                (step.map(Dialog::Drill), effects)
+            }
             Dialog::Quit => match a {
                 Action::Char('y') | Action::Enter => {
                     self.quit = true;
@@ -678,6 +790,104 @@ impl App {
         };
         self.dialog = keep;
         effects
+    }
+
+    /// The source's backups for the drill wizard, newest first.
+    pub fn drill_backups(&self, source: &str) -> Vec<&BackupRow> {
+        self.model
+            .rows
+            .iter()
+            .rev()
+            .filter(|b| b.source == source)
+            .collect()
+    }
+
+    /// The backup step, with the newest proven backup (data or restore) preselected.
+    fn drill_backup_step(&self, source: String) -> DrillStep {
+        let sel = self
+            .drill_backups(&source)
+            .iter()
+            .position(|b| matches!(b.verified_level, "data" | "restore"))
+            .unwrap_or(0);
+        DrillStep::Backup { source, sel }
+    }
+
+    fn drill_step(&self, step: DrillStep, a: Action) -> (Option<DrillStep>, Vec<Effect>) {
+        match step {
+            DrillStep::Source { sel } => {
+                let n = self.model.sources.len();
+                match a {
+                    Action::Down => (
+                        Some(DrillStep::Source {
+                            sel: (sel + 1).min(n.saturating_sub(1)),
+                        }),
+                        vec![],
+                    ),
+                    Action::Up => (
+                        Some(DrillStep::Source {
+                            sel: sel.saturating_sub(1),
+                        }),
+                        vec![],
+                    ),
+                    Action::Enter => match self.model.sources.get(sel) {
+                        Some(s) => (Some(self.drill_backup_step(s.clone())), vec![]),
+                        None => (None, vec![]),
+                    },
+                    _ => (Some(DrillStep::Source { sel }), vec![]),
+                }
+            }
+            DrillStep::Backup { source, sel } => {
+                let list = self.drill_backups(&source);
+                match a {
+                    Action::Down => (
+                        Some(DrillStep::Backup {
+                            sel: (sel + 1).min(list.len().saturating_sub(1)),
+                            source,
+                        }),
+                        vec![],
+                    ),
+                    Action::Up => (
+                        Some(DrillStep::Backup {
+                            sel: sel.saturating_sub(1),
+                            source,
+                        }),
+                        vec![],
+                    ),
+                    Action::Enter => match list.get(sel) {
+                        Some(b) => (
+                            Some(DrillStep::Confirm {
+                                backup: b.id.clone(),
+                                source,
+                            }),
+                            vec![],
+                        ),
+                        None => (Some(DrillStep::Backup { source, sel }), vec![]),
+                    },
+                    _ => (Some(DrillStep::Backup { source, sel }), vec![]),
+                }
+            }
+            DrillStep::Confirm { source, backup } => match a {
+                Action::Enter => (
+                    Some(DrillStep::Running {
+                        source: source.clone(),
+                        backup: backup.clone(),
+                        job: None,
+                        lines: vec![],
+                    }),
+                    vec![Effect::Drill { source, backup }],
+                ),
+                _ => (Some(DrillStep::Confirm { source, backup }), vec![]),
+            },
+            running @ DrillStep::Running { .. } => (Some(running), vec![]),
+        }
+    }
+
+    /// A drill job started for the open wizard.
+    pub fn drill_started(&mut self, id: String) {
+        self.mine.push(id.clone());
+        if let Some(Dialog::Drill(DrillStep::Running { job, .. })) = &mut self.dialog {
+            *job = Some(id);
+        }
     }
 
     /// A restore job started for the open wizard.

@@ -42,6 +42,7 @@ enum Msg {
         job: std::result::Result<String, String>,
     },
     RestoreStarted(std::result::Result<String, String>),
+    DrillStarted(std::result::Result<String, String>),
     /// A note for the Log screen.
     Note(String),
 }
@@ -64,6 +65,7 @@ pub async fn fetch<C: Control + ?Sized>(ctl: &C) -> Result<Model> {
         sources: ctl.sources(),
         policy: ctl.policy_words(),
         records: ctl.verifications().await?,
+        drills: ctl.drills().await?,
     })
 }
 
@@ -248,6 +250,21 @@ async fn event_loop<C: Control + 'static>(
                 }
                 dirty = true;
             }
+            Msg::DrillStarted(r) => {
+                match r {
+                    Ok(id) => {
+                        app.drill_started(id);
+                        wake.notify_one();
+                    }
+                    Err(e) => {
+                        app.dialog = Some(app::Dialog::Message {
+                            title: "Drill".into(),
+                            text: format!("✗ could not start the drill: {e}"),
+                        })
+                    }
+                }
+                dirty = true;
+            }
             Msg::Note(n) => {
                 app.push_log(n);
                 dirty = true;
@@ -307,6 +324,21 @@ fn effect<C: Control + 'static>(
                 };
                 let _ = tx.send(Msg::RestoreStarted(
                     started.map(|h| h.id).map_err(|e| e.to_string()),
+                ));
+            });
+        }
+        Effect::Drill { source, backup } => {
+            tokio::spawn(async move {
+                let r = ctl
+                    .submit(Command::Drill(crate::engine::DrillRequest {
+                        source: Some(source),
+                        backup: Some(backup),
+                        actor: format!("{} (console)", crate::engine::audit::current_user()),
+                        ..Default::default()
+                    }))
+                    .await;
+                let _ = tx.send(Msg::DrillStarted(
+                    r.map(|h| h.id).map_err(|e| e.to_string()),
                 ));
             });
         }

@@ -8,9 +8,10 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 
-use super::app::{App, Dialog, Effect, Model, RestoreStep};
+use super::app::{App, Dialog, DrillStep, Effect, Model, RestoreStep};
 use super::keys::{self, Action};
 use super::view::{self, Theme};
+use crate::core::drill::{Check, DrillReport, DrillResult, Outcome, Step};
 use crate::core::format::BackupType;
 use crate::core::progress::{Phase, Progress};
 use crate::core::verify::VerifyRecord;
@@ -205,6 +206,29 @@ fn app() -> App {
         }),
     }];
     a.set_model(Model {
+        drills: vec![
+            drill(
+                "20261125T040000Z-d1d1d1",
+                "wedsync",
+                DrillResult::Passed,
+                at(4, 0) - chrono::Duration::days(7),
+                281_000,
+            ),
+            drill(
+                "20261202T040000Z-d2d2d2",
+                "vendors",
+                DrillResult::Failed,
+                at(4, 0),
+                64_000,
+            ),
+            drill(
+                "20261202T050000Z-d3d3d3",
+                "wedsync",
+                DrillResult::Passed,
+                at(5, 0),
+                262_000,
+            ),
+        ],
         status: vec![status("wedsync"), vendors, photos],
         rows,
         unreadable: 0,
@@ -256,6 +280,78 @@ fn app() -> App {
         .collect(),
     });
     a
+}
+
+/// A drill report: passed, or failed on its smoke check.
+fn drill(
+    id: &str,
+    source: &str,
+    result: DrillResult,
+    started: DateTime<Utc>,
+    rto: u64,
+) -> DrillReport {
+    let failed = result == DrillResult::Failed;
+    DrillReport {
+        id: id.into(),
+        result,
+        exit_code: result.exit_code(),
+        summary: if failed {
+            "1 of 3 checks failed: contracts signed (expected > 0, found 0).".into()
+        } else {
+            format!("Backup restored and passed all 3 checks; recovery took {rto} ms.")
+        },
+        started_at: started,
+        finished_at: started + chrono::Duration::milliseconds(rto as i64 + 2000),
+        actor: "oncall (console)".into(),
+        host: "backup-01".into(),
+        keepsake_version: "0.1.0".into(),
+        source: source.into(),
+        backup_id: Some("20261202T030000Z-6a7b8c".into()),
+        backup_type: Some(BackupType::Full),
+        backup_taken_at: Some(started - chrono::Duration::hours(1)),
+        backup_proven: Some("data".into()),
+        logical_bytes: Some(2_400_000_000),
+        identity: "configured identity".into(),
+        key_fingerprint: Some("ks1:0011".into()),
+        target: Some("postgres@scratch:5432/keepsake_drill_x".into()),
+        steps: ["preflight: key", "restore", "checks", "cleanup"]
+            .iter()
+            .map(|n| Step {
+                name: n.to_string(),
+                outcome: if failed && *n == "checks" {
+                    Outcome::Failed
+                } else {
+                    Outcome::Passed
+                },
+                started_at: started,
+                duration_ms: if *n == "restore" { rto - 9000 } else { 1200 },
+                detail: String::new(),
+            })
+            .collect(),
+        checks: vec![Check {
+            name: "contracts signed".into(),
+            kind: "query".into(),
+            outcome: if failed {
+                Outcome::Failed
+            } else {
+                Outcome::Passed
+            },
+            duration_ms: 12,
+            detail: if failed {
+                "expected > 0, found 0".into()
+            } else {
+                String::new()
+            },
+            sql: Some("SELECT count(*) FROM contracts WHERE signed".into()),
+            expect: Some("> 0".into()),
+            value: Some(if failed { "0" } else { "212" }.into()),
+        }],
+        rto_ms: Some(rto),
+        restore_ms: Some(rto - 9000),
+        rpo_s: Some(3600),
+        rto_target_s: Some(300),
+        rpo_target_s: Some(26 * 3600),
+    }
 }
 
 fn draw(a: &App, w: u16, h: u16, theme: Theme) -> Terminal<TestBackend> {
@@ -392,10 +488,45 @@ fn dialogs_at_80x24() {
             },
         ),
         ("quit", Dialog::Quit),
+        (
+            "drill_backup",
+            Dialog::Drill(DrillStep::Backup {
+                source: "wedsync".into(),
+                sel: 1,
+            }),
+        ),
+        (
+            "drill_confirm",
+            Dialog::Drill(DrillStep::Confirm {
+                source: "wedsync".into(),
+                backup: "20261202T114800Z-wedsync".into(),
+            }),
+        ),
+        (
+            "drill_running",
+            Dialog::Drill(DrillStep::Running {
+                source: "wedsync".into(),
+                backup: "20261202T114800Z-wedsync".into(),
+                job: Some("20261202T140100.000Z-ee33ff".into()),
+                lines: vec![
+                    "preflight: key ✔ passed: configured identity opens the repository".into(),
+                    "preflight: backup ✔ passed".into(),
+                    "restore …".into(),
+                ],
+            }),
+        ),
+        (
+            "drill_report",
+            Dialog::Report {
+                report: Box::new(a.model.drills[1].clone()),
+                scroll: 0,
+            },
+        ),
     ];
     for (name, d) in cases {
         a.dialog = Some(d);
         insta::assert_snapshot!(format!("dialog_{name}"), screen(&a, 80, 24));
+        insta::assert_snapshot!(format!("dialog_{name}_120x40"), screen(&a, 120, 40));
     }
 }
 
@@ -569,4 +700,68 @@ fn cancel_and_quit_ask_first() {
     assert_eq!(press(&mut a, KeyCode::Char('y')), vec![Effect::Quit]);
     assert!(a.quit);
     let _ = Action::Help;
+}
+
+#[test]
+fn drill_key_walks_source_backup_confirm_then_starts_and_shows_the_report() {
+    let mut a = app();
+    press(&mut a, KeyCode::Char('D'));
+    assert!(matches!(
+        a.dialog,
+        Some(Dialog::Drill(DrillStep::Source { sel: 0 }))
+    ));
+    press(&mut a, KeyCode::Enter);
+    // wedsync's newest backup is not proven; the newest proven one is preselected.
+    let Some(Dialog::Drill(DrillStep::Backup { source, sel })) = &a.dialog else {
+        panic!("{:?}", a.dialog)
+    };
+    let list = a.drill_backups(source);
+    assert!(matches!(list[*sel].verified_level, "data" | "restore"));
+    assert!(list[..*sel]
+        .iter()
+        .all(|b| !matches!(b.verified_level, "data" | "restore")));
+    let chosen = list[*sel].id.clone();
+    press(&mut a, KeyCode::Enter);
+    let e = press(&mut a, KeyCode::Enter);
+    assert_eq!(
+        e,
+        vec![Effect::Drill {
+            source: "wedsync".into(),
+            backup: chosen
+        }]
+    );
+    a.drill_started("j-drill".into());
+    a.on_event(
+        &crate::engine::Event::Log {
+            job: Some("j-drill".into()),
+            message: "drill: restore ✔ passed".into(),
+        },
+        now(),
+    );
+    let Some(Dialog::Drill(DrillStep::Running { lines, .. })) = &a.dialog else {
+        panic!("{:?}", a.dialog)
+    };
+    assert_eq!(lines, &["restore ✔ passed"]);
+    let report = a.model.drills[0].clone();
+    a.on_event(
+        &crate::engine::Event::JobFinished(crate::engine::JobOutcome {
+            job: "j-drill".into(),
+            kind: "drill",
+            source: Some("wedsync".into()),
+            status: JobStatus::Completed,
+            exit_code: 0,
+            error: None,
+            error_kind: None,
+            result: Some(crate::engine::JobResult::Drill(Box::new(report.clone()))),
+        }),
+        now(),
+    );
+    assert!(matches!(&a.dialog, Some(Dialog::Report { report: r, .. }) if **r == report));
+    // Esc closes it; on 5 Drills, Enter opens the selected (newest) report.
+    press(&mut a, KeyCode::Esc);
+    press(&mut a, KeyCode::Char('5'));
+    press(&mut a, KeyCode::Enter);
+    assert!(
+        matches!(&a.dialog, Some(Dialog::Report { report: r, .. }) if r.id == "20261202T050000Z-d3d3d3")
+    );
 }

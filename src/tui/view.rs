@@ -8,7 +8,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, Wrap};
 use ratatui::Frame;
 
-use super::app::{duration, duration_ms, App, Dialog, RestoreStep, SCREENS};
+use super::app::{duration, duration_ms, App, Dialog, DrillStep, RestoreStep, SCREENS};
+use crate::core::drill::{DrillReport, DrillResult, Outcome};
 use crate::engine::SourceStatus;
 use crate::present::{age, human_bytes, span};
 
@@ -90,7 +91,7 @@ pub fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>, t: Theme) {
         1 => backups(f, body, app, now, t),
         2 => jobs(f, body, app, now, t),
         3 => retention(f, body, app, t),
-        4 => drills(f, body),
+        4 => drills(f, body, app, now, t),
         _ => log(f, body, app),
     }
     let keys = if app.filtering {
@@ -100,6 +101,7 @@ pub fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>, t: Theme) {
             1 => " b backup  v verify  r restore  d delete  / filter  Enter details  q quit".into(),
             2 => " c cancel job  Enter details  b backup  q quit".into(),
             3 => " p prune (preview, then confirm)  q quit".into(),
+            4 => " D drill (guided)  Enter read the report  j/k move  q quit".into(),
             _ => " b backup  v verify  r restore  D drill  p prune  c cancel  q quit".into(),
         }
     };
@@ -703,15 +705,213 @@ fn forgets<'a>(app: &App, p: &'a crate::core::prune::PruneReport) -> (Vec<&'a st
     (forget, frees)
 }
 
-fn drills(f: &mut Frame, area: Rect) {
-    f.render_widget(
-        Paragraph::new(
-            "No drills yet: guided disaster-recovery drills are not built in this version.\n\nUntil then, a restore-level verification (v, then r) restores a backup into a scratch database, compares every table with the facts recorded at backup time, and measures the restore time shown as RTO on the Overview.",
-        )
-        .wrap(Wrap { trim: true })
-        .block(Block::default().borders(Borders::ALL).title(" Drills ")),
-        area,
+/// The symbol and word of a drill's result.
+fn drill_word(r: DrillResult) -> (&'static str, &'static str) {
+    match r {
+        DrillResult::Passed => ("✔", "passed"),
+        DrillResult::Failed => ("✗", "failed"),
+        DrillResult::NotRun => ("⚠", "not run"),
+        DrillResult::Interrupted => ("■", "interrupted"),
+    }
+}
+
+/// Eight levels of a sparkline, highest value full.
+fn spark(values: &[u64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = values.iter().copied().max().unwrap_or(0).max(1);
+    values
+        .iter()
+        .map(|v| BARS[((*v as f64 / max as f64) * 7.0).round() as usize])
+        .collect()
+}
+
+fn drills(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
+    let all = &app.model.drills;
+    if all.is_empty() {
+        f.render_widget(
+            Paragraph::new(
+                "No drills yet.\n\nPress D to rehearse a recovery: a backup is restored into a scratch database, checked (table facts, pg_amcheck, your [[drill.checks]]), timed against the source's RTO and RPO, and dropped. The report is kept in the repository, so any host with the key can show it (keepsake drills).",
+            )
+            .wrap(Wrap { trim: true })
+            .block(Block::default().borders(Borders::ALL).title(" Drills ")),
+            area,
+        );
+        return;
+    }
+    let sources: Vec<&str> = {
+        let mut v: Vec<&str> = all.iter().map(|d| d.source.as_str()).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let trend_h = (sources.len() as u16 + 2).min(area.height / 3);
+    let [list, trend] =
+        Layout::vertical([Constraint::Min(4), Constraint::Length(trend_h)]).areas(area);
+    let rows: Vec<Row> = all
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| {
+            let (sym, word) = drill_word(d.result);
+            let miss = |met: Option<bool>| if met == Some(false) { " ✗" } else { "" };
+            let row = Row::new(vec![
+                format!("{} {}", if i == app.sel[4] { "▶" } else { " " }, sym),
+                ago(Some(d.started_at), now),
+                d.source.clone(),
+                word.to_string(),
+                d.backup_id
+                    .as_deref()
+                    .map(|b| b.rsplit('-').next().unwrap_or(b).to_string())
+                    .unwrap_or_else(|| "—".into()),
+                d.rto_ms
+                    .map(|m| format!("{}{}", duration_ms(m), miss(d.rto_met())))
+                    .unwrap_or_else(|| "—".into()),
+                d.rpo_s
+                    .map(|x| format!("{}{}", age(x.max(0)), miss(d.rpo_met())))
+                    .unwrap_or_else(|| "—".into()),
+                d.actor.clone(),
+            ]);
+            let style = match d.result {
+                DrillResult::Passed => Style::default(),
+                DrillResult::Failed => t.fg(Color::Red),
+                _ => t.fg(Color::Yellow),
+            };
+            if i == app.sel[4] {
+                row.style(style.patch(t.selected()))
+            } else {
+                row.style(style)
+            }
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(4),
+            Constraint::Length(9),
+            Constraint::Length(12),
+            Constraint::Length(12),
+            Constraint::Length(8),
+            Constraint::Length(10),
+            Constraint::Length(8),
+            Constraint::Min(8),
+        ],
+    )
+    .header(
+        Row::new(vec![
+            "", "WHEN", "SOURCE", "RESULT", "BACKUP", "RTO", "RPO", "RUN BY",
+        ])
+        .style(t.bold()),
+    )
+    .block(
+        Block::default()
+            .borders(Borders::ALL)
+            .title(format!(" Drills ({}) ", all.len())),
     );
+    f.render_widget(table, list);
+    let width = usize::from(trend.width.saturating_sub(40)).clamp(4, 30);
+    let lines: Vec<Line> = sources
+        .iter()
+        .map(|s| {
+            let mine: Vec<&DrillReport> = all
+                .iter()
+                .filter(|d| d.source == *s && d.result == DrillResult::Passed)
+                .collect();
+            let rtos: Vec<u64> = mine.iter().filter_map(|d| d.rto_ms).collect();
+            let last = rtos.iter().skip(rtos.len().saturating_sub(width)).copied();
+            let target = mine
+                .last()
+                .and_then(|d| d.rto_target_s)
+                .map(|x| format!(" · target {}", span(x)))
+                .unwrap_or_default();
+            Line::raw(format!(
+                " {s:<12} {:<width$}  last {}{target}",
+                spark(&last.collect::<Vec<_>>()),
+                rtos.last()
+                    .map(|m| duration_ms(*m))
+                    .unwrap_or_else(|| "— (no passed drill)".into()),
+            ))
+        })
+        .collect();
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" RTO of passed drills, oldest → newest "),
+        ),
+        trend,
+    );
+}
+
+/// A drill report as lines for the report dialog.
+pub fn report_lines(r: &DrillReport) -> Vec<String> {
+    let (sym, word) = drill_word(r.result);
+    let mut l = vec![
+        format!("{sym} {} — {}", word.to_uppercase(), r.summary),
+        String::new(),
+        format!(
+            "Backup   {} ({}{})",
+            r.backup_id.as_deref().unwrap_or("none chosen"),
+            r.source,
+            r.backup_proven
+                .as_deref()
+                .map(|p| format!(", proven: {p}"))
+                .unwrap_or_default()
+        ),
+        format!(
+            "Run by   {} on {} · {}",
+            r.actor,
+            r.host,
+            r.started_at.format("%Y-%m-%d %H:%M UTC")
+        ),
+    ];
+    let obj = |met: Option<bool>, target: Option<i64>| match (met, target) {
+        (Some(true), Some(t)) => format!(" ✔ within {}", span(t)),
+        (Some(false), Some(t)) => format!(" ✗ MISSED {}", span(t)),
+        _ => String::new(),
+    };
+    l.push(format!(
+        "RTO      {}{} (restore alone {})",
+        r.rto_ms.map(duration_ms).unwrap_or_else(|| "—".into()),
+        obj(r.rto_met(), r.rto_target_s),
+        r.restore_ms.map(duration_ms).unwrap_or_else(|| "—".into())
+    ));
+    l.push(format!(
+        "RPO      {}{}",
+        r.rpo_s.map(|x| age(x.max(0))).unwrap_or_else(|| "—".into()),
+        obj(r.rpo_met(), r.rpo_target_s)
+    ));
+    l.push(String::new());
+    l.push("Steps".into());
+    for s in &r.steps {
+        l.push(format!(
+            "  {} {:<20} {:>7}  {}",
+            s.outcome.symbol(),
+            s.name,
+            duration_ms(s.duration_ms),
+            s.detail
+        ));
+    }
+    if !r.checks.is_empty() {
+        l.push(String::new());
+        l.push("Checks".into());
+        for c in &r.checks {
+            let detail = match (&c.expect, c.outcome) {
+                (Some(e), Outcome::Passed) => {
+                    format!("{} (expected {e})", c.value.as_deref().unwrap_or("NULL"))
+                }
+                _ => c.detail.clone(),
+            };
+            l.push(format!(
+                "  {} {} [{}] {detail}",
+                c.outcome.symbol(),
+                c.name,
+                c.kind
+            ));
+        }
+    }
+    l.push(String::new());
+    l.push(format!("Report {} · keepsake drills lists it", r.id));
+    l
 }
 
 fn log(f: &mut Frame, area: Rect, app: &App) {
@@ -754,6 +954,94 @@ fn choice(options: &[&str], sel: usize) -> Vec<String> {
         .collect()
 }
 
+/// The guided drill's lines.
+fn drill_dialog(app: &App, step: &DrillStep, now: DateTime<Utc>) -> Vec<String> {
+    match step {
+        DrillStep::Source { sel } => {
+            let names: Vec<&str> = app.model.sources.iter().map(String::as_str).collect();
+            let mut l = vec![
+                "Rehearse the recovery of which source?".to_string(),
+                String::new(),
+            ];
+            l.extend(choice(&names, *sel));
+            l.extend([String::new(), "↑/↓ choose   Enter next   Esc cancel".into()]);
+            l
+        }
+        DrillStep::Backup { source, sel } => {
+            let list = app.drill_backups(source);
+            if list.is_empty() {
+                return vec![
+                    format!("{source} has no backup yet: back it up first (b)."),
+                    String::new(),
+                    "Esc close".into(),
+                ];
+            }
+            let mut l = vec![
+                format!("Which backup of {source}? (the newest proven one is chosen)"),
+                String::new(),
+            ];
+            let first = sel.saturating_sub(7);
+            for (i, b) in list.iter().enumerate().skip(first).take(8) {
+                l.push(format!(
+                    "{} {}  {:<12} {:>6} ago  proven: {}",
+                    if i == *sel { "▶" } else { " " },
+                    b.id,
+                    b.kind.as_str(),
+                    age((now - b.finished_at).num_seconds().max(0)),
+                    b.verified_level
+                ));
+            }
+            l.extend([String::new(), "↑/↓ choose   Enter next   Esc cancel".into()]);
+            l
+        }
+        DrillStep::Confirm { source, backup } => {
+            let row = app.model.rows.iter().find(|b| &b.id == backup);
+            vec![
+                format!(
+                    "Drill {backup} of {source} ({}, {} logical):",
+                    row.map(|b| b.kind.as_str()).unwrap_or("?"),
+                    human_bytes(row.map(|b| b.logical_bytes).unwrap_or(0))
+                ),
+                "  1 preflight: the key opens the repository, pg_restore fits,".into(),
+                "    the scratch server answers and has room".into(),
+                "  2 restore into a new scratch database (nothing existing is touched)".into(),
+                "  3 checks: table facts, pg_amcheck, your [[drill.checks]]".into(),
+                "  4 measure RTO and RPO against the source's targets".into(),
+                "  5 drop the scratch database, store the report in the repository".into(),
+                String::new(),
+                "Enter start   Esc cancel".into(),
+            ]
+        }
+        DrillStep::Running {
+            source,
+            backup,
+            job,
+            lines,
+        } => {
+            let mut l = vec![format!("Drilling {backup} of {source}…"), String::new()];
+            l.extend(lines.iter().rev().take(9).rev().map(|s| format!("  {s}")));
+            if let Some(p) = job.as_ref().and_then(|j| app.progress.get(j)) {
+                l.push(format!(
+                    "  {} {} {}{}",
+                    p.progress.phase.as_str(),
+                    bar(p.percent().unwrap_or(0.0), 20),
+                    human_bytes(p.progress.bytes_done),
+                    p.progress
+                        .current_table
+                        .as_deref()
+                        .map(|t| format!(" · {t}"))
+                        .unwrap_or_default()
+                ));
+            }
+            l.extend([
+                String::new(),
+                "Esc hide (the drill goes on: 3 Jobs; 5 Drills shows its report)".into(),
+            ]);
+            l
+        }
+    }
+}
+
 fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, t: Theme) {
     let (title, lines): (String, Vec<String>) = match d {
         Dialog::Help => (
@@ -767,6 +1055,7 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                 "r restore wizard: backup → target → typed confirmation".into(),
                 "p prune: preview what the policy forgets, then confirm".into(),
                 "d delete the selected backup (type its id)".into(),
+                "D guided drill: restore, check, time, drop, report".into(),
                 "c cancel a running job (asks first)".into(),
                 "q quit (asks while a job of this console runs)".into(),
                 String::new(),
@@ -775,6 +1064,25 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                 "Esc close".into(),
             ],
         ),
+        Dialog::Drill(step) => (" Drill ".into(), drill_dialog(app, step, now)),
+        Dialog::Report { report, scroll } => {
+            let all = report_lines(report);
+            let room = usize::from(area.height.saturating_sub(6)).max(3);
+            let scroll = (*scroll).min(all.len().saturating_sub(room));
+            let mut l: Vec<String> = all.iter().skip(scroll).take(room).cloned().collect();
+            l.push(String::new());
+            l.push(if all.len() > room {
+                format!(
+                    "↑/↓ scroll ({}–{} of {})   Esc close",
+                    scroll + 1,
+                    (scroll + room).min(all.len()),
+                    all.len()
+                )
+            } else {
+                "Esc close".into()
+            });
+            (format!(" Drill report {} ", report.id), l)
+        }
         Dialog::Message { title, text } => (
             format!(" {title} "),
             vec![text.clone(), String::new(), "Esc close".into()],

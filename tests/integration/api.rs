@@ -1057,6 +1057,36 @@ fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
         let (rows, _) = remote.list(None).await.expect("list");
         assert_eq!(rows[0].verified_level, "data");
 
+        // A drill in the daemon: its report comes back on the handle and in GET /v1/drills.
+        let o = remote
+            .submit(Job::Drill(keepsake::engine::DrillRequest {
+                source: Some("main".into()),
+                ..Default::default()
+            }))
+            .await
+            .expect("drill")
+            .wait()
+            .await;
+        assert_eq!(o.exit_code, 0, "{o:?}");
+        let Some(JobResult::Drill(rep)) = &o.result else {
+            panic!("{o:?}")
+        };
+        assert_eq!(rep.backup_id.as_deref(), Some(id.as_str()));
+        assert!(rep.actor.ends_with("(control API)"), "{}", rep.actor);
+        let drills = remote.drills().await.expect("drills");
+        assert_eq!(drills.len(), 1);
+        assert_eq!(drills[0].id, rep.id);
+        // --identity and --target stay on the CLI: the daemon drills with its own.
+        let e = remote
+            .submit(Job::Drill(keepsake::engine::DrillRequest {
+                identity: Some("/tmp/other-key".into()),
+                ..Default::default()
+            }))
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(e, keepsake::Error::Usage(_)), "{e:?}");
+
         // A restore into a new database on the source's server: the daemon's credentials.
         let target = remote.restore_target("main", "awk_remote").expect("target");
         assert!(target.conn.password.is_none());

@@ -123,6 +123,7 @@ fn console_backs_up_restores_and_gives_the_terminal_back() {
 
     // q: the shell's screen comes back, the console exits 0.
     t.keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
     t.keys(&["q"]);
     let s = t.wait_for("after-console-0", Duration::from_secs(30));
     assert!(
@@ -223,6 +224,7 @@ fn console_attaches_to_the_daemon_and_runs_jobs_there() {
     );
 
     t.keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
     t.keys(&["q"]);
     t.wait_for("after-console-0", Duration::from_secs(30));
 
@@ -238,4 +240,46 @@ fn console_attaches_to_the_daemon_and_runs_jobs_there() {
     assert!(s.contains("local: schedules are not running"), "{s}");
     t.keys(&["q"]);
     t.wait_for("after-local-0", Duration::from_secs(30));
+}
+
+/// `D` in the console: pick the backup (the newest proven one is preselected), start, watch
+/// the steps, read the report; 5 Drills lists it and `keepsake drills` sees the same report.
+#[test]
+fn console_guided_drill_end_to_end() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let b = env.backup("full");
+    let id = b["id"].as_str().expect("id").to_string();
+    env.keepsake(&["verify", &id, "--level", "data"]).ok();
+    let bin = crate::support::bin();
+    let t = Tmux::start(&format!(
+        "clear; NO_COLOR=1 {bin} --config {} ; echo after-console-$?",
+        env.config.display()
+    ));
+    t.wait_for("1 Overview", Duration::from_secs(30));
+    t.keys(&["D"]);
+    let s = t.wait_for("Which backup of main?", Duration::from_secs(5));
+    assert!(s.contains(&format!("▶ {id}")), "{s}");
+    t.keys(&["Enter"]);
+    t.wait_for("Enter start", Duration::from_secs(5));
+    t.keys(&["Enter"]);
+    let s = t.wait_for("PASSED", Duration::from_secs(120));
+    assert!(s.contains("Drill report"), "{s}");
+    // Apart: Escape followed at once by 5 reads as Alt-5.
+    t.keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.keys(&["5"]);
+    let s = t.wait_for("Drills (1)", Duration::from_secs(15));
+    assert!(s.contains("passed"), "{s}");
+    t.keys(&["q"]);
+    t.wait_for("after-console-0", Duration::from_secs(30));
+    let all: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["drills", "--json"]).ok().stdout).expect("drills");
+    assert_eq!(all[0]["result"], "passed", "{all}");
+    assert_eq!(all[0]["backup_id"], id.as_str());
+    assert!(
+        all[0]["actor"]
+            .as_str()
+            .is_some_and(|a| a.ends_with("(console)")),
+        "{all}"
+    );
 }
