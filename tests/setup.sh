@@ -12,8 +12,18 @@
 # start their own throwaway clusters and Garage servers. (Debian's postgresql package may
 # create and start a cluster "main" on install; the tests do not use it.)
 #
+# With --demo, only what `keepsake demo` needs: the PostgreSQL server binaries (and client
+# tools). No Garage build, no test-only tools: the demo is up in about a minute.
+#
 # Run as root, or as a user who can sudo.
 set -euo pipefail
+
+demo=0
+case "${1:-}" in
+    --demo) demo=1 ;;
+    "") ;;
+    *) printf 'usage: tests/setup.sh [--demo]\n' >&2; exit 2 ;;
+esac
 
 log() { printf 'setup: %s\n' "$*"; }
 
@@ -31,24 +41,31 @@ if have_pg_server; then
 else
     missing+=(postgresql)
 fi
-if command -v age >/dev/null 2>&1; then
+if [ "$demo" -eq 1 ]; then
+    :
+elif command -v age >/dev/null 2>&1; then
     log "age present: $(command -v age)"
 else
     missing+=(age)
 fi
-if command -v zstd >/dev/null 2>&1; then
+if [ "$demo" -eq 1 ]; then
+    :
+elif command -v zstd >/dev/null 2>&1; then
     log "zstd present: $(command -v zstd)"
 else
     missing+=(zstd)
 fi
 # openssl (CLI only): the TLS test makes its certificates with it. keepsake itself uses rustls.
-if command -v openssl >/dev/null 2>&1; then
+if [ "$demo" -eq 1 ]; then
+    :
+elif command -v openssl >/dev/null 2>&1; then
     log "openssl present: $(command -v openssl)"
 else
     missing+=(openssl)
 fi
 # tmux drives the console end to end; curl calls the control API as other users.
 for tool in tmux curl; do
+    [ "$demo" -eq 1 ] && break
     if command -v "$tool" >/dev/null 2>&1; then
         log "$tool present: $(command -v "$tool")"
     else
@@ -129,7 +146,9 @@ install_packages() {
         log "still no /usr/lib/postgresql/*/bin/initdb after installing postgresql" >&2
         failed=1
     fi
-    for c in age zstd openssl; do
+    local wanted=(age zstd openssl)
+    [ "$demo" -eq 1 ] && wanted=()
+    for c in ${wanted[@]+"${wanted[@]}"}; do
         if ! command -v "$c" >/dev/null 2>&1; then
             log "still no '$c' command after installing" >&2
             failed=1
@@ -144,5 +163,9 @@ install_packages() {
 # each step checks its own result instead.)
 status=0
 install_packages || status=1
-install_garage || status=1
+if [ "$demo" -eq 1 ]; then
+    log "--demo: skipping Garage (only the S3 tests need it)"
+else
+    install_garage || status=1
+fi
 exit "$status"

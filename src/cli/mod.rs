@@ -199,6 +199,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script: `keepsake completions bash > /etc/bash_completion.d/keepsake`
+    Completions {
+        #[arg(value_name = "bash|zsh|fish|elvish|powershell")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (keepsake.1 and one per command) into DIR
+    #[command(hide = true)]
+    Manpages {
+        #[arg(long, value_name = "DIR")]
+        output: PathBuf,
+    },
     /// The audit log: every change made through the control API or these commands, with who
     /// made it (a hash chain: `audit verify` checks it)
     Audit {
@@ -498,6 +509,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "keepsake", &mut buf);
+            out(&String::from_utf8_lossy(&buf))
+        }
+        Command::Manpages { output } => manpages(output),
         Command::Status { json: as_json } => {
             let st = Engine::new(load_config(&cli)?).status().await?;
             if *as_json {
@@ -685,6 +703,37 @@ async fn list(e: &Engine, source: Option<&str>, as_json: bool) -> Result<()> {
         "{} backup manifest(s) cannot be read; the backups listed are intact",
         bad.len()
     )))
+}
+
+/// `keepsake manpages --output DIR`: keepsake.1 and keepsake-COMMAND.1 for every visible
+/// command (subcommands of subcommands too: keepsake-config-check.1).
+fn manpages(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut written = Vec::new();
+    fn walk(
+        cmd: &clap::Command,
+        name: String,
+        dir: &std::path::Path,
+        written: &mut Vec<String>,
+    ) -> Result<()> {
+        let cmd = cmd.clone().name(name.clone());
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd.clone())
+            .render(&mut buf)
+            .map_err(|e| Error::io("rendering a man page", e))?;
+        let file = dir.join(format!("{name}.1"));
+        std::fs::write(&file, buf)
+            .map_err(|e| Error::io(format!("writing {}", file.display()), e))?;
+        written.push(file.display().to_string());
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            walk(sub, format!("{name}-{}", sub.get_name()), dir, written)?;
+        }
+        Ok(())
+    }
+    walk(&cmd, "keepsake".into(), dir, &mut written)?;
+    out(&format!("{}\n", written.join("\n")))
 }
 
 /// `keepsake drill`: run it with its steps shown live, print the report, write `--report`.

@@ -52,7 +52,7 @@ pub fn server_bin_dir() -> Result<PathBuf> {
     dirs.sort();
     dirs.pop().map(|d| d.1).ok_or_else(|| {
         Error::Postgres(
-            "no PostgreSQL server binaries (initdb) found under /usr/lib/postgresql/*/bin: install the postgresql package".into(),
+            "no PostgreSQL server binaries (initdb) found under /usr/lib/postgresql/*/bin: install the postgresql package (apt-get install postgresql, or tests/setup.sh --demo)".into(),
         )
     })
 }

@@ -12,6 +12,7 @@ mod drill;
 mod engine;
 mod failures;
 mod keys;
+mod packaging;
 mod prune;
 mod restore_safety;
 mod roundtrip;

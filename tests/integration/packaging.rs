@@ -1,0 +1,45 @@
+//! What an operator installs beside the binary: shell completions and man pages generated from
+//! the same clap definitions as the commands, so they name every command and never drift.
+
+use crate::support::keepsake_raw;
+
+#[test]
+fn completions_and_man_pages_name_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let r = keepsake_raw(&["completions", shell], &[]).ok();
+        for cmd in [
+            "backup", "restore", "verify", "drill", "drills", "audit", "token",
+        ] {
+            assert!(r.stdout.contains(cmd), "{shell} completions lack {cmd}");
+        }
+    }
+    let bad = keepsake_raw(&["completions", "tcsh"], &[]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let r = keepsake_raw(
+        &["manpages", "--output", dir.path().to_str().expect("utf8")],
+        &[],
+    )
+    .ok();
+    for page in [
+        "keepsake.1",
+        "keepsake-backup.1",
+        "keepsake-restore.1",
+        "keepsake-drill.1",
+        "keepsake-config-check.1",
+        "keepsake-token-new.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page))
+            .unwrap_or_else(|e| panic!("{page}: {e}\n{}", r.stdout));
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page} is roff"
+        );
+    }
+    let drill = std::fs::read_to_string(dir.path().join("keepsake-drill.1")).expect("drill page");
+    assert!(drill.contains("Rehearse a recovery"), "{drill}");
+    assert!(drill.contains("\\-\\-identity"), "{drill}");
+    // The hidden generator has no page of its own.
+    assert!(!dir.path().join("keepsake-manpages.1").exists());
+}
