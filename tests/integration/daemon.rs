@@ -443,3 +443,54 @@ fn daemon_does_not_prune_after_a_verification_that_did_not_pass() {
     );
     assert!(env.snapshots().len() >= 3, "every backup kept");
 }
+
+/// `[drill] schedule`: the daemon drills the newest proven backup of each source; a drill that
+/// does not pass (here a smoke check that cannot hold) sends `drill_failed` with the summary;
+/// the reports are in the repository; on stop no scratch database is left.
+#[test]
+fn daemon_runs_scheduled_drills_and_alerts_when_one_fails() {
+    use crate::support::webhook::Receiver;
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    env.keepsake(&["verify", &id, "--level", "data"]).ok();
+    let hook = Receiver::start();
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        format!(
+            "{text}\n[notifications]\nwebhooks = [{{ url = \"{}\", events = [\"drill_failed\"] }}]\n\n[drill]\nschedule = \"*/3 * * * * *\"\n\n[[drill.checks]]\nname = \"impossible\"\nsql = \"SELECT 1\"\nexpect = \"= 2\"\n",
+            hook.url
+        ),
+    )
+    .expect("config");
+    env.keepsake(&["config", "check"]).ok();
+    let mut daemon = env.spawn_daemon();
+    let ev = hook.wait_for("drill_failed", 1, Duration::from_secs(120))[0].clone();
+    kill(daemon.id(), "TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(60)), Some(0));
+    assert_eq!(ev["source"], "main", "{ev}");
+    assert!(
+        ev["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("impossible")),
+        "{ev}"
+    );
+    let all: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["drills", "--json"]).ok().stdout).expect("drills");
+    let first = &all[0];
+    assert_eq!(first["result"], "failed", "{all}");
+    assert_eq!(first["backup_id"], id.as_str());
+    assert!(
+        first["actor"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("daemon")),
+        "{first}"
+    );
+    assert_eq!(
+        env.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'keepsake_drill%'"
+        ),
+        "0"
+    );
+}
