@@ -233,12 +233,29 @@ pub async fn backup(
             })
         })
     };
-    let res = backup_leased(repo, source, opts, &tracker, started_at).await;
+    // Renewed while the backup runs; checked again before the commit (backup_leased).
+    let renew = async {
+        loop {
+            tokio::time::sleep(crate::core::prune::LEASE_RENEW).await;
+            if let Err(e) = crate::core::prune::renew_lease(repo, &lease).await {
+                tracing::warn!("could not renew backup lease {lease}: {e}");
+            }
+        }
+    };
+    let res = tokio::select! {
+        r = backup_leased(repo, source, opts, &tracker, started_at, &lease) => r,
+        _ = renew => unreachable_renewal(),
+    };
     if let Err(e) = repo.store().delete(&lease).await {
         tracing::warn!("could not remove backup lease {lease}: {e}");
     }
     cleanup.disarm(hook);
     res
+}
+
+/// The renewal loop never ends on its own.
+fn unreachable_renewal() -> Result<Manifest> {
+    Err(Error::Other("internal: the lease renewal ended".into()))
 }
 
 async fn backup_leased(
@@ -247,6 +264,7 @@ async fn backup_leased(
     opts: &BackupOptions,
     tracker: &Tracker<'_>,
     started_at: chrono::DateTime<Utc>,
+    lease: &str,
 ) -> Result<Manifest> {
     let (kind, based_on, known) = plan(repo, source.name, opts.kind).await?;
     tracing::debug!("planned a {} backup of {}", kind.as_str(), source.name);
@@ -374,6 +392,9 @@ async fn backup_leased(
         .filter(|p| !written.contains(p.name.as_str()))
         .cloned()
         .collect();
+    // Our lease must still protect us: if a prune took it for dead, the packs we reuse may be
+    // going (the check below would then catch only those already gone).
+    crate::core::prune::check_lease(repo, lease).await?;
     let gone = repo.missing_packs(&reused).await?;
     if !gone.is_empty() {
         return Err(Error::Repository(format!(

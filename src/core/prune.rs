@@ -28,34 +28,140 @@ pub struct Marks {
 }
 
 /// A running backup's lease.
+///
+/// The lease protocol (DESIGN.md §2, issue 13 defect 4):
+/// - A backup takes its lease before it plans, renews it every [`LEASE_RENEW`] while it runs
+///   (each renewal pushes `expires_at` to [`LEASE_TTL`] from then), and checks before it
+///   commits that its lease is still there and unexpired — a backup whose lease was removed
+///   or lapsed (a host asleep, storage unreachable for longer than the TTL) commits nothing.
+/// - Prune reads leases before manifests (a backup that commits and drops its lease between
+///   the two reads is seen by its manifest), and keeps a marked pack while a live lease started
+///   before the mark.
+/// - Clocks: lease times come from the backup's host, mark times from the prune's. Every
+///   comparison allows [`MAX_CLOCK_SKEW`] in the safe direction (a lease counts as started
+///   earlier and expiring later), so hosts whose clocks differ by less than that bound never
+///   lose a pack a backup needs. Hosts must keep their clocks within it (NTP does by far).
+/// - Process identity: a lease names its host, boot, pid namespace, pid and the process's
+///   start time. Only a lease of this very host, boot and pid namespace whose process is gone
+///   (or whose pid now belongs to a process started at another time) is taken as dead before
+///   it expires; any other lease — another container with the same host name, another
+///   machine — is trusted until it expires, which renewal keeps short.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Lease {
     pub started_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub host: String,
     pub pid: u32,
+    /// `/proc/sys/kernel/random/boot_id` of the backup's host.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// The pid namespace (`/proc/self/ns/pid` link text, e.g. `pid:[4026531836]`).
+    #[serde(default)]
+    pub pid_ns: Option<String>,
+    /// The process's start time in clock ticks since boot (field 22 of `/proc/PID/stat`).
+    #[serde(default)]
+    pub proc_start: Option<u64>,
+    /// When the lease was last renewed (the backup's clock).
+    #[serde(default)]
+    pub renewed_at: Option<DateTime<Utc>>,
+}
+
+/// How long a lease lasts without renewal.
+pub const LEASE_TTL: Duration = Duration::hours(2);
+/// How often a running backup renews its lease.
+pub const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// The clock difference between hosts every lease comparison tolerates.
+pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(10);
+
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn pid_ns() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+/// Start time of process `pid` in clock ticks since boot, from `/proc/PID/stat`.
+fn proc_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl Lease {
+    /// A lease for this process, from `now`.
+    pub fn new(now: DateTime<Utc>) -> Lease {
+        let pid = std::process::id();
+        Lease {
+            started_at: now,
+            expires_at: now + LEASE_TTL,
+            host: this_host(),
+            pid,
+            boot_id: boot_id(),
+            pid_ns: pid_ns(),
+            proc_start: proc_start(pid),
+            renewed_at: None,
+        }
+    }
+}
+
+async fn put_lease(repo: &Repository, key: &str, lease: &Lease) -> Result<()> {
+    repo.put_sealed(
+        key,
+        &serde_json::to_vec(lease).map_err(|e| Error::Other(e.to_string()))?,
+    )
+    .await
 }
 
 /// Take a lease for a backup; returns its object key (remove it when done).
 pub async fn take_lease(repo: &Repository) -> Result<String> {
     let now = Utc::now();
-    let lease = Lease {
-        started_at: now,
-        expires_at: now + Duration::hours(24),
-        host: this_host(),
-        pid: std::process::id(),
-    };
     let key = format!(
         "locks/{}-{}",
         now.format("%Y%m%dT%H%M%S%.3fZ"),
         hex::encode(rand::random::<[u8; 4]>())
     );
-    repo.put_sealed(
-        &key,
-        &serde_json::to_vec(&lease).map_err(|e| Error::Other(e.to_string()))?,
-    )
-    .await?;
+    put_lease(repo, &key, &Lease::new(now)).await?;
     Ok(key)
+}
+
+/// Push the lease at `key` to [`LEASE_TTL`] from now. Refuses (and leaves it alone) when it is
+/// gone: a prune took it for dead, and the backup must not commit.
+pub async fn renew_lease(repo: &Repository, key: &str) -> Result<()> {
+    let mut lease = read_lease(repo, key).await?;
+    let now = Utc::now();
+    lease.expires_at = now + LEASE_TTL;
+    lease.renewed_at = Some(now);
+    put_lease(repo, key, &lease).await
+}
+
+async fn read_lease(repo: &Repository, key: &str) -> Result<Lease> {
+    if !repo.store().exists(key).await? {
+        return Err(Error::Repository(format!(
+            "this backup's lease {key} is gone (a prune took it for dead: the backup ran past its lease, or its host's clock is off by more than {} minutes): nothing was committed; run the backup again",
+            MAX_CLOCK_SKEW.num_minutes()
+        )));
+    }
+    let plain = repo.get_sealed(key).await?;
+    serde_json::from_slice(&plain).map_err(|e| Error::Damage(format!("{key}: {e}")))
+}
+
+/// Before a commit: the lease at `key` must still be there, and must not expire within the
+/// skew bound (a prune on a host whose clock runs ahead would already take it for dead).
+pub async fn check_lease(repo: &Repository, key: &str) -> Result<()> {
+    let lease = read_lease(repo, key).await?;
+    if lease.expires_at - MAX_CLOCK_SKEW <= Utc::now() {
+        return Err(Error::Repository(format!(
+            "this backup's lease {key} expired at {} (it could not be renewed in time): nothing was committed; run the backup again",
+            lease.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
+        )));
+    }
+    Ok(())
 }
 
 /// This machine's name, as leases record it.
@@ -68,12 +174,33 @@ pub fn this_host() -> String {
 }
 
 impl Lease {
-    /// Whether the backup holding it is known to be gone: expired, or taken on this host by a
-    /// process that no longer exists (killed; leases of other hosts are trusted until expiry).
+    /// Whether the backup holding it is known to be gone: expired (by more than the skew
+    /// bound), or taken by a process of this very host, boot and pid namespace that no longer
+    /// runs. Leases this host cannot judge are trusted until they expire.
     pub fn dead(&self, now: chrono::DateTime<Utc>) -> bool {
-        self.expires_at <= now
-            || (self.host == this_host()
-                && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists())
+        if self.expires_at + MAX_CLOCK_SKEW <= now {
+            return true;
+        }
+        let here = self.host == this_host()
+            && self.boot_id.is_some()
+            && self.boot_id == boot_id()
+            && self.pid_ns.is_some()
+            && self.pid_ns == pid_ns();
+        if !here {
+            return false;
+        }
+        match (self.proc_start, proc_start(self.pid)) {
+            // The process is gone.
+            (_, None) => true,
+            // The pid was reused by a process started at another time.
+            (Some(then), Some(now)) => then != now,
+            (None, Some(_)) => false,
+        }
+    }
+
+    /// Whether the backup holding it may have started before `mark` (a prune's clock).
+    pub fn started_before(&self, mark: DateTime<Utc>) -> bool {
+        self.started_at - MAX_CLOCK_SKEW <= mark
     }
 }
 
@@ -185,7 +312,7 @@ pub async fn prune(
                 new.packs.insert(p.key.clone(), now);
             }
             Some(t) => {
-                let lease_before = leases.iter().any(|l| l.started_at <= *t);
+                let lease_before = leases.iter().any(|l| l.started_before(*t));
                 if now - *t < grace {
                     report.waiting.push((
                         p.key.clone(),
@@ -413,5 +540,93 @@ mod tests {
         assert_eq!(adoptable().await, 0);
         assert!(repo.load_index().await.expect("index").is_empty());
         assert!(marks(&repo).await.expect("marks").packs.is_empty());
+    }
+
+    /// Issue 13 defect 4: who may take a lease for dead, and when.
+    #[test]
+    fn a_lease_is_dead_only_when_this_host_can_tell() {
+        let now = Utc::now();
+        let mine = Lease::new(now);
+        assert!(mine.boot_id.is_some() && mine.pid_ns.is_some() && mine.proc_start.is_some());
+        assert!(!mine.dead(now), "our own running process");
+        // The same pid, reused by a process started at another time.
+        let reused = Lease {
+            proc_start: mine.proc_start.map(|s| s + 1),
+            ..mine.clone()
+        };
+        assert!(reused.dead(now));
+        // A process of this host, boot and namespace that is gone.
+        let gone = Lease {
+            pid: u32::MAX - 7,
+            ..mine.clone()
+        };
+        assert!(gone.dead(now));
+        // Another pid namespace (a container with the same host name): not judged by pid.
+        let container = Lease {
+            pid_ns: Some("pid:[1]".into()),
+            ..gone.clone()
+        };
+        assert!(!container.dead(now));
+        // Another boot of this host: its pids mean nothing here.
+        let rebooted = Lease {
+            boot_id: Some("another-boot".into()),
+            ..gone.clone()
+        };
+        assert!(!rebooted.dead(now));
+        // A lease written before leases named their process: trusted until it expires.
+        let old = Lease {
+            boot_id: None,
+            pid_ns: None,
+            proc_start: None,
+            ..gone.clone()
+        };
+        assert!(!old.dead(now));
+        // Expiry counts only past the skew bound (the prune's clock may run ahead).
+        let lapsed = Lease {
+            expires_at: now - Duration::minutes(5),
+            ..container.clone()
+        };
+        assert!(!lapsed.dead(now));
+        assert!(lapsed.dead(now + MAX_CLOCK_SKEW));
+        // A lease whose clock runs ahead still counts as started before a mark.
+        let ahead = Lease {
+            started_at: now + Duration::minutes(9),
+            ..mine.clone()
+        };
+        assert!(ahead.started_before(now));
+        assert!(!Lease {
+            started_at: now + Duration::minutes(11),
+            ..mine
+        }
+        .started_before(now));
+    }
+
+    #[tokio::test]
+    async fn renewal_extends_a_lease_and_a_gone_or_lapsed_lease_stops_the_commit() {
+        let (text, rcp) = crate::core::crypto::generate_identity();
+        let line = text.lines().find(|l| l.starts_with("AGE-")).unwrap();
+        let ids = Identities::from_identity(std::str::FromStr::from_str(line).unwrap());
+        let rcps = Recipients(vec![crate::core::crypto::parse_recipient(&rcp).unwrap()]);
+        let mem: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let repo = Repository::init(mem, "mem", rcps, ids).await.unwrap();
+        let key = take_lease(&repo).await.unwrap();
+        check_lease(&repo, &key).await.unwrap();
+        // Lapsed: written with an expiry inside the skew bound.
+        let mut l = read_lease(&repo, &key).await.unwrap();
+        l.expires_at = Utc::now() + Duration::minutes(3);
+        put_lease(&repo, &key, &l).await.unwrap();
+        let e = check_lease(&repo, &key).await.unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+        renew_lease(&repo, &key).await.unwrap();
+        let l = read_lease(&repo, &key).await.unwrap();
+        assert!(l.expires_at > Utc::now() + LEASE_TTL - Duration::minutes(1));
+        assert!(l.renewed_at.is_some());
+        check_lease(&repo, &key).await.unwrap();
+        // Gone (a prune took it for dead): no renewal brings it back, no commit.
+        repo.store().delete(&key).await.unwrap();
+        assert!(renew_lease(&repo, &key).await.is_err());
+        assert!(!repo.store().exists(&key).await.unwrap());
+        let e = check_lease(&repo, &key).await.unwrap_err();
+        assert!(e.to_string().contains("is gone"), "{e}");
     }
 }

@@ -165,3 +165,47 @@ fn prune_removes_no_pack_while_a_manifest_is_unreadable() {
         "packs of an unreadable backup were removed"
     );
 }
+
+/// Issue 13 defect 4: a backup whose lease disappears while it runs (a prune took it for dead)
+/// commits nothing — it would otherwise commit a manifest naming packs that prune may be
+/// deleting. Exit 1, the reason named, no new backup, and a rerun succeeds.
+#[test]
+fn a_backup_whose_lease_was_removed_commits_nothing() {
+    let env = Env::new("big", None);
+    env.psql(
+        "big",
+        "CREATE TABLE t AS SELECT i, md5(i::text) || md5((i * 7)::text) AS s FROM generate_series(1, 2000000) i",
+    );
+    let mut child = env
+        .keepsake_cmd(&["backup", "--type", "full"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let locks = env.repo.join("locks");
+    let t = std::time::Instant::now();
+    let lease = loop {
+        let found = std::fs::read_dir(&locks)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path());
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "no lease appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::fs::remove_file(&lease).expect("remove the lease");
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("lease") && err.contains("is gone"), "{err}");
+    assert!(env.snapshots().is_empty(), "nothing was committed");
+    let r = env.keepsake(&["backup", "--type", "full"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(env.snapshots().len(), 1);
+}
