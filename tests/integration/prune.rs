@@ -176,7 +176,7 @@ fn a_backup_whose_lease_was_removed_commits_nothing() {
         "big",
         "CREATE TABLE t AS SELECT i, md5(i::text) || md5((i * 7)::text) AS s FROM generate_series(1, 2000000) i",
     );
-    let mut child = env
+    let child = env
         .keepsake_cmd(&["backup", "--type", "full"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
