@@ -7,6 +7,7 @@ mod api;
 mod changes;
 mod config_check;
 mod console;
+mod crash;
 mod daemon;
 mod drill;
 mod engine;
