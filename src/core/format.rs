@@ -19,13 +19,15 @@
 //!                             backup wrote and, for each, its chunks (id, offset, length, raw_len)
 //! snapshots/<backup-id>       sealed metadata: JSON Manifest. Written LAST: the commit point. A
 //!                             backup exists if and only if its manifest exists.
-//! locks/<time>-<hex8>         sealed lease {started_at, expires_at, host, pid} written by every
-//!                             backup before it reads the index, removed when it ends; prune never
-//!                             deletes a pack marked before a live lease started
+//! locks/<time>-<hex8>         sealed lease {started_at, expires_at, host, pid, boot_id, pid_ns,
+//!                             proc_start, renewed_at} written by every backup before it reads the
+//!                             index, renewed while it runs, removed when it ends; prune never
+//!                             deletes a pack marked before a live lease started (core::prune)
 //! gc/marks                    sealed {packs: {key: marked_at}}: packs prune found unreferenced
 //!                             (deleted by a later prune after the grace period; backups never
 //!                             reuse chunks of marked packs)
 //! verifications/<id>/<time>-<hex6>  sealed verification record (level, result, problems, RTO)
+//! drills/<time>-<hex6>        sealed drill report (core::drill): steps, checks, RTO and RPO
 //! ```
 //!
 //! **Sealed metadata** = `"KSMETA1\n"` ‖ age(zstd(JSON)) ‖ MAC, where MAC is keyed BLAKE3 under

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::pg::conninfo::ConnInfo;
 
 /// The migrations, in order: (version, name, SQL).
-pub const MIGRATIONS: [(i32, &str, &str); 2] = [
+pub const MIGRATIONS: [(i32, &str, &str); 3] = [
     (
         1,
         "backup_jobs",
@@ -33,6 +33,11 @@ pub const MIGRATIONS: [(i32, &str, &str); 2] = [
         2,
         "job_history",
         include_str!("../../assets/migrations/0002_job_history.sql"),
+    ),
+    (
+        3,
+        "more_job_kinds",
+        include_str!("../../assets/migrations/0003_more_job_kinds.sql"),
     ),
 ];
 

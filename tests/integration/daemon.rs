@@ -451,6 +451,10 @@ fn daemon_does_not_prune_after_a_verification_that_did_not_pass() {
 fn daemon_runs_scheduled_drills_and_alerts_when_one_fails() {
     use crate::support::webhook::Receiver;
     let env = Env::new("awk", Some(AWKWARD_SQL));
+    env.psql("postgres", "CREATE DATABASE catalog");
+    // A deleted backup: the job history then holds a delete job as well.
+    let old = env.backup("full")["id"].as_str().expect("id").to_string();
+    env.keepsake(&["delete", &old, "--confirm", &old]).ok();
     let id = env.backup("full")["id"].as_str().expect("id").to_string();
     env.keepsake(&["verify", &id, "--level", "data"]).ok();
     let hook = Receiver::start();
@@ -458,14 +462,27 @@ fn daemon_runs_scheduled_drills_and_alerts_when_one_fails() {
     std::fs::write(
         &env.config,
         format!(
-            "{text}\n[notifications]\nwebhooks = [{{ url = \"{}\", events = [\"drill_failed\"] }}]\n\n[drill]\nschedule = \"*/3 * * * * *\"\n\n[[drill.checks]]\nname = \"impossible\"\nsql = \"SELECT 1\"\nexpect = \"= 2\"\n",
-            hook.url
+            "{text}\n[notifications]\nwebhooks = [{{ url = \"{}\", events = [\"drill_failed\"] }}]\n\n[drill]\nschedule = \"*/3 * * * * *\"\n\n[[drill.checks]]\nname = \"impossible\"\nsql = \"SELECT 1\"\nexpect = \"= 2\"\n\n[catalog]\nurl = \"{}\"\npassword = \"file:{}\"\n",
+            hook.url,
+            env.cluster.url("catalog"),
+            env.password_file.display()
         ),
     )
     .expect("config");
     env.keepsake(&["config", "check"]).ok();
     let mut daemon = env.spawn_daemon();
     let ev = hook.wait_for("drill_failed", 1, Duration::from_secs(120))[0].clone();
+    // The catalog mirrors every kind of job, drills and deletes included (migration 0003).
+    eventually(
+        "drill and delete jobs in the catalog",
+        Duration::from_secs(60),
+        || {
+            env.psql(
+            "catalog",
+            "SELECT count(DISTINCT job_kind) FROM backup_jobs WHERE job_kind IN ('drill', 'delete')",
+        ) == "2"
+        },
+    );
     kill(daemon.id(), "TERM");
     assert_eq!(wait_exit(&mut daemon, Duration::from_secs(60)), Some(0));
     assert_eq!(ev["source"], "main", "{ev}");

@@ -166,6 +166,31 @@ fn break_glass_identity_damage_and_at() {
     env.psql("wed", "INSERT INTO couples (partner1, partner2, email, wedding_date, city, budget, created_at) VALUES ('A', 'B', 'a@b', '2027-01-01', 'Leeds', 1, now())");
     let second = env.backup("full")["id"].as_str().expect("id").to_string();
 
+    // A backup that does not exist, or a target database that does: usage errors (exit 2), and
+    // no report for a drill that never ran.
+    let (code, _, out) = drill(&env, &["--backup", "20200101T000000Z-000000"]);
+    assert_eq!(code, 2, "{out}");
+    env.psql("postgres", "CREATE DATABASE taken");
+    let (code, _, out) = drill(
+        &env,
+        &[
+            "--backup",
+            &first,
+            "--target",
+            &env.target("taken"),
+            "--target-password",
+            &format!("file:{}", env.password_file.display()),
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("already exists"), "{out}");
+    assert!(
+        env.db_exists("taken"),
+        "an existing database is never touched"
+    );
+    let none = env.keepsake(&["drills", "--json"]).ok().stdout;
+    assert_eq!(none.trim(), "[]", "{none}");
+
     // --at picks the last backup finished before it.
     let (code, rep, out) = drill(&env, &["--at", &cut]);
     assert_eq!(code, 0, "{out}");

@@ -9,6 +9,7 @@ mod config_check;
 mod console;
 mod crash;
 mod daemon;
+mod docs;
 mod drill;
 mod engine;
 mod failures;

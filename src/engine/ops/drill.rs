@@ -108,6 +108,20 @@ pub(super) async fn run(ctx: &JobCtx, req: &DrillRequest) -> Result<Done> {
         });
     }
     d.cleanup().await;
+    // A request that cannot be carried out as asked (a backup id that does not exist, an
+    // existing target database, several sources and none chosen) is a usage error, exit 2,
+    // like every other command's; nothing ran, so it leaves no report. A drill that could not
+    // run for a reason of the repository or the servers (no proven backup, a server down) is
+    // evidence and keeps its report.
+    if let Some(Err(e)) = &ran {
+        let usage = matches!(e, Error::Usage(_))
+            || (matches!(e, Error::NotFound(_)) && req.backup.is_some());
+        if usage && d.rep.steps.iter().all(|s| s.name.starts_with("preflight")) {
+            if let Some(Err(e)) = ran {
+                return Err(e);
+            }
+        }
+    }
     let failed_checks: Vec<&Check> = d
         .rep
         .checks
