@@ -244,3 +244,102 @@ pub fn router(api: Api) -> axum::Router {
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(api)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    /// An API on an engine whose repository is never opened (these routes need none).
+    fn api() -> Api {
+        let (_, recipient) = crate::core::crypto::generate_identity();
+        let text = format!(
+            "[repository]\nurl = \"file:///nonexistent/keepsake-test\"\n[encryption]\nrecipients = [\"{recipient}\"]\n"
+        );
+        let cfg = crate::config::parse(std::path::Path::new("/tmp/k.toml"), &text).expect("config");
+        Api::new(
+            Engine::new(cfg),
+            None,
+            tokio_util::sync::CancellationToken::new(),
+        )
+    }
+
+    fn req(method: &str, path: &str, body: &str) -> Request {
+        let mut r = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        // root on the socket: admin.
+        r.extensions_mut().insert(auth::Peer::Unix { uid: Some(0) });
+        r
+    }
+
+    /// DESIGN.md §5: while the daemon stops, requests that change something get 503 (and
+    /// change nothing); reads still answer; event streams end.
+    #[tokio::test]
+    async fn while_stopping_changes_get_503_and_event_streams_end() {
+        let api = api();
+        let events = router(api.clone())
+            .oneshot(req("GET", "/v1/events", ""))
+            .await
+            .expect("events");
+        assert_eq!(events.status(), 200);
+        api.stopping.cancel();
+        let r = router(api.clone())
+            .oneshot(req("POST", "/v1/backups", r#"{"source": "x"}"#))
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), 503);
+        let body = r.into_body().collect().await.expect("body").to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["error"]["code"], "unavailable", "{v}");
+        assert!(api.engine.live_jobs().is_empty(), "nothing was started");
+        let r = router(api.clone())
+            .oneshot(req("GET", "/v1/info", ""))
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), 200);
+        // The open event stream ends (collect returns) instead of hanging.
+        let all = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            events.into_body().collect(),
+        )
+        .await
+        .expect("the stream ended");
+        assert!(all.is_ok());
+    }
+
+    /// A client that stops reading never slows the engine: once it is more than the engine's
+    /// buffer behind, it gets one `lagged` event and its stream ends.
+    #[tokio::test]
+    async fn a_client_that_falls_behind_gets_lagged_and_is_dropped() {
+        let api = api();
+        let events = router(api.clone())
+            .oneshot(req("GET", "/v1/events", ""))
+            .await
+            .expect("events");
+        // Nobody reads the body while the engine emits more than it buffers.
+        for _ in 0..3000 {
+            api.engine.emit(crate::engine::Event::ConfigChanged);
+        }
+        let all = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            events.into_body().collect(),
+        )
+        .await
+        .expect("the stream ended")
+        .expect("body")
+        .to_bytes();
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.contains("event: lagged"), "{text}");
+        assert!(text.contains("\"missed\":"), "{text}");
+        assert!(
+            !text.contains("config_changed"),
+            "the stream starts past what was missed: {text}"
+        );
+    }
+}
