@@ -308,13 +308,26 @@ impl Repository {
     }
 
     pub async fn manifest_exact(&self, id: &str) -> Result<Manifest> {
+        Ok(self.manifest_sealed(id).await?.0)
+    }
+
+    /// [`Repository::manifest_exact`], and the sealed object as stored (for a local cache).
+    pub async fn manifest_sealed(&self, id: &str) -> Result<(Manifest, Vec<u8>)> {
         let name = format!("snapshots/{id}");
         let sealed = self
             .store
             .get(&name)
             .await?
             .ok_or_else(|| Error::NotFound(format!("no backup {id} in {}", self.location)))?;
-        let plain = self.key.open(&self.identities, &name, &sealed)?;
+        let m = self.open_manifest(id, &sealed)?;
+        Ok((m, sealed))
+    }
+
+    /// Authenticate and read the sealed manifest of backup `id` (from the store or a cache):
+    /// the same checks whatever the bytes came from.
+    pub fn open_manifest(&self, id: &str, sealed: &[u8]) -> Result<Manifest> {
+        let name = format!("snapshots/{id}");
+        let plain = self.key.open(&self.identities, &name, sealed)?;
         let m: Manifest = serde_json::from_slice(&plain)
             .map_err(|e| Error::Damage(format!("{name}: malformed manifest: {e}")))?;
         if m.format_version > FORMAT_VERSION {
@@ -336,6 +349,11 @@ impl Repository {
     pub async fn put_sealed(&self, name: &str, plain: &[u8]) -> Result<()> {
         let sealed = self.key.seal(&self.recipients, name, plain)?;
         self.store.put(name, sealed).await
+    }
+
+    /// Authenticate sealed bytes said to be object `name` (from the store or a local cache).
+    pub fn open_sealed(&self, name: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+        self.key.open(&self.identities, name, sealed)
     }
 
     /// Read and authenticate a sealed metadata object.

@@ -99,6 +99,11 @@ pub(super) struct Inner {
 
 impl Inner {
     pub(super) fn new(config: Config, history: Option<History>) -> Self {
+        // Sealed objects are cached per repository URL in the state directory (view.rs).
+        let disk = super::state_dir(&config).ok().map(|d| {
+            let url = blake3::hash(config.repository.url.as_bytes()).to_hex();
+            d.join("cache").join(&url.as_str()[..16])
+        });
         Inner {
             config: RwLock::new(Arc::new(config)),
             repo: tokio::sync::Mutex::new(None),
@@ -106,7 +111,7 @@ impl Inner {
             events: broadcast::channel(1024).0,
             table: Mutex::new(Table::default()),
             root: CancellationToken::new(),
-            view: Default::default(),
+            view: super::view::View::with_disk_cache(disk),
         }
     }
 

@@ -8,6 +8,12 @@
 //! engine changed something), reads only objects it has not seen, and forgets objects no
 //! longer listed; a backup written by another host appears within [`TTL`]. One refresh at a
 //! time: concurrent callers share it.
+//!
+//! With a state directory the sealed objects are also kept on disk (`<state_dir>/cache/<repo>/`,
+//! the same bytes as in the store), so a new process — a console opening on an S3 repository
+//! with a thousand backups — lists and reads nothing but the listing. Every cached object is
+//! authenticated like one read from the store (a file that fails is dropped and read again),
+//! and a cached object the listing no longer names is deleted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,9 +69,19 @@ struct State {
 pub struct View {
     state: tokio::sync::Mutex<State>,
     dirty: AtomicBool,
+    /// Where sealed objects are kept between processes.
+    disk: Option<std::path::PathBuf>,
 }
 
 impl View {
+    /// A view that keeps sealed objects under `dir` too.
+    pub fn with_disk_cache(dir: Option<std::path::PathBuf>) -> Self {
+        View {
+            disk: dir,
+            ..Default::default()
+        }
+    }
+
     /// Something changed the repository: the next snapshot lists it again.
     pub fn invalidate(&self) {
         self.dirty.store(true, Ordering::SeqCst);
@@ -86,7 +102,7 @@ impl View {
         }
         self.dirty.store(false, Ordering::SeqCst);
         let taken = Instant::now();
-        let snap = match refresh(&mut st, repo).await {
+        let snap = match refresh(&mut st, repo, self.disk.as_deref()).await {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 self.dirty.store(true, Ordering::SeqCst);
@@ -101,7 +117,80 @@ impl View {
 /// Concurrent reads of objects not cached yet (a first listing of a large S3 repository).
 const READ_CONCURRENCY: usize = 16;
 
-async fn refresh(st: &mut State, repo: &Repository) -> Result<Snapshot> {
+/// The sealed object `key`: from the disk cache when it is there and authenticates (`open`
+/// runs on it), else from the store (and then kept). `Ok(None)`: not in the store.
+async fn sealed<T>(
+    repo: &Repository,
+    disk: Option<&std::path::Path>,
+    key: &str,
+    open: impl Fn(&[u8]) -> Result<T>,
+) -> Result<Option<T>> {
+    let file = disk.map(|d| d.join(key));
+    if let Some(f) = &file {
+        if let Ok(bytes) = tokio::fs::read(f).await {
+            match open(&bytes) {
+                Ok(v) => return Ok(Some(v)),
+                Err(e) => {
+                    tracing::warn!("cached {key} does not authenticate ({e}): reading it again");
+                    let _ = tokio::fs::remove_file(f).await;
+                }
+            }
+        }
+    }
+    let Some(bytes) = repo.store().get(key).await? else {
+        return Ok(None);
+    };
+    let v = open(&bytes)?;
+    if let Some(f) = &file {
+        let keep = async {
+            if let Some(parent) = f.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            let tmp = f.with_extension(format!("tmp{}", std::process::id()));
+            tokio::fs::write(&tmp, &bytes).await?;
+            tokio::fs::rename(&tmp, f).await
+        };
+        if let Err(e) = keep.await {
+            tracing::debug!("could not cache {key}: {e}");
+        }
+    }
+    Ok(Some(v))
+}
+
+/// Delete cached files under `disk/prefix` whose object is not in `listed`.
+async fn forget_unlisted(
+    disk: Option<&std::path::Path>,
+    prefix: &str,
+    listed: &std::collections::HashSet<String>,
+) {
+    let Some(base) = disk else { return };
+    let mut stack = vec![base.join(prefix.trim_end_matches('/'))];
+    while let Some(dir) = stack.pop() {
+        let Ok(mut rd) = tokio::fs::read_dir(&dir).await else {
+            continue;
+        };
+        while let Ok(Some(e)) = rd.next_entry().await {
+            let p = e.path();
+            if e.file_type().await.is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+                continue;
+            }
+            let key = p
+                .strip_prefix(base)
+                .ok()
+                .map(|r| r.to_string_lossy().into_owned());
+            if key.is_some_and(|k| !listed.contains(&k)) {
+                let _ = tokio::fs::remove_file(&p).await;
+            }
+        }
+    }
+}
+
+async fn refresh(
+    st: &mut State,
+    repo: &Repository,
+    disk: Option<&std::path::Path>,
+) -> Result<Snapshot> {
     let at = Utc::now();
     let ids = repo.backup_ids().await?;
     let new: Vec<String> = ids
@@ -111,12 +200,9 @@ async fn refresh(st: &mut State, repo: &Repository) -> Result<Snapshot> {
         .collect();
     let read: Vec<(String, Result<Option<Manifest>>)> = futures::stream::iter(new)
         .map(|id| async move {
-            let r = match repo.manifest_exact(&id).await {
-                Ok(m) => Ok(Some(m)),
-                // Forgotten between the listing and the read: not damage.
-                Err(Error::NotFound(_)) => Ok(None),
-                Err(e) => Err(e),
-            };
+            let key = format!("snapshots/{id}");
+            // Forgotten between the listing and the read (Ok(None)): not damage.
+            let r = sealed(repo, disk, &key, |b| repo.open_manifest(&id, b)).await;
             Ok::<_, Error>((id, r))
         })
         .buffer_unordered(READ_CONCURRENCY)
@@ -136,7 +222,12 @@ async fn refresh(st: &mut State, repo: &Repository) -> Result<Snapshot> {
         }
     }
     let listed: std::collections::HashSet<&String> = ids.iter().collect();
+    let before = st.manifests.len();
     st.manifests.retain(|id, _| listed.contains(id));
+    if disk.is_some() && (st.manifests.len() < before || st.last.is_none()) {
+        let keys = ids.iter().map(|i| format!("snapshots/{i}")).collect();
+        forget_unlisted(disk, "snapshots/", &keys).await;
+    }
     let mut manifests: Vec<Arc<Manifest>> = st.manifests.values().cloned().collect();
     manifests.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
     // Unreadable manifests are read again next time (a transient error heals).
@@ -156,8 +247,9 @@ async fn refresh(st: &mut State, repo: &Repository) -> Result<Snapshot> {
         .collect();
     let read: Vec<(String, Option<Option<VerifyRecord>>)> = futures::stream::iter(new)
         .map(|k| async move {
-            let r = match repo.get_sealed(&k).await {
-                Ok(plain) => Some(serde_json::from_slice::<VerifyRecord>(&plain).ok()),
+            let r = match sealed(repo, disk, &k, |b| repo.open_sealed(&k, b)).await {
+                Ok(Some(plain)) => Some(serde_json::from_slice::<VerifyRecord>(&plain).ok()),
+                Ok(None) => None,
                 // Not cached: read again next time (a transient error heals).
                 Err(e) => {
                     tracing::warn!("ignoring unreadable verification record {k}: {e}");
@@ -172,7 +264,12 @@ async fn refresh(st: &mut State, repo: &Repository) -> Result<Snapshot> {
     st.records
         .extend(read.into_iter().filter_map(|(k, r)| r.map(|r| (k, r))));
     let listed: std::collections::HashSet<&String> = keys.iter().collect();
+    let before = st.records.len();
     st.records.retain(|k, _| listed.contains(k));
+    if disk.is_some() && (st.records.len() < before || st.last.is_none()) {
+        let keys = keys.iter().cloned().collect();
+        forget_unlisted(disk, "verifications/", &keys).await;
+    }
     let mut records: BTreeMap<String, Vec<VerifyRecord>> = BTreeMap::new();
     for r in st.records.values().flatten() {
         records
@@ -197,12 +294,13 @@ async fn refresh(st: &mut State, repo: &Repository) -> Result<Snapshot> {
         .collect();
     let read: Vec<(String, Option<Option<Arc<DrillReport>>>)> = futures::stream::iter(new)
         .map(|k| async move {
-            let r = match repo.get_sealed(&k).await {
-                Ok(plain) => Some(
+            let r = match sealed(repo, disk, &k, |b| repo.open_sealed(&k, b)).await {
+                Ok(Some(plain)) => Some(
                     serde_json::from_slice::<DrillReport>(&plain)
                         .ok()
                         .map(Arc::new),
                 ),
+                Ok(None) => None,
                 Err(e) => {
                     tracing::warn!("ignoring unreadable drill report {k}: {e}");
                     None

@@ -490,3 +490,55 @@ fn unreadable_packs_are_not_proven_never_damage() {
         serde_json::from_str(&env.keepsake(&["status", "--json"]).ok().stdout).expect("status");
     assert_eq!(st[0]["damaged"], serde_json::json!([]), "{st}");
 }
+
+/// The engine's view keeps the sealed manifests and verification records in the state
+/// directory: a new process (a console opening on S3) reads only the listings, not every
+/// object again. A cached file that does not authenticate is read again from the store, and a
+/// forgotten backup's file goes.
+#[test]
+fn a_new_process_reads_manifests_and_records_from_the_state_directory_cache() {
+    let mut env = Env::with_backend(Backend::S3, "wed", Some(WEDDING_SQL));
+    let mut ids = vec![];
+    for kind in ["full", "incremental", "incremental", "incremental"] {
+        ids.push(env.backup(kind)["id"].as_str().expect("id").to_string());
+    }
+    env.keepsake(&["verify", "--all", "--level", "structure"])
+        .ok();
+    let cache = env.dir.path().join("state/cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let proxy = FaultProxy::start(Garage::shared().addr(), 7, Faults::default());
+    set_endpoint(&mut env, &proxy.endpoint());
+    let cold = env.keepsake(&["list", "--json"]).ok().stdout;
+    let cold_requests = proxy.stats().requests;
+    let warm = env.keepsake(&["list", "--json"]).ok().stdout;
+    let warm_requests = proxy.stats().requests - cold_requests;
+    assert_eq!(cold, warm, "the same answer from the cache");
+    // 4 manifests and 4 records not read again.
+    assert!(
+        warm_requests + 8 <= cold_requests,
+        "cold {cold_requests} requests, warm {warm_requests}"
+    );
+    // A tampered cached manifest is not trusted: read again, answer unchanged.
+    let cached: Vec<std::path::PathBuf> = std::fs::read_dir(&cache)
+        .expect("cache dir")
+        .flatten()
+        .map(|d| d.path().join("snapshots").join(&ids[1]))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(cached.len(), 1, "one cached manifest file for {}", ids[1]);
+    let mut b = std::fs::read(&cached[0]).expect("read");
+    let mid = b.len() / 2;
+    b[mid] ^= 1;
+    std::fs::write(&cached[0], &b).expect("write");
+    let again = env.keepsake(&["list", "--json"]).ok().stdout;
+    assert_eq!(again, cold);
+    assert_ne!(std::fs::read(&cached[0]).expect("re-cached"), b);
+    // A forgotten backup's cached manifest is removed.
+    env.keepsake(&["delete", &ids[1], "--confirm", &ids[1]])
+        .ok();
+    env.keepsake(&["list"]).ok();
+    assert!(
+        !cached[0].exists(),
+        "the cache forgets what the listing forgot"
+    );
+}
