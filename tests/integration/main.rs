@@ -4,6 +4,7 @@
 mod support;
 
 mod api;
+mod bench_console;
 mod changes;
 mod config_check;
 mod console;
