@@ -177,6 +177,10 @@ fn main() {
                 }
             }
             let engine = keepsake::engine::Engine::new(config);
+            engine.set_actor(format!(
+                "{} (console)",
+                keepsake::engine::audit::current_user()
+            ));
             return keepsake::tui::run(std::sync::Arc::new(engine)).await;
         }
         keepsake::cli::run(cli).await

@@ -305,7 +305,8 @@ async fn show_backup(
 /// Start work for `caller`: within `[api] trigger_rate`, then 202 with the job.
 fn accept(api: &Api, caller: &Caller, cmd: Command) -> Result<Reply, ApiError> {
     api.check_rate(caller)?;
-    Ok(Reply::Accepted(api.engine.submit(cmd)?.id))
+    let actor = format!("{} (api)", caller.name);
+    Ok(Reply::Accepted(api.engine.submit_as(cmd, actor)?.id))
 }
 
 async fn start_backup(

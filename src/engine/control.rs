@@ -28,6 +28,8 @@ pub trait Control: Send + Sync {
     async fn verifications(
         &self,
     ) -> Result<std::collections::BTreeMap<String, Vec<crate::core::verify::VerifyRecord>>>;
+    /// The largest tables of backup `id` (at most `n`), largest first.
+    async fn largest_tables(&self, id: &str, n: usize) -> Result<Vec<super::TableSize>>;
     /// Drill reports, oldest first.
     async fn drills(&self) -> Result<Vec<crate::core::drill::DrillReport>>;
     /// Live jobs (queued, running).
@@ -71,6 +73,15 @@ impl Control for Engine {
         &self,
     ) -> Result<std::collections::BTreeMap<String, Vec<crate::core::verify::VerifyRecord>>> {
         Ok(self.snapshot().await?.records.clone())
+    }
+    async fn largest_tables(&self, id: &str, n: usize) -> Result<Vec<super::TableSize>> {
+        let snap = self.snapshot().await?;
+        let m = snap
+            .manifests
+            .iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| Error::NotFound(format!("no backup {id}")))?;
+        Ok(super::query::largest_tables(m, n))
     }
     async fn drills(&self) -> Result<Vec<crate::core::drill::DrillReport>> {
         Ok(self

@@ -51,6 +51,10 @@ pub struct JobRecord {
     /// credentials). Absent in records written before keepsake recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
+    /// Who asked for the job: a user name (command line, local console), `NAME (api)` for a
+    /// control API caller, `schedule` for the daemon's own runs. Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
 }
 
 impl JobRecord {
@@ -71,6 +75,7 @@ impl JobRecord {
             error: None,
             pid: std::process::id(),
             repository: Some(repository.to_string()),
+            started_by: None,
         }
     }
 }

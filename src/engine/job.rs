@@ -95,6 +95,8 @@ pub(super) struct Inner {
     table: Mutex<Table>,
     root: CancellationToken,
     pub(super) view: super::view::View,
+    /// Who jobs are started by unless the face says (`Engine::submit_as`).
+    actor: Mutex<String>,
 }
 
 impl Inner {
@@ -112,6 +114,20 @@ impl Inner {
             table: Mutex::new(Table::default()),
             root: CancellationToken::new(),
             view: super::view::View::with_disk_cache(disk),
+            actor: Mutex::new(super::audit::current_user()),
+        }
+    }
+
+    pub(super) fn actor(&self) -> String {
+        match self.actor.lock() {
+            Ok(a) => a.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub(super) fn set_actor(&self, a: String) {
+        if let Ok(mut g) = self.actor.lock() {
+            *g = a;
         }
     }
 
@@ -287,12 +303,15 @@ impl JobCtx {
         &self.sink
     }
 
-    /// Start a job on behalf of this one (a backup's verification): cancelled with it.
+    /// Start a job on behalf of this one (a backup's verification): cancelled with it, and
+    /// started by whoever started this one.
     pub fn submit_child(&self, command: Command) -> Result<JobHandle> {
+        let actor = self.record.lock().ok().and_then(|r| r.started_by.clone());
         submit(
             &self.engine,
             command,
             Some((self.id.clone(), self.cancel.clone())),
+            actor,
         )
     }
 }
@@ -346,8 +365,9 @@ pub(super) fn submit(
     engine: &Engine,
     command: Command,
     parent: Option<(String, CancellationToken)>,
+    actor: Option<String>,
 ) -> Result<JobHandle> {
-    let (handle, work) = prepare(engine, command, parent)?;
+    let (handle, work) = prepare(engine, command, parent, actor)?;
     tokio::spawn(work);
     Ok(handle)
 }
@@ -357,8 +377,10 @@ pub(super) fn prepare(
     engine: &Engine,
     command: Command,
     parent: Option<(String, CancellationToken)>,
+    actor: Option<String>,
 ) -> Result<(JobHandle, futures::future::BoxFuture<'static, ()>)> {
     let inner = &engine.0;
+    let actor = actor.unwrap_or_else(|| inner.actor());
     if inner.root.is_cancelled() {
         return Err(Error::Cancelled(
             "keepsake is shutting down: no new job starts".into(),
@@ -434,6 +456,7 @@ pub(super) fn prepare(
         progress: ptx,
         done: dtx,
         parent: parent.map(|p| p.0),
+        actor,
     };
     Ok((handle, Box::pin(runner.run())))
 }
@@ -447,6 +470,7 @@ struct Runner {
     progress: watch::Sender<Option<JobProgress>>,
     done: watch::Sender<Option<JobOutcome>>,
     parent: Option<String>,
+    actor: String,
 }
 
 enum End {
@@ -505,6 +529,7 @@ impl Runner {
         let cmd = self.command();
         let config = inner.config();
         let mut record = JobRecord::new(&self.id, cmd.kind(), cmd.source(), &config.repository.url);
+        record.started_by = Some(self.actor.clone());
         super::ops::prefill(&cmd, &mut record);
         let write_history = cmd.recorded();
         if write_history {

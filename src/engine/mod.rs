@@ -44,7 +44,7 @@ use crate::storage::ObjectStore;
 pub use command::{Command, DrillRequest, RestoreRequest, RestoreTarget, VerifyTarget};
 pub use event::{Event, JobOutcome, JobProgress, JobResult, Verdict};
 pub use job::{JobHandle, JobInfo, JobState};
-pub use query::{BackupRow, SourceStatus};
+pub use query::{BackupRow, SourceStatus, TableSize};
 
 /// The object store a configuration names.
 pub async fn store(config: &Config) -> Result<Arc<dyn ObjectStore>> {
@@ -202,7 +202,17 @@ impl Engine {
     /// Start `command` as a job (queued behind a running job with the same flight key, or
     /// coalesced with a queued one).
     pub fn submit(&self, command: Command) -> Result<JobHandle> {
-        job::submit(self, command, None)
+        job::submit(self, command, None, None)
+    }
+
+    /// [`Engine::submit`] on behalf of `actor` (recorded in the job history as `started_by`).
+    pub fn submit_as(&self, command: Command, actor: String) -> Result<JobHandle> {
+        job::submit(self, command, None, Some(actor))
+    }
+
+    /// Who this engine's jobs are started by unless a face says (default: the OS user).
+    pub fn set_actor(&self, actor: impl Into<String>) {
+        self.0.set_actor(actor.into())
     }
 
     /// [`Engine::submit`], but the caller drives the job: `work` must be polled to its end
@@ -214,7 +224,7 @@ impl Engine {
         &self,
         command: Command,
     ) -> Result<(JobHandle, futures::future::BoxFuture<'static, ()>)> {
-        job::prepare(self, command, None)
+        job::prepare(self, command, None, None)
     }
 
     /// Every event from now on. A subscriber that falls more than 1,024 events behind loses

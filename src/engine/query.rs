@@ -103,6 +103,39 @@ pub fn list(
     )
 }
 
+/// One table of a backup, for "largest tables" in the console's details.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableSize {
+    /// `schema.name`.
+    pub name: String,
+    /// Rows counted at backup time (the planner's estimate for a table without data facts).
+    pub rows: u64,
+    /// On-disk size of the table and its TOAST when backed up.
+    pub bytes: i64,
+}
+
+/// The `n` largest tables of a backup, largest first.
+pub fn largest_tables(m: &Manifest, n: usize) -> Vec<TableSize> {
+    let mut v: Vec<TableSize> = m
+        .tables
+        .iter()
+        .map(|t| TableSize {
+            name: format!("{}.{}", t.schema, t.name),
+            rows: m
+                .facts
+                .tables
+                .iter()
+                .find(|f| f.schema == t.schema && f.name == t.name)
+                .map(|f| f.rows)
+                .unwrap_or(t.estimated_rows.max(0) as u64),
+            bytes: t.size_bytes,
+        })
+        .collect();
+    v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.rows.cmp(&a.rows)));
+    v.truncate(n);
+    v
+}
+
 /// One source in `keepsake status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourceStatus {

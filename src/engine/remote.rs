@@ -644,6 +644,47 @@ impl Control for Remote {
         Ok((*r).clone())
     }
 
+    async fn largest_tables(&self, id: &str, n: usize) -> Result<Vec<super::TableSize>> {
+        let v: Value = self
+            .0
+            .get(&format!("/v1/backups/{}", path_part(id)))
+            .await?;
+        let rows: std::collections::HashMap<String, u64> = v["facts"]["tables"]
+            .as_array()
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(|t| {
+                        Some((
+                            format!("{}.{}", t["schema"].as_str()?, t["name"].as_str()?),
+                            t["rows"].as_u64()?,
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut out: Vec<super::TableSize> = v["table_list"]
+            .as_array()
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(|t| {
+                        let name = format!("{}.{}", t["schema"].as_str()?, t["name"].as_str()?);
+                        Some(super::TableSize {
+                            rows: rows
+                                .get(&name)
+                                .copied()
+                                .unwrap_or(t["estimated_rows"].as_i64().unwrap_or(0).max(0) as u64),
+                            bytes: t["size_bytes"].as_i64().unwrap_or(0),
+                            name,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.rows.cmp(&a.rows)));
+        out.truncate(n);
+        Ok(out)
+    }
+
     async fn drills(&self) -> Result<Vec<crate::core::drill::DrillReport>> {
         self.0.get("/v1/drills").await
     }

@@ -58,6 +58,8 @@ pub enum Effect {
         source: String,
         backup: String,
     },
+    /// Read the largest tables of a backup for its details (`App::tables`).
+    Tables(String),
     Quit,
 }
 
@@ -172,6 +174,9 @@ pub struct App {
     pub preview: Option<Box<PruneReport>>,
     /// Why the model cannot be read right now (shown above the key line).
     pub problem: Option<String>,
+    /// The largest tables of the backup whose details are open: its id and the tables (or why
+    /// they could not be read).
+    pub tables: Option<(String, Result<Vec<crate::engine::TableSize>, String>)>,
 }
 
 const LOG_LINES: usize = 500;
@@ -194,6 +199,7 @@ impl App {
             quit: false,
             preview: None,
             problem: None,
+            tables: None,
         }
     }
 
@@ -485,7 +491,18 @@ impl App {
                     });
                 }
             }
-            Action::Enter => self.detail = matches!(self.screen, 1 | 2) && n > 0,
+            Action::Enter => {
+                self.detail = matches!(self.screen, 1 | 2) && n > 0;
+                if self.detail && self.screen == 1 {
+                    if let Some(b) = self.selected_backup() {
+                        let id = b.id.clone();
+                        if self.tables.as_ref().map(|t| &t.0) != Some(&id) {
+                            self.tables = None;
+                            return vec![Effect::Tables(id)];
+                        }
+                    }
+                }
+            }
             Action::Back => self.detail = false,
             Action::Filter if self.screen == 1 => {
                 self.filtering = true;

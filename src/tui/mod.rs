@@ -43,6 +43,10 @@ enum Msg {
     },
     RestoreStarted(std::result::Result<String, String>),
     DrillStarted(std::result::Result<String, String>),
+    Tables(
+        String,
+        std::result::Result<Vec<crate::engine::TableSize>, String>,
+    ),
     /// A note for the Log screen.
     Note(String),
 }
@@ -265,6 +269,10 @@ async fn event_loop<C: Control + 'static>(
                 }
                 dirty = true;
             }
+            Msg::Tables(id, r) => {
+                app.tables = Some((id, r));
+                dirty = true;
+            }
             Msg::Note(n) => {
                 app.push_log(n);
                 dirty = true;
@@ -340,6 +348,12 @@ fn effect<C: Control + 'static>(
                 let _ = tx.send(Msg::DrillStarted(
                     r.map(|h| h.id).map_err(|e| e.to_string()),
                 ));
+            });
+        }
+        Effect::Tables(id) => {
+            tokio::spawn(async move {
+                let r = ctl.largest_tables(&id, 5).await.map_err(|e| e.to_string());
+                let _ = tx.send(Msg::Tables(id, r));
             });
         }
         Effect::Cancel(job) => {

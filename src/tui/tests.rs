@@ -539,9 +539,42 @@ fn backup_details_and_filter() {
     press(&mut a, KeyCode::Enter);
     assert_eq!(a.backups().len(), 1);
     insta::assert_snapshot!("backups_filtered", screen(&a, 80, 24));
-    press(&mut a, KeyCode::Enter);
+    let e = press(&mut a, KeyCode::Enter);
     assert!(a.detail);
-    insta::assert_snapshot!("backup_detail", screen(&a, 80, 24));
+    let id = a.backups()[0].id.clone();
+    assert_eq!(
+        e,
+        vec![Effect::Tables(id.clone())],
+        "details read the tables"
+    );
+    let mut job = JobRecord::new(
+        "20261201T030000.000Z-aa00bb",
+        "backup",
+        Some("vendors"),
+        "s3://backups/prod",
+    );
+    job.backup_id = Some(id.clone());
+    job.started_by = Some("schedule".into());
+    a.model.history.push(job);
+    a.tables = Some((
+        id,
+        Ok(vec![
+            crate::engine::TableSize {
+                name: "public.contracts".into(),
+                rows: 1_520_000,
+                bytes: 2_100_000_000,
+            },
+            crate::engine::TableSize {
+                name: "public.vendors".into(),
+                rows: 3_000,
+                bytes: 900_000,
+            },
+        ]),
+    ));
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("started by schedule"), "{s}");
+    assert!(s.contains("public.contracts 1.5M rows 2.0 GiB"), "{s}");
+    insta::assert_snapshot!("backup_detail", s);
     // The verification history, newest first, with the measured restore time.
     let mut a = app();
     press(&mut a, KeyCode::Char('2'));

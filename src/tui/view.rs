@@ -415,11 +415,56 @@ fn backups(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
                         .unwrap_or_else(|| "not measured (verify at restore level)".into())
                 ),
             ];
+            let started_by = app
+                .model
+                .history
+                .iter()
+                .rev()
+                .find(|j| j.kind == "backup" && j.backup_id.as_deref() == Some(b.id.as_str()));
+            lines.push(format!(
+                "started by {}",
+                match started_by {
+                    Some(j) => format!(
+                        "{} (job {})",
+                        j.started_by.as_deref().unwrap_or("unknown (older record)"),
+                        short_job(&j.id)
+                    ),
+                    None => "not in this host's job history".into(),
+                }
+            ));
+            match &app.tables {
+                Some((id, Ok(ts))) if *id == b.id && !ts.is_empty() => {
+                    let cols = if area.width >= 120 { 2 } else { 1 };
+                    let cells: Vec<String> = ts
+                        .iter()
+                        .map(|t| {
+                            format!(
+                                "{} {} rows {}",
+                                t.name,
+                                count(t.rows),
+                                human_bytes(t.bytes.max(0) as u64)
+                            )
+                        })
+                        .collect();
+                    for (i, row) in cells.chunks(cols).enumerate() {
+                        lines.push(format!(
+                            "{}{}",
+                            if i == 0 { "largest    " } else { "           " },
+                            row.join(" · ")
+                        ));
+                    }
+                }
+                Some((id, Err(e))) if *id == b.id => {
+                    lines.push(format!("largest    ✗ cannot read the tables: {e}"))
+                }
+                Some((id, Ok(_))) if *id == b.id => lines.push("largest    (no tables)".into()),
+                _ => lines.push("largest    reading…".into()),
+            }
             lines.push(String::new());
             lines.extend(verification_lines(
                 app,
                 &b.id,
-                area.height.saturating_sub(14) as usize,
+                area.height.saturating_sub(17) as usize,
             ));
             lines.push(String::new());
             lines.push("v verify   r restore   d delete   Esc back".into());
@@ -840,6 +885,16 @@ fn drills(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
         ),
         trend,
     );
+}
+
+/// A row count for people: `812`, `12.4k`, `1.5M`.
+fn count(n: u64) -> String {
+    match n {
+        n if n < 10_000 => n.to_string(),
+        n if n < 1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        n if n < 1_000_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        n => format!("{:.1}G", n as f64 / 1e9),
+    }
 }
 
 /// A drill report as lines for the report dialog.

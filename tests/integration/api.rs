@@ -1194,7 +1194,16 @@ fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
         // Jobs and history come from the daemon.
         assert!(remote.live_jobs().await.expect("live").is_empty());
         let hist = remote.jobs().await.expect("history");
-        assert!(hist.iter().any(|j| j.id == job), "{hist:?}");
+        let rec = hist.iter().find(|j| j.id == job).expect("the backup job");
+        let caller = keepsake::engine::audit::current_user();
+        assert_eq!(
+            rec.started_by.as_deref(),
+            Some(format!("{caller} (api)").as_str()),
+            "{rec:?}"
+        );
+        let tables = remote.largest_tables(&id, 3).await.expect("tables");
+        assert!(!tables.is_empty() && tables.len() <= 3, "{tables:?}");
+        assert!(tables.windows(2).all(|w| w[0].bytes >= w[1].bytes), "{tables:?}");
         remote.shutdown(Duration::from_secs(1)).await;
     });
     let log = std::fs::read_to_string(d.env.dir.path().join("daemon.log")).unwrap_or_default();

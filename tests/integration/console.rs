@@ -108,6 +108,12 @@ fn console_backs_up_restores_and_gives_the_terminal_back() {
         serde_json::from_str(&env.keepsake(&["list", "--json"]).ok().stdout).expect("list");
     let id = list[0]["id"].as_str().expect("id").to_string();
     assert!(s.contains(id.rsplit('-').next().expect("suffix")), "{s}");
+    // Details: who started it (this console, in-process) and its largest tables.
+    t.keys(&["Enter"]);
+    let s = t.wait_for(" rows ", Duration::from_secs(15));
+    assert!(s.contains("started by") && s.contains("(console)"), "{s}");
+    t.keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
 
     // r → new database → name awk_restored → Enter → Enter.
     t.keys(&["r"]);
