@@ -30,6 +30,9 @@ pub trait Control: Send + Sync {
     ) -> Result<std::collections::BTreeMap<String, Vec<crate::core::verify::VerifyRecord>>>;
     /// The largest tables of backup `id` (at most `n`), largest first.
     async fn largest_tables(&self, id: &str, n: usize) -> Result<Vec<super::TableSize>>;
+    /// The newest `n` lines of the audit log of the last day, oldest first; `None` when this
+    /// caller may not read it (the daemon gives it to admins only).
+    async fn audit_tail(&self, n: usize) -> Result<Option<Vec<super::audit::Line>>>;
     /// Drill reports, oldest first.
     async fn drills(&self) -> Result<Vec<crate::core::drill::DrillReport>>;
     /// Live jobs (queued, running).
@@ -82,6 +85,15 @@ impl Control for Engine {
             .find(|m| m.id == id)
             .ok_or_else(|| Error::NotFound(format!("no backup {id}")))?;
         Ok(super::query::largest_tables(m, n))
+    }
+    async fn audit_tail(&self, n: usize) -> Result<Option<Vec<super::audit::Line>>> {
+        let Ok(dir) = super::state_dir(&self.config()) else {
+            return Ok(None);
+        };
+        let since = chrono::Utc::now() - chrono::Duration::days(1);
+        let mut lines = super::audit::AuditLog::new(&dir).read(Some(since))?;
+        let skip = lines.len().saturating_sub(n);
+        Ok(Some(lines.split_off(skip)))
     }
     async fn drills(&self) -> Result<Vec<crate::core::drill::DrillReport>> {
         Ok(self

@@ -685,6 +685,24 @@ impl Control for Remote {
         Ok(out)
     }
 
+    async fn audit_tail(&self, n: usize) -> Result<Option<Vec<super::audit::Line>>> {
+        let since = (chrono::Utc::now() - chrono::Duration::days(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match self
+            .0
+            .get::<Vec<super::audit::Line>>(&format!("/v1/audit?since={}", path_part(&since)))
+            .await
+        {
+            Ok(mut lines) => {
+                let skip = lines.len().saturating_sub(n);
+                Ok(Some(lines.split_off(skip)))
+            }
+            // Not an admin of the daemon: no audit tail, nothing wrong.
+            Err(Error::Usage(m)) if m.starts_with("the daemon refused") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn drills(&self) -> Result<Vec<crate::core::drill::DrillReport>> {
         self.0.get("/v1/drills").await
     }

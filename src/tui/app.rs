@@ -37,6 +37,8 @@ pub struct Model {
     pub records: BTreeMap<String, Vec<crate::core::verify::VerifyRecord>>,
     /// Drill reports, oldest first.
     pub drills: Vec<DrillReport>,
+    /// The audit log's newest lines (last day), when this console may read it.
+    pub audit: Option<Vec<crate::engine::audit::Line>>,
 }
 
 /// Something the console asks the engine to do.

@@ -70,6 +70,8 @@ pub async fn fetch<C: Control + ?Sized>(ctl: &C) -> Result<Model> {
         policy: ctl.policy_words(),
         records: ctl.verifications().await?,
         drills: ctl.drills().await?,
+        // A log that cannot be read costs the Log screen its audit part, not the console.
+        audit: ctl.audit_tail(200).await.ok().flatten(),
     })
 }
 

@@ -205,7 +205,40 @@ fn app() -> App {
             },
         }),
     }];
+    let audit_line =
+        |seq: u64, m: u32, actor: &str, action: &str, target: &str, outcome: &str, code: u16| {
+            crate::engine::audit::Line {
+                seq,
+                time: at(13, m),
+                entry: crate::engine::audit::Entry {
+                    actor: actor.into(),
+                    role: "admin".into(),
+                    via: "socket".into(),
+                    action: action.into(),
+                    target: Some(target.into()),
+                    params: serde_json::json!({}),
+                    outcome: outcome.into(),
+                    code,
+                    job: None,
+                    reason: None,
+                },
+                prev: String::new(),
+                hash: String::new(),
+            }
+        };
     a.set_model(Model {
+        audit: Some(vec![
+            audit_line(41, 40, "oncall", "backup", "vendors", "accepted", 202),
+            audit_line(
+                42,
+                45,
+                "grafana",
+                "delete",
+                "20261129T030000Z-0a1b2c",
+                "refused",
+                403,
+            ),
+        ]),
         drills: vec![
             drill(
                 "20261125T040000Z-d1d1d1",

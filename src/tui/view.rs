@@ -970,6 +970,18 @@ pub fn report_lines(r: &DrillReport) -> Vec<String> {
 }
 
 fn log(f: &mut Frame, area: Rect, app: &App) {
+    // With the audit log readable (attached as an admin, or local with a state directory),
+    // its newest lines take the lower part.
+    let audit = app.model.audit.as_ref().filter(|a| !a.is_empty());
+    let (area, audit_area) = match audit {
+        Some(_) if area.height >= 14 => {
+            let [top, bottom] =
+                Layout::vertical([Constraint::Min(6), Constraint::Length(area.height / 3)])
+                    .areas(area);
+            (top, Some(bottom))
+        }
+        _ => (area, None),
+    };
     let visible = area.height.saturating_sub(2) as usize;
     let lines: Vec<Line> = app
         .log
@@ -988,6 +1000,38 @@ fn log(f: &mut Frame, area: Rect, app: &App) {
         Paragraph::new(text).block(Block::default().borders(Borders::ALL).title(" Log ")),
         area,
     );
+    if let (Some(lines), Some(r)) = (audit, audit_area) {
+        let visible = r.height.saturating_sub(2) as usize;
+        let text: Vec<Line> = lines
+            .iter()
+            .skip(lines.len().saturating_sub(visible))
+            .map(|l| {
+                let e = &l.entry;
+                Line::raw(format!(
+                    "{} {} ({}, {}) {}{} → {} {}",
+                    l.time.format("%m-%d %H:%M:%S"),
+                    e.actor,
+                    e.role,
+                    e.via,
+                    e.action,
+                    e.target
+                        .as_deref()
+                        .map(|t| format!(" {t}"))
+                        .unwrap_or_default(),
+                    e.outcome,
+                    e.code
+                ))
+            })
+            .collect();
+        f.render_widget(
+            Paragraph::new(text).block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(" Audit log (who changed what; keepsake audit verify checks it) "),
+            ),
+            r,
+        );
+    }
 }
 
 fn centered(area: Rect, w: u16, h: u16) -> Rect {

@@ -231,6 +231,10 @@ fn console_attaches_to_the_daemon_and_runs_jobs_there() {
 
     t.keys(&["Escape"]);
     std::thread::sleep(Duration::from_millis(300));
+    // 6 Log: the daemon's audit log tail (this console's user is an admin of the daemon).
+    t.keys(&["6"]);
+    let s = t.wait_for("Audit log", Duration::from_secs(15));
+    assert!(s.contains("restore") && s.contains("accepted"), "{s}");
     t.keys(&["q"]);
     t.wait_for("after-console-0", Duration::from_secs(30));
 
