@@ -52,6 +52,11 @@ pub enum Effect {
         db: String,
         overwrite: bool,
     },
+    /// Restore into a new database given by a typed URL (no password in it).
+    RestoreUrl {
+        backup: String,
+        url: String,
+    },
     Cancel(String),
     /// Run a prune dry run and report it back (`App::set_preview`).
     PrunePreview,
@@ -76,6 +81,14 @@ pub enum RestoreStep {
         overwrite: bool,
         name: String,
         typed: String,
+    },
+    /// Another server: type a `postgres://user@host:port/newdb` URL (no password).
+    Url { text: String, error: Option<String> },
+    /// What will happen with the typed URL: a new database there.
+    ConfirmUrl {
+        url: String,
+        server: String,
+        db: String,
     },
     /// Started: follow job `job`.
     Running { name: String, job: Option<String> },
@@ -210,7 +223,7 @@ impl App {
         match &self.dialog {
             Some(Dialog::Delete { .. }) => Focus::Text,
             Some(Dialog::Restore { step, .. }) => match step {
-                RestoreStep::Name { .. } => Focus::Text,
+                RestoreStep::Name { .. } | RestoreStep::Url { .. } => Focus::Text,
                 RestoreStep::Confirm {
                     overwrite: true, ..
                 } => Focus::Text,
@@ -940,6 +953,13 @@ fn restore_step(
             ),
             Action::Char('n') => (Some(RestoreStep::Mode { overwrite: false }), vec![]),
             Action::Char('o') => (Some(RestoreStep::Mode { overwrite: true }), vec![]),
+            Action::Char('u') => (
+                Some(RestoreStep::Url {
+                    text: "postgres://".into(),
+                    error: None,
+                }),
+                vec![],
+            ),
             Action::Enter => (
                 Some(RestoreStep::Name {
                     overwrite,
@@ -1023,8 +1043,64 @@ fn restore_step(
                 vec![],
             ),
         },
+        RestoreStep::Url { mut text, error } => match a {
+            Action::Char(c) if !c.is_control() => {
+                text.push(c);
+                (Some(RestoreStep::Url { text, error: None }), vec![])
+            }
+            Action::Backspace => {
+                text.pop();
+                (Some(RestoreStep::Url { text, error: None }), vec![])
+            }
+            Action::Enter => match url_target(&text) {
+                Ok((server, db)) => (
+                    Some(RestoreStep::ConfirmUrl {
+                        url: text,
+                        server,
+                        db,
+                    }),
+                    vec![],
+                ),
+                Err(e) => (
+                    Some(RestoreStep::Url {
+                        text,
+                        error: Some(e),
+                    }),
+                    vec![],
+                ),
+            },
+            _ => (Some(RestoreStep::Url { text, error }), vec![]),
+        },
+        RestoreStep::ConfirmUrl { url, server, db } => match a {
+            Action::Enter => (
+                Some(RestoreStep::Running {
+                    name: db.clone(),
+                    job: None,
+                }),
+                vec![Effect::RestoreUrl {
+                    backup: backup.to_string(),
+                    url,
+                }],
+            ),
+            _ => (Some(RestoreStep::ConfirmUrl { url, server, db }), vec![]),
+        },
         RestoreStep::Running { name, job } => (Some(RestoreStep::Running { name, job }), vec![]),
     }
+}
+
+/// A typed restore target: `user@host:port` and the new database's name, or what is wrong.
+/// Never a password: whoever restores connects with its own credentials.
+pub fn url_target(text: &str) -> Result<(String, String), String> {
+    let ci = crate::pg::conninfo::ConnInfo::parse(text)?;
+    if ci.password.is_some() {
+        return Err(
+            "no password in the URL: the restore connects with its own credentials (~/.pgpass, PGPASSWORD)"
+                .into(),
+        );
+    }
+    crate::pg::conninfo::check_dbname(&ci.dbname)
+        .map_err(|e| format!("the URL's database name: {e}"))?;
+    Ok((format!("{}@{}:{}", ci.user, ci.host, ci.port), ci.dbname))
 }
 
 /// Milliseconds as [`duration`], with a tenth of a second under a minute (`0.8s`).

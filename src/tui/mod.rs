@@ -337,6 +337,35 @@ fn effect<C: Control + 'static>(
                 ));
             });
         }
+        Effect::RestoreUrl { backup, url } => {
+            tokio::spawn(async move {
+                let started = match crate::pg::conninfo::ConnInfo::parse(&url) {
+                    Ok(mut ci) => {
+                        // In-process the console connects itself: PGPASSWORD as the command
+                        // line would; a daemon uses its own credentials (none cross).
+                        if ctl.mode().starts_with("local") {
+                            if let Ok(pw) = std::env::var("PGPASSWORD") {
+                                ci.password = Some(crate::config::Secret::new(pw));
+                            }
+                        }
+                        ctl.submit(Command::Restore(RestoreRequest {
+                            id: backup,
+                            target: crate::engine::RestoreTarget::url(ci),
+                            create: true,
+                            clean: false,
+                            confirm: None,
+                            no_owner: false,
+                            jobs: None,
+                        }))
+                        .await
+                    }
+                    Err(e) => Err(Error::Usage(e)),
+                };
+                let _ = tx.send(Msg::RestoreStarted(
+                    started.map(|h| h.id).map_err(|e| e.to_string()),
+                ));
+            });
+        }
         Effect::Drill { source, backup } => {
             tokio::spawn(async move {
                 let r = ctl

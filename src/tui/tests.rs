@@ -747,6 +747,48 @@ fn restore_wizard_overwrite_needs_the_database_name_typed() {
     );
 }
 
+/// The wizard's third target: a URL typed without a password, for a new database.
+#[test]
+fn restore_wizard_takes_a_typed_url_without_a_password() {
+    let mut a = app();
+    press(&mut a, KeyCode::Char('2'));
+    press(&mut a, KeyCode::Char('r'));
+    press(&mut a, KeyCode::Char('u'));
+    // The field starts with the scheme; a password is refused, and said why.
+    typed(&mut a, "ops:hunter2@db-2:5433/wedsync_copy");
+    assert!(press(&mut a, KeyCode::Enter).is_empty());
+    let Some(Dialog::Restore {
+        step: RestoreStep::Url { error: Some(e), .. },
+        ..
+    }) = &a.dialog
+    else {
+        panic!("{:?}", a.dialog)
+    };
+    assert!(e.contains("no password"), "{e}");
+    assert!(!e.contains("hunter2"));
+    for _ in 0.."ops:hunter2@db-2:5433/wedsync_copy".len() {
+        press(&mut a, KeyCode::Backspace);
+    }
+    typed(&mut a, "ops@db-2:5433/wedsync_copy?sslmode=require");
+    assert!(press(&mut a, KeyCode::Enter).is_empty());
+    insta::assert_snapshot!("dialog_restore_url_confirm", screen(&a, 80, 24));
+    let e = press(&mut a, KeyCode::Enter);
+    assert_eq!(
+        e,
+        vec![Effect::RestoreUrl {
+            backup: "20261202T114800Z-wedsync".into(),
+            url: "postgres://ops@db-2:5433/wedsync_copy?sslmode=require".into(),
+        }]
+    );
+    assert!(matches!(
+        &a.dialog,
+        Some(Dialog::Restore {
+            step: RestoreStep::Running { name, .. },
+            ..
+        }) if name == "wedsync_copy"
+    ));
+}
+
 #[test]
 fn cancel_and_quit_ask_first() {
     let mut a = app();

@@ -1341,7 +1341,30 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                         ],
                         usize::from(*overwrite),
                     ));
-                    l.extend([String::new(), "↑/↓ choose   Enter next   Esc cancel".into()]);
+                    l.push("  u another server: type a postgres:// URL (a new database)".into());
+                    l.extend([
+                        String::new(),
+                        "↑/↓ choose   u URL   Enter next   Esc cancel".into(),
+                    ]);
+                }
+                RestoreStep::Url { text, error } => {
+                    l.push("Restore into a new database at (no password: the restore".into());
+                    l.push("connects with its own credentials, ~/.pgpass or PGPASSWORD):".into());
+                    l.push(format!("  {text}▏"));
+                    if let Some(e) = error {
+                        l.push(format!("✗ {e}"));
+                    }
+                    l.extend([String::new(), "Enter next   Esc cancel".into()]);
+                }
+                RestoreStep::ConfirmUrl { server, db, .. } => {
+                    l.push(format!(
+                        "Creates database {db} on {server} and restores into it."
+                    ));
+                    l.push(
+                        "Nothing existing is touched; if it exists, the restore refuses.".into(),
+                    );
+                    l.push(rto.clone());
+                    l.extend([String::new(), "Enter restore   Esc cancel".into()]);
                 }
                 RestoreStep::Name { overwrite, name } => {
                     l.push(if *overwrite {

@@ -81,7 +81,8 @@ fn console_backs_up_restores_and_gives_the_terminal_back() {
     let env = Env::new("awk", Some(AWKWARD_SQL));
     let bin = crate::support::bin();
     let t = Tmux::start(&format!(
-        "clear; echo before-console; NO_COLOR=1 {bin} --config {} ; echo after-console-$?",
+        "clear; echo before-console; PGPASSWORD={} NO_COLOR=1 {bin} --config {} ; echo after-console-$?",
+        env.cluster.password.expose(),
         env.config.display()
     ));
     let s = t.wait_for("1 Overview", Duration::from_secs(30));
@@ -126,6 +127,26 @@ fn console_backs_up_restores_and_gives_the_terminal_back() {
     t.keys(&["Enter"]);
     t.wait_for("restored into awk_restored", Duration::from_secs(120));
     assert_eq!(env.fingerprint("awk_restored"), env.fingerprint("awk"));
+
+    // Another server, typed as a URL (the password comes from PGPASSWORD, as on the command
+    // line): r → u → the URL → Enter → Enter.
+    t.keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.keys(&["r"]);
+    t.wait_for("another server", Duration::from_secs(5));
+    t.keys(&["u"]);
+    t.keys(&[
+        "-l",
+        &format!(
+            "postgres@127.0.0.1:{}/awk_url?sslmode=disable",
+            env.cluster.port
+        ),
+    ]);
+    t.keys(&["Enter"]);
+    t.wait_for("Creates database awk_url", Duration::from_secs(5));
+    t.keys(&["Enter"]);
+    t.wait_for("restored into awk_url", Duration::from_secs(120));
+    assert_eq!(env.fingerprint("awk_url"), env.fingerprint("awk"));
 
     // q: the shell's screen comes back, the console exits 0.
     t.keys(&["Escape"]);
