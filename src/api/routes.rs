@@ -50,6 +50,13 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/v1/backups", Role::Operator, "backup"),
     r("GET", "/v1/backups/{id}", Role::Viewer, "backups.show"),
     r("GET", "/v1/verifications", Role::Viewer, "verifications"),
+    // What a restore into that database would replace: admin, like the restore itself.
+    r(
+        "GET",
+        "/v1/sources/{name}/databases/{db}",
+        Role::Admin,
+        "target.inspect",
+    ),
     r("DELETE", "/v1/backups/{id}", Role::Admin, "delete"),
     r("POST", "/v1/backups/{id}/verify", Role::Operator, "verify"),
     r("POST", "/v1/backups/{id}/restore", Role::Admin, "restore"),
@@ -84,6 +91,7 @@ pub fn handler(route: &Route) -> MethodRouter<Api> {
         ("POST", "/v1/backups") => post(start_backup),
         ("GET", "/v1/backups/{id}") => get(show_backup),
         ("GET", "/v1/verifications") => get(verifications),
+        ("GET", "/v1/sources/{name}/databases/{db}") => get(inspect_target),
         ("DELETE", "/v1/backups/{id}") => delete(delete_backup),
         ("POST", "/v1/backups/{id}/verify") => post(start_verify),
         ("POST", "/v1/backups/{id}/restore") => post(start_restore),
@@ -247,6 +255,23 @@ async fn info(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, Ap
         "sources": sources,
         "policy": crate::present::policy_words(&cfg.retention),
     })))
+}
+
+/// `GET /v1/sources/{name}/databases/{db}`: whether database `db` exists on the source's
+/// server, its tables, size and connected sessions — what a restore into it would replace.
+async fn inspect_target(
+    State(api): State<Api>,
+    Path((name, db)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Reply, ApiError> {
+    body::query(q.as_deref(), &[])?;
+    let cfg = api.engine.config();
+    let src = cfg
+        .source(&name)
+        .map_err(|_| ApiError::not_found(format!("no source {}", printable(&name))))?;
+    crate::pg::conninfo::check_dbname(&db).map_err(|m| ApiError::field("db", m))?;
+    let facts = crate::engine::ops::restore::inspect(&src.conn.with_dbname(&db)).await?;
+    Ok(Reply::Ok(json_of(&facts)?))
 }
 
 /// `GET /v1/verifications`: every verification record, per backup id, oldest first.

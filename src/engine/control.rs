@@ -28,6 +28,8 @@ pub trait Control: Send + Sync {
     async fn verifications(
         &self,
     ) -> Result<std::collections::BTreeMap<String, Vec<crate::core::verify::VerifyRecord>>>;
+    /// What database `db` on `source`'s server holds now (before a restore into it).
+    async fn inspect_target(&self, source: &str, db: &str) -> Result<super::TargetFacts>;
     /// The largest tables of backup `id` (at most `n`), largest first.
     async fn largest_tables(&self, id: &str, n: usize) -> Result<Vec<super::TableSize>>;
     /// The newest `n` lines of the audit log of the last day, oldest first; `None` when this
@@ -76,6 +78,10 @@ impl Control for Engine {
         &self,
     ) -> Result<std::collections::BTreeMap<String, Vec<crate::core::verify::VerifyRecord>>> {
         Ok(self.snapshot().await?.records.clone())
+    }
+    async fn inspect_target(&self, source: &str, db: &str) -> Result<super::TargetFacts> {
+        let t = Control::restore_target(self, source, db)?;
+        super::ops::restore::inspect(&t.conn).await
     }
     async fn largest_tables(&self, id: &str, n: usize) -> Result<Vec<super::TableSize>> {
         let snap = self.snapshot().await?;

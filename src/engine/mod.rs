@@ -44,7 +44,7 @@ use crate::storage::ObjectStore;
 pub use command::{Command, DrillRequest, RestoreRequest, RestoreTarget, VerifyTarget};
 pub use event::{Event, JobOutcome, JobProgress, JobResult, Verdict};
 pub use job::{JobHandle, JobInfo, JobState};
-pub use query::{BackupRow, SourceStatus, TableSize};
+pub use query::{BackupRow, SourceStatus, TableSize, TargetFacts};
 
 /// The object store a configuration names.
 pub async fn store(config: &Config) -> Result<Arc<dyn ObjectStore>> {

@@ -103,6 +103,18 @@ pub fn list(
     )
 }
 
+/// What a restore target holds now: what a restore into it would replace (the console's
+/// summary before the typed confirmation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetFacts {
+    pub exists: bool,
+    /// Tables and partitioned tables outside the system schemas.
+    pub tables: u64,
+    pub bytes: u64,
+    /// Sessions connected to it right now (other than keepsake's own).
+    pub sessions: u64,
+}
+
 /// One table of a backup, for "largest tables" in the console's details.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableSize {

@@ -644,6 +644,16 @@ impl Control for Remote {
         Ok((*r).clone())
     }
 
+    async fn inspect_target(&self, source: &str, db: &str) -> Result<super::TargetFacts> {
+        self.0
+            .get(&format!(
+                "/v1/sources/{}/databases/{}",
+                path_part(source),
+                path_part(db)
+            ))
+            .await
+    }
+
     async fn largest_tables(&self, id: &str, n: usize) -> Result<Vec<super::TableSize>> {
         let v: Value = self
             .0

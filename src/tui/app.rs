@@ -51,6 +51,15 @@ pub enum Effect {
         source: String,
         db: String,
         overwrite: bool,
+        /// Skip ownership and privileges (`--no-owner`).
+        no_owner: bool,
+        /// Parallel sessions (`None`: the default).
+        jobs: Option<usize>,
+    },
+    /// Read what database `db` on `source`'s server holds now (`App::target_facts`).
+    InspectTarget {
+        source: String,
+        db: String,
     },
     /// Restore into a new database given by a typed URL (no password in it).
     RestoreUrl {
@@ -76,6 +85,8 @@ pub enum RestoreStep {
     Mode { overwrite: bool },
     /// Type the database name.
     Name { overwrite: bool, name: String },
+    /// Options: ownership and privileges, parallel sessions (kept in `App::restore_options`).
+    Options { overwrite: bool, name: String },
     /// What will happen; for an overwrite, the name typed again.
     Confirm {
         overwrite: bool,
@@ -192,6 +203,10 @@ pub struct App {
     /// The largest tables of the backup whose details are open: its id and the tables (or why
     /// they could not be read).
     pub tables: Option<(String, Result<Vec<crate::engine::TableSize>, String>)>,
+    /// The restore wizard's options: skip ownership and privileges, parallel sessions.
+    pub restore_options: (bool, Option<usize>),
+    /// What the restore wizard's target database holds now: its name and the facts.
+    pub target_facts: Option<(String, Result<crate::engine::TargetFacts, String>)>,
 }
 
 const LOG_LINES: usize = 500;
@@ -215,6 +230,8 @@ impl App {
             preview: None,
             problem: None,
             tables: None,
+            restore_options: (false, None),
+            target_facts: None,
         }
     }
 
@@ -546,6 +563,8 @@ impl App {
             },
             Action::Restore => match self.selected_backup().cloned() {
                 Some(b) => {
+                    self.restore_options = (false, None);
+                    self.target_facts = None;
                     self.dialog = Some(Dialog::Restore {
                         backup: b.id.clone(),
                         source: b.source.clone(),
@@ -805,7 +824,14 @@ impl App {
                 database,
                 step,
             } => {
-                let (step, effects) = restore_step(step, a, &backup, &source, &database);
+                let (step, effects) = restore_step(
+                    step,
+                    a,
+                    &backup,
+                    &source,
+                    &database,
+                    &mut self.restore_options,
+                );
                 match step {
                     Some(s) => (
                         Some(Dialog::Restore {
@@ -942,6 +968,7 @@ fn restore_step(
     backup: &str,
     source: &str,
     database: &str,
+    options: &mut (bool, Option<usize>),
 ) -> (Option<RestoreStep>, Vec<Effect>) {
     match step {
         RestoreStep::Mode { overwrite } => match a {
@@ -985,16 +1012,42 @@ fn restore_step(
                 name.pop();
                 (Some(RestoreStep::Name { overwrite, name }), vec![])
             }
-            Action::Enter if !name.is_empty() => (
-                Some(RestoreStep::Confirm {
-                    overwrite,
-                    name,
-                    typed: String::new(),
-                }),
-                vec![],
-            ),
+            Action::Enter if !name.is_empty() => {
+                (Some(RestoreStep::Options { overwrite, name }), vec![])
+            }
             _ => (Some(RestoreStep::Name { overwrite, name }), vec![]),
         },
+        RestoreStep::Options { overwrite, name } => {
+            match a {
+                Action::Char('o') => options.0 = !options.0,
+                Action::Char('+') | Action::Up => {
+                    options.1 = Some(options.1.map_or(2, |j| (j + 1).min(32)))
+                }
+                Action::Char('-') | Action::Down => {
+                    options.1 = match options.1 {
+                        Some(j) if j > 1 => Some(j - 1),
+                        Some(_) => None,
+                        None => Some(1),
+                    }
+                }
+                Action::Char('a') => options.1 = None,
+                Action::Enter => {
+                    return (
+                        Some(RestoreStep::Confirm {
+                            overwrite,
+                            name: name.clone(),
+                            typed: String::new(),
+                        }),
+                        vec![Effect::InspectTarget {
+                            source: source.to_string(),
+                            db: name,
+                        }],
+                    )
+                }
+                _ => {}
+            }
+            (Some(RestoreStep::Options { overwrite, name }), vec![])
+        }
         RestoreStep::Confirm {
             overwrite,
             name,
@@ -1032,6 +1085,8 @@ fn restore_step(
                     source: source.to_string(),
                     db: name,
                     overwrite,
+                    no_owner: options.0,
+                    jobs: options.1,
                 }],
             ),
             _ => (

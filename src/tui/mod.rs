@@ -43,6 +43,10 @@ enum Msg {
     },
     RestoreStarted(std::result::Result<String, String>),
     DrillStarted(std::result::Result<String, String>),
+    TargetFacts(
+        String,
+        std::result::Result<crate::engine::TargetFacts, String>,
+    ),
     Tables(
         String,
         std::result::Result<Vec<crate::engine::TableSize>, String>,
@@ -271,6 +275,10 @@ async fn event_loop<C: Control + 'static>(
                 }
                 dirty = true;
             }
+            Msg::TargetFacts(db, r) => {
+                app.target_facts = Some((db, r));
+                dirty = true;
+            }
             Msg::Tables(id, r) => {
                 app.tables = Some((id, r));
                 dirty = true;
@@ -310,11 +318,22 @@ fn effect<C: Control + 'static>(
                 let _ = tx.send(Msg::Started { what, job });
             });
         }
+        Effect::InspectTarget { source, db } => {
+            tokio::spawn(async move {
+                let r = ctl
+                    .inspect_target(&source, &db)
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = tx.send(Msg::TargetFacts(db, r));
+            });
+        }
         Effect::Restore {
             backup,
             source,
             db,
             overwrite,
+            no_owner,
+            jobs,
         } => {
             tokio::spawn(async move {
                 let started = match ctl.restore_target(&source, &db) {
@@ -325,8 +344,8 @@ fn effect<C: Control + 'static>(
                             create: !overwrite,
                             clean: overwrite,
                             confirm: overwrite.then(|| db.clone()),
-                            no_owner: false,
-                            jobs: None,
+                            no_owner,
+                            jobs,
                         }))
                         .await
                     }

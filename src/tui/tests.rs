@@ -712,6 +712,31 @@ fn restore_wizard_overwrite_needs_the_database_name_typed() {
     press(&mut a, KeyCode::Enter);
     typed(&mut a, "wedsync");
     press(&mut a, KeyCode::Enter);
+    // Options: skip ownership, three sessions; then the summary, which looks at the target.
+    press(&mut a, KeyCode::Char('o'));
+    for _ in 0..2 {
+        press(&mut a, KeyCode::Char('+'));
+    }
+    assert_eq!(a.restore_options, (true, Some(3)));
+    insta::assert_snapshot!("dialog_restore_options", screen(&a, 80, 24));
+    assert_eq!(
+        press(&mut a, KeyCode::Enter),
+        vec![Effect::InspectTarget {
+            source: "wedsync".into(),
+            db: "wedsync".into()
+        }]
+    );
+    a.target_facts = Some((
+        "wedsync".into(),
+        Ok(crate::engine::TargetFacts {
+            exists: true,
+            tables: 52,
+            bytes: 2_469_606_195,
+            sessions: 14,
+        }),
+    ));
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("holds 52 tables, 2.3 GiB; 14 session(s)"), "{s}");
     assert!(
         press(&mut a, KeyCode::Enter).is_empty(),
         "no name typed yet"
@@ -729,7 +754,9 @@ fn restore_wizard_overwrite_needs_the_database_name_typed() {
             backup: "20261202T114800Z-wedsync".into(),
             source: "wedsync".into(),
             db: "wedsync".into(),
-            overwrite: true
+            overwrite: true,
+            no_owner: true,
+            jobs: Some(3),
         }]
     );
     // A new database needs no typed name; `q` in the name field is a letter, not quit.
@@ -739,6 +766,7 @@ fn restore_wizard_overwrite_needs_the_database_name_typed() {
     press(&mut a, KeyCode::Enter);
     typed(&mut a, "_q");
     assert!(!a.quit);
+    press(&mut a, KeyCode::Enter);
     press(&mut a, KeyCode::Enter);
     let e = press(&mut a, KeyCode::Enter);
     assert!(

@@ -1053,6 +1053,32 @@ fn choice(options: &[&str], sel: usize) -> Vec<String> {
         .collect()
 }
 
+/// What the restore wizard learned about database `name`, if it is about that one.
+fn target_facts<'a>(
+    app: &'a App,
+    name: &str,
+) -> Option<&'a Result<crate::engine::TargetFacts, String>> {
+    app.target_facts
+        .as_ref()
+        .filter(|(db, _)| db == name)
+        .map(|(_, r)| r)
+}
+
+/// The restore options in one line.
+fn options_line(app: &App) -> String {
+    let (no_owner, jobs) = app.restore_options;
+    format!(
+        "Options  {} · sessions: {}",
+        if no_owner {
+            "no owners or privileges"
+        } else {
+            "owners as backed up"
+        },
+        jobs.map(|j| j.to_string())
+            .unwrap_or_else(|| "default".into())
+    )
+}
+
 /// The guided drill's lines.
 fn drill_dialog(app: &App, step: &DrillStep, now: DateTime<Utc>) -> Vec<String> {
     match step {
@@ -1375,6 +1401,24 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                     l.push(format!("  {name}▏"));
                     l.extend([String::new(), "Enter next   Esc cancel".into()]);
                 }
+                RestoreStep::Options { .. } => {
+                    let (no_owner, jobs) = app.restore_options;
+                    l.push("Options:".into());
+                    l.push(format!(
+                        "  [{}] o  skip ownership and privileges (--no-owner: for a server",
+                        if no_owner { "x" } else { " " }
+                    ));
+                    l.push("         without the source's roles)".into());
+                    l.push(format!(
+                        "  +/-   parallel sessions: {}",
+                        jobs.map(|j| j.to_string())
+                            .unwrap_or_else(|| "default (CPUs, at least 2)".into())
+                    ));
+                    l.extend([
+                        String::new(),
+                        "o/+/-/a change   Enter next   Esc cancel".into(),
+                    ]);
+                }
                 RestoreStep::Confirm {
                     overwrite: false,
                     name,
@@ -1383,9 +1427,17 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                     l.push(format!(
                         "Creates database {name} on {server} and restores into it."
                     ));
-                    l.push(
-                        "Nothing existing is touched; if it exists, the restore refuses.".into(),
-                    );
+                    l.push(match target_facts(app, name) {
+                        Some(Ok(f)) if f.exists => format!(
+                            "✗ {name} already exists there ({} tables, {}): the restore would refuse; Esc and choose another name",
+                            f.tables,
+                            human_bytes(f.bytes)
+                        ),
+                        Some(Ok(_)) => format!("✔ {name} does not exist there yet: nothing existing is touched."),
+                        Some(Err(e)) => format!("⚠ could not look at the server: {e}"),
+                        None => format!("checking {server} for {name}…"),
+                    });
+                    l.push(options_line(app));
                     l.push(rto);
                     l.extend([String::new(), "Enter restore   Esc cancel".into()]);
                 }
@@ -1402,8 +1454,22 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                             ""
                         }
                     ));
-                    l.push("  its objects are dropped and recreated from this backup;".into());
+                    match target_facts(app, name) {
+                        Some(Ok(f)) if f.exists => l.push(format!(
+                            "  it holds {} tables, {}; {} session(s) connected now.",
+                            f.tables,
+                            human_bytes(f.bytes),
+                            f.sessions
+                        )),
+                        Some(Ok(_)) => l.push(format!(
+                            "  ✗ {name} does not exist on {server}: nothing to overwrite (Esc)."
+                        )),
+                        Some(Err(e)) => l.push(format!("  ⚠ could not look at it: {e}")),
+                        None => l.push(format!("  checking what {name} holds…")),
+                    }
+                    l.push("  Its objects are dropped and recreated from this backup;".into());
                     l.push("  changes made since the backup was taken are lost.".into());
+                    l.push(options_line(app));
                     l.push(rto);
                     l.push(String::new());
                     l.push(format!("Type the database name to continue: {typed}▏"));

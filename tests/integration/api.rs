@@ -1201,6 +1201,11 @@ fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
             Some(format!("{caller} (api)").as_str()),
             "{rec:?}"
         );
+        // What a restore would replace: the source database holds tables; a new name nothing.
+        let f = remote.inspect_target("main", "awk").await.expect("inspect");
+        assert!(f.exists && f.tables > 0 && f.bytes > 0, "{f:?}");
+        let f = remote.inspect_target("main", "not_there").await.expect("inspect");
+        assert!(!f.exists, "{f:?}");
         let tables = remote.largest_tables(&id, 3).await.expect("tables");
         assert!(!tables.is_empty() && tables.len() <= 3, "{tables:?}");
         assert!(tables.windows(2).all(|w| w[0].bytes >= w[1].bytes), "{tables:?}");

@@ -122,7 +122,10 @@ fn console_backs_up_restores_and_gives_the_terminal_back() {
     t.keys(&["Enter"]);
     t.wait_for("Name of the new database", Duration::from_secs(5));
     t.keys(&["Enter"]);
-    let s = t.wait_for("Creates database awk_restored", Duration::from_secs(5));
+    t.wait_for("parallel sessions", Duration::from_secs(5));
+    t.keys(&["Enter"]);
+    let s = t.wait_for("does not exist there yet", Duration::from_secs(15));
+    assert!(s.contains("Creates database awk_restored"), "{s}");
     assert!(s.contains("Enter restore"), "{s}");
     t.keys(&["Enter"]);
     t.wait_for("restored into awk_restored", Duration::from_secs(120));
@@ -237,6 +240,8 @@ fn console_attaches_to_the_daemon_and_runs_jobs_there() {
     t.wait_for("a new database", Duration::from_secs(5));
     t.keys(&["Enter"]);
     t.wait_for("Name of the new database", Duration::from_secs(5));
+    t.keys(&["Enter"]);
+    t.wait_for("parallel sessions", Duration::from_secs(5));
     t.keys(&["Enter"]);
     t.wait_for("Creates database awk_restored", Duration::from_secs(5));
     t.keys(&["Enter"]);

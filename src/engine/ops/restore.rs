@@ -50,3 +50,46 @@ pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {
         created: o.created,
     }))
 }
+
+/// What database `target.dbname` holds now (it need not exist). Reads only catalogs.
+pub async fn inspect(target: &crate::pg::conninfo::ConnInfo) -> Result<crate::engine::TargetFacts> {
+    let admin = core_restore::connect_admin(target).await?;
+    let err = |e: tokio_postgres::Error| Error::Postgres(crate::pg::client::describe(&e));
+    let row = admin
+        .query_opt(
+            "SELECT pg_database_size(d.oid)::bigint, \
+                    (SELECT count(*) FROM pg_stat_activity a \
+                      WHERE a.datname = d.datname AND a.pid <> pg_backend_pid())::bigint \
+               FROM pg_database d WHERE d.datname = $1",
+            &[&target.dbname],
+        )
+        .await
+        .map_err(err)?;
+    let Some(row) = row else {
+        return Ok(crate::engine::TargetFacts {
+            exists: false,
+            tables: 0,
+            bytes: 0,
+            sessions: 0,
+        });
+    };
+    let (bytes, sessions): (i64, i64) = (row.get(0), row.get(1));
+    let db = crate::pg::client::connect(target).await?;
+    let tables: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                AND n.nspname NOT LIKE 'pg\\_%'",
+            &[],
+        )
+        .await
+        .map_err(err)?
+        .get(0);
+    Ok(crate::engine::TargetFacts {
+        exists: true,
+        tables: tables.max(0) as u64,
+        bytes: bytes.max(0) as u64,
+        // Minus the session just opened to count the tables.
+        sessions: (sessions.max(1) - 1) as u64,
+    })
+}
