@@ -114,8 +114,10 @@ impl View {
     }
 }
 
-/// Concurrent reads of objects not cached yet (a first listing of a large S3 repository).
-const READ_CONCURRENCY: usize = 16;
+/// Concurrent reads of objects not cached yet (a first listing of a large S3 repository: the
+/// console's first start with 1,000 manifests on loopback Garage took 3.0 s with 16 at a time,
+/// 0.96 s with 64; BENCHMARKS.md, "The console").
+const READ_CONCURRENCY: usize = 64;
 
 /// The sealed object `key`: from the disk cache when it is there and authenticates (`open`
 /// runs on it), else from the store (and then kept). `Ok(None)`: not in the store.
