@@ -241,13 +241,10 @@ fn crash_harness_two_daemons_sharing_s3_while_one_prunes() {
     with_policy(&env);
     env.keepsake(&["backup", "--type", "full"]).ok();
     let start = |cfg: &std::path::Path| {
-        std::process::Command::new(crate::support::bin())
-            .arg("--config")
-            .arg(cfg)
-            .arg("--daemon")
-            .env_remove("PGPASSWORD")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdout(Stdio::null())
+        let mut c = std::process::Command::new(crate::support::bin());
+        c.arg("--config").arg(cfg).arg("--daemon");
+        env.isolate(&mut c);
+        c.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("daemon")

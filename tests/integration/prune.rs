@@ -209,3 +209,46 @@ fn a_backup_whose_lease_was_removed_commits_nothing() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(env.snapshots().len(), 1);
 }
+
+/// The grace period, by default 24 hours: packs a prune marked stay through later prunes until
+/// it is over (a backup that planned before the mark may still commit with them), and go once
+/// it is. On S3, like on a folder.
+#[test]
+fn marked_packs_wait_out_the_default_grace_period_on_s3() {
+    let env = Env::with_backend(crate::support::Backend::S3, "awk", Some(AWKWARD_SQL));
+    // No prune_grace_hours: the default applies.
+    with_retention(&env, "awk", "[retention]\nkeep_last = 1", None);
+    env.backup("full");
+    let kept = env.backup("full")["id"].as_str().expect("id").to_string();
+    let packs = || env.object_keys("packs/").len();
+    let before = packs();
+    let r = prune_json(&env, &[]);
+    let marked = r["marked"].as_array().expect("marked").len();
+    assert!(marked > 0, "{r}");
+    // Later prunes keep every marked pack and say why.
+    for _ in 0..2 {
+        let r = prune_json(&env, &[]);
+        assert!(r["deleted_packs"].as_array().expect("d").is_empty(), "{r}");
+        let waiting = r["waiting"].as_array().expect("waiting");
+        assert_eq!(waiting.len(), marked, "{r}");
+        assert!(
+            waiting[0][1]
+                .as_str()
+                .is_some_and(|w| w.contains("grace period not over")),
+            "{r}"
+        );
+    }
+    assert_eq!(packs(), before);
+    env.keepsake(&["verify", &kept, "--level", "data"]).ok();
+    // With the grace period over (here: set to 0), they go; the kept backup is whole.
+    with_retention(
+        &env,
+        "awk",
+        "[retention]\nkeep_last = 1\nprune_grace_hours = 0",
+        None,
+    );
+    let r = prune_json(&env, &[]);
+    assert_eq!(r["deleted_packs"].as_array().expect("d").len(), marked, "{r}");
+    assert_eq!(packs(), before - marked);
+    env.keepsake(&["verify", &kept, "--level", "data"]).ok();
+}

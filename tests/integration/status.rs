@@ -94,22 +94,37 @@ fn status_and_jobs_tell_what_is_proven_and_what_happened() {
     assert_eq!(st[0]["last_failed_job"]["status"], "interrupted", "{st}");
     // The interrupted backup committed nothing.
     assert_eq!(env.snapshots().len(), 1);
-    // Its passfile (the killed process could not remove it) is swept by the next run.
-    let leftover = |pid: u32| {
-        std::fs::read_dir(std::env::temp_dir())
+    // Its passfile (the killed process could not remove it) is in this test's own TMPDIR,
+    // readable by its owner only, until the next run sweeps it.
+    let tmp = env.dir.path().join("tmp");
+    let passfiles = |pid: Option<u32>| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&tmp)
             .expect("tmp")
             .flatten()
-            .any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with(&format!("keepsake-pgpass-{pid}-"))
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                match pid {
+                    Some(p) => n.starts_with(&format!("keepsake-pgpass-{p}-")),
+                    None => n.starts_with("keepsake-pgpass-"),
+                }
             })
+            .map(|e| e.path())
+            .collect()
     };
-    // (Other tests running in parallel may sweep it first: that is the feature too.)
+    let stale = passfiles(Some(child.id()));
+    assert_eq!(stale.len(), 1, "the killed backup left its passfile");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&stale[0])
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "a passfile is its owner's only");
     configure(&env, None);
     env.keepsake(&["backup"]).ok();
     assert!(
-        !leftover(child.id()),
+        passfiles(Some(child.id())).is_empty(),
         "a stale passfile holding the password was not removed"
     );
+    // A run that ends normally leaves no passfile of its own either.
+    assert!(passfiles(None).is_empty(), "{:?}", passfiles(None));
 }

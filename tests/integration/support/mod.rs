@@ -251,18 +251,20 @@ impl Env {
 
     /// Run keepsake with this env's config.
     pub fn keepsake(&self, args: &[&str]) -> Run {
-        let mut a = vec!["--config", self.config.to_str().expect("utf8")];
-        a.extend_from_slice(args);
-        keepsake_raw(&a, &[])
+        Run::from(self.keepsake_cmd(args).output().expect("run keepsake"))
     }
 
     pub fn keepsake_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("--config").arg(&self.config).args(args);
-        c.env_remove("PGPASSWORD")
-            // Never an instance-metadata lookup from a test (credentials are always configured).
-            .env("AWS_EC2_METADATA_DISABLED", "true");
+        self.isolate(&mut c);
         c
+    }
+
+    /// Give a keepsake process this test's own home, XDG directories and temp dir, so it
+    /// never reads the user's configuration and never sees (or sweeps) another test's files.
+    pub fn isolate(&self, c: &mut Command) {
+        isolate_in(c, self.dir.path());
     }
 
     /// `keepsake --daemon` on this env's configuration, output discarded.
@@ -424,13 +426,39 @@ pub fn list_files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Point HOME, the XDG directories and TMPDIR of `c` under `root` (created as needed), remove
+/// the variables a test must not inherit, and never look up instance metadata.
+pub fn isolate_in(c: &mut Command, root: &Path) {
+    for (var, sub) in [
+        ("HOME", "home"),
+        ("XDG_CONFIG_HOME", "home/.config"),
+        ("XDG_STATE_HOME", "home/.local/state"),
+        ("XDG_CACHE_HOME", "home/.cache"),
+        ("XDG_DATA_HOME", "home/.local/share"),
+        ("TMPDIR", "tmp"),
+    ] {
+        let d = root.join(sub);
+        std::fs::create_dir_all(&d).expect("isolated dir");
+        c.env(var, d);
+    }
+    c.env_remove("PGPASSWORD")
+        .env_remove("KEEPSAKE_CONFIG")
+        // Never an instance-metadata lookup from a test (credentials are always configured).
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+}
+
+/// A home and temp dir for keepsake processes that belong to no [`Env`].
+fn shared_root() -> &'static Path {
+    static ROOT: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| tempfile::tempdir().expect("tempdir"))
+        .path()
+}
+
 /// Run keepsake with arbitrary args and extra env.
 pub fn keepsake_raw(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut c = Command::new(bin());
-    c.args(args)
-        .env_remove("PGPASSWORD")
-        .env_remove("KEEPSAKE_CONFIG")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
+    c.args(args);
+    isolate_in(&mut c, shared_root());
     for (k, v) in env {
         c.env(k, v);
     }
