@@ -568,10 +568,13 @@ async fn delete_backup(
                 format!("must repeat the backup's id ({})", m.id),
             ));
         }
-        let h = api.engine.submit(Command::Delete {
-            id: m.id.clone(),
-            force,
-        })?;
+        let h = api.engine.submit_as(
+            Command::Delete {
+                id: m.id.clone(),
+                force,
+            },
+            format!("{} (api)", caller.name),
+        )?;
         note.job = Some(h.id.clone());
         let o = h.wait().await;
         outcome_reply(o).map(|_| Reply::Ok(json!({"deleted": m.id, "source": m.source.name})))

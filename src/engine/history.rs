@@ -51,8 +51,9 @@ pub struct JobRecord {
     /// credentials). Absent in records written before keepsake recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
-    /// Who asked for the job: a user name (command line, local console), `NAME (api)` for a
-    /// control API caller, `schedule` for the daemon's own runs. Absent in older records.
+    /// Who asked for the job: the user name for the command line, `NAME (console)` for an
+    /// in-process console, `NAME (api)` for a control API caller, `schedule` for the daemon's
+    /// own runs (a backup's verification inherits its backup's). Absent in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
 }

@@ -316,7 +316,12 @@ async fn refresh(
     st.drills
         .extend(read.into_iter().filter_map(|(k, r)| r.map(|r| (k, r))));
     let listed: std::collections::HashSet<&String> = keys.iter().collect();
+    let before = st.drills.len();
     st.drills.retain(|k, _| listed.contains(k));
+    if disk.is_some() && (st.drills.len() < before || st.last.is_none()) {
+        let keys = keys.iter().cloned().collect();
+        forget_unlisted(disk, drill::PREFIX, &keys).await;
+    }
     let mut drills: Vec<Arc<DrillReport>> = st.drills.values().flatten().cloned().collect();
     drills.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
     Ok(Snapshot {

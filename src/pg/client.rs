@@ -15,6 +15,76 @@ use crate::core::format::{SourceInfo, TableInfo};
 use crate::error::{Error, Result};
 
 /// Connect; the connection task runs in the background until the client is dropped.
+/// The password libpq would take from the password file for `ci` (`PGPASSFILE`, else
+/// `~/.pgpass`): the first line whose host, port, database and user match (`*` matches
+/// anything; `\:` and `\\` are escapes). Like libpq, a file that others may read is ignored.
+pub fn pgpass_lookup(ci: &ConnInfo) -> Option<crate::secret::Secret> {
+    let path = std::env::var_os("PGPASSFILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))?;
+    pgpass_in(&path, ci)
+}
+
+/// [`pgpass_lookup`] in the file at `path`.
+fn pgpass_in(path: &std::path::Path, ci: &ConnInfo) -> Option<crate::secret::Secret> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() || meta.permissions().mode() & 0o077 != 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let host = if ci.host.starts_with('/') || ci.host.is_empty() {
+        "localhost".to_string()
+    } else {
+        ci.host.clone()
+    };
+    let want = [
+        host,
+        ci.port.to_string(),
+        ci.dbname.clone(),
+        ci.user.clone(),
+    ];
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let fields = split_pgpass(line);
+        if fields.len() < 5 {
+            continue;
+        }
+        if fields[..4]
+            .iter()
+            .zip(want.iter())
+            .all(|(f, w)| f == "*" || f == w)
+        {
+            return Some(crate::secret::Secret::new(fields[4..].join(":")));
+        }
+    }
+    None
+}
+
+/// The fields of a password-file line: `:` separates, `\` escapes the next character.
+fn split_pgpass(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let (Some(n), Some(last)) = (chars.next(), out.last_mut()) {
+                    last.push(n);
+                }
+            }
+            ':' if out.len() < 5 => out.push(String::new()),
+            c => {
+                if let Some(last) = out.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
 pub async fn connect(ci: &ConnInfo) -> Result<Client> {
     let mut cfg = tokio_postgres::Config::new();
     if ci.host.starts_with('/') {
@@ -28,6 +98,9 @@ pub async fn connect(ci: &ConnInfo) -> Result<Client> {
         .application_name("keepsake")
         .connect_timeout(std::time::Duration::from_secs(ci.connect_timeout_s));
     if let Some(pw) = &ci.password {
+        cfg.password(pw.expose());
+    } else if let Some(pw) = pgpass_lookup(ci) {
+        // Like libpq: without a password, the password file (PGPASSFILE, else ~/.pgpass).
         cfg.password(pw.expose());
     }
     cfg.ssl_mode(match ci.sslmode {
@@ -433,4 +506,29 @@ pub async fn table_fingerprints(client: &Client) -> Result<Vec<(String, i64, Str
         .get(0);
     out.push(("(large objects)".into(), lo, String::new()));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_file_is_read_like_libpq_reads_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pgpass");
+        std::fs::write(
+            &f,
+            "# comment\nother:5432:*:ops:nope\ndb-2:5433:*:ops:s3\\:cr\\\\et:x\n*:*:*:*:fallback\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let ci = ConnInfo::parse("postgres://ops@db-2:5433/wed").unwrap();
+        assert_eq!(pgpass_in(&f, &ci).unwrap().expose(), "s3:cr\\et:x");
+        let other = ConnInfo::parse("postgres://app@db-9/wed").unwrap();
+        assert_eq!(pgpass_in(&f, &other).unwrap().expose(), "fallback");
+        // Readable by others: ignored, as libpq does.
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(pgpass_in(&f, &ci).is_none());
+    }
 }

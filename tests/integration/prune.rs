@@ -248,7 +248,11 @@ fn marked_packs_wait_out_the_default_grace_period_on_s3() {
         None,
     );
     let r = prune_json(&env, &[]);
-    assert_eq!(r["deleted_packs"].as_array().expect("d").len(), marked, "{r}");
+    assert_eq!(
+        r["deleted_packs"].as_array().expect("d").len(),
+        marked,
+        "{r}"
+    );
     assert_eq!(packs(), before - marked);
     env.keepsake(&["verify", &kept, "--level", "data"]).ok();
 }

@@ -89,7 +89,7 @@ pub async fn inspect(target: &crate::pg::conninfo::ConnInfo) -> Result<crate::en
         exists: true,
         tables: tables.max(0) as u64,
         bytes: bytes.max(0) as u64,
-        // Minus the session just opened to count the tables.
-        sessions: (sessions.max(1) - 1) as u64,
+        // Counted before this function connected to it (its own session is on `postgres`).
+        sessions: sessions.max(0) as u64,
     })
 }
