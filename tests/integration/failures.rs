@@ -126,7 +126,8 @@ fn wrong_identity_fails_before_touching_the_target(backend: crate::support::Back
     crate::support::keepsake_raw(&["keygen", "--output", other.to_str().expect("utf8")], &[]).ok();
     env.write_config("wed", None, &other);
     let r = env.restore_new(b["id"].as_str().expect("id"), "never_created");
-    assert_ne!(r.code, 0);
+    // A key that opens nothing is a configuration error: exit 2.
+    assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("identit"), "{}", r.stderr);
     assert!(
         !env.db_exists("never_created"),

@@ -94,7 +94,8 @@ fn failed_restore_into_created_database_leaves_nothing() {
     bytes[n / 2] ^= 0x55;
     std::fs::write(&pack, &bytes).expect("write");
     let r = env.restore_new(id, "half");
-    assert_ne!(r.code, 0, "{}", r.all());
+    // DESIGN.md §7: damage is exit 3.
+    assert_eq!(r.code, 3, "{}", r.all());
     assert!(r.stderr.contains("damaged"), "{}", r.stderr);
     assert!(
         !env.db_exists("half"),
@@ -118,7 +119,7 @@ fn damaged_table_of_contents_leaves_no_database() {
         std::fs::write(&pack, &bytes).expect("write");
     }
     let r = env.restore_new(id, "tocgone");
-    assert_ne!(r.code, 0, "{}", r.all());
+    assert_eq!(r.code, 3, "{}", r.all());
     assert!(r.stderr.contains("damaged"), "{}", r.stderr);
     assert!(
         !env.db_exists("tocgone"),

@@ -440,3 +440,45 @@ fn damaged_and_missing_packs_are_found_on_any_store(backend: crate::support::Bac
     assert_eq!(r.code, 3, "{}", r.all());
     assert!(!env.db_exists("never_made"));
 }
+
+/// Ctrl-C during a restore-level verification: exit 1 (DESIGN.md §7: not damage), the job
+/// recorded `cancelled`, no scratch database left, no verification record written.
+#[test]
+fn ctrl_c_during_verify_exits_1_and_is_recorded_cancelled() {
+    let env = Env::new("big", None);
+    env.psql(
+        "big",
+        "CREATE TABLE t AS SELECT i, md5(i::text) || md5((i * 7)::text) AS s FROM generate_series(1, 2000000) i",
+    );
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let mut child = env
+        .keepsake_cmd(&["verify", &id, "--level", "restore"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Wait until its scratch database exists: the restore is under way.
+    crate::support::eventually(
+        "the scratch database",
+        std::time::Duration::from_secs(60),
+        || scratch_dbs(&env) == "1",
+    );
+    crate::support::kill(child.id(), "INT");
+    let code = crate::support::wait_exit(&mut child, std::time::Duration::from_secs(60));
+    assert_eq!(code, Some(1));
+    assert_eq!(scratch_dbs(&env), "0", "the scratch database was dropped");
+    let jobs: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["jobs", "--json"]).ok().stdout).expect("jobs");
+    let last = jobs.as_array().and_then(|j| j.last()).expect("a job");
+    assert_eq!(
+        (last["kind"].as_str(), last["status"].as_str()),
+        (Some("verify"), Some("cancelled")),
+        "{jobs}"
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["list", "--json"]).ok().stdout).expect("list");
+    assert_eq!(
+        list[0]["verified_level"], "none",
+        "an interrupted check proves nothing: {list}"
+    );
+}
