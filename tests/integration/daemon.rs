@@ -226,20 +226,37 @@ fn daemon_alerts_mirrors_reloads_and_survives_an_outage() {
     eventually("the invalid reload logged", Duration::from_secs(15), || {
         log_text(&log_dir).contains("keeping the old one")
     });
-    std::fs::write(&env.config, &config).expect("config");
+    // The good file adds a second webhook: the reload shows in what the daemon does.
+    let hook2 = Receiver::start();
+    let hook2_file = env.dir.path().join("hook2-url");
+    std::fs::write(&hook2_file, &hook2.url).expect("hook2 url");
+    let reloaded = config.replacen(
+        "webhooks = [",
+        &format!(
+            "webhooks = [{{ url = \"file:{}\", format = \"json\", events = [\"backup_succeeded\"] }}, ",
+            hook2_file.display()
+        ),
+        1,
+    );
+    assert_ne!(reloaded, config);
+    std::fs::write(&env.config, &reloaded).expect("config");
     kill(daemon.id(), "HUP");
     eventually("the reload logged", Duration::from_secs(15), || {
         log_text(&log_dir).contains("configuration reloaded")
     });
     let before = hook.named("backup_succeeded").len();
     hook.wait_for("backup_succeeded", before + 1, Duration::from_secs(30));
+    hook2.wait_for("backup_succeeded", 1, Duration::from_secs(30));
 
     // PostgreSQL goes away: backups fail and say so, the RPO alarm fires once.
     env.cluster.stop("fast").expect("stop");
     let failed = hook.wait_for("backup_failed", 1, Duration::from_secs(30));
+    // It names the source and says the server could not be reached.
+    assert_eq!(failed[0]["source"], "main", "{:?}", failed[0]);
     assert!(
-        failed[0]["error"].as_str().unwrap_or("").contains("main")
-            || failed[0]["message"].as_str().unwrap_or("").contains("main"),
+        failed[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("connect") || e.contains("connection")),
         "{:?}",
         failed[0]
     );
@@ -510,4 +527,70 @@ fn daemon_runs_scheduled_drills_and_alerts_when_one_fails() {
         ),
         "0"
     );
+}
+
+/// Two sources, one of them unreachable: the daemon keeps backing up the other, records and
+/// alerts the failures of the broken one, and `status` tells them apart. Retention with
+/// keep_last = 1 still keeps the newest backup proven at restore level.
+#[test]
+fn one_failing_source_does_not_stop_the_other_and_the_restore_proven_backup_survives() {
+    use crate::support::webhook::Receiver;
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let proven = env.backup("full")["id"].as_str().expect("id").to_string();
+    env.keepsake(&["verify", &proven, "--level", "restore"])
+        .ok();
+    let hook = Receiver::start();
+    let pw_line = format!("password = \"file:{}\"", env.password_file.display());
+    let text = env.config_text("awk", None, &env.identity).replace(
+        &pw_line,
+        &format!("{pw_line}\n\n[sources.schedule]\nincremental = \"*/2 * * * * *\"\n"),
+    );
+    std::fs::write(
+        &env.config,
+        format!(
+            "{text}\n[[sources]]\nname = \"broken\"\nurl = \"postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2\"\n\n[sources.schedule]\nincremental = \"*/2 * * * * *\"\n\n[retention]\nkeep_last = 1\nprune_grace_hours = 0\n\n[verification]\nafter_backup = \"structure\"\n\n[notifications]\nwebhooks = [{{ url = \"{}\", events = [\"backup_failed\", \"backup_succeeded\"] }}]\n",
+            hook.url
+        ),
+    )
+    .expect("config");
+    env.keepsake(&["config", "check"]).ok();
+    let mut daemon = env.spawn_daemon();
+    hook.wait_for("backup_failed", 2, Duration::from_secs(60));
+    hook.wait_for("backup_succeeded", 3, Duration::from_secs(90));
+    kill(daemon.id(), "TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+    assert!(hook
+        .named("backup_failed")
+        .iter()
+        .all(|e| e["source"] == "broken"));
+    assert!(hook
+        .named("backup_succeeded")
+        .iter()
+        .all(|e| e["source"] == "main"));
+    let st: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["status", "--json"]).ok().stdout).expect("status");
+    let by = |name: &str| {
+        st.as_array()
+            .and_then(|a| a.iter().find(|s| s["source"] == name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        by("broken")["last_backup_id"],
+        serde_json::Value::Null,
+        "{st}"
+    );
+    assert_eq!(by("broken")["last_failed_job"]["status"], "failed", "{st}");
+    assert!(by("main")["last_failed_job"].is_null(), "{st}");
+    // keep_last = 1 forgot the other incrementals, never the restore-proven full.
+    let list: serde_json::Value =
+        serde_json::from_str(&env.keepsake(&["list", "--json"]).ok().stdout).expect("list");
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    assert!(ids.contains(&proven.as_str()), "{list}");
+    assert!(ids.len() <= 3, "retention ran: {list}");
 }
