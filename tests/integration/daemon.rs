@@ -299,7 +299,15 @@ fn daemon_alerts_mirrors_reloads_and_survives_an_outage() {
     // A restart applies no migration twice and duplicates nothing.
     let rows = catalog_count(&env, "SELECT count(*) FROM backup_jobs");
     let mut daemon = spawn(&env);
-    std::thread::sleep(Duration::from_secs(3));
+    // Up and mirroring again (the catalog is migrated before the first mirror).
+    eventually(
+        "the restarted daemon mirrors",
+        Duration::from_secs(30),
+        || {
+            log_text(&log_dir).matches("configuration").count() > 0
+                && catalog_count(&env, "SELECT count(*) FROM backup_jobs") > rows
+        },
+    );
     kill(daemon.id(), "TERM");
     assert_eq!(wait_exit(&mut daemon, Duration::from_secs(20)), Some(0));
     assert_eq!(
