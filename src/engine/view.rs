@@ -188,6 +188,57 @@ async fn forget_unlisted(
     }
 }
 
+/// Bring `map` (object key → parsed object, `None` when it did not parse) up to date with the
+/// objects under `prefix`: read the new ones (from the disk cache or the store), forget the ones
+/// no longer listed, and their cached files. An object that cannot be read is left out (read
+/// again next time: a transient error heals); one that does not parse is kept as `None` (not
+/// read again each time).
+async fn sync_sealed<T>(
+    repo: &Repository,
+    disk: Option<&std::path::Path>,
+    prefix: &str,
+    map: &mut HashMap<String, Option<T>>,
+    first: bool,
+    parse: impl Fn(&[u8]) -> Option<T> + Copy,
+) -> Result<()> {
+    let keys: Vec<String> = repo
+        .store()
+        .list(prefix)
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let new: Vec<String> = keys
+        .iter()
+        .filter(|k| !map.contains_key(*k))
+        .cloned()
+        .collect();
+    let read: Vec<(String, Option<Option<T>>)> = futures::stream::iter(new)
+        .map(|k| async move {
+            let r = match sealed(repo, disk, &k, |b| repo.open_sealed(&k, b)).await {
+                Ok(Some(plain)) => Some(parse(&plain)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!("ignoring unreadable {k}: {e}");
+                    None
+                }
+            };
+            (k, r)
+        })
+        .buffer_unordered(READ_CONCURRENCY)
+        .collect()
+        .await;
+    map.extend(read.into_iter().filter_map(|(k, r)| r.map(|r| (k, r))));
+    let listed: std::collections::HashSet<&String> = keys.iter().collect();
+    let before = map.len();
+    map.retain(|k, _| listed.contains(k));
+    if disk.is_some() && (map.len() < before || first) {
+        let keys = keys.iter().cloned().collect();
+        forget_unlisted(disk, prefix, &keys).await;
+    }
+    Ok(())
+}
+
 async fn refresh(
     st: &mut State,
     repo: &Repository,
@@ -235,43 +286,11 @@ async fn refresh(
     // Unreadable manifests are read again next time (a transient error heals).
     unreadable.sort();
 
-    let keys: Vec<String> = repo
-        .store()
-        .list("verifications/")
-        .await?
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    let new: Vec<String> = keys
-        .iter()
-        .filter(|k| !st.records.contains_key(*k))
-        .cloned()
-        .collect();
-    let read: Vec<(String, Option<Option<VerifyRecord>>)> = futures::stream::iter(new)
-        .map(|k| async move {
-            let r = match sealed(repo, disk, &k, |b| repo.open_sealed(&k, b)).await {
-                Ok(Some(plain)) => Some(serde_json::from_slice::<VerifyRecord>(&plain).ok()),
-                Ok(None) => None,
-                // Not cached: read again next time (a transient error heals).
-                Err(e) => {
-                    tracing::warn!("ignoring unreadable verification record {k}: {e}");
-                    None
-                }
-            };
-            (k, r)
-        })
-        .buffer_unordered(READ_CONCURRENCY)
-        .collect()
-        .await;
-    st.records
-        .extend(read.into_iter().filter_map(|(k, r)| r.map(|r| (k, r))));
-    let listed: std::collections::HashSet<&String> = keys.iter().collect();
-    let before = st.records.len();
-    st.records.retain(|k, _| listed.contains(k));
-    if disk.is_some() && (st.records.len() < before || st.last.is_none()) {
-        let keys = keys.iter().cloned().collect();
-        forget_unlisted(disk, "verifications/", &keys).await;
-    }
+    let first = st.last.is_none();
+    sync_sealed(repo, disk, "verifications/", &mut st.records, first, |b| {
+        serde_json::from_slice::<VerifyRecord>(b).ok()
+    })
+    .await?;
     let mut records: BTreeMap<String, Vec<VerifyRecord>> = BTreeMap::new();
     for r in st.records.values().flatten() {
         records
@@ -282,46 +301,10 @@ async fn refresh(
     for v in records.values_mut() {
         v.sort_by_key(|r| r.finished_at);
     }
-    let keys: Vec<String> = repo
-        .store()
-        .list(drill::PREFIX)
-        .await?
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    let new: Vec<String> = keys
-        .iter()
-        .filter(|k| !st.drills.contains_key(*k))
-        .cloned()
-        .collect();
-    let read: Vec<(String, Option<Option<Arc<DrillReport>>>)> = futures::stream::iter(new)
-        .map(|k| async move {
-            let r = match sealed(repo, disk, &k, |b| repo.open_sealed(&k, b)).await {
-                Ok(Some(plain)) => Some(
-                    serde_json::from_slice::<DrillReport>(&plain)
-                        .ok()
-                        .map(Arc::new),
-                ),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!("ignoring unreadable drill report {k}: {e}");
-                    None
-                }
-            };
-            (k, r)
-        })
-        .buffer_unordered(READ_CONCURRENCY)
-        .collect()
-        .await;
-    st.drills
-        .extend(read.into_iter().filter_map(|(k, r)| r.map(|r| (k, r))));
-    let listed: std::collections::HashSet<&String> = keys.iter().collect();
-    let before = st.drills.len();
-    st.drills.retain(|k, _| listed.contains(k));
-    if disk.is_some() && (st.drills.len() < before || st.last.is_none()) {
-        let keys = keys.iter().cloned().collect();
-        forget_unlisted(disk, drill::PREFIX, &keys).await;
-    }
+    sync_sealed(repo, disk, drill::PREFIX, &mut st.drills, first, |b| {
+        serde_json::from_slice::<DrillReport>(b).ok().map(Arc::new)
+    })
+    .await?;
     let mut drills: Vec<Arc<DrillReport>> = st.drills.values().flatten().cloned().collect();
     drills.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
     Ok(Snapshot {

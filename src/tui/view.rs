@@ -1053,6 +1053,21 @@ fn choice(options: &[&str], sel: usize) -> Vec<String> {
         .collect()
 }
 
+/// A running job in one line for a dialog: phase, gauge, bytes, current table.
+fn progress_line(p: &crate::engine::JobProgress) -> String {
+    format!(
+        "{} {} {}{}",
+        p.progress.phase.as_str(),
+        bar(p.percent().unwrap_or(0.0), 20),
+        human_bytes(p.progress.bytes_done),
+        p.progress
+            .current_table
+            .as_deref()
+            .map(|t| format!(" · {t}"))
+            .unwrap_or_default()
+    )
+}
+
 /// What the restore wizard learned about database `name`, if it is about that one.
 fn target_facts<'a>(
     app: &'a App,
@@ -1146,17 +1161,7 @@ fn drill_dialog(app: &App, step: &DrillStep, now: DateTime<Utc>) -> Vec<String> 
             let mut l = vec![format!("Drilling {backup} of {source}…"), String::new()];
             l.extend(lines.iter().rev().take(9).rev().map(|s| format!("  {s}")));
             if let Some(p) = job.as_ref().and_then(|j| app.progress.get(j)) {
-                l.push(format!(
-                    "  {} {} {}{}",
-                    p.progress.phase.as_str(),
-                    bar(p.percent().unwrap_or(0.0), 20),
-                    human_bytes(p.progress.bytes_done),
-                    p.progress
-                        .current_table
-                        .as_deref()
-                        .map(|t| format!(" · {t}"))
-                        .unwrap_or_default()
-                ));
+                l.push(format!("  {}", progress_line(p)));
             }
             l.extend([
                 String::new(),
@@ -1486,17 +1491,7 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                     let p = job.as_ref().and_then(|j| app.progress.get(j));
                     l.push(format!("Restoring into {name}…"));
                     if let Some(p) = p {
-                        l.push(format!(
-                            "{} {} {}{}",
-                            p.progress.phase.as_str(),
-                            bar(p.percent().unwrap_or(0.0), 20),
-                            human_bytes(p.progress.bytes_done),
-                            p.progress
-                                .current_table
-                                .as_deref()
-                                .map(|t| format!(" · {t}"))
-                                .unwrap_or_default()
-                        ));
+                        l.push(progress_line(p));
                     }
                     l.extend([
                         String::new(),
