@@ -157,6 +157,7 @@ pub async fn run(keep: bool, console: Option<ConsoleFn>) -> Result<()> {
         confirm: None,
         no_owner: false,
         jobs: None,
+        selection: None,
     });
     let JobResult::Restore {
         bytes, duration_ms, ..

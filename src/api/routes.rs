@@ -522,6 +522,7 @@ async fn start_restore(
                 confirm,
                 no_owner,
                 jobs: jobs.map(|j| j as usize),
+                selection: None,
             }),
         )
     }

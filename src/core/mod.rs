@@ -14,4 +14,5 @@ pub mod prune;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod select;
 pub mod verify;

@@ -44,7 +44,11 @@ use crate::pg::tools::Tool;
 
 /// Whether a backup can be restored in parallel into `o`.
 pub fn possible(m: &Manifest, o: &RestoreOptions) -> bool {
-    o.create && o.jobs > 1 && m.facts.toc_len > 0 && !m.facts.blocks.is_empty()
+    o.selection.is_none()
+        && o.create
+        && o.jobs > 1
+        && m.facts.toc_len > 0
+        && !m.facts.blocks.is_empty()
 }
 
 /// Archive offset where each stream position starts (one more entry: the total).
@@ -291,6 +295,29 @@ pub struct Toc {
     bytes: Vec<u8>,
     /// The entries, by dump id, as `pg_restore --list` lists them.
     lines: BTreeMap<i64, String>,
+}
+
+impl Toc {
+    /// The entries with their dependencies, parsed from the TOC bytes.
+    pub fn entries(&self) -> Result<Vec<TocEntry>> {
+        crate::pg::archive::read_toc(&self.bytes)
+            .map(|t| t.entries)
+            .map_err(|e| Error::Damage(format!("the archive's table of contents: {e}")))
+    }
+
+    /// A `pg_restore --use-list` file's text for exactly `ids`, in the archive's TOC order
+    /// (`entries` as [`Toc::entries`] gives them; dump ids are not in that order, and a
+    /// restore from a stream must follow it).
+    pub fn list_of(&self, entries: &[TocEntry], ids: &std::collections::BTreeSet<i64>) -> String {
+        let mut s = String::new();
+        for e in entries.iter().filter(|e| ids.contains(&e.dump_id)) {
+            if let Some(line) = self.lines.get(&e.dump_id) {
+                s.push_str(line);
+                s.push('\n');
+            }
+        }
+        s
+    }
 }
 
 /// Fetch the archive's TOC and list it with `pg_restore --list`. Needs no connection: runs

@@ -49,6 +49,8 @@ pub struct RestoreOptions {
     pub jobs: usize,
     /// Where the restore registers the drop of a database it created (see [`Cleanup`]).
     pub cleanup: Cleanup,
+    /// Only these tables (a partial restore; `core::select`).
+    pub selection: Option<crate::core::select::Selection>,
 }
 
 impl RestoreOptions {
@@ -66,6 +68,7 @@ impl RestoreOptions {
                 .unwrap_or(2)
                 .max(2),
             cleanup: Cleanup::new(),
+            selection: None,
         }
     }
 }
@@ -79,6 +82,8 @@ pub struct RestoreOutcome {
     /// The armed hook that drops the created database: the caller disarms it once the
     /// database is meant to stay (a finished restore) or was dropped (a scratch database).
     pub created_hook: Option<HookId>,
+    /// For a partial restore: what was restored, skipped and needed.
+    pub partial: Option<crate::core::select::Chosen>,
 }
 
 /// Fail unless every pack of `m` exists with its recorded size.
@@ -155,6 +160,16 @@ async fn check_target(m: &Manifest, o: &RestoreOptions) -> Result<()> {
     }
     if exists {
         let n = client::user_relation_count(&pg).await?;
+        if n > 0 && o.selection.is_some() && !o.clean {
+            // Tables restored beside what is there: typed consent; a name that exists already
+            // fails the restore, and its single transaction rolls back.
+            if confirmed {
+                return Ok(());
+            }
+            return Err(Error::Usage(format!(
+                "target database \"{db}\" holds {n} tables, views or sequences: restoring the chosen tables beside them needs --confirm {db} (a table that exists there already makes the restore fail and change nothing)"
+            )));
+        }
         if n > 0 && !(o.clean && confirmed) {
             return Err(Error::Usage(format!(
                 "target database \"{db}\" is not empty ({n} tables, views or sequences): restoring would mix data; restore into a new database with --create, or replace its objects with --clean --confirm {db}"
@@ -249,6 +264,31 @@ pub async fn restore(
     target?;
 
     let parallel = crate::core::parallel_restore::possible(&m, o);
+    // A partial restore reads the TOC first: a name the backup does not have is refused before
+    // any database is created.
+    let mut partial = None;
+    let mut list_file = None;
+    if let Some(sel) = &o.selection {
+        let toc = crate::core::parallel_restore::load_toc(&repo, &m, &tool).await?;
+        let entries = toc.entries()?;
+        let chosen = crate::core::select::choose(&entries, sel, o.create).map_err(Error::Usage)?;
+        if o.create && !sel.data_only && !chosen.needs.is_empty() {
+            return Err(Error::Usage(format!(
+                "{} use{} {}, which you did not ask for and a new database does not have: add its schema with --schema, or restore into a database that has it (with --confirm DBNAME); nothing was done",
+                chosen.tables.join(", "),
+                if chosen.tables.len() == 1 { "s" } else { "" },
+                chosen.needs.join(", ")
+            )));
+        }
+        let mut f = tempfile::Builder::new()
+            .prefix("keepsake-list-")
+            .tempfile()
+            .map_err(|e| Error::io("creating a restore list", e))?;
+        std::io::Write::write_all(&mut f, toc.list_of(&entries, &chosen.ids).as_bytes())
+            .map_err(|e| Error::io("writing a restore list", e))?;
+        list_file = Some(f);
+        partial = Some(chosen);
+    }
     let (toc, created) = tokio::join!(
         async {
             match parallel {
@@ -278,7 +318,10 @@ pub async fn restore(
             crate::core::parallel_restore::run(repo, m.clone(), toc, o, &tool, &tracker).await
         }
         Some(Err(e)) => Err(e),
-        None => stream_into_pg_restore(repo, m.clone(), o, &tool, &tracker).await,
+        None => {
+            let list = list_file.as_ref().map(|f| f.path());
+            stream_into_pg_restore(repo, m.clone(), o, &tool, &tracker, list).await
+        }
     };
     match res {
         Ok(bytes) => {
@@ -292,6 +335,7 @@ pub async fn restore(
                 duration: start.elapsed(),
                 created: o.create,
                 created_hook,
+                partial,
             })
         }
         Err(e) => {
@@ -310,12 +354,16 @@ async fn stream_into_pg_restore(
     o: &RestoreOptions,
     tool: &tools::Tool,
     tracker: &Tracker<'_>,
+    list: Option<&std::path::Path>,
 ) -> Result<u64> {
     let pass = PassFile::new(&o.target)?;
-    let mut child =
-        process::pg_restore_command(tool, &o.target, pass.as_ref(), o.clean, o.no_owner)
-            .spawn()
-            .map_err(|e| Error::Postgres(format!("cannot start {}: {e}", tool.path.display())))?;
+    let mut cmd = process::pg_restore_command(tool, &o.target, pass.as_ref(), o.clean, o.no_owner);
+    if let Some(l) = list {
+        cmd.arg(format!("--use-list={}", l.display()));
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Postgres(format!("cannot start {}: {e}", tool.path.display())))?;
     let log = Arc::new(Mutex::new(StderrLog::default()));
     let err_task = child.stderr.take().map(|s| {
         let log = log.clone();
@@ -339,6 +387,7 @@ async fn stream_into_pg_restore(
     let feed: Result<u64> = async {
         let mut hasher = repo.key().stream_hasher();
         let mut done = 0u64;
+        let mut open = true;
         let chunks = chunk_stream(
             repo.clone(),
             m.clone(),
@@ -350,9 +399,14 @@ async fn stream_into_pg_restore(
             let (_, id, plain) = r?;
             hasher.update(&id.0);
             hasher.update(&(plain.len() as u64).to_le_bytes());
-            if stdin.write_all(&plain).await.is_err() {
-                // pg_restore stopped reading: its exit status explains why.
-                return Ok(done);
+            if open && stdin.write_all(&plain).await.is_err() {
+                // pg_restore stopped reading: its exit status explains why. A partial restore
+                // may be done before the archive ends: the rest is still read and
+                // authenticated (the digest below covers the whole backup).
+                if list.is_none() {
+                    return Ok(done);
+                }
+                open = false;
             }
             done += plain.len() as u64;
             let table = log.lock().ok().and_then(|l| l.current_table.clone());
@@ -398,7 +452,7 @@ async fn stream_into_pg_restore(
             process::describe_exit(status)
         )));
     }
-    if done != m.logical_bytes {
+    if done != m.logical_bytes && list.is_none() {
         return Err(Error::Other(format!(
             "restore of backup {}: pg_restore finished after {done} of {} bytes",
             m.id, m.logical_bytes

@@ -88,6 +88,9 @@ pub struct RestoreRequest {
     pub no_owner: bool,
     /// Parallel sessions; `None` for the default (CPUs, at least 2).
     pub jobs: Option<usize>,
+    /// Only these tables or schemas (a partial restore).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<crate::core::select::Selection>,
 }
 
 /// A restore target. Serializes as `host:port/dbname` only: never the password.

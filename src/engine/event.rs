@@ -105,6 +105,14 @@ pub enum JobResult {
         bytes: u64,
         duration_ms: u64,
         created: bool,
+        /// A partial restore: the tables restored, the entries skipped (with what they need)
+        /// and the objects the tables use that were not restored.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tables: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        skipped: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        needs: Vec<String>,
     },
     Prune(Box<PruneReport>),
     Delete {

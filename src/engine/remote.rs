@@ -496,6 +496,9 @@ impl Control for Remote {
             Command::Verify { .. } => Err(Error::Usage(
                 "the daemon verifies one backup per request: choose a backup".into(),
             )),
+            Command::Restore(r) if r.selection.is_some() => Err(Error::Usage(
+                "a partial restore (--table, --schema) runs on the command line, not through the daemon".into(),
+            )),
             Command::Restore(r) => {
                 let mut body = json!({
                     "create": r.create,

@@ -346,6 +346,7 @@ fn effect<C: Control + 'static>(
                             confirm: overwrite.then(|| db.clone()),
                             no_owner,
                             jobs,
+                            selection: None,
                         }))
                         .await
                     }
@@ -375,6 +376,7 @@ fn effect<C: Control + 'static>(
                             confirm: None,
                             no_owner: false,
                             jobs: None,
+                            selection: None,
                         }))
                         .await
                     }

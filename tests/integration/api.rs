@@ -1099,6 +1099,7 @@ fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
                 confirm: None,
                 no_owner: false,
                 jobs: None,
+                selection: None,
             }))
             .await
             .expect("restore");
@@ -1116,6 +1117,7 @@ fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
                 confirm: None,
                 no_owner: false,
                 jobs: None,
+                selection: None,
             }))
             .await
             .expect("submitted")
@@ -1149,6 +1151,7 @@ fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
                 confirm: None,
                 no_owner: false,
                 jobs: None,
+                selection: None,
             }))
             .await
             .err()

@@ -16,6 +16,7 @@ mod engine;
 mod failures;
 mod keys;
 mod packaging;
+mod partial;
 mod prune;
 mod restore_safety;
 mod roundtrip;

@@ -33,6 +33,7 @@ pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {
     if let Some(j) = req.jobs {
         opts.jobs = j;
     }
+    opts.selection = req.selection.clone();
     let o = core_restore::restore(repo, &req.id, &opts, ctx.progress()).await?;
     // The restored database is meant to stay.
     if let Some(h) = o.created_hook {
@@ -48,6 +49,21 @@ pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {
         bytes: o.bytes,
         duration_ms: o.duration.as_millis() as u64,
         created: o.created,
+        tables: o
+            .partial
+            .as_ref()
+            .map(|p| p.tables.clone())
+            .unwrap_or_default(),
+        skipped: o
+            .partial
+            .as_ref()
+            .map(|p| p.skipped.clone())
+            .unwrap_or_default(),
+        needs: o
+            .partial
+            .as_ref()
+            .map(|p| p.needs.clone())
+            .unwrap_or_default(),
     }))
 }
 
