@@ -186,11 +186,12 @@ fn a_backup_whose_lease_was_removed_commits_nothing() {
     let locks = env.repo.join("locks");
     let t = std::time::Instant::now();
     let lease = loop {
-        let found = std::fs::read_dir(&locks)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .map(|e| e.path());
+        // The lease itself, not the temporary file it is written through (renamed into place).
+        let found = std::fs::read_dir(&locks).ok().and_then(|d| {
+            d.flatten()
+                .find(|e| e.file_name().to_string_lossy().starts_with("20"))
+                .map(|e| e.path())
+        });
         if let Some(p) = found {
             break p;
         }
