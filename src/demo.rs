@@ -149,16 +149,9 @@ pub async fn run(keep: bool, console: Option<ConsoleFn>) -> Result<()> {
     print!("[6] {}", backup_summary(&inc));
 
     let target = cluster.conninfo("wedsync_restored");
-    let restore = Command::Restore(RestoreRequest {
-        id: inc.id.clone(),
-        target: RestoreTarget::url(target.clone()),
-        create: true,
-        clean: false,
-        confirm: None,
-        no_owner: false,
-        jobs: None,
-        selection: None,
-    });
+    let restore = Command::Restore(
+        RestoreRequest::new(inc.id.clone(), RestoreTarget::url(target.clone())).create(true),
+    );
     let JobResult::Restore {
         bytes, duration_ms, ..
     } = job(&e, restore).await?

@@ -159,6 +159,21 @@ impl Fields {
         }
     }
 
+    /// An array of strings (`null` or absent: empty).
+    pub fn strings(&mut self, key: &str) -> Vec<String> {
+        match self.map.remove(key) {
+            None | Some(Value::Null) => vec![],
+            Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            Some(_) => {
+                self.error(key, "expected an array of strings");
+                vec![]
+            }
+        }
+    }
+
     /// A boolean field.
     pub fn bool(&mut self, key: &str) -> Option<bool> {
         match self.map.remove(key) {

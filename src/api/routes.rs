@@ -436,7 +436,24 @@ async fn start_restore(
         let clean = f.bool("clean").unwrap_or(false);
         let confirm = f.string("confirm");
         let no_owner = f.bool("no_owner").unwrap_or(false);
+        let no_privileges = f.bool("no_privileges").unwrap_or(false);
         let jobs = f.uint("jobs", 64);
+        let (tables, schemas) = (f.strings("tables"), f.strings("schemas"));
+        let exclude_schemas = f.strings("exclude_schemas");
+        let data_only = f.bool("data_only").unwrap_or(false);
+        let into_schema = f.string("into_schema");
+        let selection = crate::core::select::Names {
+            tables: &tables,
+            schemas: &schemas,
+            exclude_schemas: &exclude_schemas,
+            data_only,
+            into_schema: into_schema.as_deref(),
+        }
+        .selection()
+        .unwrap_or_else(|(field, m)| {
+            f.error(field, m);
+            None
+        });
         let cfg = api.engine.config();
         let on_source = match (&target, target_source, target_database) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
@@ -511,19 +528,22 @@ async fn start_restore(
         note.params.insert("create".into(), json!(create));
         note.params.insert("clean".into(), json!(clean));
         note.params.insert("confirm".into(), json!(confirm));
+        if let Some(s) = &selection {
+            note.params.insert("selection".into(), json!(s));
+        }
         accept(
             &api,
             &caller,
-            Command::Restore(RestoreRequest {
-                id: m.id.clone(),
-                target,
-                create,
-                clean,
-                confirm,
-                no_owner,
-                jobs: jobs.map(|j| j as usize),
-                selection: None,
-            }),
+            Command::Restore(
+                RestoreRequest::new(m.id.clone(), target)
+                    .create(create)
+                    .clean(clean)
+                    .confirm(confirm)
+                    .no_owner(no_owner)
+                    .no_privileges(no_privileges)
+                    .jobs(jobs.map(|j| j as usize))
+                    .selection(selection),
+            ),
         )
     }
     .await;

@@ -140,6 +140,17 @@ pub enum Command {
         /// With --table/--schema: only the rows and sequence values (the tables must exist)
         #[arg(long)]
         data_only: bool,
+        /// Leave out this schema and whatever depends on it, named in the output (repeatable;
+        /// for a hosted database's provider schemas, e.g. auth and storage on Supabase)
+        #[arg(long, value_name = "NAME")]
+        exclude_schema: Vec<String>,
+        /// Restore the chosen tables into this new schema of the existing target database,
+        /// beside the originals, which are never touched (the schema must not exist)
+        #[arg(long, value_name = "NAME")]
+        into_schema: Option<String>,
+        /// Do not restore privileges (GRANT/REVOKE); --no-owner implies it
+        #[arg(long)]
+        no_privileges: bool,
     },
     /// Apply [retention]: forget backups the policy does not keep, then remove unreferenced
     /// packs in two phases (marked by one prune, deleted by a later one after the grace period)
@@ -411,45 +422,45 @@ pub async fn run(cli: Cli) -> Result<()> {
             clean,
             confirm,
             no_owner,
+            no_privileges,
             jobs,
             table,
             schema,
+            exclude_schema,
+            into_schema,
             data_only,
         } => {
             let c = load_config(&cli)?;
             let audit_target = restore_target(target, None).map(|t| t.display()).ok();
-            let selection = if table.is_empty() && schema.is_empty() {
-                if *data_only {
-                    return Err(Error::Usage(
-                        "--data-only goes with --table or --schema".into(),
-                    ));
-                }
-                None
-            } else {
-                Some(crate::core::select::Selection {
-                    tables: table
-                        .iter()
-                        .map(|t| crate::core::select::parse_table(t))
-                        .collect::<std::result::Result<_, _>>()
-                        .map_err(|m| Error::Usage(format!("--table {m}")))?,
-                    schemas: schema
-                        .iter()
-                        .map(|s| crate::core::select::parse_schema(s))
-                        .collect::<std::result::Result<_, _>>()
-                        .map_err(|m| Error::Usage(format!("--schema {m}")))?,
-                    data_only: *data_only,
-                })
-            };
-            let req = RestoreRequest {
-                id: id.clone(),
-                target: RestoreTarget::url(restore_target(target, target_password.as_deref())?),
-                create: *create,
-                clean: *clean,
-                confirm: confirm.clone(),
-                no_owner: *no_owner,
-                jobs: *jobs,
-                selection: selection.clone(),
-            };
+            let selection = crate::core::select::Names {
+                tables: table,
+                schemas: schema,
+                exclude_schemas: exclude_schema,
+                data_only: *data_only,
+                into_schema: into_schema.as_deref(),
+            }
+            .selection()
+            .map_err(|(field, m)| {
+                let flag = match field {
+                    "tables" => "--table",
+                    "schemas" => "--schema",
+                    "exclude_schemas" => "--exclude-schema",
+                    "data_only" => "--data-only",
+                    _ => "--into-schema",
+                };
+                Error::Usage(format!("{flag} {m}"))
+            })?;
+            let req = RestoreRequest::new(
+                id.clone(),
+                RestoreTarget::url(restore_target(target, target_password.as_deref())?),
+            )
+            .create(*create)
+            .clean(*clean)
+            .confirm(confirm.clone())
+            .no_owner(*no_owner)
+            .no_privileges(*no_privileges)
+            .jobs(*jobs)
+            .selection(selection.clone());
             let params = serde_json::json!({"target": audit_target, "create": create, "clean": clean, "confirm": confirm, "selection": selection});
             let res = restore(&Engine::new(c.clone()), req).await;
             audit_cli(&c, "restore", Some(id.clone()), params, &res);
@@ -816,11 +827,24 @@ async fn restore(e: &Engine, req: RestoreRequest) -> Result<()> {
             tables,
             skipped,
             needs,
+            checked,
+            notes,
             ..
         }) if o.exit_code == 0 => {
             let mut s = String::new();
-            if !tables.is_empty() {
-                s.push_str(&format!("restored tables: {}\n", tables.join(", ")));
+            for n in notes {
+                s.push_str(&format!("note: {n}\n"));
+            }
+            match tables.len() {
+                0 => {}
+                n if n > 20 => s.push_str(&format!("restored {n} tables\n")),
+                _ => s.push_str(&format!("restored tables: {}\n", tables.join(", "))),
+            }
+            if *checked > 0 {
+                s.push_str(&format!(
+                    "checked: {checked} table{} match the row counts and content digests recorded at backup time\n",
+                    if *checked == 1 { "" } else { "s" }
+                ));
             }
             for k in skipped {
                 s.push_str(&format!("skipped: {k}\n"));

@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod crypto;
 pub mod drill;
 pub mod format;
+pub mod into_schema;
 pub mod parallel_restore;
 pub mod progress;
 pub mod prune;

@@ -485,7 +485,15 @@ pub async fn run(
     let done = AtomicU64::new(m.facts.toc_len);
     let pass = PassFile::new(&o.target)?;
     let step = |extra: Vec<String>, stdin: bool| {
-        process::pg_restore_step(tool, &o.target, pass.as_ref(), o.no_owner, &extra, stdin)
+        process::pg_restore_step(
+            tool,
+            &o.target,
+            pass.as_ref(),
+            o.no_owner,
+            o.no_privileges,
+            &extra,
+            stdin,
+        )
     };
     let Toc {
         file: toc_file,

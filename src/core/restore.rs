@@ -41,6 +41,8 @@ pub struct RestoreOptions {
     pub confirm: Option<String>,
     /// Skip ownership and privileges (for targets without the source's roles).
     pub no_owner: bool,
+    /// Skip privileges only (`GRANT`/`REVOKE`).
+    pub no_privileges: bool,
     pub bin_dir: Option<std::path::PathBuf>,
     /// Chunks fetched and decoded ahead of pg_restore.
     pub read_ahead: usize,
@@ -61,6 +63,7 @@ impl RestoreOptions {
             clean: false,
             confirm: None,
             no_owner: false,
+            no_privileges: false,
             bin_dir: None,
             read_ahead: 8,
             jobs: std::thread::available_parallelism()
@@ -84,6 +87,8 @@ pub struct RestoreOutcome {
     pub created_hook: Option<HookId>,
     /// For a partial restore: what was restored, skipped and needed.
     pub partial: Option<crate::core::select::Chosen>,
+    /// Tables compared with the facts recorded at backup time (a partial restore).
+    pub checked: usize,
 }
 
 /// Fail unless every pack of `m` exists with its recorded size.
@@ -150,6 +155,18 @@ async fn check_target(m: &Manifest, o: &RestoreOptions) -> Result<()> {
         (Some(a), Some(b)) => *a == b,
         _ => m.source.location == format!("{}:{}/{}", o.target.host, o.target.port, db),
     };
+    let into = o.selection.as_ref().and_then(|s| s.into_schema.as_deref());
+    if let Some(schema) = into {
+        // A new schema beside everything else: nothing existing is touched, so no typed
+        // consent is needed, even in the backup's own source database.
+        if crate::core::into_schema::schema_exists(&pg, schema).await? {
+            return Err(Error::Usage(format!(
+                "schema \"{schema}\" already exists in {}: --into-schema needs a new name (the restore creates it); nothing was done",
+                o.target.display()
+            )));
+        }
+        return Ok(());
+    }
     if same_db && same_server && !confirmed {
         return Err(Error::Usage(format!(
             "the target {} is the source database of backup {}: to restore over it, add --confirm {db}{}",
@@ -264,15 +281,23 @@ pub async fn restore(
     target?;
 
     let parallel = crate::core::parallel_restore::possible(&m, o);
-    // A partial restore reads the TOC first: a name the backup does not have is refused before
-    // any database is created.
+    // The TOC is read first when the restore needs it: a partial restore's choice, the roles
+    // the target must have, and the parallel restore's plan. A name the backup does not have
+    // or a role the target lacks is refused before any database is created.
+    let check_roles = !o.no_owner && m.facts.toc_len > 0;
+    let toc = match o.selection.is_some() || parallel || check_roles {
+        true => Some(crate::core::parallel_restore::load_toc(&repo, &m, &tool).await?),
+        false => None,
+    };
+    let entries = match &toc {
+        Some(t) => t.entries()?,
+        None => vec![],
+    };
     let mut partial = None;
     let mut list_file = None;
-    if let Some(sel) = &o.selection {
-        let toc = crate::core::parallel_restore::load_toc(&repo, &m, &tool).await?;
-        let entries = toc.entries()?;
+    if let (Some(sel), Some(toc)) = (&o.selection, &toc) {
         let chosen = crate::core::select::choose(&entries, sel, o.create).map_err(Error::Usage)?;
-        if o.create && !sel.data_only && !chosen.needs.is_empty() {
+        if o.create && !sel.data_only && sel.names_tables() && !chosen.needs.is_empty() {
             return Err(Error::Usage(format!(
                 "{} use{} {}, which you did not ask for and a new database does not have: add its schema with --schema, or restore into a database that has it (with --confirm DBNAME); nothing was done",
                 chosen.tables.join(", "),
@@ -289,21 +314,13 @@ pub async fn restore(
         list_file = Some(f);
         partial = Some(chosen);
     }
-    let (toc, created) = tokio::join!(
-        async {
-            match parallel {
-                true => Some(crate::core::parallel_restore::load_toc(&repo, &m, &tool).await),
-                false => None,
-            }
-        },
-        async {
-            match o.create {
-                true => create_database(&m, &o.target).await,
-                false => Ok(()),
-            }
-        }
-    );
-    created?;
+    if check_roles {
+        missing_roles(&m, o, &entries, partial.as_ref().map(|p| &p.ids)).await?;
+    }
+    drop(entries);
+    if o.create {
+        create_database(&m, &o.target).await?;
+    }
     // Registered only once CREATE DATABASE succeeded: only a database this restore created
     // may ever be dropped on its behalf (a cancel before this point drops nothing).
     let created_hook = o.create.then(|| {
@@ -313,18 +330,59 @@ pub async fn restore(
             move || Box::pin(async move { drop_database(&target).await }),
         )
     });
-    let res = match toc {
-        Some(Ok(toc)) => {
+    let into = o.selection.as_ref().and_then(|s| s.into_schema.clone());
+    let res = match (toc, parallel, &into, &partial) {
+        (Some(toc), true, _, _) => {
             crate::core::parallel_restore::run(repo, m.clone(), toc, o, &tool, &tracker).await
         }
-        Some(Err(e)) => Err(e),
-        None => {
+        (_, _, Some(into), Some(ch)) => {
+            let sel = o.selection.clone().unwrap_or_default();
+            let renamer = crate::core::into_schema::Renamer::new(
+                into,
+                sel.schemas.iter().cloned().collect(),
+                ch.relations.clone(),
+            );
+            match &list_file {
+                Some(l) => {
+                    crate::core::into_schema::stream(
+                        repo,
+                        m.clone(),
+                        o,
+                        &tool,
+                        &tracker,
+                        l.path(),
+                        &renamer,
+                    )
+                    .await
+                }
+                None => Err(Error::Other(
+                    "a restore into a schema needs its list".into(),
+                )),
+            }
+        }
+        _ => {
             let list = list_file.as_ref().map(|f| f.path());
             stream_into_pg_restore(repo, m.clone(), o, &tool, &tracker, list).await
         }
     };
+    let res = match (res, &partial) {
+        // The facts recorded at backup time check exactly the tables restored.
+        (Ok(bytes), Some(ch)) => {
+            tracker.phase(Phase::Checking);
+            check_restored(&m, o, ch, into.as_deref())
+                .await
+                .map(|checked| (bytes, checked))
+                .inspect_err(|_| {
+                    // What was restored stays for the user to look at.
+                    if let Some(h) = created_hook {
+                        o.cleanup.disarm(h);
+                    }
+                })
+        }
+        (r, _) => r.map(|b| (b, 0)),
+    };
     match res {
-        Ok(bytes) => {
+        Ok((bytes, checked)) => {
             tracker.update(|p| {
                 p.phase = Phase::Done;
                 p.current_table = None;
@@ -336,7 +394,11 @@ pub async fn restore(
                 created: o.create,
                 created_hook,
                 partial,
+                checked,
             })
+        }
+        Err(Error::Damage(d)) if partial.is_some() && d.starts_with(CHECK_FAILED) => {
+            Err(Error::Damage(d))
         }
         Err(e) => {
             if let Some(h) = created_hook {
@@ -348,6 +410,91 @@ pub async fn restore(
     }
 }
 
+const CHECK_FAILED: &str = "the restored tables differ from the facts recorded at backup time";
+
+/// Compare the restored tables (and their sequences) with the facts recorded at backup time.
+/// Returns how many tables were compared.
+async fn check_restored(
+    m: &Manifest,
+    o: &RestoreOptions,
+    ch: &crate::core::select::Chosen,
+    into: Option<&str>,
+) -> Result<usize> {
+    let pg = client::connect(&o.target).await?;
+    let place = |schema: &str, name: &str| {
+        ch.relations
+            .contains(&(schema.to_string(), name.to_string()))
+            .then(|| into.unwrap_or(schema).to_string())
+    };
+    let problems = crate::core::verify::compare_some(&pg, &m.facts, &place, false).await?;
+    if !problems.is_empty() {
+        return Err(Error::Damage(format!(
+            "{CHECK_FAILED} (backup {}): {}; what was restored into {} is left in place for you to look at",
+            m.id,
+            problems.join("; "),
+            o.target.display()
+        )));
+    }
+    Ok(m.facts
+        .tables
+        .iter()
+        .filter(|t| place(&t.schema, &t.name).is_some())
+        .count())
+}
+
+/// Refuse, before anything is created, a restore whose objects belong to (or are granted to)
+/// roles the target server does not have: pg_restore would fail on the first of them.
+async fn missing_roles(
+    m: &Manifest,
+    o: &RestoreOptions,
+    entries: &[crate::pg::archive::TocEntry],
+    ids: Option<&std::collections::BTreeSet<i64>>,
+) -> Result<()> {
+    let r = crate::core::select::roles(entries, ids);
+    let mut asked: Vec<String> = r.owners.iter().cloned().collect();
+    if !o.no_privileges {
+        asked.extend(r.grantees.iter().cloned());
+    }
+    asked.sort();
+    asked.dedup();
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let admin = connect_admin(&o.target).await?;
+    let rows = admin
+        .query(
+            "SELECT r FROM unnest($1::text[]) AS r WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) ORDER BY 1",
+            &[&asked],
+        )
+        .await
+        .map_err(|e| Error::Postgres(format!("looking up roles: {}", client::describe(&e))))?;
+    let missing: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let owners: Vec<&String> = missing.iter().filter(|x| r.owners.contains(*x)).collect();
+    let flags = match (owners.is_empty(), o.no_privileges) {
+        (false, true) => "--no-owner",
+        (false, false) => "--no-owner --no-privileges",
+        (true, _) => "--no-privileges",
+    };
+    Err(Error::Usage(format!(
+        "the target server {}:{} has no role {}, which {} objects in backup {}: restore with {flags} (the restoring user then owns what is restored{}), or create the roles first; nothing was done",
+        o.target.host,
+        o.target.port,
+        missing.join(", "),
+        match owners.is_empty() {
+            true => "is granted privileges on",
+            false => "own or are granted",
+        },
+        m.id,
+        match flags {
+            "--no-owner" => "",
+            _ => " and no grants are restored",
+        }
+    )))
+}
+
 async fn stream_into_pg_restore(
     repo: Arc<Repository>,
     m: Arc<Manifest>,
@@ -357,7 +504,14 @@ async fn stream_into_pg_restore(
     list: Option<&std::path::Path>,
 ) -> Result<u64> {
     let pass = PassFile::new(&o.target)?;
-    let mut cmd = process::pg_restore_command(tool, &o.target, pass.as_ref(), o.clean, o.no_owner);
+    let mut cmd = process::pg_restore_command(
+        tool,
+        &o.target,
+        pass.as_ref(),
+        o.clean,
+        o.no_owner,
+        o.no_privileges,
+    );
     if let Some(l) = list {
         cmd.arg(format!("--use-list={}", l.display()));
     }

@@ -8,20 +8,41 @@
 //! unselected one (a foreign key to a table not restored) is skipped and named. Types,
 //! functions and other objects a selected table uses are not restored: the target must have
 //! them (the source database or a copy of its schema does), and they are named.
+//!
+//! `--exclude-schema` removes a schema and everything that depends on it (a foreign key into
+//! it, a table whose column type lives there); what is removed outside the schema is named.
+//! `--into-schema` keeps only entries that live in a schema (no database-level entries, no
+//! `CREATE SCHEMA` of the originals): the restore renames them into the new schema.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::pg::archive::TocEntry;
 
 /// What a partial restore restores.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Selection {
     /// `(schema, name)` of each table asked for.
+    #[serde(default)]
     pub tables: Vec<(String, String)>,
     /// Every table of these schemas (and the schema itself, except `public`).
+    #[serde(default)]
     pub schemas: Vec<String>,
+    /// Everything in these schemas, and what depends on it, is left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_schemas: Vec<String>,
     /// Only the rows (and sequence values): the tables must exist in the target.
+    #[serde(default)]
     pub data_only: bool,
+    /// Restore the chosen tables into this new schema of an existing database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub into_schema: Option<String>,
+}
+
+impl Selection {
+    /// Tables or schemas were named (otherwise everything not excluded is restored).
+    pub fn names_tables(&self) -> bool {
+        !self.tables.is_empty() || !self.schemas.is_empty()
+    }
 }
 
 /// A table name as SQL reads it: `schema.name`, each part unquoted (folded to lower case) or
@@ -42,6 +63,83 @@ pub fn parse_schema(s: &str) -> Result<String, String> {
     match split_ident(s)?.as_slice() {
         [one] => Ok(one.clone()),
         _ => Err(format!("{s:?} is not a schema name")),
+    }
+}
+
+/// What a user typed (flags or API fields) for a partial restore.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Names<'a> {
+    pub tables: &'a [String],
+    pub schemas: &'a [String],
+    pub exclude_schemas: &'a [String],
+    pub data_only: bool,
+    pub into_schema: Option<&'a str>,
+}
+
+impl Names<'_> {
+    /// The selection these names ask for (`None`: the whole backup). An error names the API
+    /// field at fault (`tables`, `schemas`, `exclude_schemas`, `data_only`, `into_schema`).
+    pub fn selection(&self) -> Result<Option<Selection>, (&'static str, String)> {
+        let tables = self
+            .tables
+            .iter()
+            .map(|t| parse_table(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| ("tables", m))?;
+        let schemas = self
+            .schemas
+            .iter()
+            .map(|t| parse_schema(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| ("schemas", m))?;
+        let exclude_schemas = self
+            .exclude_schemas
+            .iter()
+            .map(|t| parse_schema(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| ("exclude_schemas", m))?;
+        let into_schema = match self.into_schema {
+            None => None,
+            Some(s) => {
+                let s = parse_schema(s).map_err(|m| ("into_schema", m))?;
+                if s.starts_with("pg_") {
+                    return Err((
+                        "into_schema",
+                        format!("{s:?}: names starting with pg_ are reserved by PostgreSQL"),
+                    ));
+                }
+                Some(s)
+            }
+        };
+        let named = !tables.is_empty() || !schemas.is_empty();
+        if into_schema.is_some() && !named {
+            return Err((
+                "into_schema",
+                "needs the tables to restore (--table or --schema): it puts them in a new schema beside the originals".into(),
+            ));
+        }
+        if into_schema.is_some() && self.data_only {
+            return Err((
+                "data_only",
+                "cannot go with --into-schema: the new schema has no tables to fill".into(),
+            ));
+        }
+        if self.data_only && !named && exclude_schemas.is_empty() {
+            return Err((
+                "data_only",
+                "goes with --table, --schema or --exclude-schema".into(),
+            ));
+        }
+        if !named && exclude_schemas.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Selection {
+            tables,
+            schemas,
+            exclude_schemas,
+            data_only: self.data_only,
+            into_schema,
+        }))
     }
 }
 
@@ -97,6 +195,10 @@ pub struct Chosen {
     pub skipped: Vec<String>,
     /// Objects the selected tables use that are not restored (the target must have them).
     pub needs: Vec<String>,
+    /// Every table and sequence restored, `(schema, name)` as in the backup.
+    pub relations: BTreeSet<(String, String)>,
+    /// Things to tell the user that change nothing (a schema to exclude that is not there).
+    pub notes: Vec<String>,
 }
 
 fn is_relation(desc: &str) -> bool {
@@ -128,6 +230,165 @@ fn skipped_line(
 /// Choose the entries for `sel`; into a `new_database`, the schemas of the chosen tables are
 /// created too. Errors name what was asked for and is not in the backup.
 pub fn choose(entries: &[TocEntry], sel: &Selection, new_database: bool) -> Result<Chosen, String> {
+    let by_id: BTreeMap<i64, &TocEntry> = entries.iter().map(|e| (e.dump_id, e)).collect();
+    for (schema, name) in &sel.tables {
+        if sel.exclude_schemas.contains(schema) {
+            return Err(format!(
+                "--table {schema}.{name} is in a schema you excluded (--exclude-schema {schema})"
+            ));
+        }
+    }
+    let mut out = if sel.names_tables() {
+        choose_named(entries, sel, new_database)?
+    } else {
+        let data = |e: &&TocEntry| {
+            !sel.data_only
+                || matches!(
+                    e.desc.as_str(),
+                    "TABLE DATA" | "SEQUENCE SET" | "BLOBS" | "LARGE OBJECT" | "BLOB"
+                )
+        };
+        Chosen {
+            ids: entries.iter().filter(data).map(|e| e.dump_id).collect(),
+            ..Default::default()
+        }
+    };
+    // What the excluded schemas take with them.
+    let excluded = excluded_ids(entries, &sel.exclude_schemas);
+    for s in &sel.exclude_schemas {
+        if !entries
+            .iter()
+            .any(|e| &e.namespace == s || (e.desc == "SCHEMA" && &e.tag == s))
+        {
+            out.notes.push(format!(
+                "the backup has no schema {s}: nothing to exclude there"
+            ));
+        }
+    }
+    for id in out.ids.intersection(&excluded).copied().collect::<Vec<_>>() {
+        out.ids.remove(&id);
+        let Some(e) = by_id.get(&id) else { continue };
+        if sel.exclude_schemas.contains(&e.namespace)
+            || e.tag.starts_with("SCHEMA ")
+            || matches!(
+                e.desc.as_str(),
+                "SCHEMA"
+                    | "ACL"
+                    | "COMMENT"
+                    | "SECURITY LABEL"
+                    | "TABLE DATA"
+                    | "SEQUENCE SET"
+                    | "SEQUENCE OWNED BY"
+                    | "DEFAULT ACL"
+            )
+        {
+            continue;
+        }
+        let uses = e
+            .deps
+            .iter()
+            .filter(|d| excluded.contains(d))
+            .filter_map(|d| by_id.get(d))
+            .map(|x| match x.namespace.as_str() {
+                "" => format!("{} {}", x.desc, x.tag),
+                ns => format!("{ns}.{}", x.tag),
+            })
+            .collect::<Vec<_>>();
+        let name = match e.namespace.as_str() {
+            "" => e.tag.clone(),
+            ns => format!("{ns}.{}", e.tag),
+        };
+        out.skipped.push(format!(
+            "{} {name} (uses {}, excluded)",
+            e.desc,
+            uses.join(", ")
+        ));
+    }
+    if sel.into_schema.is_some() {
+        // Only what lives in a schema moves; database-level entries (extensions, large
+        // objects, comments on a schema) and the originals' CREATE SCHEMA stay out.
+        out.ids.retain(|i| {
+            by_id
+                .get(i)
+                .is_some_and(|e| !e.namespace.is_empty() && e.desc != "SCHEMA")
+        });
+    }
+    out.relations = out
+        .ids
+        .iter()
+        .filter_map(|i| by_id.get(i))
+        .filter(|e| is_relation(&e.desc))
+        .map(|e| (e.namespace.clone(), e.tag.clone()))
+        .collect();
+    out.tables = out
+        .ids
+        .iter()
+        .filter_map(|i| by_id.get(i))
+        .filter(|e| e.desc == "TABLE")
+        .map(|e| format!("{}.{}", e.namespace, e.tag))
+        .collect();
+    if sel.data_only {
+        // Data entries name their table.
+        out.relations = out
+            .ids
+            .iter()
+            .filter_map(|i| by_id.get(i))
+            .filter(|e| matches!(e.desc.as_str(), "TABLE DATA" | "SEQUENCE SET"))
+            .map(|e| (e.namespace.clone(), e.tag.clone()))
+            .collect();
+        out.tables = out
+            .ids
+            .iter()
+            .filter_map(|i| by_id.get(i))
+            .filter(|e| e.desc == "TABLE DATA")
+            .map(|e| format!("{}.{}", e.namespace, e.tag))
+            .collect();
+    }
+    out.tables.sort();
+    if let Some(into) = &sel.into_schema {
+        let mut seen = BTreeMap::new();
+        for (schema, name) in &out.relations {
+            if let Some(other) = seen.insert(name.clone(), schema.clone()) {
+                return Err(format!(
+                    "{other}.{name} and {schema}.{name} would both become {into}.{name}: restore them into schemas of their own, one at a time"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The entries in `schemas` (and the schemas themselves), and every entry that depends on one
+/// of them, however indirectly.
+fn excluded_ids(entries: &[TocEntry], schemas: &[String]) -> BTreeSet<i64> {
+    let mut out: BTreeSet<i64> = entries
+        .iter()
+        .filter(|e| {
+            schemas.contains(&e.namespace) || (e.desc == "SCHEMA" && schemas.contains(&e.tag))
+        })
+        .map(|e| e.dump_id)
+        .collect();
+    if out.is_empty() {
+        return out;
+    }
+    loop {
+        let before = out.len();
+        for e in entries {
+            if !out.contains(&e.dump_id) && e.deps.iter().any(|d| out.contains(d)) {
+                out.insert(e.dump_id);
+            }
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
+fn choose_named(
+    entries: &[TocEntry],
+    sel: &Selection,
+    new_database: bool,
+) -> Result<Chosen, String> {
     let by_id: BTreeMap<i64, &TocEntry> = entries.iter().map(|e| (e.dump_id, e)).collect();
     let mut chosen = BTreeSet::new();
     let mut out = Chosen::default();
@@ -179,6 +440,15 @@ pub fn choose(entries: &[TocEntry], sel: &Selection, new_database: bool) -> Resu
                     chosen.insert(*d);
                 }
             }
+        }
+    }
+    // Identity columns' sequences (no OWNED BY entry: the table's identity owns them).
+    for e in entries.iter().filter(|e| e.desc == "SEQUENCE") {
+        if e.deps
+            .iter()
+            .any(|d| chosen.contains(d) && by_id.get(d).is_some_and(|x| x.desc == "TABLE"))
+        {
+            chosen.insert(e.dump_id);
         }
     }
     // The relations an entry is about: its relation dependencies, and those of the indexes and
@@ -273,14 +543,75 @@ pub fn choose(entries: &[TocEntry], sel: &Selection, new_database: bool) -> Resu
         }
         needs.retain(|n| !n.starts_with("SCHEMA "));
     }
-    out.tables = chosen
-        .iter()
-        .filter_map(|i| by_id.get(i))
-        .filter(|e| e.desc == "TABLE")
-        .map(|e| format!("{}.{}", e.namespace, e.tag))
-        .collect();
     out.needs = needs.into_iter().collect();
     Ok(out)
+}
+
+/// The roles a restore of `ids` (every entry when `None`) would need on the target: the owners
+/// of its objects, and the roles its `GRANT`/`REVOKE` statements name.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Roles {
+    pub owners: BTreeSet<String>,
+    pub grantees: BTreeSet<String>,
+}
+
+pub fn roles(entries: &[TocEntry], ids: Option<&BTreeSet<i64>>) -> Roles {
+    let mut r = Roles::default();
+    for e in entries
+        .iter()
+        .filter(|e| ids.is_none_or(|ids| ids.contains(&e.dump_id)))
+    {
+        if !e.owner.is_empty() {
+            r.owners.insert(e.owner.clone());
+        }
+        if matches!(e.desc.as_str(), "ACL" | "DEFAULT ACL") {
+            for stmt in e.defn.split(";\n") {
+                r.grantees.extend(statement_roles(stmt.trim()));
+            }
+        }
+    }
+    r
+}
+
+/// The roles one `GRANT`, `REVOKE` or `ALTER DEFAULT PRIVILEGES` statement names (`PUBLIC` is
+/// not a role).
+fn statement_roles(stmt: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut rest = stmt;
+    if let Some(r) = rest.strip_prefix("ALTER DEFAULT PRIVILEGES FOR ROLE ") {
+        let n = r.find(' ').unwrap_or(r.len());
+        out.extend(split_ident(&r[..n]).ok().and_then(|v| v.into_iter().next()));
+        rest = r
+            .find(" GRANT ")
+            .or(r.find(" REVOKE "))
+            .map_or("", |i| r[i + 1..].trim());
+    }
+    let list = if rest.starts_with("GRANT ") {
+        rest.rfind(" TO ").map(|i| &rest[i + 4..])
+    } else if rest.starts_with("REVOKE ") {
+        rest.rfind(" FROM ").map(|i| &rest[i + 6..])
+    } else {
+        None
+    };
+    let Some(list) = list else { return out };
+    let list = list
+        .split(" WITH GRANT OPTION")
+        .next()
+        .unwrap_or("")
+        .split(" GRANTED BY ")
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(';');
+    for who in list.split(',') {
+        let who = who.trim();
+        if who.is_empty() || who == "PUBLIC" {
+            continue;
+        }
+        if let Ok(v) = split_ident(who) {
+            out.extend(v.into_iter().next());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -299,7 +630,88 @@ mod tests {
             has_data: desc == "TABLE DATA",
             section: 2,
             deps: deps.to_vec(),
+            owner: "postgres".into(),
         }
+    }
+
+    #[test]
+    fn roles_are_owners_and_grantees() {
+        let mut acl = e(3, "ACL", "public", "TABLE guests", &[]);
+        acl.defn = "GRANT SELECT ON TABLE public.guests TO anon;\nGRANT ALL ON TABLE public.guests TO \"Service Role\" WITH GRANT OPTION;\nREVOKE ALL ON TABLE public.guests FROM PUBLIC;\n".into();
+        let mut dacl = e(
+            4,
+            "DEFAULT ACL",
+            "public",
+            "DEFAULT PRIVILEGES FOR TABLES",
+            &[],
+        );
+        dacl.defn = "ALTER DEFAULT PRIVILEGES FOR ROLE supabase_admin IN SCHEMA public GRANT SELECT ON TABLES TO authenticated;\n".into();
+        let mut t = e(2, "TABLE", "auth", "users", &[]);
+        t.owner = "supabase_admin".into();
+        let toc = vec![e(1, "TABLE", "public", "guests", &[]), t, acl, dacl];
+        let r = roles(&toc, None);
+        assert_eq!(
+            r.owners.into_iter().collect::<Vec<_>>(),
+            ["postgres", "supabase_admin"]
+        );
+        assert_eq!(
+            r.grantees.into_iter().collect::<Vec<_>>(),
+            ["Service Role", "anon", "authenticated", "supabase_admin"]
+        );
+        let only: BTreeSet<i64> = [1].into_iter().collect();
+        assert!(roles(&toc, Some(&only)).grantees.is_empty());
+    }
+
+    #[test]
+    fn an_excluded_schema_takes_what_depends_on_it_and_names_it() {
+        let toc = vec![
+            e(1, "SCHEMA", "", "auth", &[]),
+            e(2, "TABLE", "auth", "users", &[1]),
+            e(3, "CONSTRAINT", "auth", "users_pkey", &[2]),
+            e(4, "TABLE", "public", "profiles", &[]),
+            e(
+                5,
+                "FK CONSTRAINT",
+                "public",
+                "profiles profiles_user_fk",
+                &[4, 3],
+            ),
+            e(6, "TABLE DATA", "public", "profiles", &[4]),
+            e(7, "TABLE DATA", "auth", "users", &[2]),
+            e(8, "ACL", "", "SCHEMA auth", &[1]),
+        ];
+        let sel = Selection {
+            exclude_schemas: vec!["auth".into(), "realtime".into()],
+            ..Default::default()
+        };
+        let c = choose(&toc, &sel, true).unwrap();
+        assert_eq!(c.ids.iter().copied().collect::<Vec<_>>(), vec![4, 6]);
+        assert_eq!(c.tables, ["public.profiles"]);
+        assert_eq!(
+            c.skipped,
+            ["FK CONSTRAINT public.profiles profiles_user_fk (uses auth.users_pkey, excluded)"]
+        );
+        assert_eq!(
+            c.notes,
+            ["the backup has no schema realtime: nothing to exclude there"]
+        );
+        // Into a side schema: only entries of a schema, and two tables of one name refuse.
+        let side = Selection {
+            tables: vec![("public".into(), "profiles".into())],
+            into_schema: Some("side".into()),
+            ..Default::default()
+        };
+        let c = choose(&toc, &side, false).unwrap();
+        assert_eq!(c.ids.iter().copied().collect::<Vec<_>>(), vec![4, 6]);
+        let clash = Selection {
+            schemas: vec!["auth".into(), "public".into()],
+            into_schema: Some("side".into()),
+            ..Default::default()
+        };
+        let mut toc2 = toc.clone();
+        toc2.push(e(9, "TABLE", "public", "users", &[]));
+        let err = choose(&toc2, &clash, false).unwrap_err();
+        assert!(err.contains("would both become side.users"), "{err}");
     }
 
     #[test]

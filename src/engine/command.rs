@@ -86,11 +86,67 @@ pub struct RestoreRequest {
     /// The target database's name, typed by the user to allow overwriting.
     pub confirm: Option<String>,
     pub no_owner: bool,
+    /// Skip `GRANT`/`REVOKE` only (`no_owner` skips them too).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_privileges: bool,
     /// Parallel sessions; `None` for the default (CPUs, at least 2).
     pub jobs: Option<usize>,
     /// Only these tables or schemas (a partial restore).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selection: Option<crate::core::select::Selection>,
+}
+
+impl RestoreRequest {
+    /// Restore backup `id` into `target`, an existing empty database (the defaults: no
+    /// create, no clean, owners and privileges kept, the default parallelism, everything).
+    pub fn new(id: impl Into<String>, target: RestoreTarget) -> Self {
+        RestoreRequest {
+            id: id.into(),
+            target,
+            create: false,
+            clean: false,
+            confirm: None,
+            no_owner: false,
+            no_privileges: false,
+            jobs: None,
+            selection: None,
+        }
+    }
+
+    pub fn create(mut self, yes: bool) -> Self {
+        self.create = yes;
+        self
+    }
+
+    pub fn clean(mut self, yes: bool) -> Self {
+        self.clean = yes;
+        self
+    }
+
+    pub fn confirm(mut self, dbname: Option<String>) -> Self {
+        self.confirm = dbname;
+        self
+    }
+
+    pub fn no_owner(mut self, yes: bool) -> Self {
+        self.no_owner = yes;
+        self
+    }
+
+    pub fn no_privileges(mut self, yes: bool) -> Self {
+        self.no_privileges = yes;
+        self
+    }
+
+    pub fn jobs(mut self, jobs: Option<usize>) -> Self {
+        self.jobs = jobs;
+        self
+    }
+
+    pub fn selection(mut self, s: Option<crate::core::select::Selection>) -> Self {
+        self.selection = s;
+        self
+    }
 }
 
 /// A restore target. Serializes as `host:port/dbname` only: never the password.

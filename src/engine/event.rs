@@ -113,6 +113,12 @@ pub enum JobResult {
         skipped: Vec<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         needs: Vec<String>,
+        /// Tables compared with the facts recorded at backup time after a partial restore.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        checked: usize,
+        /// Remarks that changed nothing (a schema to exclude the backup does not have).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        notes: Vec<String>,
     },
     Prune(Box<PruneReport>),
     Delete {
@@ -234,4 +240,8 @@ impl Event {
             Event::ConfigChanged => None,
         }
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

@@ -496,17 +496,29 @@ impl Control for Remote {
             Command::Verify { .. } => Err(Error::Usage(
                 "the daemon verifies one backup per request: choose a backup".into(),
             )),
-            Command::Restore(r) if r.selection.is_some() => Err(Error::Usage(
-                "a partial restore (--table, --schema) runs on the command line, not through the daemon".into(),
-            )),
             Command::Restore(r) => {
                 let mut body = json!({
                     "create": r.create,
                     "clean": r.clean,
                     "confirm": r.confirm,
                     "no_owner": r.no_owner,
+                    "no_privileges": r.no_privileges,
                     "jobs": r.jobs,
                 });
+                if let Some(sel) = &r.selection {
+                    // Names cross quoted, so the daemon reads exactly these.
+                    let q = crate::pg::client::quote_ident;
+                    body["tables"] = json!(sel
+                        .tables
+                        .iter()
+                        .map(|(s, n)| format!("{}.{}", q(s), q(n)))
+                        .collect::<Vec<_>>());
+                    body["schemas"] = json!(sel.schemas.iter().map(|s| q(s)).collect::<Vec<_>>());
+                    body["exclude_schemas"] =
+                        json!(sel.exclude_schemas.iter().map(|s| q(s)).collect::<Vec<_>>());
+                    body["data_only"] = json!(sel.data_only);
+                    body["into_schema"] = json!(sel.into_schema.as_deref().map(q));
+                }
                 let RestoreTarget { conn, on_source } = &r.target;
                 match on_source {
                     Some(src) => {

@@ -156,6 +156,8 @@ pub struct TocEntry {
     pub section: i64,
     /// Dump ids this entry depends on.
     pub deps: Vec<i64>,
+    /// The role that owns the object (empty for entries without an owner).
+    pub owner: String,
 }
 
 /// Parse the header and table of contents at the start of an archive.
@@ -672,7 +674,7 @@ impl ArchiveParser {
             if v >= ver(1, 16) {
                 let _relkind = c.int()?;
             }
-            let _owner = c.s()?;
+            let owner = c.s()?;
             let _with_oids = c.s()?;
             let mut deps = Vec::new();
             while let Some(d) = c.string()? {
@@ -699,6 +701,7 @@ impl ArchiveParser {
                 has_data,
                 section,
                 deps,
+                owner,
             });
         }
         let consumed = c.pos;

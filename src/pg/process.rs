@@ -211,6 +211,7 @@ pub fn pg_restore_command(
     pass: Option<&PassFile>,
     clean: bool,
     no_owner: bool,
+    no_privileges: bool,
 ) -> tokio::process::Command {
     let mut cmd = base_command(tool, ci, pass);
     cmd.arg(dbname_arg(&ci.dbname))
@@ -222,7 +223,10 @@ pub fn pg_restore_command(
         cmd.arg("--clean").arg("--if-exists");
     }
     if no_owner {
-        cmd.arg("--no-owner").arg("--no-privileges");
+        cmd.arg("--no-owner");
+    }
+    if no_owner || no_privileges {
+        cmd.arg("--no-privileges");
     }
     cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -253,12 +257,34 @@ pub fn dbname_arg(name: &str) -> String {
     )
 }
 
+/// `psql` on `ci`'s database reading a script on stdin: no psqlrc, no prompts, stop at the
+/// first error.
+pub fn psql_command(
+    tool: &Tool,
+    ci: &ConnInfo,
+    pass: Option<&PassFile>,
+) -> tokio::process::Command {
+    let mut cmd = base_command(tool, ci, pass);
+    cmd.arg(dbname_arg(&ci.dbname))
+        .arg("--no-psqlrc")
+        .arg("--quiet")
+        .arg("--no-password")
+        .arg("--set=ON_ERROR_STOP=1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    cmd
+}
+
 /// One step of a parallel restore: `pg_restore --dbname=… --exit-on-error [extra…]`.
 pub fn pg_restore_step(
     tool: &Tool,
     ci: &ConnInfo,
     pass: Option<&PassFile>,
     no_owner: bool,
+    no_privileges: bool,
     extra: &[String],
     stdin: bool,
 ) -> tokio::process::Command {
@@ -267,7 +293,10 @@ pub fn pg_restore_step(
         .arg("--exit-on-error")
         .arg("--no-password");
     if no_owner {
-        cmd.arg("--no-owner").arg("--no-privileges");
+        cmd.arg("--no-owner");
+    }
+    if no_owner || no_privileges {
+        cmd.arg("--no-privileges");
     }
     cmd.args(extra)
         .stdin(if stdin {

@@ -41,7 +41,9 @@ pub struct Model {
     pub audit: Option<Vec<crate::engine::audit::Line>>,
 }
 
-/// Something the console asks the engine to do.
+/// Something the console asks the engine to do. A few per keystroke at most, so their size
+/// does not matter (a command carries a restore's table selection).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Submit(Command),

@@ -338,16 +338,14 @@ fn effect<C: Control + 'static>(
             tokio::spawn(async move {
                 let started = match ctl.restore_target(&source, &db) {
                     Ok(target) => {
-                        ctl.submit(Command::Restore(RestoreRequest {
-                            id: backup,
-                            target,
-                            create: !overwrite,
-                            clean: overwrite,
-                            confirm: overwrite.then(|| db.clone()),
-                            no_owner,
-                            jobs,
-                            selection: None,
-                        }))
+                        ctl.submit(Command::Restore(
+                            RestoreRequest::new(backup, target)
+                                .create(!overwrite)
+                                .clean(overwrite)
+                                .confirm(overwrite.then(|| db.clone()))
+                                .no_owner(no_owner)
+                                .jobs(jobs),
+                        ))
                         .await
                     }
                     Err(e) => Err(e),
@@ -368,16 +366,10 @@ fn effect<C: Control + 'static>(
                                 ci.password = Some(crate::config::Secret::new(pw));
                             }
                         }
-                        ctl.submit(Command::Restore(RestoreRequest {
-                            id: backup,
-                            target: crate::engine::RestoreTarget::url(ci),
-                            create: true,
-                            clean: false,
-                            confirm: None,
-                            no_owner: false,
-                            jobs: None,
-                            selection: None,
-                        }))
+                        ctl.submit(Command::Restore(
+                            RestoreRequest::new(backup, crate::engine::RestoreTarget::url(ci))
+                                .create(true),
+                        ))
                         .await
                     }
                     Err(e) => Err(Error::Usage(e)),

@@ -1091,16 +1091,7 @@ fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
         let target = remote.restore_target("main", "awk_remote").expect("target");
         assert!(target.conn.password.is_none());
         let h = remote
-            .submit(Job::Restore(RestoreRequest {
-                id: id.clone(),
-                target: target.clone(),
-                create: true,
-                clean: false,
-                confirm: None,
-                no_owner: false,
-                jobs: None,
-                selection: None,
-            }))
+            .submit(Job::Restore(RestoreRequest::new(id.clone(), target.clone()).create(true)))
             .await
             .expect("restore");
         let o = h.wait().await;
@@ -1109,16 +1100,7 @@ fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
         // The same again is refused (the database exists) and changes nothing.
         d.env.psql("awk_remote", "CREATE TABLE marker (x int)");
         let o = remote
-            .submit(Job::Restore(RestoreRequest {
-                id: id.clone(),
-                target,
-                create: true,
-                clean: false,
-                confirm: None,
-                no_owner: false,
-                jobs: None,
-                selection: None,
-            }))
+            .submit(Job::Restore(RestoreRequest::new(id.clone(), target).create(true)))
             .await
             .expect("submitted")
             .wait()
@@ -1143,16 +1125,7 @@ fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
         let mut pw = keepsake::pg::conninfo::ConnInfo::parse(&d.env.target("x")).unwrap();
         pw.password = Some(keepsake::secret::Secret::new("hunter2"));
         let e = remote
-            .submit(Job::Restore(RestoreRequest {
-                id: id.clone(),
-                target: keepsake::engine::RestoreTarget::url(pw),
-                create: true,
-                clean: false,
-                confirm: None,
-                no_owner: false,
-                jobs: None,
-                selection: None,
-            }))
+            .submit(Job::Restore(RestoreRequest::new(id.clone(), keepsake::engine::RestoreTarget::url(pw)).create(true)))
             .await
             .err()
             .expect("a password never crosses the socket");

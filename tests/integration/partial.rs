@@ -139,3 +139,163 @@ fn partial_restore_takes_the_tables_asked_for_and_names_the_rest() {
         "3"
     );
 }
+
+/// `--into-schema`: one table comes back into a new schema of the live database, beside the
+/// original, which is not touched; its rows are checked against the facts recorded at backup
+/// time; an existing schema, `--create`, or an SQL failure change nothing.
+#[test]
+fn into_schema_puts_a_table_beside_the_original_and_touches_nothing_else() {
+    let env = Env::new("wed", Some(WEDDING_SQL));
+    env.psql(
+        "wed",
+        r#"CREATE SCHEMA "Wedding Plans"; CREATE TABLE "Wedding Plans"."Guest List" (id serial PRIMARY KEY, name text); INSERT INTO "Wedding Plans"."Guest List" (name) VALUES ('Ann'), ('Bo'), ('Cy')"#,
+    );
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let backed_up = env.psql("wed", "SELECT count(*) FROM guests");
+    let digest_sql = "SELECT md5(string_agg(g::text, '|' ORDER BY id)) FROM {T} g";
+    let digest = |t: &str| env.psql("wed", &digest_sql.replace("{T}", t));
+    let original = digest("public.guests");
+    // Someone deletes a wedding's guests, after the backup.
+    env.psql("wed", "DELETE FROM guests WHERE couple_id = 1");
+    let live = env.psql("wed", "SELECT count(*) FROM guests");
+    assert_ne!(live, backed_up);
+    let live_digest = digest("public.guests");
+    let describe = |db: &str| {
+        env.psql(
+            db,
+            "SELECT string_agg(format('%s:%s:%s', c.relname, c.relkind, pg_get_userbyid(c.relowner)), ',' ORDER BY c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'",
+        )
+    };
+    let public_before = describe("wed");
+    let seq_sql = "SELECT last_value || ':' || is_called FROM public.guests_id_seq";
+    let live_seq = env.psql("wed", seq_sql);
+    let pw = format!("file:{}", env.password_file.display());
+    let restore = |db: &str, extra: &[&str]| {
+        let target = env.target(db);
+        let mut a = vec![
+            "restore",
+            id.as_str(),
+            "--target",
+            target.as_str(),
+            "--target-password",
+            pw.as_str(),
+        ];
+        a.extend_from_slice(extra);
+        env.keepsake(&a)
+    };
+
+    // Into the backup's own source database, no typed consent needed: nothing existing moves.
+    let r = restore("wed", &["--table", "guests", "--into-schema", "recovered"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("checked: 1 table match"), "{}", r.stdout);
+    assert_eq!(
+        env.psql("wed", "SELECT count(*) FROM recovered.guests"),
+        backed_up
+    );
+    assert_eq!(digest("recovered.guests"), original);
+    // The original is as it was: rows, objects, owners.
+    assert_eq!(env.psql("wed", "SELECT count(*) FROM guests"), live);
+    assert_eq!(digest("public.guests"), live_digest);
+    assert_eq!(describe("wed"), public_before);
+    assert_eq!(env.psql("wed", seq_sql), live_seq);
+    // The copy has its own key and its identity sequence; its foreign key to couples is
+    // not restored (named instead), so the rows can be copied back with plain SQL.
+    assert_eq!(
+        env.psql(
+            "wed",
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'recovered.guests'::regclass AND contype = 'p'"
+        ),
+        "1"
+    );
+    assert_eq!(
+        env.psql(
+            "wed",
+            "SELECT pg_get_serial_sequence('recovered.guests', 'id') IS NOT NULL"
+        ),
+        "t"
+    );
+    assert!(
+        r.stdout.contains("skipped: FK CONSTRAINT public.guests"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        env.psql(
+            "wed",
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'recovered.guests'::regclass AND contype = 'f'"
+        ),
+        "0"
+    );
+    env.psql(
+        "wed",
+        "INSERT INTO guests SELECT * FROM recovered.guests WHERE couple_id = 1",
+    );
+    assert_eq!(env.psql("wed", "SELECT count(*) FROM guests"), backed_up);
+
+    // The schema exists now: refused, exit 2, the copy untouched.
+    let r = restore("wed", &["--table", "guests", "--into-schema", "recovered"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("already exists"), "{}", r.stderr);
+    assert_eq!(digest("recovered.guests"), original);
+    // With --create or --clean: refused before anything.
+    let r = restore(
+        "wed",
+        &["--table", "guests", "--into-schema", "other", "--create"],
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("drop --create"), "{}", r.stderr);
+    // Quoted names keep case and spaces, the new schema's too; the serial's sequence moves
+    // with its table and keeps its value.
+    let r = restore(
+        "wed",
+        &[
+            "--table",
+            r#""Wedding Plans"."Guest List""#,
+            "--into-schema",
+            r#""Side Copy""#,
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        env.psql(
+            "wed",
+            r#"SELECT string_agg(name, ',' ORDER BY id) FROM "Side Copy"."Guest List""#
+        ),
+        "Ann,Bo,Cy"
+    );
+    assert_eq!(
+        env.psql(
+            "wed",
+            r#"SELECT pg_get_serial_sequence('"Side Copy"."Guest List"', 'id')"#
+        ),
+        r#""Side Copy"."Guest List_id_seq""#
+    );
+    assert_eq!(
+        env.psql(
+            "wed",
+            r#"INSERT INTO "Side Copy"."Guest List" (name) VALUES ('Di') RETURNING id"#
+        ),
+        "4"
+    );
+    assert_eq!(
+        env.psql(
+            "wed",
+            r#"SELECT count(*) FROM "Wedding Plans"."Guest List""#
+        ),
+        "3"
+    );
+    // Into a database without the type guests uses: psql fails, the transaction rolls back,
+    // no schema is left behind.
+    env.psql("postgres", "CREATE DATABASE bare");
+    let r = restore("bare", &["--table", "guests", "--into-schema", "side"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("rolled back"), "{}", r.stderr);
+    assert!(r.stderr.contains("rsvp_status"), "{}", r.stderr);
+    assert_eq!(
+        env.psql(
+            "bare",
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'side'"
+        ),
+        "0"
+    );
+}

@@ -19,6 +19,16 @@ pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {
             target.dbname
         )));
     }
+    let into = req
+        .selection
+        .as_ref()
+        .and_then(|s| s.into_schema.as_deref());
+    if let (Some(schema), true) = (into, req.create || req.clean) {
+        return Err(Error::Usage(format!(
+            "--into-schema {schema} restores beside what is in an existing database and touches nothing else: drop {}",
+            if req.create { "--create" } else { "--clean" }
+        )));
+    }
     if req.jobs == Some(0) {
         return Err(Error::Usage("--jobs must be at least 1".into()));
     }
@@ -28,6 +38,7 @@ pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {
     opts.clean = req.clean;
     opts.confirm = req.confirm.clone();
     opts.no_owner = req.no_owner;
+    opts.no_privileges = req.no_privileges;
     opts.bin_dir = ctx.config.postgres.bin_dir.clone();
     opts.cleanup = ctx.cleanup.clone();
     if let Some(j) = req.jobs {
@@ -63,6 +74,12 @@ pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {
             .partial
             .as_ref()
             .map(|p| p.needs.clone())
+            .unwrap_or_default(),
+        checked: o.checked,
+        notes: o
+            .partial
+            .as_ref()
+            .map(|p| p.notes.clone())
             .unwrap_or_default(),
     }))
 }
