@@ -1111,6 +1111,33 @@ fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
             .psql("awk_remote", "SELECT count(*) FROM marker")
             .contains('0'));
 
+        // A partial restore crosses the socket too: a table with an awkward name into a new
+        // schema of the database that holds it, checked against the backup's facts.
+        let names = [r#""weird schema"."Gäste List""#.to_string()];
+        let sel = keepsake::core::select::Names {
+            tables: &names,
+            into_schema: Some("side"),
+            ..Default::default()
+        }
+        .selection()
+        .expect("selection");
+        let src = remote.restore_target("main", "awk").expect("target");
+        let o = remote
+            .submit(Job::Restore(RestoreRequest::new(id.clone(), src).selection(sel)))
+            .await
+            .expect("partial restore")
+            .wait()
+            .await;
+        assert_eq!(o.exit_code, 0, "{o:?}");
+        assert!(
+            matches!(o.result, Some(keepsake::engine::JobResult::Restore { checked: 1, .. })),
+            "{o:?}"
+        );
+        assert_eq!(
+            d.env.psql("awk", r#"SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM side."Gäste List" t"#),
+            d.env.psql("awk", r#"SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM "weird schema"."Gäste List" t"#)
+        );
+
         // Refusals keep their kind; nothing is started.
         let e = remote
             .submit(Job::Delete {
@@ -1140,6 +1167,9 @@ fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
             (json!({"target_source": "main"}), "target_database"),
             (json!({"target_source": "nope", "target_database": "x"}), "target_source"),
             (json!({"target_source": "main", "target_database": "x".repeat(64)}), "target_database"),
+            (json!({"target_source": "main", "target_database": "x", "into_schema": "side"}), "into_schema"),
+            (json!({"target_source": "main", "target_database": "x", "tables": "guests"}), "tables"),
+            (json!({"target_source": "main", "target_database": "x", "tables": ["a.b.c"]}), "tables"),
         ] {
             let a = d
                 .unix()

@@ -14,6 +14,7 @@ mod docs;
 mod drill;
 mod engine;
 mod failures;
+mod hosted;
 mod keys;
 mod packaging;
 mod partial;
