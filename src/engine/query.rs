@@ -118,8 +118,13 @@ pub struct TargetFacts {
 /// One table of a backup, for "largest tables" in the console's details.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableSize {
-    /// `schema.name`.
+    /// `schema.name`, for people.
     pub name: String,
+    /// The exact schema and table names (a restore's selection).
+    #[serde(default)]
+    pub schema: String,
+    #[serde(default)]
+    pub table: String,
     /// Rows counted at backup time (the planner's estimate for a table without data facts).
     pub rows: u64,
     /// On-disk size of the table and its TOAST when backed up.
@@ -128,17 +133,22 @@ pub struct TableSize {
 
 /// The `n` largest tables of a backup, largest first.
 pub fn largest_tables(m: &Manifest, n: usize) -> Vec<TableSize> {
+    let rows: std::collections::HashMap<(&str, &str), u64> = m
+        .facts
+        .tables
+        .iter()
+        .map(|f| ((f.schema.as_str(), f.name.as_str()), f.rows))
+        .collect();
     let mut v: Vec<TableSize> = m
         .tables
         .iter()
         .map(|t| TableSize {
             name: format!("{}.{}", t.schema, t.name),
-            rows: m
-                .facts
-                .tables
-                .iter()
-                .find(|f| f.schema == t.schema && f.name == t.name)
-                .map(|f| f.rows)
+            schema: t.schema.clone(),
+            table: t.name.clone(),
+            rows: rows
+                .get(&(t.schema.as_str(), t.name.as_str()))
+                .copied()
                 .unwrap_or(t.estimated_rows.max(0) as u64),
             bytes: t.size_bytes,
         })

@@ -692,8 +692,11 @@ impl Control for Remote {
             .map(|ts| {
                 ts.iter()
                     .filter_map(|t| {
-                        let name = format!("{}.{}", t["schema"].as_str()?, t["name"].as_str()?);
+                        let (schema, table) = (t["schema"].as_str()?, t["name"].as_str()?);
+                        let name = format!("{schema}.{table}");
                         Some(super::TableSize {
+                            schema: schema.to_string(),
+                            table: table.to_string(),
                             rows: rows
                                 .get(&name)
                                 .copied()

@@ -2,7 +2,7 @@
 //! actions change state or become [`Effect`]s (engine commands) — destructive ones only after
 //! a confirmation step. Drawing (`view`) is a pure function of this state.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 
@@ -78,6 +78,17 @@ pub enum Effect {
     },
     /// Read the largest tables of a backup for its details (`App::tables`).
     Tables(String),
+    /// Read every table of a backup for the restore wizard's picker (`App::pick_list`).
+    TableList(String),
+    /// Restore `tables` into the new schema `into_schema` of database `db` on `source`'s
+    /// server, beside the originals.
+    RestoreTables {
+        backup: String,
+        source: String,
+        db: String,
+        tables: Vec<(String, String)>,
+        into_schema: String,
+    },
     Quit,
 }
 
@@ -94,6 +105,18 @@ pub enum RestoreStep {
         overwrite: bool,
         name: String,
         typed: String,
+    },
+    /// Some tables: pick them from the backup's table list (`App::pick_list`, by name).
+    Tables { sel: usize, picked: BTreeSet<usize> },
+    /// The new schema of the source database they go into.
+    Schema {
+        tables: Vec<(String, String)>,
+        name: String,
+    },
+    /// What will happen: the tables beside the originals, which are not touched.
+    ConfirmTables {
+        tables: Vec<(String, String)>,
+        schema: String,
     },
     /// Another server: type a `postgres://user@host:port/newdb` URL (no password).
     Url { text: String, error: Option<String> },
@@ -209,6 +232,9 @@ pub struct App {
     pub restore_options: (bool, Option<usize>),
     /// What the restore wizard's target database holds now: its name and the facts.
     pub target_facts: Option<(String, Result<crate::engine::TargetFacts, String>)>,
+    /// Every table of the backup the restore wizard picks from, by name: its id and the
+    /// tables (or why they could not be read).
+    pub pick_list: Option<(String, Result<Vec<crate::engine::TableSize>, String>)>,
 }
 
 const LOG_LINES: usize = 500;
@@ -234,6 +260,7 @@ impl App {
             tables: None,
             restore_options: (false, None),
             target_facts: None,
+            pick_list: None,
         }
     }
 
@@ -242,7 +269,9 @@ impl App {
         match &self.dialog {
             Some(Dialog::Delete { .. }) => Focus::Text,
             Some(Dialog::Restore { step, .. }) => match step {
-                RestoreStep::Name { .. } | RestoreStep::Url { .. } => Focus::Text,
+                RestoreStep::Name { .. } | RestoreStep::Url { .. } | RestoreStep::Schema { .. } => {
+                    Focus::Text
+                }
                 RestoreStep::Confirm {
                     overwrite: true, ..
                 } => Focus::Text,
@@ -826,6 +855,10 @@ impl App {
                 database,
                 step,
             } => {
+                let list = match &self.pick_list {
+                    Some((id, Ok(l))) if *id == backup => l.as_slice(),
+                    _ => &[],
+                };
                 let (step, effects) = restore_step(
                     step,
                     a,
@@ -833,6 +866,7 @@ impl App {
                     &source,
                     &database,
                     &mut self.restore_options,
+                    list,
                 );
                 match step {
                     Some(s) => (
@@ -971,6 +1005,7 @@ fn restore_step(
     source: &str,
     database: &str,
     options: &mut (bool, Option<usize>),
+    list: &[crate::engine::TableSize],
 ) -> (Option<RestoreStep>, Vec<Effect>) {
     match step {
         RestoreStep::Mode { overwrite } => match a {
@@ -988,6 +1023,13 @@ fn restore_step(
                     error: None,
                 }),
                 vec![],
+            ),
+            Action::Char('t') => (
+                Some(RestoreStep::Tables {
+                    sel: 0,
+                    picked: BTreeSet::new(),
+                }),
+                vec![Effect::TableList(backup.to_string())],
             ),
             Action::Enter => (
                 Some(RestoreStep::Name {
@@ -1140,6 +1182,72 @@ fn restore_step(
                 }],
             ),
             _ => (Some(RestoreStep::ConfirmUrl { url, server, db }), vec![]),
+        },
+        RestoreStep::Tables {
+            mut sel,
+            mut picked,
+        } => {
+            match a {
+                Action::Down => sel = (sel + 1).min(list.len().saturating_sub(1)),
+                Action::Up => sel = sel.saturating_sub(1),
+                Action::Char(' ') | Action::Char('x') if sel < list.len() => {
+                    if !picked.remove(&sel) {
+                        picked.insert(sel);
+                    }
+                }
+                Action::Enter if !picked.is_empty() => {
+                    let tables = picked
+                        .iter()
+                        .filter_map(|i| list.get(*i))
+                        .map(|t| (t.schema.clone(), t.table.clone()))
+                        .collect();
+                    // The backup's day: a name that says where the rows came from.
+                    let day: String = backup.chars().take(8).collect();
+                    return (
+                        Some(RestoreStep::Schema {
+                            tables,
+                            name: format!("restored_{day}"),
+                        }),
+                        vec![],
+                    );
+                }
+                _ => {}
+            }
+            (Some(RestoreStep::Tables { sel, picked }), vec![])
+        }
+        RestoreStep::Schema { tables, mut name } => match a {
+            Action::Char(c) if c.is_ascii_alphanumeric() || c == '_' => {
+                name.push(c.to_ascii_lowercase());
+                (Some(RestoreStep::Schema { tables, name }), vec![])
+            }
+            Action::Backspace => {
+                name.pop();
+                (Some(RestoreStep::Schema { tables, name }), vec![])
+            }
+            Action::Enter if !name.is_empty() && !name.starts_with("pg_") => (
+                Some(RestoreStep::ConfirmTables {
+                    tables,
+                    schema: name,
+                }),
+                vec![],
+            ),
+            _ => (Some(RestoreStep::Schema { tables, name }), vec![]),
+        },
+        RestoreStep::ConfirmTables { tables, schema } => match a {
+            Action::Enter => (
+                Some(RestoreStep::Running {
+                    name: format!("{database}, schema {schema}"),
+                    job: None,
+                }),
+                vec![Effect::RestoreTables {
+                    backup: backup.to_string(),
+                    source: source.to_string(),
+                    db: database.to_string(),
+                    tables,
+                    into_schema: schema,
+                }],
+            ),
+            _ => (Some(RestoreStep::ConfirmTables { tables, schema }), vec![]),
         },
         RestoreStep::Running { name, job } => (Some(RestoreStep::Running { name, job }), vec![]),
     }

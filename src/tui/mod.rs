@@ -51,6 +51,10 @@ enum Msg {
         String,
         std::result::Result<Vec<crate::engine::TableSize>, String>,
     ),
+    TableList(
+        String,
+        std::result::Result<Vec<crate::engine::TableSize>, String>,
+    ),
     /// A note for the Log screen.
     Note(String),
 }
@@ -283,6 +287,10 @@ async fn event_loop<C: Control + 'static>(
                 app.tables = Some((id, r));
                 dirty = true;
             }
+            Msg::TableList(id, r) => {
+                app.pick_list = Some((id, r));
+                dirty = true;
+            }
             Msg::Note(n) => {
                 app.push_log(n);
                 dirty = true;
@@ -391,6 +399,46 @@ fn effect<C: Control + 'static>(
                     .await;
                 let _ = tx.send(Msg::DrillStarted(
                     r.map(|h| h.id).map_err(|e| e.to_string()),
+                ));
+            });
+        }
+        Effect::TableList(id) => {
+            tokio::spawn(async move {
+                let r = ctl
+                    .largest_tables(&id, usize::MAX)
+                    .await
+                    .map(|mut v| {
+                        v.sort_by(|a, b| a.name.cmp(&b.name));
+                        v
+                    })
+                    .map_err(|e| e.to_string());
+                let _ = tx.send(Msg::TableList(id, r));
+            });
+        }
+        Effect::RestoreTables {
+            backup,
+            source,
+            db,
+            tables,
+            into_schema,
+        } => {
+            tokio::spawn(async move {
+                let started = match ctl.restore_target(&source, &db) {
+                    Ok(target) => {
+                        let sel = crate::core::select::Selection {
+                            tables,
+                            into_schema: Some(into_schema),
+                            ..Default::default()
+                        };
+                        ctl.submit(Command::Restore(
+                            RestoreRequest::new(backup, target).selection(Some(sel)),
+                        ))
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send(Msg::RestoreStarted(
+                    started.map(|h| h.id).map_err(|e| e.to_string()),
                 ));
             });
         }

@@ -594,11 +594,15 @@ fn backup_details_and_filter() {
         Ok(vec![
             crate::engine::TableSize {
                 name: "public.contracts".into(),
+                schema: "public".into(),
+                table: "contracts".into(),
                 rows: 1_520_000,
                 bytes: 2_100_000_000,
             },
             crate::engine::TableSize {
                 name: "public.vendors".into(),
+                schema: "public".into(),
+                table: "vendors".into(),
                 rows: 3_000,
                 bytes: 900_000,
             },
@@ -772,6 +776,72 @@ fn restore_wizard_overwrite_needs_the_database_name_typed() {
     assert!(
         matches!(&e[..], [Effect::Restore { db, overwrite: false, .. }] if db == "wedsync_restored_q"),
         "{e:?}"
+    );
+}
+
+/// The wizard's table picker: some tables of the backup into a new schema of the source
+/// database, beside the live ones (`restore --table … --into-schema …`).
+#[test]
+fn restore_wizard_picks_tables_into_a_side_schema() {
+    let mut a = app();
+    press(&mut a, KeyCode::Char('2'));
+    press(&mut a, KeyCode::Char('r'));
+    let id = "20261202T114800Z-wedsync".to_string();
+    assert_eq!(
+        press(&mut a, KeyCode::Char('t')),
+        vec![Effect::TableList(id.clone())]
+    );
+    assert!(screen(&a, 80, 24).contains("reading the backup's table list"));
+    let t = |schema: &str, table: &str, rows: u64| crate::engine::TableSize {
+        name: format!("{schema}.{table}"),
+        schema: schema.into(),
+        table: table.into(),
+        rows,
+        bytes: rows as i64 * 120,
+    };
+    a.pick_list = Some((
+        id.clone(),
+        Ok(vec![
+            t("public", "couples", 2_000),
+            t("public", "guests", 50_000),
+            t("Wedding Plans", "Guest List", 3),
+            t("public", "vendors", 3_000),
+        ]),
+    ));
+    // Nothing chosen: Enter does nothing. Choose guests and the quoted one.
+    assert!(press(&mut a, KeyCode::Enter).is_empty());
+    press(&mut a, KeyCode::Char('j'));
+    press(&mut a, KeyCode::Char(' '));
+    press(&mut a, KeyCode::Char('j'));
+    press(&mut a, KeyCode::Char(' '));
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("(2 chosen)"), "{s}");
+    assert!(s.contains("[x] public.guests"), "{s}");
+    insta::assert_snapshot!("dialog_restore_tables", s);
+    press(&mut a, KeyCode::Enter);
+    // The schema name: the backup's day by default, typed letters fold to lower case.
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("restored_20261202"), "{s}");
+    for _ in 0.."restored_20261202".len() {
+        press(&mut a, KeyCode::Backspace);
+    }
+    typed(&mut a, "Side");
+    press(&mut a, KeyCode::Enter);
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("Creates schema side in wedsync"), "{s}");
+    assert!(s.contains("nothing existing is touched"), "{s}");
+    assert_eq!(
+        press(&mut a, KeyCode::Enter),
+        vec![Effect::RestoreTables {
+            backup: id,
+            source: "wedsync".into(),
+            db: "wedsync".into(),
+            tables: vec![
+                ("public".into(), "guests".into()),
+                ("Wedding Plans".into(), "Guest List".into())
+            ],
+            into_schema: "side".into(),
+        }]
     );
 }
 

@@ -1373,9 +1373,12 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                         usize::from(*overwrite),
                     ));
                     l.push("  u another server: type a postgres:// URL (a new database)".into());
+                    l.push(format!(
+                        "  t some tables: into a new schema of {database}, beside the live ones"
+                    ));
                     l.extend([
                         String::new(),
-                        "↑/↓ choose   u URL   Enter next   Esc cancel".into(),
+                        "↑/↓ choose   u URL   t tables   Enter next   Esc cancel".into(),
                     ]);
                 }
                 RestoreStep::Url { text, error } => {
@@ -1394,6 +1397,57 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                     l.push(
                         "Nothing existing is touched; if it exists, the restore refuses.".into(),
                     );
+                    l.push(rto.clone());
+                    l.extend([String::new(), "Enter restore   Esc cancel".into()]);
+                }
+                RestoreStep::Tables { sel, picked } => {
+                    l.push(format!("Tables to restore ({} chosen):", picked.len()));
+                    match &app.pick_list {
+                        Some((id, Ok(list))) if id == backup => {
+                            // A window of 10 rows that keeps the cursor in view.
+                            let start = sel.saturating_sub(9).min(list.len().saturating_sub(10));
+                            for (i, t) in list.iter().enumerate().skip(start).take(10) {
+                                l.push(format!(
+                                    "{} [{}] {:<34} {:>10} rows {:>10}",
+                                    if i == *sel { "▶" } else { " " },
+                                    if picked.contains(&i) { "x" } else { " " },
+                                    t.name,
+                                    t.rows,
+                                    human_bytes(t.bytes.max(0) as u64)
+                                ));
+                            }
+                            if list.len() > 10 {
+                                l.push(format!("  … {} tables in all", list.len()));
+                            }
+                        }
+                        Some((_, Err(e))) => l.push(format!("✗ cannot read the table list: {e}")),
+                        _ => l.push("reading the backup's table list…".into()),
+                    }
+                    l.extend([
+                        String::new(),
+                        "↑/↓ move   space choose   Enter next   Esc cancel".into(),
+                    ]);
+                }
+                RestoreStep::Schema { tables, name } => {
+                    l.push(format!(
+                        "Restore {} table{} into a NEW schema of {database} on {server}:",
+                        tables.len(),
+                        if tables.len() == 1 { "" } else { "s" }
+                    ));
+                    l.push(format!("  {name}▏"));
+                    l.push("The live tables are not touched; the schema must not exist.".into());
+                    l.extend([String::new(), "Enter next   Esc cancel".into()]);
+                }
+                RestoreStep::ConfirmTables { tables, schema } => {
+                    l.push(format!(
+                        "Creates schema {schema} in {database} on {server} and restores into it:"
+                    ));
+                    let names: Vec<String> =
+                        tables.iter().map(|(s, n)| format!("{s}.{n}")).collect();
+                    l.push(format!("  {}", names.join(", ")));
+                    l.push("✔ nothing existing is touched: the originals stay as they are;".into());
+                    l.push("  if the schema exists, the restore refuses. Rows are checked".into());
+                    l.push("  against the counts and digests recorded at backup time.".into());
                     l.push(rto.clone());
                     l.extend([String::new(), "Enter restore   Esc cancel".into()]);
                 }
