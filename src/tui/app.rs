@@ -1190,10 +1190,10 @@ fn restore_step(
             match a {
                 Action::Down => sel = (sel + 1).min(list.len().saturating_sub(1)),
                 Action::Up => sel = sel.saturating_sub(1),
-                Action::Char(' ') | Action::Char('x') if sel < list.len() => {
-                    if !picked.remove(&sel) {
-                        picked.insert(sel);
-                    }
+                Action::Char(' ') | Action::Char('x')
+                    if sel < list.len() && !picked.remove(&sel) =>
+                {
+                    picked.insert(sel);
                 }
                 Action::Enter if !picked.is_empty() => {
                     let tables = picked
