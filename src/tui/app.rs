@@ -460,14 +460,34 @@ impl App {
                                 Some(crate::engine::JobResult::Restore {
                                     bytes,
                                     duration_ms: took,
+                                    tables,
+                                    skipped,
+                                    checked,
                                     ..
                                 }),
                                 None,
-                            ) => format!(
-                                "✔ restored into {name}: {} in {} (measured)",
-                                crate::present::human_bytes(*bytes),
-                                duration_ms(*took)
-                            ),
+                            ) => {
+                                let mut t = format!(
+                                    "✔ restored into {name}: {} in {} (measured)",
+                                    crate::present::human_bytes(*bytes),
+                                    duration_ms(*took)
+                                );
+                                if !tables.is_empty() {
+                                    t.push_str(&format!("\ntables: {}", tables.join(", ")));
+                                }
+                                if *checked > 0 {
+                                    t.push_str(&format!(
+                                        "\n✔ {checked} checked: rows match the counts and digests recorded at backup time"
+                                    ));
+                                }
+                                for k in skipped.iter().take(3) {
+                                    t.push_str(&format!("\nskipped: {k}"));
+                                }
+                                if skipped.len() > 3 {
+                                    t.push_str(&format!("\n… {} more skipped", skipped.len() - 3));
+                                }
+                                t
+                            }
                             (_, Some(e)) => format!("✗ the restore into {name} failed: {e}"),
                             _ => format!("restore into {name}: {status}"),
                         };

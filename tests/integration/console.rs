@@ -151,6 +151,29 @@ fn console_backs_up_restores_and_gives_the_terminal_back() {
     t.wait_for("restored into awk_url", Duration::from_secs(120));
     assert_eq!(env.fingerprint("awk_url"), env.fingerprint("awk"));
 
+    // Some tables, beside the live ones: r → t → choose the first (public.attachments) → the
+    // default schema → Enter. The rows are checked against the backup's facts.
+    t.keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.keys(&["r"]);
+    t.wait_for("some tables", Duration::from_secs(5));
+    t.keys(&["t"]);
+    t.wait_for("public.attachments", Duration::from_secs(15));
+    t.keys(&["Space"]);
+    t.wait_for("(1 chosen)", Duration::from_secs(5));
+    t.keys(&["Enter"]);
+    t.wait_for("into a NEW schema of awk", Duration::from_secs(5));
+    t.keys(&["Enter"]);
+    t.wait_for("nothing existing is touched", Duration::from_secs(5));
+    t.keys(&["Enter"]);
+    let s = t.wait_for("1 checked", Duration::from_secs(120));
+    assert!(s.contains("tables: public.attachments"), "{s}");
+    let schema = format!("restored_{}", &id[..8]);
+    assert_eq!(
+        env.psql("awk", &format!("SELECT count(*) FROM {schema}.attachments")),
+        env.psql("awk", "SELECT count(*) FROM public.attachments")
+    );
+
     // q: the shell's screen comes back, the console exits 0.
     t.keys(&["Escape"]);
     std::thread::sleep(Duration::from_millis(300));
