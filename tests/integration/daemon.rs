@@ -261,7 +261,10 @@ fn daemon_alerts_mirrors_reloads_and_survives_an_outage() {
         failed[0]
     );
     hook.wait_for("rpo_breach", 1, Duration::from_secs(45));
-    std::thread::sleep(Duration::from_secs(5));
+    // Two more failed backups (one every 2 s) prove the daemon went on checking the RPO
+    // after the breach: still one alarm.
+    let failures = hook.named("backup_failed").len();
+    hook.wait_for("backup_failed", failures + 2, Duration::from_secs(30));
     assert_eq!(
         hook.named("rpo_breach").len(),
         1,
