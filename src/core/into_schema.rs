@@ -13,6 +13,9 @@
 //!   without `COMMIT`, so the database is left as it was.
 //! - Only entries that live in a schema are restored (`core::select`), so no statement is about
 //!   the database, an extension or the original schema itself.
+//! - psql reads the script in `\restrict` mode where pg_restore writes it (PostgreSQL 13.22,
+//!   14.19, 15.14, 16.10, 17.6 and later): a hostile source's names or comments cannot smuggle
+//!   psql meta-commands into the restoring host (CVE-2025-8714). Older clients lack it.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
