@@ -19,7 +19,7 @@
 #
 # Environment: KEEPSAKE_BIN (default <repo>/target/release/keepsake; never built here),
 #   OUT_DIR (default <repo>/bench-out), PG_MAJOR (default: the newest installed).
-# Needs root (the server runs as `postgres`) and /usr/bin/time (package time).
+# Needs root (the server runs as `postgres`).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -51,7 +51,6 @@ KEEPSAKE_BIN=${KEEPSAKE_BIN:-$ROOT/target/release/keepsake}
 OUT_DIR=${OUT_DIR:-$ROOT/bench-out}
 [[ -x $KEEPSAKE_BIN ]] || die "$KEEPSAKE_BIN is missing: run cargo build --release first"
 [[ $(id -u) -eq 0 ]] || die "run as root: the server runs as postgres"
-[[ -x /usr/bin/time ]] || die "/usr/bin/time is missing: apt-get install time"
 PG_MAJOR=${PG_MAJOR:-$(ls /usr/lib/postgresql | sort -n | tail -1)}
 PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
 [[ -x $PG_BIN/initdb ]] || die "no PostgreSQL $PG_MAJOR server binaries: apt-get install postgresql-$PG_MAJOR"
@@ -59,6 +58,7 @@ PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
 mkdir -p "$OUT_DIR"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/keepsake-toc.XXXXXX")
 chmod 755 "$WORK"
+chown postgres: "$WORK"
 PGDATA_DIR="$WORK/data"
 cleanup() {
     local rc=$?
@@ -158,19 +158,29 @@ EOF
 KS=("$KEEPSAKE_BIN" --config "$WORK/keepsake.toml")
 "${KS[@]}" init >/dev/null
 
-measure() { # name command…: wall seconds and peak RSS (KiB) into $OUT_DIR/toc-NAME.time
+measure() { # name command…: wall seconds and the process's own peak RSS (VmHWM, KiB)
+    # Sampled from /proc rather than taken from wait4(): the kernel's figure for a child is the
+    # largest of its whole process tree, which for keepsake would be pg_dump's.
     local name=$1; shift
-    /usr/bin/time -v -o "$OUT_DIR/toc-$name.time" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" ||
-        { tail -20 "$WORK/$name.err" >&2; die "$name failed"; }
-    local wall rss
-    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }' "$OUT_DIR/toc-$name.time")
-    rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$OUT_DIR/toc-$name.time")
-    printf '%s %s %s\n' "$name" "$wall" "$rss" >>"$WORK/results"
-    printf '%-22s %8.1f s  %8.1f MiB\n' "$name" "$wall" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')"
+    local t0 t1 hwm=0 v
+    t0=$(date +%s.%N)
+    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    local pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        v=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+        [[ -n $v ]] && hwm=$v
+        sleep 0.1
+    done
+    wait "$pid" || { tail -20 "$WORK/$name.err" >&2; die "$name failed"; }
+    t1=$(date +%s.%N)
+    local wall
+    wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+    printf '%s %s %s\n' "$name" "$wall" "$hwm" >>"$WORK/results"
+    printf '%-22s %8.1f s  %8.1f MiB\n' "$name" "$wall" "$(awk -v k="$hwm" 'BEGIN { print k / 1024 }')"
 }
 : >"$WORK/results"
 log "measuring"
-measure pg_dump sh -c "'$PG_BIN/pg_dump' -h 127.0.0.1 -p $PORT -U postgres -Fc -Z0 tenants > /dev/null"
+measure pg_dump sh -c "exec '$PG_BIN/pg_dump' -h 127.0.0.1 -p $PORT -U postgres -Fc -Z0 tenants > /dev/null"
 measure keepsake_backup "${KS[@]}" backup --type full
 measure keepsake_verify "${KS[@]}" verify --latest --level data
 if [[ $RESTORE -eq 1 ]]; then
