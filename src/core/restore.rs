@@ -53,6 +53,10 @@ pub struct RestoreOptions {
     pub cleanup: Cleanup,
     /// Only these tables (a partial restore; `core::select`).
     pub selection: Option<crate::core::select::Selection>,
+    /// Refuse up front (exit 2) when the target server lacks a role the backup needs. A
+    /// verification or drill turns it off: there pg_restore's own failure makes the backup
+    /// "not proven" on that server, as before.
+    pub check_roles: bool,
 }
 
 impl RestoreOptions {
@@ -72,6 +76,7 @@ impl RestoreOptions {
                 .max(2),
             cleanup: Cleanup::new(),
             selection: None,
+            check_roles: true,
         }
     }
 }
@@ -284,7 +289,7 @@ pub async fn restore(
     // The TOC is read first when the restore needs it: a partial restore's choice, the roles
     // the target must have, and the parallel restore's plan. A name the backup does not have
     // or a role the target lacks is refused before any database is created.
-    let check_roles = !o.no_owner && m.facts.toc_len > 0;
+    let check_roles = o.check_roles && m.facts.toc_len > 0;
     let toc = match o.selection.is_some() || parallel || check_roles {
         true => Some(crate::core::parallel_restore::load_toc(&repo, &m, &tool).await?),
         false => None,
@@ -451,9 +456,12 @@ async fn missing_roles(
     ids: Option<&std::collections::BTreeSet<i64>>,
 ) -> Result<()> {
     let r = crate::core::select::roles(entries, ids);
-    let mut asked: Vec<String> = r.owners.iter().cloned().collect();
-    if !o.no_privileges {
-        asked.extend(r.grantees.iter().cloned());
+    let mut asked: Vec<String> = r.policies.iter().cloned().collect();
+    if !o.no_owner {
+        asked.extend(r.owners.iter().cloned());
+        if !o.no_privileges {
+            asked.extend(r.grantees.iter().cloned());
+        }
     }
     asked.sort();
     asked.dedup();
@@ -472,26 +480,55 @@ async fn missing_roles(
     if missing.is_empty() {
         return Ok(());
     }
-    let owners: Vec<&String> = missing.iter().filter(|x| r.owners.contains(*x)).collect();
-    let flags = match (owners.is_empty(), o.no_privileges) {
-        (false, true) => "--no-owner",
-        (false, false) => "--no-owner --no-privileges",
-        (true, _) => "--no-privileges",
-    };
+    let server = format!("{}:{}", o.target.host, o.target.port);
+    let owned: Vec<&String> = missing
+        .iter()
+        .filter(|x| !o.no_owner && r.owners.contains(*x))
+        .collect();
+    let granted: Vec<&String> = missing
+        .iter()
+        .filter(|x| {
+            !o.no_owner && !o.no_privileges && !r.owners.contains(*x) && r.grantees.contains(*x)
+        })
+        .collect();
+    let mut why = vec![];
+    if !owned.is_empty() || !granted.is_empty() {
+        let flags = match (owned.is_empty(), o.no_privileges) {
+            (false, true) => "--no-owner",
+            (false, false) => "--no-owner --no-privileges",
+            (true, _) => "--no-privileges",
+        };
+        let names: Vec<&str> = owned.iter().chain(&granted).map(|s| s.as_str()).collect();
+        why.push(format!(
+            "the target server {server} has no role {}, which {} objects in backup {}: restore with {flags} (the restoring user then owns what is restored{}), or create the roles first",
+            names.join(", "),
+            match owned.is_empty() {
+                true => "is granted privileges on",
+                false => "own or are granted",
+            },
+            m.id,
+            match flags {
+                "--no-owner" => "",
+                _ => " and no grants are restored",
+            }
+        ));
+    }
+    let policy: Vec<&String> = missing
+        .iter()
+        .filter(|x| r.policies.contains(*x) && !owned.contains(x) && !granted.contains(x))
+        .collect();
+    if !policy.is_empty() {
+        let names: Vec<&str> = policy.iter().map(|s| s.as_str()).collect();
+        why.push(format!(
+            "row-level-security policies in backup {} apply to role {}, which the target server {server} does not have (no flag skips a policy): create {} first (CREATE ROLE … NOLOGIN), or leave the policies' tables or schemas out",
+            m.id,
+            names.join(", "),
+            if names.len() == 1 { "it" } else { "them" }
+        ));
+    }
     Err(Error::Usage(format!(
-        "the target server {}:{} has no role {}, which {} objects in backup {}: restore with {flags} (the restoring user then owns what is restored{}), or create the roles first; nothing was done",
-        o.target.host,
-        o.target.port,
-        missing.join(", "),
-        match owners.is_empty() {
-            true => "is granted privileges on",
-            false => "own or are granted",
-        },
-        m.id,
-        match flags {
-            "--no-owner" => "",
-            _ => " and no grants are restored",
-        }
+        "{}; nothing was done",
+        why.join("; ")
     )))
 }
 

@@ -553,6 +553,9 @@ fn choose_named(
 pub struct Roles {
     pub owners: BTreeSet<String>,
     pub grantees: BTreeSet<String>,
+    /// Roles row-level-security policies apply to (`CREATE POLICY … TO role`): no flag of
+    /// pg_restore skips a policy, so the target must have them.
+    pub policies: BTreeSet<String>,
 }
 
 pub fn roles(entries: &[TocEntry], ids: Option<&BTreeSet<i64>>) -> Roles {
@@ -564,6 +567,9 @@ pub fn roles(entries: &[TocEntry], ids: Option<&BTreeSet<i64>>) -> Roles {
         if !e.owner.is_empty() {
             r.owners.insert(e.owner.clone());
         }
+        if e.desc == "POLICY" {
+            r.policies.extend(policy_roles(&e.defn));
+        }
         if matches!(e.desc.as_str(), "ACL" | "DEFAULT ACL") {
             for stmt in e.defn.split(";\n") {
                 r.grantees.extend(statement_roles(stmt.trim()));
@@ -571,6 +577,28 @@ pub fn roles(entries: &[TocEntry], ids: Option<&BTreeSet<i64>>) -> Roles {
         }
     }
     r
+}
+
+/// `CREATE POLICY name ON table [AS …] [FOR …] [TO role, …] [USING (…)] [WITH CHECK (…)];`:
+/// the roles after `TO` (none: the policy applies to `PUBLIC`).
+fn policy_roles(defn: &str) -> Vec<String> {
+    let end = [" USING (", " WITH CHECK ("]
+        .iter()
+        .filter_map(|p| defn.find(p))
+        .min()
+        .unwrap_or(defn.len());
+    let head = &defn[..end];
+    let Some(i) = head.rfind(" TO ") else {
+        return vec![];
+    };
+    head[i + 4..]
+        .trim()
+        .trim_end_matches(';')
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty() && *w != "PUBLIC")
+        .filter_map(|w| split_ident(w).ok().and_then(|v| v.into_iter().next()))
+        .collect()
 }
 
 /// The roles one `GRANT`, `REVOKE` or `ALTER DEFAULT PRIVILEGES` statement names (`PUBLIC` is
@@ -660,6 +688,11 @@ mod tests {
         );
         let only: BTreeSet<i64> = [1].into_iter().collect();
         assert!(roles(&toc, Some(&only)).grantees.is_empty());
+        assert_eq!(
+            policy_roles("CREATE POLICY \"own rows\" ON public.guests FOR SELECT TO authenticated, \"Service Role\" USING ((profile_id = auth.uid()));"),
+            ["authenticated", "Service Role"]
+        );
+        assert!(policy_roles("CREATE POLICY p ON public.guests USING (true);").is_empty());
     }
 
     #[test]

@@ -582,6 +582,7 @@ async fn verify_restore(
         .unwrap_or_else(|| scratch_name(&m.id));
     let target = server.with_dbname(&name);
     let mut ro = RestoreOptions::new(target.clone());
+    ro.check_roles = false;
     ro.create = true;
     ro.bin_dir = opts.bin_dir.clone();
     ro.cleanup = opts.cleanup.clone();

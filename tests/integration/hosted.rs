@@ -89,19 +89,37 @@ fn a_hosted_database_restores_into_plain_postgresql_with_the_documented_flags() 
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(!exists("app"));
 
-    // The documented recipe.
-    let r = restore(
-        "app",
-        &[
-            "--no-owner",
-            "--no-privileges",
-            "--exclude-schema",
-            "auth",
-            "--exclude-schema",
-            "storage",
-        ],
+    // The documented recipe. A policy that applies to a provider role needs that role (no
+    // flag skips a policy): refused up front, saying so…
+    let recipe = [
+        "--no-owner",
+        "--no-privileges",
+        "--exclude-schema",
+        "auth",
+        "--exclude-schema",
+        "storage",
+    ];
+    let r = restore("app", &recipe);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("policies") && r.stderr.contains("authenticated"),
+        "{}",
+        r.stderr
     );
+    assert!(!r.stderr.contains("supabase_admin"), "{}", r.stderr);
+    assert!(!exists("app"));
+    // …and once the role exists, restored.
+    psql(&plain, "postgres", "CREATE ROLE authenticated NOLOGIN");
+    let r = restore("app", &recipe);
     assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        psql(
+            &plain,
+            "app",
+            "SELECT string_agg(polname, ',') FROM pg_policy WHERE polrelid = 'public.profiles'::regclass"
+        ),
+        "profiles are readable when signed in"
+    );
     // The application's rows are all there and checked against the backup's facts.
     assert!(r.stdout.contains("checked: 2 tables match"), "{}", r.stdout);
     assert_eq!(

@@ -358,6 +358,7 @@ impl Drill<'_> {
         // Restore.
         self.begin("restore");
         let mut ro = RestoreOptions::new(target.clone());
+        ro.check_roles = false;
         ro.create = true;
         ro.bin_dir = config.postgres.bin_dir.clone();
         ro.cleanup = self.ctx.cleanup.clone();
