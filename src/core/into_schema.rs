@@ -20,10 +20,8 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use futures::stream::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-use crate::core::chunks::chunk_stream;
 use crate::core::format::Manifest;
 use crate::core::progress::{Phase, Tracker};
 use crate::core::repo::Repository;
@@ -213,35 +211,11 @@ pub async fn stream(
     // pg_restore has what it needs.
     let (repo, fm) = (repo.clone(), m.clone());
     let feed = async move {
-        let m = fm;
         let mut stdin = script_in;
-        let mut hasher = repo.key().stream_hasher();
-        let mut done = 0u64;
-        let mut open = true;
-        let chunks = chunk_stream(
-            repo.clone(),
-            m.clone(),
-            0..m.stream.len(),
-            o.read_ahead.max(1),
-        );
-        futures::pin_mut!(chunks);
-        while let Some(r) = chunks.next().await {
-            let (_, id, plain) = r?;
-            hasher.update(&id.0);
-            hasher.update(&(plain.len() as u64).to_le_bytes());
-            if open && stdin.write_all(&plain).await.is_err() {
-                open = false;
-            }
-            done += plain.len() as u64;
-            tracker.update(|p| p.bytes_done = done);
-        }
-        if hasher.finalize().to_hex().as_str() != m.archive_digest {
-            return Err(Error::Damage(format!(
-                "backup {}: the reassembled archive does not match its recorded digest",
-                m.id
-            )));
-        }
-        Ok(done)
+        crate::core::restore::feed_archive(&repo, &fm, o.read_ahead, &mut stdin, true, |done| {
+            tracker.update(|p| p.bytes_done = done)
+        })
+        .await
     };
     // The script, renamed, into psql.
     let pump = async {

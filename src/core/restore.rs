@@ -532,6 +532,51 @@ async fn missing_roles(
     )))
 }
 
+/// Write every chunk of backup `m`, in order, into `w` (a pg_restore's stdin), and check the
+/// reassembled archive against its recorded digest. When `w` stops reading, a whole restore
+/// returns there (pg_restore's exit status explains why); with `read_all` (a partial restore,
+/// whose pg_restore may be done before the archive ends) the rest is still read and
+/// authenticated. `progress` hears the bytes read so far. Returns the bytes read.
+pub(crate) async fn feed_archive<W: tokio::io::AsyncWrite + Unpin>(
+    repo: &Arc<Repository>,
+    m: &Arc<Manifest>,
+    read_ahead: usize,
+    w: &mut W,
+    read_all: bool,
+    mut progress: impl FnMut(u64),
+) -> Result<u64> {
+    let mut hasher = repo.key().stream_hasher();
+    let mut done = 0u64;
+    let mut open = true;
+    let chunks = chunk_stream(
+        repo.clone(),
+        m.clone(),
+        0..m.stream.len(),
+        read_ahead.max(1),
+    );
+    futures::pin_mut!(chunks);
+    while let Some(r) = chunks.next().await {
+        let (_, id, plain) = r?;
+        hasher.update(&id.0);
+        hasher.update(&(plain.len() as u64).to_le_bytes());
+        if open && w.write_all(&plain).await.is_err() {
+            if !read_all {
+                return Ok(done);
+            }
+            open = false;
+        }
+        done += plain.len() as u64;
+        progress(done);
+    }
+    if hasher.finalize().to_hex().as_str() != m.archive_digest {
+        return Err(Error::Damage(format!(
+            "backup {}: the reassembled archive does not match its recorded digest",
+            m.id
+        )));
+    }
+    Ok(done)
+}
+
 async fn stream_into_pg_restore(
     repo: Arc<Repository>,
     m: Arc<Manifest>,
@@ -575,45 +620,20 @@ async fn stream_into_pg_restore(
         .ok_or_else(|| Error::Other("pg_restore stdin missing".into()))?;
     tracker.phase(Phase::Restoring);
 
-    let feed: Result<u64> = async {
-        let mut hasher = repo.key().stream_hasher();
-        let mut done = 0u64;
-        let mut open = true;
-        let chunks = chunk_stream(
-            repo.clone(),
-            m.clone(),
-            0..m.stream.len(),
-            o.read_ahead.max(1),
-        );
-        futures::pin_mut!(chunks);
-        while let Some(r) = chunks.next().await {
-            let (_, id, plain) = r?;
-            hasher.update(&id.0);
-            hasher.update(&(plain.len() as u64).to_le_bytes());
-            if open && stdin.write_all(&plain).await.is_err() {
-                // pg_restore stopped reading: its exit status explains why. A partial restore
-                // may be done before the archive ends: the rest is still read and
-                // authenticated (the digest below covers the whole backup).
-                if list.is_none() {
-                    return Ok(done);
-                }
-                open = false;
-            }
-            done += plain.len() as u64;
+    let feed = feed_archive(
+        &repo,
+        &m,
+        o.read_ahead,
+        &mut stdin,
+        list.is_some(),
+        |done| {
             let table = log.lock().ok().and_then(|l| l.current_table.clone());
             tracker.update(|p| {
                 p.bytes_done = done;
                 p.current_table = table;
             });
-        }
-        if hasher.finalize().to_hex().as_str() != m.archive_digest {
-            return Err(Error::Damage(format!(
-                "backup {}: the reassembled archive does not match its recorded digest",
-                m.id
-            )));
-        }
-        Ok(done)
-    }
+        },
+    )
     .await;
 
     let done = match feed {

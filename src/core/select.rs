@@ -80,24 +80,19 @@ impl Names<'_> {
     /// The selection these names ask for (`None`: the whole backup). An error names the API
     /// field at fault (`tables`, `schemas`, `exclude_schemas`, `data_only`, `into_schema`).
     pub fn selection(&self) -> Result<Option<Selection>, (&'static str, String)> {
-        let tables = self
-            .tables
-            .iter()
-            .map(|t| parse_table(t))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| ("tables", m))?;
-        let schemas = self
-            .schemas
-            .iter()
-            .map(|t| parse_schema(t))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| ("schemas", m))?;
-        let exclude_schemas = self
-            .exclude_schemas
-            .iter()
-            .map(|t| parse_schema(t))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| ("exclude_schemas", m))?;
+        fn all<T>(
+            v: &[String],
+            parse: fn(&str) -> Result<T, String>,
+            field: &'static str,
+        ) -> Result<Vec<T>, (&'static str, String)> {
+            v.iter()
+                .map(|s| parse(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|m| (field, m))
+        }
+        let tables = all(self.tables, parse_table, "tables")?;
+        let schemas = all(self.schemas, parse_schema, "schemas")?;
+        let exclude_schemas = all(self.exclude_schemas, parse_schema, "exclude_schemas")?;
         let into_schema = match self.into_schema {
             None => None,
             Some(s) => {
