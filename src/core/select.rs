@@ -308,37 +308,22 @@ pub fn choose(entries: &[TocEntry], sel: &Selection, new_database: bool) -> Resu
                 .is_some_and(|e| !e.namespace.is_empty() && e.desc != "SCHEMA")
         });
     }
-    out.relations = out
-        .ids
-        .iter()
-        .filter_map(|i| by_id.get(i))
-        .filter(|e| is_relation(&e.desc))
+    // The relations and tables restored; with --data-only, the ones whose data is (data
+    // entries carry their table's name).
+    let (relation_desc, table_desc): (&[&str], &str) = match sel.data_only {
+        false => (&["TABLE", "SEQUENCE"], "TABLE"),
+        true => (&["TABLE DATA", "SEQUENCE SET"], "TABLE DATA"),
+    };
+    let restored = || out.ids.iter().filter_map(|i| by_id.get(i));
+    let relations = restored()
+        .filter(|e| relation_desc.contains(&e.desc.as_str()))
         .map(|e| (e.namespace.clone(), e.tag.clone()))
         .collect();
-    out.tables = out
-        .ids
-        .iter()
-        .filter_map(|i| by_id.get(i))
-        .filter(|e| e.desc == "TABLE")
+    let tables = restored()
+        .filter(|e| e.desc == table_desc)
         .map(|e| format!("{}.{}", e.namespace, e.tag))
         .collect();
-    if sel.data_only {
-        // Data entries name their table.
-        out.relations = out
-            .ids
-            .iter()
-            .filter_map(|i| by_id.get(i))
-            .filter(|e| matches!(e.desc.as_str(), "TABLE DATA" | "SEQUENCE SET"))
-            .map(|e| (e.namespace.clone(), e.tag.clone()))
-            .collect();
-        out.tables = out
-            .ids
-            .iter()
-            .filter_map(|i| by_id.get(i))
-            .filter(|e| e.desc == "TABLE DATA")
-            .map(|e| format!("{}.{}", e.namespace, e.tag))
-            .collect();
-    }
+    (out.relations, out.tables) = (relations, tables);
     out.tables.sort();
     if let Some(into) = &sel.into_schema {
         let mut seen = BTreeMap::new();

@@ -5,6 +5,22 @@
 
 use crate::support::{Env, WEDDING_SQL};
 
+/// `keepsake restore ID --target <db on the test cluster> --target-password … EXTRA…`.
+fn restore(env: &Env, id: &str, db: &str, extra: &[&str]) -> crate::support::Run {
+    let target = env.target(db);
+    let pw = format!("file:{}", env.password_file.display());
+    let mut a = vec![
+        "restore",
+        id,
+        "--target",
+        target.as_str(),
+        "--target-password",
+        pw.as_str(),
+    ];
+    a.extend_from_slice(extra);
+    env.keepsake(&a)
+}
+
 fn tables(env: &Env, db: &str) -> String {
     env.psql(
         db,
@@ -20,20 +36,7 @@ fn partial_restore_takes_the_tables_asked_for_and_names_the_rest() {
         r#"CREATE SCHEMA "Wedding Plans"; CREATE TABLE "Wedding Plans"."Guest List" (id int PRIMARY KEY, name text); INSERT INTO "Wedding Plans"."Guest List" VALUES (1, 'Ann'), (2, 'Bo'), (3, 'Cy')"#,
     );
     let id = env.backup("full")["id"].as_str().expect("id").to_string();
-    let pw = format!("file:{}", env.password_file.display());
-    let restore = |db: &str, extra: &[&str]| {
-        let target = env.target(db);
-        let mut a = vec![
-            "restore",
-            id.as_str(),
-            "--target",
-            target.as_str(),
-            "--target-password",
-            pw.as_str(),
-        ];
-        a.extend_from_slice(extra);
-        env.keepsake(&a)
-    };
+    let restore = |db: &str, extra: &[&str]| restore(&env, &id, db, extra);
 
     // One table, unquoted (folds to lower case), into a new database: only it, with its rows
     // and primary key; guests' foreign key to couples belongs to guests and is not touched.
@@ -169,20 +172,7 @@ fn into_schema_puts_a_table_beside_the_original_and_touches_nothing_else() {
     let public_before = describe("wed");
     let seq_sql = "SELECT last_value || ':' || is_called FROM public.guests_id_seq";
     let live_seq = env.psql("wed", seq_sql);
-    let pw = format!("file:{}", env.password_file.display());
-    let restore = |db: &str, extra: &[&str]| {
-        let target = env.target(db);
-        let mut a = vec![
-            "restore",
-            id.as_str(),
-            "--target",
-            target.as_str(),
-            "--target-password",
-            pw.as_str(),
-        ];
-        a.extend_from_slice(extra);
-        env.keepsake(&a)
-    };
+    let restore = |db: &str, extra: &[&str]| restore(&env, &id, db, extra);
 
     // Into the backup's own source database, no typed consent needed: nothing existing moves.
     let r = restore("wed", &["--table", "guests", "--into-schema", "recovered"]);
