@@ -304,6 +304,26 @@ async fn event_loop<C: Control + 'static>(
     Ok(())
 }
 
+/// Submit the restore `request` builds for database `db` on `source`'s server, and report
+/// the job it started (or why not) to the loop.
+fn restore_on_source<C: Control + 'static>(
+    ctl: Arc<C>,
+    tx: tokio::sync::mpsc::UnboundedSender<Msg>,
+    source: String,
+    db: String,
+    request: impl FnOnce(crate::engine::RestoreTarget) -> RestoreRequest + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let started = match ctl.restore_target(&source, &db) {
+            Ok(target) => ctl.submit(Command::Restore(request(target))).await,
+            Err(e) => Err(e),
+        };
+        let _ = tx.send(Msg::RestoreStarted(
+            started.map(|h| h.id).map_err(|e| e.to_string()),
+        ));
+    });
+}
+
 /// Carry out what the app asked for. Anything that talks to the engine (perhaps a daemon
 /// across a socket) runs on a task of its own and answers with a message: the loop never
 /// waits on it.
@@ -342,27 +362,14 @@ fn effect<C: Control + 'static>(
             overwrite,
             no_owner,
             jobs,
-        } => {
-            tokio::spawn(async move {
-                let started = match ctl.restore_target(&source, &db) {
-                    Ok(target) => {
-                        ctl.submit(Command::Restore(
-                            RestoreRequest::new(backup, target)
-                                .create(!overwrite)
-                                .clean(overwrite)
-                                .confirm(overwrite.then(|| db.clone()))
-                                .no_owner(no_owner)
-                                .jobs(jobs),
-                        ))
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
-                let _ = tx.send(Msg::RestoreStarted(
-                    started.map(|h| h.id).map_err(|e| e.to_string()),
-                ));
-            });
-        }
+        } => restore_on_source(ctl, tx, source, db.clone(), move |target| {
+            RestoreRequest::new(backup, target)
+                .create(!overwrite)
+                .clean(overwrite)
+                .confirm(overwrite.then_some(db))
+                .no_owner(no_owner)
+                .jobs(jobs)
+        }),
         Effect::RestoreUrl { backup, url } => {
             tokio::spawn(async move {
                 let started = match crate::pg::conninfo::ConnInfo::parse(&url) {
@@ -421,27 +428,14 @@ fn effect<C: Control + 'static>(
             db,
             tables,
             into_schema,
-        } => {
-            tokio::spawn(async move {
-                let started = match ctl.restore_target(&source, &db) {
-                    Ok(target) => {
-                        let sel = crate::core::select::Selection {
-                            tables,
-                            into_schema: Some(into_schema),
-                            ..Default::default()
-                        };
-                        ctl.submit(Command::Restore(
-                            RestoreRequest::new(backup, target).selection(Some(sel)),
-                        ))
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
-                let _ = tx.send(Msg::RestoreStarted(
-                    started.map(|h| h.id).map_err(|e| e.to_string()),
-                ));
-            });
-        }
+        } => restore_on_source(ctl, tx, source, db, move |target| {
+            let sel = crate::core::select::Selection {
+                tables,
+                into_schema: Some(into_schema),
+                ..Default::default()
+            };
+            RestoreRequest::new(backup, target).selection(Some(sel))
+        }),
         Effect::Tables(id) => {
             tokio::spawn(async move {
                 let r = ctl.largest_tables(&id, 5).await.map_err(|e| e.to_string());
