@@ -168,7 +168,7 @@ async fn guard(
         .as_ref()
         .and_then(|p| routes::find(req.method(), p.as_str()));
     let action = route.map(|r| r.action).unwrap_or("unknown");
-    let changing = req.method() != Method::GET;
+    let changing = !matches!(*req.method(), Method::GET | Method::HEAD);
     let caller = match auth::caller(&peer, req.headers(), &cfg.api) {
         Ok(c) => c,
         Err(e) => {
@@ -196,6 +196,21 @@ async fn guard(
         }
         e.into_response()
     };
+    // Fail closed: a path of the table without a route for this method is refused here, before
+    // any handler (or axum's implicit HEAD) can run.
+    if let (None, Some(p)) = (route, matched.as_ref()) {
+        let needs = routes::path_role(p.as_str()).unwrap_or(crate::model::Role::Admin);
+        if caller.role < needs {
+            return refuse(ApiError::forbidden(format!(
+                "{} needs the {} role; {} has {}",
+                p.as_str(),
+                needs.as_str(),
+                caller.name,
+                caller.role.as_str()
+            )));
+        }
+        return refuse(ApiError::for_status(StatusCode::METHOD_NOT_ALLOWED));
+    }
     if let Some(r) = route {
         if caller.role < r.role {
             return refuse(ApiError::forbidden(format!(

@@ -75,10 +75,26 @@ pub const ROUTES: &[Route] = &[
 ];
 
 /// The route `method path` (a matched axum path), if any.
+///
+/// HEAD is answered by the GET handler (axum runs it and drops the body), so it is looked up,
+/// and its role checked, as the GET it is.
 pub fn find(method: &Method, path: &str) -> Option<&'static Route> {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    ROUTES.iter().find(|r| r.path == path && r.method == method)
+}
+
+/// The least role any method of `path` needs: what a caller must hold to learn which methods
+/// a path has (a 405 tells that much).
+pub fn path_role(path: &str) -> Option<Role> {
     ROUTES
         .iter()
-        .find(|r| r.path == path && r.method == method.as_str())
+        .filter(|r| r.path == path)
+        .map(|r| r.role)
+        .min()
 }
 
 /// The handler of a route of [`ROUTES`].

@@ -236,7 +236,7 @@ impl Repository {
         self.chunks.open_in_place(blob)
     }
 
-    /// A new backup id: sortable by time, unique by a random suffix.
+    /// A new backup id: sortable by time, unique by a random suffix ([`is_timed_name`]).
     pub fn new_backup_id() -> String {
         format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), new_hex_id(3))
     }
@@ -272,14 +272,23 @@ impl Repository {
         Ok((out, bad))
     }
 
-    /// Ids of committed backups (no decryption).
+    /// Ids of committed backups (no decryption). A listed name that is not of the id format is
+    /// not a backup (it was put there by hand or by someone else) and is left out, with a warning.
     pub async fn backup_ids(&self) -> Result<Vec<String>> {
         Ok(self
             .store
             .list("snapshots/")
             .await?
             .into_iter()
-            .map(|o| o.key.trim_start_matches("snapshots/").to_string())
+            .filter_map(|o| {
+                let id = o.key.trim_start_matches("snapshots/");
+                if is_timed_name(id) {
+                    Some(id.to_string())
+                } else {
+                    tracing::warn!("ignoring {:?}: not a backup id", o.key);
+                    None
+                }
+            })
             .collect())
     }
 
@@ -560,5 +569,84 @@ mod tests {
             .await
             .expect_err("newer");
         assert!(e.to_string().contains("newer than this keepsake"), "{e}");
+    }
+}
+
+/// Whether `s` is a name of the repository's own format: a UTC time, `20261207T153526Z` or with
+/// milliseconds `20261207T153526.123Z`, a `-`, and a lowercase hex suffix (backup ids, drill
+/// reports, verification records). Names from a listing become file names in the state
+/// directory's cache only when they pass this.
+pub fn is_timed_name(s: &str) -> bool {
+    let Some((time, suffix)) = s.rsplit_once('-') else {
+        return false;
+    };
+    let hex = !suffix.is_empty()
+        && suffix.len() <= 16
+        && suffix
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let digits = |t: &str, n: usize| t.len() == n && t.bytes().all(|b| b.is_ascii_digit());
+    let Some(t) = time.strip_suffix('Z') else {
+        return false;
+    };
+    let (whole, frac) = match t.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (t, None),
+    };
+    let time_ok = whole.len() == 15
+        && digits(&whole[..8], 8)
+        && whole.as_bytes()[8] == b'T'
+        && digits(&whole[9..], 6)
+        && frac.is_none_or(|f| digits(f, 3));
+    hex && time_ok
+}
+
+/// Whether `key` names one of the sealed objects the views cache on disk: `snapshots/<id>`,
+/// `verifications/<id>/<name>` or `drills/<name>`, each part of the [`is_timed_name`] form.
+pub fn is_cacheable_name(key: &str) -> bool {
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        ["snapshots", id] | ["drills", id] => is_timed_name(id),
+        ["verifications", id, rec] => is_timed_name(id) && is_timed_name(rec),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn only_names_of_the_repository_format_pass() {
+        assert!(is_timed_name(&Repository::new_backup_id()));
+        assert!(is_timed_name("20261207T153526Z-b527f3"));
+        assert!(is_timed_name("20261207T153526.123Z-b527f3"));
+        for bad in [
+            "",
+            "..",
+            "../../audit.jsonl",
+            "20261207T153526Z-",
+            "20261207T153526Z-B527F3",
+            "20261207T153526Z-b527f3/..",
+            "2026120T153526Z-b527f3",
+            "20261207X153526Z-b527f3",
+            "20261207T153526.12Z-b527f3",
+        ] {
+            assert!(!is_timed_name(bad), "{bad:?}");
+        }
+        assert!(is_cacheable_name("snapshots/20261207T153526Z-b527f3"));
+        assert!(is_cacheable_name(
+            "verifications/20261207T153526Z-b527f3/20261207T153600.001Z-00ff00"
+        ));
+        assert!(is_cacheable_name("drills/20261207T153526Z-b527f3"));
+        for bad in [
+            "snapshots/../../../audit.jsonl",
+            "snapshots/20261207T153526Z-b527f3/../../x",
+            "verifications/20261207T153526Z-b527f3/../../../audit.jsonl",
+            "drills/x",
+            "packs/ab/20261207T153526Z-b527f3",
+        ] {
+            assert!(!is_cacheable_name(bad), "{bad:?}");
+        }
     }
 }

@@ -127,7 +127,11 @@ async fn sealed<T>(
     key: &str,
     open: impl Fn(&[u8]) -> Result<T>,
 ) -> Result<Option<T>> {
-    let file = disk.map(|d| d.join(key));
+    // Only a name of the repository's own format becomes a file name: a listed key is whatever
+    // a writer to the bucket chose, and a `..` in it would reach outside the cache.
+    let file = disk
+        .filter(|_| crate::core::repo::is_cacheable_name(key))
+        .map(|d| d.join(key));
     if let Some(f) = &file {
         if let Ok(bytes) = tokio::fs::read(f).await {
             match open(&bytes) {

@@ -28,12 +28,7 @@ impl LocalStore {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
-        if key.is_empty()
-            || key.starts_with('/')
-            || key
-                .split('/')
-                .any(|c| c.is_empty() || c == "." || c == "..")
-        {
+        if !super::is_safe_key(key) {
             return Err(Error::Storage(format!("invalid object key {key:?}")));
         }
         Ok(self.root.join(key))

@@ -15,6 +15,19 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 
+/// Whether `key` is a relative object name that stays inside the repository when it is joined
+/// to a folder: `/`-separated, no empty, `.` or `..` part, no backslash or control character.
+/// A listing from a store (a bucket others may write to) is filtered through this before any
+/// name in it can become a path.
+pub fn is_safe_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with('/')
+        && !key.chars().any(|c| c == '\\' || c.is_control())
+        && key
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
 /// One listed object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {

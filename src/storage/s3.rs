@@ -813,8 +813,17 @@ impl ObjectStore for S3Store {
             self.reached.store(true, Ordering::Relaxed);
             for o in page.contents() {
                 if let Some(k) = o.key() {
+                    let key = self.strip(k);
+                    // Anyone who can write to the bucket can name an object anything: a name
+                    // that could leave a folder when joined to it is never passed on.
+                    if !super::is_safe_key(key) {
+                        tracing::warn!(
+                            "ignoring object {k:?} in the bucket: not a repository name"
+                        );
+                        continue;
+                    }
                     out.push(ObjectInfo {
-                        key: self.strip(k).to_string(),
+                        key: key.to_string(),
                         size: o.size().unwrap_or(0).max(0) as u64,
                     });
                 }

@@ -285,6 +285,187 @@ fn every_route_checks_its_role_and_strangers_are_refused() {
     d.stop();
 }
 
+/// The role matrix, generated from the route table: every path × every method (HEAD, OPTIONS
+/// and PATCH included) × every role and no token, over TCP and over the socket. A method a path
+/// has no route for is refused before any handler runs (403 below the path's role, else 405),
+/// and is audited. Regression: a viewer's `HEAD /v1/config` ran the GET handler (200) because
+/// the guard found no route for HEAD and checked nothing.
+#[test]
+fn role_matrix_every_path_method_and_role() {
+    use keepsake::api::routes::{path_role, ROUTES};
+    use keepsake::model::Role;
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let mut d = Daemon::start(
+        env,
+        "trigger_rate = \"10000/s\"\n[api.users]\npostgres = \"viewer\"\ndaemon = \"operator\"\n",
+    );
+    let config_before = std::fs::read(&d.env.config).expect("config");
+    for dir in [
+        d.env.dir.path().to_path_buf(),
+        d.env.dir.path().join("state"),
+    ] {
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    std::fs::set_permissions(
+        &d.socket,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .expect("chmod socket");
+    let mut paths: Vec<&str> = ROUTES.iter().map(|r| r.path).collect();
+    paths.dedup();
+    let concrete = |p: &str| {
+        p.replace(
+            "{id}",
+            if p.starts_with("/v1/jobs") {
+                "nope"
+            } else {
+                &id
+            },
+        )
+        .replace("{name}", "awk")
+        .replace("{db}", "nope")
+    };
+    // A body that passes authorization and fails validation: nothing is started or changed.
+    let bad = json!({"no_such_field": 1});
+    let methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    let expect = |path: &str, method: &str, role: Option<Role>| -> Result<u16, &'static str> {
+        let Some(role) = role else { return Ok(403) };
+        let lookup = if method == "HEAD" { "GET" } else { method };
+        match ROUTES.iter().find(|r| r.path == path && r.method == lookup) {
+            Some(r) if role < r.role => Ok(403),
+            Some(_) => Err("allowed"),
+            None if role < path_role(path).expect("a path of the table") => Ok(403),
+            None => Ok(405),
+        }
+    };
+    let check = |who: &str, path: &str, method: &str, got: u16, want: Result<u16, &str>| match want
+    {
+        Ok(code) => assert_eq!(got, code, "{who} {method} {path}"),
+        Err(_) => assert!(
+            !matches!(got, 401 | 403 | 405) && got < 500,
+            "{who} {method} {path}: {got}"
+        ),
+    };
+    let status = |c: &Client, method: &str, path: &str| -> u16 {
+        let body = (method != "GET" && method != "HEAD").then(|| bad.clone());
+        block_on(async {
+            let r = c.send(method, path, body.as_ref()).await.expect("request");
+            r.status().as_u16()
+        })
+    };
+    let roles = [
+        ("viewer", Role::Viewer),
+        ("operator", Role::Operator),
+        ("admin", Role::Admin),
+    ];
+    let curl = |user: &str, method: &str, path: &str| -> u16 {
+        let mut c = Command::new("runuser");
+        c.args([
+            "-u",
+            user,
+            "--",
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(["--max-time", "5", "--unix-socket"])
+        .arg(&d.socket);
+        match method {
+            "HEAD" => {
+                c.arg("-I");
+            }
+            "GET" => {}
+            m => {
+                c.args(["-X", m, "-H", "content-type: application/json", "-d"])
+                    .arg(bad.to_string());
+            }
+        }
+        let out = c
+            .arg(format!("http://k{path}"))
+            .output()
+            .expect("runuser curl");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let mut n = 0;
+    for path in &paths {
+        let url = concrete(path);
+        for method in methods {
+            // An event stream stays open: only its status line is read.
+            for (name, role) in roles {
+                let got = status(&d.tcp(Some(name)), method, &url);
+                check(
+                    &format!("tcp {name}"),
+                    path,
+                    method,
+                    got,
+                    expect(path, method, Some(role)),
+                );
+            }
+            assert_eq!(
+                status(&d.tcp(None), method, &url),
+                401,
+                "no token {method} {path}"
+            );
+            let got = status(&d.unix(), method, &url);
+            check(
+                "socket root",
+                path,
+                method,
+                got,
+                expect(path, method, Some(Role::Admin)),
+            );
+            for (user, role) in [
+                ("postgres", Some(Role::Viewer)),
+                ("daemon", Some(Role::Operator)),
+                ("nobody", None),
+            ] {
+                let got = curl(user, method, &url);
+                check(
+                    &format!("socket {user}"),
+                    path,
+                    method,
+                    got,
+                    expect(path, method, role),
+                );
+            }
+            n += 8;
+        }
+    }
+    assert!(n >= 17 * 7 * 8, "{n} requests");
+    // Nothing above changed anything, and the refused methods are audited.
+    assert_eq!(d.env.snapshots().len(), 1);
+    assert_eq!(std::fs::read(&d.env.config).expect("config"), config_before);
+    let audit = d.call(&d.unix(), "GET", "/v1/audit", None).json();
+    let lines = audit.as_array().expect("audit");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["actor"] == "viewer" && l["code"] == 403 && l["action"] == "config.read"),
+        "the viewer's HEAD /v1/config is refused and audited"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["actor"] == "admin" && l["code"] == 405),
+        "a method without a route is audited"
+    );
+    assert!(
+        !lines.iter().any(|l| l["actor"] == "viewer"
+            && l["outcome"] != "refused"
+            && l["action"] == "config.read"),
+        "no viewer read of the configuration was allowed"
+    );
+    d.stop();
+}
+
 /// Each error status with its JSON shape, and nothing changed by any of them.
 #[test]
 fn bad_requests_get_their_status_and_change_nothing() {

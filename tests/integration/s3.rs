@@ -323,30 +323,7 @@ fn stale_multipart_uploads_are_aborted() {
     let garage = Garage::shared();
     let prefix = env.s3.as_ref().expect("s3").prefix.clone();
     // An upload a crashed keepsake left open (made with the SDK directly).
-    let client = {
-        let creds = aws_sdk_s3::config::Credentials::new(
-            garage.access_key(),
-            garage.secret_key(),
-            None,
-            None,
-            "test",
-        );
-        let conf = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new(garage.region().to_string()))
-            .endpoint_url(garage.endpoint())
-            .force_path_style(true)
-            .credentials_provider(creds)
-            .http_client(
-                aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                    ))
-                    .build_https(),
-            )
-            .build();
-        aws_sdk_s3::Client::from_conf(conf)
-    };
+    let client = sdk_client(garage);
     let key = format!("{prefix}/packs/ab/left-over");
     let uploads = || {
         crate::support::block_on(
@@ -541,4 +518,96 @@ fn a_new_process_reads_manifests_and_records_from_the_state_directory_cache() {
         !cached[0].exists(),
         "the cache forgets what the listing forgot"
     );
+}
+
+/// An S3 client of the shared Garage server made with the SDK directly: what someone else with
+/// write access to the bucket can do, outside keepsake's own checks.
+fn sdk_client(garage: &Garage) -> aws_sdk_s3::Client {
+    let creds = aws_sdk_s3::config::Credentials::new(
+        garage.access_key(),
+        garage.secret_key(),
+        None,
+        None,
+        "test",
+    );
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(garage.region().to_string()))
+        .endpoint_url(garage.endpoint())
+        .force_path_style(true)
+        .credentials_provider(creds)
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Regression (issue 26, HIGH): object names in a bucket listing are whatever a writer to the
+/// bucket chose. `snapshots/../../../audit.jsonl` made the view join the name to its cache
+/// folder, find a "cached manifest" that did not authenticate — the daemon's audit log — and
+/// delete it. Names that are not of the repository's own format are ignored: no file outside
+/// the cache is read or removed, and the real backups are still listed.
+#[test]
+fn object_names_from_the_bucket_never_reach_outside_the_cache() {
+    let env = Env::with_backend(Backend::S3, "wed", Some(WEDDING_SQL));
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    env.keepsake(&["verify", &id, "--level", "structure"]).ok();
+    let garage = Garage::shared();
+    let prefix = env.s3.as_ref().expect("s3").prefix.clone();
+    let client = sdk_client(garage);
+    let state = env.dir.path().join("state");
+    env.keepsake(&["list"]).ok();
+    let cache: Vec<std::path::PathBuf> = std::fs::read_dir(state.join("cache"))
+        .expect("cache dir")
+        .flatten()
+        .map(|d| d.path())
+        .collect();
+    assert_eq!(cache.len(), 1, "one cache folder: {cache:?}");
+    // Files a crafted name would reach from cache/<repo>/<prefix>/: three and four levels up.
+    let victims = [state.join("audit.jsonl"), env.dir.path().join("victim")];
+    for v in &victims {
+        std::fs::write(v, b"precious\n").expect("victim");
+    }
+    for key in [
+        "snapshots/../../../audit.jsonl",
+        "snapshots/../../../../victim",
+        "verifications/../../../audit.jsonl",
+        &format!("verifications/{id}/../../../../audit.jsonl"),
+        "drills/../../../audit.jsonl",
+    ] {
+        crate::support::block_on(
+            client
+                .put_object()
+                .bucket(garage.bucket())
+                .key(format!("{prefix}/{key}"))
+                .body(b"not a sealed object".to_vec().into())
+                .send(),
+        )
+        .expect("put a crafted object");
+    }
+    for _ in 0..2 {
+        let listed = env.keepsake(&["list", "--json"]).ok().json();
+        let ids: Vec<&str> = listed
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|b| b["id"].as_str())
+            .collect();
+        assert_eq!(ids, [id.as_str()], "only the real backup is listed");
+        env.keepsake(&["drills", "--json"]).ok();
+        env.keepsake(&["show", &id]).ok();
+    }
+    for v in &victims {
+        assert_eq!(
+            std::fs::read(v).expect("the file outside the cache is still there"),
+            b"precious\n",
+            "{}",
+            v.display()
+        );
+    }
 }

@@ -49,6 +49,11 @@ impl Run {
     pub fn all(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
     }
+    /// stdout as JSON (`--json` output).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+    }
 }
 
 /// Where a test's repository lives. Tests of the core behaviour run against both (see
@@ -122,6 +127,26 @@ impl Env {
     /// [`Env::with_backend`] with extra `[repository]` lines for S3.
     pub fn with_s3_extra(backend: Backend, db: &str, sql_file: Option<&str>, extra: &str) -> Self {
         let cluster = TempCluster::start().expect("start cluster");
+        let env = Self::around(cluster, backend, extra);
+        env.psql("postgres", &format!("CREATE DATABASE {db}"));
+        if let Some(f) = sql_file {
+            env.psql_file(db, f);
+        }
+        env.write_config(db, None, &env.identity);
+        env.keepsake(&["init"]).ok();
+        env
+    }
+
+    /// An env whose source is database `db` of `cluster`, already made (a hosted platform's
+    /// imitation), reached as `cluster.superuser` with the cluster's password.
+    pub fn on_cluster(cluster: TempCluster, db: &str) -> Self {
+        let env = Self::around(cluster, Backend::Folder, "");
+        env.write_config(db, None, &env.identity);
+        env.keepsake(&["init"]).ok();
+        env
+    }
+
+    fn around(cluster: TempCluster, backend: Backend, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let identity = dir.path().join("identity.txt");
         let r = keepsake_raw(
@@ -156,12 +181,6 @@ impl Env {
                 extra: extra.to_string(),
             });
         }
-        env.psql("postgres", &format!("CREATE DATABASE {db}"));
-        if let Some(f) = sql_file {
-            env.psql_file(db, f);
-        }
-        env.write_config(db, None, &env.identity);
-        env.keepsake(&["init"]).ok();
         env
     }
 
