@@ -213,6 +213,22 @@ pub fn jobs_table(jobs: &[JobRecord]) -> String {
     s
 }
 
+/// What a restore-level proof covered beyond the tables: the stand-in roles it made on the
+/// scratch server, and what it could not take there.
+pub fn coverage_lines(r: &VerifyRecord) -> String {
+    let mut s = String::new();
+    if !r.stand_in_roles.is_empty() {
+        s.push_str(&format!(
+            "  proof on a plain server: stand-in roles {} (created for the check, dropped after)\n",
+            r.stand_in_roles.join(", ")
+        ));
+    }
+    if !r.not_covered.is_empty() {
+        s.push_str(&format!("  not covered: {}\n", r.not_covered.join("; ")));
+    }
+    s
+}
+
 pub fn verify_text(r: &VerifyRecord) -> String {
     let mut s = if !r.ok && r.problems.is_empty() {
         format!(
@@ -247,6 +263,7 @@ pub fn verify_text(r: &VerifyRecord) -> String {
         ));
     }
     s.push('\n');
+    s.push_str(&coverage_lines(r));
     for p in &r.problems {
         s.push_str(&format!("  - {p}\n"));
     }

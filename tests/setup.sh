@@ -63,8 +63,9 @@ elif command -v openssl >/dev/null 2>&1; then
 else
     missing+=(openssl)
 fi
-# tmux drives the console end to end; curl calls the control API as other users.
-for tool in tmux curl; do
+# tmux drives the console end to end; curl calls the control API as other users; pgbouncer is
+# the real connection pooler the hosted-database tests put in front of a cluster.
+for tool in tmux curl pgbouncer; do
     [ "$demo" -eq 1 ] && break
     if command -v "$tool" >/dev/null 2>&1; then
         log "$tool present: $(command -v "$tool")"

@@ -704,6 +704,11 @@ async fn backup(
             "verification after backup found damage in: {}",
             failures.join(", ")
         ))),
+        // A configuration that cannot work (a source behind a transaction pooler): exit 2.
+        2 => Err(Error::Usage(format!(
+            "backup refused for: {}",
+            failures.join(", ")
+        ))),
         _ => Err(Error::Other(format!(
             "backup failed for: {}",
             failures.join(", ")

@@ -276,6 +276,10 @@ async fn backup_leased(
     }
 
     let pg = client::connect(source.conn).await?;
+    // Before anything else talks to the source as if it had a session of its own.
+    if client::transaction_pooled(source.conn, &pg).await? {
+        return Err(client::pooled_refusal(source.conn));
+    }
     client::set_lock_timeout(&pg, opts.lock_wait_timeout).await?;
     let info = client::source_info(&pg, source.name, source.conn).await?;
     let major = (info.server_version_num / 10000) as u32;

@@ -556,11 +556,15 @@ impl<'t> Plan<'t> {
     }
 }
 
+///
+/// `skip`: entries not restored (what a proof on a plain server cannot take; see
+/// `restore::uncoverable`); with any, pre-data runs from an exact list too.
 pub async fn run(
     repo: Arc<Repository>,
     m: Arc<Manifest>,
     toc: Toc,
     o: &RestoreOptions,
+    skip: &std::collections::BTreeSet<i64>,
     tool: &Tool,
     tracker: &Tracker<'_>,
 ) -> Result<u64> {
@@ -614,14 +618,13 @@ pub async fn run(
             None => Vec::new(),
         }
     };
+    let pre_list = lists_dir_pre(skip, entries, &lines)?;
     let pre_data = async {
-        finish_step(
-            "pre-data",
-            step(vec!["--section=pre-data".into(), toc_path.clone()], false)
-                .spawn()
-                .map_err(spawn_err)?,
-        )
-        .await
+        let args = match &pre_list {
+            Some((_, path)) => vec![format!("--use-list={}", path.display()), toc_path.clone()],
+            None => vec!["--section=pre-data".into(), toc_path.clone()],
+        };
+        finish_step("pre-data", step(args, false).spawn().map_err(spawn_err)?).await
     };
     let (pre_data, opened) = tokio::join!(pre_data, opening);
     pre_data?;
@@ -630,6 +633,10 @@ pub async fn run(
         opened.into_iter().map(|c| Mutex::new(Some(c))).collect();
 
     let locks_of = |id: &i64| -> &[i64] { table_locks.get(id).map(Vec::as_slice).unwrap_or(&[]) };
+    let blocks: Vec<BlockSpan> = blocks
+        .into_iter()
+        .filter(|b| !skip.contains(&b.dump_id))
+        .collect();
     let sched = Mutex::new(Sched {
         data: VecDeque::from(blocks),
         ..Sched::default()
@@ -837,16 +844,7 @@ pub async fn run(
     // entry's section is worked out once over the whole TOC, as pg_restore does without a
     // list. A step with nothing left is skipped (its processes and connections cost time
     // while the machine is otherwise idle, at the very end of the restore).
-    let mut current = 2;
-    let effective: Vec<(i64, i64)> = entries
-        .iter()
-        .map(|e| {
-            if e.section != 1 {
-                current = e.section;
-            }
-            (e.dump_id, current)
-        })
-        .collect();
+    let effective = effective_sections(entries);
     let list_of = |sec: i64, skip: &dyn Fn(&i64) -> bool| -> String {
         effective
             .iter()
@@ -878,7 +876,7 @@ pub async fn run(
         m.facts.blocks.iter().map(|b| b.dump_id).collect();
     run_listed(
         "data without blocks",
-        list_of(3, &|id| with_block.contains(id)),
+        list_of(3, &|id| with_block.contains(id) || skip.contains(id)),
         1,
     )
     .await?;
@@ -887,12 +885,50 @@ pub async fn run(
     let done_early = lock()?.built.clone();
     run_listed(
         "post-data",
-        list_of(4, &|id| done_early.contains(id)),
+        list_of(4, &|id| done_early.contains(id) || skip.contains(id)),
         o.jobs,
     )
     .await?;
     drop(pass);
     Ok(m.logical_bytes)
+}
+
+/// Sections as pg_restore gives them without a list: an entry of no section (a comment, an ACL)
+/// takes the section of the entry before it in the TOC.
+fn effective_sections(entries: &[TocEntry]) -> Vec<(i64, i64)> {
+    let mut current = 2;
+    entries
+        .iter()
+        .map(|e| {
+            if e.section != 1 {
+                current = e.section;
+            }
+            (e.dump_id, current)
+        })
+        .collect()
+}
+
+/// With entries to skip, the pre-data step's exact list (in TOC order) in a private file.
+fn lists_dir_pre(
+    skip: &std::collections::BTreeSet<i64>,
+    entries: &[TocEntry],
+    lines: &BTreeMap<i64, String>,
+) -> Result<Option<(tempfile::NamedTempFile, std::path::PathBuf)>> {
+    if skip.is_empty() {
+        return Ok(None);
+    }
+    let list: String = effective_sections(entries)
+        .iter()
+        .filter(|(id, s)| *s == 2 && !skip.contains(id))
+        .filter_map(|(id, _)| lines.get(id).map(|l| format!("{l}\n")))
+        .collect();
+    let f = tempfile::Builder::new()
+        .prefix("keepsake-pre-data-")
+        .tempfile()
+        .map_err(|e| Error::io("creating a restore list", e))?;
+    std::fs::write(f.path(), list).map_err(|e| Error::io("writing a restore list", e))?;
+    let path = f.path().to_path_buf();
+    Ok(Some((f, path)))
 }
 
 /// What the restore's workers share: the tasks left and what is done.

@@ -57,6 +57,11 @@ pub struct RestoreOptions {
     /// verification or drill turns it off: there pg_restore's own failure makes the backup
     /// "not proven" on that server, as before.
     pub check_roles: bool,
+    /// Create the roles the backup names that the target server lacks, as `NOLOGIN` stand-ins
+    /// (a proof on a plain scratch server of a hosted database's backup: its provider's roles
+    /// own schemas and are granted privileges there). Only the roles this restore created are
+    /// ever dropped: by [`drop_stand_ins`] once the scratch database is gone, or by the cleanup.
+    pub stand_in_roles: bool,
 }
 
 impl RestoreOptions {
@@ -77,6 +82,7 @@ impl RestoreOptions {
             cleanup: Cleanup::new(),
             selection: None,
             check_roles: true,
+            stand_in_roles: false,
         }
     }
 }
@@ -94,6 +100,262 @@ pub struct RestoreOutcome {
     pub partial: Option<crate::core::select::Chosen>,
     /// Tables compared with the facts recorded at backup time (a partial restore).
     pub checked: usize,
+    /// The roles this restore created as stand-ins ([`RestoreOptions::stand_in_roles`]).
+    pub stand_ins: StandIns,
+    /// What a proof on a plain server left out, in words (event triggers of a provider's
+    /// superuser, objects that need an extension the server lacks). Never a table.
+    pub not_covered: Vec<String>,
+}
+
+/// Roles a restore created as `NOLOGIN` stand-ins, and the armed hook that drops them: the
+/// caller drops them with [`drop_stand_ins`] after the database that uses them, then disarms.
+#[derive(Debug, Clone, Default)]
+pub struct StandIns {
+    pub roles: Vec<String>,
+    pub hook: Option<HookId>,
+}
+
+/// Create, as `NOLOGIN` roles, those of `wanted` the server of `target` lacks; returns the roles
+/// created (registered with `cleanup` at once, one by one, so that a failure half-way still
+/// drops what was made). A server where the user may not create roles refuses with the
+/// privilege named.
+async fn create_stand_ins(
+    target: &ConnInfo,
+    wanted: &[String],
+    cleanup: &Cleanup,
+) -> Result<StandIns> {
+    let mut out = StandIns::default();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let admin = connect_admin(target).await?;
+    let rows = admin
+        .query(
+            "SELECT r FROM unnest($1::text[]) AS r WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) ORDER BY 1",
+            &[&wanted],
+        )
+        .await
+        .map_err(|e| Error::Postgres(format!("looking up roles: {}", client::describe(&e))))?;
+    let missing: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let created = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    for role in &missing {
+        let sql = format!("CREATE ROLE {} NOLOGIN NOINHERIT", quote_ident(role));
+        match admin.batch_execute(&sql).await {
+            Ok(()) => {
+                if let Ok(mut c) = created.lock() {
+                    c.push(role.clone());
+                }
+                if out.hook.is_none() {
+                    let (target, created) = (target.clone(), created.clone());
+                    out.hook = Some(cleanup.register(
+                        format!("drop the stand-in roles created on {}", target.display()),
+                        move || {
+                            Box::pin(async move {
+                                let roles = created.lock().map(|c| c.clone()).unwrap_or_default();
+                                drop_stand_ins(&target, &roles).await
+                            })
+                        },
+                    ));
+                }
+                out.roles.push(role.clone());
+            }
+            // Another restore on this server created it meanwhile: it is there, not ours.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => {}
+            Err(e) => {
+                let why = client::describe(&e);
+                let privilege = if e.code()
+                    == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+                {
+                    format!(
+                        "the user {} may not create roles there (it needs CREATEROLE, or a superuser)",
+                        target.user
+                    )
+                } else {
+                    why.clone()
+                };
+                return Err(Error::Postgres(format!(
+                    "{STAND_IN_REFUSED} {role} that backup objects are owned by or granted to, on {}: {privilege} ({why}); give the user CREATEROLE, or create the roles {} there (CREATE ROLE … NOLOGIN)",
+                    target.display(),
+                    missing.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a restore onto a plain server cannot take, as dump ids (with everything that depends on
+/// them) and in words: event triggers owned by a role that is only a stand-in here (an event
+/// trigger's owner must be a superuser), and objects of extensions the server does not have.
+/// A table among them refuses the proof (not proven): a proof never leaves out a table.
+async fn uncoverable(
+    target: &ConnInfo,
+    entries: &[crate::pg::archive::TocEntry],
+    stand_ins: &[String],
+) -> Result<(std::collections::BTreeSet<i64>, Vec<String>)> {
+    use std::collections::BTreeSet;
+    let extensions: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.desc == "EXTENSION")
+        .map(|e| e.tag.as_str())
+        .collect();
+    let missing: Vec<String> = match extensions.is_empty() {
+        true => vec![],
+        false => {
+            let admin = connect_admin(target).await?;
+            admin
+                .query(
+                    "SELECT x FROM unnest($1::text[]) AS x WHERE NOT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = x) ORDER BY 1",
+                    &[&extensions],
+                )
+                .await
+                .map_err(|e| {
+                    Error::Postgres(format!("looking up extensions: {}", client::describe(&e)))
+                })?
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        }
+    };
+    let mut words = vec![];
+    let triggers: Vec<&crate::pg::archive::TocEntry> = entries
+        .iter()
+        .filter(|e| e.desc == "EVENT TRIGGER" && stand_ins.contains(&e.owner))
+        .collect();
+    if !triggers.is_empty() {
+        let names: Vec<&str> = triggers.iter().map(|e| e.tag.as_str()).collect();
+        words.push(format!(
+            "{} event trigger{} owned by a role that is only a stand-in here ({})",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        ));
+    }
+    let mut skip: BTreeSet<i64> = triggers.iter().map(|e| e.dump_id).collect();
+    for x in &missing {
+        let before = skip.len();
+        let seed: BTreeSet<i64> = entries
+            .iter()
+            .filter(|e| e.desc == "EXTENSION" && &e.tag == x)
+            .map(|e| e.dump_id)
+            .collect();
+        skip.extend(&seed);
+        let mut all = seed;
+        loop {
+            let n = all.len();
+            for e in entries {
+                if e.deps.iter().any(|d| all.contains(d)) {
+                    all.insert(e.dump_id);
+                }
+            }
+            if all.len() == n {
+                break;
+            }
+        }
+        skip.extend(&all);
+        let others = skip.len() - before - 1;
+        words.push(format!(
+            "extension {x} (not installed on the scratch server){}",
+            match others {
+                0 => String::new(),
+                n => format!(" and {n} objects that need it"),
+            }
+        ));
+    }
+    // What hangs on a skipped entry (its comment, its grants) goes with it.
+    loop {
+        let n = skip.len();
+        for e in entries {
+            if e.deps.iter().any(|d| skip.contains(d)) {
+                skip.insert(e.dump_id);
+            }
+        }
+        if skip.len() == n {
+            break;
+        }
+    }
+    if let Some(t) = entries
+        .iter()
+        .find(|e| e.desc == "TABLE" && skip.contains(&e.dump_id))
+    {
+        return Err(Error::Postgres(format!(
+            "{STAND_IN_REFUSED}s' server cannot take table {}.{}: it needs {}; install the extension on the scratch server to prove this backup",
+            t.namespace,
+            t.tag,
+            words.join("; ")
+        )));
+    }
+    Ok((skip, words))
+}
+
+/// After a restore with scaffolding (see `select::Chosen::scaffold_schemas`): remove, in one
+/// transaction, every default and check of a kept table that calls into the excluded
+/// `schemas`, then the schemas themselves. Returns a line per reference removed.
+async fn remove_scaffolding(target: &ConnInfo, schemas: &[String]) -> Result<Vec<String>> {
+    let pg = client::connect(target).await?;
+    let fail = |e: tokio_postgres::Error| {
+        Error::Postgres(format!(
+            "removing the references into the excluded schemas {}: {}",
+            schemas.join(", "),
+            client::describe(&e)
+        ))
+    };
+    pg.batch_execute("BEGIN; SET LOCAL search_path = ''")
+        .await
+        .map_err(fail)?;
+    let rows = pg
+        .query(crate::core::select::remove_scaffolding_sql(), &[&schemas])
+        .await
+        .map_err(fail)?;
+    let mut lines = vec![];
+    for r in &rows {
+        let (kind, what, stmt, used): (String, String, String, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        pg.batch_execute(&stmt).await.map_err(fail)?;
+        lines.push(format!(
+            "{} of {what}: removed (it uses {used}, in an excluded schema); the table and its rows are restored",
+            kind.to_uppercase()
+        ));
+    }
+    let drop = format!(
+        "DROP SCHEMA {} CASCADE; COMMIT",
+        schemas
+            .iter()
+            .map(|s| quote_ident(s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    pg.batch_execute(&drop).await.map_err(fail)?;
+    Ok(lines)
+}
+
+/// How a refusal to create a stand-in role begins (a proof that could not run: not proven).
+pub const STAND_IN_REFUSED: &str = "cannot create the stand-in role";
+
+/// Drop the stand-in roles `roles` (created by this restore) from `target`'s server; a role
+/// another database still uses is left, with a warning.
+pub async fn drop_stand_ins(target: &ConnInfo, roles: &[String]) {
+    if roles.is_empty() {
+        return;
+    }
+    let Ok(admin) = connect_admin(target).await else {
+        tracing::warn!(
+            "could not connect to drop the stand-in roles {} on {}",
+            roles.join(", "),
+            target.display()
+        );
+        return;
+    };
+    for role in roles {
+        let sql = format!("DROP ROLE IF EXISTS {}", quote_ident(role));
+        if let Err(e) = admin.batch_execute(&sql).await {
+            tracing::warn!(
+                "could not drop the stand-in role {role} on {}: {}",
+                target.display(),
+                client::describe(&e)
+            );
+        }
+    }
 }
 
 /// Fail unless every pack of `m` exists with its recorded size.
@@ -290,7 +552,8 @@ pub async fn restore(
     // the target must have, and the parallel restore's plan. A name the backup does not have
     // or a role the target lacks is refused before any database is created.
     let check_roles = o.check_roles && m.facts.toc_len > 0;
-    let toc = match o.selection.is_some() || parallel || check_roles {
+    let stand_in = o.stand_in_roles && m.facts.toc_len > 0;
+    let toc = match o.selection.is_some() || parallel || check_roles || stand_in {
         true => Some(crate::core::parallel_restore::load_toc(&repo, &m, &tool).await?),
         false => None,
     };
@@ -322,9 +585,37 @@ pub async fn restore(
     if check_roles {
         missing_roles(&m, o, &entries, partial.as_ref().map(|p| &p.ids)).await?;
     }
+    let stand_ins = match stand_in {
+        true => {
+            let r = crate::core::select::roles(&entries, partial.as_ref().map(|p| &p.ids));
+            let mut wanted: Vec<String> = r
+                .owners
+                .into_iter()
+                .chain(r.grantees)
+                .chain(r.policies)
+                .collect();
+            wanted.sort();
+            wanted.dedup();
+            create_stand_ins(&o.target, &wanted, &o.cleanup).await?
+        }
+        false => StandIns::default(),
+    };
+    let (skip, not_covered) = match stand_in {
+        true => match uncoverable(&o.target, &entries, &stand_ins.roles).await {
+            Ok(x) => x,
+            Err(e) => {
+                undo_stand_ins(o, &stand_ins).await;
+                return Err(e);
+            }
+        },
+        false => Default::default(),
+    };
     drop(entries);
     if o.create {
-        create_database(&m, &o.target).await?;
+        if let Err(e) = create_database(&m, &o.target).await {
+            undo_stand_ins(o, &stand_ins).await;
+            return Err(e);
+        }
     }
     // Registered only once CREATE DATABASE succeeded: only a database this restore created
     // may ever be dropped on its behalf (a cancel before this point drops nothing).
@@ -338,7 +629,8 @@ pub async fn restore(
     let into = o.selection.as_ref().and_then(|s| s.into_schema.clone());
     let res = match (toc, parallel, &into, &partial) {
         (Some(toc), true, _, _) => {
-            crate::core::parallel_restore::run(repo, m.clone(), toc, o, &tool, &tracker).await
+            crate::core::parallel_restore::run(repo, m.clone(), toc, o, &skip, &tool, &tracker)
+                .await
         }
         (_, _, Some(into), Some(ch)) => {
             let sel = o.selection.clone().unwrap_or_default();
@@ -370,6 +662,20 @@ pub async fn restore(
             stream_into_pg_restore(repo, m.clone(), o, &tool, &tracker, list).await
         }
     };
+    // Kept tables of an excluded schema's users: their references into it go, then the
+    // scaffolding that let them be created.
+    let res = match (res, partial.as_mut()) {
+        (Ok(bytes), Some(ch)) if !ch.scaffold_schemas.is_empty() => {
+            match remove_scaffolding(&o.target, &ch.scaffold_schemas).await {
+                Ok(lines) => {
+                    ch.skipped.extend(lines);
+                    Ok(bytes)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        (r, _) => r,
+    };
     let res = match (res, &partial) {
         // The facts recorded at backup time check exactly the tables restored.
         (Ok(bytes), Some(ch)) => {
@@ -400,6 +706,8 @@ pub async fn restore(
                 created_hook,
                 partial,
                 checked,
+                stand_ins,
+                not_covered,
             })
         }
         Err(Error::Damage(d)) if partial.is_some() && d.starts_with(CHECK_FAILED) => {
@@ -410,8 +718,17 @@ pub async fn restore(
                 drop_database(&o.target).await;
                 o.cleanup.disarm(h);
             }
+            undo_stand_ins(o, &stand_ins).await;
             Err(e)
         }
+    }
+}
+
+/// Drop the stand-in roles of a restore that failed (after its database), and disarm their hook.
+async fn undo_stand_ins(o: &RestoreOptions, s: &StandIns) {
+    if let Some(h) = s.hook {
+        drop_stand_ins(&o.target, &s.roles).await;
+        o.cleanup.disarm(h);
     }
 }
 

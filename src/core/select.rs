@@ -194,6 +194,11 @@ pub struct Chosen {
     pub relations: BTreeSet<(String, String)>,
     /// Things to tell the user that change nothing (a schema to exclude that is not there).
     pub notes: Vec<String>,
+    /// Excluded schemas of which some functions (and the types and schema they need) are
+    /// restored only as scaffolding: kept tables' inline defaults and checks call them while
+    /// the tables are created. After the restore, every reference from outside these schemas
+    /// is removed and named, then the schemas are dropped ([`remove_scaffolding_sql`]).
+    pub scaffold_schemas: Vec<String>,
 }
 
 fn is_relation(desc: &str) -> bool {
@@ -248,8 +253,13 @@ pub fn choose(entries: &[TocEntry], sel: &Selection, new_database: bool) -> Resu
             ..Default::default()
         }
     };
-    // What the excluded schemas take with them.
-    let excluded = excluded_ids(entries, &sel.exclude_schemas);
+    // What the excluded schemas take with them. A table outside them is never taken: what it
+    // uses there is scaffolding (functions), or the restore is refused (a column's type).
+    let (excluded, users) = excluded_ids(entries, &sel.exclude_schemas);
+    let scaffold = match sel.data_only {
+        true => BTreeSet::new(),
+        false => scaffolding(&by_id, &excluded, &users, &out.ids)?,
+    };
     for s in &sel.exclude_schemas {
         if !entries
             .iter()
@@ -299,7 +309,19 @@ pub fn choose(entries: &[TocEntry], sel: &Selection, new_database: bool) -> Resu
             uses.join(", ")
         ));
     }
-    if sel.into_schema.is_some() {
+    out.ids.extend(scaffold.iter().copied());
+    let mut homes: Vec<String> = scaffold
+        .iter()
+        .filter_map(|i| by_id.get(i))
+        .map(|e| match e.desc.as_str() {
+            "SCHEMA" => e.tag.clone(),
+            _ => e.namespace.clone(),
+        })
+        .collect();
+    homes.sort();
+    homes.dedup();
+    out.scaffold_schemas = homes;
+    if let Some(into) = &sel.into_schema {
         // Only what lives in a schema moves; database-level entries (extensions, large
         // objects, comments on a schema) and the originals' CREATE SCHEMA stay out.
         out.ids.retain(|i| {
@@ -307,6 +329,39 @@ pub fn choose(entries: &[TocEntry], sel: &Selection, new_database: bool) -> Resu
                 .get(i)
                 .is_some_and(|e| !e.namespace.is_empty() && e.desc != "SCHEMA")
         });
+        // Nothing is created outside the new schema: an object of its own name that uses the
+        // chosen tables (a view, a materialized view, a function) but was not moved with a
+        // whole schema would be created where it already is — skipped and named, with what
+        // hangs on it (its comment, grants, data, indexes).
+        let mut outside: BTreeSet<i64> = out
+            .ids
+            .iter()
+            .filter_map(|i| by_id.get(i))
+            .filter(|e| !sel.schemas.contains(&e.namespace) && !moves_with_a_table(&e.desc))
+            .map(|e| e.dump_id)
+            .collect();
+        let named: Vec<i64> = outside.iter().copied().collect();
+        loop {
+            let before = outside.len();
+            for i in &out.ids {
+                if by_id
+                    .get(i)
+                    .is_some_and(|e| e.deps.iter().any(|d| outside.contains(d)))
+                {
+                    outside.insert(*i);
+                }
+            }
+            if outside.len() == before {
+                break;
+            }
+        }
+        out.ids.retain(|i| !outside.contains(i));
+        for e in named.iter().filter_map(|i| by_id.get(i)) {
+            out.skipped.push(format!(
+                "{} {}.{} (uses the chosen tables but lives outside the new schema {into}: not restored)",
+                e.desc, e.namespace, e.tag
+            ));
+        }
     }
     // The relations and tables restored; with --data-only, the ones whose data is (data
     // entries carry their table's name).
@@ -338,9 +393,36 @@ pub fn choose(entries: &[TocEntry], sel: &Selection, new_database: bool) -> Resu
     Ok(out)
 }
 
+/// Whether an entry of this kind is a chosen relation itself or belongs to one (its data, keys,
+/// indexes, defaults, triggers, policies, comments, grants): what `--into-schema` moves with
+/// the table. Anything else has a name of its own in some schema.
+fn moves_with_a_table(desc: &str) -> bool {
+    matches!(
+        desc,
+        "TABLE"
+            | "SEQUENCE"
+            | "TABLE DATA"
+            | "SEQUENCE SET"
+            | "SEQUENCE OWNED BY"
+            | "INDEX"
+            | "CONSTRAINT"
+            | "FK CONSTRAINT"
+            | "CHECK CONSTRAINT"
+            | "DEFAULT"
+            | "TRIGGER"
+            | "POLICY"
+            | "ROW SECURITY"
+            | "RULE"
+            | "COMMENT"
+            | "ACL"
+            | "SECURITY LABEL"
+    )
+}
+
 /// The entries in `schemas` (and the schemas themselves), and every entry that depends on one
-/// of them, however indirectly.
-fn excluded_ids(entries: &[TocEntry], schemas: &[String]) -> BTreeSet<i64> {
+/// of them, however indirectly — except tables outside them: those are kept, and returned
+/// second (the tables that use something excluded).
+fn excluded_ids(entries: &[TocEntry], schemas: &[String]) -> (BTreeSet<i64>, BTreeSet<i64>) {
     let mut out: BTreeSet<i64> = entries
         .iter()
         .filter(|e| {
@@ -348,20 +430,137 @@ fn excluded_ids(entries: &[TocEntry], schemas: &[String]) -> BTreeSet<i64> {
         })
         .map(|e| e.dump_id)
         .collect();
+    let mut users = BTreeSet::new();
     if out.is_empty() {
-        return out;
+        return (out, users);
     }
     loop {
         let before = out.len();
         for e in entries {
             if !out.contains(&e.dump_id) && e.deps.iter().any(|d| out.contains(d)) {
-                out.insert(e.dump_id);
+                if e.desc == "TABLE" {
+                    users.insert(e.dump_id);
+                } else {
+                    out.insert(e.dump_id);
+                }
             }
         }
         if out.len() == before {
-            return out;
+            return (out, users);
         }
     }
+}
+
+/// What the kept tables `users` (those of them restored) need from the excluded entries while
+/// they are created: the functions their inline defaults, checks and generated columns call,
+/// with the types and schemas those need. Anything else a kept table takes from an excluded
+/// schema (a column's type, a parent table) cannot be removed from it afterwards: refused,
+/// naming the column.
+fn scaffolding(
+    by_id: &BTreeMap<i64, &TocEntry>,
+    excluded: &BTreeSet<i64>,
+    users: &BTreeSet<i64>,
+    restored: &BTreeSet<i64>,
+) -> Result<BTreeSet<i64>, String> {
+    let mut out = BTreeSet::new();
+    let mut todo: Vec<i64> = Vec::new();
+    for t in users.iter().filter(|t| restored.contains(t)) {
+        let Some(table) = by_id.get(t) else { continue };
+        for d in table.deps.iter().filter(|d| excluded.contains(d)) {
+            let Some(x) = by_id.get(d) else { continue };
+            match x.desc.as_str() {
+                "FUNCTION" | "PROCEDURE" | "AGGREGATE" => todo.push(*d),
+                "SCHEMA" => {}
+                desc => {
+                    return Err(format!(
+                        "table {}.{} {} {desc} {}.{} of an excluded schema, which cannot be removed from the table: restore without --exclude-schema {}, or create that {} in the target first and leave the schema in; nothing was done",
+                        table.namespace,
+                        table.tag,
+                        column_using(&table.defn, &x.namespace, &x.tag)
+                            .map(|c| format!("has column {c} of"))
+                            .unwrap_or_else(|| "uses".into()),
+                        x.namespace,
+                        x.tag,
+                        x.namespace,
+                        desc.to_lowercase()
+                    ))
+                }
+            }
+        }
+    }
+    while let Some(id) = todo.pop() {
+        if !out.insert(id) {
+            continue;
+        }
+        let Some(e) = by_id.get(&id) else { continue };
+        for d in e.deps.iter().filter(|d| excluded.contains(d)) {
+            let Some(x) = by_id.get(d) else { continue };
+            if !matches!(
+                x.desc.as_str(),
+                "FUNCTION"
+                    | "PROCEDURE"
+                    | "AGGREGATE"
+                    | "TYPE"
+                    | "SHELL TYPE"
+                    | "DOMAIN"
+                    | "SCHEMA"
+            ) {
+                return Err(format!(
+                    "function {}.{} of an excluded schema, which a kept table calls, needs {} {}.{}: restore without --exclude-schema {}; nothing was done",
+                    e.namespace, e.tag, x.desc, x.namespace, x.tag, e.namespace
+                ));
+            }
+            todo.push(*d);
+        }
+    }
+    Ok(out)
+}
+
+/// The column of `CREATE TABLE` text `defn` whose type is `schema.name` (quoted or not).
+fn column_using(defn: &str, schema: &str, name: &str) -> Option<String> {
+    let q = |s: &str| {
+        if s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            s.to_string()
+        } else {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        }
+    };
+    let wanted = format!("{}.{}", q(schema), q(name));
+    defn.lines()
+        .map(str::trim)
+        .find(|l| l.contains(&wanted))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_string)
+}
+
+/// SQL (run with `search_path = ''`, in one transaction, after a restore with scaffolding)
+/// that lists every reference from outside the `schemas` into them, as
+/// `(kind, object, statement that removes it, what it referenced)`.
+pub fn remove_scaffolding_sql() -> &'static str {
+    "WITH s AS (SELECT oid FROM pg_namespace WHERE nspname = ANY($1::text[])),
+          inside AS (
+            SELECT 'pg_proc'::regclass AS c, p.oid FROM pg_proc p WHERE p.pronamespace IN (SELECT oid FROM s)
+            UNION ALL SELECT 'pg_type'::regclass, t.oid FROM pg_type t WHERE t.typnamespace IN (SELECT oid FROM s)
+            UNION ALL SELECT 'pg_namespace'::regclass, oid FROM s),
+          refs AS (
+            SELECT DISTINCT d.classid, d.objid, d.objsubid,
+                   pg_describe_object(d.refclassid, d.refobjid, 0) AS used
+            FROM pg_depend d JOIN inside i ON d.refclassid = i.c AND d.refobjid = i.oid
+            WHERE d.deptype = 'n')
+     SELECT 'default', format('%s.%I', a.adrelid::regclass, att.attname),
+            format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', a.adrelid::regclass, att.attname), r.used
+       FROM refs r JOIN pg_attrdef a ON r.classid = 'pg_attrdef'::regclass AND a.oid = r.objid
+       JOIN pg_attribute att ON att.attrelid = a.adrelid AND att.attnum = a.adnum
+       JOIN pg_class t ON t.oid = a.adrelid
+      WHERE t.relnamespace NOT IN (SELECT oid FROM s) AND att.attgenerated = ''
+     UNION ALL
+     SELECT 'check constraint', format('%s %I', c.conrelid::regclass, c.conname),
+            format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname), r.used
+       FROM refs r JOIN pg_constraint c ON r.classid = 'pg_constraint'::regclass AND c.oid = r.objid
+      WHERE c.conrelid <> 0 AND c.connamespace NOT IN (SELECT oid FROM s)
+     ORDER BY 2"
 }
 
 fn choose_named(
@@ -725,6 +924,52 @@ mod tests {
         toc2.push(e(9, "TABLE", "public", "users", &[]));
         let err = choose(&toc2, &clash, false).unwrap_err();
         assert!(err.contains("would both become side.users"), "{err}");
+    }
+
+    /// Issue 24: excluding a schema never drops a kept table. A table whose default calls a
+    /// function of the excluded schema is kept, with that function (and its schema) as
+    /// scaffolding; a column whose type lives there refuses, naming the column.
+    #[test]
+    fn an_excluded_schema_never_takes_a_kept_table() {
+        let mut weddings = e(4, "TABLE", "public", "weddings", &[2]);
+        weddings.defn = "CREATE TABLE public.weddings (\n    id integer NOT NULL,\n    owner_id uuid DEFAULT auth.uid()\n);".into();
+        let toc = vec![
+            e(1, "SCHEMA", "", "auth", &[]),
+            e(2, "FUNCTION", "auth", "uid()", &[1]),
+            e(3, "TABLE", "auth", "users", &[1]),
+            weddings,
+            e(5, "TABLE DATA", "public", "weddings", &[4]),
+            e(6, "POLICY", "public", "weddings own", &[4, 2]),
+            e(7, "ACL", "auth", "FUNCTION uid()", &[2]),
+        ];
+        let sel = Selection {
+            exclude_schemas: vec!["auth".into()],
+            ..Default::default()
+        };
+        let c = choose(&toc, &sel, true).unwrap();
+        assert_eq!(c.ids.iter().copied().collect::<Vec<_>>(), vec![1, 2, 4, 5]);
+        assert_eq!(c.tables, ["public.weddings"]);
+        assert_eq!(c.scaffold_schemas, ["auth"]);
+        assert_eq!(
+            c.skipped,
+            [
+                "POLICY public.weddings own (uses public.weddings, auth.uid(), excluded)"
+                    .replace("public.weddings, ", "")
+            ]
+        );
+        // A column of a type from the excluded schema cannot be kept without it.
+        let mut typed = e(8, "TABLE", "public", "plans", &[9]);
+        typed.defn =
+            "CREATE TABLE public.plans (\n    id integer,\n    level auth.aal_level NOT NULL\n);"
+                .into();
+        let mut toc2 = toc.clone();
+        toc2.push(e(9, "TYPE", "auth", "aal_level", &[1]));
+        toc2.push(typed);
+        let err = choose(&toc2, &sel, true).unwrap_err();
+        assert!(
+            err.contains("public.plans has column level of TYPE auth.aal_level"),
+            "{err}"
+        );
     }
 
     #[test]

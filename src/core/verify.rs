@@ -61,6 +61,14 @@ pub struct VerifyRecord {
     /// at `data` level first.
     #[serde(default)]
     pub not_proven: Option<String>,
+    /// Roles the backup names that the scratch server lacked, created there as `NOLOGIN`
+    /// stand-ins for the proof and dropped after it (a hosted database's provider roles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stand_in_roles: Vec<String>,
+    /// What the restore-level proof did not cover (objects the scratch server could not
+    /// take); every table is always compared, or the level is not passed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_covered: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -137,6 +145,8 @@ pub async fn verify(
         amcheck: None,
         tables_compared: 0,
         not_proven: None,
+        stand_in_roles: vec![],
+        not_covered: vec![],
     };
     let users = pack_users(&repo).await?;
 
@@ -239,6 +249,8 @@ async fn propagate_pack_damage(
             amcheck: None,
             tables_compared: 0,
             not_proven: None,
+            stand_in_roles: vec![],
+            not_covered: vec![],
         };
         store_record(repo, &other).await?;
     }
@@ -380,6 +392,8 @@ pub async fn verify_all_data(
             amcheck: None,
             tables_compared: 0,
             not_proven: None,
+            stand_in_roles: vec![],
+            not_covered: vec![],
         };
         store_record(&repo, &rec).await?;
         recs.push(rec);
@@ -583,6 +597,7 @@ async fn verify_restore(
     let target = server.with_dbname(&name);
     let mut ro = RestoreOptions::new(target.clone());
     ro.check_roles = false;
+    ro.stand_in_roles = true;
     ro.create = true;
     ro.bin_dir = opts.bin_dir.clone();
     ro.cleanup = opts.cleanup.clone();
@@ -593,10 +608,13 @@ async fn verify_restore(
     tools::find("pg_restore", archive_major, opts.bin_dir.as_deref())?;
     let t = Instant::now();
     let mut hook = None;
+    let mut stand_ins = restore::StandIns::default();
     let res = async {
-        hook = restore::restore(repo.clone(), &m.id, &ro, sink)
-            .await?
-            .created_hook;
+        let out = restore::restore(repo.clone(), &m.id, &ro, sink).await?;
+        hook = out.created_hook;
+        stand_ins = out.stand_ins;
+        rec.stand_in_roles = stand_ins.roles.clone();
+        rec.not_covered = out.not_covered;
         rec.restore_ms = Some(t.elapsed().as_millis() as u64);
         let pg = client::connect(&target).await?;
         rec.tables_compared = m.facts.tables.len();
@@ -614,6 +632,10 @@ async fn verify_restore(
     if let Some(h) = hook {
         opts.cleanup.disarm(h);
     }
+    if let Some(h) = stand_ins.hook {
+        restore::drop_stand_ins(&target, &stand_ins.roles).await;
+        opts.cleanup.disarm(h);
+    }
     match res {
         Ok(()) => Ok(()),
         // pg_restore refused the archive, or the data is damaged: the backup did not restore.
@@ -622,7 +644,9 @@ async fn verify_restore(
                 .push(format!("restore into a scratch database failed: {e}"));
             Ok(())
         }
-        Err(Error::Postgres(e)) if e.contains("pg_restore") => {
+        Err(Error::Postgres(e))
+            if e.contains("pg_restore") || e.starts_with(restore::STAND_IN_REFUSED) =>
+        {
             rec.not_proven = Some(format!("restore into a scratch database failed: {e}"));
             Ok(())
         }
@@ -898,6 +922,8 @@ mod tests {
             amcheck: None,
             tables_compared: 0,
             not_proven: None,
+            stand_in_roles: vec![],
+            not_covered: vec![],
         }
     }
 

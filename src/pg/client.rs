@@ -268,6 +268,58 @@ fn q(e: tokio_postgres::Error, what: &str) -> Error {
     Error::Postgres(format!("{what}: {}", describe(&e)))
 }
 
+/// The backend process id of `client`'s session, by the simple protocol (a named prepared
+/// statement would not survive a transaction-mode pooler between its parse and its execute).
+async fn backend_pid(client: &Client) -> std::result::Result<String, tokio_postgres::Error> {
+    let rows = client.simple_query("SELECT pg_backend_pid()").await?;
+    Ok(rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_default())
+}
+
+/// Whether `first` (a session on `ci`) goes through a pooler that hands server connections out
+/// per transaction (PgBouncer `pool_mode = transaction` or `statement`, Supabase's port 6543).
+/// pg_dump cannot work there: its snapshot, its session settings and keepsake's exported
+/// snapshot live in one server session. The probe: a second session holds a transaction open;
+/// the first session's next statement then runs in another server process (or waits for the
+/// held one) exactly when server connections are shared per transaction. Session poolers and
+/// direct connections keep one process per session.
+pub async fn transaction_pooled(ci: &ConnInfo, first: &Client) -> Result<bool> {
+    let probe = |e| q(e, "checking for a connection pooler");
+    let before = backend_pid(first).await.map_err(probe)?;
+    let second = connect(ci).await?;
+    second.simple_query("BEGIN").await.map_err(probe)?;
+    let held = backend_pid(&second).await.map_err(probe)?;
+    let after = tokio::time::timeout(std::time::Duration::from_secs(3), backend_pid(first)).await;
+    let _ = second.simple_query("ROLLBACK").await;
+    drop(second);
+    Ok(match after {
+        // Waited for the one server connection the other session holds.
+        Err(_) => true,
+        Ok(after) => {
+            let after = after.map_err(probe)?;
+            held == before || after != before
+        }
+    })
+}
+
+/// The refusal of a source behind a transaction-mode pooler, with the port to use instead.
+pub fn pooled_refusal(ci: &ConnInfo) -> Error {
+    let hint = if ci.port == 6543 || ci.host.contains("pooler.supabase.com") {
+        " (Supabase: port 6543 is the transaction pooler; use the direct connection, db.<project>.supabase.co:5432, or the session pooler on port 5432)"
+    } else {
+        " (PgBouncer: a database entry with pool_mode = session, or the server's own port)"
+    };
+    Error::Usage(format!(
+        "{} is a transaction-mode connection pooler: pg_dump needs one server session for the whole dump and cannot run through it; point the source at a session-mode pooler or the database server directly{hint}; nothing was backed up",
+        ci.display()
+    ))
+}
+
 /// Open a repeatable-read, read-only transaction and export its snapshot for pg_dump.
 /// The snapshot stays valid while `client` keeps the transaction open.
 pub async fn export_snapshot(client: &Client) -> Result<String> {

@@ -68,6 +68,12 @@ fn free_port() -> Result<u16> {
 impl TempCluster {
     /// initdb + start. Takes a few seconds.
     pub fn start() -> Result<Self> {
+        Self::start_as("postgres")
+    }
+
+    /// [`TempCluster::start`] with `superuser` as the bootstrap superuser (a hosted platform's
+    /// own, such as Supabase's `supabase_admin`, under which `postgres` is an ordinary role).
+    pub fn start_as(superuser: &str) -> Result<Self> {
         let bin = server_bin_dir()?;
         let as_postgres = is_root();
         let dir = tempfile::Builder::new()
@@ -99,7 +105,7 @@ impl TempCluster {
             bin,
             data,
             port: 0,
-            superuser: "postgres".into(),
+            superuser: superuser.into(),
             password,
             as_postgres,
             running: false,
@@ -110,7 +116,7 @@ impl TempCluster {
                 "-D",
                 &c.data.display().to_string(),
                 "-U",
-                "postgres",
+                superuser,
                 "--auth-local=trust",
                 "--auth-host=scram-sha-256",
                 &format!("--pwfile={}", pwfile.display()),

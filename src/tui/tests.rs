@@ -83,6 +83,8 @@ fn record(
         amcheck: None,
         tables_compared: 52,
         not_proven: None,
+        stand_in_roles: vec![],
+        not_covered: vec![],
     }
 }
 

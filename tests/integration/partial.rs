@@ -289,3 +289,63 @@ fn into_schema_puts_a_table_beside_the_original_and_touches_nothing_else() {
         "0"
     );
 }
+
+/// Regression (issue 24, item 4): a side-schema restore of a table that a view in another
+/// schema selects from failed with `relation "guest_counts" already exists` — the view came
+/// along and was created where it already was. Nothing is created outside the new schema: the
+/// view (and its comment and grant) is skipped and named; the table, its key and its rows come
+/// back and are checked.
+#[test]
+fn into_schema_beside_a_view_in_another_schema_creates_nothing_outside_it() {
+    let env = Env::new("wed", None);
+    env.psql(
+        "wed",
+        r#"CREATE SCHEMA "Wedding Plans";
+           CREATE TABLE "Wedding Plans"."Guest List" (id serial PRIMARY KEY, name text NOT NULL);
+           INSERT INTO "Wedding Plans"."Guest List" (name) SELECT 'guest ' || g FROM generate_series(1, 40) g;
+           CREATE VIEW public.guest_counts AS SELECT count(*) AS n FROM "Wedding Plans"."Guest List";
+           COMMENT ON VIEW public.guest_counts IS 'how many guests';
+           GRANT SELECT ON public.guest_counts TO PUBLIC;
+           CREATE MATERIALIZED VIEW public.guest_names AS SELECT name FROM "Wedding Plans"."Guest List";"#,
+    );
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let public_before = tables(&env, "wed");
+    let r = restore(
+        &env,
+        &id,
+        "wed",
+        &[
+            "--table",
+            r#""Wedding Plans"."Guest List""#,
+            "--into-schema",
+            "rescue",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("checked: 1 table match"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("skipped: VIEW public.guest_counts")
+            && r.stdout
+                .contains("skipped: MATERIALIZED VIEW public.guest_names"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        env.psql("wed", r#"SELECT count(*) FROM rescue."Guest List""#),
+        "40"
+    );
+    assert_eq!(
+        env.psql(
+            "wed",
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'rescue' AND c.relkind IN ('v', 'm')"
+        ),
+        "0",
+        "no view was created in the new schema either"
+    );
+    // Outside the new schema, nothing changed.
+    assert_eq!(
+        tables(&env, "wed").replace(",rescue.\"Guest List\"", ""),
+        public_before
+    );
+    assert_eq!(env.psql("wed", "SELECT n FROM public.guest_counts"), "40");
+}

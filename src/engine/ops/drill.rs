@@ -44,6 +44,8 @@ struct Drill<'a> {
     repo: Option<Arc<Repository>>,
     /// The scratch database, once this drill may have created it.
     scratch: Option<ConnInfo>,
+    /// Roles the restore created on the scratch server as stand-ins (dropped after it).
+    stand_ins: core_restore::StandIns,
 }
 
 pub(super) async fn run(ctx: &JobCtx, req: &DrillRequest) -> Result<Done> {
@@ -54,6 +56,7 @@ pub(super) async fn run(ctx: &JobCtx, req: &DrillRequest) -> Result<Done> {
         current: None,
         repo: None,
         scratch: None,
+        stand_ins: Default::default(),
         rep: DrillReport {
             id: drill::new_id(started),
             result: DrillResult::NotRun,
@@ -359,6 +362,7 @@ impl Drill<'_> {
         self.begin("restore");
         let mut ro = RestoreOptions::new(target.clone());
         ro.check_roles = false;
+        ro.stand_in_roles = true;
         ro.create = true;
         ro.bin_dir = config.postgres.bin_dir.clone();
         ro.cleanup = self.ctx.cleanup.clone();
@@ -376,6 +380,28 @@ impl Drill<'_> {
                 (o, d)
             });
         let outcome = self.end(r)?;
+        self.stand_ins = outcome.stand_ins.clone();
+        if !outcome.not_covered.is_empty() {
+            if let Some(last) = self.rep.steps.last_mut() {
+                last.detail.push_str(&format!(
+                    "; not covered on this server: {}",
+                    outcome.not_covered.join("; ")
+                ));
+            }
+        }
+        if !self.stand_ins.roles.is_empty() {
+            // The report says what the proof rested on.
+            if let Some(last) = self.rep.steps.last_mut() {
+                last.detail.push_str(&format!(
+                    "; the scratch server lacked roles the backup names: created as NOLOGIN stand-ins and dropped after: {}",
+                    self.stand_ins.roles.join(", ")
+                ));
+            }
+            self.say(format!(
+                "drill: the scratch server lacked roles the backup names; created as NOLOGIN stand-ins for the drill: {}",
+                self.stand_ins.roles.join(", ")
+            ));
+        }
         self.rep.restore_ms = Some(outcome.duration.as_millis() as u64);
 
         // Checks.
@@ -556,6 +582,11 @@ impl Drill<'_> {
         let t = Instant::now();
         let at = Utc::now();
         core_restore::drop_database(&target).await;
+        let stand_ins = std::mem::take(&mut self.stand_ins);
+        if let Some(h) = stand_ins.hook {
+            core_restore::drop_stand_ins(&target, &stand_ins.roles).await;
+            self.ctx.cleanup.disarm(h);
+        }
         let gone = match core_restore::connect_admin(&target).await {
             Ok(admin) => admin
                 .query_opt(
