@@ -13,7 +13,7 @@ use std::time::Duration;
 use keepsake::api::client::{Answer, Client};
 use serde_json::{json, Value};
 
-use crate::support::{block_on, eventually, kill, wait_exit, Env, AWKWARD_SQL};
+use crate::support::{block_on, eventually, free_port, kill, wait_exit, Env, AWKWARD_SQL};
 
 /// A daemon with a socket, a TCP listener and one token per role.
 struct Daemon {
@@ -22,14 +22,6 @@ struct Daemon {
     socket: PathBuf,
     tcp: SocketAddr,
     tokens: BTreeMap<&'static str, String>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 impl Daemon {
@@ -82,6 +74,20 @@ impl Daemon {
             block_on(d.unix().get("/v1/status")).is_ok_and(|a| a.status == 200)
         });
         d
+    }
+
+    /// Let other local users reach the socket (its folders and the socket itself): what they
+    /// may do there is then the role `[api.users]` gives them, or nothing.
+    fn open_socket_to_other_users(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        for dir in [
+            self.env.dir.path().to_path_buf(),
+            self.env.dir.path().join("state"),
+        ] {
+            std::fs::set_permissions(&dir, PermissionsExt::from_mode(0o755)).expect("chmod");
+        }
+        std::fs::set_permissions(&self.socket, PermissionsExt::from_mode(0o666))
+            .expect("chmod socket");
     }
 
     fn unix(&self) -> Client {
@@ -213,18 +219,7 @@ fn every_route_checks_its_role_and_strangers_are_refused() {
     assert_eq!(a.status, 200, "{}", a.text());
 
     // Other uids on the socket: `postgres` is a viewer by [api.users], `nobody` has no role.
-    for dir in [
-        d.env.dir.path().to_path_buf(),
-        d.env.dir.path().join("state"),
-    ] {
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
-    }
-    std::fs::set_permissions(
-        &d.socket,
-        std::os::unix::fs::PermissionsExt::from_mode(0o666),
-    )
-    .expect("chmod socket");
+    d.open_socket_to_other_users();
     let curl = |user: &str, args: &[&str]| -> String {
         let out = Command::new("runuser")
             .args([
@@ -301,18 +296,7 @@ fn role_matrix_every_path_method_and_role() {
         "trigger_rate = \"10000/s\"\n[api.users]\npostgres = \"viewer\"\ndaemon = \"operator\"\n",
     );
     let config_before = std::fs::read(&d.env.config).expect("config");
-    for dir in [
-        d.env.dir.path().to_path_buf(),
-        d.env.dir.path().join("state"),
-    ] {
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
-    }
-    std::fs::set_permissions(
-        &d.socket,
-        std::os::unix::fs::PermissionsExt::from_mode(0o666),
-    )
-    .expect("chmod socket");
+    d.open_socket_to_other_users();
     let mut paths: Vec<&str> = ROUTES.iter().map(|r| r.path).collect();
     paths.dedup();
     let concrete = |p: &str| {

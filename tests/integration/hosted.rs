@@ -4,35 +4,14 @@
 //! PostgreSQL server with the flags docs/restore.md gives, and is refused clearly, before
 //! anything is created, without them.
 
-use std::process::Command;
-
 use keepsake::pg::cluster::TempCluster;
 
-use crate::support::Env;
+use crate::support::{psql_on, Env};
 
 const HOSTED_SQL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hosted.sql");
 
 fn psql(c: &TempCluster, db: &str, sql: &str) -> String {
-    let o = Command::new(c.bin.join("psql"))
-        .env("PGPASSWORD", c.password.expose())
-        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &c.port.to_string(),
-            "-U",
-            "postgres",
-        ])
-        .args(["-d", db, "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        o.status.success(),
-        "psql failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+    psql_on(c, "postgres", db, sql)
 }
 
 #[test]

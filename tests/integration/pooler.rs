@@ -5,7 +5,7 @@
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::support::{eventually, Env, WEDDING_SQL};
+use crate::support::{eventually, free_port, Env, WEDDING_SQL};
 
 /// A PgBouncer in front of `env`'s cluster with two entries for database `db`: `<db>_tx`
 /// (pool_mode = transaction, one server connection) and `<db>_session` (pool_mode = session).
@@ -20,14 +20,6 @@ impl Drop for Bouncer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn pgbouncer(env: &Env, db: &str) -> Option<Bouncer> {

@@ -4,11 +4,9 @@
 //! (NOSUPERUSER CREATEDB CREATEROLE REPLICATION BYPASSRLS), and `app.sql`, run as `postgres`,
 //! adds an application whose tables depend on `auth`. Backups are taken as `postgres`.
 
-use std::process::Command;
-
 use keepsake::pg::cluster::TempCluster;
 
-use crate::support::Env;
+use crate::support::{psql_on, Env};
 
 const PLATFORM_SQL: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -19,35 +17,6 @@ const APP_SQL: &str = concat!(
     "/tests/fixtures/supabase/app.sql"
 );
 
-/// psql on `c` as `user` (the cluster's password): `-c sql`, or `-f file` when `sql` starts
-/// with `@`. Returns the unaligned tuples.
-fn psql_as(c: &TempCluster, user: &str, db: &str, sql: &str) -> String {
-    let mut cmd = Command::new(c.bin.join("psql"));
-    cmd.env("PGPASSWORD", c.password.expose())
-        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &c.port.to_string(),
-            "-U",
-            user,
-            "-d",
-            db,
-        ]);
-    match sql.strip_prefix('@') {
-        Some(file) => cmd.args(["-f", file]),
-        None => cmd.args(["-c", sql]),
-    };
-    let o = cmd.output().expect("psql");
-    assert!(
-        o.status.success(),
-        "psql as {user} on {db} failed: {}\n{sql}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
 /// A cluster built as a Supabase project is: `platform.sql` in database `db` as the bootstrap
 /// superuser, `postgres` given the cluster's password, and the application (`app.sql`, as
 /// `postgres`) when `app`. The returned cluster's `superuser` is `postgres`: what the user
@@ -55,15 +24,15 @@ fn psql_as(c: &TempCluster, user: &str, db: &str, sql: &str) -> String {
 pub fn supabase(db: &str, app: bool) -> TempCluster {
     let mut c = TempCluster::start_as("supabase_admin").expect("a cluster");
     if db != "postgres" {
-        psql_as(
+        psql_on(
             &c,
             "supabase_admin",
             "postgres",
             &format!("CREATE DATABASE {db}"),
         );
     }
-    psql_as(&c, "supabase_admin", db, &format!("@{PLATFORM_SQL}"));
-    psql_as(
+    psql_on(&c, "supabase_admin", db, &format!("@{PLATFORM_SQL}"));
+    psql_on(
         &c,
         "supabase_admin",
         db,
@@ -73,7 +42,7 @@ pub fn supabase(db: &str, app: bool) -> TempCluster {
         ),
     );
     if app {
-        psql_as(&c, "postgres", db, &format!("@{APP_SQL}"));
+        psql_on(&c, "postgres", db, &format!("@{APP_SQL}"));
     }
     c.superuser = "postgres".into();
     c
@@ -105,7 +74,7 @@ fn roles_on(c: &TempCluster, names: &[&str]) -> String {
         .map(|n| format!("'{n}'"))
         .collect::<Vec<_>>()
         .join(",");
-    psql_as(
+    psql_on(
         c,
         &c.superuser.clone(),
         "postgres",
@@ -203,7 +172,7 @@ fn a_supabase_backup_is_proven_and_drilled_on_a_plain_server() {
     // Nothing left on the scratch server: no database, none of the stand-ins.
     assert_eq!(roles_on(&plain, PROVIDER_ROLES), "");
     assert_eq!(
-        psql_as(
+        psql_on(
             &plain,
             "postgres",
             "postgres",
@@ -224,7 +193,7 @@ fn a_supabase_backup_is_proven_and_drilled_on_a_plain_server() {
     assert_eq!(roles_on(&plain, PROVIDER_ROLES), "");
 
     // A scratch role that may create databases but not roles: not proven, naming CREATEROLE.
-    psql_as(
+    psql_on(
         &plain,
         "postgres",
         "postgres",
@@ -244,7 +213,7 @@ fn a_supabase_backup_is_proven_and_drilled_on_a_plain_server() {
     assert!(r.all().contains("CREATEROLE"), "{}", r.all());
     assert_eq!(roles_on(&plain, PROVIDER_ROLES), "");
     assert_eq!(
-        psql_as(
+        psql_on(
             &plain,
             "postgres",
             "postgres",
@@ -265,7 +234,7 @@ fn the_plain_postgresql_recipe_keeps_every_app_table_and_names_each_removed_refe
     let env = Env::on_cluster(hosted, "app");
     let id = env.backup("full")["id"].as_str().expect("id").to_string();
     let digest = |c: &TempCluster, user: &str, t: &str| {
-        psql_as(
+        psql_on(
             c,
             user,
             "app",
@@ -285,7 +254,7 @@ fn the_plain_postgresql_recipe_keeps_every_app_table_and_names_each_removed_refe
 
     let plain = TempCluster::start().expect("a plain cluster");
     // The provider's API roles the policies name: the documented first step.
-    psql_as(
+    psql_on(
         &plain,
         "postgres",
         "postgres",
@@ -352,7 +321,7 @@ fn the_plain_postgresql_recipe_keeps_every_app_table_and_names_each_removed_refe
     );
     // The kept tables' keys and the foreign keys between them are there.
     assert_eq!(
-        psql_as(
+        psql_on(
             &plain,
             "postgres",
             "app",
@@ -362,7 +331,7 @@ fn the_plain_postgresql_recipe_keeps_every_app_table_and_names_each_removed_refe
     );
     // The excluded schemas are gone, scaffolding included.
     assert_eq!(
-        psql_as(
+        psql_on(
             &plain,
             "postgres",
             "app",

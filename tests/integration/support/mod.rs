@@ -22,6 +22,44 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_keepsake")
 }
 
+/// A free TCP port on loopback (for a listener a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// psql on cluster `c` as `user` (with the cluster's password): `-c sql`, or `-f file` when
+/// `sql` starts with `@`. Returns the unaligned tuples.
+pub fn psql_on(c: &TempCluster, user: &str, db: &str, sql: &str) -> String {
+    let mut cmd = Command::new(c.bin.join("psql"));
+    cmd.env("PGPASSWORD", c.password.expose())
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &c.port.to_string(),
+            "-U",
+            user,
+            "-d",
+            db,
+        ]);
+    match sql.strip_prefix('@') {
+        Some(file) => cmd.args(["-f", file]),
+        None => cmd.args(["-c", sql]),
+    };
+    let o = cmd.output().expect("psql");
+    assert!(
+        o.status.success(),
+        "psql as {user} on {db} failed: {}\n{sql}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
 /// Output of a keepsake run, with its exit code and both streams as text.
 #[derive(Debug)]
 pub struct Run {
