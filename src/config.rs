@@ -214,6 +214,8 @@ pub struct SourceConfig {
     pub rto: Option<chrono::Duration>,
     /// `[sources.schedule]`, validated (used by the daemon; `status` shows the next runs).
     pub schedule: Option<crate::schedule::SourceSchedule>,
+    /// `provider`: the hosted platform the database lives on (`None`: detected at backup time).
+    pub provider: Option<&'static crate::platform::Profile>,
 }
 
 /// `[daemon]`.
@@ -468,6 +470,7 @@ struct RawSource {
     rpo: Option<Spanned<String>>,
     rto: Option<Spanned<String>>,
     schedule: Option<RawSchedule>,
+    provider: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -708,12 +711,27 @@ fn sources(ctx: &Ctx, raw: &[RawSource]) -> Result<Vec<SourceConfig>> {
             None => None,
             Some(sc) => Some(source_schedule(ctx, sc, &s.name, &key)?),
         };
+        let provider = match &s.provider {
+            Some(p) => Some(crate::platform::by_name(p.get_ref()).ok_or_else(|| {
+                ctx.err(
+                    p.span(),
+                    &key("provider"),
+                    format!(
+                        "unknown provider \"{}\": known are {} (or leave provider out: it is detected at backup time)",
+                        p.get_ref(),
+                        crate::platform::names()
+                    ),
+                )
+            })?),
+            None => None,
+        };
         sources.push(SourceConfig {
             name,
             conn,
             rpo,
             rto,
             schedule,
+            provider,
         });
     }
     Ok(sources)

@@ -18,6 +18,7 @@ pub mod error;
 pub mod keys;
 pub mod model;
 pub mod pg;
+pub mod platform;
 pub mod present;
 pub mod schedule;
 pub mod secret;

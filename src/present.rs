@@ -324,8 +324,15 @@ pub fn show_text(m: &Manifest, recs: Option<&Vec<VerifyRecord>>) -> String {
     let mut s = String::new();
     s.push_str(&format!("backup      {}\n", m.id));
     s.push_str(&format!(
-        "source      {} ({})\n",
-        m.source.name, m.source.location
+        "source      {} ({}){}\n",
+        m.source.name,
+        m.source.location,
+        m.source
+            .platform
+            .as_deref()
+            .and_then(crate::platform::by_name)
+            .map(|p| format!(", on {}", p.title))
+            .unwrap_or_default()
     ));
     s.push_str(&format!(
         "type        {}{}\n",
@@ -416,6 +423,9 @@ pub struct ShowJson<'a> {
     pg_dump_version: &'a str,
     keepsake_version: &'a str,
     source_location: &'a str,
+    /// The hosted platform the source lives on (`crate::platform`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<&'a str>,
     table_list: &'a [crate::core::format::TableInfo],
     facts: &'a crate::pg::archive::ArchiveFacts,
     verifications: &'a [VerifyRecord],
@@ -438,6 +448,7 @@ pub fn show_json<'a>(m: &'a Manifest, recs: Option<&'a Vec<VerifyRecord>>) -> Sh
         pg_dump_version: &m.pg_dump_version,
         keepsake_version: &m.keepsake_version,
         source_location: &m.source.location,
+        platform: m.source.platform.as_deref(),
         table_list: &m.tables,
     }
 }

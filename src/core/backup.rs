@@ -71,6 +71,8 @@ impl Default for BackupOptions {
 pub struct Source<'a> {
     pub name: &'a str,
     pub conn: &'a ConnInfo,
+    /// `[[sources]] provider`: the hosted platform, when configured (else detected).
+    pub platform: Option<&'static crate::platform::Profile>,
 }
 
 impl BackupOptions {
@@ -278,10 +280,13 @@ async fn backup_leased(
     let pg = client::connect(source.conn).await?;
     // Before anything else talks to the source as if it had a session of its own.
     if client::transaction_pooled(source.conn, &pg).await? {
-        return Err(client::pooled_refusal(source.conn));
+        return Err(client::pooled_refusal(source.conn, source.platform));
     }
     client::set_lock_timeout(&pg, opts.lock_wait_timeout).await?;
-    let info = client::source_info(&pg, source.name, source.conn).await?;
+    let mut info = client::source_info(&pg, source.name, source.conn).await?;
+    if let Some(p) = source.platform {
+        info.platform = Some(p.name.to_string());
+    }
     let major = (info.server_version_num / 10000) as u32;
     let tool = tools::find("pg_dump", major, opts.bin_dir.as_deref())?;
     let snapshot = client::export_snapshot(&pg).await?;

@@ -154,6 +154,10 @@ pub struct SourceInfo {
     pub lc_collate: String,
     pub lc_ctype: String,
     pub database_size: i64,
+    /// The hosted platform the database lives on (`crate::platform`): configured as the
+    /// source's `provider`, or detected from its roles. `None`: self-hosted, or an older backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
 }
 
 /// The manifest of one backup.

@@ -329,6 +329,59 @@ async fn remove_scaffolding(target: &ConnInfo, schemas: &[String]) -> Result<Vec
     Ok(lines)
 }
 
+/// A new project is one whose provider tables the restore fills are still empty: rows there
+/// mean a project in use, which a restore would mix with the backup's.
+async fn refuse_used_project(
+    target: &ConnInfo,
+    chosen: &crate::core::select::Chosen,
+    project: &crate::core::select::Project,
+) -> Result<()> {
+    let Some(p) = project.profile else {
+        return Ok(());
+    };
+    let pg = client::connect(target).await?;
+    let mut used = vec![];
+    for (schema, name) in chosen.relations.iter().filter(|(s, _)| p.manages_schema(s)) {
+        // Only tables count (a sequence always reads as one row).
+        let is_table = pg
+            .query_opt(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+                &[schema, name],
+            )
+            .await
+            .map(|r| r.is_some())
+            .unwrap_or(false);
+        if !is_table {
+            continue;
+        }
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {}.{})",
+            quote_ident(schema),
+            quote_ident(name)
+        );
+        match pg.query_one(&sql, &[]).await {
+            Ok(r) if r.get::<_, bool>(0) => used.push(format!("{schema}.{name}")),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Error::Postgres(format!(
+                    "reading {schema}.{name} in {}: {}",
+                    target.display(),
+                    client::describe(&e)
+                )))
+            }
+        }
+    }
+    if used.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{} is a {} project already in use: {} hold rows, which the backup's would be mixed with; restore into a new project; nothing was done",
+        target.display(),
+        p.title,
+        used.join(", ")
+    )))
+}
+
 /// How a refusal to create a stand-in role begins (a proof that could not run: not proven).
 pub const STAND_IN_REFUSED: &str = "cannot create the stand-in role";
 
@@ -374,8 +427,12 @@ pub async fn check_packs(repo: &Repository, m: &Manifest) -> Result<()> {
     }
 }
 
-/// Check the target is safe to restore into. Returns whether the database must be created.
-async fn check_target(m: &Manifest, o: &RestoreOptions) -> Result<()> {
+/// Check the target is safe to restore into. Returns what a new project of the backup's own
+/// provider already has when the target is one (`select::for_new_project`).
+async fn check_target(
+    m: &Manifest,
+    o: &RestoreOptions,
+) -> Result<Option<crate::core::select::Project>> {
     let db = &o.target.dbname;
     if let Some(c) = &o.confirm {
         if c != db {
@@ -432,8 +489,31 @@ async fn check_target(m: &Manifest, o: &RestoreOptions) -> Result<()> {
                 o.target.display()
             )));
         }
-        return Ok(());
+        return Ok(None);
     }
+    // A whole restore into a database of the backup's own provider that has the provider's
+    // schemas: a new project (the disaster path). Its own schemas do not count as content.
+    let mut project = None;
+    let profile = m
+        .source
+        .platform
+        .as_deref()
+        .and_then(crate::platform::by_name)
+        .filter(|p| !p.schemas.is_empty());
+    if let (Some(p), true, None) = (profile, exists, &o.selection) {
+        let (there, schemas) = client::platform_facts(&pg, p.schemas).await?;
+        if there == Some(p) && !schemas.is_empty() {
+            project = Some(crate::core::select::Project {
+                profile: Some(p),
+                extensions: names(&pg, o, "SELECT extname::text FROM pg_extension").await?,
+                publications: names(&pg, o, "SELECT pubname::text FROM pg_publication").await?,
+            });
+        }
+    }
+    let skip: Vec<&str> = match &project {
+        Some(pr) => pr.profile.map(|p| p.schemas.to_vec()).unwrap_or_default(),
+        None => vec![],
+    };
     if same_db && same_server && !confirmed {
         return Err(Error::Usage(format!(
             "the target {} is the source database of backup {}: to restore over it, add --confirm {db}{}",
@@ -443,12 +523,12 @@ async fn check_target(m: &Manifest, o: &RestoreOptions) -> Result<()> {
         )));
     }
     if exists {
-        let n = client::user_relation_count(&pg).await?;
+        let n = client::user_relation_count(&pg, &skip).await?;
         if n > 0 && o.selection.is_some() && !o.clean {
             // Tables restored beside what is there: typed consent; a name that exists already
             // fails the restore, and its single transaction rolls back.
             if confirmed {
-                return Ok(());
+                return Ok(project);
             }
             return Err(Error::Usage(format!(
                 "target database \"{db}\" holds {n} tables, views or sequences: restoring the chosen tables beside them needs --confirm {db} (a table that exists there already makes the restore fail and change nothing)"
@@ -460,7 +540,21 @@ async fn check_target(m: &Manifest, o: &RestoreOptions) -> Result<()> {
             )));
         }
     }
-    Ok(())
+    Ok(project)
+}
+
+/// The first column of `sql`'s rows on the target, as text.
+async fn names(pg: &tokio_postgres::Client, o: &RestoreOptions, sql: &str) -> Result<Vec<String>> {
+    pg.query(sql, &[])
+        .await
+        .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        .map_err(|e| {
+            Error::Postgres(format!(
+                "inspecting {}: {}",
+                o.target.display(),
+                client::describe(&e)
+            ))
+        })
 }
 
 /// A session on `target`'s server for creating and dropping databases (`postgres`, else
@@ -545,7 +639,7 @@ pub async fn restore(
     let tool = find_tool
         .await
         .map_err(|e| Error::Other(format!("looking for pg_restore: {e}")))??;
-    target?;
+    let project = target?;
 
     let parallel = crate::core::parallel_restore::possible(&m, o);
     // The TOC is read first when the restore needs it: a partial restore's choice, the roles
@@ -553,10 +647,11 @@ pub async fn restore(
     // or a role the target lacks is refused before any database is created.
     let check_roles = o.check_roles && m.facts.toc_len > 0;
     let stand_in = o.stand_in_roles && m.facts.toc_len > 0;
-    let toc = match o.selection.is_some() || parallel || check_roles || stand_in {
-        true => Some(crate::core::parallel_restore::load_toc(&repo, &m, &tool).await?),
-        false => None,
-    };
+    let toc =
+        match o.selection.is_some() || parallel || check_roles || stand_in || project.is_some() {
+            true => Some(crate::core::parallel_restore::load_toc(&repo, &m, &tool).await?),
+            false => None,
+        };
     let entries = match &toc {
         Some(t) => t.entries()?,
         None => vec![],
@@ -573,6 +668,18 @@ pub async fn restore(
                 chosen.needs.join(", ")
             )));
         }
+        let mut f = tempfile::Builder::new()
+            .prefix("keepsake-list-")
+            .tempfile()
+            .map_err(|e| Error::io("creating a restore list", e))?;
+        std::io::Write::write_all(&mut f, toc.list_of(&entries, &chosen.ids).as_bytes())
+            .map_err(|e| Error::io("writing a restore list", e))?;
+        list_file = Some(f);
+        partial = Some(chosen);
+    }
+    if let (Some(pr), Some(toc)) = (&project, &toc) {
+        let chosen = crate::core::select::for_new_project(&entries, pr);
+        refuse_used_project(&o.target, &chosen, pr).await?;
         let mut f = tempfile::Builder::new()
             .prefix("keepsake-list-")
             .tempfile()
@@ -659,7 +766,8 @@ pub async fn restore(
         }
         _ => {
             let list = list_file.as_ref().map(|f| f.path());
-            stream_into_pg_restore(repo, m.clone(), o, &tool, &tracker, list).await
+            stream_into_pg_restore(repo, m.clone(), o, &tool, &tracker, list, project.is_some())
+                .await
         }
     };
     // Kept tables of an excluded schema's users: their references into it go, then the
@@ -901,6 +1009,7 @@ async fn stream_into_pg_restore(
     tool: &tools::Tool,
     tracker: &Tracker<'_>,
     list: Option<&std::path::Path>,
+    replica: bool,
 ) -> Result<u64> {
     let pass = PassFile::new(&o.target)?;
     let mut cmd = process::pg_restore_command(
@@ -911,6 +1020,11 @@ async fn stream_into_pg_restore(
         o.no_owner,
         o.no_privileges,
     );
+    if replica {
+        // Rows consistent at dump time go back in without firing triggers (a user's trigger
+        // on auth.users, the foreign keys' own checks), as the provider's restore guide does.
+        cmd.env("PGOPTIONS", "-c session_replication_role=replica");
+    }
     if let Some(l) = list {
         cmd.arg(format!("--use-list={}", l.display()));
     }

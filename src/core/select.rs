@@ -726,6 +726,143 @@ fn choose_named(
     Ok(out)
 }
 
+/// What a new project of the backup's own provider already has, read from the target.
+#[derive(Debug, Clone, Default)]
+pub struct Project {
+    pub profile: Option<&'static crate::platform::Profile>,
+    /// Extensions installed in the target database.
+    pub extensions: Vec<String>,
+    /// Publications the target database has.
+    pub publications: Vec<String>,
+}
+
+/// The entries of a restore into a new project of the backup's own provider (the disaster path,
+/// done as the provider's restore guide does it): the application's schemas whole; of the
+/// provider's schemas only the rows (the project has their structure, owned by roles the
+/// restoring user is not), minus the tables that record the provider's own version; no event
+/// triggers, extensions or publications the project already has, no grants on the platform's
+/// own objects. A trigger the user put on a provider table (calling a function of the
+/// application) is the user's and is restored. Every table whose rows are restored is checked.
+pub fn for_new_project(entries: &[TocEntry], project: &Project) -> Chosen {
+    let Some(p) = project.profile else {
+        return Chosen {
+            ids: entries.iter().map(|e| e.dump_id).collect(),
+            ..Default::default()
+        };
+    };
+    let by_id: BTreeMap<i64, &TocEntry> = entries.iter().map(|e| (e.dump_id, e)).collect();
+    let provider_function = |d: &i64| {
+        by_id
+            .get(d)
+            .is_some_and(|x| x.desc == "FUNCTION" && p.manages_schema(&x.namespace))
+    };
+    let mut out = Chosen::default();
+    let (mut structure, mut triggers, mut extensions, mut versions) = (0, vec![], vec![], vec![]);
+    let mut skip = BTreeSet::new();
+    for e in entries {
+        let in_provider = p.manages_schema(&e.namespace)
+            || (e.desc == "SCHEMA" && p.manages_schema(&e.tag))
+            || (e.namespace.is_empty()
+                && e.tag.starts_with("SCHEMA ")
+                && p.manages_schema(&e.tag[7..]));
+        let data = matches!(e.desc.as_str(), "TABLE DATA" | "SEQUENCE SET");
+        let users_trigger = e.desc == "TRIGGER"
+            && e.deps.iter().any(|d| {
+                by_id.get(d).is_some_and(|x| x.desc == "FUNCTION") && !provider_function(d)
+            });
+        let skipped = if e.desc == "EXTENSION" {
+            // What the project has stays its own; what it lacks is created.
+            let there = project.extensions.contains(&e.tag);
+            if there {
+                extensions.push(e.tag.clone());
+            }
+            there
+        } else if in_provider && data {
+            if p.is_version_table(&e.namespace, &e.tag) {
+                versions.push(format!("{}.{}", e.namespace, e.tag));
+                true
+            } else {
+                false
+            }
+        } else if in_provider && !users_trigger {
+            if e.desc == "POLICY" {
+                out.skipped.push(format!(
+                    "POLICY {}.{}: a policy on a table of the provider's schema {} is not recreated (the new project has its own; add yours in the project if it is missing)",
+                    e.namespace, e.tag, e.namespace
+                ));
+            } else {
+                structure += 1;
+            }
+            true
+        } else if e.desc == "EVENT TRIGGER" {
+            triggers.push(e.tag.clone());
+            true
+        } else if e.desc == "PUBLICATION" && project.publications.contains(&e.tag) {
+            true
+        } else {
+            (e.desc == "DEFAULT ACL" && p.roles.contains(&e.owner.as_str()))
+                || (e.namespace == "pg_catalog" && e.desc == "ACL")
+        };
+        if skipped {
+            skip.insert(e.dump_id);
+        }
+    }
+    // Comments, grants and labels of what is not recreated go with it.
+    for e in entries {
+        if matches!(e.desc.as_str(), "COMMENT" | "ACL" | "SECURITY LABEL")
+            && !e.deps.is_empty()
+            && e.deps.iter().all(|d| skip.contains(d))
+        {
+            skip.insert(e.dump_id);
+        }
+    }
+    out.ids = entries
+        .iter()
+        .map(|e| e.dump_id)
+        .filter(|i| !skip.contains(i))
+        .collect();
+    for e in entries.iter().filter(|e| out.ids.contains(&e.dump_id)) {
+        let provider_data = p.manages_schema(&e.namespace)
+            && matches!(e.desc.as_str(), "TABLE DATA" | "SEQUENCE SET");
+        if (is_relation(&e.desc) && !p.manages_schema(&e.namespace)) || provider_data {
+            out.relations.insert((e.namespace.clone(), e.tag.clone()));
+        }
+        if (e.desc == "TABLE" && !p.manages_schema(&e.namespace))
+            || (e.desc == "TABLE DATA" && p.manages_schema(&e.namespace))
+        {
+            out.tables.push(format!("{}.{}", e.namespace, e.tag));
+        }
+    }
+    out.tables.sort();
+    out.tables.dedup();
+    if structure > 0 {
+        out.notes.push(format!(
+            "{structure} objects of {}'s own schemas were not recreated: the new project has them; their tables' rows are restored",
+            p.title
+        ));
+    }
+    if !triggers.is_empty() {
+        out.notes.push(format!(
+            "event triggers {} are the project's own: not recreated",
+            triggers.join(", ")
+        ));
+    }
+    if !extensions.is_empty() {
+        out.notes.push(format!(
+            "extensions {} are the project's: not recreated",
+            extensions.join(", ")
+        ));
+    }
+    if !versions.is_empty() {
+        out.notes.push(format!(
+            "rows of {} not restored: they record {}'s own version, and the new project has its own",
+            versions.join(", "),
+            p.title
+        ));
+    }
+    out
+}
+
 /// The roles a restore of `ids` (every entry when `None`) would need on the target: the owners
 /// of its objects, and the roles its `GRANT`/`REVOKE` statements name.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -970,6 +1107,59 @@ mod tests {
             err.contains("public.plans has column level of TYPE auth.aal_level"),
             "{err}"
         );
+    }
+
+    /// Into a new project of the same provider: the provider's structure is left to the
+    /// project, its rows come back (not its migration records), a user's trigger on a provider
+    /// table comes back, event triggers and extensions the project has do not.
+    #[test]
+    fn a_new_project_gets_the_rows_of_the_provider_schemas_not_their_structure() {
+        let mut users_trigger = e(9, "TRIGGER", "auth", "users on_signup", &[2, 8]);
+        users_trigger.section = 4;
+        let mut event_trigger = e(10, "EVENT TRIGGER", "", "issue_pg_net_access", &[]);
+        event_trigger.owner = "supabase_admin".into();
+        let toc = vec![
+            e(1, "SCHEMA", "", "auth", &[]),
+            e(2, "TABLE", "auth", "users", &[1]),
+            e(3, "TABLE DATA", "auth", "users", &[2]),
+            e(4, "TABLE", "auth", "schema_migrations", &[1]),
+            e(5, "TABLE DATA", "auth", "schema_migrations", &[4]),
+            e(6, "TABLE", "public", "weddings", &[]),
+            e(7, "TABLE DATA", "public", "weddings", &[6]),
+            e(8, "FUNCTION", "public", "handle_signup()", &[]),
+            users_trigger,
+            event_trigger,
+            e(11, "EXTENSION", "", "pgcrypto", &[]),
+            e(12, "EXTENSION", "", "pg_trgm", &[]),
+            e(13, "ACL", "", "SCHEMA auth", &[1]),
+            e(14, "POLICY", "auth", "users own", &[2]),
+        ];
+        let project = Project {
+            profile: Some(&crate::platform::SUPABASE),
+            extensions: vec!["pgcrypto".into()],
+            publications: vec![],
+        };
+        let c = for_new_project(&toc, &project);
+        assert_eq!(
+            c.ids.iter().copied().collect::<Vec<_>>(),
+            vec![3, 6, 7, 8, 9, 12]
+        );
+        assert_eq!(c.tables, ["auth.users", "public.weddings"]);
+        assert!(c.relations.contains(&("auth".into(), "users".into())));
+        assert!(!c
+            .relations
+            .contains(&("auth".into(), "schema_migrations".into())));
+        assert!(
+            c.skipped[0].starts_with("POLICY auth.users own"),
+            "{:?}",
+            c.skipped
+        );
+        let notes = c.notes.join("\n");
+        assert!(
+            notes.contains("issue_pg_net_access") && notes.contains("pgcrypto"),
+            "{notes}"
+        );
+        assert!(notes.contains("auth.schema_migrations"), "{notes}");
     }
 
     #[test]

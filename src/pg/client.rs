@@ -308,11 +308,13 @@ pub async fn transaction_pooled(ci: &ConnInfo, first: &Client) -> Result<bool> {
 }
 
 /// The refusal of a source behind a transaction-mode pooler, with the port to use instead.
-pub fn pooled_refusal(ci: &ConnInfo) -> Error {
-    let hint = if ci.port == 6543 || ci.host.contains("pooler.supabase.com") {
-        " (Supabase: port 6543 is the transaction pooler; use the direct connection, db.<project>.supabase.co:5432, or the session pooler on port 5432)"
-    } else {
-        " (PgBouncer: a database entry with pool_mode = session, or the server's own port)"
+pub fn pooled_refusal(ci: &ConnInfo, platform: Option<&crate::platform::Profile>) -> Error {
+    let supabase = ci.port == 6543 || ci.host.contains("pooler.supabase.com");
+    let platform = platform.or(supabase.then_some(&crate::platform::SUPABASE));
+    let hint = match platform.and_then(|p| p.pooler_hint) {
+        Some(h) => format!(" ({h})"),
+        None => " (PgBouncer: a database entry with pool_mode = session, or the server's own port)"
+            .to_string(),
     };
     Error::Usage(format!(
         "{} is a transaction-mode connection pooler: pg_dump needs one server session for the whole dump and cannot run through it; point the source at a session-mode pooler or the database server directly{hint}; nothing was backed up",
@@ -361,7 +363,15 @@ pub async fn source_info(client: &Client, name: &str, ci: &ConnInfo) -> Result<S
             None
         }
     };
+    let roles: Vec<String> = client
+        .query("SELECT rolname::text FROM pg_roles", &[])
+        .await
+        .map_err(|e| q(e, "listing roles"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     Ok(SourceInfo {
+        platform: crate::platform::detect(&roles).map(|p| p.name.to_string()),
         name: name.to_string(),
         location: format!("{}:{}/{}", ci.host, ci.port, ci.dbname),
         database: row.get(2),
@@ -373,6 +383,32 @@ pub async fn source_info(client: &Client, name: &str, ci: &ConnInfo) -> Result<S
         lc_ctype: row.get(5),
         database_size: row.get(6),
     })
+}
+
+/// The hosted platform of the connected server (its marker roles), and which of `schemas` the
+/// connected database has.
+pub async fn platform_facts(
+    client: &Client,
+    schemas: &[&str],
+) -> Result<(Option<&'static crate::platform::Profile>, Vec<String>)> {
+    let roles: Vec<String> = client
+        .query("SELECT rolname::text FROM pg_roles", &[])
+        .await
+        .map_err(|e| q(e, "listing roles"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let present: Vec<String> = client
+        .query(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1::text[]) ORDER BY 1",
+            &[&schemas],
+        )
+        .await
+        .map_err(|e| q(e, "listing schemas"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok((crate::platform::detect(&roles), present))
 }
 
 /// Make this session give up waiting for a lock after `timeout` (`[backup] lock_wait_timeout`),
@@ -478,14 +514,17 @@ pub async fn tables(client: &Client) -> Result<(Vec<TableInfo>, i64)> {
 }
 
 /// Number of user relations (tables, views, sequences, …) in the connected database.
-pub async fn user_relation_count(client: &Client) -> Result<i64> {
+///
+/// Relations in `skip_schemas` (a hosted provider's own, which every new project has) do not count.
+pub async fn user_relation_count(client: &Client, skip_schemas: &[&str]) -> Result<i64> {
     Ok(client
         .query_one(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind IN ('r','p','v','m','S','f')
                AND n.nspname NOT IN ('pg_catalog','information_schema')
-               AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'",
-            &[],
+               AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+               AND n.nspname <> ALL($1::text[])",
+            &[&skip_schemas],
         )
         .await
         .map_err(|e| q(e, "inspecting the target database"))?

@@ -340,3 +340,136 @@ fn the_plain_postgresql_recipe_keeps_every_app_table_and_names_each_removed_refe
         "0"
     );
 }
+
+/// The disaster path (issue 24, item 2): a backup of a Supabase database restores into a new
+/// project — the provider's roles, schemas, event triggers, extensions and publication already
+/// there, no application data — as that project's own non-superuser `postgres`, with
+/// `--clean --confirm postgres`. Regression: it failed with `must be owner of event trigger
+/// issue_pg_net_access` and rolled back. Now the project's own objects are left to it, the rows
+/// of every schema come back (`auth.users`, `storage.objects` included, not the provider's
+/// migration records), every restored table is checked, and a project already in use is
+/// refused before anything is written.
+#[test]
+fn a_supabase_backup_restores_into_a_new_project_of_the_same_provider() {
+    let hosted = supabase("app", true);
+    let env = Env::on_cluster(hosted, "app");
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let show = env.keepsake(&["show", &id, "--json"]).ok().json();
+    assert_eq!(show["platform"], "supabase", "detected at backup time");
+    let tables = [
+        "public.weddings",
+        "public.guests",
+        "public.wedding_notes",
+        r#""Wedding Plans"."Guest List""#,
+        "auth.users",
+        "storage.buckets",
+        "storage.objects",
+    ];
+    let digest = |c: &TempCluster, db: &str, t: &str| {
+        psql_on(
+            c,
+            "postgres",
+            db,
+            &format!("SELECT count(*) || ':' || md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x"),
+        )
+    };
+    let before: Vec<String> = tables
+        .iter()
+        .map(|t| digest(&env.cluster, "app", t))
+        .collect();
+
+    let project = supabase("postgres", false);
+    let migrations = psql_on(
+        &project,
+        "postgres",
+        "postgres",
+        "SELECT count(*) FROM storage.buckets",
+    );
+    assert_eq!(migrations, "0", "a new project");
+    let pw = env.dir.path().join("project-password");
+    std::fs::write(&pw, project.password.expose()).expect("password file");
+    let pw = format!("file:{}", pw.display());
+    let target = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+        project.port
+    );
+    let restore = || {
+        env.keepsake(&[
+            "restore",
+            &id,
+            "--target",
+            &target,
+            "--target-password",
+            &pw,
+            "--clean",
+            "--confirm",
+            "postgres",
+        ])
+    };
+    let r = restore();
+    assert_eq!(r.code, 0, "{}", r.all());
+    let after: Vec<String> = tables
+        .iter()
+        .map(|t| digest(&project, "postgres", t))
+        .collect();
+    assert_eq!(after, before, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("checked: 10 tables match")
+            && r.stdout.contains("auth.users")
+            && r.stdout.contains("storage.objects"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.all()
+            .contains("rows of auth.schema_migrations, storage.migrations not restored"),
+        "{}",
+        r.all()
+    );
+    assert!(r.all().contains("event triggers"), "{}", r.all());
+    // The project's own event triggers and provider tables are as they were.
+    assert_eq!(
+        psql_on(
+            &project,
+            "postgres",
+            "postgres",
+            "SELECT count(*) FROM pg_event_trigger"
+        ),
+        "6"
+    );
+    // The app works as on the source: RLS, the default calling auth.uid(), the foreign key
+    // into auth.users.
+    assert_eq!(
+        psql_on(
+            &project,
+            "postgres",
+            "postgres",
+            "SELECT count(*) FROM pg_policy WHERE polrelid = 'public.weddings'::regclass"
+        ),
+        psql_on(
+            &env.cluster,
+            "postgres",
+            "app",
+            "SELECT count(*) FROM pg_policy WHERE polrelid = 'public.weddings'::regclass"
+        )
+    );
+    assert_eq!(
+        psql_on(
+            &project,
+            "postgres",
+            "postgres",
+            "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'public.weddings'::regclass AND adnum = (SELECT attnum FROM pg_attribute WHERE attrelid = 'public.weddings'::regclass AND attname = 'owner_id')"
+        ),
+        "auth.uid()"
+    );
+
+    // Again, into the project now in use: refused before anything is written.
+    let r = restore();
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("already in use"), "{}", r.stderr);
+    let again: Vec<String> = tables
+        .iter()
+        .map(|t| digest(&project, "postgres", t))
+        .collect();
+    assert_eq!(again, before);
+}

@@ -40,6 +40,7 @@ pub(super) async fn run(
         &Source {
             name: &src.name,
             conn: &src.conn,
+            platform: src.provider,
         },
         &options(&ctx.config, kind),
         ctx.progress(),
