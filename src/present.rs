@@ -518,3 +518,27 @@ pub fn drills_table(reports: &[crate::core::drill::DrillReport]) -> String {
     }
     s
 }
+
+/// `keepsake source check` for people: one line per finding.
+pub fn source_check_text(c: &crate::engine::preflight::SourceCheck) -> String {
+    let mut s = format!(
+        "source {} ({}): {} ({:.1}s)\n",
+        c.source,
+        c.location,
+        if c.ok {
+            "a backup can run and reads every row"
+        } else {
+            "NOT READY"
+        },
+        c.duration_ms as f64 / 1000.0
+    );
+    for f in &c.findings {
+        s.push_str(&format!(
+            "  {} {:<16} {}\n",
+            f.status.symbol(),
+            f.name,
+            f.detail
+        ));
+    }
+    s
+}

@@ -244,6 +244,11 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<AuditCommand>,
     },
+    /// Sources: `source check [NAME]` says what a source allows before a backup fails
+    Source {
+        #[command(subcommand)]
+        command: SourceCommand,
+    },
     /// Control API tokens (for TCP callers)
     Token {
         #[command(subcommand)]
@@ -279,6 +284,19 @@ pub enum TokenCommand {
         name: String,
         #[arg(long, value_name = "viewer|operator|admin")]
         role: crate::model::Role,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// Preflight: server and client versions, pooler, TLS, whether the role reads every table
+    /// in full, the hosted platform and what a restore onto plain PostgreSQL needs, logical
+    /// replication. Changes nothing; exit 1 when a backup would fail or miss rows
+    Check {
+        /// One source (default: every source)
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -582,6 +600,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Token {
             command: TokenCommand::New { name, role },
         } => token_new(name, *role),
+        Command::Source {
+            command:
+                SourceCommand::Check {
+                    name,
+                    json: as_json,
+                },
+        } => source_check(&load_config(&cli)?, name.as_deref(), *as_json).await,
         Command::Audit {
             since,
             json: as_json,
@@ -597,6 +622,39 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Console { .. } | Command::Daemon | Command::Demo { .. } => Err(Error::Other(
             "internal: the daemon, the demo and the console are chosen in main.rs".into(),
         )),
+    }
+}
+
+async fn source_check(c: &Config, name: Option<&str>, as_json: bool) -> Result<()> {
+    let sources: Vec<&crate::config::SourceConfig> = match name {
+        Some(n) => vec![c.source(n)?],
+        None => c.sources.iter().collect(),
+    };
+    if sources.is_empty() {
+        return Err(Error::Usage(
+            "no [[sources]] in the configuration: nothing to check".into(),
+        ));
+    }
+    let checks =
+        futures::future::join_all(sources.iter().map(|s| engine::preflight::check(c, s))).await;
+    if as_json {
+        out(&json(&checks)?)?;
+    } else {
+        for ch in &checks {
+            out(&present::source_check_text(ch))?;
+        }
+    }
+    let bad: Vec<&str> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| c.source.as_str())
+        .collect();
+    match bad.is_empty() {
+        true => Ok(()),
+        false => Err(Error::Other(format!(
+            "not ready for a backup: {}",
+            bad.join(", ")
+        ))),
     }
 }
 

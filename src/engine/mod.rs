@@ -24,6 +24,7 @@ pub mod event;
 pub mod history;
 mod job;
 pub mod ops;
+pub mod preflight;
 pub mod query;
 pub mod remote;
 pub mod view;

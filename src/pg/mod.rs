@@ -5,5 +5,6 @@ pub mod archive;
 pub mod client;
 pub mod cluster;
 pub mod conninfo;
+pub mod preflight;
 pub mod process;
 pub mod tools;

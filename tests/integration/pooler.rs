@@ -97,6 +97,12 @@ fn a_transaction_mode_pooler_is_refused_before_pg_dump_and_a_session_pooler_work
         r.stderr
     );
     assert!(env.snapshots().is_empty(), "nothing committed");
+    // The preflight says the same before any backup is tried.
+    let r = env.keepsake(&["source", "check", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let c = r.json()[0].clone();
+    assert_eq!(c["findings"][0]["name"], "pooler", "{c}");
+    assert_eq!(c["findings"][0]["status"], "fail", "{c}");
 
     through("wed_session");
     let r = env.keepsake(&["backup", "--json"]).ok();

@@ -473,3 +473,102 @@ fn a_supabase_backup_restores_into_a_new_project_of_the_same_provider() {
         .collect();
     assert_eq!(again, before);
 }
+
+/// `source check` on each kind of cluster: the Supabase-built one as its `postgres` (ready;
+/// platform detected; a plain restore needs the provider's roles and a superuser for its
+/// event triggers; no logical replication at wal_level replica), a plain one (self-hosted,
+/// nothing needed), and a role that row-level security filters (not ready, exit 1, naming the
+/// table). Nothing is changed by it.
+#[test]
+fn source_check_says_what_each_source_allows() {
+    let hosted = supabase("app", true);
+    let env = Env::on_cluster(hosted, "app");
+    let r = env.keepsake(&["source", "check", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let all = r.json();
+    let c = &all[0];
+    assert_eq!(c["ok"], true, "{c}");
+    assert_eq!(c["platform"], "supabase", "{c}");
+    let finding = |c: &serde_json::Value, name: &str| -> (String, String) {
+        let f = c["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no finding {name}: {c}"));
+        (
+            f["status"].as_str().unwrap_or("").to_string(),
+            f["detail"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let (st, d) = finding(c, "plain restore");
+    assert_eq!(st, "warn", "{d}");
+    assert!(
+        d.contains("supabase_admin")
+            && d.contains("authenticated")
+            && d.contains("6 event triggers"),
+        "{d}"
+    );
+    let (st, d) = finding(c, "tables");
+    assert_eq!(st, "ok", "{d}");
+    assert!(d.contains("row-level security"), "{d}");
+    let (st, d) = finding(c, "replication");
+    assert_eq!(st, "warn", "{d}");
+    assert!(d.contains("wal_level is replica"), "{d}");
+    let (st, _) = finding(c, "pg_dump");
+    assert_eq!(st, "ok");
+    // The text form says the same, one line per finding.
+    let text = env.keepsake(&["source", "check", "main"]).ok().stdout;
+    assert!(
+        text.contains("a backup can run and reads every row"),
+        "{text}"
+    );
+    assert!(text.contains("! plain restore"), "{text}");
+
+    // A role that row-level security applies to: not ready, naming the table.
+    psql_on(
+        &env.cluster,
+        "postgres",
+        "app",
+        &format!(
+            "CREATE ROLE reader LOGIN PASSWORD '{}'; GRANT USAGE ON SCHEMA public, \"Wedding Plans\" TO reader; GRANT SELECT ON ALL TABLES IN SCHEMA public, \"Wedding Plans\" TO reader; GRANT SELECT ON ALL SEQUENCES IN SCHEMA public, \"Wedding Plans\" TO reader",
+            env.cluster.password.expose()
+        ),
+    );
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        config.replace("postgres://postgres@", "postgres://reader@"),
+    )
+    .expect("config");
+    let r = env.keepsake(&["source", "check", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let c = r.json()[0].clone();
+    assert_eq!(c["ok"], false);
+    let (st, d) = finding(&c, "row security");
+    assert_eq!(st, "fail", "{d}");
+    assert!(d.contains("public.weddings"), "{d}");
+    let (st, d) = finding(&c, "tables");
+    assert_eq!(st, "fail", "{d}");
+    assert!(
+        d.contains("auth.users"),
+        "the provider's tables it was not granted: {d}"
+    );
+    std::fs::write(&env.config, &config).expect("config");
+
+    // A plain, self-hosted cluster: nothing a plain restore would lack.
+    let plain = Env::new("wed", Some(crate::support::WEDDING_SQL));
+    let r = plain.keepsake(&["source", "check", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let c = r.json()[0].clone();
+    assert_eq!(c["platform"], serde_json::Value::Null);
+    assert_eq!(finding(&c, "plain restore").0, "ok", "{c}");
+    assert_eq!(
+        finding(&c, "platform").1,
+        "self-hosted: no hosted provider's roles on the server"
+    );
+
+    // An unknown source name: exit 2.
+    let r = plain.keepsake(&["source", "check", "nope"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+}
