@@ -379,6 +379,13 @@ pub fn show_text(m: &Manifest, recs: Option<&Vec<VerifyRecord>>) -> String {
             human_bytes(r.logical_bytes),
             r.finished_at.format("%Y-%m-%d %H:%M UTC")
         ));
+        // What that proof rested on (stand-in roles) and did not cover.
+        s.push_str(&coverage_lines(r));
+    }
+    for r in recs.into_iter().flatten().filter(|r| r.unreadable) {
+        if let Some(why) = &r.not_proven {
+            s.push_str(&format!("  unknown: {why}\n"));
+        }
     }
     if let Some(r) = recs.and_then(|v| v.iter().rev().find(|r| !r.problems.is_empty())) {
         for p in &r.problems {

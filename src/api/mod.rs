@@ -226,6 +226,22 @@ async fn guard(
     if changing && api.stopping.is_cancelled() {
         return refuse(ApiError::unavailable("the daemon is shutting down"));
     }
+    // Fail closed: a change that could not be audited is not made.
+    if let (true, Some(a)) = (changing, api.audit.clone()) {
+        let check = tokio::task::spawn_blocking(move || a.check_writable()).await;
+        let why = match check {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = why {
+            tracing::error!("refusing a change that cannot be audited: {why}");
+            return ApiError::unavailable(
+                "the audit log cannot be written, so nothing is changed until it can: the daemon's log says why (`keepsake audit verify` checks the log)",
+            )
+            .into_response();
+        }
+    }
     req.extensions_mut().insert(caller);
     next.run(req).await
 }

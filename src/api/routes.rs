@@ -518,11 +518,22 @@ async fn start_restore(
             Some(Ok(ci)) if ci.password.is_some() => {
                 f.error(
                     "target",
-                    "must not carry a password: the daemon connects with its own credentials (its ~/.pgpass or PGPASSFILE)",
+                    "must not carry a password: the daemon connects with its own credentials (its ~/.pgpass or PGPASSFILE, for the hosts its configuration names)",
                 );
                 None
             }
-            Some(Ok(ci)) => Some(ci),
+            // The daemon's stored passwords go only to the servers its configuration names
+            // (its sources, the scratch server): never to a host a request chose.
+            Some(Ok(mut ci)) => {
+                let cfg = api.engine.config();
+                ci.use_passfile = cfg.sources.iter().any(|s| s.conn.same_server(&ci))
+                    || cfg
+                        .verification
+                        .scratch
+                        .as_ref()
+                        .is_some_and(|s| s.same_server(&ci));
+                Some(ci)
+            }
         };
         if jobs == Some(0) {
             f.error("jobs", "expected 1 or more");

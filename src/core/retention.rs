@@ -59,7 +59,17 @@ pub fn plan(
     for (_, mut cs) in by_source {
         cs.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
         let mut reasons: Vec<Vec<String>> = vec![Vec::new(); cs.len()];
-        let eligible = |c: &Candidate| c.verified != "failed";
+        // A backup whose verification records cannot all be read is neither counted in a
+        // slot (it may be the damaged one) nor forgotten (it may be the good one).
+        let eligible = |c: &Candidate| !matches!(c.verified, "failed" | "unknown");
+        for (i, c) in cs.iter().enumerate() {
+            if c.verified == "unknown" {
+                reasons[i].push(
+                    "verification status unknown (a record of it cannot be read): kept until it can be"
+                        .into(),
+                );
+            }
+        }
 
         if !policy.has_rules() {
             for r in reasons.iter_mut() {
@@ -280,6 +290,39 @@ mod tests {
             .collect();
         let decisions = plan(&policy, &cands, at(2026, 2, 1, 0));
         assert!(decisions.iter().all(|d| d.keep), "{decisions:?}");
+    }
+
+    /// A backup whose status is unknown (a verification record of it cannot be read) is kept
+    /// and fills no slot: the proven one before it keeps its place.
+    #[test]
+    fn an_unknown_backup_is_kept_and_fills_no_slot() {
+        let policy = RetentionPolicy {
+            keep_last: Some(1),
+            ..Default::default()
+        };
+        let cands = vec![
+            Candidate {
+                id: "older".into(),
+                source: "s".into(),
+                kind: BackupType::Full,
+                started_at: at(2026, 1, 1, 3),
+                verified: "data",
+                based_on: None,
+            },
+            Candidate {
+                id: "newer".into(),
+                source: "s".into(),
+                kind: BackupType::Full,
+                started_at: at(2026, 1, 2, 3),
+                verified: "unknown",
+                based_on: None,
+            },
+        ];
+        let d = plan(&policy, &cands, at(2026, 2, 1, 0));
+        let get = |id: &str| d.iter().find(|x| x.id == id).expect("decided");
+        assert!(get("older").keep && get("older").reasons[0].starts_with("keep_last 1"));
+        assert!(get("newer").keep, "{d:?}");
+        assert!(get("newer").reasons[0].contains("unknown"), "{d:?}");
     }
 
     #[test]

@@ -69,6 +69,48 @@ pub struct VerifyRecord {
     /// take); every table is always compared, or the level is not passed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_covered: Vec<String>,
+    /// Not a record that was read: a stand-in for a stored record of this backup that cannot
+    /// be read (it does not authenticate, or does not parse). Whatever it said — perhaps that
+    /// the backup is damaged — is unknown, so the backup's status is `unknown` until it can
+    /// be read: never counted as proven, never forgotten by retention on that account.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
+}
+
+impl VerifyRecord {
+    /// The stand-in for the stored record `key` (`verifications/<backup>/<name>`) that cannot
+    /// be read, saying why; `None` when the key names no backup.
+    pub fn unreadable(key: &str, why: &str) -> Option<VerifyRecord> {
+        let mut parts = key.split('/');
+        let (Some("verifications"), Some(id)) = (parts.next(), parts.next()) else {
+            return None;
+        };
+        if !crate::core::repo::is_timed_name(id) {
+            return None;
+        }
+        let now = Utc::now();
+        Some(VerifyRecord {
+            backup_id: id.to_string(),
+            source: String::new(),
+            level: Level::Structure,
+            passed: None,
+            ok: false,
+            started_at: now,
+            finished_at: now,
+            duration_ms: 0,
+            problems: vec![],
+            restore_ms: None,
+            logical_bytes: 0,
+            amcheck: None,
+            tables_compared: 0,
+            not_proven: Some(format!(
+                "the verification record {key} cannot be read ({why}): this backup's status is unknown until it can be (it is not counted as proven, and retention keeps it)"
+            )),
+            stand_in_roles: vec![],
+            not_covered: vec![],
+            unreadable: true,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -147,6 +189,7 @@ pub async fn verify(
         not_proven: None,
         stand_in_roles: vec![],
         not_covered: vec![],
+        unreadable: false,
     };
     let users = pack_users(&repo).await?;
 
@@ -251,6 +294,7 @@ async fn propagate_pack_damage(
             not_proven: None,
             stand_in_roles: vec![],
             not_covered: vec![],
+            unreadable: false,
         };
         store_record(repo, &other).await?;
     }
@@ -394,6 +438,7 @@ pub async fn verify_all_data(
             not_proven: None,
             stand_in_roles: vec![],
             not_covered: vec![],
+            unreadable: false,
         };
         store_record(&repo, &rec).await?;
         recs.push(rec);
@@ -616,7 +661,9 @@ async fn verify_restore(
         rec.stand_in_roles = stand_ins.roles.clone();
         rec.not_covered = out.not_covered;
         rec.restore_ms = Some(t.elapsed().as_millis() as u64);
-        let pg = client::connect(&target).await?;
+        let pg = client::connect(&target)
+            .await
+            .map_err(|e| Error::Postgres(format!("{COMPARE_INTERRUPTED}: {e}")))?;
         rec.tables_compared = m.facts.tables.len();
         rec.problems.extend(compare_database(&pg, &m.facts).await?);
         rec.amcheck = Some(amcheck(&target, m, opts).await);
@@ -645,9 +692,14 @@ async fn verify_restore(
             Ok(())
         }
         Err(Error::Postgres(e))
-            if e.contains("pg_restore") || e.starts_with(restore::STAND_IN_REFUSED) =>
+            if e.contains("pg_restore")
+                || e.starts_with(restore::STAND_IN_REFUSED)
+                || e.starts_with(COMPARE_INTERRUPTED) =>
         {
-            rec.not_proven = Some(format!("restore into a scratch database failed: {e}"));
+            rec.not_proven = Some(match e.starts_with(COMPARE_INTERRUPTED) {
+                true => e,
+                false => format!("restore into a scratch database failed: {e}"),
+            });
             Ok(())
         }
         // The scratch server itself (unreachable, no CREATEDB, …): verification could not
@@ -743,10 +795,22 @@ pub async fn compare_some(
         );
         let d = match copy_digest(pg, &sql).await {
             Ok(d) => d,
+            // The scratch server went away, timed out or was shut down: that proves nothing
+            // about the backup, so it is not recorded as damage.
+            Err(e) if interrupted(&e) => {
+                return Err(Error::Postgres(format!(
+                    "{COMPARE_INTERRUPTED} at table {}.{}: {}",
+                    t.schema,
+                    t.name,
+                    client::describe(&e)
+                )))
+            }
             Err(e) => {
                 problems.push(format!(
-                    "table {}.{}: cannot be read back: {e}",
-                    t.schema, t.name
+                    "table {}.{}: cannot be read back: {}",
+                    t.schema,
+                    t.name,
+                    client::describe(&e)
                 ));
                 continue;
             }
@@ -788,6 +852,14 @@ pub async fn compare_some(
                     ));
                 }
             }
+            Err(e) if interrupted(&e) => {
+                return Err(Error::Postgres(format!(
+                    "{COMPARE_INTERRUPTED} at sequence {}.{}: {}",
+                    s.schema,
+                    s.name,
+                    client::describe(&e)
+                )))
+            }
             Err(e) => problems.push(format!(
                 "sequence {}.{}: {}",
                 s.schema,
@@ -805,7 +877,12 @@ pub async fn compare_some(
             &[],
         )
         .await
-        .map_err(|e| Error::Postgres(format!("reading large objects: {}", client::describe(&e))))?;
+        .map_err(|e| {
+            Error::Postgres(format!(
+                "{COMPARE_INTERRUPTED} reading large objects: {}",
+                client::describe(&e)
+            ))
+        })?;
     let mut lo = RowDigest::default();
     for r in rows {
         let (oid, data): (i64, Vec<u8>) = (r.get(0), r.get(1));
@@ -829,15 +906,34 @@ pub async fn compare_some(
 async fn copy_digest(
     pg: &tokio_postgres::Client,
     sql: &str,
-) -> std::result::Result<RowDigest, String> {
-    let stream = pg.copy_out(sql).await.map_err(|e| client::describe(&e))?;
+) -> std::result::Result<RowDigest, tokio_postgres::Error> {
+    let stream = pg.copy_out(sql).await?;
     futures::pin_mut!(stream);
     let mut lines = LineDigester::default();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| client::describe(&e))?;
-        lines.feed(&chunk);
+        lines.feed(&chunk?);
     }
     Ok(lines.finish())
+}
+
+/// How an interrupted comparison begins: the check could not finish (not proven), which says
+/// nothing about the backup.
+pub const COMPARE_INTERRUPTED: &str = "the comparison with the recorded facts was interrupted";
+
+/// Whether a failure reading the restored copy back comes from the server or the connection
+/// rather than from what was restored: a lost or closed connection (no SQLSTATE, class 08),
+/// an administrator or crash shutdown (57P01–57P03), a cancel or statement timeout (57014),
+/// exhausted resources (class 53), a lock or idle timeout (55P03, 25P03). Anything else (a
+/// table or column that is not there, data that does not convert) is a real difference.
+pub fn interrupted(e: &tokio_postgres::Error) -> bool {
+    let Some(code) = e.code() else {
+        return true;
+    };
+    let c = code.code();
+    c.starts_with("08")
+        || c.starts_with("53")
+        || c.starts_with("57P")
+        || matches!(c, "57014" | "55P03" | "25P03")
 }
 
 /// Store a verification record in the repository.
@@ -855,17 +951,29 @@ pub async fn store_record(repo: &Repository, rec: &VerifyRecord) -> Result<()> {
     .await
 }
 
-/// Every stored verification record, oldest first, per backup.
+/// Every stored verification record, oldest first, per backup. A storage error stops the
+/// caller (a prune must not decide on half the records); a record that does not authenticate
+/// or parse becomes [`VerifyRecord::unreadable`]: its backup's status is `unknown`.
 pub async fn records(repo: &Repository) -> Result<BTreeMap<String, Vec<VerifyRecord>>> {
     let mut out: BTreeMap<String, Vec<VerifyRecord>> = BTreeMap::new();
     for obj in repo.store().list("verifications/").await? {
-        let Ok(plain) = repo.get_sealed(&obj.key).await else {
-            tracing::warn!("ignoring unreadable verification record {}", obj.key);
-            continue;
+        let read = match repo.get_sealed(&obj.key).await {
+            Ok(plain) => serde_json::from_slice::<VerifyRecord>(&plain)
+                .map_err(|e| format!("it does not parse: {e}")),
+            Err(e @ (Error::Storage(_) | Error::Cancelled(_))) => return Err(e),
+            Err(e) => Err(e.to_string()),
         };
-        if let Ok(r) = serde_json::from_slice::<VerifyRecord>(&plain) {
-            out.entry(r.backup_id.clone()).or_default().push(r);
-        }
+        let r = match read {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::warn!("verification record {} cannot be read: {why}", obj.key);
+                match VerifyRecord::unreadable(&obj.key, &why) {
+                    Some(r) => r,
+                    None => continue,
+                }
+            }
+        };
+        out.entry(r.backup_id.clone()).or_default().push(r);
     }
     for v in out.values_mut() {
         v.sort_by_key(|r| r.finished_at);
@@ -880,6 +988,9 @@ pub fn proven(records: Option<&Vec<VerifyRecord>>) -> (&'static str, Option<Date
     let Some(rs) = records.filter(|r| !r.is_empty()) else {
         return ("none", None);
     };
+    if rs.iter().any(|r| r.unreadable) {
+        return ("unknown", None);
+    }
     let last_fail = rs.iter().rev().find(|r| !r.problems.is_empty());
     let since = match last_fail {
         Some(f) => {
@@ -924,6 +1035,7 @@ mod tests {
             not_proven: None,
             stand_in_roles: vec![],
             not_covered: vec![],
+            unreadable: false,
         }
     }
 

@@ -102,7 +102,34 @@ impl AuditLog {
         &self.path
     }
 
-    /// Append `entry` as the next line of the chain; returns its sequence number.
+    /// Whether the next line can be appended: the log opens for appending and ends in a whole
+    /// record (or is empty). Writes nothing. A face that changes something checks this first
+    /// and refuses the change when it fails: the audit fails closed.
+    pub fn check_writable(&self) -> Result<()> {
+        let ctx = |e| Error::io(format!("opening the audit log {}", self.path.display()), e);
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(ctx)?;
+        }
+        let mut f = {
+            let mut o = std::fs::OpenOptions::new();
+            o.read(true).append(true).create(true);
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o640);
+            o.open(&self.path).map_err(ctx)?
+        };
+        f.lock_shared().map_err(ctx)?;
+        if let Some(l) = last_line(&mut f).map_err(ctx)? {
+            serde_json::from_str::<Line>(&l).map_err(|e| {
+                Error::Other(format!(
+                    "the audit log {} ends in a line that is not an audit record ({e}): run `keepsake audit verify`, then move the damaged log aside",
+                    self.path.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Append `entry` as the next line of the chain; returns its sequence number. A write that
+    /// fails half-way is cut back off, so a full disk never leaves a torn line behind.
     pub fn append(&self, entry: &Entry) -> Result<u64> {
         let ctx = |e| Error::io(format!("writing the audit log {}", self.path.display()), e);
         if let Some(dir) = self.path.parent() {
@@ -144,8 +171,11 @@ impl AuditLog {
         .map_err(|e| Error::Other(e.to_string()))?;
         let hash = digest(&prev, &body);
         let line = format!("{}{HASH_FIELD}{hash}\"}}\n", &body[..body.len() - 1]);
-        f.write_all(line.as_bytes()).map_err(ctx)?;
-        f.sync_data().map_err(ctx)?;
+        let before = f.seek(SeekFrom::End(0)).map_err(ctx)?;
+        if let Err(e) = f.write_all(line.as_bytes()).and_then(|()| f.sync_data()) {
+            let _ = f.set_len(before).and_then(|()| f.sync_data());
+            return Err(ctx(e));
+        }
         Ok(seq)
     }
 

@@ -203,7 +203,8 @@ async fn sync_sealed<T>(
     prefix: &str,
     map: &mut HashMap<String, Option<T>>,
     first: bool,
-    parse: impl Fn(&[u8]) -> Option<T> + Copy,
+    parse: impl Fn(&str, &[u8]) -> Option<T> + Copy,
+    unreadable: impl Fn(&str, &str) -> Option<T> + Copy,
 ) -> Result<()> {
     let keys: Vec<String> = repo
         .store()
@@ -220,11 +221,17 @@ async fn sync_sealed<T>(
     let read: Vec<(String, Option<Option<T>>)> = futures::stream::iter(new)
         .map(|k| async move {
             let r = match sealed(repo, disk, &k, |b| repo.open_sealed(&k, b)).await {
-                Ok(Some(plain)) => Some(parse(&plain)),
+                Ok(Some(plain)) => Some(parse(&k, &plain)),
                 Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!("ignoring unreadable {k}: {e}");
+                // A storage error heals: read again next time. An object that does not
+                // authenticate is said, not ignored.
+                Err(e @ (Error::Storage(_) | Error::Cancelled(_))) => {
+                    tracing::warn!("could not read {k}: {e}");
                     None
+                }
+                Err(e) => {
+                    tracing::warn!("{k} cannot be read: {e}");
+                    unreadable(&k, &e.to_string()).map(Some)
                 }
             };
             (k, r)
@@ -291,9 +298,18 @@ async fn refresh(
     unreadable.sort();
 
     let first = st.last.is_none();
-    sync_sealed(repo, disk, "verifications/", &mut st.records, first, |b| {
-        serde_json::from_slice::<VerifyRecord>(b).ok()
-    })
+    sync_sealed(
+        repo,
+        disk,
+        "verifications/",
+        &mut st.records,
+        first,
+        |k, b| match serde_json::from_slice::<VerifyRecord>(b) {
+            Ok(r) => Some(r),
+            Err(e) => VerifyRecord::unreadable(k, &format!("it does not parse: {e}")),
+        },
+        VerifyRecord::unreadable,
+    )
     .await?;
     let mut records: BTreeMap<String, Vec<VerifyRecord>> = BTreeMap::new();
     for r in st.records.values().flatten() {
@@ -305,9 +321,15 @@ async fn refresh(
     for v in records.values_mut() {
         v.sort_by_key(|r| r.finished_at);
     }
-    sync_sealed(repo, disk, drill::PREFIX, &mut st.drills, first, |b| {
-        serde_json::from_slice::<DrillReport>(b).ok().map(Arc::new)
-    })
+    sync_sealed(
+        repo,
+        disk,
+        drill::PREFIX,
+        &mut st.drills,
+        first,
+        |_, b| serde_json::from_slice::<DrillReport>(b).ok().map(Arc::new),
+        |_, _| None,
+    )
     .await?;
     let mut drills: Vec<Arc<DrillReport>> = st.drills.values().flatten().cloned().collect();
     drills.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));

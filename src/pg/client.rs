@@ -99,7 +99,7 @@ pub async fn connect(ci: &ConnInfo) -> Result<Client> {
         .connect_timeout(std::time::Duration::from_secs(ci.connect_timeout_s));
     if let Some(pw) = &ci.password {
         cfg.password(pw.expose());
-    } else if let Some(pw) = pgpass_lookup(ci) {
+    } else if let Some(pw) = ci.use_passfile.then(|| pgpass_lookup(ci)).flatten() {
         // Like libpq: without a password, the password file (PGPASSFILE, else ~/.pgpass).
         cfg.password(pw.expose());
     }

@@ -276,6 +276,7 @@ impl TempCluster {
             sslmode: SslMode::Disable,
             sslrootcert: None,
             connect_timeout_s: 10,
+            use_passfile: true,
         }
     }
 

@@ -44,6 +44,11 @@ pub struct ConnInfo {
     pub sslmode: SslMode,
     pub sslrootcert: Option<PathBuf>,
     pub connect_timeout_s: u64,
+    /// Without a password, whether one may come from the password file of the user keepsake
+    /// runs as (`PGPASSFILE`, `~/.pgpass`), as libpq does. True for the hosts the configuration
+    /// names and for a command-line user's own targets; false for a target named in a control
+    /// API request to any other host, so the daemon never sends its stored passwords there.
+    pub use_passfile: bool,
 }
 
 /// Whether `name` can name a database a restore creates: 1 to 63 bytes (PostgreSQL cuts longer
@@ -66,6 +71,11 @@ pub fn check_dbname(name: &str) -> Result<(), String> {
 }
 
 impl ConnInfo {
+    /// Whether `other` is the same server (host and port).
+    pub fn same_server(&self, other: &ConnInfo) -> bool {
+        self.host.eq_ignore_ascii_case(&other.host) && self.port == other.port
+    }
+
     /// Parse `postgres://user:pass@host:port/db?sslmode=…&sslrootcert=…&host=/socket/dir`.
     /// Errors never repeat the URL (it may hold a password).
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -87,6 +97,7 @@ impl ConnInfo {
             sslmode: SslMode::Prefer,
             sslrootcert: None,
             connect_timeout_s: 10,
+            use_passfile: true,
         };
         for (k, v) in u.query_pairs() {
             match k.as_ref() {

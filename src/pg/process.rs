@@ -173,8 +173,12 @@ fn base_command(tool: &Tool, ci: &ConnInfo, pass: Option<&PassFile>) -> std::pro
         Some(p) => {
             cmd.env("PGPASSFILE", p.path());
         }
-        None => {
+        // libpq would read the user's own password file: only for hosts that may have it.
+        None if ci.use_passfile => {
             cmd.env_remove("PGPASSFILE");
+        }
+        None => {
+            cmd.env("PGPASSFILE", "/dev/null");
         }
     }
     cmd

@@ -85,6 +85,7 @@ fn record(
         not_proven: None,
         stand_in_roles: vec![],
         not_covered: vec![],
+        unreadable: false,
     }
 }
 

@@ -1385,3 +1385,170 @@ fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
     let log = std::fs::read_to_string(d.env.dir.path().join("daemon.log")).unwrap_or_default();
     assert!(!log.contains("hunter2"));
 }
+
+/// Regression (issue 26, item 5): after a torn last line in the audit log (a full disk, or a
+/// line added by hand) the daemon could not append, only logged that, and still applied
+/// `PUT /v1/config` and `DELETE /v1/backups/…` unaudited. The audit now fails closed: every
+/// changing request gets 503 and changes nothing while the log cannot be written; reads still
+/// answer; once the log is repaired, changes are accepted and audited again.
+#[test]
+fn changes_are_refused_while_the_audit_log_cannot_be_written() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let mut d = Daemon::start(env, "");
+    let admin = d.tcp(Some("admin"));
+    // One audited change first, so the log exists.
+    let a = d.call(
+        &admin,
+        "PUT",
+        "/v1/config",
+        Some(json!({"retention": {"keep_last": 9}})),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    let log = d.env.dir.path().join("state/audit.jsonl");
+    let good = std::fs::read(&log).expect("audit log");
+    let mut torn = good.clone();
+    torn.extend_from_slice(b"{\"seq\": 99, \"time\": \"2026-12");
+    std::fs::write(&log, &torn).expect("tear");
+    let config_before = std::fs::read(&d.env.config).expect("config");
+
+    let a = d.call(
+        &admin,
+        "PUT",
+        "/v1/config",
+        Some(json!({"retention": {"keep_last": 3}})),
+    );
+    assert_eq!(
+        (a.status, error_code(&a).as_str()),
+        (503, "unavailable"),
+        "{}",
+        a.text()
+    );
+    assert!(
+        !a.text().contains("audit.jsonl"),
+        "no path in the answer: {}",
+        a.text()
+    );
+    let a = d.call(
+        &admin,
+        "DELETE",
+        &format!("/v1/backups/{id}?confirm={id}&force=true"),
+        None,
+    );
+    assert_eq!(a.status, 503, "{}", a.text());
+    let a = d.call(
+        &admin,
+        "POST",
+        "/v1/backups",
+        Some(json!({"source": "main"})),
+    );
+    assert_eq!(a.status, 503, "{}", a.text());
+    assert_eq!(std::fs::read(&d.env.config).expect("config"), config_before);
+    assert_eq!(d.env.snapshots().len(), 1, "the backup is still there");
+    assert_eq!(std::fs::read(&log).expect("log"), torn, "nothing appended");
+    // Reads still answer.
+    assert_eq!(d.call(&admin, "GET", "/v1/status", None).status, 200);
+
+    // Repaired: changes are accepted and audited again.
+    std::fs::write(&log, &good).expect("repair");
+    let a = d.call(
+        &admin,
+        "PUT",
+        "/v1/config",
+        Some(json!({"retention": {"keep_last": 3}})),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(
+        std::fs::read(&log).expect("log").len() > good.len(),
+        "the change is audited"
+    );
+    d.stop();
+}
+
+/// A listener that speaks just enough of PostgreSQL's protocol to ask for a cleartext password,
+/// and keeps whatever each client sends after the startup packet.
+fn password_catcher() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let caught = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let c = caught.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let mut s = s;
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut len = [0u8; 4];
+                if s.read_exact(&mut len).is_err() {
+                    return;
+                }
+                let n = u32::from_be_bytes(len) as usize;
+                let mut startup = vec![0u8; n.saturating_sub(4)];
+                if s.read_exact(&mut startup).is_err() {
+                    return;
+                }
+                // An SSL request: say no, then read the real startup packet.
+                if n == 8 && startup[..4] == [0x04, 0xd2, 0x16, 0x2f] {
+                    let _ = s.write_all(b"N");
+                    if s.read_exact(&mut len).is_err() {
+                        return;
+                    }
+                    let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+                    let _ = s.read_exact(&mut rest);
+                }
+                // AuthenticationCleartextPassword.
+                let _ = s.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]);
+                let mut got = vec![0u8; 512];
+                if let Ok(k) = s.read(&mut got) {
+                    if let Ok(mut c) = c.lock() {
+                        c.extend_from_slice(&got[..k]);
+                    }
+                }
+            });
+        }
+    });
+    (port, caught)
+}
+
+/// Regression (issue 26, item 6): an admin's restore target
+/// `postgres://postgres@127.0.0.1:<any port>/x` got the `*:*:*:postgres:…` password from the
+/// daemon's password file, in cleartext. The daemon's stored passwords now go only to the
+/// servers its configuration names; a target elsewhere gets none (and the restore fails).
+#[test]
+fn a_restore_target_elsewhere_never_gets_the_daemons_stored_password() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let secret = "s3cret-from-the-daemons-pgpass";
+    let home = env.dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let pgpass = home.join(".pgpass");
+    std::fs::write(&pgpass, format!("*:*:*:postgres:{secret}\n")).expect("pgpass");
+    std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let mut d = Daemon::start(env, "");
+    let (port, caught) = password_catcher();
+    let a = d.call(
+        &d.tcp(Some("admin")),
+        "POST",
+        &format!("/v1/backups/{id}/restore"),
+        Some(json!({"target": format!("postgres://postgres@127.0.0.1:{port}/x"), "create": true})),
+    );
+    assert_eq!(a.status, 202, "{}", a.text());
+    let job = a.json()["job"].as_str().expect("job").to_string();
+    eventually("the restore job ends", Duration::from_secs(30), || {
+        let j = d
+            .call(&d.unix(), "GET", &format!("/v1/jobs/{job}"), None)
+            .json();
+        j["live"].is_null() && !matches!(j["record"]["status"].as_str(), Some("running" | "queued"))
+    });
+    let j = d
+        .call(&d.unix(), "GET", &format!("/v1/jobs/{job}"), None)
+        .json();
+    assert_eq!(j["record"]["status"], "failed", "{j}");
+    let got = String::from_utf8_lossy(&caught.lock().expect("lock")).into_owned();
+    assert!(
+        !got.contains(secret),
+        "the stored password was sent: {got:?}"
+    );
+    d.stop();
+}

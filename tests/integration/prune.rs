@@ -258,3 +258,53 @@ fn marked_packs_wait_out_the_default_grace_period_on_s3() {
     assert_eq!(packs(), before - marked);
     env.keepsake(&["verify", &kept, "--level", "data"]).ok();
 }
+
+/// Regression (issue 28, HIGH 2): a verification record that cannot be read was skipped, so
+/// its backup counted as if it had never been checked — perhaps a damaged backup whose failure
+/// record is the unreadable one — and filled `keep_last` while the proven backup before it was
+/// forgotten. Its status is now `unknown`: shown, kept, and not counted in a slot.
+#[test]
+fn an_unreadable_verification_record_makes_its_backup_unknown_never_a_slot_filler() {
+    let env = Env::new("wed", Some(WEDDING_SQL));
+    with_retention(
+        &env,
+        "wed",
+        "[retention]\nkeep_last = 1\nprune_grace_hours = 0",
+        None,
+    );
+    let proven = env.backup("full")["id"].as_str().expect("id").to_string();
+    env.keepsake(&["verify", &proven, "--level", "data"]).ok();
+    let newer = env.backup("full")["id"].as_str().expect("id").to_string();
+    env.keepsake(&["verify", &newer, "--level", "data"]).ok();
+    // The newer backup's record is damaged in the repository.
+    let keys: Vec<String> = env
+        .object_keys("verifications/")
+        .into_iter()
+        .filter(|k| k.contains(&newer))
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let mut b = env.read_object(&keys[0]);
+    let mid = b.len() / 2;
+    b[mid] ^= 0x40;
+    env.write_object(&keys[0], b);
+    let _ = std::fs::remove_dir_all(env.dir.path().join("state/cache"));
+
+    let list = env.keepsake(&["list", "--json"]).ok().json();
+    let level = |id: &str| {
+        list.as_array()
+            .expect("list")
+            .iter()
+            .find(|b| b["id"] == id)
+            .map(|b| b["verified_level"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(level(&newer).as_deref(), Some("unknown"), "{list}");
+    assert_eq!(level(&proven).as_deref(), Some("data"), "{list}");
+    let show = env.keepsake(&["show", &newer]).ok().stdout;
+    assert!(show.contains("cannot be read"), "{show}");
+
+    let plan = prune_json(&env, &[]);
+    let text = plan.to_string();
+    assert!(text.contains("verification status unknown"), "{text}");
+    let left = env.snapshots();
+    assert_eq!(left.len(), 2, "neither backup is forgotten: {text}");
+}

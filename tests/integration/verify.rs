@@ -481,3 +481,60 @@ fn ctrl_c_during_verify_exits_1_and_is_recorded_cancelled() {
         "an interrupted check proves nothing: {list}"
     );
 }
+
+/// Regression (issue 28, HIGH 1): in the comparison after a restore-level restore, any error
+/// reading a table back was recorded as damage — a lost connection, a statement or lock
+/// timeout, a scratch server shutting down — and a failed backup fills no retention slot, so
+/// the next prune forgot a good backup. The failure is injected into the compare step itself:
+/// another session holds a lock on a table and the comparing session gives up waiting for it
+/// (55P03). That is an interrupted check (not proven), never a difference; a real difference
+/// is still one.
+#[test]
+fn a_comparison_the_server_cuts_short_is_not_damage() {
+    use keepsake::core::verify::{compare_database, COMPARE_INTERRUPTED};
+    let env = Env::new("wed", Some(WEDDING_SQL));
+    env.psql(
+        "wed",
+        "CREATE TABLE lockme (n int); INSERT INTO lockme SELECT generate_series(1, 1000)",
+    );
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let show = env.keepsake(&["show", &id, "--json"]).ok().json();
+    let facts: keepsake::pg::archive::ArchiveFacts =
+        serde_json::from_value(show["facts"].clone()).expect("facts");
+    let ci = env.cluster.conninfo("wed");
+    crate::support::block_on(async {
+        let pg = keepsake::pg::client::connect(&ci).await.expect("connect");
+        assert_eq!(
+            compare_database(&pg, &facts).await.expect("compare"),
+            Vec::<String>::new(),
+            "the source matches its own facts"
+        );
+        let holder = keepsake::pg::client::connect(&ci).await.expect("connect");
+        holder
+            .batch_execute("BEGIN; LOCK TABLE lockme IN ACCESS EXCLUSIVE MODE")
+            .await
+            .expect("lock");
+        pg.batch_execute("SET lock_timeout = '300ms'")
+            .await
+            .expect("set");
+        let e = compare_database(&pg, &facts)
+            .await
+            .expect_err("an interrupted comparison is an error, not a list of differences");
+        assert!(
+            e.to_string().starts_with(COMPARE_INTERRUPTED) && e.to_string().contains("lockme"),
+            "{e}"
+        );
+        assert_eq!(e.exit_code(), 1);
+        holder.batch_execute("ROLLBACK").await.expect("unlock");
+        pg.batch_execute("RESET lock_timeout; DELETE FROM lockme WHERE n = 1")
+            .await
+            .expect("change");
+        let problems = compare_database(&pg, &facts).await.expect("compare");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("lockme") && p.contains("999")),
+            "{problems:?}"
+        );
+    });
+}
