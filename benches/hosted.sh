@@ -65,6 +65,11 @@ KEEPSAKE_BIN=$(cd "$(dirname "$KEEPSAKE_BIN")" && pwd)/$(basename "$KEEPSAKE_BIN
 [[ $(id -u) -eq 0 ]] || die "run as root: the servers run as postgres (and missing tools are installed)"
 for f in platform.sql app.sql; do [[ -f $FIXTURES/$f ]] || die "missing $FIXTURES/$f"; done
 
+# Read now: the work tree may move on while a long run goes.
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]] && COMMIT+=" (work tree modified)"
+BIN_BUILT=$(date -u -r "$KEEPSAKE_BIN" '+%Y-%m-%d %H:%M UTC')
+
 OUT_DIR=${OUT_DIR:-$ROOT/bench-out/hosted}
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
@@ -434,9 +439,6 @@ verdict() { awk -v v="$1" -v t="$2" -v s="${3:-le}" 'BEGIN { ok = (s == "lt" ? v
 secs() { awk -v s="$1" 'BEGIN { printf "%.3f", s }'; }
 BUILD=release
 [[ $KEEPSAKE_BIN == */debug/* ]] && BUILD="debug (numbers are not meaningful)"
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=""
-[[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]] && DIRTY=" (work tree modified)"
 MEM=$(free -g | awk '/^Mem:/ { print $2 " GiB total, " $7 " GiB available" }')
 CPU=$(lscpu | grep 'Model name' | head -1 | sed 's/^Model name:[[:space:]]*//')
 rounds() { # command-name: its time in every round
@@ -453,7 +455,7 @@ rounds() { # command-name: its time in every round
     echo "| memory (free -g) | $MEM |"
     echo "| CPU | $CPU |"
     echo "| PostgreSQL | $PG_VERSION, three clusters on one machine (sources loaded with fsync=off, measured with fsync=on; autovacuum=off) |"
-    echo "| keepsake | $("$KEEPSAKE_BIN" --version), commit $COMMIT$DIRTY ($BUILD) |"
+    echo "| keepsake | $("$KEEPSAKE_BIN" --version), $BUILD, binary built $BIN_BUILT; commit $COMMIT when the run started |"
     echo "| tools | $(hyperfine --version) |"
     echo "| data | scale $SCALE: bulk tables (schema $BULK_SCHEMA) $(mib "${TABLE_BYTES[plain]}") in plain, $(mib "${TABLE_BYTES[hosted]}") in hosted; ${COUNTS[plain]} |"
     echo "| databases | hosted $(mib "${DB_BYTES[hosted]}"), plain $(mib "${DB_BYTES[plain]}") |"
@@ -495,7 +497,7 @@ rounds() { # command-name: its time in every round
 jq -n \
     --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg scale "$SCALE" --argjson runs "$RUNS" --argjson warmup "$WARMUP" \
     --arg nproc "$(nproc)" --arg memory "$MEM" --arg cpu "$CPU" --arg pg "$PG_VERSION" \
-    --arg keepsake "$("$KEEPSAKE_BIN" --version)" --arg commit "$COMMIT$DIRTY" --arg build "$BUILD" \
+    --arg keepsake "$("$KEEPSAKE_BIN" --version)" --arg commit "$COMMIT" --arg build "$BUILD" --arg built "$BIN_BUILT" \
     --arg id_h "${ID[hosted]}" --arg id_p "${ID[plain]}" \
     --argjson logical_h "${LOGICAL[hosted]}" --argjson logical_p "${LOGICAL[plain]}" \
     --argjson table_h "${TABLE_BYTES[hosted]}" --argjson table_p "${TABLE_BYTES[plain]}" \
@@ -510,7 +512,7 @@ jq -n \
     --argjson sc_rc_h "${CHECK_RC[hosted]}" --argjson sc_rc_p "${CHECK_RC[plain]}" '
 {date: $date, scale_gb: ($scale | tonumber), runs: $runs, warmup: $warmup,
  machine: {nproc: ($nproc | tonumber), memory: $memory, cpu: $cpu, postgresql: $pg},
- keepsake: {version: $keepsake, commit: $commit, build: $build},
+ keepsake: {version: $keepsake, commit_at_start: $commit, build: $build, binary_built: $built},
  data: {bulk_rows: $counts, bulk_table_bytes: {hosted: $table_h, plain: $table_p},
         database_bytes: {hosted: $db_h, plain: $db_p},
         backups: {hosted: {id: $id_h, logical_bytes: $logical_h}, plain: {id: $id_p, logical_bytes: $logical_p}}},

@@ -55,6 +55,44 @@ pub struct Api {
     pub started: std::time::Instant,
     /// `GET /v1/backups` serialized for one snapshot and source filter.
     pub list_cache: ListCache,
+    /// Open event streams per caller (`via:name`), at most [`MAX_STREAMS_PER_CALLER`] each.
+    pub streams: Streams,
+}
+
+/// Event streams one caller may hold open at once (a console needs one).
+pub const MAX_STREAMS_PER_CALLER: usize = 8;
+
+/// See [`Api::streams`].
+#[derive(Clone, Default)]
+pub struct Streams(Arc<Mutex<std::collections::HashMap<String, usize>>>);
+
+/// One open event stream; gives its place back when the stream ends.
+pub struct StreamSlot(Streams, String);
+
+impl Streams {
+    /// A place for one more stream of `caller`, or `None` when it holds the most already.
+    pub fn take(&self, caller: &str) -> Option<StreamSlot> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(caller.to_string()).or_default();
+        if *n >= MAX_STREAMS_PER_CALLER {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot(self.clone(), caller.to_string()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = (self.0).0.lock() {
+            if let Some(n) = m.get_mut(&self.1) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.1);
+                }
+            }
+        }
+    }
 }
 
 /// See [`Api::list_cache`].
@@ -92,6 +130,7 @@ impl Api {
             stopping,
             started: std::time::Instant::now(),
             list_cache: Default::default(),
+            streams: Default::default(),
         }
     }
 

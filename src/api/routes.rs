@@ -796,9 +796,24 @@ async fn cancel_job(
 /// event and the stream ends: a slow client never slows the engine.
 async fn events(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     RawQuery(q): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
     body::query(q.as_deref(), &[])?;
+    let slot = api
+        .streams
+        .take(&format!("{}:{}", caller.via, caller.name))
+        .ok_or_else(|| {
+            // A stream's place comes back when its client is noticed gone (the next
+            // keep-alive, every 5 s).
+            let mut e = ApiError::rate_limited(5);
+            e.message = format!(
+                "{} holds {} event streams open already: close one first",
+                caller.name,
+                super::MAX_STREAMS_PER_CALLER
+            );
+            e
+        })?;
     let rx = api.engine.subscribe();
     let stop = api.stopping.clone();
     let stream = futures::stream::unfold(Some(rx), |state| async move {
@@ -823,8 +838,13 @@ async fn events(
             Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
         }
     })
-    .take_until(async move { stop.cancelled().await });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))))
+    .take_until(async move { stop.cancelled().await })
+    // The place is given back when the stream ends or its client goes.
+    .map(move |e| {
+        let _ = &slot;
+        e
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(5))))
 }
 
 async fn audit(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {

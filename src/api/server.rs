@@ -2,7 +2,9 @@
 //! `[api] listen` is set; TLS when `tls_cert`/`tls_key` are).
 //!
 //! Invariants — a slow or hostile client cannot hold the daemon:
-//! - at most [`MAX_CONNECTIONS`] connections at once; one more is closed at once;
+//! - the socket and TCP have capacities of their own ([`MAX_SOCKET_CONNECTIONS`],
+//!   [`MAX_CONNECTIONS`]), so nothing on the network can lock the operator's socket out; on
+//!   TCP one peer address holds at most [`MAX_PER_ADDRESS`]; one more is closed at once;
 //! - request headers must arrive within [`HEADER_TIMEOUT`] (also the limit for an idle
 //!   keep-alive connection), a body within `body::BODY_TIMEOUT`, a TLS handshake within
 //!   [`HEADER_TIMEOUT`];
@@ -29,6 +31,42 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 pub const MAX_CONNECTIONS: usize = 128;
+/// Connections on the Unix socket (the console's and the operator's way in), apart from TCP.
+pub const MAX_SOCKET_CONNECTIONS: usize = 64;
+/// TCP connections from one peer address: half the TCP capacity, so that one peer cannot take
+/// it all (an event stream's connection is noticed gone only at its next keep-alive).
+pub const MAX_PER_ADDRESS: usize = 64;
+
+/// Open TCP connections per peer address; a slot gives its place back when dropped.
+#[derive(Clone, Default)]
+struct PerAddress(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+struct AddressSlot(PerAddress, std::net::IpAddr);
+
+impl PerAddress {
+    fn take(&self, ip: std::net::IpAddr) -> Option<AddressSlot> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(ip).or_default();
+        if *n >= MAX_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = (self.0).0.lock() {
+            if let Some(n) = m.get_mut(&self.1) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.1);
+                }
+            }
+        }
+    }
+}
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -118,8 +156,10 @@ pub async fn serve(engine: Engine, state_dir: &Path) -> Result<Server> {
     let socket = socket_path(&engine, state_dir);
     let unix = bind_unix(&socket)?;
     let sem = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let socket_sem = Arc::new(Semaphore::new(MAX_SOCKET_CONNECTIONS));
+    let per_address = PerAddress::default();
     let mut tasks = vec![];
-    let (s, a, st) = (sem.clone(), app.clone(), stop.clone());
+    let (s, a, st) = (socket_sem, app.clone(), stop.clone());
     tasks.push(tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -135,7 +175,9 @@ pub async fn serve(engine: Engine, state_dir: &Path) -> Result<Server> {
                 }
             };
             let Ok(permit) = s.clone().try_acquire_owned() else {
-                tracing::warn!("control API: {MAX_CONNECTIONS} connections open; one more closed");
+                tracing::warn!(
+                    "control API: {MAX_SOCKET_CONNECTIONS} connections open on the socket; one more closed"
+                );
                 continue;
             };
             let uid = stream.peer_cred().ok().map(|c| c.uid());
@@ -144,7 +186,7 @@ pub async fn serve(engine: Engine, state_dir: &Path) -> Result<Server> {
                 Peer::Unix { uid },
                 a.clone(),
                 st.clone(),
-                permit,
+                (permit, None),
             ));
         }
     }));
@@ -158,7 +200,7 @@ pub async fn serve(engine: Engine, state_dir: &Path) -> Result<Server> {
             .await
             .map_err(|e| Error::io(format!("control API: listening on {addr}"), e))?;
         tcp = l.local_addr().ok();
-        let (s, a, st) = (sem.clone(), app.clone(), stop.clone());
+        let (s, a, st, pa) = (sem.clone(), app.clone(), stop.clone(), per_address.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -173,12 +215,20 @@ pub async fn serve(engine: Engine, state_dir: &Path) -> Result<Server> {
                         continue;
                     }
                 };
+                let Some(slot) = pa.take(peer.ip()) else {
+                    tracing::warn!(
+                        "control API: {MAX_PER_ADDRESS} connections open from {}; one more closed",
+                        peer.ip()
+                    );
+                    continue;
+                };
                 let Ok(permit) = s.clone().try_acquire_owned() else {
                     tracing::warn!(
                         "control API: {MAX_CONNECTIONS} connections open; one more closed"
                     );
                     continue;
                 };
+                let permit = (permit, Some(slot));
                 let _ = stream.set_nodelay(true);
                 let peer_info = Peer::Tcp { addr: peer };
                 match &tls {
@@ -229,7 +279,7 @@ async fn connection<I>(
     peer: Peer,
     app: axum::Router,
     stop: CancellationToken,
-    _permit: OwnedSemaphorePermit,
+    _permit: (OwnedSemaphorePermit, Option<AddressSlot>),
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -242,6 +292,10 @@ async fn connection<I>(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .keep_alive(true)
+        // A client that sends its request and shuts its writing side still gets the answer
+        // (without this, hyper drops a request whose handler awaits anything once it reads
+        // the end of the stream).
+        .half_close(true)
         .max_buf_size(128 * 1024);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);

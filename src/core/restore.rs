@@ -279,7 +279,7 @@ async fn uncoverable(
         .find(|e| e.desc == "TABLE" && skip.contains(&e.dump_id))
     {
         return Err(Error::Postgres(format!(
-            "{STAND_IN_REFUSED}s' server cannot take table {}.{}: it needs {}; install the extension on the scratch server to prove this backup",
+            "{SERVER_LACKS} table {}.{}: it needs {}; install the extension there to prove this backup",
             t.namespace,
             t.tag,
             words.join("; ")
@@ -384,6 +384,9 @@ async fn refuse_used_project(
 
 /// How a refusal to create a stand-in role begins (a proof that could not run: not proven).
 pub const STAND_IN_REFUSED: &str = "cannot create the stand-in role";
+
+/// How a refusal to prove on a server that lacks what a table needs begins (not proven).
+pub const SERVER_LACKS: &str = "the scratch server cannot take";
 
 /// Drop the stand-in roles `roles` (created by this restore) from `target`'s server; a role
 /// another database still uses is left, with a warning.

@@ -694,6 +694,7 @@ async fn verify_restore(
         Err(Error::Postgres(e))
             if e.contains("pg_restore")
                 || e.starts_with(restore::STAND_IN_REFUSED)
+                || e.starts_with(restore::SERVER_LACKS)
                 || e.starts_with(COMPARE_INTERRUPTED) =>
         {
             rec.not_proven = Some(match e.starts_with(COMPARE_INTERRUPTED) {

@@ -1552,3 +1552,70 @@ fn a_restore_target_elsewhere_never_gets_the_daemons_stored_password() {
     );
     d.stop();
 }
+
+/// Regression (issue 26, item 3): 128 idle TCP connections (or 128 open event streams) took
+/// every place of the one connection cap the socket shared, locking the operator's console
+/// out. The socket has a capacity of its own, one TCP address holds at most
+/// `MAX_PER_ADDRESS` connections, and one caller at most `MAX_STREAMS_PER_CALLER` streams.
+#[test]
+fn network_clients_cannot_lock_out_the_socket() {
+    use keepsake::api::server::MAX_PER_ADDRESS;
+    use keepsake::api::MAX_STREAMS_PER_CALLER;
+    let env = Env::new("awk", None);
+    let mut d = Daemon::start(env, "");
+    // Event streams: a viewer's ninth is refused while eight are open.
+    let viewer = d.tcp(Some("viewer"));
+    let operator = d.tcp(Some("operator"));
+    // One runtime holds the streams' connections open for the whole check.
+    block_on(async {
+        let mut open = vec![];
+        for _ in 0..MAX_STREAMS_PER_CALLER {
+            let r = viewer
+                .send("GET", "/v1/events", None)
+                .await
+                .expect("events");
+            assert_eq!(r.status(), 200);
+            open.push(r);
+        }
+        let r = viewer
+            .send("GET", "/v1/events", None)
+            .await
+            .expect("events");
+        assert_eq!(r.status(), 429);
+        // Another caller still gets one.
+        let other = operator
+            .send("GET", "/v1/events", None)
+            .await
+            .expect("events");
+        assert_eq!(other.status(), 200);
+    });
+    // A stream closed gives its place back.
+    // (A stream's end is noticed at its next keep-alive write, every 5 s.)
+    eventually("a viewer stream again", Duration::from_secs(30), || {
+        block_on(viewer.send("GET", "/v1/events", None)).is_ok_and(|r| r.status() == 200)
+    });
+
+    // Idle connections from one address: the socket keeps answering, and the connections over
+    // the address's share are closed at once.
+    let idle: Vec<std::net::TcpStream> = (0..MAX_PER_ADDRESS + 100)
+        .map(|_| std::net::TcpStream::connect(d.tcp).expect("connect"))
+        .collect();
+    let t = std::time::Instant::now();
+    assert_eq!(d.call(&d.unix(), "GET", "/v1/status", None).status, 200);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let mut closed = 0;
+    for s in &idle {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut buf = [0u8; 1];
+        if matches!((&*s).read(&mut buf), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 100, "{closed} of the surplus closed at once");
+    drop(idle);
+    eventually("TCP answers again", Duration::from_secs(15), || {
+        block_on(d.tcp(Some("viewer")).get("/v1/status")).is_ok_and(|a| a.status == 200)
+    });
+    d.stop();
+}
