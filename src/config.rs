@@ -236,6 +236,9 @@ pub struct DaemonSettings {
     /// Deadline of every job (backup, verify, restore, prune): a job still running after it
     /// is cancelled and recorded failed (default 24h).
     pub job_timeout: std::time::Duration,
+    /// Jobs that may run at once in one engine (the daemon's); more wait, queued. A job
+    /// started by another job (a backup's verification) runs in its parent's place.
+    pub max_jobs: usize,
 }
 
 impl Default for DaemonSettings {
@@ -248,6 +251,7 @@ impl Default for DaemonSettings {
             shutdown_timeout: std::time::Duration::from_secs(30),
             jitter: std::time::Duration::ZERO,
             job_timeout: std::time::Duration::from_secs(24 * 3600),
+            max_jobs: 4,
         }
     }
 }
@@ -262,6 +266,7 @@ struct RawDaemon {
     shutdown_timeout: Option<Spanned<String>>,
     jitter: Option<Spanned<String>>,
     job_timeout: Option<Spanned<String>>,
+    max_jobs: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1014,6 +1019,16 @@ fn daemon_settings(ctx: &Ctx, r: &RawDaemon) -> Result<DaemonSettings> {
             ));
         }
         d.max_log_files = *n.get_ref() as usize;
+    }
+    if let Some(n) = &r.max_jobs {
+        if !(1..=64).contains(n.get_ref()) {
+            return Err(ctx.err(
+                n.span(),
+                "daemon.max_jobs",
+                format!("{} is out of range: expected 1 to 64", n.get_ref()),
+            ));
+        }
+        d.max_jobs = *n.get_ref() as usize;
     }
     if let Some(f) = &r.log_format {
         d.log_json = match f.get_ref().as_str() {

@@ -549,3 +549,50 @@ pub fn source_check_text(c: &crate::engine::preflight::SourceCheck) -> String {
     }
     s
 }
+
+/// `text` without PostgreSQL's `DETAIL:` and `CONTEXT:` lines, which can quote row data (the
+/// key that already exists, the COPY line that failed): what a viewer of job history or events
+/// is shown. The operator's log and admins keep them.
+pub fn without_row_data(text: &str) -> String {
+    let mut dropped = false;
+    let mut out: Vec<&str> = vec![];
+    for line in text.split('\n') {
+        let cut = ["DETAIL:", "CONTEXT:"]
+            .iter()
+            .filter_map(|m| line.find(m))
+            .min();
+        match cut {
+            Some(i) => {
+                dropped = true;
+                let kept = line[..i].trim_end();
+                if !kept.trim().is_empty() {
+                    out.push(kept);
+                }
+            }
+            None => out.push(line),
+        }
+    }
+    let mut s = out.join("\n");
+    if dropped {
+        s.push_str(" (PostgreSQL's DETAIL and CONTEXT lines, which can quote rows, are in the daemon's log and shown to admins)");
+    }
+    s
+}
+
+#[cfg(test)]
+mod row_data_tests {
+    #[test]
+    fn detail_and_context_lines_are_left_out() {
+        let e = "restore failed: pg_restore: error: COPY failed for table \"guests\": ERROR:  duplicate key value violates unique constraint \"guests_pkey\"\n  DETAIL:  Key (id)=(1) already exists.\n  CONTEXT:  COPY guests, line 1: \"1\tAnn\"";
+        let s = super::without_row_data(e);
+        assert!(!s.contains("Key (id)") && !s.contains("Ann"), "{s}");
+        assert!(
+            s.contains("duplicate key value") && s.contains("shown to admins"),
+            "{s}"
+        );
+        assert_eq!(
+            super::without_row_data("no details here"),
+            "no details here"
+        );
+    }
+}

@@ -644,6 +644,9 @@ async fn prune(
         f.finish()?;
         note.params.insert("dry_run".into(), json!(dry_run));
         if dry_run {
+            // A preview reads the whole repository (on S3, billed requests): within the rate
+            // like any work, and identical previews share one run (single flight).
+            api.check_rate(&caller)?;
             let h = api.engine.submit(Command::Prune { dry_run: true })?;
             note.job = Some(h.id.clone());
             let o = h.wait().await;
@@ -726,7 +729,27 @@ async fn start_drill(
     finish(&api, &caller, "drill", note, r)
 }
 
-async fn list_jobs(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, ApiError> {
+/// Job records as `caller` may see them: below admin, errors without PostgreSQL's DETAIL and
+/// CONTEXT lines (they can quote row data).
+fn jobs_for(
+    caller: &Caller,
+    mut records: Vec<crate::engine::history::JobRecord>,
+) -> Vec<crate::engine::history::JobRecord> {
+    if caller.role < Role::Admin {
+        for r in &mut records {
+            if let Some(e) = &r.error {
+                r.error = Some(crate::present::without_row_data(e));
+            }
+        }
+    }
+    records
+}
+
+async fn list_jobs(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(q): RawQuery,
+) -> Result<Reply, ApiError> {
     let q = body::query(q.as_deref(), &["limit"])?;
     let limit = match q.get("limit") {
         None => 100,
@@ -736,22 +759,25 @@ async fn list_jobs(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Repl
             .filter(|n| (1..=10_000).contains(n))
             .ok_or_else(|| ApiError::field("query.limit", "expected 1 to 10000"))?,
     };
-    let history = api.engine.history();
+    let mut history = api.engine.history();
     let skip = history.len().saturating_sub(limit);
+    let history = jobs_for(&caller, history.split_off(skip));
     Ok(Reply::Ok(json!({
         "running": json_of(&api.engine.live_jobs())?,
-        "history": json_of(&history[skip..])?,
+        "history": json_of(&history)?,
     })))
 }
 
 async fn show_job(
     State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Reply, ApiError> {
     body::query(q.as_deref(), &[])?;
     let live = api.engine.live_jobs().into_iter().find(|j| j.id == id);
     let record = api.engine.history().into_iter().rev().find(|j| j.id == id);
+    let record = record.and_then(|r| jobs_for(&caller, vec![r]).pop());
     if live.is_none() && record.is_none() {
         return Err(ApiError::not_found(format!(
             "no job {}: GET /v1/jobs lists them",
@@ -816,11 +842,19 @@ async fn events(
         })?;
     let rx = api.engine.subscribe();
     let stop = api.stopping.clone();
-    let stream = futures::stream::unfold(Some(rx), |state| async move {
+    let admin = caller.role >= Role::Admin;
+    let stream = futures::stream::unfold(Some(rx), move |state| async move {
         let mut rx = state?;
         match rx.recv().await {
             Ok(e) => {
-                let v = serde_json::to_value(&e).unwrap_or(Value::Null);
+                let mut v = serde_json::to_value(&e).unwrap_or(Value::Null);
+                if !admin {
+                    for k in ["error", "message"] {
+                        if let Some(Value::String(t)) = v.get_mut(k) {
+                            *t = crate::present::without_row_data(t);
+                        }
+                    }
+                }
                 let kind = v
                     .get("type")
                     .and_then(Value::as_str)

@@ -225,6 +225,18 @@ impl Command {
         match self {
             Command::Backup { source, .. } => Some(format!("backup/{source}")),
             Command::Prune { dry_run: false } | Command::Delete { .. } => Some("prune".into()),
+            // Identical plans coalesce: a burst of previews reads the repository once.
+            Command::Prune { dry_run: true } => Some("prune-plan".into()),
+            // Verifications of one target run one at a time; a waiting one takes the higher
+            // level of another asking for the same.
+            Command::Verify { target, .. } => Some(format!(
+                "verify/{}",
+                match target {
+                    VerifyTarget::Id(id) => id.as_str(),
+                    VerifyTarget::Latest => "latest",
+                    VerifyTarget::All => "all",
+                }
+            )),
             // One drill at a time: each restores a whole database.
             Command::Drill(_) => Some("drill".into()),
             _ => None,
@@ -249,7 +261,17 @@ impl Command {
                 *verify = (*verify).max(*v2);
                 true
             }
-            (Command::Prune { .. }, Command::Prune { .. }) => true,
+            (Command::Prune { dry_run: a }, Command::Prune { dry_run: b }) => a == b,
+            (
+                Command::Verify { target, level },
+                Command::Verify {
+                    target: t2,
+                    level: l2,
+                },
+            ) if target == t2 => {
+                *level = (*level).max(*l2);
+                true
+            }
             _ => false,
         }
     }

@@ -97,6 +97,9 @@ pub(super) struct Inner {
     pub(super) view: super::view::View,
     /// Who jobs are started by unless the face says (`Engine::submit_as`).
     actor: Mutex<String>,
+    /// `[daemon] max_jobs`: places for top-level jobs running at once (a child job runs in
+    /// its parent's place, which waits for it).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Inner {
@@ -106,7 +109,9 @@ impl Inner {
             let url = blake3::hash(config.repository.url.as_bytes()).to_hex();
             d.join("cache").join(&url.as_str()[..16])
         });
+        let slots = Arc::new(tokio::sync::Semaphore::new(config.daemon.max_jobs.max(1)));
         Inner {
+            slots,
             config: RwLock::new(Arc::new(config)),
             repo: tokio::sync::Mutex::new(None),
             history,
@@ -524,6 +529,28 @@ impl Runner {
                 }
             }
             None => None,
+        };
+        // A place among `[daemon] max_jobs`, unless a parent job holds one for this one.
+        let _slot = match self.parent {
+            Some(_) => None,
+            None => {
+                let slots = inner.slots.clone();
+                let busy = slots.available_permits() == 0;
+                if busy {
+                    inner.emit(Event::Log {
+                        job: Some(self.id.clone()),
+                        message: format!(
+                            "{} queued: {} jobs are running ([daemon] max_jobs)",
+                            self.command().kind(),
+                            inner.config().daemon.max_jobs
+                        ),
+                    });
+                }
+                tokio::select! {
+                    p = slots.acquire_owned() => p.ok(),
+                    _ = self.cancel.cancelled() => None,
+                }
+            }
         };
         self.dequeue();
         let cmd = self.command();

@@ -13,7 +13,9 @@ use std::time::Duration;
 use keepsake::api::client::{Answer, Client};
 use serde_json::{json, Value};
 
-use crate::support::{block_on, eventually, free_port, kill, wait_exit, Env, AWKWARD_SQL};
+use crate::support::{
+    block_on, eventually, free_port, kill, wait_exit, Env, AWKWARD_SQL, WEDDING_SQL,
+};
 
 /// A daemon with a socket, a TCP listener and one token per role.
 struct Daemon {
@@ -1617,5 +1619,120 @@ fn network_clients_cannot_lock_out_the_socket() {
     eventually("TCP answers again", Duration::from_secs(15), || {
         block_on(d.tcp(Some("viewer")).get("/v1/status")).is_ok_and(|a| a.status == 200)
     });
+    d.stop();
+}
+
+/// Regression (issue 26, item 10): a failed restore's error kept PostgreSQL's `DETAIL: Key
+/// (id)=(1) already exists.` — row data — and a viewer read it in `GET /v1/jobs`. Viewers get
+/// the error without DETAIL and CONTEXT lines; admins keep them.
+#[test]
+fn row_data_in_a_failed_jobs_error_reaches_admins_only() {
+    let env = Env::new("wed", Some(WEDDING_SQL));
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let mut d = Daemon::start(env, "");
+    // The rows again into the live table: the keys exist, the restore fails.
+    let a = d.call(
+        &d.tcp(Some("admin")),
+        "POST",
+        &format!("/v1/backups/{id}/restore"),
+        Some(json!({
+            "target_source": "main",
+            "target_database": "wed",
+            "tables": ["public.couples"],
+            "data_only": true,
+            "confirm": "wed",
+        })),
+    );
+    assert_eq!(a.status, 202, "{}", a.text());
+    let job = a.json()["job"].as_str().expect("job").to_string();
+    let path = format!("/v1/jobs/{job}");
+    eventually("the restore fails", Duration::from_secs(60), || {
+        let j = d.call(&d.unix(), "GET", &path, None).json();
+        j["live"].is_null() && j["record"]["status"] == "failed"
+    });
+    let admin = d.call(&d.tcp(Some("admin")), "GET", &path, None).json();
+    let admin_error = admin["record"]["error"].as_str().unwrap_or("").to_string();
+    assert!(
+        admin_error.contains("Key (id)=("),
+        "admins see the detail: {admin_error}"
+    );
+    for role in ["viewer", "operator"] {
+        let j = d.call(&d.tcp(Some(role)), "GET", &path, None).json();
+        let e = j["record"]["error"].as_str().unwrap_or("").to_string();
+        assert!(
+            !e.contains("Key (id)") && !e.contains("DETAIL:"),
+            "{role}: {e}"
+        );
+        assert!(
+            e.contains("duplicate key"),
+            "{role} still sees what failed: {e}"
+        );
+        let all = d.call(&d.tcp(Some(role)), "GET", "/v1/jobs", None).text();
+        assert!(!all.contains("Key (id)"), "{role}: {all}");
+    }
+    d.stop();
+}
+
+/// Regression (issue 26, item 7): a viewer's dry-run prune skipped the rate limit and each one
+/// read the repository again; an operator could start any number of restore-level
+/// verifications at once. Every route that starts work is within `[api] trigger_rate`;
+/// verifications of one backup coalesce; `[daemon] max_jobs` caps the jobs running at once.
+#[test]
+fn work_is_rate_limited_coalesced_and_capped() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let mut ids = vec![];
+    for _ in 0..3 {
+        ids.push(env.backup("full")["id"].as_str().expect("id").to_string());
+    }
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        text.replace("\n[daemon]\n", "\n[daemon]\nmax_jobs = 1\n"),
+    )
+    .expect("config");
+    let mut d = Daemon::start(env, "trigger_rate = \"6/h\"\n");
+    let viewer = d.tcp(Some("viewer"));
+    let operator = d.tcp(Some("operator"));
+    // Three verifications of three backups, then two more of the first: at most one job runs
+    // at a time, and the two extra ones become one.
+    let mut jobs = vec![];
+    for id in ids.iter().chain([&ids[0], &ids[0]]) {
+        let a = d.call(
+            &operator,
+            "POST",
+            &format!("/v1/backups/{id}/verify"),
+            Some(json!({"level": "restore"})),
+        );
+        assert_eq!(a.status, 202, "{}", a.text());
+        jobs.push(a.json()["job"].as_str().expect("job").to_string());
+    }
+    assert_eq!(jobs[3], jobs[4], "the same waiting verification");
+    let mut most = 0;
+    eventually("every verification ends", Duration::from_secs(180), || {
+        let j = d.call(&d.unix(), "GET", "/v1/jobs", None).json();
+        let running = j["running"]
+            .as_array()
+            .map(|r| r.iter().filter(|x| x["state"] == "running").count())
+            .unwrap_or(0);
+        most = most.max(running);
+        j["running"].as_array().is_some_and(|r| r.is_empty())
+    });
+    assert_eq!(most, 1, "[daemon] max_jobs = 1");
+    let history = d.call(&d.unix(), "GET", "/v1/jobs", None).json()["history"].clone();
+    let verifies = history
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|j| j["kind"] == "verify" && j["status"] == "completed")
+        .count();
+    assert_eq!(verifies, 4, "{history}");
+    // The viewer's previews count against the rate too: 6 an hour, the seventh refused.
+    let preview = || {
+        d.call(&viewer, "POST", "/v1/prune", Some(json!({"dry_run": true})))
+            .status
+    };
+    let codes: Vec<u16> = (0..7).map(|_| preview()).collect();
+    assert_eq!(codes[..6], [200; 6], "{codes:?}");
+    assert_eq!(codes[6], 429, "{codes:?}");
     d.stop();
 }
