@@ -57,7 +57,13 @@ pub struct Api {
     pub list_cache: ListCache,
     /// Open event streams per caller (`via:name`), at most [`MAX_STREAMS_PER_CALLER`] each.
     pub streams: Streams,
+    /// Unauthenticated refusals per peer: the first of each minute is audited, the rest counted
+    /// and summarized in one line (a flood of bad tokens cannot flood the audit log).
+    strangers: Arc<Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>>,
 }
+
+/// The window in which unauthenticated refusals from one peer share one audit line.
+const STRANGER_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Event streams one caller may hold open at once (a console needs one).
 pub const MAX_STREAMS_PER_CALLER: usize = 8;
@@ -131,6 +137,7 @@ impl Api {
             started: std::time::Instant::now(),
             list_cache: Default::default(),
             streams: Default::default(),
+            strangers: Default::default(),
         }
     }
 
@@ -154,6 +161,49 @@ impl Api {
             let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
             ApiError::rate_limited(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
         })
+    }
+
+    /// Audit a refusal of an unauthenticated request from `peer`: the first in a minute as
+    /// itself; later ones counted, and written as one summary line when the minute is over (or
+    /// every 1,000).
+    fn record_stranger(&self, peer: &str, entry: Entry) {
+        let now = std::time::Instant::now();
+        let summary = {
+            let mut m = match self.strangers.lock() {
+                Ok(m) => m,
+                Err(p) => p.into_inner(),
+            };
+            if m.len() > 10_000 {
+                m.retain(|_, (t, n)| *n > 0 || now.duration_since(*t) < STRANGER_WINDOW);
+            }
+            match m.get_mut(peer) {
+                Some((start, n)) if now.duration_since(*start) < STRANGER_WINDOW && *n < 1000 => {
+                    *n += 1;
+                    return;
+                }
+                Some((start, n)) => {
+                    let (since, count) = (*start, *n);
+                    *start = now;
+                    *n = 0;
+                    (count > 0).then_some((since, count))
+                }
+                None => {
+                    m.insert(peer.to_string(), (now, 0));
+                    None
+                }
+            }
+        };
+        if let Some((since, count)) = summary {
+            let mut s = entry.clone();
+            s.outcome = "refused".into();
+            s.reason = Some(format!(
+                "{count} more unauthenticated requests from {peer} refused in the {}s before this one (summarized: only the first of each minute is written)",
+                now.duration_since(since).as_secs()
+            ));
+            s.action = "summary".into();
+            self.record(s);
+        }
+        self.record(entry);
     }
 
     /// Append an audit line; a failure to write it is logged (the request already happened).
@@ -219,7 +269,8 @@ async fn guard(
                 ),
                 Peer::Tcp { addr } => (format!("token? from {}", addr.ip()), "tcp"),
             };
-            api.record(refusal(actor, "none", via, action, &e));
+            let key = format!("{via}:{actor}");
+            api.record_stranger(&key, refusal(actor, "none", via, action, &e));
             return e.into_response();
         }
     };

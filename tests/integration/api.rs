@@ -270,7 +270,26 @@ fn every_route_checks_its_role_and_strangers_are_refused() {
         .iter()
         .filter(|l| l["outcome"] == "refused")
         .count();
-    assert!(refused >= 20, "refusals are audited: {refused}");
+    // Every refusal of an authenticated caller has its line; unauthenticated ones from one
+    // peer share one line a minute (issue 26, item 4).
+    let forbidden = audit
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter(|l| l["outcome"] == "refused" && l["code"] == 403)
+        .count();
+    assert!(
+        forbidden >= 17,
+        "refusals are audited: {forbidden} of {refused}"
+    );
+    assert!(
+        audit
+            .as_array()
+            .expect("audit")
+            .iter()
+            .any(|l| l["code"] == 401),
+        "an unauthenticated refusal is audited"
+    );
     assert!(
         audit
             .as_array()
@@ -1734,5 +1753,42 @@ fn work_is_rate_limited_coalesced_and_capped() {
     let codes: Vec<u16> = (0..7).map(|_| preview()).collect();
     assert_eq!(codes[..6], [200; 6], "{codes:?}");
     assert_eq!(codes[6], 429, "{codes:?}");
+    d.stop();
+}
+
+/// Regression (issue 26, item 4): each unauthenticated request appended its own audit line,
+/// synced, on the daemon's workers — 1,000 bad tokens, 1,000 lines. From one peer, the first
+/// refusal of a minute is written, the rest are counted and summarized in one line (at the
+/// latest every 1,000).
+#[test]
+fn a_flood_of_bad_tokens_is_summarized_in_the_audit_log() {
+    let env = Env::new("awk", None);
+    let mut d = Daemon::start(env, "");
+    let mut wrong = d.tcp(None);
+    wrong.token = Some("ks_not_a_token".into());
+    let t = std::time::Instant::now();
+    for _ in 0..1005 {
+        assert_eq!(d.call(&wrong, "GET", "/v1/status", None).status, 401);
+    }
+    let took = t.elapsed();
+    let audit = d.call(&d.unix(), "GET", "/v1/audit", None).json();
+    let lines: Vec<&Value> = audit
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter(|l| l["actor"] == "token? from 127.0.0.1")
+        .collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "first, a summary of 1,000, the next: {lines:?}"
+    );
+    assert!(
+        lines[1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("1000 more unauthenticated requests")),
+        "{lines:?}"
+    );
+    assert!(took < Duration::from_secs(60), "{took:?}");
     d.stop();
 }
