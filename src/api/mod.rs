@@ -332,9 +332,27 @@ async fn guard(
             .into_response();
         }
     }
+    let who = caller.clone();
     req.extensions_mut().insert(caller);
-    next.run(req).await
+    let resp = next.run(req).await;
+    // A changing request refused before its handler could audit it (a path segment that does
+    // not parse, a body over the limit): audited here, so no refusal goes unrecorded.
+    if changing && resp.status().is_client_error() && resp.extensions().get::<Audited>().is_none() {
+        let e = ApiError::for_status(resp.status());
+        api.record(refusal(
+            who.name.clone(),
+            who.role.as_str(),
+            who.via,
+            action,
+            &e,
+        ));
+    }
+    resp
 }
+
+/// Marks an answer whose handler wrote the request's audit line.
+#[derive(Debug, Clone, Copy)]
+pub struct Audited;
 
 /// Answers made outside the handlers (a path that did not parse, a wrong method) get the
 /// JSON error shape too.

@@ -193,10 +193,12 @@ pub fn finish(
         job,
         reason,
     });
-    match r {
+    let mut resp = match r {
         Ok(x) => x.into_response(),
         Err(e) => e.into_response(),
-    }
+    };
+    resp.extensions_mut().insert(super::Audited);
+    resp
 }
 
 fn json_of<T: serde::Serialize + ?Sized>(v: &T) -> Result<Value, ApiError> {

@@ -1792,3 +1792,30 @@ fn a_flood_of_bad_tokens_is_summarized_in_the_audit_log() {
     assert!(took < Duration::from_secs(60), "{took:?}");
     d.stop();
 }
+
+/// Regression (issue 26, item 9): requests refused before their handler ran were not audited
+/// — a path segment that does not parse (`POST /v1/backups/%FF/verify`, 400). Every changing
+/// request that is refused leaves a line.
+#[test]
+fn refusals_before_the_handler_are_audited_too() {
+    let env = Env::new("awk", None);
+    let mut d = Daemon::start(env, "");
+    let op = d.tcp(Some("operator"));
+    let a = d.call(
+        &op,
+        "POST",
+        "/v1/backups/%FF/verify",
+        Some(json!({"level": "data"})),
+    );
+    assert_eq!(a.status, 400, "{}", a.text());
+    let audit = d.call(&d.unix(), "GET", "/v1/audit", None).json();
+    assert!(
+        audit
+            .as_array()
+            .expect("audit")
+            .iter()
+            .any(|l| l["actor"] == "operator" && l["code"] == 400 && l["outcome"] == "refused"),
+        "{audit}"
+    );
+    d.stop();
+}
