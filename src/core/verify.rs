@@ -223,12 +223,12 @@ pub async fn verify(
     if level >= Level::Data && rec.problems.is_empty() {
         tracker.phase(Phase::Restoring);
         verify_data(&repo, &m, opts, &users, &mut rec, &tracker).await?;
-        if rec.problems.is_empty() {
+        if rec.problems.is_empty() && rec.not_proven.is_none() {
             rec.passed = Some(Level::Data);
         }
     }
 
-    if level >= Level::Restore && rec.problems.is_empty() {
+    if level >= Level::Restore && rec.problems.is_empty() && rec.not_proven.is_none() {
         verify_restore(&repo, &m, opts, &mut rec, sink).await?;
         if rec.problems.is_empty() && rec.not_proven.is_none() {
             rec.passed = Some(Level::Restore);
@@ -410,23 +410,30 @@ pub async fn verify_all_data(
         let structure_ok = !problems
             .iter()
             .any(|p| p.contains("missing") || p.contains("bytes, expected"));
+        let mut not_proven = None;
         if problems.is_empty() {
-            if let Some(e) = toc_check(&repo, m, opts).await? {
-                problems.push(e);
+            match toc_check(&repo, m, opts).await? {
+                Some(TocCheck::Failed(e)) => problems.push(e),
+                Some(TocCheck::NotRun(e)) => {
+                    not_proven = Some(format!(
+                        "the data level includes pg_restore --list reading the archive's table of contents, which could not run: {e}"
+                    ))
+                }
+                None => {}
             }
         }
         let rec = VerifyRecord {
             backup_id: m.id.clone(),
             source: m.source.name.clone(),
             level: Level::Data,
-            passed: if problems.is_empty() {
+            passed: if problems.is_empty() && not_proven.is_none() {
                 Some(Level::Data)
             } else if structure_ok {
                 Some(Level::Structure)
             } else {
                 None
             },
-            ok: problems.is_empty(),
+            ok: problems.is_empty() && not_proven.is_none(),
             started_at,
             finished_at: Utc::now(),
             duration_ms: t0.elapsed().as_millis() as u64,
@@ -435,7 +442,7 @@ pub async fn verify_all_data(
             logical_bytes: m.logical_bytes,
             amcheck: None,
             tables_compared: 0,
-            not_proven: None,
+            not_proven,
             stand_in_roles: vec![],
             not_covered: vec![],
             unreadable: false,
@@ -448,16 +455,25 @@ pub async fn verify_all_data(
 }
 
 /// `pg_restore --list` on the archive's header and table of contents (its first bytes).
+/// What `pg_restore --list` said about an archive that is not fine.
+enum TocCheck {
+    /// It could not read it: damage.
+    Failed(String),
+    /// It could not run: not proven.
+    NotRun(String),
+}
+
 async fn toc_check(
     repo: &Arc<Repository>,
     m: &Arc<Manifest>,
     opts: &VerifyOptions,
-) -> Result<Option<String>> {
+) -> Result<Option<TocCheck>> {
     let archive_major = tools::parse_version(&m.pg_dump_version)
         .map(|v| v.1)
         .unwrap_or(0);
-    let Ok(tool) = tools::find("pg_restore", archive_major, opts.bin_dir.as_deref()) else {
-        return Ok(None);
+    let tool = match tools::find("pg_restore", archive_major, opts.bin_dir.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return Ok(Some(TocCheck::NotRun(e.to_string()))),
     };
     let want = if m.facts.toc_len > 0 {
         m.facts.toc_len
@@ -489,10 +505,10 @@ async fn toc_check(
         .await
         .map_err(|e| Error::io("waiting for pg_restore --list", e))?;
     Ok((!o.status.success()).then(|| {
-        format!(
+        TocCheck::Failed(format!(
             "pg_restore --list cannot read the archive: {}",
             String::from_utf8_lossy(&o.stderr).trim()
-        )
+        ))
     }))
 }
 
@@ -507,7 +523,17 @@ async fn verify_data(
     let archive_major = tools::parse_version(&m.pg_dump_version)
         .map(|v| v.1)
         .unwrap_or(0);
-    let lister = tools::find("pg_restore", archive_major, opts.bin_dir.as_deref()).ok();
+    // The data level includes pg_restore reading the table of contents: without pg_restore
+    // that part did not run, so the level is not proven (issue 28, LOW).
+    let lister = match tools::find("pg_restore", archive_major, opts.bin_dir.as_deref()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            rec.not_proven = Some(format!(
+                "the data level includes pg_restore --list reading the archive's table of contents, which could not run: {e}"
+            ));
+            None
+        }
+    };
     let mut list_child = match &lister {
         Some(t) => {
             let mut c = tokio::process::Command::from(crate::pg::process::tool_command(&t.path));

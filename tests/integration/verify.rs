@@ -538,3 +538,24 @@ fn a_comparison_the_server_cuts_short_is_not_damage() {
         );
     });
 }
+
+/// Regression (issue 28, LOW): without pg_restore, `verify --level data` passed although the
+/// part of the level that has pg_restore read the archive's table of contents never ran. That
+/// is "not proven" (exit 1), never a pass — for one backup and for `--all` alike — and no
+/// damage either.
+#[test]
+fn the_data_level_without_pg_restore_is_not_proven() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    // An explicit bin_dir is authoritative: one without pg_restore.
+    let empty = env.dir.path().join("nobin");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    env.write_config("awk", Some(&empty), &env.identity);
+    for target in [id.as_str(), "--all"] {
+        let r = env.keepsake(&["verify", target, "--level", "data"]);
+        assert_eq!(r.code, 1, "{target}: {}", r.all());
+        assert!(r.all().contains("pg_restore"), "{target}: {}", r.all());
+    }
+    let list = env.keepsake(&["list", "--json"]).ok().json();
+    assert_eq!(list[0]["verified_level"], "structure", "{list}");
+}
