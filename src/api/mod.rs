@@ -56,7 +56,7 @@ pub struct Api {
     /// `GET /v1/backups` serialized for one snapshot and source filter.
     pub list_cache: ListCache,
     /// Open event streams per caller (`via:name`), at most [`MAX_STREAMS_PER_CALLER`] each.
-    pub streams: Streams,
+    pub streams: Places<String>,
     /// Unauthenticated refusals per peer: the first of each minute is audited, the rest counted
     /// and summarized in one line (a flood of bad tokens cannot flood the audit log).
     strangers: Arc<Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>>,
@@ -68,27 +68,35 @@ const STRANGER_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 /// Event streams one caller may hold open at once (a console needs one).
 pub const MAX_STREAMS_PER_CALLER: usize = 8;
 
-/// See [`Api::streams`].
-#[derive(Clone, Default)]
-pub struct Streams(Arc<Mutex<std::collections::HashMap<String, usize>>>);
+/// Places per key (a caller's event streams, a peer's connections), at most a fixed number
+/// each; a place is given back when its [`Place`] is dropped.
+#[derive(Clone)]
+pub struct Places<K: std::hash::Hash + Eq + Clone>(
+    Arc<Mutex<std::collections::HashMap<K, usize>>>,
+    usize,
+);
 
-/// One open event stream; gives its place back when the stream ends.
-pub struct StreamSlot(Streams, String);
+/// One taken place of [`Places`].
+pub struct Place<K: std::hash::Hash + Eq + Clone>(Places<K>, K);
 
-impl Streams {
-    /// A place for one more stream of `caller`, or `None` when it holds the most already.
-    pub fn take(&self, caller: &str) -> Option<StreamSlot> {
+impl<K: std::hash::Hash + Eq + Clone> Places<K> {
+    pub fn new(max: usize) -> Self {
+        Places(Default::default(), max)
+    }
+
+    /// A place for `key`, or `None` when it holds the most already.
+    pub fn take(&self, key: K) -> Option<Place<K>> {
         let mut m = self.0.lock().ok()?;
-        let n = m.entry(caller.to_string()).or_default();
-        if *n >= MAX_STREAMS_PER_CALLER {
+        let n = m.entry(key.clone()).or_default();
+        if *n >= self.1 {
             return None;
         }
         *n += 1;
-        Some(StreamSlot(self.clone(), caller.to_string()))
+        Some(Place(self.clone(), key))
     }
 }
 
-impl Drop for StreamSlot {
+impl<K: std::hash::Hash + Eq + Clone> Drop for Place<K> {
     fn drop(&mut self) {
         if let Ok(mut m) = (self.0).0.lock() {
             if let Some(n) = m.get_mut(&self.1) {
@@ -136,7 +144,7 @@ impl Api {
             stopping,
             started: std::time::Instant::now(),
             list_cache: Default::default(),
-            streams: Default::default(),
+            streams: Places::new(MAX_STREAMS_PER_CALLER),
             strangers: Default::default(),
         }
     }

@@ -830,7 +830,7 @@ async fn events(
     body::query(q.as_deref(), &[])?;
     let slot = api
         .streams
-        .take(&format!("{}:{}", caller.via, caller.name))
+        .take(format!("{}:{}", caller.via, caller.name))
         .ok_or_else(|| {
             // A stream's place comes back when its client is noticed gone (the next
             // keep-alive, every 5 s).

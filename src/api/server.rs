@@ -37,36 +37,6 @@ pub const MAX_SOCKET_CONNECTIONS: usize = 64;
 /// it all (an event stream's connection is noticed gone only at its next keep-alive).
 pub const MAX_PER_ADDRESS: usize = 64;
 
-/// Open TCP connections per peer address; a slot gives its place back when dropped.
-#[derive(Clone, Default)]
-struct PerAddress(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
-
-struct AddressSlot(PerAddress, std::net::IpAddr);
-
-impl PerAddress {
-    fn take(&self, ip: std::net::IpAddr) -> Option<AddressSlot> {
-        let mut m = self.0.lock().ok()?;
-        let n = m.entry(ip).or_default();
-        if *n >= MAX_PER_ADDRESS {
-            return None;
-        }
-        *n += 1;
-        Some(AddressSlot(self.clone(), ip))
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        if let Ok(mut m) = (self.0).0.lock() {
-            if let Some(n) = m.get_mut(&self.1) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(&self.1);
-                }
-            }
-        }
-    }
-}
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -157,7 +127,7 @@ pub async fn serve(engine: Engine, state_dir: &Path) -> Result<Server> {
     let unix = bind_unix(&socket)?;
     let sem = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let socket_sem = Arc::new(Semaphore::new(MAX_SOCKET_CONNECTIONS));
-    let per_address = PerAddress::default();
+    let per_address = super::Places::<std::net::IpAddr>::new(MAX_PER_ADDRESS);
     let mut tasks = vec![];
     let (s, a, st) = (socket_sem, app.clone(), stop.clone());
     tasks.push(tokio::spawn(async move {
@@ -279,7 +249,7 @@ async fn connection<I>(
     peer: Peer,
     app: axum::Router,
     stop: CancellationToken,
-    _permit: (OwnedSemaphorePermit, Option<AddressSlot>),
+    _permit: (OwnedSemaphorePermit, Option<super::Place<std::net::IpAddr>>),
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -240,6 +240,33 @@ async fn uncoverable(
             .map(|e| e.dump_id)
             .collect();
         skip.extend(&seed);
+        // Grants and comments on the extension's own objects: pg_dump writes them (the
+        // objects themselves come with CREATE EXTENSION), pointing at objects the archive does
+        // not hold, in the extension's schema.
+        let known: BTreeSet<i64> = entries.iter().map(|e| e.dump_id).collect();
+        // An EXTENSION entry has no namespace of its own: its schema is in its definition
+        // (`CREATE EXTENSION IF NOT EXISTS x WITH SCHEMA s;`).
+        let homes: Vec<String> = entries
+            .iter()
+            .filter(|e| seed.contains(&e.dump_id))
+            .filter_map(|e| {
+                e.defn
+                    .split(" WITH SCHEMA ")
+                    .nth(1)
+                    .map(|r| r.trim().trim_end_matches(';').trim_matches('"').to_string())
+            })
+            .collect();
+        let mut seed = seed;
+        for e in entries {
+            if matches!(e.desc.as_str(), "ACL" | "COMMENT" | "SECURITY LABEL")
+                && homes.contains(&e.namespace)
+                && !e.deps.is_empty()
+                && e.deps.iter().all(|d| !known.contains(d))
+            {
+                seed.insert(e.dump_id);
+            }
+        }
+        skip.extend(&seed);
         let mut all = seed;
         loop {
             let n = all.len();
@@ -327,6 +354,21 @@ async fn remove_scaffolding(target: &ConnInfo, schemas: &[String]) -> Result<Vec
     );
     pg.batch_execute(&drop).await.map_err(fail)?;
     Ok(lines)
+}
+
+/// A private `pg_restore --use-list` file naming exactly `ids`.
+fn list_file_of(
+    toc: &crate::core::parallel_restore::Toc,
+    entries: &[crate::pg::archive::TocEntry],
+    ids: &std::collections::BTreeSet<i64>,
+) -> Result<tempfile::NamedTempFile> {
+    let mut f = tempfile::Builder::new()
+        .prefix("keepsake-list-")
+        .tempfile()
+        .map_err(|e| Error::io("creating a restore list", e))?;
+    std::io::Write::write_all(&mut f, toc.list_of(entries, ids).as_bytes())
+        .map_err(|e| Error::io("writing a restore list", e))?;
+    Ok(f)
 }
 
 /// A new project is one whose provider tables the restore fills are still empty: rows there
@@ -671,25 +713,13 @@ pub async fn restore(
                 chosen.needs.join(", ")
             )));
         }
-        let mut f = tempfile::Builder::new()
-            .prefix("keepsake-list-")
-            .tempfile()
-            .map_err(|e| Error::io("creating a restore list", e))?;
-        std::io::Write::write_all(&mut f, toc.list_of(&entries, &chosen.ids).as_bytes())
-            .map_err(|e| Error::io("writing a restore list", e))?;
-        list_file = Some(f);
+        list_file = Some(list_file_of(toc, &entries, &chosen.ids)?);
         partial = Some(chosen);
     }
     if let (Some(pr), Some(toc)) = (&project, &toc) {
         let chosen = crate::core::select::for_new_project(&entries, pr);
         refuse_used_project(&o.target, &chosen, pr).await?;
-        let mut f = tempfile::Builder::new()
-            .prefix("keepsake-list-")
-            .tempfile()
-            .map_err(|e| Error::io("creating a restore list", e))?;
-        std::io::Write::write_all(&mut f, toc.list_of(&entries, &chosen.ids).as_bytes())
-            .map_err(|e| Error::io("writing a restore list", e))?;
-        list_file = Some(f);
+        list_file = Some(list_file_of(toc, &entries, &chosen.ids)?);
         partial = Some(chosen);
     }
     if check_roles {

@@ -106,53 +106,49 @@ impl AuditLog {
     /// record (or is empty). Writes nothing. A face that changes something checks this first
     /// and refuses the change when it fails: the audit fails closed.
     pub fn check_writable(&self) -> Result<()> {
+        let mut f = self.open()?;
+        f.lock_shared()
+            .map_err(|e| Error::io(format!("locking the audit log {}", self.path.display()), e))?;
+        self.last_record(&mut f).map(|_| ())
+    }
+
+    /// The log, opened for reading and appending (created, mode 0640, when missing).
+    fn open(&self) -> Result<std::fs::File> {
         let ctx = |e| Error::io(format!("opening the audit log {}", self.path.display()), e);
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(ctx)?;
         }
-        let mut f = {
-            let mut o = std::fs::OpenOptions::new();
-            o.read(true).append(true).create(true);
-            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o640);
-            o.open(&self.path).map_err(ctx)?
-        };
-        f.lock_shared().map_err(ctx)?;
-        if let Some(l) = last_line(&mut f).map_err(ctx)? {
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true).append(true).create(true);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o640);
+        o.open(&self.path).map_err(ctx)
+    }
+
+    /// The last record of the open log (`None`: empty); a last line that is not a whole
+    /// record is an error (a torn write, an edit by hand).
+    fn last_record(&self, f: &mut std::fs::File) -> Result<Option<Line>> {
+        let line = last_line(f)
+            .map_err(|e| Error::io(format!("reading the audit log {}", self.path.display()), e))?;
+        line.map(|l| {
             serde_json::from_str::<Line>(&l).map_err(|e| {
                 Error::Other(format!(
                     "the audit log {} ends in a line that is not an audit record ({e}): run `keepsake audit verify`, then move the damaged log aside",
                     self.path.display()
                 ))
-            })?;
-        }
-        Ok(())
+            })
+        })
+        .transpose()
     }
 
     /// Append `entry` as the next line of the chain; returns its sequence number. A write that
     /// fails half-way is cut back off, so a full disk never leaves a torn line behind.
     pub fn append(&self, entry: &Entry) -> Result<u64> {
         let ctx = |e| Error::io(format!("writing the audit log {}", self.path.display()), e);
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(ctx)?;
-        }
-        let mut f = {
-            let mut o = std::fs::OpenOptions::new();
-            o.read(true).append(true).create(true);
-            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o640);
-            o.open(&self.path).map_err(ctx)?
-        };
+        let mut f = self.open()?;
         f.lock().map_err(ctx)?;
-        let (seq, prev) = match last_line(&mut f).map_err(ctx)? {
+        let (seq, prev) = match self.last_record(&mut f)? {
             None => (1, GENESIS.to_string()),
-            Some(l) => {
-                let last: Line = serde_json::from_str(&l).map_err(|e| {
-                    Error::Other(format!(
-                        "the audit log {} ends in a line that is not an audit record ({e}): run `keepsake audit verify`",
-                        self.path.display()
-                    ))
-                })?;
-                (last.seq + 1, last.hash)
-            }
+            Some(last) => (last.seq + 1, last.hash),
         };
         #[derive(Serialize)]
         struct Body<'a> {

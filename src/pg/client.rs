@@ -363,13 +363,7 @@ pub async fn source_info(client: &Client, name: &str, ci: &ConnInfo) -> Result<S
             None
         }
     };
-    let roles: Vec<String> = client
-        .query("SELECT rolname::text FROM pg_roles", &[])
-        .await
-        .map_err(|e| q(e, "listing roles"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let roles = role_names(client).await?;
     Ok(SourceInfo {
         platform: crate::platform::detect(&roles).map(|p| p.name.to_string()),
         name: name.to_string(),
@@ -385,19 +379,24 @@ pub async fn source_info(client: &Client, name: &str, ci: &ConnInfo) -> Result<S
     })
 }
 
+/// Every role of the connected server (a hosted platform is recognised by its roles).
+pub async fn role_names(client: &Client) -> Result<Vec<String>> {
+    Ok(client
+        .query("SELECT rolname::text FROM pg_roles ORDER BY 1", &[])
+        .await
+        .map_err(|e| q(e, "listing roles"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// The hosted platform of the connected server (its marker roles), and which of `schemas` the
 /// connected database has.
 pub async fn platform_facts(
     client: &Client,
     schemas: &[&str],
 ) -> Result<(Option<&'static crate::platform::Profile>, Vec<String>)> {
-    let roles: Vec<String> = client
-        .query("SELECT rolname::text FROM pg_roles", &[])
-        .await
-        .map_err(|e| q(e, "listing roles"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let roles = role_names(client).await?;
     let present: Vec<String> = client
         .query(
             "SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1::text[]) ORDER BY 1",

@@ -77,11 +77,7 @@ pub async fn read(c: &Client) -> Result<Facts> {
     };
     const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema')
                AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
-    f.roles = names(
-        &c.query("SELECT rolname::text FROM pg_roles ORDER BY 1", &[])
-            .await
-            .map_err(err("listing roles"))?,
-    );
+    f.roles = crate::pg::client::role_names(c).await?;
     f.unreadable = names(
         &c.query(
             &format!(

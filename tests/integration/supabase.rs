@@ -572,3 +572,112 @@ fn source_check_says_what_each_source_allows() {
     let r = plain.keepsake(&["source", "check", "nope"]);
     assert_eq!(r.code, 2, "{}", r.all());
 }
+
+/// Extension files installed for one test and removed when it ends (even on failure).
+struct FakeExtension {
+    files: Vec<std::path::PathBuf>,
+}
+
+impl FakeExtension {
+    /// A tiny extension `name` in the server's extension folder: a function and an enum type.
+    fn install(c: &TempCluster, name: &str) -> Self {
+        let out = std::process::Command::new(c.bin.join("pg_config"))
+            .arg("--sharedir")
+            .output()
+            .expect("pg_config");
+        let share = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let dir = std::path::Path::new(&share).join("extension");
+        let control = dir.join(format!("{name}.control"));
+        let sql = dir.join(format!("{name}--1.0.sql"));
+        std::fs::write(
+            &control,
+            "comment = 'a provider-only extension, for a test'\ndefault_version = '1.0'\nrelocatable = true\n",
+        )
+        .expect("control file");
+        std::fs::write(
+            &sql,
+            "CREATE FUNCTION kp_hello() RETURNS int LANGUAGE sql AS 'SELECT 1';\nCREATE TYPE kp_mood AS ENUM ('happy', 'sad');\n",
+        )
+        .expect("script");
+        FakeExtension {
+            files: vec![control, sql],
+        }
+    }
+
+    fn remove(&self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+impl Drop for FakeExtension {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// A provider-only extension (installed on the hosted server, not on the scratch server): the
+/// proof skips it and what needs it, and says so ("not covered"); every table is still
+/// compared. Once a table's column needs it, the backup is not proven there (exit 1), never
+/// passed without that table.
+#[test]
+fn what_needs_an_extension_the_scratch_server_lacks_is_named_never_a_table() {
+    let hosted = supabase("app", true);
+    let name = format!("kp_ext_{}", hex::encode(rand::random::<[u8; 3]>()));
+    let ext = FakeExtension::install(&hosted, &name);
+    psql_on(
+        &hosted,
+        "supabase_admin",
+        "app",
+        &format!("CREATE EXTENSION {name} SCHEMA extensions"),
+    );
+    let env = Env::on_cluster(hosted, "app");
+    env.psql(
+        "app",
+        "CREATE VIEW public.hello AS SELECT extensions.kp_hello() AS n",
+    );
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let plain = TempCluster::start().expect("a plain cluster");
+    use_scratch(&env, &plain, "postgres");
+    // The scratch server (same installation here) loses the extension's files.
+    ext.remove();
+    let r = env.keepsake(&["verify", &id, "--level", "restore", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let rec = r.json();
+    let rec = rec.as_array().map(|a| a[0].clone()).unwrap_or(rec);
+    let not_covered = rec["not_covered"].to_string();
+    assert!(
+        not_covered.contains(&format!(
+            "extension {name} (not installed on the scratch server)"
+        )),
+        "{rec}"
+    );
+    assert_eq!(rec["passed"], "restore", "{rec}");
+
+    // A table whose column needs it: not proven, naming the table.
+    let ext = FakeExtension::install(&plain, &name);
+    env.psql(
+        "app",
+        "CREATE TABLE public.moods (m extensions.kp_mood); INSERT INTO public.moods VALUES ('happy')",
+    );
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    ext.remove();
+    let r = env.keepsake(&["verify", &id, "--level", "restore"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all()
+            .contains("the scratch server cannot take table public.moods"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(
+        psql_on(
+            &plain,
+            "postgres",
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'keepsake_%'"
+        ),
+        "0"
+    );
+}
