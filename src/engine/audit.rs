@@ -109,7 +109,106 @@ impl AuditLog {
         let mut f = self.open()?;
         f.lock_shared()
             .map_err(|e| Error::io(format!("locking the audit log {}", self.path.display()), e))?;
-        self.last_record(&mut f).map(|_| ())
+        let last = self.last_record(&mut f)?;
+        self.check_not_rewound(last.as_ref())
+    }
+
+    /// A log whose end is before the head recorded beside it was cut short: nothing more is
+    /// appended to it (that would hide the cut) until `keepsake audit verify` has named it and
+    /// the log was set aside.
+    fn check_not_rewound(&self, last: Option<&Line>) -> Result<()> {
+        let at = last.map(|l| l.seq).unwrap_or(0);
+        match self.read_head()? {
+            Some(Ok((seq, _))) if seq > at => Err(Error::Other(format!(
+                "the audit log {} ends at line {at} but its head records line {seq}: it was cut short; run `keepsake audit verify`, then set the log (and audit.head) aside",
+                self.path.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// `audit.head` beside the log: the sequence and hash of its last line, authenticated with
+    /// a key (`audit.key`, mode 0600) that the log itself never holds.
+    fn head_path(&self) -> PathBuf {
+        self.path.with_file_name("audit.head")
+    }
+
+    /// The head key (made on first use when `create`).
+    fn head_key(&self, create: bool) -> Result<Option<[u8; 32]>> {
+        let p = self.path.with_file_name("audit.key");
+        match std::fs::read_to_string(&p) {
+            Ok(t) => {
+                let mut k = [0u8; 32];
+                hex::decode_to_slice(t.trim(), &mut k).map_err(|e| {
+                    Error::Other(format!(
+                        "the audit head key {} is not readable: {e}",
+                        p.display()
+                    ))
+                })?;
+                Ok(Some(k))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                let k: [u8; 32] = rand::random();
+                let mut o = std::fs::OpenOptions::new();
+                o.write(true).create_new(true);
+                std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+                let mut f = o
+                    .open(&p)
+                    .map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
+                f.write_all(hex::encode(k).as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
+                Ok(Some(k))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("reading {}", p.display()), e)),
+        }
+    }
+
+    fn head_mac(key: &[u8; 32], seq: u64, hash: &str) -> String {
+        blake3::keyed_hash(key, format!("{seq}:{hash}").as_bytes())
+            .to_hex()
+            .to_string()
+    }
+
+    fn write_head(&self, seq: u64, hash: &str) -> Result<()> {
+        let Some(key) = self.head_key(true)? else {
+            return Ok(());
+        };
+        let head =
+            serde_json::json!({"seq": seq, "hash": hash, "mac": Self::head_mac(&key, seq, hash)});
+        let p = self.head_path();
+        let tmp = p.with_extension("head.tmp");
+        std::fs::write(&tmp, head.to_string())
+            .and_then(|()| std::fs::rename(&tmp, &p))
+            .map_err(|e| Error::io(format!("writing {}", p.display()), e))
+    }
+
+    /// The head recorded beside the log, checked: `(seq, hash)`, or why it cannot be trusted.
+    fn read_head(&self) -> Result<Option<std::result::Result<(u64, String), String>>> {
+        let text = match std::fs::read_to_string(self.head_path()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("reading the audit head", e)),
+        };
+        let v: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => return Ok(Some(Err(format!("the head record does not parse: {e}")))),
+        };
+        let (Some(seq), Some(hash), Some(mac)) =
+            (v["seq"].as_u64(), v["hash"].as_str(), v["mac"].as_str())
+        else {
+            return Ok(Some(Err("the head record lacks seq, hash or mac".into())));
+        };
+        let Some(key) = self.head_key(false)? else {
+            return Ok(Some(Err("the head's key (audit.key) is missing".into())));
+        };
+        if Self::head_mac(&key, seq, hash) != mac {
+            return Ok(Some(Err(
+                "the head record does not authenticate (it was written by someone else)".into(),
+            )));
+        }
+        Ok(Some(Ok((seq, hash.to_string()))))
     }
 
     /// The log, opened for reading and appending (created, mode 0640, when missing).
@@ -146,7 +245,9 @@ impl AuditLog {
         let ctx = |e| Error::io(format!("writing the audit log {}", self.path.display()), e);
         let mut f = self.open()?;
         f.lock().map_err(ctx)?;
-        let (seq, prev) = match self.last_record(&mut f)? {
+        let last = self.last_record(&mut f)?;
+        self.check_not_rewound(last.as_ref())?;
+        let (seq, prev) = match last {
             None => (1, GENESIS.to_string()),
             Some(last) => (last.seq + 1, last.hash),
         };
@@ -172,6 +273,12 @@ impl AuditLog {
             let _ = f.set_len(before).and_then(|()| f.sync_data());
             return Err(ctx(e));
         }
+        // The head, still under the lock: where the chain ends, so that lines cut from its end
+        // are noticed (`verify`), and in the journal too.
+        if let Err(e) = self.write_head(seq, &hash) {
+            tracing::warn!("could not record the audit log's head: {e}");
+        }
+        tracing::info!(target: "keepsake::audit", "audit head: line {seq}, hash {hash}");
         Ok(seq)
     }
 
@@ -208,7 +315,30 @@ impl AuditLog {
                 ))
             }
         };
-        Ok(verify_text(&text))
+        let chain = verify_text(&text);
+        let Ok(n) = chain else { return Ok(chain) };
+        // The chain is whole as far as it goes: does it go as far as its head says?
+        let last_hash = text
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str::<Line>(l).ok())
+            .map(|l| l.hash);
+        Ok(match self.read_head()? {
+            None => Ok(n),
+            Some(Err(why)) => Err((n, format!("the log's head anchor cannot be trusted: {why}"))),
+            Some(Ok((seq, _))) if seq > n => Err((
+                n + 1,
+                format!(
+                    "the log was rewound: it ends at line {n}, but its head records line {seq}: {} line(s) were removed from its end",
+                    seq - n
+                ),
+            )),
+            Some(Ok((seq, hash))) if seq == n && last_hash.as_deref() != Some(hash.as_str()) => Err((
+                n,
+                "the last line is not the one the log's head records (the end of the log was replaced)".into(),
+            )),
+            Some(Ok(_)) => Ok(n),
+        })
     }
 }
 
@@ -317,6 +447,44 @@ mod tests {
         assert_eq!(verify_text(&removed).unwrap_err().0, 2);
         // Cut the last line short.
         assert_eq!(verify_text(&text[..text.len() - 5]).unwrap_err().0, 4);
+    }
+
+    /// Regression (issue 26, item 8): removing the newest lines left a chain that verified as
+    /// intact. The head recorded beside the log (authenticated with a key the log does not
+    /// hold) names a rewound log; a forged head is named too.
+    #[test]
+    fn a_log_cut_short_at_its_end_is_named_rewound() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path());
+        for a in ["backup", "verify", "delete", "prune", "restore"] {
+            log.append(&entry(a)).unwrap();
+        }
+        assert_eq!(log.verify().unwrap(), Ok(5));
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        let kept: String = text.split_inclusive('\n').take(3).collect();
+        std::fs::write(log.path(), &kept).unwrap();
+        let (line, why) = log.verify().unwrap().unwrap_err();
+        assert_eq!(line, 4);
+        assert!(
+            why.contains("rewound") && why.contains("2 line(s)"),
+            "{why}"
+        );
+        // A head rewritten to match, without the key: does not authenticate.
+        std::fs::write(
+            dir.path().join("audit.head"),
+            r#"{"seq": 3, "hash": "x", "mac": "y"}"#,
+        )
+        .unwrap();
+        let (_, why) = log.verify().unwrap().unwrap_err();
+        assert!(why.contains("does not authenticate"), "{why}");
+        // Nothing is appended to a log cut short (that would hide the cut).
+        let kept5: String = text.split_inclusive('\n').take(5).collect();
+        std::fs::write(log.path(), &kept5).unwrap();
+        log.append(&entry("backup")).unwrap();
+        std::fs::write(log.path(), &kept).unwrap();
+        let e = log.append(&entry("backup")).unwrap_err();
+        assert!(e.to_string().contains("cut short"), "{e}");
+        assert!(log.check_writable().is_err());
     }
 
     #[test]

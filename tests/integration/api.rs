@@ -1819,3 +1819,31 @@ fn refusals_before_the_handler_are_audited_too() {
     );
     d.stop();
 }
+
+/// Regression (issue 26, item 8): `audit verify` said "intact" for a log whose newest lines had
+/// been removed. The head recorded beside it names the cut (exit 3), and nothing more is
+/// appended to the cut log.
+#[test]
+fn audit_verify_names_a_log_cut_short_at_its_end() {
+    let env = Env::new("awk", None);
+    for _ in 0..3 {
+        env.backup("full");
+    }
+    let log = env.dir.path().join("state/audit.jsonl");
+    let text = std::fs::read_to_string(&log).expect("audit log");
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    assert!(lines.len() >= 3, "{text}");
+    env.keepsake(&["audit", "verify"]).ok();
+    std::fs::write(&log, lines[..lines.len() - 2].concat()).expect("cut");
+    let r = env.keepsake(&["audit", "verify"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(
+        r.stderr.contains("rewound") && r.stderr.contains("2 line(s)"),
+        "{}",
+        r.stderr
+    );
+    // A command that would audit refuses to append to the cut log instead of hiding the cut.
+    let before = std::fs::read(&log).expect("log");
+    env.keepsake(&["backup"]);
+    assert_eq!(std::fs::read(&log).expect("log"), before);
+}
