@@ -82,6 +82,27 @@ fn roles_on(c: &TempCluster, names: &[&str]) -> String {
     )
 }
 
+/// Row count and an order-independent md5 of table `t` in database `db` of `c` (as `postgres`):
+/// equal on two servers exactly when they hold the same rows.
+fn table_digest(c: &TempCluster, db: &str, t: &str) -> String {
+    psql_on(
+        c,
+        "postgres",
+        db,
+        &format!("SELECT count(*) || ':' || md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x"),
+    )
+}
+
+/// How many keepsake scratch databases `c` holds (none may be left behind).
+fn scratch_databases(c: &TempCluster) -> String {
+    psql_on(
+        c,
+        "postgres",
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'keepsake_%'",
+    )
+}
+
 const PROVIDER_ROLES: &[&str] = &[
     "supabase_admin",
     "supabase_auth_admin",
@@ -171,15 +192,7 @@ fn a_supabase_backup_is_proven_and_drilled_on_a_plain_server() {
     );
     // Nothing left on the scratch server: no database, none of the stand-ins.
     assert_eq!(roles_on(&plain, PROVIDER_ROLES), "");
-    assert_eq!(
-        psql_on(
-            &plain,
-            "postgres",
-            "postgres",
-            "SELECT count(*) FROM pg_database WHERE datname LIKE 'keepsake_%'"
-        ),
-        "0"
-    );
+    assert_eq!(scratch_databases(&plain), "0");
     let text = env.keepsake(&["show", &id]).ok().stdout;
     assert!(text.contains("restore"), "{text}");
 
@@ -212,15 +225,7 @@ fn a_supabase_backup_is_proven_and_drilled_on_a_plain_server() {
     );
     assert!(r.all().contains("CREATEROLE"), "{}", r.all());
     assert_eq!(roles_on(&plain, PROVIDER_ROLES), "");
-    assert_eq!(
-        psql_on(
-            &plain,
-            "postgres",
-            "postgres",
-            "SELECT count(*) FROM pg_database WHERE datname LIKE 'keepsake_%'"
-        ),
-        "0"
-    );
+    assert_eq!(scratch_databases(&plain), "0");
 }
 
 /// The recipe into plain PostgreSQL (`--no-owner --no-privileges --exclude-schema auth
@@ -233,14 +238,6 @@ fn the_plain_postgresql_recipe_keeps_every_app_table_and_names_each_removed_refe
     let hosted = supabase("app", true);
     let env = Env::on_cluster(hosted, "app");
     let id = env.backup("full")["id"].as_str().expect("id").to_string();
-    let digest = |c: &TempCluster, user: &str, t: &str| {
-        psql_on(
-            c,
-            user,
-            "app",
-            &format!("SELECT count(*) || ':' || md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x"),
-        )
-    };
     let app_tables = [
         "public.weddings",
         "public.guests",
@@ -249,7 +246,7 @@ fn the_plain_postgresql_recipe_keeps_every_app_table_and_names_each_removed_refe
     ];
     let before: Vec<String> = app_tables
         .iter()
-        .map(|t| digest(&env.cluster, "postgres", t))
+        .map(|t| table_digest(&env.cluster, "app", t))
         .collect();
 
     let plain = TempCluster::start().expect("a plain cluster");
@@ -297,7 +294,7 @@ fn the_plain_postgresql_recipe_keeps_every_app_table_and_names_each_removed_refe
     }
     let after: Vec<String> = app_tables
         .iter()
-        .map(|t| digest(&plain, "postgres", t))
+        .map(|t| table_digest(&plain, "app", t))
         .collect();
     assert_eq!(after, before, "every app table with identical rows");
     // Each removed reference is named.
@@ -365,17 +362,9 @@ fn a_supabase_backup_restores_into_a_new_project_of_the_same_provider() {
         "storage.buckets",
         "storage.objects",
     ];
-    let digest = |c: &TempCluster, db: &str, t: &str| {
-        psql_on(
-            c,
-            "postgres",
-            db,
-            &format!("SELECT count(*) || ':' || md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x"),
-        )
-    };
     let before: Vec<String> = tables
         .iter()
-        .map(|t| digest(&env.cluster, "app", t))
+        .map(|t| table_digest(&env.cluster, "app", t))
         .collect();
 
     let project = supabase("postgres", false);
@@ -410,7 +399,7 @@ fn a_supabase_backup_restores_into_a_new_project_of_the_same_provider() {
     assert_eq!(r.code, 0, "{}", r.all());
     let after: Vec<String> = tables
         .iter()
-        .map(|t| digest(&project, "postgres", t))
+        .map(|t| table_digest(&project, "postgres", t))
         .collect();
     assert_eq!(after, before, "{}", r.stdout);
     assert!(
@@ -469,7 +458,7 @@ fn a_supabase_backup_restores_into_a_new_project_of_the_same_provider() {
     assert!(r.stderr.contains("already in use"), "{}", r.stderr);
     let again: Vec<String> = tables
         .iter()
-        .map(|t| digest(&project, "postgres", t))
+        .map(|t| table_digest(&project, "postgres", t))
         .collect();
     assert_eq!(again, before);
 }
@@ -671,13 +660,5 @@ fn what_needs_an_extension_the_scratch_server_lacks_is_named_never_a_table() {
         "{}",
         r.all()
     );
-    assert_eq!(
-        psql_on(
-            &plain,
-            "postgres",
-            "postgres",
-            "SELECT count(*) FROM pg_database WHERE datname LIKE 'keepsake_%'"
-        ),
-        "0"
-    );
+    assert_eq!(scratch_databases(&plain), "0");
 }
