@@ -25,6 +25,14 @@ pub enum Error {
     /// The command line asks for something that cannot be done as asked.
     #[error("{0}")]
     Usage(String),
+    /// One field of a request is wrong: `field` is the request's own name for it (`confirm`,
+    /// `target`, `jobs`), never a face's (a flag, a query parameter, a dialog); each face
+    /// words it its own way.
+    #[error("{field}: {message}")]
+    Field {
+        field: &'static str,
+        message: String,
+    },
     /// What was asked for does not exist (no such backup, job or source).
     #[error("{0}")]
     NotFound(String),
@@ -61,6 +69,7 @@ impl Error {
             Error::Config { .. }
             | Error::ConfigMissing(_)
             | Error::Usage(_)
+            | Error::Field { .. }
             | Error::NotFound(_)
             | Error::Conflict(_)
             | Error::Key(_) => 2,
@@ -73,7 +82,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Config { .. } | Error::ConfigMissing(_) => "config",
-            Error::Usage(_) => "invalid",
+            Error::Usage(_) | Error::Field { .. } => "invalid",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::Key(_) => "key",
@@ -83,6 +92,22 @@ impl Error {
             Error::Storage(_) => "storage",
             Error::Cancelled(_) => "cancelled",
             Error::Other(_) => "failed",
+        }
+    }
+
+    /// The request field this error is about, when it is about one.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            Error::Field { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// The message without the field's name (for a face that shows it beside the field).
+    pub fn message(&self) -> String {
+        match self {
+            Error::Field { message, .. } => message.clone(),
+            e => e.to_string(),
         }
     }
 

@@ -17,6 +17,7 @@ use super::auth::Caller;
 use super::body;
 use super::error::ApiError;
 use super::{Api, Note};
+use crate::core::backup_id::{self, printable, IdError};
 use crate::core::format::{BackupType, Manifest};
 use crate::engine::audit::Entry;
 use crate::engine::view::Snapshot;
@@ -211,36 +212,20 @@ async fn snapshot(api: &Api) -> Result<Arc<Snapshot>, ApiError> {
 
 /// A backup by id or unique prefix, from the cached view.
 fn resolve(snap: &Snapshot, id: &str) -> Result<Arc<Manifest>, ApiError> {
-    if let Some(m) = snap.manifests.iter().find(|m| m.id == id) {
-        return Ok(m.clone());
-    }
-    let hits: Vec<&Arc<Manifest>> = if id.len() >= 4 {
-        snap.manifests
+    let ids = snap.manifests.iter().map(|m| m.id.as_str());
+    match backup_id::resolve(ids, id) {
+        Ok(full) => Ok(snap
+            .manifests
             .iter()
-            .filter(|m| m.id.starts_with(id))
-            .collect()
-    } else {
-        vec![]
-    };
-    match hits.as_slice() {
-        [m] => Ok((*m).clone()),
-        [] => Err(ApiError::not_found(format!(
+            .find(|m| m.id == full)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no backup {}", printable(id))))?),
+        Err(IdError::NotFound) => Err(ApiError::not_found(format!(
             "no backup {}: GET /v1/backups lists them",
             printable(id)
         ))),
-        many => Err(ApiError::field(
-            "id",
-            format!("matches {} backups: give more of the id", many.len()),
-        )),
+        Err(e) => Err(ApiError::field("id", e.words())),
     }
-}
-
-/// An id as it may appear in a message: short and printable.
-fn printable(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .take(64)
-        .collect()
 }
 
 /// `GET /v1/info`: what a console shows in its header and needs to offer restores: the
@@ -580,11 +565,22 @@ async fn start_restore(
 }
 
 /// The answer for a job waited on: 200 with its result, or the status its error kind means.
+/// Where a request field travels in this API when it is not a body field of the same name.
+const FIELD_PLACES: &[(&str, &str)] = &[("confirm", "query.confirm")];
+
 fn outcome_reply(o: JobOutcome) -> Result<Reply, ApiError> {
     if o.exit_code == 0 {
         return Ok(Reply::Ok(json_of(&o.result)?));
     }
     let msg = o.error.clone().unwrap_or_else(|| "failed".into());
+    if let (Some("invalid"), Some(f)) = (o.error_kind, o.error_field.as_deref()) {
+        // A request field, as this face names it: where it was in the request.
+        let at = FIELD_PLACES
+            .iter()
+            .find(|(name, _)| *name == f)
+            .map_or(f, |(_, at)| *at);
+        return Err(ApiError::field(at, msg));
+    }
     Err(match o.error_kind {
         Some("not_found") => ApiError::not_found(msg),
         Some("conflict") => ApiError::conflict(msg),
@@ -611,17 +607,13 @@ async fn delete_backup(
         let m = resolve(&*snapshot(&api).await?, &id)?;
         note.target = Some(m.id.clone());
         note.params.insert("force".into(), json!(force));
-        let confirm = q.get("confirm").map(String::as_str).unwrap_or("");
-        if !crate::engine::ops::delete::confirmed(&id, &m.id, confirm) {
-            return Err(ApiError::field(
-                "query.confirm",
-                format!("must repeat the backup's id ({})", m.id),
-            ));
-        }
+        let confirm = q.get("confirm").cloned().unwrap_or_default();
+        // The confirmation is the operation's rule: it is checked against the id as asked.
         let h = api.engine.submit_as(
             Command::Delete {
-                id: m.id.clone(),
+                id: id.clone(),
                 force,
+                confirm,
             },
             format!("{} (api)", caller.name),
         )?;

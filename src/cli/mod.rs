@@ -946,13 +946,12 @@ async fn prune(e: &Engine, dry_run: bool, as_json: bool) -> Result<()> {
 }
 
 async fn delete(e: &Engine, id: &str, confirm: &str, force: bool) -> Result<()> {
-    let full = e.repo().await?.resolve_id(id).await?;
-    if !engine::ops::delete::confirmed(id, &full, confirm) {
-        return Err(Error::Usage(format!(
-            "--confirm {confirm} does not name backup {full}: type the backup's id again to confirm (--confirm {full})"
-        )));
-    }
-    let o = render::run(e, Job::Delete { id: full, force }).await?;
+    let job = Job::Delete {
+        id: id.to_string(),
+        force,
+        confirm: confirm.to_string(),
+    };
+    let o = render::run(e, job).await?;
     match &o.result {
         Some(JobResult::Delete { id, source }) if o.exit_code == 0 => out(&format!(
             "deleted backup {id} of {source}; its packs are freed by the next prune\n"

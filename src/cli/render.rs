@@ -168,6 +168,11 @@ pub fn error_of(o: &JobOutcome) -> Error {
         .error
         .clone()
         .unwrap_or_else(|| format!("the {} did not succeed", o.kind));
+    // A request field, as this face names it: the flag.
+    let msg = match &o.error_field {
+        Some(f) => format!("--{} {msg}", f.replace('_', "-")),
+        None => msg,
+    };
     match o.exit_code {
         2 => Error::Usage(msg),
         3 => Error::Damage(msg),

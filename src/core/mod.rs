@@ -2,6 +2,7 @@
 //! No terminal, HTTP or scheduling code lives here.
 
 pub mod backup;
+pub mod backup_id;
 pub mod chunk_crypto;
 pub mod chunks;
 pub mod cleanup;

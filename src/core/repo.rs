@@ -293,22 +293,22 @@ impl Repository {
     }
 
     /// Resolve an id or a unique prefix of one.
-    pub async fn resolve_id(&self, id: &str) -> Result<String> {
+    /// The backup id `query` names: the whole id, a unique prefix, or the short form screens
+    /// show ([`crate::core::backup_id::resolve`], the one rule for every face).
+    pub async fn resolve_id(&self, query: &str) -> Result<String> {
         let ids = self.backup_ids().await?;
-        if ids.iter().any(|i| i == id) {
-            return Ok(id.to_string());
-        }
-        let m: Vec<_> = ids.iter().filter(|i| i.starts_with(id)).collect();
-        match m.len() {
-            1 => Ok(m[0].clone()),
-            0 => Err(Error::NotFound(format!(
-                "no backup {id} in {}: `keepsake list` shows the backups",
-                self.location
-            ))),
-            n => Err(Error::Usage(format!(
-                "{id} matches {n} backups: give more of the id"
-            ))),
-        }
+        crate::core::backup_id::resolve(ids.iter().map(String::as_str), query)
+            .map(str::to_string)
+            .map_err(|e| {
+                let q = crate::core::backup_id::printable(query);
+                match e {
+                    crate::core::backup_id::IdError::NotFound => Error::NotFound(format!(
+                        "no backup {q} in {}: `keepsake list` shows the backups",
+                        self.location
+                    )),
+                    e => Error::Usage(format!("backup id {q} {}", e.words())),
+                }
+            })
     }
 
     pub async fn manifest(&self, id_or_prefix: &str) -> Result<Manifest> {

@@ -32,9 +32,15 @@ pub enum Command {
     Restore(RestoreRequest),
     /// Apply retention (forget, then collect packs in two phases); `dry_run` changes nothing.
     Prune { dry_run: bool },
-    /// Forget one backup (its packs are freed by a later prune). `force` allows forgetting the
-    /// newest restore-verified backup of its source.
-    Delete { id: String, force: bool },
+    /// Forget one backup (its packs are freed by a later prune). `confirm` repeats the backup's
+    /// id (the whole id, or `id` as asked): the operation refuses anything else. `force`
+    /// allows forgetting the newest restore-verified backup of its source.
+    Delete {
+        id: String,
+        force: bool,
+        #[serde(skip)]
+        confirm: String,
+    },
     /// Rehearse a recovery into a scratch database and leave a report (DESIGN.md §6a).
     Drill(DrillRequest),
 }
@@ -320,7 +326,8 @@ mod tests {
         assert!(
             !Command::Prune { dry_run: false }.coalesce(&Command::Delete {
                 id: "x".into(),
-                force: false
+                force: false,
+                confirm: "x".into(),
             })
         );
     }

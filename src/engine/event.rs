@@ -149,6 +149,10 @@ pub struct JobOutcome {
         deserialize_with = "crate::model::words::de_opt"
     )]
     pub error_kind: Option<crate::model::words::Word>,
+    /// The request field the error is about (`confirm`, `target`, …), when it is about one:
+    /// each face names it its own way (a flag, a query parameter, a dialog's input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_field: Option<String>,
     pub result: Option<JobResult>,
 }
 

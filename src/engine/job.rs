@@ -273,6 +273,7 @@ impl JobHandle {
                     exit_code: 1,
                     error: Some("the job runner stopped before the job ended".into()),
                     error_kind: Some("failed"),
+                    error_field: None,
                     result: None,
                 };
             }
@@ -516,6 +517,7 @@ impl Runner {
                         exit_code: 1,
                         error: Some(format!("cancelled: the {} was cancelled before it started", cmd.kind())),
                         error_kind: Some("cancelled"),
+                        error_field: None,
                         result: None,
                     };
                     let record = inner
@@ -610,6 +612,10 @@ impl Runner {
         }
         drop(guard);
         let kind = cmd.kind();
+        let field = match &end {
+            End::Ran(Err(e)) => e.field().map(str::to_string),
+            _ => None,
+        };
         let kind_of = match &end {
             End::Ran(Err(e)) => Some(e.kind()),
             End::Ran(Ok(d)) if d.failure.as_ref().is_some_and(|f| f.cancelled) => Some("cancelled"),
@@ -640,7 +646,7 @@ impl Runner {
             End::Ran(Err(e @ Error::Cancelled(_))) => {
                 (JobStatus::Cancelled, e.exit_code(), Some(e.to_string()), None)
             }
-            End::Ran(Err(e)) => (JobStatus::Failed, e.exit_code(), Some(e.to_string()), None),
+            End::Ran(Err(e)) => (JobStatus::Failed, e.exit_code(), Some(e.message()), None),
             End::Cancelled => (
                 JobStatus::Cancelled,
                 1,
@@ -670,6 +676,7 @@ impl Runner {
             exit_code,
             error,
             error_kind: kind_of,
+            error_field: field,
             result,
         };
         self.finish(outcome, record.filter(|_| write_history));

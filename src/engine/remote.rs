@@ -292,6 +292,7 @@ fn outcome_of(r: &JobRecord) -> JobOutcome {
         exit_code: if ok { 0 } else { 1 },
         error: r.error.clone(),
         error_kind: (!ok).then_some("failed"),
+        error_field: None,
         result: None,
     }
 }
@@ -556,6 +557,7 @@ impl Control for Remote {
                         exit_code: 0,
                         error: None,
                         error_kind: None,
+                        error_field: None,
                         result: Some(result),
                     },
                 ))
@@ -581,12 +583,12 @@ impl Control for Remote {
                     .await?;
                 self.started(a).await
             }
-            Command::Delete { id, force } => {
-                let p = path_part(&id);
+            Command::Delete { id, force, confirm } => {
+                let (p, c) = (path_part(&id), path_part(&confirm));
                 let a = s
                     .call(
                         "DELETE",
-                        &format!("/v1/backups/{p}?confirm={p}&force={force}"),
+                        &format!("/v1/backups/{p}?confirm={c}&force={force}"),
                         None,
                     )
                     .await?;
@@ -603,6 +605,7 @@ impl Control for Remote {
                         exit_code: 0,
                         error: None,
                         error_kind: None,
+                        error_field: None,
                         result: Some(JobResult::Delete { id, source }),
                     },
                 ))

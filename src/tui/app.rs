@@ -432,6 +432,22 @@ impl App {
                         .map(|e| format!(": {e}"))
                         .unwrap_or_default()
                 ));
+                if o.kind == "delete"
+                    && o.exit_code != 0
+                    && self.mine.contains(&o.job)
+                    && self.dialog.is_none()
+                {
+                    // The engine refused a delete this console asked for: its reason, with the
+                    // request field named as this face shows it.
+                    let why = o.error.as_deref().unwrap_or(&status);
+                    self.dialog = Some(Dialog::Message {
+                        title: "Delete refused".into(),
+                        text: match o.error_field.as_deref() {
+                            Some("confirm") => format!("✗ the id you typed {why}"),
+                            _ => format!("✗ {why}"),
+                        },
+                    });
+                }
                 if let Some(Dialog::Drill(DrillStep::Running { job: Some(j), .. })) = &self.dialog {
                     if *j == o.job {
                         self.dialog = Some(match &o.result {
@@ -855,9 +871,13 @@ impl App {
                     typed.pop();
                     (Some(Dialog::Delete { id, typed }), vec![])
                 }
-                Action::Enter if typed == id => (
+                Action::Enter if crate::engine::ops::delete::confirmed(&id, &id, &typed) => (
                     None,
-                    vec![Effect::Submit(Command::Delete { id, force: false })],
+                    vec![Effect::Submit(Command::Delete {
+                        id,
+                        force: false,
+                        confirm: typed,
+                    })],
                 ),
                 _ => (Some(Dialog::Delete { id, typed }), vec![]),
             },

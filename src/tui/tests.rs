@@ -706,7 +706,23 @@ fn delete_needs_the_typed_id() {
     typed(&mut a, &id[10..]);
     assert_eq!(
         press(&mut a, KeyCode::Enter),
-        vec![Effect::Submit(Command::Delete { id, force: false })]
+        vec![Effect::Submit(Command::Delete {
+            id: id.clone(),
+            force: false,
+            confirm: id.clone()
+        })]
+    );
+    // The short form the screens show confirms too (the same rule as the CLI's --confirm).
+    press(&mut a, KeyCode::Char('d'));
+    let short = crate::core::backup_id::short(&id).to_string();
+    typed(&mut a, &short);
+    assert_eq!(
+        press(&mut a, KeyCode::Enter),
+        vec![Effect::Submit(Command::Delete {
+            id,
+            force: false,
+            confirm: short
+        })]
     );
 }
 
@@ -961,6 +977,7 @@ fn drill_key_walks_source_backup_confirm_then_starts_and_shows_the_report() {
             exit_code: 0,
             error: None,
             error_kind: None,
+            error_field: None,
             result: Some(crate::engine::JobResult::Drill(Box::new(report.clone()))),
         }),
         now(),

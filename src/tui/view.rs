@@ -9,6 +9,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, 
 use ratatui::Frame;
 
 use super::app::{duration, duration_ms, App, Dialog, DrillStep, RestoreStep, SCREENS};
+use crate::core::backup_id;
 use crate::core::drill::{DrillReport, DrillResult, Outcome};
 use crate::engine::SourceStatus;
 use crate::present::{age, human_bytes, span};
@@ -486,7 +487,7 @@ fn backups(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
                 l => format!("✔ {l}"),
             };
             Row::new(vec![
-                b.id.rsplit('-').next().unwrap_or(&b.id).to_string(),
+                backup_id::short(&b.id).to_string(),
                 b.source.clone(),
                 short_type(b.kind.as_str()).to_string(),
                 b.started_at.format("%m-%d %H:%M").to_string(),
@@ -806,7 +807,7 @@ fn drills(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
                 word.to_string(),
                 d.backup_id
                     .as_deref()
-                    .map(|b| b.rsplit('-').next().unwrap_or(b).to_string())
+                    .map(|b| backup_id::short(b).to_string())
                     .unwrap_or_else(|| "—".into()),
                 d.rto_ms
                     .map(|m| format!("{}{}", duration_ms(m), miss(d.rto_met())))
@@ -1283,9 +1284,12 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                 format!("Forget backup {id}?"),
                 "Its packs are freed by a later prune. This cannot be undone.".into(),
                 String::new(),
-                format!("Type the backup id to confirm: {typed}▏"),
+                format!(
+                    "Type its id ({} or the whole id) to confirm: {typed}▏",
+                    backup_id::short(id)
+                ),
                 String::new(),
-                if typed == id {
+                if crate::engine::ops::delete::confirmed(id, id, typed) {
                     "Enter delete   Esc cancel".into()
                 } else {
                     "Esc cancel".into()

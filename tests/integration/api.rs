@@ -1329,6 +1329,7 @@ fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
             .submit(Job::Delete {
                 id: "nosuchbackup".into(),
                 force: false,
+                confirm: "nosuchbackup".into(),
             })
             .await
             .err()

@@ -422,3 +422,47 @@ fn delete_forgets_one_backup_with_confirmation_and_guards_the_proven_one() {
         .count();
     assert_eq!(deletes, 2, "{js}");
 }
+
+/// Regression (issue 25/27): the console shows a backup as its short form (`b527f3`, the part
+/// after the last `-`); `show`, `verify`, `restore` and `delete` accept it, and `delete`'s
+/// confirmation may repeat it. A too-short or ambiguous query is refused (exit 2) naming why.
+#[test]
+fn the_short_id_screens_show_names_the_backup_in_every_command() {
+    let env = Env::new("shortid", Some(WEDDING_SQL));
+    let first = env.backup("full")["id"].as_str().expect("id").to_string();
+    let second = env.backup("full")["id"].as_str().expect("id").to_string();
+    let short = first.rsplit('-').next().expect("suffix").to_string();
+    assert_ne!(short, first);
+
+    let shown = env.keepsake(&["show", &short, "--json"]).ok().json();
+    assert_eq!(shown["id"], first.as_str(), "{shown}");
+    let v = env
+        .keepsake(&["verify", &short, "--level", "structure", "--json"])
+        .ok()
+        .json();
+    assert!(v.to_string().contains(&first), "{v}");
+    env.restore_new(&short, "shortid_copy").ok();
+    assert_eq!(env.fingerprint("shortid_copy"), env.fingerprint("shortid"));
+
+    // Refusals say why, and change nothing.
+    let r = env.keepsake(&["show", "2"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("too short"), "{}", r.stderr);
+    let r = env.keepsake(&["show", &first[..8]]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("matches 2 backups"), "{}", r.stderr);
+    let r = env.keepsake(&["delete", &short, "--confirm", &second]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("--confirm"), "{}", r.stderr);
+    assert_eq!(env.snapshots().len(), 2, "a refused delete changes nothing");
+
+    env.keepsake(&["delete", &short, "--confirm", &short]).ok();
+    let list = env.keepsake(&["list", "--json"]).ok().json();
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    assert_eq!(ids, [second.as_str()]);
+}

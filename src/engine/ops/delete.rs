@@ -1,6 +1,7 @@
 //! Forget one backup (`keepsake delete ID --confirm ID [--force]`, `DELETE /v1/backups/{id}`).
 //!
-//! Rules: the id must be confirmed exactly (the full id, or the same prefix as asked); the
+//! Rules (checked here, whatever face asked): the id must be confirmed exactly (the full id,
+//! or the id as asked — a prefix or the short form — repeated); the
 //! newest restore-verified backup of a source — the one a 3 a.m. recovery would count on — is
 //! refused unless `force`. Its packs stay until a later prune finds them unreferenced.
 
@@ -10,14 +11,35 @@ use crate::engine::event::{Event, JobResult};
 use crate::engine::job::{Done, JobCtx};
 use crate::error::{Error, Result};
 
-/// Whether `confirm` confirms backup `full` asked for as `asked`.
+/// Whether `confirm` confirms backup `full` asked for as `asked`: the whole id, the id as
+/// asked, or the short form screens show, repeated exactly. The one delete-confirmation rule:
+/// [`run`] enforces it whatever face asked; the console calls it to know when Enter may go.
 pub fn confirmed(asked: &str, full: &str, confirm: &str) -> bool {
-    confirm == full || confirm == asked
+    let confirm = confirm.trim();
+    !confirm.is_empty()
+        && (confirm == full || confirm == asked || confirm == crate::core::backup_id::short(full))
 }
 
-pub(super) async fn run(ctx: &JobCtx, id: &str, force: bool) -> Result<Done> {
+pub(super) async fn run(ctx: &JobCtx, id: &str, force: bool, confirm: &str) -> Result<Done> {
     let repo = ctx.engine.repo().await?;
     let m = repo.manifest(id).await?;
+    if !confirmed(id, &m.id, confirm) {
+        return Err(Error::Field {
+            field: "confirm",
+            message: if confirm.is_empty() {
+                format!(
+                    "is required: repeat the backup's id ({}) to delete it",
+                    m.id
+                )
+            } else {
+                format!(
+                    "{} does not name backup {}: repeat the backup's id to delete it",
+                    crate::core::backup_id::printable(confirm),
+                    m.id
+                )
+            },
+        });
+    }
     let records = verify::records(&repo).await?;
     let (ms, _) = repo.manifests_lenient().await?;
     let newest_restore_proven = ms

@@ -26,7 +26,7 @@ pub(super) async fn run(ctx: &JobCtx, cmd: &Command) -> Result<Done> {
         Command::Verify { target, level } => verify::run(ctx, target, *level).await,
         Command::Restore(req) => restore::run(ctx, req).await,
         Command::Prune { dry_run } => prune::run(ctx, *dry_run).await,
-        Command::Delete { id, force } => delete::run(ctx, id, *force).await,
+        Command::Delete { id, force, confirm } => delete::run(ctx, id, *force, confirm).await,
         Command::Drill(req) => drill::run(ctx, req).await,
     }
 }
