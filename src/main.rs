@@ -177,10 +177,7 @@ fn main() {
                 }
             }
             let engine = keepsake::engine::Engine::new(config);
-            engine.set_actor(format!(
-                "{} (console)",
-                keepsake::engine::audit::current_user()
-            ));
+            engine.set_actor(keepsake::engine::audit::Actor::local("console"));
             return keepsake::tui::run(std::sync::Arc::new(engine)).await;
         }
         keepsake::cli::run(cli).await

@@ -31,6 +31,13 @@ pub struct Caller {
     pub via: &'static str,
 }
 
+impl Caller {
+    /// The caller as the engine records who started a job.
+    pub fn actor(&self) -> crate::engine::audit::Actor {
+        crate::engine::audit::Actor::api(&self.name, self.role.as_str(), self.via)
+    }
+}
+
 /// Resolve a request's caller, or refuse it (401 on TCP, 403 on the socket).
 pub fn caller(peer: &Peer, headers: &HeaderMap, api: &ApiSettings) -> Result<Caller, ApiError> {
     match peer {

@@ -333,8 +333,9 @@ async fn show_backup(
 /// Start work for `caller`: within `[api] trigger_rate`, then 202 with the job.
 fn accept(api: &Api, caller: &Caller, cmd: Command) -> Result<Reply, ApiError> {
     api.check_rate(caller)?;
-    let actor = format!("{} (api)", caller.name);
-    Ok(Reply::Accepted(api.engine.submit_as(cmd, actor)?.id))
+    Ok(Reply::Accepted(
+        api.engine.submit_as(cmd, caller.actor())?.id,
+    ))
 }
 
 async fn start_backup(
@@ -615,7 +616,7 @@ async fn delete_backup(
                 force,
                 confirm,
             },
-            format!("{} (api)", caller.name),
+            caller.actor(),
         )?;
         note.job = Some(h.id.clone());
         let o = h.wait().await;

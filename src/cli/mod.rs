@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Config};
 use crate::core::format::BackupType;
 use crate::core::verify::Level;
-use crate::engine::audit::{AuditLog, Entry};
+use crate::engine::audit::AuditLog;
 use crate::engine::{
     self, Command as Job, Engine, JobResult, RestoreRequest, RestoreTarget, VerifyTarget,
 };
@@ -384,17 +384,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             json: as_json,
         } => {
             let c = load_config(&cli)?;
-            let params = serde_json::json!({"type": kind, "verify": verify});
-            let res = backup(
-                &Engine::new(c.clone()),
-                source.as_deref(),
-                *kind,
-                *verify,
-                *as_json,
-            )
-            .await;
-            audit_cli(&c, "backup", source.clone(), params, &res);
-            res
+            backup(&Engine::new(c), source.as_deref(), *kind, *verify, *as_json).await
         }
         Command::Verify {
             id,
@@ -449,7 +439,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             data_only,
         } => {
             let c = load_config(&cli)?;
-            let audit_target = restore_target(target, None).map(|t| t.display()).ok();
             let selection = crate::core::select::Names {
                 tables: table,
                 schemas: schema,
@@ -479,39 +468,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             .no_privileges(*no_privileges)
             .jobs(*jobs)
             .selection(selection.clone());
-            let params = serde_json::json!({"target": audit_target, "create": create, "clean": clean, "confirm": confirm, "selection": selection});
-            let res = restore(&Engine::new(c.clone()), req).await;
-            audit_cli(&c, "restore", Some(id.clone()), params, &res);
-            res
+            restore(&Engine::new(c), req).await
         }
         Command::Prune {
             dry_run,
             json: as_json,
         } => {
             let c = load_config(&cli)?;
-            let res = prune(&Engine::new(c.clone()), *dry_run, *as_json).await;
-            if !dry_run {
-                audit_cli(
-                    &c,
-                    "prune",
-                    None,
-                    serde_json::json!({"dry_run": false}),
-                    &res,
-                );
-            }
-            res
+            prune(&Engine::new(c), *dry_run, *as_json).await
         }
         Command::Delete { id, confirm, force } => {
             let c = load_config(&cli)?;
-            let res = delete(&Engine::new(c.clone()), id, confirm, *force).await;
-            audit_cli(
-                &c,
-                "delete",
-                Some(id.clone()),
-                serde_json::json!({"force": force}),
-                &res,
-            );
-            res
+            delete(&Engine::new(c), id, confirm, *force).await
         }
         Command::Drill {
             source,
@@ -556,11 +524,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 identity: identity.clone(),
                 actor: crate::engine::audit::current_user(),
             };
-            let params =
-                serde_json::json!({"backup": backup, "at": at, "break_glass": identity.is_some()});
-            let res = drill(&Engine::new(c.clone()), req, report.as_deref(), *as_json).await;
-            audit_cli(&c, "drill", source.clone(), params, &res);
-            res
+            drill(&Engine::new(c), req, report.as_deref(), *as_json).await
         }
         Command::Drills { json: as_json } => {
             let e = Engine::new(load_config(&cli)?);
@@ -957,39 +921,6 @@ async fn delete(e: &Engine, id: &str, confirm: &str, force: bool) -> Result<()> 
             "deleted backup {id} of {source}; its packs are freed by the next prune\n"
         )),
         _ => Err(render::error_of(&o)),
-    }
-}
-
-/// Record a changing command in the audit log of the configuration's state directory. A log
-/// that cannot be written is reported, not fatal: the command already happened.
-fn audit_cli(
-    c: &Config,
-    action: &str,
-    target: Option<String>,
-    params: serde_json::Value,
-    res: &Result<()>,
-) {
-    let Ok(dir) = engine::state_dir(c) else {
-        return;
-    };
-    let entry = Entry {
-        actor: crate::engine::audit::current_user(),
-        role: "local".into(),
-        via: "cli".into(),
-        action: action.into(),
-        target,
-        params,
-        outcome: if res.is_ok() { "ok" } else { "failed" }.into(),
-        code: res
-            .as_ref()
-            .err()
-            .map(|e| e.exit_code() as u16)
-            .unwrap_or(0),
-        job: None,
-        reason: res.as_ref().err().map(|e| e.to_string()),
-    };
-    if let Err(e) = AuditLog::new(&dir).append(&entry) {
-        eprintln!("warning: {e}");
     }
 }
 

@@ -613,7 +613,7 @@ async fn run_locked(
     let signals = listen()?;
     let engine = Engine::new(cfg.clone());
     // Jobs the daemon starts on its own; API callers are named by the API.
-    engine.set_actor("schedule");
+    engine.set_actor(engine::audit::Actor::schedule());
     if let Some(history) = engine.history_store() {
         // Jobs a crash left running are recorded as interrupted.
         for j in history

@@ -34,6 +34,60 @@ pub fn current_user() -> String {
     user_name(nix::unistd::geteuid().as_raw())
 }
 
+/// Who started a job, as the audit log and the job history record it: a person through a face
+/// (`cli`, `console`), an API caller (`socket`, `tcp`, with its role) or the daemon's
+/// scheduler. The engine's runner writes the audit line of every job with it, whatever face
+/// started the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The Unix user, the token's name, or `schedule`.
+    pub name: String,
+    /// `viewer`, `operator`, `admin` for API callers; `local` for the CLI and a local
+    /// console; `daemon` for the scheduler.
+    pub role: String,
+    /// `cli`, `console`, `socket`, `tcp` or `daemon`.
+    pub via: String,
+}
+
+impl Actor {
+    /// This process's user, at a local face (`cli` or `console`).
+    pub fn local(via: &str) -> Actor {
+        Actor {
+            name: current_user(),
+            role: "local".into(),
+            via: via.into(),
+        }
+    }
+
+    /// The daemon's scheduler.
+    pub fn schedule() -> Actor {
+        Actor {
+            name: "schedule".into(),
+            role: "daemon".into(),
+            via: "daemon".into(),
+        }
+    }
+
+    /// An API caller.
+    pub fn api(name: &str, role: &str, via: &str) -> Actor {
+        Actor {
+            name: name.into(),
+            role: role.into(),
+            via: via.into(),
+        }
+    }
+
+    /// As the job history's `started_by` shows it (`alice`, `alice (console)`,
+    /// `ci (api)`, `schedule`).
+    pub fn started_by(&self) -> String {
+        match self.via.as_str() {
+            "console" => format!("{} (console)", self.name),
+            "socket" | "tcp" => format!("{} (api)", self.name),
+            _ => self.name.clone(),
+        }
+    }
+}
+
 /// The hash before the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

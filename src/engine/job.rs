@@ -23,6 +23,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::audit::{Actor, AuditLog, Entry};
 use super::command::Command;
 use super::event::{Event, JobOutcome, JobProgress, JobResult};
 use super::history::{History, JobRecord, JobStatus};
@@ -96,7 +97,9 @@ pub(super) struct Inner {
     root: CancellationToken,
     pub(super) view: super::view::View,
     /// Who jobs are started by unless the face says (`Engine::submit_as`).
-    actor: Mutex<String>,
+    actor: Mutex<Actor>,
+    /// Where the runner records every job (none without a state directory).
+    pub(super) audit: Option<AuditLog>,
     /// `[daemon] max_jobs`: places for top-level jobs running at once (a child job runs in
     /// its parent's place, which waits for it).
     slots: Arc<tokio::sync::Semaphore>,
@@ -110,6 +113,7 @@ impl Inner {
             d.join("cache").join(&url.as_str()[..16])
         });
         let slots = Arc::new(tokio::sync::Semaphore::new(config.daemon.max_jobs.max(1)));
+        let audit = super::state_dir(&config).ok().map(|d| AuditLog::new(&d));
         Inner {
             slots,
             config: RwLock::new(Arc::new(config)),
@@ -119,18 +123,19 @@ impl Inner {
             table: Mutex::new(Table::default()),
             root: CancellationToken::new(),
             view: super::view::View::with_disk_cache(disk),
-            actor: Mutex::new(super::audit::current_user()),
+            actor: Mutex::new(Actor::local("cli")),
+            audit,
         }
     }
 
-    pub(super) fn actor(&self) -> String {
+    pub(super) fn actor(&self) -> Actor {
         match self.actor.lock() {
             Ok(a) => a.clone(),
             Err(p) => p.into_inner().clone(),
         }
     }
 
-    pub(super) fn set_actor(&self, a: String) {
+    pub(super) fn set_actor(&self, a: Actor) {
         if let Ok(mut g) = self.actor.lock() {
             *g = a;
         }
@@ -290,6 +295,8 @@ pub struct JobCtx {
     pub cancel: CancellationToken,
     pub(crate) sink: JobSink,
     record: Mutex<JobRecord>,
+    /// Who started the job (its children are started by the same).
+    actor: Actor,
 }
 
 impl JobCtx {
@@ -312,12 +319,11 @@ impl JobCtx {
     /// Start a job on behalf of this one (a backup's verification): cancelled with it, and
     /// started by whoever started this one.
     pub fn submit_child(&self, command: Command) -> Result<JobHandle> {
-        let actor = self.record.lock().ok().and_then(|r| r.started_by.clone());
         submit(
             &self.engine,
             command,
             Some((self.id.clone(), self.cancel.clone())),
-            actor,
+            Some(self.actor.clone()),
         )
     }
 }
@@ -371,7 +377,7 @@ pub(super) fn submit(
     engine: &Engine,
     command: Command,
     parent: Option<(String, CancellationToken)>,
-    actor: Option<String>,
+    actor: Option<Actor>,
 ) -> Result<JobHandle> {
     let (handle, work) = prepare(engine, command, parent, actor)?;
     tokio::spawn(work);
@@ -383,7 +389,7 @@ pub(super) fn prepare(
     engine: &Engine,
     command: Command,
     parent: Option<(String, CancellationToken)>,
-    actor: Option<String>,
+    actor: Option<Actor>,
 ) -> Result<(JobHandle, futures::future::BoxFuture<'static, ()>)> {
     let inner = &engine.0;
     let actor = actor.unwrap_or_else(|| inner.actor());
@@ -395,6 +401,7 @@ pub(super) fn prepare(
     if let Command::Backup { source, .. } = &command {
         inner.config().source(source)?;
     }
+    check_audit(inner, &command)?;
     let key = command.flight_key();
     let mut t = inner.table();
     // Coalesce with a queued job of the same key.
@@ -476,7 +483,7 @@ struct Runner {
     progress: watch::Sender<Option<JobProgress>>,
     done: watch::Sender<Option<JobOutcome>>,
     parent: Option<String>,
-    actor: String,
+    actor: Actor,
 }
 
 enum End {
@@ -558,7 +565,7 @@ impl Runner {
         let cmd = self.command();
         let config = inner.config();
         let mut record = JobRecord::new(&self.id, cmd.kind(), cmd.source(), &config.repository.url);
-        record.started_by = Some(self.actor.clone());
+        record.started_by = Some(self.actor.started_by());
         super::ops::prefill(&cmd, &mut record);
         let write_history = cmd.recorded();
         if write_history {
@@ -587,6 +594,7 @@ impl Runner {
                 events: inner.events.clone(),
             },
             record: Mutex::new(record),
+            actor: self.actor.clone(),
         });
         let deadline = config.daemon.job_timeout;
         let ends_itself = cmd.ends_itself_on_cancel();
@@ -701,6 +709,16 @@ impl Runner {
 
     fn finish(&self, outcome: JobOutcome, record: Option<JobRecord>) {
         let inner = &self.engine.0;
+        if let (Some(log), Some(r)) = (&inner.audit, &record) {
+            // The audit is the runner's: every recorded job, whatever face started it.
+            if let Err(e) = log.append(&job_entry(&self.actor, &self.command(), r, &outcome)) {
+                tracing::error!("could not write the audit line of job {}: {e}", self.id);
+                inner.emit(Event::Log {
+                    job: Some(self.id.clone()),
+                    message: format!("the audit log could not record this job: {e}"),
+                });
+            }
+        }
         if let (Some(h), Some(mut r)) = (&inner.history, record) {
             r.status = outcome.status;
             r.finished_at = Some(Utc::now());
@@ -715,6 +733,57 @@ impl Runner {
         };
         inner.emit(ev);
         self.done.send_replace(Some(outcome));
+    }
+}
+
+/// The audit line of a finished job: who, what (the command's own fields: none holds a
+/// secret, see [`Command`]), of what, and how it ended.
+fn job_entry(actor: &Actor, cmd: &Command, r: &JobRecord, o: &JobOutcome) -> Entry {
+    let mut params = serde_json::to_value(cmd).unwrap_or_default();
+    if let Some(m) = params.as_object_mut() {
+        m.remove("command");
+        if let Command::Drill(d) = cmd {
+            // The offline key's path is not recorded; that it was used is.
+            m.insert("break_glass".into(), d.identity.is_some().into());
+        }
+    }
+    Entry {
+        actor: actor.name.clone(),
+        role: actor.role.clone(),
+        via: actor.via.clone(),
+        action: cmd.kind().to_string(),
+        target: r.backup_id.clone().or_else(|| r.source.clone()),
+        params,
+        outcome: match (o.status, o.exit_code) {
+            (JobStatus::Cancelled, _) => "cancelled",
+            (_, 0) => "ok",
+            (_, 2) => "refused",
+            _ => "failed",
+        }
+        .into(),
+        code: u16::try_from(o.exit_code).unwrap_or(1),
+        job: Some(o.job.clone()),
+        reason: o.error.clone(),
+    }
+}
+
+/// Refuse a job that changes or removes what exists (a restore, a delete, a real prune)
+/// while its audit line could not be written: the audit fails closed. Backups and verifies
+/// still run (stopping them would cost recovery points); their audit failure is logged.
+fn check_audit(inner: &Inner, cmd: &Command) -> Result<()> {
+    let destructive = matches!(
+        cmd,
+        Command::Restore(_) | Command::Delete { .. } | Command::Prune { dry_run: false }
+    );
+    match &inner.audit {
+        Some(log) if destructive => log.check_writable().map_err(|e| {
+            tracing::error!("refusing a {} that cannot be audited: {e}", cmd.kind());
+            Error::Other(format!(
+                "the audit log cannot be written, so the {} does not start until it can: {e}",
+                cmd.kind()
+            ))
+        }),
+        _ => Ok(()),
     }
 }
 

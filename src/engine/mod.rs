@@ -206,14 +206,16 @@ impl Engine {
         job::submit(self, command, None, None)
     }
 
-    /// [`Engine::submit`] on behalf of `actor` (recorded in the job history as `started_by`).
-    pub fn submit_as(&self, command: Command, actor: String) -> Result<JobHandle> {
+    /// [`Engine::submit`] on behalf of `actor` (recorded in the job history as `started_by`
+    /// and in the audit log).
+    pub fn submit_as(&self, command: Command, actor: audit::Actor) -> Result<JobHandle> {
         job::submit(self, command, None, Some(actor))
     }
 
-    /// Who this engine's jobs are started by unless a face says (default: the OS user).
-    pub fn set_actor(&self, actor: impl Into<String>) {
-        self.0.set_actor(actor.into())
+    /// Who this engine's jobs are started by unless a face says (default: the OS user at the
+    /// CLI).
+    pub fn set_actor(&self, actor: audit::Actor) {
+        self.0.set_actor(actor)
     }
 
     /// [`Engine::submit`], but the caller drives the job: `work` must be polled to its end

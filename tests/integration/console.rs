@@ -76,6 +76,70 @@ impl Drop for Tmux {
     }
 }
 
+/// The audit lines of `action` jobs started through `via` (`console`, `cli`) by this
+/// process's user.
+fn audited(env: &Env, action: &str, via: &str) -> Vec<serde_json::Value> {
+    let me = keepsake::engine::audit::current_user();
+    let text =
+        std::fs::read_to_string(env.dir.path().join("state/audit.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["action"] == action && l["via"] == via && l["actor"] == me.as_str())
+        .collect()
+}
+
+/// Regression (issue 25): deletes and prunes started from a local console (no daemon) left no
+/// audit line: the faces wrote the audit, and the console wrote none. The runner now records
+/// every job with its actor, whatever face started it.
+#[test]
+fn a_local_console_delete_and_prune_are_audited_with_the_unix_user() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let first = env.backup("full")["id"].as_str().expect("id").to_string();
+    env.backup("full");
+    let bin = crate::support::bin();
+    let t = Tmux::start(&format!(
+        "clear; NO_COLOR=1 {bin} --config {} ; echo after-console-$?",
+        env.config.display()
+    ));
+    t.wait_for("1 Overview", Duration::from_secs(30));
+    t.keys(&["2"]);
+    t.wait_for("Backups (2)", Duration::from_secs(15));
+    t.keys(&["d"]);
+    let s = t.wait_for("Delete backup", Duration::from_secs(5));
+    let doomed = if s.contains(&first) {
+        first.clone()
+    } else {
+        env.snapshots()
+            .into_iter()
+            .find(|i| s.contains(i.as_str()))
+            .expect("the dialog names a backup")
+    };
+    // The short form the screens show confirms it.
+    t.keys(&["-l", doomed.rsplit('-').next().expect("suffix")]);
+    t.keys(&["Enter"]);
+    eventually("the backup is deleted", Duration::from_secs(60), || {
+        env.snapshots().len() == 1
+    });
+    let deletes = audited(&env, "delete", "console");
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(deletes[0]["target"], doomed.as_str());
+    assert_eq!(deletes[0]["outcome"], "ok");
+
+    t.keys(&["4"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.keys(&["p"]);
+    t.wait_for("The policy keeps", Duration::from_secs(30));
+    t.keys(&["y"]);
+    eventually("the prune is audited", Duration::from_secs(60), || {
+        !audited(&env, "prune", "console").is_empty()
+    });
+    t.keys(&["q"]);
+    t.wait_for("after-console-0", Duration::from_secs(30));
+    // The CLI's own jobs are the runner's too, as `cli`.
+    assert_eq!(audited(&env, "backup", "cli").len(), 2);
+    env.keepsake(&["audit", "verify"]).ok();
+}
+
 #[test]
 fn console_backs_up_restores_and_gives_the_terminal_back() {
     let env = Env::new("awk", Some(AWKWARD_SQL));
@@ -172,6 +236,14 @@ fn console_backs_up_restores_and_gives_the_terminal_back() {
     assert_eq!(
         env.psql("awk", &format!("SELECT count(*) FROM {schema}.attachments")),
         env.psql("awk", "SELECT count(*) FROM public.attachments")
+    );
+
+    // The runner audited each restore as this console's user, in-process (issue 25).
+    let restores = audited(&env, "restore", "console");
+    assert_eq!(restores.len(), 3, "{restores:?}");
+    assert!(
+        restores.iter().all(|l| l["outcome"] == "ok"),
+        "{restores:?}"
     );
 
     // q: the shell's screen comes back, the console exits 0.
@@ -334,6 +406,12 @@ fn console_guided_drill_end_to_end() {
     let all: serde_json::Value =
         serde_json::from_str(&env.keepsake(&["drills", "--json"]).ok().stdout).expect("drills");
     assert_eq!(all[0]["result"], "passed", "{all}");
+    let drills = audited(&env, "drill", "console");
+    assert_eq!(
+        drills.len(),
+        1,
+        "the runner audited the console's drill: {drills:?}"
+    );
     assert_eq!(all[0]["backup_id"], id.as_str());
     assert!(
         all[0]["actor"]

@@ -466,3 +466,31 @@ fn the_short_id_screens_show_names_the_backup_in_every_command() {
         .collect();
     assert_eq!(ids, [second.as_str()]);
 }
+
+/// Regression (issue 26, the CLI's part): a one-shot command's audit failed open — a torn
+/// audit log was a warning and the delete went ahead unrecorded. The runner now refuses a
+/// restore, delete or prune it cannot audit (nothing changes) and says why; a backup still
+/// runs (a recovery point is worth more than its audit line) and the failure is reported.
+#[test]
+fn a_delete_the_audit_log_cannot_record_is_refused_and_changes_nothing() {
+    let env = Env::new("auditcli", Some(WEDDING_SQL));
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let log = env.dir.path().join("state/audit.jsonl");
+    let lines = std::fs::read_to_string(&log).expect("the backup was audited");
+    assert!(lines.contains("\"action\":\"backup\""), "{lines}");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .expect("audit log");
+    f.write_all(b"{\"torn").expect("tear");
+    drop(f);
+
+    let r = env.keepsake(&["delete", &id, "--confirm", &id]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("audit log"), "{}", r.stderr);
+    assert_eq!(env.snapshots(), [id.clone()], "nothing was deleted");
+    let r = env.keepsake(&["prune"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    env.keepsake(&["backup", "--type", "full"]).ok();
+    assert_eq!(env.snapshots().len(), 2);
+}
