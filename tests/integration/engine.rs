@@ -488,7 +488,7 @@ fn a_delete_the_audit_log_cannot_record_is_refused_and_changes_nothing() {
     let r = env.keepsake(&["delete", &id, "--confirm", &id]);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("audit log"), "{}", r.stderr);
-    assert_eq!(env.snapshots(), [id.clone()], "nothing was deleted");
+    assert_eq!(env.snapshots(), [id.as_str()], "nothing was deleted");
     let r = env.keepsake(&["prune"]);
     assert_eq!(r.code, 1, "{}", r.all());
     env.keepsake(&["backup", "--type", "full"]).ok();
