@@ -2,9 +2,9 @@
 //!
 //! Invariant: a [`Config`] that exists has been fully validated — every secret reference
 //! resolved, every recipient parsed, the identity file readable — so later code never fails
-//! on configuration. Every error names the file, the line and the key (DESIGN.md §7, exit 2).
-//! Secret values (`env:NAME`, `file:/path` or inline) are held in [`Secret`], whose `Debug`
-//! and `Display` never show the value.
+//! on configuration. Every error names the file, the line and the key, and exits 2
+//! (docs/configuration.md, "Errors"). Secret values (`env:NAME`, `file:/path` or inline) are
+//! held in [`Secret`], whose `Debug` and `Display` never show the value.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -45,7 +45,8 @@ pub struct Config {
     pub drill: DrillConfig,
 }
 
-/// `[drill]`: the daemon's drill schedule and the smoke queries every drill runs (DESIGN.md §6a).
+/// `[drill]`: the daemon's drill schedule and the smoke queries every drill runs
+/// (docs/drills.md).
 #[derive(Debug, Clone, Default)]
 pub struct DrillConfig {
     /// When the daemon drills the newest proven backup of every source.
@@ -65,7 +66,8 @@ pub struct DrillCheck {
     pub source: Option<String>,
 }
 
-/// `[api]`: where the control API listens and who may call it (DESIGN.md §5).
+/// `[api]`: where the control API listens and who may call it (docs/configuration.md, "api";
+/// docs/api.md).
 #[derive(Debug, Clone, Default)]
 pub struct ApiSettings {
     /// The Unix socket (default `<state_dir>/keepsake.sock`).

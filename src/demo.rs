@@ -3,8 +3,8 @@
 //! takes a full backup, changes data, takes an incremental, restores it into a new database,
 //! compares every table with the source, and reports timings and sizes.
 //!
-//! On a terminal the console then opens on the demo (DESIGN.md §6); without one the scripted
-//! flow is the whole demo.
+//! On a terminal the console then opens on the demo (docs/console.md, "The demo"); without
+//! one the scripted flow is the whole demo.
 //!
 //! Invariant: everything lives in one temporary directory that is removed at the end unless
 //! `--keep` is given; the cluster is stopped either way.

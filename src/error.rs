@@ -1,4 +1,5 @@
-//! Typed errors of the library and the exit code each maps to (DESIGN.md §7).
+//! Typed errors of the library and the exit code each maps to (docs/architecture.md, "Errors
+//! and exit codes").
 //!
 //! Invariant: no message built here carries a password, an identity secret or a full
 //! connection string. Connection targets are shown as `host:port/dbname` only.
@@ -63,7 +64,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// Exit code for this error, per DESIGN.md §7: 1 failed, 2 usage/config, 3 damage.
+    /// Exit code for this error (docs/architecture.md, "Errors and exit codes"): 1 failed,
+    /// 2 usage/config, 3 damage.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config { .. }

@@ -24,5 +24,6 @@ pub mod schedule;
 pub mod secret;
 pub mod storage;
 pub mod tui;
+pub mod units;
 
 pub use error::{Error, Result};

@@ -158,8 +158,8 @@ fn main() {
         }
         if let Some(local) = cli.is_console().then(|| cli.console_local()) {
             let config = keepsake::cli::load_config(&cli)?;
-            // DESIGN.md §6: attach to the configured daemon when it answers on its socket;
-            // otherwise run the engine here (the header says so).
+            // docs/console.md, "Attached or local": attach to the configured daemon when it
+            // answers on its socket; otherwise run the engine here (the header says so).
             if !local {
                 if let Some(sock) = keepsake::engine::socket_path(&config) {
                     if sock.exists() {

@@ -1,10 +1,12 @@
 //! The plain values every layer shares: backup types, verification levels, the retention
-//! policy. The configuration parses into them and the core works with them, so neither
-//! imports the other for them.
+//! policy, the API's roles, a drill check's `expect`, and [`SourceInfo`] and [`TableInfo`]
+//! (what the source database and its tables looked like when a backup was taken). The
+//! configuration parses into them and the core works with them, so neither imports the other
+//! for them.
 
 use serde::{Deserialize, Serialize};
 
-/// Backup types (DESIGN.md §2). Every backup restores on its own.
+/// Backup types (docs/backups.md, "Backup types"). Every backup restores on its own.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum BackupType {
@@ -102,8 +104,8 @@ impl RetentionPolicy {
     }
 }
 
-/// Who may do what through the control API (DESIGN.md §5): each role may do everything the
-/// roles below it may.
+/// Who may do what through the control API (docs/api.md, "Who may call"): each role may do
+/// everything the roles below it may.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -265,6 +267,41 @@ impl Expect {
     }
 }
 
+/// One table of the source at backup time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableInfo {
+    pub schema: String,
+    pub name: String,
+    /// `r` table, `p` partitioned, `m` materialized view.
+    pub kind: String,
+    /// On-disk size of the table and its TOAST (no indexes), bytes.
+    pub size_bytes: i64,
+    /// The planner's estimate (`reltuples`); exact counts come with verification facts.
+    pub estimated_rows: i64,
+}
+
+/// The source database as seen when the backup started.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SourceInfo {
+    /// Configured source name.
+    pub name: String,
+    /// `host:port/dbname` (never credentials).
+    pub location: String,
+    pub database: String,
+    pub server_version: String,
+    pub server_version_num: i32,
+    /// `pg_control_system()` identifier when readable, to recognise the source server.
+    pub system_identifier: Option<String>,
+    pub encoding: String,
+    pub lc_collate: String,
+    pub lc_ctype: String,
+    pub database_size: i64,
+    /// The hosted platform the database lives on (`crate::platform`): configured as the
+    /// source's `provider`, or detected from its roles. `None`: self-hosted, or an older backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+}
+
 #[cfg(test)]
 mod expect_tests {
     use super::*;
@@ -359,5 +396,38 @@ pub mod words {
     /// serde `deserialize_with` for an `Option<&'static str>` field.
     pub fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'static str>, D::Error> {
         Ok(Option::<String>::deserialize(d)?.map(|s| intern(&s)))
+    }
+}
+
+impl RetentionPolicy {
+    /// The policy in words, one phrase per rule (what `status`, the console and the control
+    /// API's `info` show).
+    pub fn words(&self) -> Vec<String> {
+        let mut w = vec![];
+        if let Some(d) = self.days {
+            w.push(format!("keep everything younger than {d} days"));
+        }
+        for (n, what) in [
+            (self.keep_last, "last"),
+            (self.keep_hourly, "hourly"),
+            (self.keep_daily, "daily"),
+            (self.keep_weekly, "weekly"),
+            (self.keep_monthly, "monthly"),
+            (self.keep_yearly, "yearly"),
+        ] {
+            if let Some(n) = n {
+                w.push(format!("keep {n} {what}"));
+            }
+        }
+        if let Some(n) = self.min_verified {
+            w.push(format!("never fewer than {n} proven per source"));
+        }
+        if !w.is_empty() {
+            w.push(format!(
+                "unreferenced packs deleted {}h after they are marked",
+                self.prune_grace_hours.unwrap_or(24)
+            ));
+        }
+        w
     }
 }

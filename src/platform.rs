@@ -1,4 +1,5 @@
-//! Hosted PostgreSQL platforms as data (DESIGN.md §10): what a provider owns in a database it
+//! Hosted PostgreSQL platforms as data (docs/restore.md, its sections on hosted databases;
+//! docs/architecture.md, "Where each rule lives"): what a provider owns in a database it
 //! hosts — its roles, its schemas, extensions only it ships, tables whose rows describe its own
 //! version — so that restore, verify and `source check` treat a provider without special code
 //! paths. A profile is chosen by `[[sources]] provider = "…"` or detected at backup time from the

@@ -1,45 +1,14 @@
-//! Text and numbers that several faces show alike (the CLI, the demo, the daemon's alerts,
-//! later the console): sizes, ages, verification words, tables. Pure functions of engine
-//! values; no I/O.
+//! Text and numbers that several faces show alike (the CLI, the console, the demo, the
+//! daemon's alerts, the control API): verification words, tables, reports. Sizes, ages and
+//! durations are written by `crate::units`, re-exported here. Pure functions of engine values;
+//! no I/O.
 
 use crate::core::format::Manifest;
 use crate::core::verify::VerifyRecord;
 use crate::engine::history::JobRecord;
 use crate::engine::{BackupRow, SourceStatus};
 
-pub fn human_bytes(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
-
-pub fn age(secs: i64) -> String {
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    }
-}
-
-/// A configured duration as written (26h, 90m, 7d).
-pub fn span(secs: i64) -> String {
-    match secs {
-        s if s > 0 && s % 86400 == 0 => format!("{}d", s / 86400),
-        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
+pub use crate::units::{age, human_bytes, span};
 
 pub fn status_table(st: &[SourceStatus]) -> String {
     if st.is_empty() {
@@ -110,32 +79,7 @@ pub fn status_table(st: &[SourceStatus]) -> String {
 
 /// A retention policy in words, one phrase per rule.
 pub fn policy_words(p: &crate::model::RetentionPolicy) -> Vec<String> {
-    let mut w = vec![];
-    if let Some(d) = p.days {
-        w.push(format!("keep everything younger than {d} days"));
-    }
-    for (n, what) in [
-        (p.keep_last, "last"),
-        (p.keep_hourly, "hourly"),
-        (p.keep_daily, "daily"),
-        (p.keep_weekly, "weekly"),
-        (p.keep_monthly, "monthly"),
-        (p.keep_yearly, "yearly"),
-    ] {
-        if let Some(n) = n {
-            w.push(format!("keep {n} {what}"));
-        }
-    }
-    if let Some(n) = p.min_verified {
-        w.push(format!("never fewer than {n} proven per source"));
-    }
-    if !w.is_empty() {
-        w.push(format!(
-            "unreferenced packs deleted {}h after they are marked",
-            p.prune_grace_hours.unwrap_or(24)
-        ));
-    }
-    w
+    p.words()
 }
 
 /// `keepsake audit`: one line per audit record.

@@ -1,7 +1,7 @@
-//! Who is calling (DESIGN.md §5). On the Unix socket the caller is the peer's uid (the
-//! kernel's SO_PEERCRED, not anything the client says): the daemon's own user and root are
-//! admins, `[api.users]` maps other user names to a role, anyone else is refused. On TCP only
-//! bearer tokens count; only their SHA-256 is configured, compared in constant time.
+//! Who is calling (docs/api.md, "Who may call"). On the Unix socket the caller is the peer's
+//! uid (the kernel's SO_PEERCRED, not anything the client says): the daemon's own user and root
+//! are admins, `[api.users]` maps other user names to a role, anyone else is refused. On TCP
+//! only bearer tokens count; only their SHA-256 is configured, compared in constant time.
 
 use axum::http::HeaderMap;
 use subtle::ConstantTimeEq;

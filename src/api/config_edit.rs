@@ -1,4 +1,4 @@
-//! `GET /v1/config` and `PUT /v1/config` (DESIGN.md §5).
+//! `GET /v1/config` and `PUT /v1/config` (docs/api.md, "Changing the configuration").
 //!
 //! GET shows the configuration file in effect as JSON with every secret replaced by its
 //! `env:`/`file:` reference or `<redacted>` (connection URLs lose their password).
@@ -19,7 +19,7 @@ use toml_edit::{DocumentMut, Item};
 
 use super::auth::Caller;
 use super::error::{ApiError, FieldError};
-use super::routes::{finish, Reply};
+use super::reply::{finish, Reply};
 use super::{Api, Note};
 use crate::error::Error;
 

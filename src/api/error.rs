@@ -1,4 +1,4 @@
-//! The control API's one error shape (DESIGN.md §5): `{"error": {"code", "message",
+//! The control API's one error shape (docs/api.md, "Errors"): `{"error": {"code", "message",
 //! "fields"}}` with the status that says what the caller must change.
 //!
 //! Invariant: no internal detail leaves the daemon. Errors from the engine that are about the
@@ -128,6 +128,8 @@ impl From<Error> for ApiError {
             Error::NotFound(m) => ApiError::not_found(m),
             Error::Conflict(m) => ApiError::conflict(m),
             Error::Usage(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
+            // A request field, named as the request names it (the handler knew no better place).
+            Error::Field { field, message } => ApiError::field(field, message),
             Error::Cancelled(_) => ApiError::unavailable("the daemon is shutting down"),
             other => ApiError::internal(other),
         }

@@ -1,13 +1,15 @@
-//! The control API (DESIGN.md §5): JSON over HTTP/1.1, served by the daemon on a Unix socket
+//! The control API (docs/api.md): JSON over HTTP/1.1, served by the daemon on a Unix socket
 //! and, when configured, on TCP with bearer tokens. A face of the engine: every request
 //! becomes an engine query or [`Command`](crate::engine::Command); nothing here decides what
 //! an operation means.
 //!
 //! Module map: `server` — listeners, connections, timeouts, the connection cap; `auth` — who
-//! is calling; `routes` — the route table (method, path, role) and the handlers; `body` —
-//! input limits and validation; `error` — the one error shape; `metrics` — Prometheus text;
-//! `config_edit` — `PUT /v1/config` as a merge patch written with its comments kept;
-//! `client` — the caller's side (the CLI, tests, the console attaching).
+//! is calling; `routes` — the route table (method, path, role) and the handlers; `reply` —
+//! successful answers, and `finish`, which writes the audit line of a changing request;
+//! `body` — input limits and validation; `error` — the one error shape; `metrics` —
+//! Prometheus text; `config_edit` — `PUT /v1/config` as a merge patch written with its
+//! comments kept. The caller's side is not part of the API: it lives in `engine::client`
+//! (re-exported here for tests and benchmarks).
 //!
 //! Invariants:
 //! - Every request is authenticated before anything else (an unknown route answers 401/403
@@ -24,6 +26,7 @@ pub use crate::engine::client;
 pub mod config_edit;
 pub mod error;
 pub mod metrics;
+pub mod reply;
 pub mod routes;
 pub mod server;
 
@@ -425,8 +428,8 @@ mod tests {
         r
     }
 
-    /// DESIGN.md §5: while the daemon stops, requests that change something get 503 (and
-    /// change nothing); reads still answer; event streams end.
+    /// docs/api.md, "Errors": while the daemon stops, requests that change something get 503
+    /// (and change nothing); reads still answer; event streams end.
     #[tokio::test]
     async fn while_stopping_changes_get_503_and_event_streams_end() {
         let api = api();

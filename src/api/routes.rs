@@ -1,25 +1,25 @@
-//! The route table (DESIGN.md §5) and its handlers. [`ROUTES`] is the one list: the router is
-//! built from it, the guard reads each route's role from it, and a test compares it with
-//! `assets/openapi.yaml`.
+//! The route table (docs/api.md, "Routes") and its handlers. [`ROUTES`] is the one list: the
+//! router is built from it, the guard reads each route's role from it, and a test compares it
+//! with `assets/openapi.yaml`.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{self, MethodRouter};
-use axum::{Extension, Json};
+use axum::Extension;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::body;
 use super::error::ApiError;
+use super::reply::{finish, Reply};
 use super::{Api, Note};
 use crate::core::backup_id::{self, printable, IdError};
 use crate::core::format::{BackupType, Manifest};
-use crate::engine::audit::Entry;
 use crate::engine::view::Snapshot;
 use crate::engine::{Command, JobOutcome, RestoreRequest, RestoreTarget, VerifyTarget};
 use crate::model::{Level, Role};
@@ -125,81 +125,6 @@ pub fn handler(route: &Route) -> MethodRouter<Api> {
         ("GET", "/metrics") => get(super::metrics::metrics),
         _ => routing::any(|| async { ApiError::internal("a route without a handler") }),
     }
-}
-
-/// A successful answer.
-pub enum Reply {
-    /// 202 with the job started (and its Location).
-    Accepted(String),
-    /// 200 with a JSON body.
-    Ok(Value),
-    /// 200 with a JSON body already serialized (large lists: serialized once).
-    Json(bytes::Bytes),
-}
-
-impl IntoResponse for Reply {
-    fn into_response(self) -> Response {
-        match self {
-            Reply::Ok(v) => Json(v).into_response(),
-            Reply::Json(b) => (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                b,
-            )
-                .into_response(),
-            Reply::Accepted(job) => {
-                let mut r = (StatusCode::ACCEPTED, Json(json!({ "job": job }))).into_response();
-                if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{job}")) {
-                    r.headers_mut().insert(header::LOCATION, v);
-                }
-                r
-            }
-        }
-    }
-}
-
-/// Audit a changing request and answer it.
-pub fn finish(
-    api: &Api,
-    caller: &Caller,
-    action: &str,
-    note: Note,
-    r: Result<Reply, ApiError>,
-) -> Response {
-    let (outcome, code, job, reason) = match &r {
-        Ok(Reply::Accepted(j)) => ("accepted", 202, Some(j.clone()), None),
-        Ok(Reply::Ok(_) | Reply::Json(_)) => ("ok", 200, note.job.clone(), None),
-        Err(e) => (
-            if e.status.is_server_error() {
-                "failed"
-            } else {
-                "refused"
-            },
-            e.status.as_u16(),
-            note.job.clone(),
-            Some(e.message.clone()),
-        ),
-    };
-    api.record(Entry {
-        actor: caller.name.clone(),
-        role: caller.role.as_str().into(),
-        via: caller.via.into(),
-        action: action.into(),
-        target: note.target,
-        params: Value::Object(note.params),
-        outcome: outcome.into(),
-        code,
-        job,
-        reason,
-    });
-    let mut resp = match r {
-        Ok(x) => x.into_response(),
-        Err(e) => e.into_response(),
-    };
-    resp.extensions_mut().insert(super::Audited);
-    resp
 }
 
 fn json_of<T: serde::Serialize + ?Sized>(v: &T) -> Result<Value, ApiError> {

@@ -1,7 +1,7 @@
-//! The command line (DESIGN.md §7): a thin face of the engine. Each command builds an engine
-//! [`engine::Command`] (or asks a query), renders what comes back for humans (tables, progress
-//! bars) or scripts (`--json`), and maps the job's outcome to the exit code (`main.rs` turns
-//! the error's kind into it).
+//! The command line (docs/README.md; docs/architecture.md, "Inside the faces"): a thin face
+//! of the engine. Each command builds an engine [`engine::Command`] (or asks a query), renders
+//! what comes back for humans (tables, progress bars) or scripts (`--json`), and maps the
+//! job's outcome to the exit code (`main.rs` turns the error's kind into it).
 
 pub mod render;
 

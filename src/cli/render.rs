@@ -162,7 +162,8 @@ pub async fn run(engine: &Engine, command: Command) -> Result<JobOutcome> {
     Ok(outcome)
 }
 
-/// The error a failed outcome maps to (its exit code is the job's: DESIGN.md §7).
+/// The error a failed outcome maps to (its exit code is the job's: docs/architecture.md,
+/// "Errors and exit codes").
 pub fn error_of(o: &JobOutcome) -> Error {
     let msg = o
         .error

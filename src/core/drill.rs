@@ -1,7 +1,7 @@
-//! Drill reports (DESIGN.md §6a): the evidence a disaster-recovery drill leaves — who ran it
-//! where, which backup, every step and check with its outcome and time, RTO and RPO against
-//! their targets — kept in the repository under `drills/`, sealed like a manifest, so any host
-//! with the key lists them and nobody without it can forge or read one.
+//! Drill reports (docs/drills.md, "The report"): the evidence a disaster-recovery drill
+//! leaves — who ran it where, which backup, every step and check with its outcome and time,
+//! RTO and RPO against their targets — kept in the repository under `drills/`, sealed like a
+//! manifest, so any host with the key lists them and nobody without it can forge or read one.
 //!
 //! Invariant: a report says `passed` only when every step ran and every check passed; a step
 //! that could not run makes it `not run` (exit 1), a failed check or damage `failed` (exit 3),
@@ -300,14 +300,9 @@ impl DrillReport {
     }
 }
 
-/// A measured time for people: `12ms`, `4.2s`, `1m 35s`, `2h 05m`.
+/// A measured time for people, in the one style of [`crate::units`].
 pub fn dur(ms: u64) -> String {
-    match ms {
-        m if m < 1000 => format!("{m}ms"),
-        m if m < 60_000 => format!("{:.1}s", m as f64 / 1000.0),
-        m if m < 3_600_000 => format!("{}m {:02}s", m / 60_000, m / 1000 % 60),
-        m => format!("{}h {:02}m", m / 3_600_000, m / 60_000 % 60),
-    }
+    crate::units::duration_ms(ms)
 }
 
 /// Text safe inside one Markdown table cell.
@@ -417,7 +412,7 @@ mod tests {
         assert_eq!(r.rpo_met(), Some(true));
         let md = r.markdown();
         assert!(md.contains("— FAILED"), "{md}");
-        assert!(md.contains("MISSED the target of 1m 00s"), "{md}");
+        assert!(md.contains("MISSED the target of 1m00s"), "{md}");
         assert!(
             md.contains("`SELECT count(*) FROM guests` expected >= 1000, found 12"),
             "{md}"

@@ -125,40 +125,9 @@ pub fn pack_key(name: &str) -> String {
     format!("packs/{}/{}", &name[..2.min(name.len())], name)
 }
 
-/// One table of the source at backup time.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TableInfo {
-    pub schema: String,
-    pub name: String,
-    /// `r` table, `p` partitioned, `m` materialized view.
-    pub kind: String,
-    /// On-disk size of the table and its TOAST (no indexes), bytes.
-    pub size_bytes: i64,
-    /// The planner's estimate (`reltuples`); exact counts come with verification facts.
-    pub estimated_rows: i64,
-}
-
-/// The source database as seen when the backup started.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SourceInfo {
-    /// Configured source name.
-    pub name: String,
-    /// `host:port/dbname` (never credentials).
-    pub location: String,
-    pub database: String,
-    pub server_version: String,
-    pub server_version_num: i32,
-    /// `pg_control_system()` identifier when readable, to recognise the source server.
-    pub system_identifier: Option<String>,
-    pub encoding: String,
-    pub lc_collate: String,
-    pub lc_ctype: String,
-    pub database_size: i64,
-    /// The hosted platform the database lives on (`crate::platform`): configured as the
-    /// source's `provider`, or detected from its roles. `None`: self-hosted, or an older backup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<String>,
-}
+// What the source looked like at backup time lives in the leaf `model` (pg reads it, the
+// manifest records it); re-exported here, where the manifest's format is defined.
+pub use crate::model::{SourceInfo, TableInfo};
 
 /// The manifest of one backup.
 #[derive(Debug, Clone, Serialize, Deserialize)]

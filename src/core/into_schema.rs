@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
+use crate::core::feed::RestoreOptions;
 use crate::core::format::Manifest;
 use crate::core::progress::{Phase, Tracker};
 use crate::core::repo::Repository;
-use crate::core::restore::RestoreOptions;
 use crate::error::{Error, Result};
 use crate::pg::client::quote_ident;
 use crate::pg::process::{self, PassFile, StderrLog};
@@ -212,7 +212,7 @@ pub async fn stream(
     let (repo, fm) = (repo.clone(), m.clone());
     let feed = async move {
         let mut stdin = script_in;
-        crate::core::restore::feed_archive(&repo, &fm, o.read_ahead, &mut stdin, true, |done| {
+        crate::core::feed::feed_archive(&repo, &fm, o.read_ahead, &mut stdin, true, |done| {
             tracker.update(|p| p.bytes_done = done)
         })
         .await

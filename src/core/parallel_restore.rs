@@ -33,10 +33,10 @@ use futures::stream::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::core::chunks::{chunk_stream, Plain};
+use crate::core::feed::RestoreOptions;
 use crate::core::format::Manifest;
 use crate::core::progress::{Phase, Tracker};
 use crate::core::repo::Repository;
-use crate::core::restore::RestoreOptions;
 use crate::error::{Error, Result};
 use crate::pg::archive::{BlockSpan, CopyDeframer, TocEntry};
 use crate::pg::process::{self, PassFile};

@@ -29,7 +29,8 @@ pub struct Marks {
 
 /// A running backup's lease.
 ///
-/// The lease protocol (DESIGN.md §2, issue 13 defect 4):
+/// The lease protocol (docs/retention.md, "Two-phase pack collection";
+/// docs/repository-format.md, "Objects"; issue 13 defect 4):
 /// - A backup takes its lease before it plans, renews it every [`LEASE_RENEW`] while it runs
 ///   (each renewal pushes `expires_at` to [`LEASE_TTL`] from then), and checks before it
 ///   commits that its lease is still there and unexpired — a backup whose lease was removed

@@ -1,5 +1,7 @@
-//! The audit log (DESIGN.md §5): one JSON line per request that changes something or is
-//! refused, and per changing CLI command, in `<state_dir>/audit.jsonl`.
+//! The audit log (docs/architecture.md, "The audit (`engine/audit.rs`)"; docs/api.md, "Audit
+//! log"), `<state_dir>/audit.jsonl`. Two writers append to it: the engine's runner, one JSON
+//! line per recorded job, whatever face started it (`cli`, `console`, `socket`, `tcp`,
+//! `daemon`); and the control API, one line per request that changes something or is refused.
 //!
 //! Invariants:
 //! - The lines form a hash chain: each carries the previous line's hash (`prev`, 64 zeros for
@@ -7,6 +9,9 @@
 //!   so an edited, removed or reordered line breaks the chain at that line.
 //! - Writers from several processes (the daemon and CLI commands) keep one valid chain: each
 //!   append holds an exclusive lock on the file while it reads the last line and writes its own.
+//! - Every append records the chain's head (sequence and hash) in `audit.head`, authenticated
+//!   with a key in `audit.key` that the log never holds, so a log cut short at its end is found
+//!   too.
 //! - No secret goes in: callers pass parameters that hold none (restore targets are
 //!   `user@host:port/db`, never a password or full connection string).
 
@@ -94,11 +99,12 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// What is recorded about one action (`seq`, `time`, `prev` and `hash` are added on append).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Entry {
-    /// User name (socket, CLI) or token name (TCP).
+    /// User name (socket, CLI, console), token name (TCP), or `schedule` (the daemon).
     pub actor: String,
-    /// `viewer`, `operator`, `admin`, or `local` for a CLI command (no API role involved).
+    /// `viewer`, `operator`, `admin`; `local` for a CLI command or a local console (no API role
+    /// involved); `daemon` for the daemon's scheduler.
     pub role: String,
-    /// `socket`, `tcp` or `cli`.
+    /// `socket`, `tcp`, `cli`, `console` or `daemon`.
     pub via: String,
     /// What was asked: `backup`, `verify`, `restore`, `prune`, `delete`, `cancel`,
     /// `config.update`, `config.read` (the configuration is sensitive even redacted) …
@@ -107,9 +113,9 @@ pub struct Entry {
     pub target: Option<String>,
     /// Parameters without secrets.
     pub params: serde_json::Value,
-    /// `accepted` (a job started: see `job`), `ok`, `refused`, `failed`.
+    /// `accepted` (a job started: see `job`), `ok`, `refused`, `failed`, or `cancelled` (a job).
     pub outcome: String,
-    /// HTTP status for API requests, exit code for CLI commands.
+    /// HTTP status for API requests, the job's exit code for a job's line.
     pub code: u16,
     /// The job started, if any.
     pub job: Option<String>,

@@ -1,5 +1,5 @@
 //! What faces ask the engine to do. A keystroke, a flag or a request becomes one [`Command`];
-//! the engine decides what it means (DESIGN.md §3).
+//! the engine decides what it means (docs/architecture.md, "Commands (`engine/command.rs`)").
 //!
 //! Commands are plain serde values so that the control API can carry them; a restore target's
 //! password never serializes (see [`RestoreTarget`]).
@@ -41,7 +41,7 @@ pub enum Command {
         #[serde(skip)]
         confirm: String,
     },
-    /// Rehearse a recovery into a scratch database and leave a report (DESIGN.md §6a).
+    /// Rehearse a recovery into a scratch database and leave a report (docs/drills.md).
     Drill(DrillRequest),
 }
 

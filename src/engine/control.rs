@@ -130,7 +130,7 @@ impl Control for Engine {
             .collect()
     }
     fn policy_words(&self) -> Vec<String> {
-        crate::present::policy_words(&self.config().retention)
+        self.config().retention.words()
     }
     fn source_server(&self, source: &str) -> Option<String> {
         let cfg = self.config();

@@ -1,5 +1,6 @@
-//! What faces hear: the engine's event stream (DESIGN.md §3), the same values the control API
-//! streams as Server-Sent Events, and the outcome of a job.
+//! What faces hear: the engine's event stream (docs/architecture.md, "Events
+//! (`engine/event.rs`)"), the same values the control API streams as Server-Sent Events, and
+//! the outcome of a job.
 //!
 //! Invariant: events describe what happened, never how to show it; every face renders them
 //! its own way. No event carries a secret (errors never do; restore targets show as
@@ -66,7 +67,8 @@ impl Verdict {
         })
     }
 
-    /// Exit code of a job that ends with this verdict (DESIGN.md §7).
+    /// Exit code of a job that ends with this verdict (docs/architecture.md, "Errors and exit
+    /// codes").
     pub fn exit_code(self) -> i32 {
         match self {
             Verdict::Proven => 0,
@@ -137,7 +139,8 @@ pub struct JobOutcome {
     pub source: Option<String>,
     /// `completed`, `failed` or `cancelled`.
     pub status: JobStatus,
-    /// DESIGN.md §7: 0 success, 1 failed or not proven, 2 refused as asked, 3 damage.
+    /// 0 success, 1 failed or not proven, 2 refused as asked, 3 damage (docs/architecture.md,
+    /// "Errors and exit codes").
     pub exit_code: i32,
     /// What went wrong, for people (sanitized: no secrets).
     pub error: Option<String>,

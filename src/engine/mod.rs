@@ -1,17 +1,24 @@
-//! The one engine every face uses (DESIGN.md §3). Faces turn a keystroke, a flag or a request
-//! into a [`Command`], [`Engine::submit`] it, and render the [`Event`]s they hear; the engine
-//! decides what an operation means.
+//! The one engine every face uses (docs/architecture.md, "The engine's contract"). Faces turn
+//! a keystroke, a flag or a request into a [`Command`], [`Engine::submit`] it, and render the
+//! [`Event`]s they hear; the engine decides what an operation means.
 //!
 //! Module map:
 //! - `command` — what faces ask; `event` — what they hear (and how a job ended);
 //! - `job` — the runner: single flight per source with coalescing, a cancellation token,
-//!   cleanup hooks and a deadline per job, the job history (written only here);
-//! - `ops/` — one module per operation (backup, verify, restore, prune, delete): each rule
-//!   stated once;
+//!   cleanup hooks and a deadline per job, the job history and the jobs' audit lines (written
+//!   only here);
+//! - `ctx` — what a job is to those who hold it: the `JobHandle` a face waits on, the `JobCtx`
+//!   an operation runs with (operations import this, never the runner);
+//! - `ops/` — one module per operation (backup, verify, restore, prune, delete, drill): each
+//!   rule stated once;
 //! - `query` — list, status and "latest per source", read alike by every face; `view` — the
 //!   cached snapshot of the repository they read;
-//! - `history` — the durable job log (cron schedules live in `crate::schedule`); `control` — the
-//!   [`control::Control`] trait the console is generic over.
+//! - `history` — the durable job log (cron schedules live in `crate::schedule`); `audit` — the
+//!   hash-chained audit log and the `Actor` who started a job;
+//! - `control` — the [`control::Control`] trait the console is generic over; `remote` — its
+//!   implementation against a running daemon's control API; `client` — the HTTP client of that
+//!   API that `remote`, tests and benchmarks use;
+//! - `preflight` — `keepsake source check`: what a source allows, before a backup fails.
 //!
 //! Invariant: this is the only place that turns configuration into stores, repositories and
 //! pipeline options; faces never do I/O work themselves.
@@ -20,6 +27,7 @@ pub mod audit;
 pub mod client;
 pub mod command;
 pub mod control;
+pub mod ctx;
 pub mod event;
 pub mod history;
 mod job;
@@ -210,6 +218,16 @@ impl Engine {
     /// and in the audit log).
     pub fn submit_as(&self, command: Command, actor: audit::Actor) -> Result<JobHandle> {
         job::submit(self, command, None, Some(actor))
+    }
+
+    /// A job started on behalf of job `parent` (cancelled with it) by `actor`.
+    pub(crate) fn submit_child(
+        &self,
+        command: Command,
+        parent: (String, tokio_util::sync::CancellationToken),
+        actor: audit::Actor,
+    ) -> Result<JobHandle> {
+        job::submit(self, command, Some(parent), Some(actor))
     }
 
     /// Who this engine's jobs are started by unless a face says (default: the OS user at the

@@ -1,7 +1,8 @@
-//! `keepsake source check`: before a backup fails, say what a source allows (DESIGN.md §10) —
-//! the connection and TLS, a pooler in the way, whether the client tools can dump the server,
-//! whether the role reads every table in full, the hosted platform and what a restore onto
-//! plain PostgreSQL will need, and whether continuous capture could run.
+//! `keepsake source check`: before a backup fails, say what a source allows (docs/restore.md,
+//! "Checking a source: `source check`") — the connection and TLS, a pooler in the way,
+//! whether the client tools can dump the server, whether the role reads every table in full,
+//! the hosted platform and what a restore onto plain PostgreSQL will need, and whether
+//! continuous capture could run.
 //!
 //! Rule: a finding that makes the next backup fail (or miss rows) is `fail`; one that limits a
 //! restore or a later feature is `warn`; the check itself changes nothing on the server.

@@ -1,6 +1,7 @@
 //! The remote [`Control`]: the engine of a running daemon, reached through its control API
-//! (DESIGN.md §3, §5). The console attaches with it: jobs run in the daemon and outlive the
-//! console; what the console shows is what the daemon answers.
+//! (docs/architecture.md, "Two implementations of `Control`"; docs/api.md). The console
+//! attaches with it (docs/console.md, "Attached or local"): jobs run in the daemon and outlive
+//! the console; what the console shows is what the daemon answers.
 //!
 //! Invariants:
 //! - The daemon's event stream (`GET /v1/events`) is open before anything is submitted, so a

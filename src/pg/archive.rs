@@ -1,6 +1,6 @@
 //! A streaming reader of pg_dump's custom archive format (`-Fc -Z0`), fed the bytes as they
-//! pass through the backup pipeline, deriving the **table facts** of DESIGN.md §1/§4 and
-//! proving the archive is complete.
+//! pass through the backup pipeline, deriving the **table facts** (docs/backups.md, "What a
+//! backup is"; docs/verify.md) and proving the archive is complete.
 //!
 //! Why parse the stream rather than scan the database a second time: the pipeline already
 //! sees every byte of every row (COPY text, uncompressed because of `-Z0`), so hashing rows

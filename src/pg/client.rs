@@ -11,8 +11,8 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use tokio_postgres::Client;
 
 use super::conninfo::{ConnInfo, SslMode};
-use crate::core::format::{SourceInfo, TableInfo};
 use crate::error::{Error, Result};
+use crate::model::{SourceInfo, TableInfo};
 
 /// Connect; the connection task runs in the background until the client is dropped.
 /// The password libpq would take from the password file for `ci` (`PGPASSFILE`, else
@@ -531,6 +531,18 @@ pub async fn user_relation_count(client: &Client, skip_schemas: &[&str]) -> Resu
 }
 
 /// The server's system identifier, if readable.
+/// Whether database `name` exists on the server `client` is connected to (the one probe a
+/// restore, a drill and its cleanup ask).
+pub async fn database_exists(
+    client: &Client,
+    name: &str,
+) -> std::result::Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some())
+}
+
 pub async fn system_identifier(client: &Client) -> Option<String> {
     client
         .query_one(

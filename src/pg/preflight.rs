@@ -1,6 +1,7 @@
 //! What a source server allows the backup role, read from its catalogs in one session: the
-//! facts behind `keepsake source check` (DESIGN.md §10). Reads only; a handful of catalog
-//! queries, so the whole check stays well under two seconds on a hosted server.
+//! facts behind `keepsake source check` (docs/restore.md, "Checking a source: `source check`").
+//! Reads only; a handful of catalog queries, so the whole check stays well under two seconds
+//! on a hosted server.
 
 use tokio_postgres::Client;
 

@@ -10,6 +10,7 @@ use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
 
 use super::conninfo::ConnInfo;
+pub use super::tools::tool_command;
 use super::tools::Tool;
 use crate::error::{Error, Result};
 
@@ -130,35 +131,6 @@ pub fn collect_stderr(
             }
         }
     })
-}
-
-/// What a PostgreSQL client tool may inherit from keepsake's environment: what it needs to
-/// run (its libraries, a home and a temporary directory, the locale of its messages). Nothing
-/// else — not an `env:` secret the configuration references, not an AWS key, not a `PG*`
-/// setting keepsake did not choose (an inherited PGPASSWORD or PGSERVICE must not redirect it).
-const INHERITED: [&str; 10] = [
-    "PATH",
-    "HOME",
-    "TMPDIR",
-    "LD_LIBRARY_PATH",
-    "LANG",
-    "LANGUAGE",
-    "LC_ALL",
-    "LC_CTYPE",
-    "LC_MESSAGES",
-    "TZ",
-];
-
-/// A command for a PostgreSQL client tool, with only [`INHERITED`] of keepsake's environment.
-pub fn tool_command(path: &std::path::Path) -> std::process::Command {
-    let mut cmd = std::process::Command::new(path);
-    cmd.env_clear();
-    for k in INHERITED {
-        if let Some(v) = std::env::var_os(k) {
-            cmd.env(k, v);
-        }
-    }
-    cmd
 }
 
 fn base_command(tool: &Tool, ci: &ConnInfo, pass: Option<&PassFile>) -> std::process::Command {

@@ -69,10 +69,7 @@ pub fn parse_version(out: &str) -> Option<(String, u32)> {
 }
 
 fn version_of(path: &Path) -> Option<(String, u32)> {
-    let o = super::process::tool_command(path)
-        .arg("--version")
-        .output()
-        .ok()?;
+    let o = tool_command(path).arg("--version").output().ok()?;
     if !o.status.success() {
         return None;
     }
@@ -111,6 +108,35 @@ pub fn find(name: &str, min_major: u32, bin_dir: Option<&Path>) -> Result<Tool> 
             bin_dir.map(|d| format!("{}, ", d.display())).unwrap_or_default()
         ),
     }))
+}
+
+/// What a PostgreSQL client tool may inherit from keepsake's environment: what it needs to
+/// run (its libraries, a home and a temporary directory, the locale of its messages). Nothing
+/// else — not an `env:` secret the configuration references, not an AWS key, not a `PG*`
+/// setting keepsake did not choose (an inherited PGPASSWORD or PGSERVICE must not redirect it).
+const INHERITED: [&str; 10] = [
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "LD_LIBRARY_PATH",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TZ",
+];
+
+/// A command for a PostgreSQL client tool, with only [`INHERITED`] of keepsake's environment.
+pub fn tool_command(path: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(path);
+    cmd.env_clear();
+    for k in INHERITED {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
+    cmd
 }
 
 #[cfg(test)]

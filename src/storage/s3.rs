@@ -16,8 +16,9 @@
 //!   take minutes to report).
 //! - **No secret in any message**: errors show the endpoint, bucket and object key, never the
 //!   secret key or session token (the SDK's `Credentials` redacts them in `Debug`).
-//! - **No conditional writes.** Correctness rests on immutable, uniquely named objects (DESIGN.md
-//!   §2); Garage, for one, ignores `If-None-Match`.
+//! - **No conditional writes.** Correctness rests on immutable, uniquely named objects
+//!   (docs/storage.md, "What keepsake guarantees on S3"); Garage, for one, ignores
+//!   `If-None-Match`.
 //! - **No instance-metadata lookups when credentials are configured**: configured keys are used
 //!   as they are; only without them is the standard AWS chain (environment, profile, web
 //!   identity, container, instance metadata) consulted.

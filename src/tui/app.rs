@@ -1,6 +1,6 @@
-//! The console's state and `update(action)` (CONVENTIONS.md habit 6): keys become actions,
-//! actions change state or become [`Effect`]s (engine commands) — destructive ones only after
-//! a confirmation step. Drawing (`view`) is a pure function of this state.
+//! The console's state and `update(action)` (docs/architecture.md, "Inside the faces"): keys
+//! become actions, actions change state or become [`Effect`]s (engine commands) — destructive
+//! ones only after a confirmation step. Drawing (`view`) is a pure function of this state.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -1308,20 +1308,4 @@ pub fn url_target(text: &str) -> Result<(String, String), String> {
     Ok((format!("{}@{}:{}", ci.user, ci.host, ci.port), ci.dbname))
 }
 
-/// Milliseconds as [`duration`], with a tenth of a second under a minute (`0.8s`).
-pub fn duration_ms(ms: u64) -> String {
-    if ms < 60_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        duration(ms / 1000)
-    }
-}
-
-/// `4m12s`, `1h03m`, `12s`.
-pub fn duration(secs: u64) -> String {
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
-        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
+pub use crate::units::{duration, duration_ms};

@@ -1,5 +1,5 @@
-//! Key → Action (CONVENTIONS.md habit 6): what a key means depends only on whether a dialog or
-//! the filter line has the keyboard. Nothing here changes state.
+//! Key → Action (docs/architecture.md, "Inside the faces"): what a key means depends only on
+//! whether a dialog or the filter line has the keyboard. Nothing here changes state.
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 

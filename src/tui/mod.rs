@@ -1,8 +1,8 @@
-//! The console (DESIGN.md §6): `keepsake` with no command. A face of the engine, generic over
+//! The console (docs/console.md): `keepsake` with no command. A face of the engine, generic over
 //! [`Control`]: keys become actions (`keys`), actions change the state or become engine
 //! commands (`app`), drawing is a pure function of the state (`view`).
 //!
-//! Invariants (CONVENTIONS.md habit 7):
+//! Invariants (docs/architecture.md, "Inside the faces"):
 //! - One terminal owner: this loop. Input is read on a thread of its own and sent here; engine
 //!   events and model refreshes arrive on channels; nothing else writes to the terminal (the
 //!   console's log goes to a file, see `main.rs`). A panic restores the terminal first.

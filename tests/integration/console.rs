@@ -282,11 +282,11 @@ impl Drop for DaemonGuard {
     }
 }
 
-/// DESIGN.md §6: with the daemon answering on its socket, the console attaches — the header
-/// says so, `b` starts the backup in the daemon, a backup started by another caller of the API
-/// appears, the restore wizard restores through the daemon (which connects with its own
-/// credentials) and `q` leaves at once (the jobs are the daemon's). `console --local` never
-/// attaches.
+/// docs/console.md, "Attached or local": with the daemon answering on its socket, the console
+/// attaches — the header says so, `b` starts the backup in the daemon, a backup started by
+/// another caller of the API appears, the restore wizard restores through the daemon (which
+/// connects with its own credentials) and `q` leaves at once (the jobs are the daemon's).
+/// `console --local` never attaches.
 #[test]
 fn console_attaches_to_the_daemon_and_runs_jobs_there() {
     let env = Env::new("awk", Some(AWKWARD_SQL));

@@ -1,4 +1,4 @@
-//! Disaster-recovery drills (DESIGN.md §6a) with the real binary and real PostgreSQL: a passing
+//! Disaster-recovery drills (docs/drills.md) with the real binary and real PostgreSQL: a passing
 //! drill with a smoke check and its sealed report; a failing smoke check (exit 3, the report
 //! names it and why); the break-glass identity alone; damage in a pack (exit 3); Ctrl-C during
 //! the restore (report says interrupted); `--at`; reports read from a second machine's view.

@@ -16,6 +16,7 @@ mod engine;
 mod failures;
 mod hosted;
 mod keys;
+mod layers;
 mod packaging;
 mod partial;
 mod pooler;

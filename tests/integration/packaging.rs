@@ -43,3 +43,33 @@ fn completions_and_man_pages_name_every_command() {
     // The hidden generator has no page of its own.
     assert!(!dir.path().join("keepsake-manpages.1").exists());
 }
+
+/// Issue 25: a plain `cargo build --release` made a 197 MiB binary (line tables of every
+/// dependency). The release profile builds without debug info and strips it (≤ 40 MiB,
+/// measured in BENCHMARKS.md); symbols for a backtrace are one environment variable away
+/// (docs/architecture.md). A profile that brings the debug info back fails here.
+#[test]
+fn the_release_profile_ships_no_debug_info() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .expect("Cargo.toml");
+    let t: toml::Table = text.parse().expect("Cargo.toml parses");
+    let release = &t["profile"]["release"];
+    assert!(
+        matches!(release.get("debug"), Some(toml::Value::Boolean(false)))
+            || matches!(release.get("debug"), Some(toml::Value::Integer(0))),
+        "[profile.release] debug: {release}"
+    );
+    assert!(
+        matches!(
+            release.get("strip").and_then(toml::Value::as_str),
+            Some("debuginfo" | "symbols")
+        ) || matches!(release.get("strip"), Some(toml::Value::Boolean(true))),
+        "[profile.release] strip: {release}"
+    );
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/architecture.md"))
+        .expect("docs/architecture.md");
+    assert!(
+        doc.contains("CARGO_PROFILE_RELEASE_DEBUG"),
+        "the architecture document says how to get symbols for a backtrace"
+    );
+}

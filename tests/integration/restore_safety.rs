@@ -94,7 +94,8 @@ fn failed_restore_into_created_database_leaves_nothing() {
     bytes[n / 2] ^= 0x55;
     std::fs::write(&pack, &bytes).expect("write");
     let r = env.restore_new(id, "half");
-    // DESIGN.md §7: damage is exit 3.
+    // Damage is exit 3 (docs/restore.md, "Exit codes"; docs/architecture.md, "Errors and
+    // exit codes").
     assert_eq!(r.code, 3, "{}", r.all());
     assert!(r.stderr.contains("damaged"), "{}", r.stderr);
     assert!(

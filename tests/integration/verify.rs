@@ -440,8 +440,9 @@ fn damaged_and_missing_packs_are_found_on_any_store(backend: crate::support::Bac
     assert!(!env.db_exists("never_made"));
 }
 
-/// Ctrl-C during a restore-level verification: exit 1 (DESIGN.md §7: not damage), the job
-/// recorded `cancelled`, no scratch database left, no verification record written.
+/// Ctrl-C during a restore-level verification: exit 1 (not damage: docs/verify.md, "Exit
+/// codes"), the job recorded `cancelled`, no scratch database left, no verification record
+/// written.
 #[test]
 fn ctrl_c_during_verify_exits_1_and_is_recorded_cancelled() {
     let env = Env::new("big", None);

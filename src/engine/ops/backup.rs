@@ -10,8 +10,8 @@ use crate::core::backup::{self, BackupOptions, Source};
 use crate::core::format::BackupType;
 use crate::core::verify::Level;
 use crate::engine::command::{Command, VerifyTarget};
+use crate::engine::ctx::{Done, Failure, JobCtx};
 use crate::engine::event::{Event, JobResult};
-use crate::engine::job::{Done, Failure, JobCtx};
 use crate::engine::query::BackupRow;
 use crate::error::{Error, Result};
 

@@ -7,8 +7,8 @@
 
 use crate::core::prune as core_prune;
 use crate::core::verify;
+use crate::engine::ctx::{Done, JobCtx};
 use crate::engine::event::{Event, JobResult};
-use crate::engine::job::{Done, JobCtx};
 use crate::error::{Error, Result};
 
 /// Whether `confirm` confirms backup `full` asked for as `asked`: the whole id, the id as

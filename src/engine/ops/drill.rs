@@ -1,4 +1,4 @@
-//! A disaster-recovery drill (DESIGN.md §6a): rehearse the recovery an on-call engineer
+//! A disaster-recovery drill (docs/drills.md): rehearse the recovery an on-call engineer
 //! would run, step by step, and leave a report an auditor accepts.
 //!
 //! Rules (every face: CLI, console, daemon schedule):
@@ -26,8 +26,8 @@ use crate::core::repo::Repository;
 use crate::core::restore::{self as core_restore, RestoreOptions};
 use crate::core::verify;
 use crate::engine::command::DrillRequest;
+use crate::engine::ctx::{Done, Failure, JobCtx};
 use crate::engine::event::{Event, JobResult};
-use crate::engine::job::{Done, Failure, JobCtx};
 use crate::error::{Error, Result};
 use crate::pg::client::{self, quote_ident};
 use crate::pg::conninfo::ConnInfo;
@@ -373,7 +373,7 @@ impl Drill<'_> {
             .map(|o| {
                 let d = format!(
                     "{} restored into {} in {}",
-                    crate::present::human_bytes(o.bytes),
+                    crate::units::human_bytes(o.bytes),
                     target.dbname,
                     drill::dur(t.elapsed().as_millis() as u64)
                 );
@@ -588,13 +588,9 @@ impl Drill<'_> {
             self.ctx.cleanup.disarm(h);
         }
         let gone = match core_restore::connect_admin(&target).await {
-            Ok(admin) => admin
-                .query_opt(
-                    "SELECT 1 FROM pg_database WHERE datname = $1",
-                    &[&target.dbname],
-                )
+            Ok(admin) => client::database_exists(&admin, &target.dbname)
                 .await
-                .map(|r| r.is_none())
+                .map(|e| !e)
                 .unwrap_or(false),
             Err(_) => false,
         };
@@ -717,14 +713,9 @@ async fn preflight_target(target: &ConnInfo, logical: u64) -> Result<((), String
         .await
         .map(|r| r.get(0))
         .unwrap_or_else(|_| "?".into());
-    let exists = admin
-        .query_opt(
-            "SELECT 1 FROM pg_database WHERE datname = $1",
-            &[&target.dbname],
-        )
+    let exists = client::database_exists(&admin, &target.dbname)
         .await
-        .map_err(|e| Error::Postgres(client::describe(&e)))?
-        .is_some();
+        .map_err(|e| Error::Postgres(client::describe(&e)))?;
     if exists {
         return Err(Error::Usage(format!(
             "database {} already exists on the target server: a drill only restores into a database it creates (and drops)",
@@ -748,14 +739,14 @@ async fn preflight_target(target: &ConnInfo, logical: u64) -> Result<((), String
         Some(free) if free < need => {
             return Err(Error::Other(format!(
                 "the target server has {} free where its data lives; the restore needs about {}",
-                crate::present::human_bytes(free),
-                crate::present::human_bytes(need)
+                crate::units::human_bytes(free),
+                crate::units::human_bytes(need)
             )))
         }
         Some(free) => format!(
             "{} free (needs about {})",
-            crate::present::human_bytes(free),
-            crate::present::human_bytes(need)
+            crate::units::human_bytes(free),
+            crate::units::human_bytes(need)
         ),
         None => "free space not reported by the server".into(),
     };

@@ -9,11 +9,11 @@ pub mod restore;
 pub mod verify;
 
 use super::command::Command;
+use super::ctx::{Done, JobCtx};
 use super::history::JobRecord;
-use super::job::{Done, JobCtx};
 use crate::error::Result;
 
-pub use super::job::Failure;
+pub use super::ctx::Failure;
 
 /// Run `cmd` as job `ctx`.
 pub(super) async fn run(ctx: &JobCtx, cmd: &Command) -> Result<Done> {

@@ -4,8 +4,8 @@
 //! says so with exit 3 — an unreadable manifest is damage.
 
 use crate::core::prune as core_prune;
+use crate::engine::ctx::{Done, Failure, JobCtx};
 use crate::engine::event::{Event, JobResult};
-use crate::engine::job::{Done, Failure, JobCtx};
 use crate::error::Result;
 
 pub(super) async fn run(ctx: &JobCtx, dry_run: bool) -> Result<Done> {

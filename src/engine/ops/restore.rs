@@ -7,8 +7,8 @@
 
 use crate::core::restore::{self as core_restore, RestoreOptions};
 use crate::engine::command::RestoreRequest;
+use crate::engine::ctx::{Done, JobCtx};
 use crate::engine::event::JobResult;
-use crate::engine::job::{Done, JobCtx};
 use crate::error::{Error, Result};
 
 pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {

@@ -1,6 +1,7 @@
-//! Prove backups at a level (DESIGN.md §4) and judge them by the one rule of
-//! [`Verdict`]: damage (exit 3) only when content was read and failed, or restored data
-//! differs from what was recorded; a check that could not run proves nothing (exit 1).
+//! Prove backups at a level (docs/verify.md) and judge them by the one rule of [`Verdict`]
+//! (docs/verify.md, "Damage versus "not proven""): damage (exit 3) only when content was read
+//! and failed, or restored data differs from what was recorded; a check that could not run
+//! proves nothing (exit 1).
 //!
 //! `latest` means [`query::latest_per_source`]; `all` at `data` level reads each pack once for
 //! the whole repository. Every verification record is stored in the repository; the job
@@ -12,8 +13,8 @@ use crate::config::Config;
 use crate::core::repo::Repository;
 use crate::core::verify::{self as core_verify, Level, VerifyOptions, VerifyRecord};
 use crate::engine::command::VerifyTarget;
+use crate::engine::ctx::{Done, Failure, JobCtx};
 use crate::engine::event::{JobResult, Verdict};
-use crate::engine::job::{Done, Failure, JobCtx};
 use crate::engine::query;
 use crate::error::{Error, Result};
 
