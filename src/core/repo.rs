@@ -366,6 +366,14 @@ impl Repository {
     }
 
     /// Read and authenticate a sealed metadata object.
+    /// [`Repository::get_sealed`], or `None` when the object is not (or no longer) there.
+    pub async fn get_sealed_opt(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.store.get(name).await? {
+            Some(sealed) => Ok(Some(self.key.open(&self.identities, name, &sealed)?)),
+            None => Ok(None),
+        }
+    }
+
     pub async fn get_sealed(&self, name: &str) -> Result<Vec<u8>> {
         let sealed = self
             .store

@@ -802,8 +802,10 @@ pub async fn store_record(repo: &Repository, rec: &VerifyRecord) -> Result<()> {
 pub async fn records(repo: &Repository) -> Result<BTreeMap<String, Vec<VerifyRecord>>> {
     let mut out: BTreeMap<String, Vec<VerifyRecord>> = BTreeMap::new();
     for obj in repo.store().list("verifications/").await? {
-        let read = match repo.get_sealed(&obj.key).await {
-            Ok(plain) => serde_json::from_slice::<VerifyRecord>(&plain)
+        let read = match repo.get_sealed_opt(&obj.key).await {
+            // Deleted since the listing, with its backup (a delete or prune beside this read).
+            Ok(None) => continue,
+            Ok(Some(plain)) => serde_json::from_slice::<VerifyRecord>(&plain)
                 .map_err(|e| format!("it does not parse: {e}")),
             Err(e @ (Error::Storage(_) | Error::Cancelled(_))) => return Err(e),
             Err(e) => Err(e.to_string()),

@@ -197,6 +197,15 @@ impl AuditLog {
     fn head_key(&self, create: bool) -> Result<Option<[u8; 32]>> {
         let p = self.path.with_file_name("audit.key");
         match std::fs::read_to_string(&p) {
+            // An empty key is one a writer was killed while making (before the fix above):
+            // no head was ever sealed with it.
+            Ok(t) if t.trim().is_empty() => {
+                if create {
+                    let _ = std::fs::remove_file(&p);
+                    return self.head_key(true);
+                }
+                Ok(None)
+            }
             Ok(t) => {
                 let mut k = [0u8; 32];
                 hex::decode_to_slice(t.trim(), &mut k).map_err(|e| {
@@ -208,17 +217,27 @@ impl AuditLog {
                 Ok(Some(k))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                // Made whole beside it, then linked into place: a process killed half-way
+                // leaves a stray temporary file, never an empty key that would refuse every
+                // later append (the crash harness found one).
                 let k: [u8; 32] = rand::random();
+                let tmp = p.with_file_name(format!("audit.key.{}.tmp", std::process::id()));
+                let _ = std::fs::remove_file(&tmp);
                 let mut o = std::fs::OpenOptions::new();
                 o.write(true).create_new(true);
                 std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-                let mut f = o
-                    .open(&p)
-                    .map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
-                f.write_all(hex::encode(k).as_bytes())
-                    .and_then(|()| f.sync_all())
-                    .map_err(|e| Error::io(format!("writing {}", p.display()), e))?;
-                Ok(Some(k))
+                let written = o.open(&tmp).and_then(|mut f| {
+                    f.write_all(hex::encode(k).as_bytes())?;
+                    f.sync_all()
+                });
+                let linked = written.and_then(|()| std::fs::hard_link(&tmp, &p));
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => Ok(Some(k)),
+                    // Another writer made it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.head_key(false),
+                    Err(e) => Err(Error::io(format!("creating {}", p.display()), e)),
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(format!("reading {}", p.display()), e)),

@@ -122,7 +122,13 @@ fn list_sync(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
                     .map_err(|_| Error::Storage(format!("{} outside repository", p.display())))?;
                 let key = rel.to_string_lossy().replace('\\', "/");
                 if key.starts_with(prefix) {
-                    let size = ent.metadata().map_err(|e| serr("stat", &p, e))?.len();
+                    // Deleted since the directory was read (a prune or delete running beside
+                    // this listing): gone, as an S3 listing taken a moment later would show.
+                    let size = match ent.metadata() {
+                        Ok(m) => m.len(),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(serr("stat", &p, e)),
+                    };
                     out.push(ObjectInfo { key, size });
                 }
             }

@@ -531,6 +531,17 @@ impl App {
         true
     }
 
+    /// Apply `a` on a terminal of `width`×`height`: while the screen is too small to show
+    /// anything but the "enlarge the window" line, only quitting acts (a key must never
+    /// start work nobody can see — issue 27, item 5).
+    pub fn update_on(&mut self, a: Action, width: u16, height: u16) -> Vec<Effect> {
+        let hidden = width < MIN_W || height < MIN_H;
+        if hidden && !matches!(a, Action::Quit | Action::Interrupt) {
+            return vec![];
+        }
+        self.update(a)
+    }
+
     /// Apply `a`; what the engine must do.
     pub fn update(&mut self, a: Action) -> Vec<Effect> {
         if a == Action::Interrupt {
@@ -1309,3 +1320,8 @@ pub fn url_target(text: &str) -> Result<(String, String), String> {
 }
 
 pub use crate::units::{duration, duration_ms};
+
+/// The smallest terminal the console draws its screens on (below it: one line asking for
+/// a larger window, and only quitting acts).
+pub const MIN_W: u16 = 80;
+pub const MIN_H: u16 = 24;

@@ -186,7 +186,8 @@ async fn event_loop<C: Control + 'static>(
         match msg {
             Msg::Input(TermEvent::Key(k)) => {
                 if let Some(a) = keys::action(k, app.focus()) {
-                    for e in app.update(a) {
+                    let size = terminal.size().unwrap_or_default();
+                    for e in app.update_on(a, size.width, size.height) {
                         effect(e, &ctl, &tx);
                     }
                     dirty = true;

@@ -631,6 +631,26 @@ fn too_small_a_terminal_says_so() {
     assert!(s.contains("at least 80×24"), "{s}");
 }
 
+/// Regression (issue 27, item 5): at 60×20 `b i` started a backup nobody could see.
+#[test]
+fn keys_do_nothing_while_the_screen_is_too_small_but_quit() {
+    let mut a = app();
+    assert!(a.update_on(Action::Backup, 60, 20).is_empty());
+    assert!(a.dialog.is_none(), "no dialog opened behind the notice");
+    assert!(a.update_on(Action::Screen(3), 79, 24).is_empty());
+    assert_eq!(a.screen, 0, "no screen change behind the notice");
+    assert_eq!(
+        a.update_on(Action::Quit, 60, 20),
+        vec![Effect::Quit],
+        "q still quits"
+    );
+    a.update_on(Action::Backup, 80, 24);
+    assert!(
+        a.dialog.is_some(),
+        "at 80×24 the same key opens the backup dialog"
+    );
+}
+
 #[test]
 fn no_color_means_no_colour_and_every_state_has_a_word() {
     let a = app();

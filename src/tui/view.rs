@@ -42,8 +42,7 @@ impl Theme {
     }
 }
 
-pub const MIN_W: u16 = 80;
-pub const MIN_H: u16 = 24;
+pub use super::app::{MIN_H, MIN_W};
 
 /// Draw the whole console.
 pub fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>, t: Theme) {
