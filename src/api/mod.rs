@@ -236,6 +236,11 @@ pub struct Note {
 }
 
 /// The audit line of a request refused before its handler ran.
+/// [`refusal`] of an authenticated caller.
+fn caller_refusal(c: &Caller, action: &str, e: &ApiError) -> Entry {
+    refusal(c.name.clone(), c.role.as_str(), c.via, action, e)
+}
+
 fn refusal(actor: String, role: &str, via: &str, action: &str, e: &ApiError) -> Entry {
     Entry {
         actor,
@@ -287,13 +292,7 @@ async fn guard(
     };
     let refuse = |e: ApiError| {
         if changing || e.status == StatusCode::FORBIDDEN {
-            api.record(refusal(
-                caller.name.clone(),
-                caller.role.as_str(),
-                caller.via,
-                action,
-                &e,
-            ));
+            api.record(caller_refusal(&caller, action, &e));
         }
         e.into_response()
     };
@@ -350,13 +349,7 @@ async fn guard(
     // not parse, a body over the limit): audited here, so no refusal goes unrecorded.
     if changing && resp.status().is_client_error() && resp.extensions().get::<Audited>().is_none() {
         let e = ApiError::for_status(resp.status());
-        api.record(refusal(
-            who.name.clone(),
-            who.role.as_str(),
-            who.via,
-            action,
-            &e,
-        ));
+        api.record(caller_refusal(&who, action, &e));
     }
     resp
 }

@@ -58,6 +58,14 @@ pub const ROUTES: &[Route] = &[
         Role::Admin,
         "target.inspect",
     ),
+    // Connects to the source with the daemon's credentials and names what its role cannot
+    // read: an operator's, like starting a backup.
+    r(
+        "GET",
+        "/v1/sources/{name}/check",
+        Role::Operator,
+        "source.check",
+    ),
     r("DELETE", "/v1/backups/{id}", Role::Admin, "delete"),
     r("POST", "/v1/backups/{id}/verify", Role::Operator, "verify"),
     r("POST", "/v1/backups/{id}/restore", Role::Admin, "restore"),
@@ -109,6 +117,7 @@ pub fn handler(route: &Route) -> MethodRouter<Api> {
         ("GET", "/v1/backups/{id}") => get(show_backup),
         ("GET", "/v1/verifications") => get(verifications),
         ("GET", "/v1/sources/{name}/databases/{db}") => get(inspect_target),
+        ("GET", "/v1/sources/{name}/check") => get(source_check),
         ("DELETE", "/v1/backups/{id}") => delete(delete_backup),
         ("POST", "/v1/backups/{id}/verify") => post(start_verify),
         ("POST", "/v1/backups/{id}/restore") => post(start_restore),
@@ -200,6 +209,23 @@ async fn inspect_target(
     crate::pg::conninfo::check_dbname(&db).map_err(|m| ApiError::field("db", m))?;
     let facts = crate::engine::ops::restore::inspect(&src.conn.with_dbname(&db)).await?;
     Ok(Reply::Ok(json_of(&facts)?))
+}
+
+/// `GET /v1/sources/{name}/check`: the preflight of `keepsake source check NAME` (tools,
+/// platform, what the role reads, pooler, TLS, what a plain restore needs), run by the daemon
+/// with its own credentials for the source.
+async fn source_check(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Reply, ApiError> {
+    body::query(q.as_deref(), &[])?;
+    let c = api
+        .engine
+        .source_check(&name)
+        .await
+        .map_err(|_| ApiError::not_found(format!("no source {}", printable(&name))))?;
+    Ok(Reply::Ok(json_of(&c)?))
 }
 
 /// `GET /v1/verifications`: every verification record, per backup id, oldest first.

@@ -317,16 +317,44 @@ fn list_file_of(
 
 /// A new project is one whose provider tables the restore fills are still empty: rows there
 /// mean a project in use, which a restore would mix with the backup's.
+/// The column names of a COPY column list as pg_dump writes it (`(id, "Guest Name")`).
+fn copy_columns(list: &str) -> Vec<String> {
+    let inner = list.trim().trim_start_matches('(').trim_end_matches(')');
+    let (mut out, mut cur, mut quoted, mut chars) =
+        (vec![], String::new(), false, inner.chars().peekable());
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                cur.push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur).trim().to_string()),
+            c => cur.push(c),
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+/// Refuse a new-project restore the project cannot take as it is: provider tables that already
+/// hold rows (a project in use), or that lack a column the backup has (another version of the
+/// provider): named before anything is written. A column the project has more is fine: rows
+/// go in by column name and it gets its default.
 async fn refuse_used_project(
     target: &ConnInfo,
     chosen: &crate::core::select::Chosen,
     project: &crate::core::select::Project,
+    facts: &crate::pg::archive::ArchiveFacts,
 ) -> Result<()> {
     let Some(p) = project.profile else {
         return Ok(());
     };
     let pg = client::connect(target).await?;
     let mut used = vec![];
+    let mut lacking = vec![];
     for (schema, name) in chosen.relations.iter().filter(|(s, _)| p.manages_schema(s)) {
         // Only tables count (a sequence always reads as one row).
         let is_table = pg
@@ -339,6 +367,27 @@ async fn refuse_used_project(
             .unwrap_or(false);
         if !is_table {
             continue;
+        }
+        if let Some(t) = facts
+            .tables
+            .iter()
+            .find(|t| &t.schema == schema && &t.name == name)
+        {
+            let have: Vec<String> = pg
+                .query(
+                    "SELECT a.attname::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+                    &[schema, name],
+                )
+                .await
+                .map_err(|e| Error::Postgres(client::describe(&e)))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for col in copy_columns(&t.columns) {
+                if !have.contains(&col) {
+                    lacking.push(format!("{schema}.{name}.{col}"));
+                }
+            }
         }
         let sql = format!(
             "SELECT EXISTS (SELECT 1 FROM {}.{})",
@@ -356,6 +405,17 @@ async fn refuse_used_project(
                 )))
             }
         }
+    }
+    if !lacking.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} is a {} project whose provider tables lack column{} the backup holds data in: {} (another version of {}?); restoring would drop that data, so nothing was done: restore into a project of the backup's version, or add the column{} there first",
+            target.display(),
+            p.title,
+            if lacking.len() == 1 { "" } else { "s" },
+            lacking.join(", "),
+            p.title,
+            if lacking.len() == 1 { "" } else { "s" },
+        )));
     }
     if used.is_empty() {
         return Ok(());
@@ -658,7 +718,7 @@ pub async fn restore(
     }
     if let (Some(pr), Some(toc)) = (&project, &toc) {
         let chosen = crate::core::select::for_new_project(&entries, pr);
-        refuse_used_project(&o.target, &chosen, pr).await?;
+        refuse_used_project(&o.target, &chosen, pr, &m.facts).await?;
         list_file = Some(list_file_of(toc, &entries, &chosen.ids)?);
         partial = Some(chosen);
     }
@@ -1029,4 +1089,19 @@ async fn stream_into_pg_restore(
         )));
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_columns;
+
+    #[test]
+    fn copy_column_lists_are_read_as_pg_dump_quotes_them() {
+        assert_eq!(copy_columns("(id, name)"), ["id", "name"]);
+        assert_eq!(
+            copy_columns(r#"(id, "Guest, Name", "say ""hi""")"#),
+            ["id", "Guest, Name", r#"say "hi""#]
+        );
+        assert!(copy_columns("").is_empty());
+    }
 }

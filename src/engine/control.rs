@@ -30,6 +30,8 @@ pub trait Control: Send + Sync {
     ) -> Result<std::collections::BTreeMap<String, Vec<crate::core::verify::VerifyRecord>>>;
     /// What database `db` on `source`'s server holds now (before a restore into it).
     async fn inspect_target(&self, source: &str, db: &str) -> Result<super::TargetFacts>;
+    /// The preflight of `source` (`keepsake source check`), as the engine's side sees it.
+    async fn source_check(&self, source: &str) -> Result<super::preflight::SourceCheck>;
     /// The largest tables of backup `id` (at most `n`), largest first.
     async fn largest_tables(&self, id: &str, n: usize) -> Result<Vec<super::TableSize>>;
     /// The newest `n` lines of the audit log of the last day, oldest first; `None` when this
@@ -82,6 +84,9 @@ impl Control for Engine {
     async fn inspect_target(&self, source: &str, db: &str) -> Result<super::TargetFacts> {
         let t = Control::restore_target(self, source, db)?;
         super::ops::restore::inspect(&t.conn).await
+    }
+    async fn source_check(&self, source: &str) -> Result<super::preflight::SourceCheck> {
+        Engine::source_check(self, source).await
     }
     async fn largest_tables(&self, id: &str, n: usize) -> Result<Vec<super::TableSize>> {
         let snap = self.snapshot().await?;

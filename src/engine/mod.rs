@@ -230,6 +230,13 @@ impl Engine {
         job::submit(self, command, Some(parent), Some(actor))
     }
 
+    /// The preflight of configured source `name` (`keepsake source check`).
+    pub async fn source_check(&self, name: &str) -> Result<preflight::SourceCheck> {
+        let cfg = self.config();
+        let src = cfg.source(name)?;
+        Ok(preflight::check(&cfg, src).await)
+    }
+
     /// Who this engine's jobs are started by unless a face says (default: the OS user at the
     /// CLI).
     pub fn set_actor(&self, actor: audit::Actor) {

@@ -9,13 +9,13 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, SourceConfig};
 use crate::pg::{client, preflight, tools};
 
 /// How one finding turned out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Ok,
@@ -34,15 +34,15 @@ impl Status {
 }
 
 /// One finding.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {
-    pub name: &'static str,
+    pub name: String,
     pub status: Status,
     pub detail: String,
 }
 
 /// The check of one source (`source check --json` prints an array of these).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourceCheck {
     pub source: String,
     /// `host:port/dbname`, never credentials.
@@ -50,9 +50,9 @@ pub struct SourceCheck {
     /// No finding failed: a backup can run and reads every row.
     pub ok: bool,
     /// The hosted platform detected from the server's roles (`crate::platform`).
-    pub platform: Option<&'static str>,
+    pub platform: Option<String>,
     /// The `provider` configured for the source.
-    pub provider: Option<&'static str>,
+    pub provider: Option<String>,
     pub server_version: Option<String>,
     pub findings: Vec<Finding>,
     pub facts: Option<preflight::Facts>,
@@ -62,7 +62,7 @@ pub struct SourceCheck {
 impl SourceCheck {
     fn push(&mut self, name: &'static str, status: Status, detail: impl Into<String>) {
         self.findings.push(Finding {
-            name,
+            name: name.into(),
             status,
             detail: detail.into(),
         });
@@ -85,7 +85,7 @@ pub async fn check(config: &Config, src: &SourceConfig) -> SourceCheck {
         location: src.conn.display(),
         ok: false,
         platform: None,
-        provider: src.provider.map(|p| p.name),
+        provider: src.provider.map(|p| p.name.to_string()),
         server_version: None,
         findings: vec![],
         facts: None,
@@ -217,7 +217,7 @@ async fn run(config: &Config, src: &SourceConfig, out: &mut SourceCheck) {
     }
 
     let detected = crate::platform::detect(&f.roles);
-    out.platform = detected.map(|p| p.name);
+    out.platform = detected.map(|p| p.name.to_string());
     match (detected, src.provider) {
         (Some(d), Some(c)) if d != c => out.push(
             "platform",

@@ -673,6 +673,12 @@ impl Control for Remote {
             .await
     }
 
+    async fn source_check(&self, source: &str) -> Result<super::preflight::SourceCheck> {
+        self.0
+            .get(&format!("/v1/sources/{}/check", path_part(source)))
+            .await
+    }
+
     async fn largest_tables(&self, id: &str, n: usize) -> Result<Vec<super::TableSize>> {
         let v: Value = self
             .0

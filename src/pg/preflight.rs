@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::pg::client::describe;
 
 /// The facts, as read.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Facts {
     pub user: String,
     pub superuser: bool,
@@ -21,7 +21,7 @@ pub struct Facts {
     pub wal_level: String,
     pub tls: bool,
     /// Every role of the server (platform detection).
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub roles: Vec<String>,
     /// Tables, sequences and views the role cannot read (`schema.name`): pg_dump stops there.
     pub unreadable: Vec<String>,

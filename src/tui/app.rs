@@ -89,6 +89,8 @@ pub enum Effect {
         tables: Vec<(String, String)>,
         into_schema: String,
     },
+    /// Run the preflight of `source` (`App::source_checked` follows it).
+    SourceCheck(String),
     Quit,
 }
 
@@ -197,6 +199,11 @@ pub enum Dialog {
     Message {
         title: String,
         text: String,
+    },
+    /// `source check` of `source`: its lines once the engine answered (or why it could not).
+    SourceCheck {
+        source: String,
+        lines: Option<std::result::Result<Vec<String>, String>>,
     },
 }
 
@@ -531,6 +538,24 @@ impl App {
         true
     }
 
+    /// The engine's answer to a source check this console asked for.
+    pub fn source_checked(
+        &mut self,
+        source: &str,
+        r: std::result::Result<crate::engine::preflight::SourceCheck, String>,
+    ) {
+        if let Some(Dialog::SourceCheck { source: s, lines }) = &mut self.dialog {
+            if s == source {
+                *lines = Some(r.map(|c| {
+                    crate::present::source_check_text(&c)
+                        .lines()
+                        .map(str::to_string)
+                        .collect()
+                }));
+            }
+        }
+    }
+
     /// Apply `a` on a terminal of `width`×`height`: while the screen is too small to show
     /// anything but the "enlarge the window" line, only quitting acts (a key must never
     /// start work nobody can see — issue 27, item 5).
@@ -628,6 +653,23 @@ impl App {
                     );
                 } else {
                     self.dialog = Some(Dialog::Backup { source, sel: 0 });
+                }
+            }
+            Action::Check => {
+                let source = match self.screen {
+                    0 => self.model.status.get(self.sel[0]).map(|s| s.source.clone()),
+                    _ => None,
+                }
+                .or_else(|| (self.model.sources.len() == 1).then(|| self.model.sources[0].clone()));
+                match source {
+                    Some(source) => {
+                        self.dialog = Some(Dialog::SourceCheck {
+                            source: source.clone(),
+                            lines: None,
+                        });
+                        return vec![Effect::SourceCheck(source)];
+                    }
+                    None => self.message("Check", "select a source on 1 Overview first"),
                 }
             }
             Action::Verify => match self.selected_backup() {
@@ -729,7 +771,7 @@ impl App {
             return vec![];
         }
         let (keep, effects) = match d {
-            Dialog::Help | Dialog::Message { .. } => (None, vec![]),
+            Dialog::Help | Dialog::Message { .. } | Dialog::SourceCheck { .. } => (None, vec![]),
             Dialog::Report { report, scroll } => match a {
                 Action::Down => (
                     Some(Dialog::Report {

@@ -28,6 +28,8 @@ pub enum Action {
     Delete,
     Drill,
     Cancel,
+    /// Check the selected source (`keepsake source check`).
+    Check,
     Help,
     /// Ctrl-C: leave (asks when an in-process job runs).
     Interrupt,
@@ -94,6 +96,7 @@ pub fn action(key: KeyEvent, focus: Focus) -> Option<Action> {
             'd' => Some(Action::Delete),
             'D' => Some(Action::Drill),
             'c' => Some(Action::Cancel),
+            's' => Some(Action::Check),
             '?' => Some(Action::Help),
             _ => None,
         },

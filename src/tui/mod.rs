@@ -47,6 +47,10 @@ enum Msg {
         String,
         std::result::Result<crate::engine::TargetFacts, String>,
     ),
+    SourceChecked(
+        String,
+        std::result::Result<crate::engine::preflight::SourceCheck, String>,
+    ),
     Tables(
         String,
         std::result::Result<Vec<crate::engine::TableSize>, String>,
@@ -280,6 +284,10 @@ async fn event_loop<C: Control + 'static>(
                 }
                 dirty = true;
             }
+            Msg::SourceChecked(source, r) => {
+                app.source_checked(&source, r);
+                dirty = true;
+            }
             Msg::TargetFacts(db, r) => {
                 app.target_facts = Some((db, r));
                 dirty = true;
@@ -345,6 +353,12 @@ fn effect<C: Control + 'static>(
                     .map(|h| h.id)
                     .map_err(|e| e.to_string());
                 let _ = tx.send(Msg::Started { what, job });
+            });
+        }
+        Effect::SourceCheck(source) => {
+            tokio::spawn(async move {
+                let r = ctl.source_check(&source).await.map_err(|e| e.to_string());
+                let _ = tx.send(Msg::SourceChecked(source, r));
             });
         }
         Effect::InspectTarget { source, db } => {

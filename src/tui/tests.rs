@@ -1011,3 +1011,64 @@ fn drill_key_walks_source_backup_confirm_then_starts_and_shows_the_report() {
         matches!(&a.dialog, Some(Dialog::Report { report: r, .. }) if r.id == "20261202T050000Z-d3d3d3")
     );
 }
+
+/// Issue 24: the console shows `source check` for the selected source (`s` on Overview): the
+/// same findings as the command, from whichever engine it is attached to.
+#[test]
+fn s_checks_the_selected_source_and_shows_the_findings() {
+    use crate::engine::preflight::{Finding, SourceCheck, Status};
+    let mut a = app();
+    press(&mut a, KeyCode::Char('1'));
+    let source = a.model.status[a.sel[0]].source.clone();
+    assert_eq!(
+        press(&mut a, KeyCode::Char('s')),
+        vec![Effect::SourceCheck(source.clone())]
+    );
+    assert!(screen(&a, 80, 24).contains(&format!("checking {source}")));
+    let check = SourceCheck {
+        source: source.clone(),
+        location: "db.example:5432/app".into(),
+        ok: false,
+        platform: Some("supabase".into()),
+        provider: None,
+        server_version: Some("15.8".into()),
+        findings: vec![Finding {
+            name: "pooler".into(),
+            status: Status::Fail,
+            detail: "port 6543 is a transaction-mode pooler: use the session port 5432".into(),
+        }],
+        facts: None,
+        duration_ms: 34,
+    };
+    a.source_checked("another", Ok(check.clone()));
+    assert!(
+        screen(&a, 80, 24).contains("checking"),
+        "another source's answer is not this one"
+    );
+    a.source_checked(&source, Ok(check));
+    let s = screen(&a, 120, 40);
+    assert!(s.contains("transaction-mode pooler"), "{s}");
+    assert!(s.contains(&format!("Source check: {source}")), "{s}");
+    press(&mut a, KeyCode::Esc);
+    assert!(a.dialog.is_none());
+}
+
+/// Issue 24: a backup's details say what a proof on a plain server covered and what it did
+/// not (stand-in roles, event triggers, provider-only extensions), as `show` does.
+#[test]
+fn backup_details_name_what_the_proof_did_not_cover() {
+    let mut a = app();
+    let recs = a
+        .model
+        .records
+        .get_mut("20261202T114800Z-wedsync")
+        .expect("records");
+    let last = recs.last_mut().expect("a restore record");
+    last.stand_in_roles = vec!["supabase_admin".into(), "anon".into()];
+    last.not_covered = vec!["2 event triggers".into()];
+    press(&mut a, KeyCode::Char('2'));
+    press(&mut a, KeyCode::Enter);
+    let s = screen(&a, 120, 40);
+    assert!(s.contains("not covered: 2 event triggers"), "{s}");
+    assert!(s.contains("stand-in roles supabase_admin, anon"), "{s}");
+}

@@ -102,7 +102,9 @@ pub fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>, t: Theme) {
             2 => " c cancel job  Enter details  b backup  q quit".into(),
             3 => " p prune (preview, then confirm)  q quit".into(),
             4 => " D drill (guided)  Enter read the report  j/k move  q quit".into(),
-            _ => " b backup  v verify  r restore  D drill  p prune  c cancel  q quit".into(),
+            _ => {
+                " b backup  v verify  r restore  D drill  p prune  s check  c cancel  q quit".into()
+            }
         }
     };
     f.render_widget(Paragraph::new(keys).style(t.fg(Color::DarkGray)), foot);
@@ -728,6 +730,12 @@ fn verification_lines(app: &App, id: &str, max: usize) -> Vec<String> {
                 .map(|ms| format!(" · restore {}", duration_ms(ms)))
                 .unwrap_or_default()
         ));
+        // What a proof on a plain server covered beyond the tables (hosted backups).
+        out.extend(
+            crate::present::coverage_lines(r)
+                .lines()
+                .map(|l| format!("  {}", l.trim_start())),
+        );
     }
     out
 }
@@ -1187,6 +1195,7 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                 "d delete the selected backup (type its id)".into(),
                 "D guided drill: restore, check, time, drop, report".into(),
                 "c cancel a running job (asks first)".into(),
+                "s check the selected source: tools, platform, rows read, pooler".into(),
                 "q quit (asks while a job of this console runs)".into(),
                 String::new(),
                 "✔ proven/ok  ⚠ breach or not proven  ✗ failed/damaged  ● running".into(),
@@ -1212,6 +1221,16 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                 "Esc close".into()
             });
             (format!(" Drill report {} ", report.id), l)
+        }
+        Dialog::SourceCheck { source, lines } => {
+            let mut l = match lines {
+                None => vec![format!("checking {source}…")],
+                Some(Ok(lines)) => lines.clone(),
+                Some(Err(e)) => vec![format!("✗ the check did not run: {e}")],
+            };
+            l.push(String::new());
+            l.push("Esc close".into());
+            (format!(" Source check: {source} "), l)
         }
         Dialog::Message { title, text } => (
             format!(" {title} "),

@@ -142,6 +142,7 @@ fn every_route_checks_its_role_and_strangers_are_refused() {
         ("GET", "/v1/jobs".into(), None, "viewer"),
         ("GET", "/metrics".into(), None, "viewer"),
         ("POST", "/v1/backups".into(), Some(bad.clone()), "operator"),
+        ("GET", "/v1/sources/main/check".into(), None, "operator"),
         (
             "POST",
             format!("/v1/backups/{id}/verify"),
@@ -1399,6 +1400,12 @@ fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
         assert!(f.exists && f.tables > 0 && f.bytes > 0, "{f:?}");
         let f = remote.inspect_target("main", "not_there").await.expect("inspect");
         assert!(!f.exists, "{f:?}");
+        // The console's source check, through the daemon (issue 24): the command's findings.
+        let c = remote.source_check("main").await.expect("source check");
+        assert_eq!(c.source, "main");
+        assert!(c.ok, "{c:?}");
+        assert!(c.findings.iter().any(|f| f.name == "plain restore"), "{c:?}");
+        assert!(remote.source_check("nope").await.is_err());
         let tables = remote.largest_tables(&id, 3).await.expect("tables");
         assert!(!tables.is_empty() && tables.len() <= 3, "{tables:?}");
         assert!(tables.windows(2).all(|w| w[0].bytes >= w[1].bytes), "{tables:?}");

@@ -662,3 +662,190 @@ fn what_needs_an_extension_the_scratch_server_lacks_is_named_never_a_table() {
     );
     assert_eq!(scratch_databases(&plain), "0");
 }
+
+/// The first ```sh block after `heading` in docs/restore.md: its commands, continuation lines
+/// joined, each split into words as a shell would (double quotes; `#` comments dropped).
+fn doc_recipe(heading: &str) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/restore.md"))
+        .expect("docs/restore.md");
+    let after = &text[text.find(heading).expect("the recipe's heading")..];
+    let start = after.find("```sh\n").expect("a sh block") + 6;
+    let block = &after[start..start + after[start..].find("```").expect("its end")];
+    let joined = block.replace("\\\n", " ");
+    joined
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (mut words, mut cur, mut quoted) = (vec![], String::new(), false);
+            for c in l.chars() {
+                match c {
+                    '"' => quoted = !quoted,
+                    c if c.is_whitespace() && !quoted => {
+                        if !cur.is_empty() {
+                            words.push(std::mem::take(&mut cur));
+                        }
+                    }
+                    c => cur.push(c),
+                }
+            }
+            if !cur.is_empty() {
+                words.push(cur);
+            }
+            words
+        })
+        .collect()
+}
+
+/// Run a documented `keepsake` command against `target` (a cluster on this machine): the
+/// backup id for `ID`, the cluster's address for the URL's host and port (TLS off on
+/// loopback), and its password from a file, as the docs leave the password to the user.
+fn run_doc_keepsake(
+    env: &Env,
+    words: &[String],
+    id: &str,
+    target: &TempCluster,
+) -> crate::support::Run {
+    assert_eq!(words[0], "keepsake", "{words:?}");
+    let pw = env.dir.path().join(format!("doc-password-{}", target.port));
+    std::fs::write(&pw, target.password.expose()).expect("password file");
+    let mut args: Vec<String> = words[1..]
+        .iter()
+        .map(|w| match w.as_str() {
+            "ID" => id.to_string(),
+            url if url.starts_with("postgres://") => {
+                let rest = &url[url.find('@').expect("user@host") + 1..];
+                let path = &rest[rest.find('/').expect("/dbname")..];
+                let db = path.split('?').next().unwrap_or(path);
+                format!(
+                    "postgres://postgres@127.0.0.1:{}{db}?sslmode=disable",
+                    target.port
+                )
+            }
+            w => w.to_string(),
+        })
+        .collect();
+    args.push("--target-password".into());
+    args.push(format!("file:{}", pw.display()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.keepsake(&args)
+}
+
+/// Issue 24 (docs): the two hosted recipes of docs/restore.md, run as written — the plain
+/// PostgreSQL one (its `psql` step, then its `restore` with every flag) and the new-project
+/// one — against the Supabase-built fixture: each exits 0 and brings back the tables it
+/// promises with identical rows. A recipe edited into something that no longer works fails.
+#[test]
+fn the_hosted_recipes_in_the_restore_docs_work_as_written() {
+    let hosted = supabase("app", true);
+    let env = Env::on_cluster(hosted, "app");
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let digests = |c: &TempCluster, db: &str, tables: &[&str]| -> Vec<String> {
+        tables.iter().map(|t| table_digest(c, db, t)).collect()
+    };
+
+    // Into plain PostgreSQL.
+    let app = [
+        "public.weddings",
+        "public.guests",
+        "public.wedding_notes",
+        r#""Wedding Plans"."Guest List""#,
+    ];
+    let plain = TempCluster::start().expect("a plain cluster");
+    let recipe = doc_recipe("### A hosted database into plain PostgreSQL");
+    assert_eq!(recipe.len(), 2, "a psql step and a restore: {recipe:?}");
+    assert_eq!(recipe[0][0], "psql");
+    let sql = &recipe[0][recipe[0].iter().position(|w| w == "-c").expect("-c") + 1];
+    psql_on(&plain, "postgres", "postgres", sql);
+    let r = run_doc_keepsake(&env, &recipe[1], &id, &plain);
+    assert_eq!(r.code, 0, "{:?}\n{}", recipe[1], r.all());
+    assert_eq!(
+        digests(&plain, "app", &app),
+        digests(&env.cluster, "app", &app)
+    );
+
+    // Into a new project of the same provider.
+    let all: Vec<&str> = app
+        .iter()
+        .copied()
+        .chain(["auth.users", "storage.buckets", "storage.objects"])
+        .collect();
+    let project = supabase("postgres", false);
+    let recipe = doc_recipe("### A hosted database into a new project");
+    assert_eq!(recipe.len(), 1, "{recipe:?}");
+    let r = run_doc_keepsake(&env, &recipe[0], &id, &project);
+    assert_eq!(r.code, 0, "{:?}\n{}", recipe[0], r.all());
+    assert_eq!(
+        digests(&project, "postgres", &all),
+        digests(&env.cluster, "app", &all)
+    );
+}
+
+/// Issue 24 (bad input): a new project whose provider tables differ from the backup's. A newer
+/// provider version that added a column to `auth.users` takes the rows by column name (the new
+/// column gets its default) and the check compares the backup's columns: exit 0, every row
+/// back. One that dropped a column the backup has data in is refused before anything is
+/// written (exit 2, naming the column): no column's data is silently dropped.
+#[test]
+fn a_new_project_of_a_newer_provider_version_takes_rows_by_column_name_or_refuses() {
+    let hosted = supabase("app", true);
+    let env = Env::on_cluster(hosted, "app");
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let recipe = doc_recipe("### A hosted database into a new project");
+
+    let added = supabase("postgres", false);
+    psql_on(
+        &added,
+        "supabase_admin",
+        "postgres",
+        "ALTER TABLE auth.users ADD COLUMN is_anonymous boolean NOT NULL DEFAULT false",
+    );
+    let r = run_doc_keepsake(&env, &recipe[0], &id, &added);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let cols = "SELECT count(*) || ':' || md5(string_agg(id::text || coalesce(email, ''), '|' ORDER BY id)) FROM auth.users";
+    assert_eq!(
+        psql_on(&added, "postgres", "postgres", cols),
+        psql_on(&env.cluster, "postgres", "app", cols)
+    );
+    assert_eq!(
+        psql_on(
+            &added,
+            "postgres",
+            "postgres",
+            "SELECT count(*) FROM auth.users WHERE is_anonymous"
+        ),
+        "0",
+        "the new column has its default"
+    );
+
+    let dropped = supabase("postgres", false);
+    psql_on(
+        &dropped,
+        "supabase_admin",
+        "postgres",
+        "ALTER TABLE storage.objects DROP COLUMN metadata",
+    );
+    let r = run_doc_keepsake(&env, &recipe[0], &id, &dropped);
+    assert_eq!(r.code, 2, "refused before anything is written: {}", r.all());
+    assert!(
+        r.stderr.contains("storage.objects.metadata") && r.stderr.contains("nothing was done"),
+        "the refusal names the column: {}",
+        r.stderr
+    );
+    for (t, n) in [
+        ("storage.objects", "0"),
+        ("auth.users", "0"),
+        ("(SELECT 1 FROM pg_class WHERE relname = 'weddings') x", "0"),
+    ] {
+        assert_eq!(
+            psql_on(
+                &dropped,
+                "postgres",
+                "postgres",
+                &format!("SELECT count(*) FROM {t}")
+            ),
+            n,
+            "nothing of the backup was written ({t})"
+        );
+    }
+}
