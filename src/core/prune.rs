@@ -245,6 +245,102 @@ pub async fn prune(
     policy: &RetentionPolicy,
     dry_run: bool,
 ) -> Result<PruneReport> {
+    if dry_run {
+        return prune_now(repo, policy, true).await;
+    }
+    let turn = Turn {
+        store: repo.store().clone(),
+        key: take_prune_turn(repo, PRUNE_WAIT).await?,
+    };
+    let r = prune_now(repo, policy, false).await;
+    if let Err(e) = turn.store.delete(&turn.key).await {
+        // Found dead by the next prune (this process is gone) or when it expires.
+        tracing::warn!("could not remove this prune's turn {}: {e}", turn.key);
+    }
+    r
+}
+
+/// A prune's turn, given back when the prune ends — also when it is cancelled (its future
+/// dropped): a daemon that lives on must not hold the turn until it expires.
+struct Turn {
+    store: std::sync::Arc<dyn crate::storage::ObjectStore>,
+    key: String,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let (store, key) = (self.store.clone(), self.key.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            // Deleting an absent key is not an error: a second delete after the first is harmless.
+            rt.spawn(async move {
+                let _ = store.delete(&key).await;
+            });
+        }
+    }
+}
+
+/// Where prunes take their turn (a [`Lease`] each, apart from the backups' leases).
+pub const PRUNE_TURNS: &str = "locks/prune/";
+/// How long a prune waits for earlier ones to end before it gives up.
+pub const PRUNE_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Prunes of one repository run one at a time — two at once would overwrite each other's
+/// marks, and a mark a backup must see while its pack is deleted could be lost. Without
+/// conditional writes: each prune writes its turn (`locks/prune/<time>-<random>`), then waits
+/// while a live turn ordered before its own exists. Two prunes that start together both see
+/// both turns and agree on the order; one whose process is gone (this host) or whose turn
+/// expired no longer counts. Returns the turn's key (remove it when done).
+async fn take_prune_turn(repo: &Repository, wait: std::time::Duration) -> Result<String> {
+    let now = Utc::now();
+    let key = format!(
+        "{PRUNE_TURNS}{}-{}",
+        now.format("%Y%m%dT%H%M%S%.6fZ"),
+        hex::encode(rand::random::<[u8; 4]>())
+    );
+    put_lease(repo, &key, &Lease::new(now)).await?;
+    let started = std::time::Instant::now();
+    loop {
+        let mut ahead = None;
+        for o in repo.store().list(PRUNE_TURNS).await? {
+            if o.key >= key {
+                continue;
+            }
+            let lease = repo
+                .get_sealed_opt(&o.key)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|p| serde_json::from_slice::<Lease>(&p).ok());
+            match lease {
+                Some(l) if !l.dead(Utc::now()) => ahead = Some(l),
+                // Its prune is gone: its turn is over.
+                Some(_) => repo.store().delete(&o.key).await?,
+                // Unreadable, or removed since the listing: not a prune to wait for.
+                None => {}
+            }
+        }
+        let Some(l) = ahead else {
+            return Ok(key);
+        };
+        if started.elapsed() >= wait {
+            let _ = repo.store().delete(&key).await;
+            return Err(Error::Conflict(format!(
+                "another prune of this repository has been running since {} (host {}, pid {}); this one waited {} minutes and changed nothing: run it again when that one has ended",
+                l.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                l.host,
+                l.pid,
+                wait.as_secs() / 60
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+async fn prune_now(
+    repo: &Repository,
+    policy: &RetentionPolicy,
+    dry_run: bool,
+) -> Result<PruneReport> {
     let now = Utc::now();
     let grace = Duration::hours(i64::from(policy.prune_grace_hours.unwrap_or(24)));
     // Leases before manifests: a backup that commits (and drops its lease) between the two
@@ -381,6 +477,10 @@ async fn live_leases(
 ) -> Result<Vec<Lease>> {
     let mut leases = Vec::new();
     for o in repo.store().list("locks/").await? {
+        // Prunes' turns are not backups (see `take_prune_turn`).
+        if o.key.starts_with(PRUNE_TURNS) {
+            continue;
+        }
         match repo
             .get_sealed(&o.key)
             .await
@@ -629,5 +729,66 @@ mod tests {
         assert!(!repo.store().exists(&key).await.unwrap());
         let e = check_lease(&repo, &key).await.unwrap_err();
         assert!(e.to_string().contains("is gone"), "{e}");
+    }
+
+    /// Regression (crash harness, two daemons on S3): two prunes at once overwrote each
+    /// other's marks, and the store's size check failed one of them ("the store reports 445
+    /// bytes stored, 542 were sent"). Prunes now take turns: a later one waits while an
+    /// earlier live one runs, gives up after its wait (changing nothing, naming the other),
+    /// and goes on as soon as the earlier turn is given back; a dead turn does not count.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prunes_take_turns() {
+        let id = age::x25519::Identity::generate();
+        let repo = Arc::new(
+            Repository::init(
+                Arc::new(MemoryStore::new()),
+                "mem",
+                Recipients(vec![id.to_public()]),
+                Identities::from_identity(id),
+            )
+            .await
+            .expect("init"),
+        );
+        let turns = || async { repo.store().list(PRUNE_TURNS).await.expect("list") };
+        // An earlier prune of this very process: alive, so it holds its turn.
+        let held = format!("{PRUNE_TURNS}20000101T000000.000000Z-00000000");
+        put_lease(&repo, &held, &Lease::new(Utc::now()))
+            .await
+            .expect("lease");
+        let e = take_prune_turn(&repo, std::time::Duration::from_millis(800))
+            .await
+            .expect_err("waits, then gives up");
+        assert!(matches!(e, Error::Conflict(_)), "{e:?}");
+        assert!(e.to_string().contains("another prune"), "{e}");
+        assert_eq!(
+            turns().await.len(),
+            1,
+            "the refused prune left no turn behind"
+        );
+
+        let r2 = repo.clone();
+        let h = held.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            r2.store().delete(&h).await.expect("give the turn back");
+        });
+        let t = std::time::Instant::now();
+        let mine = take_prune_turn(&repo, std::time::Duration::from_secs(30))
+            .await
+            .expect("its turn comes");
+        assert!(
+            t.elapsed() >= std::time::Duration::from_millis(500),
+            "it waited"
+        );
+        assert_eq!(turns().await.len(), 1);
+
+        // A turn whose lease expired long ago is over: taken away, not waited for.
+        repo.store().delete(&mine).await.expect("done");
+        let mut old = Lease::new(Utc::now() - Duration::hours(5));
+        old.expires_at = Utc::now() - Duration::hours(3);
+        put_lease(&repo, &held, &old).await.expect("lease");
+        take_prune_turn(&repo, std::time::Duration::from_millis(100))
+            .await
+            .expect("a dead turn does not count");
     }
 }
