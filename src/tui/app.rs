@@ -313,8 +313,18 @@ impl App {
             .live
             .iter()
             .map(|j| j.id.clone())
-            .chain(self.model.history.iter().rev().map(|j| j.id.clone()))
+            .chain(self.past_jobs().map(|j| j.id.clone()))
             .collect()
+    }
+
+    /// The job history, newest first, without the jobs still live: a running job's history
+    /// record (written when it started) would list it a second time (issue 27, item 3).
+    pub fn past_jobs(&self) -> impl Iterator<Item = &crate::engine::history::JobRecord> {
+        self.model
+            .history
+            .iter()
+            .rev()
+            .filter(|h| !self.model.live.iter().any(|l| l.id == h.id))
     }
 
     fn rows_on_screen(&self) -> usize {

@@ -46,6 +46,19 @@ pub enum Focus {
     Text,
 }
 
+/// The keys `key` stands for. Over SSH an Esc and the key after it arrive together, and the
+/// terminal reads the pair as Alt+key: the console has no Alt bindings, so Alt+c is Esc, then
+/// c (issue 27, item 6: `/ a b Esc 3` in one burst left the filter "ab3").
+pub fn split_escape(key: KeyEvent) -> Vec<KeyEvent> {
+    match key.code {
+        KeyCode::Char(_) if key.modifiers.contains(KeyModifiers::ALT) => vec![
+            KeyEvent::new_with_kind(KeyCode::Esc, KeyModifiers::NONE, key.kind),
+            KeyEvent::new_with_kind(key.code, key.modifiers - KeyModifiers::ALT, key.kind),
+        ],
+        _ => vec![key],
+    }
+}
+
 /// The action of `key`, if any.
 pub fn action(key: KeyEvent, focus: Focus) -> Option<Action> {
     if key.kind == KeyEventKind::Release {

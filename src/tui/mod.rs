@@ -189,12 +189,15 @@ async fn event_loop<C: Control + 'static>(
         let Some(msg) = msg else { break };
         match msg {
             Msg::Input(TermEvent::Key(k)) => {
-                if let Some(a) = keys::action(k, app.focus()) {
-                    let size = terminal.size().unwrap_or_default();
-                    for e in app.update_on(a, size.width, size.height) {
-                        effect(e, &ctl, &tx);
+                // Each key is read in the focus the one before it left (Esc, then 3).
+                for k in keys::split_escape(k) {
+                    if let Some(a) = keys::action(k, app.focus()) {
+                        let size = terminal.size().unwrap_or_default();
+                        for e in app.update_on(a, size.width, size.height) {
+                            effect(e, &ctl, &tx);
+                        }
+                        dirty = true;
                     }
-                    dirty = true;
                 }
             }
             Msg::Input(TermEvent::Resize(..)) => {

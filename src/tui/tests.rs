@@ -1072,3 +1072,44 @@ fn backup_details_name_what_the_proof_did_not_cover() {
     assert!(s.contains("not covered: 2 event triggers"), "{s}");
     assert!(s.contains("stand-in roles supabase_admin, anon"), "{s}");
 }
+
+/// Regression (issue 27, item 3): a running job was listed twice on 3 Jobs — its live row and
+/// its history record written when it started — and `c` on the second said "no job is
+/// running" under "Jobs (1 running)".
+#[test]
+fn a_running_job_is_listed_once() {
+    let mut a = app();
+    let live = a.model.live[0].clone();
+    let mut started = JobRecord::new(&live.id, live.kind, live.source.as_deref(), "file:///r");
+    started.status = JobStatus::Running;
+    a.model.history.push(started);
+    let ids = a.job_ids();
+    assert_eq!(ids.iter().filter(|i| **i == live.id).count(), 1, "{ids:?}");
+    press(&mut a, KeyCode::Char('3'));
+    let s = screen(&a, 120, 40);
+    assert_eq!(s.matches("ee33ff").count(), 1, "{s}");
+}
+
+/// Regression (issue 27, item 6): `/ a b Esc 3` in one burst (as keys arrive over SSH) reached
+/// the console as `/ a b Alt+3` and left the filter "ab3". Alt+key is Esc, then the key: the
+/// filter is cleared and screen 3 opens.
+#[test]
+fn esc_then_a_key_in_one_burst_is_esc_then_the_key() {
+    let mut a = app();
+    press(&mut a, KeyCode::Char('2'));
+    press(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "ab");
+    assert_eq!(a.filter, "ab");
+    let burst = KeyEvent::new(KeyCode::Char('3'), KeyModifiers::ALT);
+    for k in keys::split_escape(burst) {
+        if let Some(act) = keys::action(k, a.focus()) {
+            a.update(act);
+        }
+    }
+    assert_eq!(a.filter, "", "Esc cleared the filter");
+    assert!(!a.filtering);
+    assert_eq!(a.screen, 2, "then 3 opened the Jobs screen");
+    // A plain key is itself.
+    let k = KeyEvent::new(KeyCode::Char('b'), KeyModifiers::NONE);
+    assert_eq!(keys::split_escape(k), vec![k]);
+}

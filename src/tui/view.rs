@@ -560,7 +560,7 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
             detail,
         ]));
     }
-    for j in m.history.iter().rev() {
+    for j in app.past_jobs() {
         let status = serde_json::to_value(j.status)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
