@@ -23,7 +23,6 @@ use crate::core::format::{BackupType, Manifest};
 use crate::engine::view::Snapshot;
 use crate::engine::{Command, JobOutcome, RestoreRequest, RestoreTarget, VerifyTarget};
 use crate::model::{Level, Role};
-use crate::pg::conninfo::ConnInfo;
 
 /// One route: method, path (axum syntax), the least role allowed, the audit action name.
 #[derive(Debug)]
@@ -440,7 +439,8 @@ async fn start_restore(
             }
             (_, None, None) => None,
         };
-        let target = match target.as_deref().map(ConnInfo::parse) {
+        // The typed-target rule (engine): no password in the URL; none comes from here either.
+        let target = match target.as_deref().map(|u| RestoreTarget::typed(u, None, false)) {
             None if on_source.is_some() => None,
             None => {
                 f.error(
@@ -449,21 +449,14 @@ async fn start_restore(
                 );
                 None
             }
-            // The parser's message names what is wrong, never the value.
-            Some(Err(m)) => {
-                f.error("target", m);
-                None
-            }
-            Some(Ok(ci)) if ci.password.is_some() => {
-                f.error(
-                    "target",
-                    "must not carry a password: the daemon connects with its own credentials (its ~/.pgpass or PGPASSFILE, for the hosts its configuration names)",
-                );
+            // The message names what is wrong, never the value.
+            Some(Err(e)) => {
+                f.error(e.field().unwrap_or("target"), e.message());
                 None
             }
             // The daemon's stored passwords go only to the servers its configuration names
             // (its sources, the scratch server): never to a host a request chose.
-            Some(Ok(mut ci)) => {
+            Some(Ok(RestoreTarget { conn: mut ci, .. })) => {
                 let cfg = api.engine.config();
                 ci.use_passfile = cfg.sources.iter().any(|s| s.conn.same_server(&ci))
                     || cfg

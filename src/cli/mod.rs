@@ -639,27 +639,22 @@ fn config_check(c: &Config) -> Result<()> {
 }
 
 /// `--target` and `--target-password`: never a password on the command line.
+/// `--target` and `--target-password`, by the engine's typed-target rule.
 fn restore_target(target: &str, password: Option<&str>) -> Result<ConnInfo> {
-    let mut ci = ConnInfo::parse(target).map_err(|m| Error::Usage(format!("--target: {m}")))?;
-    if ci.password.is_some() {
-        return Err(Error::Usage(
-            "--target must not carry a password (it would be visible in the process list): use --target-password env:NAME or file:/path, or PGPASSWORD".into(),
-        ));
-    }
-    if let Some(p) = password {
-        if !(p.starts_with("env:") || p.starts_with("file:")) {
-            return Err(Error::Usage(
-                "--target-password takes env:NAME or file:/path, never the password itself".into(),
-            ));
+    RestoreTarget::typed(target, password, true)
+        .map(|t| t.conn)
+        .map_err(flag_words)
+}
+
+/// A request-field error as this face names the field: its flag (`target_password` →
+/// `--target-password`).
+fn flag_words(e: Error) -> Error {
+    match e {
+        Error::Field { field, message } => {
+            Error::Usage(format!("--{} {message}", field.replace('_', "-")))
         }
-        ci.password = Some(
-            config::resolve_secret(p)
-                .map_err(|m| Error::Usage(format!("--target-password: {m}")))?,
-        );
-    } else if let Ok(pw) = std::env::var("PGPASSWORD") {
-        ci.password = Some(config::Secret::new(pw));
+        e => e,
     }
-    Ok(ci)
 }
 
 /// `keepsake backup`: every source (or one), one job each; a failed source does not stop the

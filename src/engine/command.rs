@@ -174,6 +174,54 @@ impl RestoreTarget {
         }
     }
 
+    /// The one rule for a target typed by a person (`restore --target`, `drill --target`, the
+    /// console's URL field, the control API's `target`): the URL never carries a password —
+    /// it would show in process lists, shell history and request logs. The password comes
+    /// from `password`, a secret reference (`env:NAME` or `file:/path`, never the password
+    /// itself), else, when `from_environment` (an engine that connects itself), from
+    /// `PGPASSWORD`. Errors name the request's fields (`target`, `target_password`).
+    pub fn typed(
+        url: &str,
+        password: Option<&str>,
+        from_environment: bool,
+    ) -> crate::error::Result<RestoreTarget> {
+        let field = |field, message: String| crate::error::Error::Field { field, message };
+        let mut conn = ConnInfo::parse(url).map_err(|m| field("target", m))?;
+        Self::refuse_password(&conn)?;
+        match password {
+            Some(p) if !(p.starts_with("env:") || p.starts_with("file:")) => {
+                return Err(field(
+                    "target_password",
+                    "takes env:NAME or file:/path, never the password itself".into(),
+                ))
+            }
+            Some(p) => {
+                conn.password = Some(
+                    crate::secret::resolve_secret(p).map_err(|m| field("target_password", m))?,
+                )
+            }
+            None if from_environment => {
+                if let Ok(pw) = std::env::var("PGPASSWORD") {
+                    conn.password = Some(crate::secret::Secret::new(pw));
+                }
+            }
+            None => {}
+        }
+        Ok(RestoreTarget::url(conn))
+    }
+
+    /// A target URL must not carry a password (see [`RestoreTarget::typed`]); also what keeps
+    /// one from crossing the control API.
+    pub fn refuse_password(conn: &ConnInfo) -> crate::error::Result<()> {
+        match conn.password {
+            Some(_) => Err(crate::error::Error::Field {
+                field: "target",
+                message: "must not carry a password (it would show in process lists and logs): give it as a secret reference (env:NAME or file:/path), or PGPASSWORD; a daemon connects with its own credentials".into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Database `conn.dbname` on `source`'s server.
     pub fn on_source(source: &str, conn: ConnInfo) -> Self {
         RestoreTarget {
@@ -330,5 +378,31 @@ mod tests {
                 confirm: "x".into(),
             })
         );
+    }
+
+    /// The typed-target rule, once for every face: no password in the URL, a password only by
+    /// reference, and the errors name the request's fields.
+    #[test]
+    fn a_typed_target_never_carries_a_password() {
+        let e = RestoreTarget::typed("postgres://u:hunter2@db:5432/app", None, false)
+            .expect_err("a password in the URL");
+        assert_eq!(e.field(), Some("target"));
+        assert!(!e.to_string().contains("hunter2"));
+        let e = RestoreTarget::typed("postgres://u@db:5432/app", Some("hunter2"), false)
+            .expect_err("a literal password");
+        assert_eq!(e.field(), Some("target_password"));
+        assert!(!e.to_string().contains("hunter2"));
+        let e = RestoreTarget::typed("not a url", None, false).expect_err("not a URL");
+        assert_eq!(e.field(), Some("target"));
+        std::env::set_var("KEEPSAKE_TEST_TARGET_PW", "s3cret");
+        let t = RestoreTarget::typed(
+            "postgres://u@db:5432/app",
+            Some("env:KEEPSAKE_TEST_TARGET_PW"),
+            false,
+        )
+        .expect("by reference");
+        assert_eq!(t.conn.password.as_ref().map(|p| p.expose()), Some("s3cret"));
+        assert_eq!(t.conn.dbname, "app");
+        assert!(t.on_source.is_none());
     }
 }

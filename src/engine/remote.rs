@@ -527,12 +527,11 @@ impl Control for Remote {
                         body["target_source"] = json!(src);
                         body["target_database"] = json!(conn.dbname);
                     }
-                    None if conn.password.is_some() => {
-                        return Err(Error::Usage(
-                            "the daemon restores with its own credentials: give the target without a password".into(),
-                        ))
+                    None => {
+                        // No password crosses the control API.
+                        RestoreTarget::refuse_password(conn)?;
+                        body["target"] = json!(conn.url_without_password());
                     }
-                    None => body["target"] = json!(conn.url_without_password()),
                 }
                 let a = s
                     .call(

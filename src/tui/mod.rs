@@ -390,22 +390,21 @@ fn effect<C: Control + 'static>(
         }),
         Effect::RestoreUrl { backup, url } => {
             tokio::spawn(async move {
-                let started = match crate::pg::conninfo::ConnInfo::parse(&url) {
-                    Ok(mut ci) => {
-                        // In-process the console connects itself: PGPASSWORD as the command
-                        // line would; a daemon uses its own credentials (none cross).
-                        if ctl.mode().starts_with("local") {
-                            if let Ok(pw) = std::env::var("PGPASSWORD") {
-                                ci.password = Some(crate::config::Secret::new(pw));
-                            }
-                        }
+                // The engine's typed-target rule. In-process the console connects itself
+                // (PGPASSWORD, as the command line would); a daemon uses its own credentials.
+                let local = ctl.mode().starts_with("local");
+                let started = match crate::engine::RestoreTarget::typed(&url, None, local) {
+                    Ok(target) => {
                         ctl.submit(Command::Restore(
-                            RestoreRequest::new(backup, crate::engine::RestoreTarget::url(ci))
-                                .create(true),
+                            RestoreRequest::new(backup, target).create(true),
                         ))
                         .await
                     }
-                    Err(e) => Err(Error::Usage(e)),
+                    // The field, as this dialog names it.
+                    Err(Error::Field { message, .. }) => {
+                        Err(Error::Usage(format!("the URL {message}")))
+                    }
+                    Err(e) => Err(e),
                 };
                 let _ = tx.send(Msg::RestoreStarted(
                     started.map(|h| h.id).map_err(|e| e.to_string()),
