@@ -97,7 +97,7 @@ pub async fn get_config(
         })))
     }
     .await;
-    finish(&api, &caller, "config.read", Note::default(), r)
+    finish(&api, &caller, "config.read", Note::default(), r).await
 }
 
 /// Integer keys of `[retention]`.
@@ -406,7 +406,7 @@ pub async fn put_config(
         })))
     }
     .await;
-    finish(&api, &caller, "config.update", note, r)
+    finish(&api, &caller, "config.update", note, r).await
 }
 
 #[cfg(test)]

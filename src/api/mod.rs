@@ -39,7 +39,7 @@ use axum::response::{IntoResponse, Response};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::config::Rate;
-use crate::engine::audit::{AuditLog, Entry};
+use crate::engine::audit::{AuditWriter, Entry};
 use crate::engine::Engine;
 use auth::{Caller, Peer};
 use error::ApiError;
@@ -50,7 +50,7 @@ pub use server::{serve, Server};
 #[derive(Clone)]
 pub struct Api {
     pub engine: Engine,
-    pub audit: Option<AuditLog>,
+    pub audit: Option<AuditWriter>,
     limiter: Arc<Mutex<(Rate, Arc<DefaultKeyedRateLimiter<String>>)>>,
     /// One configuration change at a time.
     pub config_lock: Arc<tokio::sync::Mutex<()>>,
@@ -135,7 +135,7 @@ fn limiter(rate: Rate) -> Arc<DefaultKeyedRateLimiter<String>> {
 impl Api {
     pub fn new(
         engine: Engine,
-        audit: Option<AuditLog>,
+        audit: Option<AuditWriter>,
         stopping: tokio_util::sync::CancellationToken,
     ) -> Self {
         let rate = engine.config().api.trigger_rate;
@@ -177,7 +177,7 @@ impl Api {
     /// Audit a refusal of an unauthenticated request from `peer`: the first in a minute as
     /// itself; later ones counted, and written as one summary line when the minute is over (or
     /// every 1,000).
-    fn record_stranger(&self, peer: &str, entry: Entry) {
+    async fn record_stranger(&self, peer: &str, entry: Entry) {
         let now = std::time::Instant::now();
         let summary = {
             let mut m = match self.strangers.lock() {
@@ -212,15 +212,16 @@ impl Api {
                 now.duration_since(since).as_secs()
             ));
             s.action = "summary".into();
-            self.record(s);
+            self.record(s).await;
         }
-        self.record(entry);
+        self.record(entry).await;
     }
 
-    /// Append an audit line; a failure to write it is logged (the request already happened).
-    pub fn record(&self, entry: Entry) {
+    /// Append an audit line through the one writer (the request waits for it; no worker
+    /// does); a failure to write it is logged (the request already happened).
+    pub async fn record(&self, entry: Entry) {
         if let Some(a) = &self.audit {
-            if let Err(e) = a.append(&entry) {
+            if let Err(e) = a.append(entry).await {
                 tracing::error!("could not write the audit log: {e}");
             }
         }
@@ -286,15 +287,20 @@ async fn guard(
                 Peer::Tcp { addr } => (format!("token? from {}", addr.ip()), "tcp"),
             };
             let key = format!("{via}:{actor}");
-            api.record_stranger(&key, refusal(actor, "none", via, action, &e));
+            api.record_stranger(&key, refusal(actor, "none", via, action, &e))
+                .await;
             return e.into_response();
         }
     };
     let refuse = |e: ApiError| {
-        if changing || e.status == StatusCode::FORBIDDEN {
-            api.record(caller_refusal(&caller, action, &e));
+        let api = api.clone();
+        let caller = caller.clone();
+        async move {
+            if changing || e.status == StatusCode::FORBIDDEN {
+                api.record(caller_refusal(&caller, action, &e)).await;
+            }
+            e.into_response()
         }
-        e.into_response()
     };
     // Fail closed: a path of the table without a route for this method is refused here, before
     // any handler (or axum's implicit HEAD) can run.
@@ -307,9 +313,10 @@ async fn guard(
                 needs.as_str(),
                 caller.name,
                 caller.role.as_str()
-            )));
+            )))
+            .await;
         }
-        return refuse(ApiError::for_status(StatusCode::METHOD_NOT_ALLOWED));
+        return refuse(ApiError::for_status(StatusCode::METHOD_NOT_ALLOWED)).await;
     }
     if let Some(r) = route {
         if caller.role < r.role {
@@ -320,21 +327,16 @@ async fn guard(
                 r.role.as_str(),
                 caller.name,
                 caller.role.as_str()
-            )));
+            )))
+            .await;
         }
     }
     if changing && api.stopping.is_cancelled() {
-        return refuse(ApiError::unavailable("the daemon is shutting down"));
+        return refuse(ApiError::unavailable("the daemon is shutting down")).await;
     }
     // Fail closed: a change that could not be audited is not made.
     if let (true, Some(a)) = (changing, api.audit.clone()) {
-        let check = tokio::task::spawn_blocking(move || a.check_writable()).await;
-        let why = match check {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(e) => Some(e.to_string()),
-        };
-        if let Some(why) = why {
+        if let Err(why) = a.check_writable().await {
             tracing::error!("refusing a change that cannot be audited: {why}");
             return ApiError::unavailable(
                 "the audit log cannot be written, so nothing is changed until it can: the daemon's log says why (`keepsake audit verify` checks the log)",
@@ -349,7 +351,7 @@ async fn guard(
     // not parse, a body over the limit): audited here, so no refusal goes unrecorded.
     if changing && resp.status().is_client_error() && resp.extensions().get::<Audited>().is_none() {
         let e = ApiError::for_status(resp.status());
-        api.record(caller_refusal(&who, action, &e));
+        api.record(caller_refusal(&who, action, &e)).await;
     }
     resp
 }

@@ -48,7 +48,7 @@ impl IntoResponse for Reply {
 }
 
 /// Audit a changing request and answer it.
-pub fn finish(
+pub async fn finish(
     api: &Api,
     caller: &Caller,
     action: &str,
@@ -80,7 +80,8 @@ pub fn finish(
         code,
         job,
         reason,
-    });
+    })
+    .await;
     let mut resp = match r {
         Ok(x) => x.into_response(),
         Err(e) => e.into_response(),

@@ -341,7 +341,7 @@ async fn start_backup(
         )
     }
     .await;
-    finish(&api, &caller, "backup", note, r)
+    finish(&api, &caller, "backup", note, r).await
 }
 
 async fn start_verify(
@@ -370,7 +370,7 @@ async fn start_verify(
         )
     }
     .await;
-    finish(&api, &caller, "verify", note, r)
+    finish(&api, &caller, "verify", note, r).await
 }
 
 async fn start_restore(
@@ -506,7 +506,7 @@ async fn start_restore(
         )
     }
     .await;
-    finish(&api, &caller, "restore", note, r)
+    finish(&api, &caller, "restore", note, r).await
 }
 
 /// The answer for a job waited on: 200 with its result, or the status its error kind means.
@@ -567,7 +567,7 @@ async fn delete_backup(
         outcome_reply(o).map(|_| Reply::Ok(json!({"deleted": m.id, "source": m.source.name})))
     }
     .await;
-    finish(&api, &caller, "delete", note, r)
+    finish(&api, &caller, "delete", note, r).await
 }
 
 async fn prune(
@@ -601,7 +601,7 @@ async fn prune(
         accept(&api, &caller, Command::Prune { dry_run: false })
     }
     .await;
-    finish(&api, &caller, "prune", note, r)
+    finish(&api, &caller, "prune", note, r).await
 }
 
 /// `GET /v1/drills`: every drill report in the repository, oldest first.
@@ -665,7 +665,7 @@ async fn start_drill(
         )
     }
     .await;
-    finish(&api, &caller, "drill", note, r)
+    finish(&api, &caller, "drill", note, r).await
 }
 
 /// Job records as `caller` may see them: below admin, errors without PostgreSQL's DETAIL and
@@ -753,7 +753,7 @@ async fn cancel_job(
         }
     }
     .await;
-    finish(&api, &caller, "cancel", note, r)
+    finish(&api, &caller, "cancel", note, r).await
 }
 
 /// `GET /v1/events`: the engine's events as Server-Sent Events (`event:` is the type), with
@@ -836,7 +836,12 @@ async fn audit(State(api): State<Api>, RawQuery(q): RawQuery) -> Result<Reply, A
         ),
     };
     let lines = match &api.audit {
-        Some(a) => a.read(since)?,
+        Some(a) => {
+            let log = a.log().clone();
+            tokio::task::spawn_blocking(move || log.read(since))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))??
+        }
         None => vec![],
     };
     Ok(Reply::Ok(json_of(&lines)?))

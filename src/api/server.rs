@@ -26,7 +26,7 @@ use tower::ServiceExt;
 
 use super::auth::Peer;
 use super::{router, Api};
-use crate::engine::audit::AuditLog;
+use crate::engine::audit::{AuditLog, AuditWriter};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
@@ -120,7 +120,10 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
 /// Start serving `engine` on its configured socket (and TCP address).
 pub async fn serve(engine: Engine, state_dir: &Path) -> Result<Server> {
     let stop = CancellationToken::new();
-    let api = Api::new(engine.clone(), Some(AuditLog::new(state_dir)), stop.clone());
+    let audit = engine
+        .audit_writer()
+        .unwrap_or_else(|| AuditWriter::start(AuditLog::new(state_dir)));
+    let api = Api::new(engine.clone(), Some(audit), stop.clone());
     let app = router(api);
     let cfg = engine.config();
     let socket = socket_path(&engine, state_dir);

@@ -151,6 +151,76 @@ fn digest(prev: &str, body: &str) -> String {
     hex::encode(h.finalize())
 }
 
+/// The one writer of an audit log in this process: a thread of its own that appends, so that
+/// the lock and the fsync of each line never hold an async worker. A request waits for its
+/// line (the audit fails closed, and a flood of audited requests is slowed at the writer, not
+/// queued without bound); requests that write nothing (`GET /v1/info`, the socket's status)
+/// are answered meanwhile, even while another process holds the log's lock.
+#[derive(Debug, Clone)]
+pub struct AuditWriter {
+    log: AuditLog,
+    tx: tokio::sync::mpsc::Sender<Ask>,
+}
+
+/// What the writer thread is asked.
+#[derive(Debug)]
+enum Ask {
+    Append(Box<Entry>, tokio::sync::oneshot::Sender<Result<u64>>),
+    Check(tokio::sync::oneshot::Sender<Result<()>>),
+}
+
+/// Lines waiting for the writer before askers wait to queue.
+const WRITER_QUEUE: usize = 256;
+
+impl AuditWriter {
+    /// Start the writer thread of `log`; it ends when the last clone is dropped. A thread that
+    /// cannot start leaves a writer whose every append fails: the audit fails closed.
+    pub fn start(log: AuditLog) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Ask>(WRITER_QUEUE);
+        let l = log.clone();
+        std::thread::Builder::new()
+            .name("keepsake-audit".into())
+            .spawn(move || {
+                while let Some(ask) = rx.blocking_recv() {
+                    match ask {
+                        Ask::Append(e, reply) => {
+                            let _ = reply.send(l.append(&e));
+                        }
+                        Ask::Check(reply) => {
+                            let _ = reply.send(l.check_writable());
+                        }
+                    }
+                }
+            })
+            .map_err(|e| tracing::error!("cannot start the audit writer: {e}"))
+            .ok();
+        AuditWriter { log, tx }
+    }
+
+    pub fn log(&self) -> &AuditLog {
+        &self.log
+    }
+
+    /// Append `entry` (see [`AuditLog::append`]), waiting for the writer without blocking.
+    pub async fn append(&self, entry: Entry) -> Result<u64> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.ask(Ask::Append(Box::new(entry), reply), answer)
+            .await?
+    }
+
+    /// See [`AuditLog::check_writable`].
+    pub async fn check_writable(&self) -> Result<()> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.ask(Ask::Check(reply), answer).await?
+    }
+
+    async fn ask<T>(&self, ask: Ask, answer: tokio::sync::oneshot::Receiver<T>) -> Result<T> {
+        let gone = || Error::Other("the audit writer has stopped".into());
+        self.tx.send(ask).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())
+    }
+}
+
 impl AuditLog {
     pub fn new(state_dir: &Path) -> Self {
         AuditLog {

@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::audit::{Actor, AuditLog, Entry};
+use super::audit::{Actor, AuditLog, AuditWriter, Entry};
 use super::command::Command;
 use super::ctx::JobSink;
 pub use super::ctx::{Done, JobCtx, JobHandle};
@@ -100,7 +100,7 @@ pub(super) struct Inner {
     /// Who jobs are started by unless the face says (`Engine::submit_as`).
     actor: Mutex<Actor>,
     /// Where the runner records every job (none without a state directory).
-    pub(super) audit: Option<AuditLog>,
+    pub(super) audit: Option<AuditWriter>,
     /// `[daemon] max_jobs`: places for top-level jobs running at once (a child job runs in
     /// its parent's place, which waits for it).
     slots: Arc<tokio::sync::Semaphore>,
@@ -114,7 +114,9 @@ impl Inner {
             d.join("cache").join(&url.as_str()[..16])
         });
         let slots = Arc::new(tokio::sync::Semaphore::new(config.daemon.max_jobs.max(1)));
-        let audit = super::state_dir(&config).ok().map(|d| AuditLog::new(&d));
+        let audit = super::state_dir(&config)
+            .ok()
+            .map(|d| AuditWriter::start(AuditLog::new(&d)));
         Inner {
             slots,
             config: RwLock::new(Arc::new(config)),
@@ -260,7 +262,6 @@ pub(super) fn prepare(
     if let Command::Backup { source, .. } = &command {
         inner.config().source(source)?;
     }
-    check_audit(inner, &command)?;
     let key = command.flight_key();
     let mut t = inner.table();
     // Coalesce with a queued job of the same key.
@@ -391,7 +392,7 @@ impl Runner {
                         .as_ref()
                         .filter(|_| cmd.recorded())
                         .map(|h| h.record(&self.id, cmd.kind(), cmd.source()));
-                    self.finish(outcome, record);
+                    self.finish(outcome, record).await;
                     return;
                 }
                 }
@@ -464,8 +465,13 @@ impl Runner {
                 tokio::time::sleep(Duration::from_secs(60)).await;
             }
         };
+        // The audit fails closed: checked here, on the writer, not on the caller's worker.
+        let audit = check_audit(&inner, &cmd).await;
         let end = tokio::select! {
-            r = super::ops::run(&ctx, &cmd) => End::Ran(r),
+            r = async {
+                audit?;
+                super::ops::run(&ctx, &cmd).await
+            } => End::Ran(r),
             _ = cancelled => End::Cancelled,
             _ = tokio::time::sleep(deadline) => End::TimedOut(deadline),
         };
@@ -546,7 +552,7 @@ impl Runner {
             error_field: field,
             result,
         };
-        self.finish(outcome, record.filter(|_| write_history));
+        self.finish(outcome, record.filter(|_| write_history)).await;
     }
 
     fn command(&self) -> Command {
@@ -566,11 +572,12 @@ impl Runner {
         }
     }
 
-    fn finish(&self, outcome: JobOutcome, record: Option<JobRecord>) {
+    async fn finish(&self, outcome: JobOutcome, record: Option<JobRecord>) {
         let inner = &self.engine.0;
         if let (Some(log), Some(r)) = (&inner.audit, &record) {
             // The audit is the runner's: every recorded job, whatever face started it.
-            if let Err(e) = log.append(&job_entry(&self.actor, &self.command(), r, &outcome)) {
+            let entry = job_entry(&self.actor, &self.command(), r, &outcome);
+            if let Err(e) = log.append(entry).await {
                 tracing::error!("could not write the audit line of job {}: {e}", self.id);
                 inner.emit(Event::Log {
                     job: Some(self.id.clone()),
@@ -629,13 +636,13 @@ fn job_entry(actor: &Actor, cmd: &Command, r: &JobRecord, o: &JobOutcome) -> Ent
 /// Refuse a job that changes or removes what exists (a restore, a delete, a real prune)
 /// while its audit line could not be written: the audit fails closed. Backups and verifies
 /// still run (stopping them would cost recovery points); their audit failure is logged.
-fn check_audit(inner: &Inner, cmd: &Command) -> Result<()> {
+async fn check_audit(inner: &Inner, cmd: &Command) -> Result<()> {
     let destructive = matches!(
         cmd,
         Command::Restore(_) | Command::Delete { .. } | Command::Prune { dry_run: false }
     );
     match &inner.audit {
-        Some(log) if destructive => log.check_writable().map_err(|e| {
+        Some(log) if destructive => log.check_writable().await.map_err(|e| {
             tracing::error!("refusing a {} that cannot be audited: {e}", cmd.kind());
             Error::Other(format!(
                 "the audit log cannot be written, so the {} does not start until it can: {e}",

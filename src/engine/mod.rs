@@ -214,6 +214,12 @@ impl Engine {
         job::submit(self, command, None, None)
     }
 
+    /// The audit log's one writer in this process (none without a state directory): the
+    /// runner's, shared with the control API.
+    pub fn audit_writer(&self) -> Option<audit::AuditWriter> {
+        self.0.audit.clone()
+    }
+
     /// [`Engine::submit`] on behalf of `actor` (recorded in the job history as `started_by`
     /// and in the audit log).
     pub fn submit_as(&self, command: Command, actor: audit::Actor) -> Result<JobHandle> {

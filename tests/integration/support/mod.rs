@@ -18,8 +18,13 @@ pub const WEDDING_SQL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sampl
 pub const CHANGE_SQL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample/change.sql");
 pub const AWKWARD_SQL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/awkward.sql");
 
+/// The binary under test: this build's, or `KEEPSAKE_TEST_BIN` (to show that a regression
+/// test fails on an older build: `KEEPSAKE_TEST_BIN=/path/to/old/keepsake cargo test …`).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_keepsake")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("KEEPSAKE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keepsake").into())
+    })
 }
 
 /// A free TCP port on loopback (for a listener a test starts).
