@@ -12,6 +12,24 @@ use super::{BackupRow, Command, Engine, Event, JobHandle, JobInfo, RestoreTarget
 use crate::engine::history::JobRecord;
 use crate::error::{Error, Result};
 
+/// How a face is connected to the engine it shows (the console's header).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Link {
+    /// The engine runs in this process.
+    Local,
+    /// Attached to the daemon on `host` (process `pid`), its event stream open.
+    Attached { host: String, pid: u32 },
+    /// The daemon's event stream broke at `since` (`why`); reconnecting (every 5 s at most).
+    /// What was running there is unknown until it answers again.
+    Unreachable {
+        since: chrono::DateTime<chrono::Utc>,
+        why: String,
+    },
+}
+
+/// A daemon unreachable for longer than this is shown as lost (still retried).
+pub const LOST_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
 #[async_trait]
 pub trait Control: Send + Sync {
     /// Start a job.
@@ -47,6 +65,10 @@ pub trait Control: Send + Sync {
     fn repository(&self) -> String;
     /// How this control runs, for the console's header.
     fn mode(&self) -> String;
+    /// The connection to the engine, now and as it changes (in-process: always `Local`).
+    fn link(&self) -> tokio::sync::watch::Receiver<Link> {
+        tokio::sync::watch::channel(Link::Local).1
+    }
     /// Configured source names.
     fn sources(&self) -> Vec<String>;
     /// The retention policy in words (empty: none).

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{Answer, Client};
 use super::control::Control;
+use super::control::Link;
 use super::history::{JobRecord, JobStatus};
 use super::{
     BackupRow, Command, Event, JobHandle, JobInfo, JobOutcome, JobProgress, JobResult,
@@ -87,6 +88,8 @@ struct Shared {
     records: tokio::sync::Mutex<Option<(Instant, Arc<Records>)>>,
     records_stale: std::sync::atomic::AtomicBool,
     stop: CancellationToken,
+    /// Attached, or unreachable since when (the console's header).
+    link: watch::Sender<Link>,
 }
 
 /// A daemon's engine, through its control API.
@@ -225,6 +228,20 @@ impl Shared {
         }
     }
 
+    /// The event stream broke (`why`): unreachable since now, unless already so (the first
+    /// break is the time shown; `why` is the latest).
+    fn unreachable(&self, why: &str) {
+        self.link.send_modify(|l| match l {
+            Link::Unreachable { why: w, .. } => *w = why.to_string(),
+            _ => {
+                *l = Link::Unreachable {
+                    since: chrono::Utc::now(),
+                    why: why.to_string(),
+                }
+            }
+        });
+    }
+
     async fn refresh_info(&self) {
         if let Ok(i) = self.get::<Info>("/v1/info").await {
             if let Ok(mut w) = self.info.write() {
@@ -298,14 +315,24 @@ fn outcome_of(r: &JobRecord) -> JobOutcome {
     }
 }
 
+/// See [`read_stream`].
+const STREAM_SILENCE: Duration = Duration::from_secs(15);
+
 /// Read one Server-Sent Events stream to its end, dispatching each event.
 async fn read_stream(shared: &Shared, body: hyper::body::Incoming) -> Result<()> {
     let mut body = body;
     let mut buf: Vec<u8> = Vec::new();
     let mut data = String::new();
     loop {
+        // The daemon sends a keep-alive every 5 s: silence for longer than three of them is
+        // a daemon that hangs or a network that dropped the connection without a word.
         let frame = tokio::select! {
-            f = body.frame() => f,
+            f = tokio::time::timeout(STREAM_SILENCE, body.frame()) => f.map_err(|_| {
+                Error::Other(format!(
+                    "the daemon sent nothing for {}s",
+                    STREAM_SILENCE.as_secs()
+                ))
+            })?,
             _ = shared.stop.cancelled() => return Ok(()),
         };
         let Some(frame) = frame else { return Ok(()) };
@@ -365,10 +392,15 @@ async fn stream_task(shared: Arc<Shared>, first: tokio::sync::oneshot::Sender<Re
                     None => {
                         shared.catch_up().await;
                         shared.refresh_info().await;
+                        let i = shared.info.read().map(|i| i.clone()).ok();
+                        let (host, pid) = i.map(|i| (i.host, i.pid)).unwrap_or_default();
                         shared.dispatch(Event::Log {
                             job: None,
-                            message: "reconnected to the daemon's event stream".into(),
+                            message: format!(
+                                "reconnected to the daemon's event stream (host {host}, pid {pid})"
+                            ),
                         });
+                        shared.link.send_replace(Link::Attached { host, pid });
                     }
                 }
                 let why = match read_stream(&shared, resp.into_body()).await {
@@ -378,6 +410,7 @@ async fn stream_task(shared: Arc<Shared>, first: tokio::sync::oneshot::Sender<Re
                 if shared.stop.is_cancelled() {
                     return;
                 }
+                shared.unreachable(&why);
                 shared.dispatch(Event::Log {
                     job: None,
                     message: format!("{why}; reconnecting"),
@@ -385,6 +418,7 @@ async fn stream_task(shared: Arc<Shared>, first: tokio::sync::oneshot::Sender<Re
             }
             Ok(resp) => {
                 let status = resp.status().as_u16();
+                shared.unreachable(&format!("the daemon answered {status} to its event stream"));
                 if let Some(tx) = first.take() {
                     let body = resp
                         .into_body()
@@ -406,6 +440,7 @@ async fn stream_task(shared: Arc<Shared>, first: tokio::sync::oneshot::Sender<Re
                     let _ = tx.send(Err(e));
                     return;
                 }
+                shared.unreachable(&e.to_string());
             }
         }
         tokio::select! {
@@ -428,12 +463,17 @@ impl Remote {
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             client,
-            info: RwLock::new(info),
+            info: RwLock::new(info.clone()),
             events,
             waiting: Mutex::new(Waiting::default()),
             records: tokio::sync::Mutex::new(None),
             records_stale: std::sync::atomic::AtomicBool::new(true),
             stop: CancellationToken::new(),
+            link: watch::channel(Link::Attached {
+                host: info.host.clone(),
+                pid: info.pid,
+            })
+            .0,
         });
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(stream_task(shared.clone(), tx));
@@ -758,6 +798,10 @@ impl Control for Remote {
 
     fn repository(&self) -> String {
         self.info().repository
+    }
+
+    fn link(&self) -> watch::Receiver<Link> {
+        self.0.link.subscribe()
     }
 
     fn mode(&self) -> String {

@@ -10,6 +10,7 @@ use super::keys::{Action, Focus};
 use crate::core::drill::DrillReport;
 use crate::core::format::BackupType;
 use crate::core::prune::PruneReport;
+use crate::engine::control::Link;
 use crate::engine::history::JobRecord;
 use crate::engine::{BackupRow, Command, Event, JobInfo, JobProgress, SourceStatus, VerifyTarget};
 use crate::model::Level;
@@ -223,6 +224,12 @@ pub struct App {
     pub log: VecDeque<String>,
     /// `local: schedules are not running` or `daemon attached (…)`.
     pub mode: String,
+    /// The connection to the engine (attached: the header shows it, and while the daemon is
+    /// unreachable what ran there is shown as unknown).
+    pub link: Link,
+    /// The last thing that happened, for a few seconds above the key line (started,
+    /// finished, failed, a note), as lazygit does.
+    pub flash: Option<(DateTime<Utc>, String)>,
     pub repository: String,
     /// Jobs this console started (quit asks while one runs in-process).
     pub mine: Vec<String>,
@@ -258,6 +265,8 @@ impl App {
             progress: BTreeMap::new(),
             log: VecDeque::new(),
             mode,
+            link: Link::Local,
+            flash: None,
             repository,
             mine: vec![],
             detail: false,
@@ -393,6 +402,47 @@ impl App {
 
     /// An engine event: progress, log lines, the end of a job this console follows.
     /// Returns whether anything visible changed.
+    /// The connection changed. Unreachable: what runs there is unknown (the rows say so);
+    /// attached again: the caller re-reads everything. Returns whether it changed.
+    pub fn set_link(&mut self, link: Link, now: DateTime<Utc>) -> bool {
+        if link == self.link {
+            return false;
+        }
+        let t = now.format("%H:%M:%S");
+        let line = match (&self.link, &link) {
+            (_, Link::Unreachable { why, .. }) => {
+                format!("✗ lost the daemon: {why}; reconnecting")
+            }
+            (Link::Unreachable { .. }, Link::Attached { host, pid }) => {
+                format!("✔ attached to the daemon again (host {host}, pid {pid})")
+            }
+            _ => String::new(),
+        };
+        if !line.is_empty() {
+            self.push_log(format!("{t} {line}"));
+            self.flash = Some((now, line));
+        }
+        if let Link::Attached { host, pid } = &link {
+            self.mode = format!("daemon attached (host {host}, pid {pid})");
+        }
+        self.link = link;
+        true
+    }
+
+    /// Since when the daemon has not answered (attached consoles only).
+    pub fn unreachable_since(&self) -> Option<DateTime<Utc>> {
+        match &self.link {
+            Link::Unreachable { since, .. } => Some(*since),
+            _ => None,
+        }
+    }
+
+    /// Show `text` above the key line for a few seconds (and keep it on the Log screen).
+    pub fn note(&mut self, now: DateTime<Utc>, text: String) {
+        self.push_log(format!("{} {text}", now.format("%H:%M:%S")));
+        self.flash = Some((now, text));
+    }
+
     pub fn on_event(&mut self, e: &Event, now: DateTime<Utc>) -> bool {
         let t = now.format("%H:%M:%S");
         match e {
@@ -429,10 +479,11 @@ impl App {
             )),
             Event::JobStarted {
                 job, kind, source, ..
-            } => self.push_log(format!(
-                "{t} [{job}] {kind} {} started",
-                source.as_deref().unwrap_or("")
-            )),
+            } => {
+                let what = format!("{kind} {}", source.as_deref().unwrap_or(""));
+                self.push_log(format!("{t} [{job}] {what} started"));
+                self.flash = Some((now, format!("▶ {} started", what.trim_end())));
+            }
             Event::JobFinished(o) | Event::JobFailed(o) => {
                 self.progress.remove(&o.job);
                 let status = serde_json::to_value(o.status)
@@ -448,6 +499,21 @@ impl App {
                         .as_deref()
                         .map(|e| format!(": {e}"))
                         .unwrap_or_default()
+                ));
+                let ok =
+                    o.status == crate::engine::history::JobStatus::Completed && o.exit_code == 0;
+                let what = format!("{} {}", o.kind, o.source.as_deref().unwrap_or(""));
+                self.flash = Some((
+                    now,
+                    match (ok, o.error.as_deref()) {
+                        (true, _) => format!("✔ {} {status}", what.trim_end()),
+                        (false, e) => format!(
+                            "✗ {} {status}{}",
+                            what.trim_end(),
+                            e.map(|e| format!(": {}", e.lines().next().unwrap_or("")))
+                                .unwrap_or_default()
+                        ),
+                    },
                 ));
                 if o.kind == "delete"
                     && o.exit_code != 0
@@ -720,6 +786,10 @@ impl App {
                 });
                 return vec![Effect::PrunePreview];
             }
+            Action::Cancel if self.unreachable_since().is_some() => self.message(
+                "Cancel",
+                "the daemon does not answer: nothing can be cancelled until it does (the header says since when)",
+            ),
             Action::Cancel => {
                 let live = if self.screen == 2 {
                     self.model.live.get(self.sel[2])

@@ -59,9 +59,14 @@ enum Msg {
         String,
         std::result::Result<Vec<crate::engine::TableSize>, String>,
     ),
-    /// A note for the Log screen.
+    /// A note for the Log screen (and the flash line).
     Note(String),
+    /// The connection to the engine changed.
+    Link(crate::engine::control::Link),
 }
+
+/// How long the flash line shows what happened last.
+const FLASH: Duration = Duration::from_secs(8);
 
 /// Read the model from the engine.
 pub async fn fetch<C: Control + ?Sized>(ctl: &C) -> Result<Model> {
@@ -159,6 +164,17 @@ async fn event_loop<C: Control + 'static>(
             }
         });
     }
+    {
+        let (tx, mut link) = (tx.clone(), ctl.link());
+        tokio::spawn(async move {
+            loop {
+                let l = link.borrow_and_update().clone();
+                if tx.send(Msg::Link(l)).is_err() || link.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
     let mut dirty = true;
     let mut last_draw = Instant::now() - FRAME;
     let mut minute = Utc::now().format("%H:%M").to_string();
@@ -183,6 +199,14 @@ async fn event_loop<C: Control + 'static>(
                     minute = now;
                     dirty = true;
                 }
+                // The flash line goes after a while; an unreachable daemon's "since" ages.
+                if app.flash.as_ref().is_some_and(|(at, _)| {
+                    (Utc::now() - *at).to_std().unwrap_or_default() > FLASH
+                }) {
+                    app.flash = None;
+                    dirty = true;
+                }
+                dirty |= app.unreachable_since().is_some();
                 continue;
             }
         };
@@ -304,8 +328,18 @@ async fn event_loop<C: Control + 'static>(
                 dirty = true;
             }
             Msg::Note(n) => {
-                app.push_log(n);
+                app.note(Utc::now(), n);
                 dirty = true;
+            }
+            Msg::Link(l) => {
+                let back = matches!(l, crate::engine::control::Link::Attached { .. });
+                if app.set_link(l, Utc::now()) {
+                    dirty = true;
+                    if back {
+                        // Everything is read again: jobs, backups, schedules, the new pid.
+                        wake.notify_one();
+                    }
+                }
             }
         }
         if app.quit {

@@ -1113,3 +1113,150 @@ fn esc_then_a_key_in_one_burst_is_esc_then_the_key() {
     let k = KeyEvent::new(KeyCode::Char('b'), KeyModifiers::NONE);
     assert_eq!(keys::split_escape(k), vec![k]);
 }
+
+/// Issue 27, item 1: the daemon went away and the header still said "attached", the running
+/// job kept its last progress and `c y` said nothing. The header tells the connection at all
+/// times (attached with its pid, unreachable since when, lost after 30 s), what ran there is
+/// "unknown", cancelling says why it cannot, and attaching again shows the new pid.
+#[test]
+fn the_header_tells_attached_unreachable_and_lost_and_running_jobs_become_unknown() {
+    use crate::engine::control::Link;
+    for (w, h) in [(80, 24), (200, 50)] {
+        let mut a = app();
+        a.set_link(
+            Link::Attached {
+                host: "backup-1".into(),
+                pid: 4242,
+            },
+            now(),
+        );
+        let s = screen(&a, w, h);
+        assert!(
+            s.contains("daemon attached (host backup-1, pid 4242)"),
+            "{s}"
+        );
+        assert!(s.contains("ETA"), "{s}");
+        insta::assert_snapshot!(format!("link_attached_{w}x{h}"), s);
+
+        let since = now() - chrono::Duration::seconds(10);
+        assert!(a.set_link(
+            Link::Unreachable {
+                since,
+                why: "the daemon closed its event stream".into()
+            },
+            since
+        ));
+        let s = screen(&a, w, h);
+        assert!(
+            s.contains("daemon unreachable since 14:01:50 · reconnecting"),
+            "{s}"
+        );
+        assert!(s.contains("unknown — daemon unreachable"), "{s}");
+        assert!(!s.contains("ETA"), "no progress shown as current: {s}");
+        assert!(
+            s.contains("✗ no answer from the daemon since 14:01:50"),
+            "{s}"
+        );
+        insta::assert_snapshot!(format!("link_reconnecting_{w}x{h}"), s);
+        a.screen = 2;
+        let s = screen(&a, w, h);
+        assert!(s.contains("Jobs (1 unknown: daemon unreachable)"), "{s}");
+        a.screen = 0;
+
+        // Still unreachable two minutes later: lost (and still retried).
+        a.set_link(
+            Link::Unreachable {
+                since: now() - chrono::Duration::seconds(120),
+                why: "connection refused".into(),
+            },
+            now(),
+        );
+        let s = screen(&a, w, h);
+        assert!(s.contains("daemon LOST since 14:00:00 · retrying"), "{s}");
+        insta::assert_snapshot!(format!("link_lost_{w}x{h}"), s);
+
+        // `c` says why nothing can be cancelled.
+        assert!(press(&mut a, KeyCode::Char('c')).is_empty());
+        match &a.dialog {
+            Some(Dialog::Message { text, .. }) => {
+                assert!(text.contains("does not answer"), "{text}")
+            }
+            d => panic!("expected a message, got {d:?}"),
+        }
+        a.dialog = None;
+
+        // Back, as another process: the new pid, and a line that says so.
+        a.set_link(
+            Link::Attached {
+                host: "backup-1".into(),
+                pid: 5151,
+            },
+            now(),
+        );
+        let s = screen(&a, w, h);
+        assert!(
+            s.contains("daemon attached (host backup-1, pid 5151)"),
+            "{s}"
+        );
+        assert!(
+            a.log
+                .iter()
+                .any(|l| l.contains("attached to the daemon again")),
+            "{:?}",
+            a.log
+        );
+    }
+}
+
+/// Issue 27, item 2: a backup started on the Backups screen showed nothing there for its
+/// whole run. Every screen now has a line for what just happened (a few seconds) and, after
+/// that, what runs now with its progress.
+#[test]
+fn every_screen_says_what_started_finished_and_runs() {
+    let mut a = app();
+    a.screen = 1;
+    let s = screen(&a, 80, 24);
+    assert!(
+        s.contains("● backup vendors dumping"),
+        "the running job on the Backups screen: {s}"
+    );
+    a.on_event(
+        &crate::engine::Event::JobStarted {
+            job: "20261202T140150.000Z-aa11bb".into(),
+            kind: crate::model::words::intern("verify"),
+            source: Some("vendors".into()),
+            parent: None,
+        },
+        now(),
+    );
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("▶ verify vendors started"), "{s}");
+    a.on_event(
+        &crate::engine::Event::JobFailed(crate::engine::JobOutcome {
+            job: "20261202T140150.000Z-aa11bb".into(),
+            kind: crate::model::words::intern("verify"),
+            source: Some("vendors".into()),
+            status: JobStatus::Failed,
+            exit_code: 3,
+            error: Some("table guests differs\nmore".into()),
+            error_kind: Some("damage"),
+            error_field: None,
+            result: None,
+        }),
+        now(),
+    );
+    for screen_no in 0..6 {
+        a.screen = screen_no;
+        let s = screen(&a, 80, 24);
+        assert!(
+            s.contains("✗ verify vendors failed: table guests differs"),
+            "screen {screen_no}: {s}"
+        );
+    }
+    // The flash goes; the running job is shown again.
+    a.flash = Some((now() - chrono::Duration::seconds(30), "old".into()));
+    a.screen = 3;
+    let s = screen(&a, 80, 24);
+    assert!(!s.contains("old"), "{s}");
+    assert!(s.contains("● backup vendors dumping"), "{s}");
+}

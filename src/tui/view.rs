@@ -11,6 +11,7 @@ use ratatui::Frame;
 use super::app::{duration, duration_ms, App, Dialog, DrillStep, RestoreStep, SCREENS};
 use crate::core::backup_id;
 use crate::core::drill::{DrillReport, DrillResult, Outcome};
+use crate::engine::control::{Link, LOST_AFTER};
 use crate::engine::SourceStatus;
 use crate::present::{age, human_bytes, span};
 
@@ -55,15 +56,21 @@ pub fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>, t: Theme) {
         f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
         return;
     }
-    let [head, tabs, body, foot] = Layout::vertical([
+    let status = status_line(app, now);
+    let [head, tabs, body, state, foot] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Min(0),
+        Constraint::Length(u16::from(status.is_some())),
         Constraint::Length(1),
     ])
     .areas(area);
     let right = format!("{}  ?:help ", now.format("%H:%M UTC"));
-    let left = format!(" keepsake · {} · repo {}", app.mode, app.repository);
+    let left = format!(
+        " keepsake · {} · repo {}",
+        link_words(app, now),
+        app.repository
+    );
     let room = (head.width as usize).saturating_sub(right.chars().count() + 1);
     let mut left: String = left.chars().take(room).collect();
     let pad = (head.width as usize).saturating_sub(left.chars().count() + right.chars().count());
@@ -108,9 +115,88 @@ pub fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>, t: Theme) {
         }
     };
     f.render_widget(Paragraph::new(keys).style(t.fg(Color::DarkGray)), foot);
+    if let Some((text, color)) = status {
+        f.render_widget(Paragraph::new(format!(" {text}")).style(t.fg(color)), state);
+    }
     if let Some(d) = &app.dialog {
         dialog(f, area, app, d, now, t);
     }
+}
+
+/// The header's words for the connection: local, attached (host, pid), unreachable since
+/// (reconnecting), or lost after [`LOST_AFTER`] (still retrying).
+fn link_words(app: &App, now: DateTime<Utc>) -> String {
+    match &app.link {
+        Link::Local => app.mode.clone(),
+        Link::Attached { host, pid } => format!("daemon attached (host {host}, pid {pid})"),
+        Link::Unreachable { since, .. } if now - *since > LOST_AFTER => {
+            format!("daemon LOST since {} · retrying", since.format("%H:%M:%S"))
+        }
+        Link::Unreachable { since, .. } => format!(
+            "daemon unreachable since {} · reconnecting",
+            since.format("%H:%M:%S")
+        ),
+    }
+}
+
+/// How long the flash line shows what happened last (see `tui::FLASH`).
+const FLASH_SECS: i64 = 8;
+
+/// The line above the keys, on every screen, when there is something to say: the daemon not
+/// answering, the repository not readable, what just happened (a few seconds), or else what
+/// runs now (not on Overview and Jobs, which list it).
+fn status_line(app: &App, now: DateTime<Utc>) -> Option<(String, Color)> {
+    if let Link::Unreachable { since, why } = &app.link {
+        return Some((
+            format!(
+                "✗ no answer from the daemon since {} ({why}): running jobs unknown",
+                since.format("%H:%M:%S")
+            ),
+            Color::Red,
+        ));
+    }
+    if let Some(p) = &app.problem {
+        return Some((format!("⚠ cannot read the repository: {p}"), Color::Yellow));
+    }
+    if let Some((at, text)) = &app.flash {
+        if (now - *at).num_seconds() < FLASH_SECS {
+            let color = if text.starts_with('✗') {
+                Color::Red
+            } else {
+                Color::Cyan
+            };
+            return Some((text.clone(), color));
+        }
+    }
+    if app.screen == 0 || app.screen == 2 {
+        return None;
+    }
+    let j = app.model.live.first()?;
+    let more = match app.model.live.len() {
+        1 => String::new(),
+        n => format!(" (+{} more: 3 Jobs)", n - 1),
+    };
+    let what = format!("● {} {}", j.kind, j.source.as_deref().unwrap_or(""));
+    let text = match app.progress.get(&j.id) {
+        None => format!("{} {:?}{more}", what.trim_end(), j.state).to_lowercase(),
+        Some(p) => format!(
+            "{} {} {}{}{}{more}",
+            what.trim_end(),
+            p.progress.phase.as_str(),
+            p.percent()
+                .map(|x| format!("{x:.0}%"))
+                .unwrap_or_else(|| human_bytes(p.progress.bytes_done)),
+            if p.progress.rate > 0.0 {
+                format!(" · {}/s", human_bytes(p.progress.rate as u64))
+            } else {
+                String::new()
+            },
+            p.eta()
+                .map(|e| format!(" · ETA {}", duration(e.as_secs())))
+                .unwrap_or_default()
+        ),
+    };
+    Some((text, Color::Cyan))
 }
 
 /// State of a source in one word and a symbol.
@@ -235,6 +321,11 @@ fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) 
     for j in &app.model.live {
         let p = app.progress.get(&j.id);
         let what = format!("● {} {} ", j.kind, j.source.as_deref().unwrap_or(""));
+        if app.unreachable_since().is_some() {
+            lines.push(Line::raw(format!("{what} unknown — daemon unreachable")));
+            lines.push(Line::raw(""));
+            continue;
+        }
         match (j.state, p) {
             (crate::engine::JobState::Queued, _) => {
                 lines.push(Line::raw(format!(
@@ -551,11 +642,15 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
                 )
             })
             .unwrap_or_else(|| format!("{:?}", j.state).to_lowercase());
+        let (status, detail) = match app.unreachable_since() {
+            Some(_) => ("unknown".to_string(), "daemon unreachable".to_string()),
+            None => ("running".to_string(), detail),
+        };
         rows.push(Row::new(vec![
             format!("● {}", short_job(&j.id)),
             j.kind.to_string(),
             j.source.clone().unwrap_or_default(),
-            "running".into(),
+            status,
             ago(Some(j.queued_at), now),
             detail,
         ]));
@@ -625,7 +720,10 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
         .block(
             Block::default()
                 .borders(Borders::ALL)
-                .title(format!(" Jobs ({} running) ", m.live.len())),
+                .title(match app.unreachable_since() {
+                    Some(_) => format!(" Jobs ({} unknown: daemon unreachable) ", m.live.len()),
+                    None => format!(" Jobs ({} running) ", m.live.len()),
+                }),
         ),
         area,
     );

@@ -133,6 +133,10 @@ fn a_local_console_delete_and_prune_are_audited_with_the_unix_user() {
     eventually("the prune is audited", Duration::from_secs(60), || {
         !audited(&env, "prune", "console").is_empty()
     });
+    // Its line is written just before the job ends: quit once the console has seen it end
+    // (quitting while one of its jobs runs asks first).
+    t.keys(&["3"]);
+    t.wait_for("Jobs (0 running)", Duration::from_secs(30));
     t.keys(&["q"]);
     t.wait_for("after-console-0", Duration::from_secs(30));
     // The CLI's own jobs are the runner's too, as `cli`.
@@ -275,6 +279,9 @@ struct DaemonGuard(std::process::Child);
 
 impl Drop for DaemonGuard {
     fn drop(&mut self) {
+        if self.0.try_wait().is_ok_and(|s| s.is_some()) {
+            return;
+        }
         crate::support::kill(self.0.id(), "TERM");
         let _ = crate::support::wait_exit(&mut self.0, Duration::from_secs(20));
         let _ = self.0.kill();
@@ -371,6 +378,52 @@ fn console_attaches_to_the_daemon_and_runs_jobs_there() {
     assert!(s.contains("local: schedules are not running"), "{s}");
     t.keys(&["q"]);
     t.wait_for("after-local-0", Duration::from_secs(30));
+}
+
+/// Issue 27, item 1: when the daemon went away the header kept saying "daemon attached" for
+/// over a minute, and after it came back the old pid. Now: SIGTERM the daemon and the header
+/// says unreachable within seconds, `c` says why nothing can be cancelled; start it again and
+/// the header names the new process.
+#[test]
+fn the_console_says_when_the_daemon_goes_and_names_the_one_that_comes_back() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let mut first = DaemonGuard(env.spawn_daemon());
+    let sock = env.dir.path().join("state/keepsake.sock");
+    let client = keepsake::api::client::Client::unix(&sock);
+    let answers = || {
+        eventually("the daemon answers", Duration::from_secs(30), || {
+            crate::support::block_on(client.get("/v1/info")).is_ok_and(|a| a.status == 200)
+        })
+    };
+    answers();
+    let bin = crate::support::bin();
+    let t = Tmux::start(&format!(
+        "clear; NO_COLOR=1 {bin} --config {} ; echo after-console-$?",
+        env.config.display()
+    ));
+    t.wait_for(&format!("pid {})", first.0.id()), Duration::from_secs(30));
+
+    crate::support::kill(first.0.id(), "TERM");
+    assert_eq!(
+        crate::support::wait_exit(&mut first.0, Duration::from_secs(30)),
+        Some(0)
+    );
+    let s = t.wait_for("daemon unreachable since", Duration::from_secs(10));
+    assert!(s.contains("no answer from the daemon"), "{s}");
+    assert!(!s.contains("daemon attached"), "{s}");
+    t.keys(&["c"]);
+    t.wait_for("does not answer", Duration::from_secs(5));
+    t.keys(&["Escape"]);
+
+    let second = DaemonGuard(env.spawn_daemon());
+    answers();
+    let s = t.wait_for(&format!("pid {})", second.0.id()), Duration::from_secs(30));
+    assert!(s.contains("daemon attached"), "{s}");
+    assert!(!s.contains("unreachable"), "{s}");
+    t.keys(&["6"]);
+    t.wait_for("attached to the daemon again", Duration::from_secs(5));
+    t.keys(&["q"]);
+    t.wait_for("after-console-0", Duration::from_secs(30));
 }
 
 /// `D` in the console: pick the backup (the newest proven one is preselected), start, watch
