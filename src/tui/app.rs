@@ -227,6 +227,8 @@ pub struct App {
     /// The connection to the engine (attached: the header shows it, and while the daemon is
     /// unreachable what ran there is shown as unknown).
     pub link: Link,
+    /// The terminal's size at the last key (a report scrolls by its page).
+    pub size: (u16, u16),
     /// The last thing that happened, for a few seconds above the key line (started,
     /// finished, failed, a note), as lazygit does.
     pub flash: Option<(DateTime<Utc>, String)>,
@@ -266,6 +268,7 @@ impl App {
             log: VecDeque::new(),
             mode,
             link: Link::Local,
+            size: (MIN_W, MIN_H),
             flash: None,
             repository,
             mine: vec![],
@@ -640,6 +643,7 @@ impl App {
         if hidden && !matches!(a, Action::Quit | Action::Interrupt) {
             return vec![];
         }
+        self.size = (width, height);
         self.update(a)
     }
 
@@ -668,6 +672,8 @@ impl App {
             return vec![];
         }
         let n = self.rows_on_screen();
+        // A page: the rows a table shows at this height (below headers, borders, keys).
+        let page = usize::from(self.size.1.saturating_sub(8)).max(1);
         let sel = &mut self.sel[self.screen];
         match a {
             Action::Quit => return self.ask_quit(),
@@ -693,6 +699,8 @@ impl App {
             Action::Up => *sel = sel.saturating_sub(1),
             Action::Top => *sel = 0,
             Action::Bottom => *sel = n.saturating_sub(1),
+            Action::PageDown => *sel = (*sel + page).min(n.saturating_sub(1)),
+            Action::PageUp => *sel = sel.saturating_sub(page),
             Action::Enter if self.screen == 4 => {
                 let i = self.model.drills.len().saturating_sub(1 + self.sel[4]);
                 if let Some(r) = self.model.drills.get(i) {
@@ -852,24 +860,54 @@ impl App {
         }
         let (keep, effects) = match d {
             Dialog::Help | Dialog::Message { .. } | Dialog::SourceCheck { .. } => (None, vec![]),
-            Dialog::Report { report, scroll } => match a {
-                Action::Down => (
-                    Some(Dialog::Report {
-                        report,
-                        scroll: scroll + 1,
-                    }),
-                    vec![],
-                ),
-                Action::Up => (
-                    Some(Dialog::Report {
-                        report,
-                        scroll: scroll.saturating_sub(1),
-                    }),
-                    vec![],
-                ),
-                Action::Top => (Some(Dialog::Report { report, scroll: 0 }), vec![]),
-                _ => (None, vec![]),
-            },
+            Dialog::Report { report, scroll } => {
+                let max = super::report::max_scroll(&report, self.size.1);
+                let page = super::report::report_room(self.size.1);
+                let scroll = scroll.min(max);
+                match a {
+                    Action::Down => (
+                        Some(Dialog::Report {
+                            report,
+                            scroll: (scroll + 1).min(max),
+                        }),
+                        vec![],
+                    ),
+                    Action::Up => (
+                        Some(Dialog::Report {
+                            report,
+                            scroll: scroll.saturating_sub(1),
+                        }),
+                        vec![],
+                    ),
+                    Action::Top => (Some(Dialog::Report { report, scroll: 0 }), vec![]),
+                    // The view keeps the last page in sight (it knows the height).
+                    Action::Bottom => (
+                        Some(Dialog::Report {
+                            report,
+                            scroll: max,
+                        }),
+                        vec![],
+                    ),
+                    Action::PageDown => (
+                        Some(Dialog::Report {
+                            report,
+                            scroll: (scroll + page).min(max),
+                        }),
+                        vec![],
+                    ),
+                    Action::PageUp => (
+                        Some(Dialog::Report {
+                            report,
+                            scroll: scroll.saturating_sub(page),
+                        }),
+                        vec![],
+                    ),
+                    // Only Esc, q and Enter close it; other keys do nothing (issue 27, item 7:
+                    // `G` and `x` closed it).
+                    Action::Back | Action::Enter => (None, vec![]),
+                    _ => (Some(Dialog::Report { report, scroll }), vec![]),
+                }
+            }
             Dialog::Drill(step) => {
                 let (step, effects) = self.drill_step(step, a);
                 (step.map(Dialog::Drill), effects)

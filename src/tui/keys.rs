@@ -15,6 +15,9 @@ pub enum Action {
     Down,
     Top,
     Bottom,
+    /// A page down or up (PageDown/PageUp; Ctrl-d/Ctrl-u outside text fields).
+    PageDown,
+    PageUp,
     Enter,
     Back,
     Filter,
@@ -67,6 +70,8 @@ pub fn action(key: KeyEvent, focus: Focus) -> Option<Action> {
     if key.modifiers.contains(KeyModifiers::CONTROL) {
         return match key.code {
             KeyCode::Char('c') => Some(Action::Interrupt),
+            KeyCode::Char('d') if focus != Focus::Text => Some(Action::PageDown),
+            KeyCode::Char('u') if focus != Focus::Text => Some(Action::PageUp),
             _ => None,
         };
     }
@@ -78,6 +83,10 @@ pub fn action(key: KeyEvent, focus: Focus) -> Option<Action> {
         KeyCode::Backspace => Some(Action::Backspace),
         KeyCode::Tab => Some(Action::NextScreen),
         KeyCode::BackTab => Some(Action::PrevScreen),
+        KeyCode::PageDown => Some(Action::PageDown),
+        KeyCode::PageUp => Some(Action::PageUp),
+        KeyCode::Home if focus != Focus::Text => Some(Action::Top),
+        KeyCode::End if focus != Focus::Text => Some(Action::Bottom),
         _ => None,
     };
     if common.is_some() {
@@ -91,6 +100,8 @@ pub fn action(key: KeyEvent, focus: Focus) -> Option<Action> {
         Focus::Choice => match c {
             'j' => Some(Action::Down),
             'k' => Some(Action::Up),
+            'g' => Some(Action::Top),
+            'G' => Some(Action::Bottom),
             'q' => Some(Action::Back),
             c => Some(Action::Char(c)),
         },

@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod keys;
+pub mod report;
 pub mod view;
 
 use std::sync::atomic::{AtomicBool, Ordering};

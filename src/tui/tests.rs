@@ -1260,3 +1260,60 @@ fn every_screen_says_what_started_finished_and_runs() {
     assert!(!s.contains("old"), "{s}");
     assert!(s.contains("● backup vendors dumping"), "{s}");
 }
+
+/// Issue 27, item 7: the drill report closed on `G` and `x`, ignored PageDown and hid the
+/// header and key hints. Now it scrolls with j/k, PageDown/PageUp, Ctrl-d/Ctrl-u and g/G
+/// (never past its last page), closes only on Esc, q or Enter, and leaves the header, tabs and
+/// its own key line in sight.
+#[test]
+fn the_drill_report_scrolls_by_page_and_closes_only_when_asked() {
+    use super::report::{max_scroll, report_lines};
+    let mut a = app();
+    a.screen = 4;
+    a.size = (80, 24);
+    a.update(Action::Enter);
+    let Some(Dialog::Report { report, .. }) = &a.dialog else {
+        panic!("Enter opens the report: {:?}", a.dialog);
+    };
+    let max = max_scroll(report, 24);
+    assert!(max > 0, "the fixture's report is longer than a page");
+    let scroll = |a: &App| match &a.dialog {
+        Some(Dialog::Report { scroll, .. }) => *scroll,
+        d => panic!("the report closed: {d:?}"),
+    };
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("keepsake ·"), "the header stays: {s}");
+    assert!(s.contains("1 Overview"), "the tabs stay: {s}");
+    assert!(s.contains("PgDn/PgUp"), "the key line says how to scroll: {s}");
+    insta::assert_snapshot!("drill_report_in_place_80x24", s);
+    press(&mut a, KeyCode::Char('G'));
+    assert_eq!(scroll(&a), max, "G goes to the last page");
+    press(&mut a, KeyCode::Char('x'));
+    assert_eq!(scroll(&a), max, "x does nothing");
+    press(&mut a, KeyCode::Char('j'));
+    assert_eq!(scroll(&a), max, "never past the last page");
+    press(&mut a, KeyCode::Char('k'));
+    assert_eq!(scroll(&a), max - 1, "k goes up at once from the end");
+    press(&mut a, KeyCode::Char('g'));
+    assert_eq!(scroll(&a), 0);
+    press(&mut a, KeyCode::PageDown);
+    assert_eq!(scroll(&a), max.min(16), "a page is what the screen shows");
+    press(&mut a, KeyCode::PageUp);
+    assert_eq!(scroll(&a), 0);
+    let ctrl_d = keys::action(
+        KeyEvent::new(KeyCode::Char('d'), KeyModifiers::CONTROL),
+        a.focus(),
+    )
+    .expect("Ctrl-d");
+    a.update(ctrl_d);
+    assert_eq!(scroll(&a), max.min(16));
+    let s = screen(&a, 80, 24);
+    let first_shown = report_lines(match &a.dialog {
+        Some(Dialog::Report { report, .. }) => report,
+        _ => unreachable!(),
+    })[max.min(16)]
+    .clone();
+    assert!(s.contains(first_shown.trim()), "{first_shown:?} in sight: {s}");
+    press(&mut a, KeyCode::Esc);
+    assert!(a.dialog.is_none(), "Esc closes it");
+}

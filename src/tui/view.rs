@@ -9,8 +9,9 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, 
 use ratatui::Frame;
 
 use super::app::{duration, duration_ms, App, Dialog, DrillStep, RestoreStep, SCREENS};
+use super::report::{drill_word, report_lines, report_room};
 use crate::core::backup_id;
-use crate::core::drill::{DrillReport, DrillResult, Outcome};
+use crate::core::drill::{DrillReport, DrillResult};
 use crate::engine::control::{Link, LOST_AFTER};
 use crate::engine::SourceStatus;
 use crate::present::{age, human_bytes, span};
@@ -101,7 +102,9 @@ pub fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>, t: Theme) {
         4 => drills(f, body, app, now, t),
         _ => log(f, body, app),
     }
-    let keys = if app.filtering {
+    let keys = if matches!(app.dialog, Some(Dialog::Report { .. })) {
+        " j/k ↑/↓ scroll  PgDn/PgUp Ctrl-d/u page  g/G top/end  Esc close".to_string()
+    } else if app.filtering {
         format!(" filter: {}▏  Enter keep · Esc clear", app.filter)
     } else {
         match app.screen {
@@ -119,7 +122,15 @@ pub fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>, t: Theme) {
         f.render_widget(Paragraph::new(format!(" {text}")).style(t.fg(color)), state);
     }
     if let Some(d) = &app.dialog {
-        dialog(f, area, app, d, now, t);
+        // A report is read at length: it leaves the header, tabs and key line in sight.
+        let within = match d {
+            Dialog::Report { .. } => Rect {
+                height: body.height + state.height,
+                ..body
+            },
+            _ => area,
+        };
+        dialog(f, within, app, d, now, t);
     }
 }
 
@@ -856,16 +867,6 @@ fn forgets<'a>(app: &App, p: &'a crate::core::prune::PruneReport) -> (Vec<&'a st
     (forget, frees)
 }
 
-/// The symbol and word of a drill's result.
-fn drill_word(r: DrillResult) -> (&'static str, &'static str) {
-    match r {
-        DrillResult::Passed => ("✔", "passed"),
-        DrillResult::Failed => ("✗", "failed"),
-        DrillResult::NotRun => ("⚠", "not run"),
-        DrillResult::Interrupted => ("■", "interrupted"),
-    }
-}
-
 /// Eight levels of a sparkline, highest value full.
 fn spark(values: &[u64]) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -1001,78 +1002,6 @@ fn count(n: u64) -> String {
         n if n < 1_000_000_000 => format!("{:.1}M", n as f64 / 1e6),
         n => format!("{:.1}G", n as f64 / 1e9),
     }
-}
-
-/// A drill report as lines for the report dialog.
-pub fn report_lines(r: &DrillReport) -> Vec<String> {
-    let (sym, word) = drill_word(r.result);
-    let mut l = vec![
-        format!("{sym} {} — {}", word.to_uppercase(), r.summary),
-        String::new(),
-        format!(
-            "Backup   {} ({}{})",
-            r.backup_id.as_deref().unwrap_or("none chosen"),
-            r.source,
-            r.backup_proven
-                .as_deref()
-                .map(|p| format!(", proven: {p}"))
-                .unwrap_or_default()
-        ),
-        format!(
-            "Run by   {} on {} · {}",
-            r.actor,
-            r.host,
-            r.started_at.format("%Y-%m-%d %H:%M UTC")
-        ),
-    ];
-    let obj = |met: Option<bool>, target: Option<i64>| match (met, target) {
-        (Some(true), Some(t)) => format!(" ✔ within {}", span(t)),
-        (Some(false), Some(t)) => format!(" ✗ MISSED {}", span(t)),
-        _ => String::new(),
-    };
-    l.push(format!(
-        "RTO      {}{} (restore alone {})",
-        r.rto_ms.map(duration_ms).unwrap_or_else(|| "—".into()),
-        obj(r.rto_met(), r.rto_target_s),
-        r.restore_ms.map(duration_ms).unwrap_or_else(|| "—".into())
-    ));
-    l.push(format!(
-        "RPO      {}{}",
-        r.rpo_s.map(|x| age(x.max(0))).unwrap_or_else(|| "—".into()),
-        obj(r.rpo_met(), r.rpo_target_s)
-    ));
-    l.push(String::new());
-    l.push("Steps".into());
-    for s in &r.steps {
-        l.push(format!(
-            "  {} {:<20} {:>7}  {}",
-            s.outcome.symbol(),
-            s.name,
-            duration_ms(s.duration_ms),
-            s.detail
-        ));
-    }
-    if !r.checks.is_empty() {
-        l.push(String::new());
-        l.push("Checks".into());
-        for c in &r.checks {
-            let detail = match (&c.expect, c.outcome) {
-                (Some(e), Outcome::Passed) => {
-                    format!("{} (expected {e})", c.value.as_deref().unwrap_or("NULL"))
-                }
-                _ => c.detail.clone(),
-            };
-            l.push(format!(
-                "  {} {} [{}] {detail}",
-                c.outcome.symbol(),
-                c.name,
-                c.kind
-            ));
-        }
-    }
-    l.push(String::new());
-    l.push(format!("Report {} · keepsake drills lists it", r.id));
-    l
 }
 
 fn log(f: &mut Frame, area: Rect, app: &App) {
@@ -1304,19 +1233,19 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
         Dialog::Drill(step) => (" Drill ".into(), drill_dialog(app, step, now)),
         Dialog::Report { report, scroll } => {
             let all = report_lines(report);
-            let room = usize::from(area.height.saturating_sub(6)).max(3);
+            let room = report_room(f.area().height);
             let scroll = (*scroll).min(all.len().saturating_sub(room));
             let mut l: Vec<String> = all.iter().skip(scroll).take(room).cloned().collect();
             l.push(String::new());
             l.push(if all.len() > room {
                 format!(
-                    "↑/↓ scroll ({}–{} of {})   Esc close",
+                    "lines {}–{} of {}",
                     scroll + 1,
                     (scroll + room).min(all.len()),
                     all.len()
                 )
             } else {
-                "Esc close".into()
+                format!("all {} lines", all.len())
             });
             (format!(" Drill report {} ", report.id), l)
         }
@@ -1690,7 +1619,11 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
         .iter()
         .map(|l| l.chars().count().div_ceil(inner).max(1))
         .sum();
-    let r = centered(area, w, h as u16 + 2);
+    let r = match d {
+        // A report takes the whole place it is given (see `draw`).
+        Dialog::Report { .. } => area,
+        _ => centered(area, w, h as u16 + 2),
+    };
     f.render_widget(Clear, r);
     f.render_widget(
         Paragraph::new(lines.join("\n"))

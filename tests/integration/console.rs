@@ -311,9 +311,22 @@ fn console_attaches_to_the_daemon_and_runs_jobs_there() {
     let s = t.wait_for("1 Overview", Duration::from_secs(30));
     assert!(s.contains("daemon attached"), "{s}");
 
+    // Started from 2 Backups, the backup is in sight there (issue 27, item 2: nothing was).
+    t.keys(&["2"]);
+    t.wait_for("Backups (0)", Duration::from_secs(15));
     t.keys(&["b"]);
     t.wait_for("Back up main as:", Duration::from_secs(5));
     t.keys(&["f"]);
+    eventually(
+        "the Backups screen shows the backup started, running or done",
+        Duration::from_secs(30),
+        || {
+            let s = t.screen();
+            ["▶ backup main started", "● backup main", "✔ backup main completed"]
+                .iter()
+                .any(|w| s.contains(w))
+        },
+    );
     eventually(
         "the daemon made the backup",
         Duration::from_secs(90),
