@@ -257,6 +257,11 @@ impl Command {
         matches!(self, Command::Drill(_))
     }
 
+    /// A preview that changes nothing (a prune's dry run).
+    pub fn is_preview(&self) -> bool {
+        matches!(self, Command::Prune { dry_run: true })
+    }
+
     /// Whether the job history records this job (a dry-run prune changes nothing: not a job
     /// worth a record).
     pub fn recorded(&self) -> bool {

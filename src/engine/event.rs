@@ -202,6 +202,9 @@ pub enum Event {
         #[serde(deserialize_with = "crate::model::words::de")]
         kind: crate::model::words::Word,
         source: Option<String>,
+        /// A preview that changes nothing (a prune's dry run); absent when false.
+        #[serde(default, skip_serializing_if = "is_false")]
+        dry_run: bool,
     },
     JobStarted {
         job: String,
@@ -210,6 +213,9 @@ pub enum Event {
         source: Option<String>,
         /// The job that started this one (a backup's verification).
         parent: Option<String>,
+        /// See `JobQueued`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        dry_run: bool,
     },
     Progress(JobProgress),
     /// A line meant for people.
@@ -247,6 +253,10 @@ impl Event {
             Event::ConfigChanged => None,
         }
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 fn is_zero(n: &usize) -> bool {

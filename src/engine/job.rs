@@ -299,6 +299,7 @@ pub(super) fn prepare(
     }
     let kind = command.kind();
     let source = command.source().map(str::to_string);
+    let dry_run = command.is_preview();
     let command = Arc::new(Mutex::new(command));
     let live = Live {
         kind,
@@ -319,6 +320,7 @@ pub(super) fn prepare(
         job: id.clone(),
         kind,
         source,
+        dry_run,
     });
     let runner = Runner {
         engine: engine.clone(),
@@ -441,6 +443,7 @@ impl Runner {
             kind: cmd.kind(),
             source: cmd.source().map(str::to_string),
             parent: self.parent.clone(),
+            dry_run: cmd.is_preview(),
         });
         let ctx = Arc::new(JobCtx {
             id: self.id.clone(),

@@ -227,6 +227,8 @@ pub struct App {
     /// The connection to the engine (attached: the header shows it, and while the daemon is
     /// unreachable what ran there is shown as unknown).
     pub link: Link,
+    /// A prune ended: the Retention screen's plan is read again.
+    pub preview_stale: bool,
     /// The terminal's size at the last key (a report scrolls by its page).
     pub size: (u16, u16),
     /// The last thing that happened, for a few seconds above the key line (started,
@@ -255,6 +257,19 @@ pub struct App {
 
 const LOG_LINES: usize = 500;
 
+/// A job in words: its kind, `preview` for a dry run, its source when it has one.
+fn job_words(kind: &str, dry_run: bool, source: Option<&str>) -> String {
+    let mut w = kind.to_string();
+    if dry_run {
+        w.push_str(" preview");
+    }
+    if let Some(s) = source {
+        w.push(' ');
+        w.push_str(s);
+    }
+    w
+}
+
 impl App {
     pub fn new(repository: String, mode: String) -> Self {
         App {
@@ -269,6 +284,7 @@ impl App {
             mode,
             link: Link::Local,
             size: (MIN_W, MIN_H),
+            preview_stale: false,
             flash: None,
             repository,
             mine: vec![],
@@ -476,16 +492,28 @@ impl App {
                         .unwrap_or_default()
                 ));
             }
-            Event::JobQueued { job, kind, source } => self.push_log(format!(
-                "{t} [{job}] {kind} {} queued",
-                source.as_deref().unwrap_or("")
+            Event::JobQueued {
+                job,
+                kind,
+                source,
+                dry_run,
+            } => self.push_log(format!(
+                "{t} [{job}] {} queued",
+                job_words(kind, *dry_run, source.as_deref())
             )),
             Event::JobStarted {
-                job, kind, source, ..
+                job,
+                kind,
+                source,
+                dry_run,
+                ..
             } => {
-                let what = format!("{kind} {}", source.as_deref().unwrap_or(""));
+                let what = job_words(kind, *dry_run, source.as_deref());
                 self.push_log(format!("{t} [{job}] {what} started"));
-                self.flash = Some((now, format!("▶ {} started", what.trim_end())));
+                // A preview changes nothing: not worth the flash line.
+                if !*dry_run {
+                    self.flash = Some((now, format!("▶ {what} started")));
+                }
             }
             Event::JobFinished(o) | Event::JobFailed(o) => {
                 self.progress.remove(&o.job);
@@ -493,11 +521,21 @@ impl App {
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default();
+                let preview = match &o.result {
+                    Some(crate::engine::JobResult::Prune(r)) if r.dry_run => true,
+                    Some(crate::engine::JobResult::Prune(_)) => {
+                        // What the Retention screen showed is what the prune just did:
+                        // read the plan again (issue 27, item 8).
+                        self.preview = None;
+                        self.preview_stale = true;
+                        false
+                    }
+                    _ => false,
+                };
                 self.push_log(format!(
-                    "{t} [{}] {} {} {status}{}",
+                    "{t} [{}] {} {status}{}",
                     o.job,
-                    o.kind,
-                    o.source.as_deref().unwrap_or(""),
+                    job_words(o.kind, preview, o.source.as_deref()),
                     o.error
                         .as_deref()
                         .map(|e| format!(": {e}"))
@@ -506,18 +544,20 @@ impl App {
                 let ok =
                     o.status == crate::engine::history::JobStatus::Completed && o.exit_code == 0;
                 let what = format!("{} {}", o.kind, o.source.as_deref().unwrap_or(""));
-                self.flash = Some((
-                    now,
-                    match (ok, o.error.as_deref()) {
-                        (true, _) => format!("✔ {} {status}", what.trim_end()),
-                        (false, e) => format!(
-                            "✗ {} {status}{}",
-                            what.trim_end(),
-                            e.map(|e| format!(": {}", e.lines().next().unwrap_or("")))
-                                .unwrap_or_default()
-                        ),
-                    },
-                ));
+                if !(preview && ok) {
+                    self.flash = Some((
+                        now,
+                        match (ok, o.error.as_deref()) {
+                            (true, _) => format!("✔ {} {status}", what.trim_end()),
+                            (false, e) => format!(
+                                "✗ {} {status}{}",
+                                what.trim_end(),
+                                e.map(|e| format!(": {}", e.lines().next().unwrap_or("")))
+                                    .unwrap_or_default()
+                            ),
+                        },
+                    ));
+                }
                 if o.kind == "delete"
                     && o.exit_code != 0
                     && self.mine.contains(&o.job)

@@ -243,6 +243,9 @@ async fn event_loop<C: Control + 'static>(
                     wake.notify_one();
                 }
                 dirty |= app.on_event(&e, Utc::now());
+                if std::mem::take(&mut app.preview_stale) && app.screen == 3 {
+                    effect(app::Effect::PrunePreview, &ctl, &tx);
+                }
             }
             Msg::Model(Ok(m)) => {
                 app.set_model(m);

@@ -1226,6 +1226,7 @@ fn every_screen_says_what_started_finished_and_runs() {
             kind: crate::model::words::intern("verify"),
             source: Some("vendors".into()),
             parent: None,
+            dry_run: false,
         },
         now(),
     );
@@ -1284,7 +1285,10 @@ fn the_drill_report_scrolls_by_page_and_closes_only_when_asked() {
     let s = screen(&a, 80, 24);
     assert!(s.contains("keepsake ·"), "the header stays: {s}");
     assert!(s.contains("1 Overview"), "the tabs stay: {s}");
-    assert!(s.contains("PgDn/PgUp"), "the key line says how to scroll: {s}");
+    assert!(
+        s.contains("PgDn/PgUp"),
+        "the key line says how to scroll: {s}"
+    );
     insta::assert_snapshot!("drill_report_in_place_80x24", s);
     press(&mut a, KeyCode::Char('G'));
     assert_eq!(scroll(&a), max, "G goes to the last page");
@@ -1313,7 +1317,71 @@ fn the_drill_report_scrolls_by_page_and_closes_only_when_asked() {
         _ => unreachable!(),
     })[max.min(16)]
     .clone();
-    assert!(s.contains(first_shown.trim()), "{first_shown:?} in sight: {s}");
+    assert!(
+        s.contains(first_shown.trim()),
+        "{first_shown:?} in sight: {s}"
+    );
     press(&mut a, KeyCode::Esc);
     assert!(a.dialog.is_none(), "Esc closes it");
+}
+
+/// Issue 27, item 8, in the state: a real prune's end drops the plan it acted on (the screen
+/// reads it again); a preview's events are logged as a preview and do not flash.
+#[test]
+fn a_prune_ending_makes_the_plan_stale_and_previews_are_named() {
+    use crate::core::prune::PruneReport;
+    let report = |dry_run| PruneReport {
+        dry_run,
+        plan: vec![],
+        forgotten: vec![],
+        marked: vec![],
+        waiting: vec![],
+        deleted_packs: vec![],
+        deleted_bytes: 0,
+        stale_temporaries: 0,
+        gc_skipped: None,
+    };
+    let ended = |id: &str, dry_run| {
+        crate::engine::Event::JobFinished(crate::engine::JobOutcome {
+            job: id.into(),
+            kind: crate::model::words::intern("prune"),
+            source: None,
+            status: JobStatus::Completed,
+            exit_code: 0,
+            error: None,
+            error_kind: None,
+            error_field: None,
+            result: Some(crate::engine::JobResult::Prune(Box::new(report(dry_run)))),
+        })
+    };
+    let mut a = app();
+    a.flash = None;
+    a.set_preview(Ok(report(true)));
+    a.on_event(
+        &crate::engine::Event::JobStarted {
+            job: "p1".into(),
+            kind: crate::model::words::intern("prune"),
+            source: None,
+            parent: None,
+            dry_run: true,
+        },
+        now(),
+    );
+    a.on_event(&ended("p1", true), now());
+    assert!(a.flash.is_none(), "a preview does not flash: {:?}", a.flash);
+    assert!(a.preview.is_some() && !a.preview_stale);
+    assert!(
+        a.log.iter().any(|l| l.contains("[p1] prune preview started"))
+            && a.log.iter().any(|l| l.contains("[p1] prune preview completed")),
+        "{:?}",
+        a.log
+    );
+    a.on_event(&ended("p2", false), now());
+    assert!(a.preview.is_none(), "the plan the prune acted on is gone");
+    assert!(a.preview_stale, "and is read again");
+    assert!(
+        a.log.iter().any(|l| l.contains("[p2] prune completed")),
+        "{:?}",
+        a.log
+    );
 }

@@ -322,9 +322,13 @@ fn console_attaches_to_the_daemon_and_runs_jobs_there() {
         Duration::from_secs(30),
         || {
             let s = t.screen();
-            ["▶ backup main started", "● backup main", "✔ backup main completed"]
-                .iter()
-                .any(|w| s.contains(w))
+            [
+                "▶ backup main started",
+                "● backup main",
+                "✔ backup main completed",
+            ]
+            .iter()
+            .any(|w| s.contains(w))
         },
     );
     eventually(
@@ -435,6 +439,58 @@ fn the_console_says_when_the_daemon_goes_and_names_the_one_that_comes_back() {
     assert!(!s.contains("unreachable"), "{s}");
     t.keys(&["6"]);
     t.wait_for("attached to the daemon again", Duration::from_secs(5));
+    t.keys(&["q"]);
+    t.wait_for("after-console-0", Duration::from_secs(30));
+}
+
+/// Issue 27, item 8: after `4 p y` the Retention screen kept listing the pruned backup until
+/// it was left and entered again, and every preview wrote "prune queued/started/completed" to
+/// 6 Log like a real prune. Now the plan is read again when a prune ends, and previews say so.
+#[test]
+fn retention_is_read_again_after_a_prune_and_previews_say_so() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let text = format!(
+        "{}
+[retention]
+keep_last = 1
+prune_grace_hours = 0
+",
+        env.config_text("awk", None, &env.identity)
+    );
+    std::fs::write(&env.config, text).expect("config");
+    let old = env.backup("full")["id"].as_str().expect("id").to_string();
+    let new = env.backup("full")["id"].as_str().expect("id").to_string();
+    let short = |id: &str| id.rsplit('-').next().expect("suffix").to_string();
+    let bin = crate::support::bin();
+    let t = Tmux::start(&format!(
+        "clear; NO_COLOR=1 {bin} --config {} ; echo after-console-$?",
+        env.config.display()
+    ));
+    t.wait_for("1 Overview", Duration::from_secs(30));
+    t.keys(&["4"]);
+    let s = t.wait_for("forget", Duration::from_secs(30));
+    assert!(s.contains(&short(&old)) && s.contains(&short(&new)), "{s}");
+    t.keys(&["p"]);
+    t.wait_for("The policy keeps", Duration::from_secs(30));
+    t.keys(&["y"]);
+    eventually("the prune forgot the old backup", Duration::from_secs(60), || {
+        env.snapshots() == vec![new.clone()]
+    });
+    // Without leaving the screen, the plan no longer lists it.
+    eventually(
+        "the Retention screen shows the plan after the prune",
+        Duration::from_secs(30),
+        || {
+            let s = t.screen();
+            s.contains("Plan") && s.contains(&short(&new)) && !s.contains(&short(&old))
+        },
+    );
+    t.keys(&["6"]);
+    let s = t.wait_for("prune preview", Duration::from_secs(5));
+    assert!(
+        s.lines().any(|l| l.contains("] prune completed")),
+        "the real prune is told apart from its previews: {s}"
+    );
     t.keys(&["q"]);
     t.wait_for("after-console-0", Duration::from_secs(30));
 }
