@@ -751,6 +751,19 @@ pub async fn restore(
         false => Default::default(),
     };
     drop(entries);
+    // A new database is loaded under a name of its own and renamed once it is whole: a
+    // restore killed half-way (SIGKILL, OOM, power loss) never leaves a half-loaded database
+    // under the name asked for, only one named as unfinished (issue 28, item 7).
+    let loading = o.create.then(|| loading_target(&o.target));
+    let lo = match &loading {
+        Some(t) => RestoreOptions {
+            target: t.clone(),
+            ..o.clone()
+        },
+        None => o.clone(),
+    };
+    let o_final = o;
+    let o = &lo;
     if o.create {
         if let Err(e) = create_database(&m, &o.target).await {
             undo_stand_ins(o, &stand_ins).await;
@@ -759,7 +772,7 @@ pub async fn restore(
     }
     // Registered only once CREATE DATABASE succeeded: only a database this restore created
     // may ever be dropped on its behalf (a cancel before this point drops nothing).
-    let created_hook = o.create.then(|| {
+    let mut created_hook = o.create.then(|| {
         let target = o.target.clone();
         o.cleanup.register(
             format!("drop database {} created by this restore", o.target.dbname),
@@ -803,6 +816,27 @@ pub async fn restore(
                 .await
         }
     };
+    // Loaded: the database takes the name asked for (nothing connects to it by then).
+    let mut renamed = false;
+    let res = match (res, &loading) {
+        (Ok(bytes), Some(_)) => match rename_database(&o.target, &o_final.target.dbname).await {
+            Ok(()) => {
+                renamed = true;
+                if let Some(h) = created_hook.take() {
+                    o.cleanup.disarm(h);
+                }
+                let target = o_final.target.clone();
+                created_hook = Some(o.cleanup.register(
+                    format!("drop database {} created by this restore", target.dbname),
+                    move || Box::pin(async move { drop_database(&target).await }),
+                ));
+                Ok(bytes)
+            }
+            Err(e) => Err(e),
+        },
+        (r, _) => r,
+    };
+    let o = o_final;
     // Kept tables of an excluded schema's users: their references into it go, then the
     // scaffolding that let them be created.
     let res = match (res, partial.as_mut()) {
@@ -856,13 +890,63 @@ pub async fn restore(
         }
         Err(e) => {
             if let Some(h) = created_hook {
-                drop_database(&o.target).await;
+                // Under whichever name it has now: the loading one until the rename.
+                match (&loading, renamed) {
+                    (Some(l), false) => drop_database(l).await,
+                    _ => drop_database(&o.target).await,
+                }
                 o.cleanup.disarm(h);
             }
             undo_stand_ins(o, &stand_ins).await;
             Err(e)
         }
     }
+}
+
+/// Where a new database is loaded before it takes its name: `<name>_restoring_<6 hex>`
+/// (the name cut to fit PostgreSQL's 63 bytes).
+pub fn loading_target(target: &ConnInfo) -> ConnInfo {
+    const SUFFIX_LEN: usize = "_restoring_".len() + 6;
+    let mut base = target.dbname.clone();
+    while base.len() + SUFFIX_LEN > 63 {
+        base.pop();
+    }
+    let tag: u32 = rand::random::<u32>() & 0xff_ffff;
+    target.with_dbname(&format!("{base}_restoring_{tag:06x}"))
+}
+
+/// `ALTER DATABASE <loading> RENAME TO <name>`: refused by the server when `name` exists by
+/// now (someone made it while this restore ran) — the restore then fails and drops what it
+/// loaded, touching nothing of theirs.
+async fn rename_database(loading: &ConnInfo, name: &str) -> Result<()> {
+    let admin = connect_admin(loading).await?;
+    let sql = format!(
+        "ALTER DATABASE {} RENAME TO {}",
+        quote_ident(&loading.dbname),
+        quote_ident(name)
+    );
+    // The loading sessions are closed, but a server backend outlives its client by a moment:
+    // "being accessed by other users" (55006) is waited out for a few seconds.
+    let mut tries = 0;
+    loop {
+        match admin.batch_execute(&sql).await {
+            Err(e)
+                if tries < 50
+                    && e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) =>
+            {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            r => break r,
+        }
+    }
+    .map_err(|e| {
+            Error::Postgres(format!(
+                "the restore was loaded into {} but could not be renamed to {name}: {}; nothing is left under either name",
+                loading.dbname,
+                client::describe(&e)
+            ))
+        })
 }
 
 /// Drop the stand-in roles of a restore that failed (after its database), and disarm their hook.

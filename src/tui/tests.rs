@@ -1371,8 +1371,12 @@ fn a_prune_ending_makes_the_plan_stale_and_previews_are_named() {
     assert!(a.flash.is_none(), "a preview does not flash: {:?}", a.flash);
     assert!(a.preview.is_some() && !a.preview_stale);
     assert!(
-        a.log.iter().any(|l| l.contains("[p1] prune preview started"))
-            && a.log.iter().any(|l| l.contains("[p1] prune preview completed")),
+        a.log
+            .iter()
+            .any(|l| l.contains("[p1] prune preview started"))
+            && a.log
+                .iter()
+                .any(|l| l.contains("[p1] prune preview completed")),
         "{:?}",
         a.log
     );

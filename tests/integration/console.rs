@@ -473,9 +473,11 @@ prune_grace_hours = 0
     t.keys(&["p"]);
     t.wait_for("The policy keeps", Duration::from_secs(30));
     t.keys(&["y"]);
-    eventually("the prune forgot the old backup", Duration::from_secs(60), || {
-        env.snapshots() == vec![new.clone()]
-    });
+    eventually(
+        "the prune forgot the old backup",
+        Duration::from_secs(60),
+        || env.snapshots() == vec![new.clone()],
+    );
     // Without leaving the screen, the plan no longer lists it.
     eventually(
         "the Retention screen shows the plan after the prune",

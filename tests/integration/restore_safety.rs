@@ -168,3 +168,85 @@ fn a_database_name_with_an_equals_sign_is_used_as_a_name() {
     assert_eq!(env.fingerprint("dbname='weird=db'"), source);
     assert_eq!(env.fingerprint("dbname='dbname=x'"), source);
 }
+
+/// Issue 28, item 7: a restore killed half-way (SIGKILL: no cleanup runs) left a half-loaded
+/// database under the name asked for, which looks like a restore. A new database is now loaded
+/// as `<name>_restoring_<hex>` and renamed only when whole: killed at any moment of the load,
+/// nothing is under the name asked for; the next restore succeeds.
+#[test]
+fn a_restore_killed_while_loading_leaves_nothing_under_the_name_asked_for() {
+    let env = Env::new("big", None);
+    env.psql(
+        "big",
+        "CREATE TABLE rows AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1500000) g; \
+         ALTER TABLE rows ADD PRIMARY KEY (id); \
+         CREATE TABLE other AS SELECT g AS id FROM generate_series(1, 300000) g;",
+    );
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    for jobs in ["1", "2"] {
+        let url = env.target("copy");
+        let password = format!("file:{}", env.password_file.display());
+        let mut child = env
+            .keepsake_cmd(&[
+                "restore",
+                &id,
+                "--target",
+                &url,
+                "--target-password",
+                &password,
+                "--create",
+                "--jobs",
+                jobs,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn restore");
+        // Kill as soon as a database for it exists, under either name: mid-load.
+        let t = std::time::Instant::now();
+        let seen = loop {
+            let names = env.psql(
+                "postgres",
+                "SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE 'copy%'",
+            );
+            if !names.trim().is_empty() {
+                break names;
+            }
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(60),
+                "no database appeared"
+            );
+            assert!(
+                child.try_wait().expect("wait").is_none(),
+                "the restore ended before it could be killed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        crate::support::kill(child.id(), "KILL");
+        let _ = child.wait();
+        assert!(
+            !env.db_exists("copy"),
+            "--jobs {jobs}: killed mid-load ({seen}), a half-loaded database is under the name asked for"
+        );
+        let left = env.psql(
+            "postgres",
+            "SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE 'copy\\_restoring\\_%'",
+        );
+        assert!(!left.trim().is_empty(), "the unfinished one is named so");
+        for db in left.trim().split(',') {
+            env.psql("postgres", &format!("DROP DATABASE \"{db}\" WITH (FORCE)"));
+        }
+    }
+    let r = env.restore_new(&id, "copy");
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(env.fingerprint("copy"), env.fingerprint("big"));
+    let left = env.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_restoring\\_%'",
+    );
+    assert_eq!(
+        left.trim(),
+        "0",
+        "a finished restore leaves no loading name behind"
+    );
+}
