@@ -131,7 +131,7 @@ pub struct ApiToken {
 }
 
 /// Events a webhook can subscribe to.
-pub const EVENTS: [&str; 7] = [
+pub const EVENTS: [&str; 8] = [
     "backup_failed",
     "backup_succeeded",
     "verify_failed",
@@ -139,6 +139,7 @@ pub const EVENTS: [&str; 7] = [
     "rpo_recovered",
     "prune",
     "drill_failed",
+    "prune_failed",
 ];
 
 /// One `[[notifications.webhooks]]` entry.
@@ -218,6 +219,54 @@ pub struct SourceConfig {
     pub schedule: Option<crate::schedule::SourceSchedule>,
     /// `provider`: the hosted platform the database lives on (`None`: detected at backup time).
     pub provider: Option<&'static crate::platform::Profile>,
+    /// `[sources.capture]`: continuous change capture from a logical replication slot (none:
+    /// the recovery point is the last dump).
+    pub capture: Option<CaptureConfig>,
+}
+
+/// `[sources.capture]` (docs/configuration.md, "Continuous change capture").
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureConfig {
+    /// Seal a change segment at least this often (the recovery point's lag at most).
+    pub segment: std::time::Duration,
+    /// The logical replication slot (default `keepsake_<source>`).
+    pub slot: String,
+    /// The publication the slot streams (default `keepsake_<source>`).
+    pub publication: String,
+    /// Past this much WAL retained for the slot, the slot is dropped and a fresh dump starts a
+    /// new chain: an outage of recovery points, never of the database's disk.
+    pub max_slot_wal: u64,
+    /// Seal a segment when it holds this much, even before `segment` has passed.
+    pub max_segment_size: u64,
+}
+
+/// Defaults of `[sources.capture]`.
+pub const CAPTURE_SEGMENT: std::time::Duration = std::time::Duration::from_secs(60);
+pub const CAPTURE_MAX_SLOT_WAL: u64 = 8 << 30;
+pub const CAPTURE_MAX_SEGMENT_SIZE: u64 = 64 << 20;
+
+/// A replication slot or publication name keepsake makes from a source name:
+/// `keepsake_` and the name in lower case, other characters as `_` (slot names allow only
+/// `[a-z0-9_]`, at most 63 bytes).
+pub fn capture_name(source: &str) -> String {
+    let mut n: String = format!("keepsake_{source}")
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '_') => c,
+            _ => '_',
+        })
+        .collect();
+    n.truncate(63);
+    n
+}
+
+/// Whether `n` may name a replication slot (and so a publication keepsake makes): lower-case
+/// letters, digits and `_`, 1 to 63 of them.
+fn valid_slot_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// `[daemon]`.
@@ -478,6 +527,17 @@ struct RawSource {
     rto: Option<Spanned<String>>,
     schedule: Option<RawSchedule>,
     provider: Option<Spanned<String>>,
+    capture: Option<RawCapture>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    segment: Option<Spanned<String>>,
+    slot: Option<Spanned<String>>,
+    publication: Option<Spanned<String>>,
+    max_slot_wal: Option<Spanned<String>>,
+    max_segment_size: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -732,6 +792,25 @@ fn sources(ctx: &Ctx, raw: &[RawSource]) -> Result<Vec<SourceConfig>> {
             })?),
             None => None,
         };
+        let capture = match &s.capture {
+            None => None,
+            Some(c) => Some(capture(ctx, c, &name, &key)?),
+        };
+        if let Some(c) = &capture {
+            if let Some(other) = sources
+                .iter()
+                .find(|x| x.capture.as_ref().is_some_and(|o| o.slot == c.slot))
+            {
+                return Err(ctx.err(
+                    s.name.span(),
+                    &key("capture.slot"),
+                    format!(
+                        "source \"{name}\" would capture through slot {}, which source \"{}\" uses: give one of them its own `slot`",
+                        c.slot, other.name
+                    ),
+                ));
+            }
+        }
         sources.push(SourceConfig {
             name,
             conn,
@@ -739,9 +818,90 @@ fn sources(ctx: &Ctx, raw: &[RawSource]) -> Result<Vec<SourceConfig>> {
             rto,
             schedule,
             provider,
+            capture,
         });
     }
     Ok(sources)
+}
+
+/// `[sources.capture]`, validated.
+fn capture(
+    ctx: &Ctx,
+    c: &RawCapture,
+    source: &str,
+    key: &dyn Fn(&str) -> String,
+) -> Result<CaptureConfig> {
+    let segment = match &c.segment {
+        None => CAPTURE_SEGMENT,
+        Some(v) => {
+            let d = parse_duration(v.get_ref())
+                .map_err(|m| ctx.err(v.span(), &key("capture.segment"), m))?;
+            if d < chrono::Duration::seconds(1) || d > chrono::Duration::hours(1) {
+                return Err(ctx.err(
+                    v.span(),
+                    &key("capture.segment"),
+                    format!(
+                        "\"{}\" is out of range: a segment is sealed at least every 1s to 1h (default 1m)",
+                        v.get_ref()
+                    ),
+                ));
+            }
+            d.to_std().unwrap_or(CAPTURE_SEGMENT)
+        }
+    };
+    let name = |v: &Option<Spanned<String>>, k: &str| -> Result<String> {
+        match v {
+            None => Ok(capture_name(source)),
+            Some(v) if valid_slot_name(v.get_ref()) => Ok(v.get_ref().clone()),
+            Some(v) => Err(ctx.err(
+                v.span(),
+                &key(k),
+                format!(
+                    "\"{}\" is not a valid name: use lower-case letters, digits and _ (at most 63), e.g. {}",
+                    v.get_ref(),
+                    capture_name(source)
+                ),
+            )),
+        }
+    };
+    let size = |v: &Option<Spanned<String>>, k: &str, default: u64, min: u64| -> Result<u64> {
+        match v {
+            None => Ok(default),
+            Some(v) => {
+                let n = crate::units::parse_size(v.get_ref())
+                    .map_err(|m| ctx.err(v.span(), &key(k), m))?;
+                if n < min {
+                    return Err(ctx.err(
+                        v.span(),
+                        &key(k),
+                        format!(
+                            "\"{}\" is too small: at least {}",
+                            v.get_ref(),
+                            crate::units::human_bytes(min)
+                        ),
+                    ));
+                }
+                Ok(n)
+            }
+        }
+    };
+    Ok(CaptureConfig {
+        segment,
+        slot: name(&c.slot, "capture.slot")?,
+        publication: name(&c.publication, "capture.publication")?,
+        max_slot_wal: size(
+            &c.max_slot_wal,
+            "capture.max_slot_wal",
+            CAPTURE_MAX_SLOT_WAL,
+            64 << 20,
+        )?,
+        max_segment_size: size(
+            &c.max_segment_size,
+            "capture.max_segment_size",
+            CAPTURE_MAX_SEGMENT_SIZE,
+            1 << 20,
+        )?,
+    })
 }
 
 /// `[sources.schedule]`: a cron expression per backup type, in a time zone.
@@ -1190,6 +1350,7 @@ fn webhooks(ctx: &Ctx, r: &RawNotifications) -> Result<Vec<Webhook>> {
                 "rpo_breach".to_string(),
                 "rpo_recovered".to_string(),
                 "drill_failed".to_string(),
+                "prune_failed".to_string(),
             ],
             Some(list) => {
                 let mut v = Vec::new();
@@ -1550,6 +1711,71 @@ mod tests {
     }
 
     const RCP: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+    /// `[sources.capture]`: defaults from the source's name, every key checked and named.
+    #[test]
+    fn capture_tables_are_validated_naming_the_key() {
+        let base = |capture: &str, extra: &str| {
+            format!("[repository]\nurl = \"file:///r\"\n[encryption]\nrecipients = [\"{RCP}\"]\n[[sources]]\nname = \"Wed-Sync\"\nurl = \"postgres://u@h/db\"\n{capture}{extra}")
+        };
+        let c = parse(Path::new("/x"), &base("[sources.capture]\n", "")).expect("valid");
+        let cap = c.sources[0].capture.clone().expect("capture");
+        assert_eq!(cap.slot, "keepsake_wed_sync");
+        assert_eq!(cap.publication, "keepsake_wed_sync");
+        assert_eq!(cap.segment, CAPTURE_SEGMENT);
+        assert_eq!(cap.max_slot_wal, 8 << 30);
+        let c = parse(
+            Path::new("/x"),
+            &base(
+                "[sources.capture]\nsegment = \"30s\"\nmax_slot_wal = \"512MiB\"\nslot = \"s1\"\n",
+                "",
+            ),
+        )
+        .expect("valid");
+        let cap = c.sources[0].capture.clone().expect("capture");
+        assert_eq!(cap.segment, std::time::Duration::from_secs(30));
+        assert_eq!(cap.max_slot_wal, 512 << 20);
+        assert_eq!(cap.slot, "s1");
+        assert!(parse(Path::new("/x"), &base("", ""))
+            .expect("valid")
+            .sources[0]
+            .capture
+            .is_none());
+        for (table, want) in [
+            (
+                "segment = \"2h\"",
+                ":9: sources[0].capture.segment: \"2h\" is out of range",
+            ),
+            (
+                "slot = \"Main-Slot\"",
+                ":9: sources[0].capture.slot: \"Main-Slot\" is not a valid name",
+            ),
+            ("publication = \"\"", ":9: sources[0].capture.publication:"),
+            (
+                "max_slot_wal = \"8 gigs\"",
+                ":9: sources[0].capture.max_slot_wal: \"8 gigs\" is not a size",
+            ),
+            (
+                "max_slot_wal = \"1MiB\"",
+                ":9: sources[0].capture.max_slot_wal: \"1MiB\" is too small",
+            ),
+            (
+                "max_segment_size = \"1kB\"",
+                ":9: sources[0].capture.max_segment_size:",
+            ),
+            ("slots = \"x\"", ":9: slots: unknown field"),
+        ] {
+            let e = check(&base(&format!("[sources.capture]\n{table}\n"), ""));
+            assert!(e.contains(want), "{table}: {e}");
+        }
+        // Two capturing sources on one slot.
+        let two = base(
+            "[sources.capture]\nslot = \"s1\"\n",
+            "[[sources]]\nname = \"b\"\nurl = \"postgres://u@h/b\"\n[sources.capture]\nslot = \"s1\"\n",
+        );
+        let e = check(&two);
+        assert!(e.contains("which source \"Wed-Sync\" uses"), "{e}");
+    }
 
     #[test]
     fn unknown_key_names_line_and_key() {

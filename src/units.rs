@@ -55,8 +55,45 @@ pub fn duration(secs: u64) -> String {
     }
 }
 
+/// A size as people write it in the configuration: `512MiB`, `8 GiB`, `64MB`, `1048576` (bytes).
+/// Binary and decimal units are taken at their word (`MiB` = 2^20, `MB` = 10^6).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let at = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(at);
+    let bad =
+        || format!("\"{s}\" is not a size: use a number and B, KiB, MiB, GiB or TiB, e.g. 8GiB");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("\"{s}\" is out of range: more than 0 and less than 16 EiB"))
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn sizes_as_people_write_them() {
+        assert_eq!(super::parse_size("8GiB"), Ok(8 << 30));
+        assert_eq!(super::parse_size(" 64 MiB "), Ok(64 << 20));
+        assert_eq!(super::parse_size("64MB"), Ok(64_000_000));
+        assert_eq!(super::parse_size("1048576"), Ok(1 << 20));
+        for bad in ["", "MiB", "8 gigs", "-1GiB", "0", "99999999999TiB"] {
+            assert!(super::parse_size(bad).is_err(), "{bad}");
+        }
+    }
     use super::*;
 
     #[test]

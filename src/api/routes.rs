@@ -589,6 +589,12 @@ async fn prune(
             let h = api.engine.submit(Command::Prune { dry_run: true })?;
             note.job = Some(h.id.clone());
             let o = h.wait().await;
+            // A preview that ran is answered with its report, also when it says pack
+            // collection would be skipped (`gc_skipped`): that is its finding, not a server
+            // error.
+            if matches!(o.result, Some(crate::engine::JobResult::Prune(_))) {
+                return Ok(Reply::Ok(json_of(&o.result)?));
+            }
             return outcome_reply(o);
         }
         if caller.role < Role::Admin {

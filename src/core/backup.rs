@@ -197,12 +197,26 @@ pub(crate) async fn plan(
         .into_iter()
         .map(|o| (o.key, o.size))
         .collect();
-    // …and is not marked for deletion by prune.
-    let marked = crate::core::prune::marks(repo).await?;
+    // …and is not marked for deletion by prune. Marks that cannot be read do not stop the
+    // backup (issue 28, item 6): it then reuses only packs a backup references and adopts
+    // none (a pack no backup references may be marked).
+    let marked = match crate::core::prune::marks(repo).await {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(
+                "{} cannot be read ({e}): this backup reuses only packs other backups reference, and adopts none; the next prune writes the marks anew",
+                crate::core::prune::MARKS
+            );
+            None
+        }
+    };
     let known = known
         .into_iter()
         .filter(|(_, sc)| present.get(&sc.pack.key()) == Some(&sc.pack.size))
-        .filter(|(_, sc)| !marked.packs.contains_key(&sc.pack.key()))
+        .filter(|(_, sc)| match &marked {
+            Some(m) => !m.packs.contains_key(&sc.pack.key()),
+            None => referenced.contains(&sc.pack.name),
+        })
         .collect();
     Ok((kind, based_on, known))
 }
@@ -235,17 +249,28 @@ pub async fn backup(
             })
         })
     };
-    // Renewed while the backup runs; checked again before the commit (backup_leased).
+    // Renewed while the backup runs; checked again before the commit (backup_leased), with
+    // the time of the last renewal that worked.
+    let renewed = std::sync::Mutex::new(std::time::Instant::now());
     let renew = async {
         loop {
             tokio::time::sleep(crate::core::prune::LEASE_RENEW).await;
-            if let Err(e) = crate::core::prune::renew_lease(repo, &lease).await {
-                tracing::warn!("could not renew backup lease {lease}: {e}");
+            match crate::core::prune::renew_lease(repo, &lease).await {
+                Ok(()) => {
+                    if let Ok(mut r) = renewed.lock() {
+                        *r = std::time::Instant::now();
+                    }
+                }
+                Err(e) => tracing::warn!("could not renew backup lease {lease}: {e}"),
             }
         }
     };
+    let held = Held {
+        key: &lease,
+        renewed: &renewed,
+    };
     let res = tokio::select! {
-        r = backup_leased(repo, source, opts, &tracker, started_at, &lease) => r,
+        r = backup_leased(repo, source, opts, &tracker, started_at, &held) => r,
         _ = renew => unreachable_renewal(),
     };
     if let Err(e) = repo.store().delete(&lease).await {
@@ -253,6 +278,37 @@ pub async fn backup(
     }
     cleanup.disarm(hook);
     res
+}
+
+/// A backup's lease: its key, and when it was last renewed (by this process's clock).
+struct Held<'a> {
+    key: &'a str,
+    renewed: &'a std::sync::Mutex<std::time::Instant>,
+}
+
+impl Held<'_> {
+    /// Before a commit: the lease was renewed recently enough that no prune can have taken
+    /// it for dead in between (issue 28, item 4: a renewal that reads, then writes, can put
+    /// back a lease a prune just removed, and the check of the lease alone would pass).
+    fn check_renewed(&self) -> Result<()> {
+        self.check_renewed_within(
+            (crate::core::prune::LEASE_TTL - crate::core::prune::MAX_CLOCK_SKEW)
+                .to_std()
+                .unwrap_or_default(),
+        )
+    }
+
+    fn check_renewed_within(&self, limit: std::time::Duration) -> Result<()> {
+        let gap = self.renewed.lock().map(|r| r.elapsed()).unwrap_or(limit);
+        if gap >= limit {
+            return Err(Error::Repository(format!(
+                "this backup's lease {} was last renewed {} ago, longer than a prune waits before it takes a lease for dead: nothing was committed; run the backup again",
+                self.key,
+                crate::units::duration(gap.as_secs())
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The renewal loop never ends on its own.
@@ -266,8 +322,9 @@ async fn backup_leased(
     opts: &BackupOptions,
     tracker: &Tracker<'_>,
     started_at: chrono::DateTime<Utc>,
-    lease: &str,
+    held: &Held<'_>,
 ) -> Result<Manifest> {
+    let lease = held.key;
     let (kind, based_on, known) = plan(repo, source.name, opts.kind).await?;
     tracing::debug!("planned a {} backup of {}", kind.as_str(), source.name);
     let adopted = known.values().filter(|c| c.orphan).count();
@@ -391,23 +448,19 @@ async fn backup_leased(
             "internal: a chunk was not placed in a pack".into(),
         ));
     }
-    // The packs this backup reuses must still be there: prune never deletes a pack a live
+    // The packs this backup uses must still be there: prune never deletes a pack a live
     // lease may use, and backups never reuse marked packs, but a manifest must never name a
     // missing pack whatever happened (an expired lease, a hand-made deletion).
-    let written: HashSet<&str> = state.new_packs.iter().map(|p| p.name.as_str()).collect();
-    let reused: Vec<PackRef> = state
-        .packs
-        .iter()
-        .filter(|p| !written.contains(p.name.as_str()))
-        .cloned()
-        .collect();
     // Our lease must still protect us: if a prune took it for dead, the packs we reuse may be
     // going (the check below would then catch only those already gone).
+    held.check_renewed()?;
     crate::core::prune::check_lease(repo, lease).await?;
-    let gone = repo.missing_packs(&reused).await?;
+    // Every pack the manifest will name, the ones this backup wrote too (issue 28, item 3: a
+    // prune that ran meanwhile saw them unreferenced).
+    let gone = repo.missing_packs(&state.packs).await?;
     if !gone.is_empty() {
         return Err(Error::Repository(format!(
-            "backup of {} reuses packs that are no longer intact ({}): nothing was committed; run the backup again (it will store those chunks anew)",
+            "backup of {} needs packs that are no longer intact ({}): nothing was committed; run the backup again (it will store those chunks anew)",
             source.name,
             gone.join("; ")
         )));
@@ -764,5 +817,31 @@ impl Pipeline<'_> {
         if let Err(e) = self.checkpoint().await {
             tracing::warn!("could not record the packs stored before the failure: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 28, item 4: a backup whose lease went unrenewed for longer than a prune waits
+    /// before taking it for dead commits nothing, whatever the lease object says now.
+    #[test]
+    fn a_lease_unrenewed_too_long_refuses_the_commit() {
+        let renewed = std::sync::Mutex::new(std::time::Instant::now());
+        let held = Held {
+            key: "locks/x",
+            renewed: &renewed,
+        };
+        assert!(held.check_renewed().is_ok(), "just renewed");
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let e = held
+            .check_renewed_within(std::time::Duration::from_millis(10))
+            .expect_err("too long ago");
+        assert!(e.to_string().contains("nothing was committed"), "{e}");
+        *renewed.lock().expect("lock") = std::time::Instant::now();
+        assert!(held
+            .check_renewed_within(std::time::Duration::from_millis(10))
+            .is_ok());
     }
 }

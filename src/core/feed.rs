@@ -48,6 +48,10 @@ pub struct RestoreOptions {
     /// own schemas and are granted privileges there). Only the roles this restore created are
     /// ever dropped: by [`crate::core::restore::drop_stand_ins`] once the scratch database is gone, or by the cleanup.
     pub stand_in_roles: bool,
+    /// Where a new database is loaded before it takes its name (see
+    /// [`crate::core::restore::loading_target`]); chosen here by a caller that must know it
+    /// (a drill drops it after an interruption), else by the restore.
+    pub loading: Option<ConnInfo>,
 }
 
 impl RestoreOptions {
@@ -69,6 +73,7 @@ impl RestoreOptions {
             selection: None,
             check_roles: true,
             stand_in_roles: false,
+            loading: None,
         }
     }
 }

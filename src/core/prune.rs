@@ -345,7 +345,7 @@ async fn prune_now(
     let grace = Duration::hours(i64::from(policy.prune_grace_hours.unwrap_or(24)));
     // Leases before manifests: a backup that commits (and drops its lease) between the two
     // reads is then seen by its manifest; read the other way round it would be seen by neither.
-    let leases = live_leases(repo, now, dry_run).await?;
+    let (leases, unreadable) = live_leases(repo, now, dry_run).await?;
     let (ms, bad) = repo.manifests_lenient().await?;
     let records = verify::records(repo).await?;
     let candidates: Vec<Candidate> = ms
@@ -383,7 +383,7 @@ async fn prune_now(
     }
     if !bad.is_empty() {
         report.gc_skipped = Some(format!(
-            "{} manifest(s) cannot be read, so it is unknown which packs they need: no pack was removed",
+            "{} manifest(s) cannot be read, so it is unknown which packs they need: no pack was removed; run `keepsake list` to see which",
             bad.len()
         ));
         return Ok(report);
@@ -396,7 +396,19 @@ async fn prune_now(
         .flat_map(|m| m.packs.iter().map(|p| p.key()))
         .collect();
     let packs = repo.store().list("packs/").await?;
-    let old = marks(repo).await?;
+    // Marks that cannot be read are written anew (issue 28, item 6): every unreferenced pack
+    // is marked from now, so none is deleted before a whole grace period has passed — the
+    // safe side — and the report says so.
+    let old = match marks(repo).await {
+        Ok(m) => m,
+        Err(e @ Error::Damage(_)) => {
+            report.gc_skipped = Some(format!(
+                "{MARKS} cannot be read ({e}): every unreferenced pack is marked anew, so none is deleted before the grace period has passed again"
+            ));
+            Marks::default()
+        }
+        Err(e) => return Err(e),
+    };
     let mut new = Marks::default();
     let mut deleted = BTreeSet::new();
     for p in &packs {
@@ -410,7 +422,15 @@ async fn prune_now(
             }
             Some(t) => {
                 let lease_before = leases.iter().any(|l| l.started_before(*t));
-                if now - *t < grace {
+                if let Some((key, why)) = unreadable.first() {
+                    report.waiting.push((
+                        p.key.clone(),
+                        format!(
+                            "lease {key} cannot be read ({why}): it may be a running backup's, so no pack is deleted while it is there; remove it by hand once no backup runs"
+                        ),
+                    ));
+                    new.packs.insert(p.key.clone(), *t);
+                } else if now - *t < grace {
                     report.waiting.push((
                         p.key.clone(),
                         format!(
@@ -433,8 +453,28 @@ async fn prune_now(
             }
         }
     }
+    if !unreadable.is_empty() {
+        report.gc_skipped = Some(format!(
+            "{} cannot be read: {} may be a running backup's, so no pack was deleted; remove {} by hand once no backup runs",
+            unreadable
+                .iter()
+                .map(|(k, why)| format!("lease {k} ({why})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if unreadable.len() == 1 { "it" } else { "each" },
+            if unreadable.len() == 1 { "it" } else { "them" },
+        ));
+    }
     if dry_run {
         return Ok(report);
+    }
+    // New marks carry the time they are written, not the prune's start (issue 28, item 3): a
+    // backup that started in between (and may have adopted or written one of these packs)
+    // holds a lease that started before the mark, so no later prune deletes the pack while it
+    // runs; a backup that starts after sees the mark and never adopts the pack.
+    let stamp = Utc::now();
+    for k in &report.marked {
+        new.packs.insert(k.clone(), stamp);
     }
     // The packs being deleted stay marked until no index lists them any more: a backup that
     // plans at any moment of the deletion sees them marked (and never reuses them) or not
@@ -470,38 +510,57 @@ async fn write_marks(repo: &Repository, marks: &Marks) -> Result<()> {
 
 /// The leases of backups that may still commit; dead ones (expired, or of a process gone from
 /// this host) are removed unless `dry_run`.
+/// The live backup leases, and the ones that cannot be read (key, why). A lease deleted since
+/// the listing (its backup ended) is skipped; a storage error stops the prune.
 async fn live_leases(
     repo: &Repository,
     now: chrono::DateTime<Utc>,
     dry_run: bool,
-) -> Result<Vec<Lease>> {
+) -> Result<(Vec<Lease>, Vec<(String, String)>)> {
     let mut leases = Vec::new();
+    let mut unreadable = Vec::new();
     for o in repo.store().list("locks/").await? {
         // Prunes' turns are not backups (see `take_prune_turn`).
         if o.key.starts_with(PRUNE_TURNS) {
             continue;
         }
-        match repo
-            .get_sealed(&o.key)
-            .await
-            .ok()
-            .and_then(|p| serde_json::from_slice::<Lease>(&p).ok())
-        {
-            Some(l) if !l.dead(now) => leases.push(l),
+        let Some(sealed) = repo.store().get(&o.key).await? else {
+            continue;
+        };
+        let lease = repo.open_sealed(&o.key, &sealed).and_then(|p| {
+            serde_json::from_slice::<Lease>(&p).map_err(|e| Error::Damage(e.to_string()))
+        });
+        match lease {
+            Ok(l) if !l.dead(now) => leases.push(l),
             // Expired, or its process is gone: that backup will never commit.
-            Some(_) if !dry_run => repo.store().delete(&o.key).await?,
-            _ => {}
+            Ok(_) if !dry_run => repo.store().delete(&o.key).await?,
+            Ok(_) => {}
+            // It may be a running backup's (issue 28, item 4: it used to count as absent).
+            Err(e) => unreadable.push((o.key.clone(), e.to_string())),
         }
     }
-    Ok(leases)
+    Ok((leases, unreadable))
 }
 
 /// Rewrite every index object that lists a deleted pack.
 async fn rewrite_indexes(repo: &Repository, deleted: &BTreeSet<String>) -> Result<()> {
     for o in repo.store().list("index/").await? {
-        let plain = repo.get_sealed(&o.key).await?;
-        let mut idx: IndexFile =
-            serde_json::from_slice(&plain).map_err(|e| Error::Damage(format!("{}: {e}", o.key)))?;
+        // One index object that cannot be read does not fail the prune after packs are gone
+        // (issue 28, item 6): backups skip it too (its chunks are stored again).
+        let idx = match repo.get_sealed_opt(&o.key).await {
+            Ok(Some(plain)) => serde_json::from_slice::<IndexFile>(&plain)
+                .map_err(|e| Error::Damage(format!("{}: {e}", o.key))),
+            Ok(None) => continue,
+            Err(e @ Error::Storage(_)) => return Err(e),
+            Err(e) => Err(e),
+        };
+        let mut idx = match idx {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!("skipping an index object that cannot be read: {e}");
+                continue;
+            }
+        };
         let before = idx.packs.len();
         idx.packs
             .retain(|p| !deleted.contains(&crate::core::format::pack_key(&p.name)));
@@ -526,17 +585,24 @@ mod tests {
     use crate::storage::{ObjectInfo, ObjectStore};
     use std::sync::Arc;
 
-    /// A store that stops before deleting a pack until the test lets it go on.
+    /// A store that stops before deleting a pack (or writing `put_pause`) until the test lets
+    /// it go on.
     #[derive(Debug)]
     struct PausingStore {
         inner: MemoryStore,
         reached: tokio::sync::Notify,
         resume: tokio::sync::Notify,
+        put_pause: Option<&'static str>,
+        list_pause: Option<&'static str>,
     }
 
     #[async_trait::async_trait]
     impl ObjectStore for PausingStore {
         async fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
+            if self.put_pause == Some(key) {
+                self.reached.notify_one();
+                self.resume.notified().await;
+            }
             self.inner.put(key, data).await
         }
         async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -549,10 +615,14 @@ mod tests {
             self.inner.head(key).await
         }
         async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+            if self.list_pause == Some(prefix) {
+                self.reached.notify_one();
+                self.resume.notified().await;
+            }
             self.inner.list(prefix).await
         }
         async fn delete(&self, key: &str) -> Result<()> {
-            if key.starts_with("packs/") {
+            if self.put_pause.is_none() && self.list_pause.is_none() && key.starts_with("packs/") {
                 self.reached.notify_one();
                 self.resume.notified().await;
             }
@@ -571,6 +641,8 @@ mod tests {
             inner: MemoryStore::new(),
             reached: tokio::sync::Notify::new(),
             resume: tokio::sync::Notify::new(),
+            put_pause: None,
+            list_pause: None,
         });
         let id = age::x25519::Identity::generate();
         let repo = Arc::new(
@@ -641,6 +713,173 @@ mod tests {
         assert_eq!(adoptable().await, 0);
         assert!(repo.load_index().await.expect("index").is_empty());
         assert!(marks(&repo).await.expect("marks").packs.is_empty());
+    }
+
+    /// Regression (issue 28, item 3): prune stamped new marks with its start time but wrote
+    /// them later; a backup that started in between (and adopted or wrote the pack) held a
+    /// lease that started after the mark, so a later prune could delete the pack under it.
+    /// Marks now carry the time they are written: later than any lease taken before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn new_marks_carry_the_time_they_are_written() {
+        let store = Arc::new(PausingStore {
+            inner: MemoryStore::new(),
+            reached: tokio::sync::Notify::new(),
+            resume: tokio::sync::Notify::new(),
+            put_pause: None,
+            list_pause: Some("packs/"),
+        });
+        let id = age::x25519::Identity::generate();
+        let repo = Arc::new(
+            Repository::init(
+                store.clone(),
+                "mem",
+                Recipients(vec![id.to_public()]),
+                Identities::from_identity(id),
+            )
+            .await
+            .expect("init"),
+        );
+        let name = "cd".repeat(32);
+        store
+            .put(&pack_key(&name), vec![0; 10])
+            .await
+            .expect("pack");
+        let policy = RetentionPolicy {
+            prune_grace_hours: Some(0),
+            ..Default::default()
+        };
+        let pruning = {
+            let repo = repo.clone();
+            let policy = policy.clone();
+            tokio::spawn(async move { prune(&repo, &policy, false).await })
+        };
+        // The prune is under way (about to list the packs it will mark); a backup starts.
+        store.reached.notified().await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let lease_key = take_lease(&repo).await.expect("lease");
+        let lease = read_lease(&repo, &lease_key).await.expect("read lease");
+        store.resume.notify_one();
+        let r = pruning.await.expect("task").expect("prune");
+        assert_eq!(r.marked, vec![pack_key(&name)]);
+        let t = marks(&repo).await.expect("marks").packs[&pack_key(&name)];
+        assert!(
+            t >= lease.started_at,
+            "marked at {t}, before the backup that started at {} while the prune ran",
+            lease.started_at
+        );
+    }
+
+    /// Regression (issue 28, item 4): a lease that could not be read counted as absent, so
+    /// the backup it belongs to lost its protection. It now holds back every deletion, and
+    /// the report says which lease and what to do.
+    #[tokio::test]
+    async fn an_unreadable_lease_holds_back_every_deletion() {
+        let store = Arc::new(MemoryStore::new());
+        let id = age::x25519::Identity::generate();
+        let repo = Repository::init(
+            store.clone(),
+            "mem",
+            Recipients(vec![id.to_public()]),
+            Identities::from_identity(id),
+        )
+        .await
+        .expect("init");
+        let name = "ef".repeat(32);
+        store
+            .put(&pack_key(&name), vec![0; 10])
+            .await
+            .expect("pack");
+        let policy = RetentionPolicy {
+            prune_grace_hours: Some(0),
+            ..Default::default()
+        };
+        let r = prune(&repo, &policy, false).await.expect("mark");
+        assert_eq!(r.marked, vec![pack_key(&name)]);
+        store
+            .put(
+                "locks/20261207T000000.000Z-0badbeef",
+                b"not a sealed lease".to_vec(),
+            )
+            .await
+            .expect("lease");
+        let r = prune(&repo, &policy, false).await.expect("prune");
+        assert!(r.deleted_packs.is_empty(), "{r:?}");
+        assert!(
+            r.waiting[0]
+                .1
+                .contains("lease locks/20261207T000000.000Z-0badbeef cannot be read"),
+            "{r:?}"
+        );
+        assert!(r
+            .gc_skipped
+            .as_deref()
+            .is_some_and(|g| g.contains("by hand")));
+        assert!(store.head(&pack_key(&name)).await.expect("head").is_some());
+        // Removed by hand: the next prune deletes the pack.
+        store
+            .delete("locks/20261207T000000.000Z-0badbeef")
+            .await
+            .expect("remove");
+        let r = prune(&repo, &policy, false).await.expect("prune");
+        assert_eq!(r.deleted_packs, vec![pack_key(&name)]);
+    }
+
+    /// Regression (issue 28, item 6): a `gc/marks` that could not be read stopped every
+    /// backup and every prune. A backup now goes on without adopting anything, and a prune
+    /// marks every unreferenced pack anew (deleting none) and says so.
+    #[tokio::test]
+    async fn unreadable_marks_stop_neither_backups_nor_prunes() {
+        let store = Arc::new(MemoryStore::new());
+        let id = age::x25519::Identity::generate();
+        let repo = Repository::init(
+            store.clone(),
+            "mem",
+            Recipients(vec![id.to_public()]),
+            Identities::from_identity(id),
+        )
+        .await
+        .expect("init");
+        let name = "12".repeat(32);
+        repo.write_index(&IndexFile {
+            format_version: FORMAT_VERSION,
+            backup_id: "interrupted".into(),
+            packs: vec![IndexPack {
+                name: name.clone(),
+                size: 10,
+                chunks: vec![ChunkLoc {
+                    id: ChunkId([9; 32]),
+                    pack: 0,
+                    offset: 0,
+                    length: 10,
+                    raw_len: 10,
+                }],
+            }],
+        })
+        .await
+        .expect("index");
+        store
+            .put(&pack_key(&name), vec![0; 10])
+            .await
+            .expect("pack");
+        store.put(MARKS, b"torn".to_vec()).await.expect("marks");
+        let (_, _, known) = crate::core::backup::plan(&repo, "wedsync", Some(BackupType::Full))
+            .await
+            .expect("a backup plans despite the marks");
+        assert!(known.is_empty(), "and adopts nothing");
+        let policy = RetentionPolicy {
+            prune_grace_hours: Some(0),
+            ..Default::default()
+        };
+        let r = prune(&repo, &policy, false).await.expect("prune");
+        assert_eq!(r.marked, vec![pack_key(&name)]);
+        assert!(r.deleted_packs.is_empty());
+        assert!(
+            r.gc_skipped
+                .as_deref()
+                .is_some_and(|g| g.contains("marked anew")),
+            "{r:?}"
+        );
+        assert!(marks(&repo).await.is_ok(), "written anew");
     }
 
     /// Issue 13 defect 4: who may take a lease for dead, and when.

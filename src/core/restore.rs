@@ -754,7 +754,11 @@ pub async fn restore(
     // A new database is loaded under a name of its own and renamed once it is whole: a
     // restore killed half-way (SIGKILL, OOM, power loss) never leaves a half-loaded database
     // under the name asked for, only one named as unfinished (issue 28, item 7).
-    let loading = o.create.then(|| loading_target(&o.target));
+    let loading = o.create.then(|| {
+        o.loading
+            .clone()
+            .unwrap_or_else(|| loading_target(&o.target))
+    });
     let lo = match &loading {
         Some(t) => RestoreOptions {
             target: t.clone(),

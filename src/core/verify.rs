@@ -702,8 +702,10 @@ async fn verify_restore(
         Ok::<(), Error>(())
     }
     .await;
-    restore::drop_database(&target).await;
+    // Only a database this check created is dropped: a restore that failed dropped its own,
+    // and one that never began (the name was taken) created nothing (issue 28, item 7).
     if let Some(h) = hook {
+        restore::drop_database(&target).await;
         opts.cleanup.disarm(h);
     }
     if let Some(h) = stand_ins.hook {

@@ -452,8 +452,41 @@ fn webhook(e: &Event) -> Option<notify::Event> {
             ev.error = o.error.clone();
             ev
         }
-        Event::JobFinished(o) if o.kind == "prune" => {
-            let mut ev = notify::Event::new("prune", None, "retention applied".to_string());
+        Event::JobFinished(o) | Event::JobFailed(o) if o.kind == "prune" => {
+            let report = match &o.result {
+                Some(JobResult::Prune(r)) => Some(r),
+                _ => None,
+            };
+            // A preview changes nothing: no event.
+            if report.is_some_and(|r| r.dry_run) {
+                return None;
+            }
+            let skipped = report.and_then(|r| r.gc_skipped.clone());
+            let failed = matches!(e, Event::JobFailed(_)) && o.status == JobStatus::Failed;
+            let mut ev = match (skipped, failed) {
+                (Some(why), _) => {
+                    tracing::error!("prune collected no packs: {why}");
+                    let mut ev = notify::Event::new(
+                        "prune_failed",
+                        None,
+                        "retention applied, but no pack was collected: storage is not freed until this is fixed".to_string(),
+                    );
+                    ev.error = Some(why);
+                    ev
+                }
+                (None, true) => {
+                    tracing::error!("prune failed: {}", o.error.as_deref().unwrap_or(""));
+                    let mut ev =
+                        notify::Event::new("prune_failed", None, "prune failed".to_string());
+                    ev.error = o.error.clone();
+                    ev
+                }
+                (None, false) if matches!(e, Event::JobFinished(_)) => {
+                    notify::Event::new("prune", None, "retention applied".to_string())
+                }
+                // Cancelled: nothing to tell.
+                (None, false) => return None,
+            };
             ev.job_id = Some(o.job.clone());
             ev
         }

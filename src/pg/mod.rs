@@ -5,6 +5,7 @@ pub mod archive;
 pub mod client;
 pub mod cluster;
 pub mod conninfo;
+pub mod pgoutput;
 pub mod preflight;
 pub mod process;
 pub mod tools;

@@ -605,3 +605,63 @@ fn one_failing_source_does_not_stop_the_other_and_the_restore_proven_backup_surv
     assert!(ids.contains(&proven.as_str()), "{list}");
     assert!(ids.len() <= 3, "retention ran: {list}");
 }
+
+/// Issue 28, item 6: a prune that collected nothing (a backup lease that cannot be read holds
+/// back every deletion) or failed sent no alert, and a preview sent a `prune` event as if it
+/// had pruned. Now: `prune_failed` (on by default) says why; previews send nothing.
+#[test]
+fn a_prune_that_collects_nothing_alerts_and_previews_send_no_event() {
+    use crate::support::webhook::Receiver;
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    env.backup("full");
+    let hook = Receiver::start();
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        format!(
+            "{text}\n[notifications]\nwebhooks = [{{ url = \"{}\", events = [\"prune\", \"prune_failed\"] }}]\n",
+            hook.url
+        ),
+    )
+    .expect("config");
+    // A lease no keepsake can read (damaged, or another repository key's).
+    std::fs::create_dir_all(env.repo.join("locks")).expect("locks");
+    std::fs::write(
+        env.repo.join("locks/20261207T000000.000Z-0badbeef"),
+        b"garbage",
+    )
+    .expect("lease");
+    let mut daemon = env.spawn_daemon();
+    let client = keepsake::api::client::Client::unix(env.dir.path().join("state/keepsake.sock"));
+    eventually("the daemon answers", Duration::from_secs(30), || {
+        crate::support::block_on(client.get("/v1/info")).is_ok_and(|a| a.status == 200)
+    });
+    let preview = crate::support::block_on(client.request(
+        "POST",
+        "/v1/prune",
+        Some(&serde_json::json!({"dry_run": true})),
+    ))
+    .expect("preview");
+    assert_eq!(preview.status, 200, "{}", preview.text());
+    let real = crate::support::block_on(client.request(
+        "POST",
+        "/v1/prune",
+        Some(&serde_json::json!({"dry_run": false})),
+    ))
+    .expect("prune");
+    assert_eq!(real.status, 202, "{}", real.text());
+    let ev = hook.wait_for("prune_failed", 1, Duration::from_secs(60))[0].clone();
+    assert!(
+        ev["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("locks/20261207T000000.000Z-0badbeef")),
+        "{ev}"
+    );
+    kill(daemon.id(), "TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(60)), Some(0));
+    assert!(
+        hook.events().iter().all(|e| e["event"] != "prune"),
+        "a preview sends no prune event: {:?}",
+        hook.events()
+    );
+}

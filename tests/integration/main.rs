@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod bench_console;
+mod capture;
 mod changes;
 mod config_check;
 mod console;

@@ -42,8 +42,13 @@ struct Drill<'a> {
     /// The step running now (recorded `interrupted` when the drill is cancelled in it).
     current: Option<(String, Instant, DateTime<Utc>)>,
     repo: Option<Arc<Repository>>,
-    /// The scratch database, once this drill may have created it.
+    /// The scratch database, once this drill created it.
     scratch: Option<ConnInfo>,
+    /// The restore's cleanup entry for it (disarmed once the drill dropped it itself).
+    scratch_hook: Option<crate::core::cleanup::HookId>,
+    /// The name the restore loads under until it is whole: this drill's own (a random
+    /// suffix), so the drill drops it when the restore did not finish.
+    loading: Option<ConnInfo>,
     /// Roles the restore created on the scratch server as stand-ins (dropped after it).
     stand_ins: core_restore::StandIns,
 }
@@ -56,6 +61,8 @@ pub(super) async fn run(ctx: &JobCtx, req: &DrillRequest) -> Result<Done> {
         current: None,
         repo: None,
         scratch: None,
+        scratch_hook: None,
+        loading: None,
         stand_ins: Default::default(),
         rep: DrillReport {
             id: drill::new_id(started),
@@ -366,7 +373,10 @@ impl Drill<'_> {
         ro.create = true;
         ro.bin_dir = config.postgres.bin_dir.clone();
         ro.cleanup = self.ctx.cleanup.clone();
-        self.scratch = Some(target.clone());
+        // The name it loads under is this drill's own: dropped after an interruption.
+        let loading = core_restore::loading_target(&target);
+        ro.loading = Some(loading.clone());
+        self.loading = Some(loading);
         let t = Instant::now();
         let r = core_restore::restore(repo.clone(), &m.id, &ro, self.ctx.progress())
             .await
@@ -380,6 +390,11 @@ impl Drill<'_> {
                 (o, d)
             });
         let outcome = self.end(r)?;
+        // Only now is the scratch database this drill's to drop: a restore that failed
+        // dropped what it created, and one refused (the name taken since the preflight)
+        // created nothing — someone else's database is never dropped (issue 28, item 7).
+        self.scratch = Some(target.clone());
+        self.scratch_hook = outcome.created_hook;
         self.stand_ins = outcome.stand_ins.clone();
         if !outcome.not_covered.is_empty() {
             if let Some(last) = self.rep.steps.last_mut() {
@@ -576,12 +591,19 @@ impl Drill<'_> {
 
     /// Drop the scratch database (if this drill may have created it) and record the step.
     async fn cleanup(&mut self) {
-        let Some(target) = self.scratch.take() else {
-            return;
+        // A restore that did not finish left at most its loading database (never one under
+        // the scratch name): that is the one to drop, and to check gone.
+        let target = match (self.scratch.take(), self.loading.take()) {
+            (Some(t), _) => t,
+            (None, Some(l)) => l,
+            (None, None) => return,
         };
         let t = Instant::now();
         let at = Utc::now();
         core_restore::drop_database(&target).await;
+        if let Some(h) = self.scratch_hook.take() {
+            self.ctx.cleanup.disarm(h);
+        }
         let stand_ins = std::mem::take(&mut self.stand_ins);
         if let Some(h) = stand_ins.hook {
             core_restore::drop_stand_ins(&target, &stand_ins.roles).await;

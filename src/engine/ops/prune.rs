@@ -22,7 +22,7 @@ pub(super) async fn run(ctx: &JobCtx, dry_run: bool) -> Result<Done> {
     }
     let failure = report.gc_skipped.as_ref().map(|why| Failure {
         exit_code: 3,
-        message: format!("prune removed no pack: {why}; run `keepsake list` to see which"),
+        message: format!("prune removed no pack: {why}"),
         job_failed: false,
         cancelled: false,
     });
