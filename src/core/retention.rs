@@ -7,6 +7,8 @@
 //! - at least `min_verified` backups proven at `data` level or better are kept (if there are);
 //! - a backup whose latest verification found damage never fills a `keep_*` slot: it
 //!   protects nothing;
+//! - damage alone never empties a source's history: when every backup of a source is found
+//!   damaged, none is forgotten;
 //! - a full that a kept differential was taken against is kept;
 //! - with no rule configured at all, everything is kept.
 //!
@@ -74,6 +76,17 @@ pub fn plan(
         if !policy.has_rules() {
             for r in reasons.iter_mut() {
                 r.push("no retention rule configured".into());
+            }
+        }
+        // Damage alone never empties a source's history (issue 28, item 5): when every backup
+        // of it is found damaged (one bad pack many of them share, say), each may still
+        // restore most of its tables, and one of the findings may be wrong.
+        if cs.len() > 1 && cs.iter().all(|c| c.verified == "failed") {
+            for r in reasons.iter_mut() {
+                r.push(
+                    "every backup of the source is found damaged: none is forgotten on damage alone"
+                        .into(),
+                );
             }
         }
         if let Some(days) = policy.days {
@@ -271,6 +284,38 @@ mod tests {
         insta::assert_snapshot!(render(&plan(&policy, &history(), at(2026, 11, 25, 12))));
     }
 
+    /// Regression (issue 28, item 5): one bad pack shared by a source's whole history marked
+    /// every backup failed, and the next prune kept only the newest. When every backup of a
+    /// source is found damaged, none is forgotten on damage alone; another source is not
+    /// affected.
+    #[test]
+    fn damage_alone_never_empties_a_sources_history() {
+        let policy = RetentionPolicy {
+            keep_last: Some(1),
+            ..Default::default()
+        };
+        let mut cands: Vec<Candidate> = (0..4)
+            .map(|d| Candidate {
+                id: format!("b{d}"),
+                source: "s".into(),
+                kind: BackupType::Full,
+                started_at: at(2026, 1, 1 + d, 3),
+                verified: "failed",
+                based_on: None,
+            })
+            .collect();
+        let decisions = plan(&policy, &cands, at(2026, 2, 1, 0));
+        assert!(decisions.iter().all(|d| d.keep), "{decisions:?}");
+        // With one good backup, the damaged ones fill no slot again.
+        cands[1].verified = "data";
+        let decisions = plan(&policy, &cands, at(2026, 2, 1, 0));
+        assert_eq!(
+            decisions.iter().filter(|d| d.keep).count(),
+            2,
+            "the newest and the newest undamaged: {decisions:?}"
+        );
+    }
+
     /// A period longer than the clock can subtract keeps everything instead of panicking.
     #[test]
     fn huge_days_keep_everything_without_panicking() {
@@ -416,6 +461,10 @@ mod tests {
                 prop_assert!(kept_verified >= want);
                 // Something of every source is kept.
                 prop_assert!(cs.iter().any(|c| kept.contains(c.id.as_str())));
+                // All found damaged: all kept.
+                if cs.iter().all(|c| c.verified == "failed") {
+                    prop_assert!(cs.iter().all(|c| kept.contains(c.id.as_str())));
+                }
                 // Kept differentials keep their full.
                 for c in &cs {
                     if kept.contains(c.id.as_str()) {

@@ -1131,10 +1131,12 @@ fn the_header_tells_attached_unreachable_and_lost_and_running_jobs_become_unknow
             now(),
         );
         let s = screen(&a, w, h);
-        assert!(
-            s.contains("daemon attached (host backup-1, pid 4242)"),
-            "{s}"
-        );
+        // Said short where the full words do not fit (80 columns).
+        let attached = |pid: u32| match w {
+            80 => format!("attached backup-1 pid {pid} · "),
+            _ => format!("daemon attached (host backup-1, pid {pid})"),
+        };
+        assert!(s.contains(&attached(4242)), "{s}");
         assert!(s.contains("ETA"), "{s}");
         insta::assert_snapshot!(format!("link_attached_{w}x{h}"), s);
 
@@ -1147,10 +1149,8 @@ fn the_header_tells_attached_unreachable_and_lost_and_running_jobs_become_unknow
             since
         ));
         let s = screen(&a, w, h);
-        assert!(
-            s.contains("daemon unreachable since 14:01:50 · reconnecting"),
-            "{s}"
-        );
+        assert!(s.contains("daemon unreachable since 14:01:50"), "{s}");
+        assert!(w == 80 || s.contains("reconnecting"), "{s}");
         assert!(s.contains("unknown — daemon unreachable"), "{s}");
         assert!(!s.contains("ETA"), "no progress shown as current: {s}");
         assert!(
@@ -1172,7 +1172,7 @@ fn the_header_tells_attached_unreachable_and_lost_and_running_jobs_become_unknow
             now(),
         );
         let s = screen(&a, w, h);
-        assert!(s.contains("daemon LOST since 14:00:00 · retrying"), "{s}");
+        assert!(s.contains("daemon LOST since 14:00:00"), "{s}");
         insta::assert_snapshot!(format!("link_lost_{w}x{h}"), s);
 
         // `c` says why nothing can be cancelled.
@@ -1194,10 +1194,7 @@ fn the_header_tells_attached_unreachable_and_lost_and_running_jobs_become_unknow
             now(),
         );
         let s = screen(&a, w, h);
-        assert!(
-            s.contains("daemon attached (host backup-1, pid 5151)"),
-            "{s}"
-        );
+        assert!(s.contains(&attached(5151)), "{s}");
         assert!(
             a.log
                 .iter()
@@ -1388,4 +1385,91 @@ fn a_prune_ending_makes_the_plan_stale_and_previews_are_named() {
         "{:?}",
         a.log
     );
+}
+
+/// Issue 27, item 10, at 80 columns: nothing cut mid-word where it matters — a proven level
+/// (`✔ structure`), a fresh proof (`restore 107s` without "ago" rather than into the RPO
+/// column), the repository (cut from its start) — a restore's SOURCE is its backup's, and a
+/// job's details are words, not its record's JSON.
+#[test]
+fn at_80_columns_nothing_is_cut_and_jobs_read_as_words() {
+    let mut a = app();
+    a.model.status[0].last_verified_backup_at = Some(now() - chrono::Duration::seconds(107));
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("restore 107s "), "{s}");
+    assert!(!s.contains("restore 107s ag"), "{s}");
+    assert!(
+        s.contains("keepsake · local (no schedules) · s3://backups/prod"),
+        "{s}"
+    );
+    a.model.rows[0].verified_level = "structure";
+    a.screen = 1;
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("✔ structure"), "{s}");
+    // A restore names no source: its backup's is shown.
+    let backup = a.model.rows[0].clone();
+    let mut restore = JobRecord::new("20261202T134000.000Z-ab12cd", "restore", None, "s3://x");
+    restore.status = JobStatus::Completed;
+    restore.started_at = at(13, 40);
+    restore.finished_at = Some(at(13, 44));
+    restore.backup_id = Some(backup.id.clone());
+    restore.logical_bytes = Some(2_400_000_000);
+    restore.started_by = Some("oncall (console)".into());
+    a.model.history.push(restore);
+    a.screen = 2;
+    let s = screen(&a, 80, 24);
+    let row = s
+        .lines()
+        .find(|l| l.contains("ab12cd"))
+        .expect("the restore's row");
+    assert!(row.contains(&backup.source), "{row}");
+    // Enter: the job in words.
+    a.sel[2] = a
+        .job_ids()
+        .iter()
+        .position(|i| i.ends_with("ab12cd"))
+        .expect("listed");
+    a.update(Action::Enter);
+    let s = screen(&a, 80, 24);
+    assert!(s.contains(&format!("restore of {}", backup.source)), "{s}");
+    assert!(s.contains("took       4m00s"), "{s}");
+    assert!(s.contains("by oncall (console)"), "{s}");
+    assert!(!s.contains("\"logical_bytes\""), "no JSON: {s}");
+}
+
+/// Issue 27, item 9: the restore wizard's running step showed a bar and bytes only; it now
+/// says the percentage, rate and ETA like every other progress.
+#[test]
+fn a_running_restore_shows_percent_rate_and_eta() {
+    let mut a = app();
+    let job = "20261202T140100.000Z-ee33ff".to_string();
+    a.dialog = Some(Dialog::Restore {
+        backup: a.model.rows[0].id.clone(),
+        source: "wedsync".into(),
+        database: "wedsync_restored".into(),
+        step: RestoreStep::Running {
+            name: "wedsync_restored".into(),
+            job: Some(job.clone()),
+        },
+    });
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("61%"), "{s}");
+    assert!(s.contains("MiB/s"), "{s}");
+    assert!(s.contains("ETA"), "{s}");
+}
+
+/// Issue 27, item 10: at 200×50 the Backups screen uses its width — whole ids (to paste into
+/// a command) and the measured restore time — where 80 columns show the short id.
+#[test]
+fn wide_terminals_show_whole_ids_and_restore_times() {
+    let mut a = app();
+    a.screen = 1;
+    let id = a.model.rows[0].id.clone();
+    let s = screen(&a, 200, 50);
+    assert!(s.contains(&id), "{s}");
+    assert!(s.contains("RESTORE"), "{s}");
+    assert!(s.contains("4m12s"), "{s}");
+    insta::assert_snapshot!("backups_200x50", s);
+    let s = screen(&a, 80, 24);
+    assert!(!s.contains(&id), "{s}");
 }

@@ -67,13 +67,8 @@ pub fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>, t: Theme) {
     ])
     .areas(area);
     let right = format!("{}  ?:help ", now.format("%H:%M UTC"));
-    let left = format!(
-        " keepsake · {} · repo {}",
-        link_words(app, now),
-        app.repository
-    );
     let room = (head.width as usize).saturating_sub(right.chars().count() + 1);
-    let mut left: String = left.chars().take(room).collect();
+    let mut left = header_left(app, now, room);
     let pad = (head.width as usize).saturating_sub(left.chars().count() + right.chars().count());
     left.push_str(&" ".repeat(pad));
     f.render_widget(
@@ -132,6 +127,42 @@ pub fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>, t: Theme) {
         };
         dialog(f, within, app, d, now, t);
     }
+}
+
+/// The header's left part within `room` characters: the connection in words and the
+/// repository; when that does not fit, the connection said short, then the repository's
+/// location cut from its start (its end tells repositories apart), never a cut word.
+fn header_left(app: &App, now: DateTime<Utc>, room: usize) -> String {
+    let full = format!(
+        " keepsake · {} · repo {}",
+        link_words(app, now),
+        app.repository
+    );
+    if full.chars().count() <= room {
+        return full;
+    }
+    let short = match &app.link {
+        Link::Local => "local (no schedules)".to_string(),
+        Link::Attached { host, pid } => format!("attached {host} pid {pid}"),
+        Link::Unreachable { since, .. } if now - *since > LOST_AFTER => {
+            format!("daemon LOST since {}", since.format("%H:%M:%S"))
+        }
+        Link::Unreachable { since, .. } => {
+            format!("daemon unreachable since {}", since.format("%H:%M:%S"))
+        }
+    };
+    let head = format!(" keepsake · {short} · ");
+    let left_for_repo = room.saturating_sub(head.chars().count());
+    let repo: Vec<char> = app.repository.chars().collect();
+    let repo: String = if repo.len() <= left_for_repo {
+        repo.into_iter().collect()
+    } else {
+        let keep = left_for_repo.saturating_sub(1);
+        std::iter::once('…')
+            .chain(repo[repo.len() - keep..].iter().copied())
+            .collect()
+    };
+    format!("{head}{repo}").chars().take(room).collect()
 }
 
 /// The header's words for the connection: local, attached (host, pid), unreachable since
@@ -277,8 +308,17 @@ fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) 
             (Some(k), at) => format!("{} {}", short_type(k.as_str()), ago(at, now)),
             _ => "none".into(),
         };
+        // The age of the newest proven backup's data (as in the details), without "ago"
+        // when the column is too narrow for it ("restore 107s ago" ran into RPO).
         let proven = match (s.last_verified_level, s.last_verified_backup_at) {
-            (Some(l), at) => format!("{l} {}", ago(at, now)),
+            (Some(l), at) => {
+                let full = format!("{l} {}", ago(at, now));
+                if full.chars().count() > 15 {
+                    full.trim_end_matches(" ago").to_string()
+                } else {
+                    full
+                }
+            }
             _ => "not proven".into(),
         };
         let rpo = match (s.rpo_s, s.rpo_state) {
@@ -448,7 +488,81 @@ fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) 
     );
 }
 
-/// A job id as `MM-DD HH:MM:SS suffix` (`20261202T140100.000Z-ee33ff` → `12-02 14:01:00 ee33ff`).
+/// A job's source; for a job that names none (a restore, a verification by id), its backup's.
+fn job_source(app: &App, j: &crate::engine::history::JobRecord) -> String {
+    j.source
+        .clone()
+        .or_else(|| {
+            let b = j.backup_id.as_deref()?;
+            app.model
+                .rows
+                .iter()
+                .find(|r| r.id == b)
+                .map(|r| r.source.clone())
+        })
+        .unwrap_or_else(|| "—".into())
+}
+
+/// A finished job in words (3 Jobs, Enter): what, who, when, how long, what it made or why
+/// it failed — not its record's JSON (issue 27, item 10).
+fn job_lines(app: &App, j: &crate::engine::history::JobRecord, now: DateTime<Utc>) -> Vec<String> {
+    let status = serde_json::to_value(j.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut l = vec![
+        format!("job        {}", j.id),
+        format!("what       {} of {}", j.kind, job_source(app, j)),
+        format!("status     {status}"),
+        format!(
+            "started    {} ({}){}",
+            j.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            ago(Some(j.started_at), now),
+            j.started_by
+                .as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default()
+        ),
+    ];
+    if let Some(f) = j.finished_at {
+        l.push(format!(
+            "took       {}",
+            duration((f - j.started_at).num_seconds().max(0) as u64)
+        ));
+    }
+    if let Some(b) = &j.backup_id {
+        l.push(format!(
+            "backup     {b}{}",
+            j.backup_type
+                .as_deref()
+                .map(|t| format!(" ({t})"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(v) = &j.verification {
+        l.push(format!("verified   {v}"));
+    }
+    match (j.logical_bytes, j.stored_bytes) {
+        (Some(lb), Some(sb)) => l.push(format!(
+            "size       {} logical, {} stored",
+            human_bytes(lb),
+            human_bytes(sb)
+        )),
+        (Some(lb), None) => l.push(format!("size       {}", human_bytes(lb))),
+        _ => {}
+    }
+    if let Some(e) = &j.error {
+        l.push(String::new());
+        l.push("error".into());
+        l.extend(e.lines().map(|x| format!("  {x}")));
+    }
+    l.push(String::new());
+    l.push("Esc back".into());
+    l
+}
+
+/// A job id as `MM-DD HH:MM suffix` (`20261202T140100.000Z-ee33ff` → `12-02 14:01 ee33ff`):
+/// the suffix tells jobs of one minute apart.
 pub fn short_job(id: &str) -> String {
     let suffix = id.rsplit('-').next().unwrap_or(id);
     match (
@@ -458,8 +572,8 @@ pub fn short_job(id: &str) -> String {
         id.get(11..13),
         id.get(13..15),
     ) {
-        (Some(mo), Some(d), Some(h), Some(mi), Some(s)) if id.get(8..9) == Some("T") => {
-            format!("{mo}-{d} {h}:{mi}:{s} {suffix}")
+        (Some(mo), Some(d), Some(h), Some(mi), Some(_)) if id.get(8..9) == Some("T") => {
+            format!("{mo}-{d} {h}:{mi} {suffix}")
         }
         _ => id.to_string(),
     }
@@ -505,13 +619,17 @@ fn backups(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
                     human_bytes(b.stored_bytes),
                     b.tables
                 ),
-                format!(
-                    "proven     {}{}",
-                    b.verified_level,
-                    b.verified_at
-                        .map(|a| format!(" ({})", ago(Some(a), now)))
-                        .unwrap_or_default()
-                ),
+                // One meaning of "proven … ago" on every screen: the age of the backup's
+                // data; when the proof ran is said apart.
+                match b.verified_at {
+                    Some(v) => format!(
+                        "proven     {}: data from {}; verified {}",
+                        b.verified_level,
+                        ago(Some(b.started_at), now),
+                        ago(Some(v), now)
+                    ),
+                    None => format!("proven     {}", b.verified_level),
+                },
                 format!(
                     "restore    {}",
                     b.restore_ms
@@ -580,6 +698,9 @@ fn backups(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
             return;
         }
     }
+    // Wide terminals show what 80 columns cannot: the whole id (to paste into a command) and
+    // the measured restore time (issue 27, item 10: the space at 200×50 went unused).
+    let wide = area.width >= 120;
     let rows: Vec<Row> = list
         .iter()
         .enumerate()
@@ -589,8 +710,12 @@ fn backups(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
                 "none" => "· none".to_string(),
                 l => format!("✔ {l}"),
             };
-            Row::new(vec![
-                backup_id::short(&b.id).to_string(),
+            let mut cells = vec![
+                if wide {
+                    b.id.clone()
+                } else {
+                    backup_id::short(&b.id).to_string()
+                },
                 b.source.clone(),
                 short_type(b.kind.as_str()).to_string(),
                 b.started_at.format("%m-%d %H:%M").to_string(),
@@ -598,8 +723,15 @@ fn backups(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
                 human_bytes(b.logical_bytes),
                 human_bytes(b.stored_bytes),
                 proven,
-            ])
-            .style(if i == app.sel[1] {
+            ];
+            if wide {
+                cells.push(
+                    b.restore_ms
+                        .map(|ms| duration(ms / 1000))
+                        .unwrap_or_else(|| "—".into()),
+                );
+            }
+            Row::new(cells).style(if i == app.sel[1] {
                 t.selected()
             } else {
                 Style::default()
@@ -616,21 +748,40 @@ fn backups(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
     f.render_widget(
         Table::new(
             rows.into_iter().skip(skip),
-            [
-                Constraint::Length(7),
-                Constraint::Length(10),
-                Constraint::Length(5),
-                Constraint::Length(12),
-                Constraint::Length(7),
-                Constraint::Length(10),
-                Constraint::Length(10),
-                Constraint::Min(10),
-            ],
+            if wide {
+                vec![
+                    Constraint::Length(23),
+                    Constraint::Length(14),
+                    Constraint::Length(5),
+                    Constraint::Length(12),
+                    Constraint::Length(7),
+                    Constraint::Length(10),
+                    Constraint::Length(10),
+                    Constraint::Length(12),
+                    Constraint::Min(8),
+                ]
+            } else {
+                vec![
+                    Constraint::Length(7),
+                    Constraint::Length(10),
+                    Constraint::Length(5),
+                    Constraint::Length(12),
+                    Constraint::Length(6),
+                    Constraint::Length(9),
+                    Constraint::Length(9),
+                    Constraint::Min(11),
+                ]
+            },
         )
         .header(
-            Row::new([
-                "ID", "SOURCE", "TYPE", "STARTED", "TOOK", "LOGICAL", "STORED", "PROVEN",
-            ])
+            Row::new(
+                [
+                    "ID", "SOURCE", "TYPE", "STARTED", "TOOK", "LOGICAL", "STORED", "PROVEN",
+                    "RESTORE",
+                ]
+                .into_iter()
+                .take(if wide { 9 } else { 8 }),
+            )
             .style(t.bold()),
         )
         .block(Block::default().borders(Borders::ALL).title(title)),
@@ -643,14 +794,15 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
     let mut rows = vec![];
     for j in &m.live {
         let p = app.progress.get(&j.id);
+        // The phase and how far (the Overview and the status line have the rest).
         let detail = p
-            .map(|p| {
-                format!(
-                    "{} {}{}",
+            .map(|p| match p.percent() {
+                Some(x) => format!("{} {x:.0}%", p.progress.phase.as_str()),
+                None => format!(
+                    "{} {}",
                     p.progress.phase.as_str(),
-                    human_bytes(p.progress.bytes_done),
-                    p.percent().map(|x| format!(" {x:.0}%")).unwrap_or_default()
-                )
+                    human_bytes(p.progress.bytes_done)
+                ),
             })
             .unwrap_or_else(|| format!("{:?}", j.state).to_lowercase());
         let (status, detail) = match app.unreachable_since() {
@@ -680,13 +832,16 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
         rows.push(Row::new(vec![
             format!("{sym} {}", short_job(&j.id)),
             j.kind.clone(),
-            j.source.clone().unwrap_or_default(),
+            job_source(app, j),
             status,
             ago(Some(j.started_at), now),
             j.error
                 .as_deref()
                 .map(|e| e.lines().next().unwrap_or("").to_string())
-                .or(j.backup_id.clone())
+                .or(j
+                    .backup_id
+                    .as_deref()
+                    .map(|b| format!("backup {}", backup_id::short(b))))
                 .unwrap_or_default(),
         ]));
     }
@@ -695,7 +850,7 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
         let ids = app.job_ids();
         if let Some(id) = ids.get(sel) {
             let text = match m.history.iter().rev().find(|j| &j.id == id) {
-                Some(j) => serde_json::to_string_pretty(j).unwrap_or_default(),
+                Some(j) => job_lines(app, j, now).join("\n"),
                 None => format!("job {id} is running"),
             };
             f.render_widget(
@@ -719,7 +874,7 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
         Table::new(
             rows,
             [
-                Constraint::Length(23),
+                Constraint::Length(20),
                 Constraint::Length(7),
                 Constraint::Length(10),
                 Constraint::Length(10),
@@ -1090,17 +1245,34 @@ fn choice(options: &[&str], sel: usize) -> Vec<String> {
 
 /// A running job in one line for a dialog: phase, gauge, bytes, current table.
 fn progress_line(p: &crate::engine::JobProgress) -> String {
-    format!(
-        "{} {} {}{}",
-        p.progress.phase.as_str(),
-        bar(p.percent().unwrap_or(0.0), 20),
-        human_bytes(p.progress.bytes_done),
-        p.progress
-            .current_table
-            .as_deref()
-            .map(|t| format!(" · {t}"))
-            .unwrap_or_default()
-    )
+    let pr = &p.progress;
+    let mut l = format!(
+        "{} {}",
+        pr.phase.as_str(),
+        bar(p.percent().unwrap_or(0.0), 20)
+    );
+    if let Some(x) = p.percent() {
+        l.push_str(&format!(" {x:.0}%"));
+    }
+    match pr.bytes_expected {
+        Some(e) if pr.bytes_done > 0 => l.push_str(&format!(
+            " · {} of {}",
+            human_bytes(pr.bytes_done),
+            human_bytes(e)
+        )),
+        _ if pr.bytes_done > 0 => l.push_str(&format!(" · {}", human_bytes(pr.bytes_done))),
+        _ => {}
+    }
+    if pr.rate > 0.0 {
+        l.push_str(&format!(" · {}/s", human_bytes(pr.rate as u64)));
+    }
+    if let Some(e) = p.eta() {
+        l.push_str(&format!(" · ETA {}", duration(e.as_secs())));
+    }
+    if let Some(t) = pr.current_table.as_deref() {
+        l.push_str(&format!(" · {t}"));
+    }
+    l
 }
 
 /// What the restore wizard learned about database `name`, if it is about that one.

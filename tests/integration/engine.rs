@@ -494,3 +494,53 @@ fn a_delete_the_audit_log_cannot_record_is_refused_and_changes_nothing() {
     env.keepsake(&["backup", "--type", "full"]).ok();
     assert_eq!(env.snapshots().len(), 2);
 }
+
+/// Issue 27, item 9: a backup's percentage was against the tables' size on disk (bloat, free
+/// space, TOAST overhead), so it stopped at 77 %. Once a dump of the source exists, the next
+/// backup's expected size is that dump's.
+#[test]
+fn a_backups_progress_is_measured_against_the_previous_dump() {
+    let env = Env::new("bloat", None);
+    // Much more on disk than in a dump: most rows deleted, never vacuumed.
+    env.psql(
+        "bloat",
+        "CREATE TABLE t (id int, v text) WITH (autovacuum_enabled = off); \
+         INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(1, 50000) g; \
+         DELETE FROM t WHERE id % 10 <> 0;",
+    );
+    let first = env.backup("full");
+    let logical = first["logical_bytes"].as_u64().expect("logical_bytes");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let expected = rt.block_on(async {
+        let cfg = keepsake::config::load(&env.config).expect("config");
+        let e = Engine::new(cfg);
+        let mut events = e.subscribe();
+        let h = e
+            .submit(engine::Command::Backup {
+                source: "main".into(),
+                kind: Some(keepsake::core::format::BackupType::Full),
+                verify: None,
+            })
+            .expect("submit");
+        let out = h.wait().await;
+        assert_eq!(out.exit_code, 0, "{out:?}");
+        let mut expected = vec![];
+        while let Ok(ev) = events.try_recv() {
+            if let Event::Progress(p) = ev {
+                if p.progress.phase == keepsake::core::progress::Phase::Dumping {
+                    expected.push(p.progress.bytes_expected);
+                }
+            }
+        }
+        expected
+    });
+    assert!(!expected.is_empty(), "progress while dumping");
+    assert!(
+        expected.iter().all(|e| *e == Some(logical)),
+        "expected {logical} (the previous dump), saw {expected:?}"
+    );
+}
