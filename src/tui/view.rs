@@ -887,6 +887,7 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
             Block::default()
                 .borders(Borders::ALL)
                 .title(match app.unreachable_since() {
+                    Some(_) if m.live.is_empty() => " Jobs (daemon unreachable) ".to_string(),
                     Some(_) => format!(" Jobs ({} unknown: daemon unreachable) ", m.live.len()),
                     None => format!(" Jobs ({} running) ", m.live.len()),
                 }),
