@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod backup_id;
+pub mod capture;
 pub mod chunk_crypto;
 pub mod chunks;
 pub mod cleanup;

@@ -723,6 +723,21 @@ async fn run_locked(
         now,
         CancelOnDrop(rpo_stop.clone()),
     ));
+    // Continuous change capture: one task per source with [sources.capture] (sources added by a
+    // reload start capturing at the next start of the daemon).
+    let capture_stop = tokio_util::sync::CancellationToken::new();
+    let captures: Vec<_> = cfg
+        .sources
+        .iter()
+        .filter(|s| s.capture.is_some())
+        .map(|s| {
+            tokio::spawn(crate::engine::capture::run(
+                engine.clone(),
+                s.name.clone(),
+                capture_stop.clone(),
+            ))
+        })
+        .collect();
     let mut events = engine.subscribe();
     // The control API (the daemon serves it; it is a face of the same engine).
     let api = match service {
@@ -793,6 +808,11 @@ async fn run_locked(
     engine.shutdown(shutdown_timeout).await;
     rpo_stop.cancel();
     let _ = rpo.await;
+    // Captures store what is whole and confirm it before their connections close.
+    capture_stop.cancel();
+    for c in captures {
+        let _ = tokio::time::timeout(shutdown_timeout, c).await;
+    }
     // Alerts the last jobs raised.
     while let Ok(e) = events.try_recv() {
         if let Some(ev) = webhook(&e) {

@@ -24,6 +24,7 @@
 //! pipeline options; faces never do I/O work themselves.
 
 pub mod audit;
+pub mod capture;
 pub mod client;
 pub mod command;
 pub mod control;

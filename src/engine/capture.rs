@@ -1,0 +1,409 @@
+//! Continuous change capture in the daemon (docs/capture.md): one task per source with a
+//! `[sources.capture]` table holds a logical replication connection and seals what it streams
+//! into change segments (`core::capture`).
+//!
+//! Why `pgwire-replication`: tokio-postgres cannot open a replication connection (no
+//! `replication` startup parameter, no CopyBoth); pgwire-replication speaks the walsender
+//! protocol over TCP with rustls or a Unix socket, and acknowledges only the position it is
+//! given — so the slot never moves past a change that is not durably stored — while it keeps
+//! answering the server's keepalives. The messages themselves are decoded by our own
+//! `pg::pgoutput` (segments must stay readable for as long as backups are kept).
+//!
+//! Invariants:
+//! - The slot is confirmed only up to the end of the last segment stored: a crash resumes from
+//!   there, without a gap (what follows may be streamed again; applying it twice is harmless
+//!   by design, docs/capture.md).
+//! - A slot keepsake did not make (no record of it in the repository, or a record of another
+//!   server or database) is refused, never taken over or dropped.
+//!
+//! Not yet (docs/capture.md, "Next steps"): alignment with dumps, the retained-WAL watch and
+//! `max_slot_wal`, DDL and sequences, `restore --at`.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
+use tokio_util::sync::CancellationToken;
+
+use super::{Engine, Event};
+use crate::config::{CaptureConfig, SourceConfig};
+use crate::core::capture::{self, Commit, Segment, SegmentHead, SlotRecord};
+use crate::error::{Error, Result};
+use crate::pg::client::{self, quote_ident};
+use crate::pg::conninfo::{ConnInfo, SslMode};
+use crate::pg::pgoutput;
+
+/// Capture `source` until `stop`: on an error, say so and try again (5 s, then up to 60 s).
+pub async fn run(engine: Engine, source: String, stop: CancellationToken) {
+    let mut backoff = Duration::from_secs(5);
+    loop {
+        let cfg = engine.config();
+        let Ok(src) = cfg.source(&source).cloned() else {
+            return;
+        };
+        let Some(cap) = src.capture.clone() else {
+            return;
+        };
+        let started = Instant::now();
+        match capture(&engine, &src, &cap, &stop).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!("capture of {source}: {e}");
+                engine.emit(Event::Log {
+                    job: None,
+                    message: format!("capture of {source} stopped: {e}; trying again"),
+                });
+            }
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(5);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// One connection's worth of capture: publication and slot, then the stream.
+async fn capture(
+    engine: &Engine,
+    src: &SourceConfig,
+    cap: &CaptureConfig,
+    stop: &CancellationToken,
+) -> Result<()> {
+    let repo = engine.repo().await?;
+    let pg = client::connect(&src.conn).await?;
+    ensure_publication(&pg, &cap.publication).await?;
+    let start = ensure_slot(&pg, &repo, src, cap).await?;
+    drop(pg);
+    let mut c = ReplicationClient::connect(replication_config(&src.conn, cap, start)?)
+        .await
+        .map_err(|e| Error::Postgres(format!("opening the replication stream: {e}")))?;
+    c.wait_started().await.map_err(|e| {
+        Error::Postgres(format!("starting replication from slot {}: {e}", cap.slot))
+    })?;
+    tracing::info!(
+        "capture of {}: streaming slot {} from {}",
+        src.name,
+        cap.slot,
+        pgoutput::lsn_text(start)
+    );
+    let mut seg = Builder::new(&src.name, &cap.slot, start);
+    let mut due = tokio::time::Instant::now() + cap.segment;
+    loop {
+        let ev = tokio::select! {
+            ev = c.recv() => ev.map_err(|e| Error::Postgres(format!("the replication stream: {e}")))?,
+            _ = tokio::time::sleep_until(due) => {
+                if let Some(end) = seg.seal(&repo).await? {
+                    c.update_applied_lsn(Lsn(end));
+                }
+                due = tokio::time::Instant::now() + cap.segment;
+                continue;
+            }
+            _ = stop.cancelled() => {
+                // What is whole is stored and confirmed before the connection goes.
+                if let Some(end) = seg.seal(&repo).await? {
+                    c.update_applied_lsn(Lsn(end));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                let _ = c.shutdown().await;
+                return Ok(());
+            }
+        };
+        let Some(ev) = ev else {
+            return Err(Error::Postgres(
+                "the server ended the replication stream".into(),
+            ));
+        };
+        match ev {
+            ReplicationEvent::Begin {
+                final_lsn,
+                xid,
+                commit_time_micros,
+            } => seg.begin(capture::begin_message(final_lsn.0, commit_time_micros, xid)),
+            ReplicationEvent::XLogData { data, .. } => seg.change(&data),
+            ReplicationEvent::Commit {
+                lsn,
+                end_lsn,
+                commit_time_micros,
+            } => {
+                seg.commit(lsn.0, end_lsn.0, commit_time_micros);
+                if seg.bytes >= cap.max_segment_size {
+                    if let Some(end) = seg.seal(&repo).await? {
+                        c.update_applied_lsn(Lsn(end));
+                    }
+                    due = tokio::time::Instant::now() + cap.segment;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The segment being filled.
+struct Builder {
+    source: String,
+    slot: String,
+    /// Where the next segment starts: the end of the last one stored.
+    start: u64,
+    /// Relation messages by table oid, as last sent (every segment starts with them).
+    relations: std::collections::BTreeMap<u32, Vec<u8>>,
+    /// Messages of whole transactions, and of the one open now.
+    done: Vec<Vec<u8>>,
+    open: Vec<Vec<u8>>,
+    commits: Vec<Commit>,
+    bytes: u64,
+}
+
+impl Builder {
+    fn new(source: &str, slot: &str, start: u64) -> Self {
+        Builder {
+            source: source.into(),
+            slot: slot.into(),
+            start,
+            relations: Default::default(),
+            done: vec![],
+            open: vec![],
+            commits: vec![],
+            bytes: 0,
+        }
+    }
+
+    fn begin(&mut self, m: Vec<u8>) {
+        self.open.clear();
+        self.open.push(m);
+    }
+
+    fn change(&mut self, data: &[u8]) {
+        if let Ok(pgoutput::Message::Relation(r)) = pgoutput::decode(data) {
+            self.relations.insert(r.oid, data.to_vec());
+        }
+        self.bytes += data.len() as u64;
+        self.open.push(data.to_vec());
+    }
+
+    fn commit(&mut self, commit_lsn: u64, end_lsn: u64, time: i64) {
+        self.open
+            .push(capture::commit_message(commit_lsn, end_lsn, time));
+        self.done.append(&mut self.open);
+        self.commits.push(Commit {
+            end_lsn,
+            at: pgoutput::time_of(time).unwrap_or_else(Utc::now),
+        });
+    }
+
+    /// Store the whole transactions as one segment; returns its end (to confirm), or `None`
+    /// when there was nothing to store.
+    async fn seal(&mut self, repo: &crate::core::repo::Repository) -> Result<Option<u64>> {
+        let Some(end) = self.commits.last().map(|c| c.end_lsn) else {
+            return Ok(None);
+        };
+        let mut messages: Vec<Vec<u8>> = self.relations.values().cloned().collect();
+        messages.append(&mut self.done);
+        let seg = Segment {
+            head: SegmentHead {
+                format_version: 1,
+                source: self.source.clone(),
+                slot: self.slot.clone(),
+                start_lsn: self.start,
+                end_lsn: end,
+                commits: std::mem::take(&mut self.commits),
+            },
+            messages,
+        };
+        let key = capture::store(repo, &seg).await?;
+        tracing::debug!(
+            "capture: stored {key} ({} transactions)",
+            seg.head.commits.len()
+        );
+        self.start = end;
+        self.bytes = self.open.iter().map(|m| m.len() as u64).sum();
+        Ok(Some(end))
+    }
+}
+
+/// The publication the slot streams: made when missing, listing the tables this role owns
+/// that have a replica identity (a table without one in a publication of updates and deletes
+/// would make the application's UPDATE and DELETE on it fail).
+async fn ensure_publication(pg: &tokio_postgres::Client, name: &str) -> Result<()> {
+    let exists = pg
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+        .await
+        .map_err(|e| Error::Postgres(client::describe(&e)))?
+        .is_some();
+    if exists {
+        return Ok(());
+    }
+    let rows = pg
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+                AND c.relpersistence = 'p'
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                AND n.nspname NOT LIKE 'pg\\_%'
+                AND pg_has_role(c.relowner, 'USAGE')
+                AND (c.relreplident IN ('f', 'i')
+                     OR (c.relreplident = 'd' AND EXISTS (
+                         SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::Postgres(client::describe(&e)))?;
+    let tables: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    if tables.is_empty() {
+        return Err(Error::Usage(format!(
+            "no table can be captured: none that this role owns has a primary key or replica identity (publication {name} not made)"
+        )));
+    }
+    pg.batch_execute(&format!(
+        "CREATE PUBLICATION {} FOR TABLE {}",
+        quote_ident(name),
+        tables.join(", ")
+    ))
+    .await
+    .map_err(|e| {
+        Error::Postgres(format!(
+            "creating publication {name}: {}",
+            client::describe(&e)
+        ))
+    })
+}
+
+/// The slot to stream from, and the position to start at (its confirmed position). Made
+/// (and recorded in the repository) when missing; refused when it is not keepsake's.
+async fn ensure_slot(
+    pg: &tokio_postgres::Client,
+    repo: &crate::core::repo::Repository,
+    src: &SourceConfig,
+    cap: &CaptureConfig,
+) -> Result<u64> {
+    let pgerr = |e: tokio_postgres::Error| Error::Postgres(client::describe(&e));
+    let system: Option<String> = client::system_identifier(pg).await;
+    let record = capture::slot_record(repo, &src.name).await?;
+    let row = pg
+        .query_opt(
+            "SELECT plugin::text, slot_type, database::text, active, active_pid,
+                    confirmed_flush_lsn::text
+               FROM pg_replication_slots WHERE slot_name = $1",
+            &[&cap.slot],
+        )
+        .await
+        .map_err(pgerr)?;
+    match (row, record) {
+        (Some(r), Some(rec)) => {
+            let plugin: Option<String> = r.get(0);
+            let database: Option<String> = r.get(2);
+            let active: bool = r.get(3);
+            let pid: Option<i32> = r.get(4);
+            let confirmed: Option<String> = r.get(5);
+            let theirs = rec.slot != cap.slot
+                || database.as_deref() != Some(rec.database.as_str())
+                || plugin.as_deref() != Some("pgoutput")
+                || (rec.system_identifier.is_some() && rec.system_identifier != system);
+            if theirs {
+                return Err(refused(
+                    &cap.slot,
+                    "it is not the one keepsake made for this source",
+                ));
+            }
+            if active {
+                return Err(Error::Conflict(format!(
+                    "replication slot {} is in use by server process {} (another capture, or the previous one not gone yet)",
+                    cap.slot,
+                    pid.unwrap_or(0)
+                )));
+            }
+            confirmed
+                .as_deref()
+                .and_then(pgoutput::parse_lsn)
+                .ok_or_else(|| {
+                    Error::Postgres(format!("slot {} has no confirmed position", cap.slot))
+                })
+        }
+        (Some(_), None) => Err(refused(&cap.slot, "keepsake has no record of making it")),
+        (None, had) => {
+            if had.is_some() {
+                tracing::warn!(
+                    "capture of {}: slot {} is gone (dropped, or lost by the server): a new chain of changes starts now; the changes in between are not captured",
+                    src.name,
+                    cap.slot
+                );
+            }
+            let r = pg
+                .query_one(
+                    "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                    &[&cap.slot],
+                )
+                .await
+                .map_err(|e| {
+                    Error::Postgres(format!(
+                        "creating replication slot {}: {}",
+                        cap.slot,
+                        client::describe(&e)
+                    ))
+                })?;
+            let lsn_text: String = r.get(0);
+            let lsn = pgoutput::parse_lsn(&lsn_text)
+                .ok_or_else(|| Error::Postgres(format!("slot position {lsn_text}")))?;
+            capture::write_slot_record(
+                repo,
+                &src.name,
+                &SlotRecord {
+                    slot: cap.slot.clone(),
+                    database: src.conn.dbname.clone(),
+                    system_identifier: system,
+                    created_lsn: lsn,
+                    created_at: Utc::now(),
+                },
+            )
+            .await?;
+            Ok(lsn)
+        }
+    }
+}
+
+fn refused(slot: &str, why: &str) -> Error {
+    Error::Conflict(format!(
+        "replication slot {slot} exists but {why}: keepsake does not take over a slot it did not make; give [sources.capture] slot another name, or drop that slot if it is nobody's"
+    ))
+}
+
+/// The replication connection's settings, from the source's connection.
+fn replication_config(ci: &ConnInfo, cap: &CaptureConfig, start: u64) -> Result<ReplicationConfig> {
+    let password = match &ci.password {
+        Some(p) => p.expose().to_string(),
+        None if ci.use_passfile => client::pgpass_lookup(ci)
+            .map(|p| p.expose().to_string())
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    let loopback =
+        ci.host.starts_with('/') || matches!(ci.host.as_str(), "localhost" | "127.0.0.1" | "::1");
+    let tls = match ci.sslmode {
+        SslMode::Disable => TlsConfig::disabled(),
+        SslMode::Allow | SslMode::Prefer if loopback => TlsConfig::disabled(),
+        SslMode::Allow | SslMode::Prefer | SslMode::Require => TlsConfig::require(),
+        SslMode::VerifyCa => TlsConfig::verify_ca(ci.sslrootcert.clone()),
+        SslMode::VerifyFull => TlsConfig::verify_full(ci.sslrootcert.clone()),
+    };
+    Ok(ReplicationConfig::new(
+        ci.host.clone(),
+        ci.user.clone(),
+        password,
+        ci.dbname.clone(),
+        cap.slot.clone(),
+        cap.publication.as_str(),
+    )
+    .with_port(ci.port)
+    .with_tls(tls)
+    .with_start_lsn(Lsn(start))
+    .with_ack_lsn(Lsn(start))
+    .with_status_interval(Duration::from_secs(1))
+    .with_application_name("keepsake capture")
+    // Values are kept in text form: render them the same way whatever the server's defaults.
+    .with_options("-c datestyle=ISO,YMD -c intervalstyle=postgres -c extra_float_digits=3 -c timezone=UTC -c bytea_output=hex"))
+}
