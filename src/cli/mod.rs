@@ -104,8 +104,16 @@ pub enum Command {
     },
     /// Restore a backup into a PostgreSQL database
     Restore {
-        /// Backup id or a unique prefix of it
-        id: String,
+        /// Backup id or a unique prefix of it (with --at and --source: chosen for you)
+        id: Option<String>,
+        /// Restore the state at this time (RFC 3339, e.g. 2026-12-07T17:00:00Z): the latest
+        /// dump before it, then the changes captured after the dump up to the last commit at
+        /// or before it (needs [sources.capture] and --create)
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// The source of a point-in-time restore (--at) without a backup id
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
         /// postgres://user@host:port/dbname of the target (password: PGPASSWORD or a `env:`/`file:` value in --target-password)
         #[arg(long, value_name = "POSTGRES_URL")]
         target: String,
@@ -424,6 +432,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Restore {
             id,
+            at,
+            source,
             target,
             target_password,
             create,
@@ -457,10 +467,33 @@ pub async fn run(cli: Cli) -> Result<()> {
                 };
                 Error::Usage(format!("{flag} {m}"))
             })?;
+            let at = match at {
+                None => None,
+                Some(t) => Some(
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .map_err(|_| {
+                            Error::Usage(format!(
+                                "--at {t:?} is not an RFC 3339 time, e.g. 2026-12-07T17:00:00Z"
+                            ))
+                        })?
+                        .with_timezone(&chrono::Utc),
+                ),
+            };
+            if id.is_none() && at.is_none() {
+                return Err(Error::Usage(
+                    "name the backup to restore (its id, as `keepsake list` shows it), or a point in time with --at TIME --source NAME".into(),
+                ));
+            }
+            if source.is_some() && at.is_none() {
+                return Err(Error::Usage(
+                    "--source chooses the source of a point-in-time restore: add --at TIME".into(),
+                ));
+            }
             let req = RestoreRequest::new(
-                id.clone(),
+                id.clone().unwrap_or_default(),
                 RestoreTarget::url(restore_target(target, target_password.as_deref())?),
             )
+            .at(at, source.clone())
             .create(*create)
             .clean(*clean)
             .confirm(confirm.clone())

@@ -374,6 +374,15 @@ async fn backup_leased(
     let major = (info.server_version_num / 10000) as u32;
     let tool = tools::find("pg_dump", major, opts.bin_dir.as_deref())?;
     let snapshot = client::export_snapshot(&pg).await?;
+    // Which transactions the dump holds (a point-in-time restore applies only the others).
+    // A failed read costs only that: the dump is the same.
+    let dump_snapshot = match client::current_snapshot(&pg).await {
+        Ok((xids, after, at)) => Some(crate::core::format::DumpSnapshot { xids, after, at }),
+        Err(e) => {
+            tracing::warn!("could not read the dump's snapshot: {e}");
+            None
+        }
+    };
     let (tables, large_objects) = match client::tables(&pg).await {
         Ok(t) => t,
         Err(e) => {
@@ -526,6 +535,7 @@ async fn backup_leased(
         packs: state.packs,
         chunks: state.chunks,
         stream: state.stream,
+        snapshot: dump_snapshot,
     };
     repo.commit_manifest(&manifest).await?;
     // The backup's own index covers what the checkpoints listed.

@@ -160,6 +160,44 @@ pub struct Manifest {
     pub packs: Vec<PackRef>,
     pub chunks: Vec<ChunkLoc>,
     pub stream: Vec<u32>,
+    /// The dump's snapshot, as the server saw it: which transactions the dump holds (a
+    /// point-in-time restore applies only the captured ones it does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<DumpSnapshot>,
+}
+
+/// A dump's snapshot (`txid_current_snapshot()`, `xmin:xmax:xip,…`) and, by the server's
+/// clock, a time before it was taken (`after`: its transaction's start) and one after
+/// (`at`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DumpSnapshot {
+    pub xids: String,
+    pub after: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+}
+
+impl DumpSnapshot {
+    /// Whether transaction `xid` (32 bits, as a stream's Begin gives it) committed before the
+    /// snapshot, so that its changes are in the dump. Ids are widened with the epoch of the
+    /// snapshot's `xmax` (a transaction from the epoch before is older than any in it).
+    pub fn holds(&self, xid: u32) -> Option<bool> {
+        let mut parts = self.xids.split(':');
+        let xmin: u64 = parts.next()?.parse().ok()?;
+        let xmax: u64 = parts.next()?.parse().ok()?;
+        let xip: Vec<u64> = parts
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().ok())
+            .collect::<Option<Vec<u64>>>()?;
+        let epoch = xmax >> 32;
+        let mut full = (epoch << 32) | u64::from(xid);
+        if full > xmax && epoch > 0 {
+            full -= 1 << 32;
+        }
+        Some(full < xmin || (full < xmax && !xip.contains(&full)))
+    }
 }
 
 impl Manifest {

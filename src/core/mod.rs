@@ -14,6 +14,7 @@ pub mod feed;
 pub mod format;
 pub mod into_schema;
 pub mod parallel_restore;
+pub mod pitr;
 pub mod progress;
 pub mod prune;
 pub mod repo;

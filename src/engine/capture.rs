@@ -335,7 +335,8 @@ async fn ensure_slot(
             }
             let r = pg
                 .query_one(
-                    "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                    "SELECT lsn::text, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
+                       FROM pg_create_logical_replication_slot($1, 'pgoutput')",
                     &[&cap.slot],
                 )
                 .await
@@ -347,6 +348,9 @@ async fn ensure_slot(
                     ))
                 })?;
             let lsn_text: String = r.get(0);
+            // The server's clock: dumps' snapshots are compared with it.
+            let created_at = chrono::DateTime::from_timestamp_micros(r.get::<_, i64>(1))
+                .unwrap_or_else(Utc::now);
             let lsn = pgoutput::parse_lsn(&lsn_text)
                 .ok_or_else(|| Error::Postgres(format!("slot position {lsn_text}")))?;
             capture::write_slot_record(
@@ -357,7 +361,7 @@ async fn ensure_slot(
                     database: src.conn.dbname.clone(),
                     system_identifier: system,
                     created_lsn: lsn,
-                    created_at: Utc::now(),
+                    created_at,
                 },
             )
             .await?;

@@ -100,6 +100,13 @@ pub struct RestoreRequest {
     /// Only these tables or schemas (a partial restore).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selection: Option<crate::core::select::Selection>,
+    /// Restore the state at this time: a dump, then the changes captured after it
+    /// (`core::pitr`); `id` may then be empty (the dump is chosen) when `source` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The source of a point-in-time restore without a backup id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl RestoreRequest {
@@ -116,7 +123,16 @@ impl RestoreRequest {
             no_privileges: false,
             jobs: None,
             selection: None,
+            at: None,
+            source: None,
         }
+    }
+
+    /// A point-in-time restore of `source` (or of the backup `id`'s source) at `at`.
+    pub fn at(mut self, at: Option<chrono::DateTime<chrono::Utc>>, source: Option<String>) -> Self {
+        self.at = at;
+        self.source = source;
+        self
     }
 
     pub fn create(mut self, yes: bool) -> Self {

@@ -336,6 +336,32 @@ pub async fn export_snapshot(client: &Client) -> Result<String> {
     Ok(row.get(0))
 }
 
+/// The snapshot of the open snapshot transaction (`xmin:xmax:xip,…`), and the server's clock
+/// at the transaction's start and now: the snapshot was taken between the two.
+pub async fn current_snapshot(
+    client: &Client,
+) -> Result<(
+    String,
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::Utc>,
+)> {
+    // txid_current_snapshot: every version has it (pg_current_snapshot only from 13), and
+    // a failed query would abort the dump's transaction.
+    let row = client
+        .query_one(
+            "SELECT txid_current_snapshot()::text,
+                    (extract(epoch FROM now()) * 1000000)::bigint,
+                    (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+            &[],
+        )
+        .await
+        .map_err(|e| q(e, "reading the snapshot"))?;
+    let time = |i: usize| {
+        chrono::DateTime::from_timestamp_micros(row.get::<_, i64>(i)).unwrap_or_default()
+    };
+    Ok((row.get(0), time(1), time(2)))
+}
+
 /// Facts about the source database, read inside the snapshot.
 pub async fn source_info(client: &Client, name: &str, ci: &ConnInfo) -> Result<SourceInfo> {
     let row = client

@@ -33,6 +33,39 @@ pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {
         return Err(Error::Usage("--jobs must be at least 1".into()));
     }
     let repo = ctx.engine.repo().await?;
+    // A point in time: the dump and the captured changes after it (core::pitr).
+    let pitr = match req.at {
+        None => None,
+        Some(at) => {
+            if !req.create || req.selection.is_some() || req.clean {
+                return Err(Error::Field {
+                    field: "create",
+                    message: "is needed: a point-in-time restore makes a new database, whole (no --clean, no table or schema choice)".into(),
+                });
+            }
+            let pinned = (!req.id.is_empty()).then_some(req.id.as_str());
+            let source = match (&req.source, pinned) {
+                (Some(s), _) => s.clone(),
+                (None, Some(id)) => {
+                    repo.manifest(&repo.resolve_id(id).await?)
+                        .await?
+                        .source
+                        .name
+                }
+                (None, None) => return Err(Error::Field {
+                    field: "source",
+                    message:
+                        "is needed: name the source whose state to restore (or give a backup id)"
+                            .into(),
+                }),
+            };
+            Some(crate::core::pitr::plan(&repo, &source, pinned, at).await?)
+        }
+    };
+    let id = pitr
+        .as_ref()
+        .map(|p| p.dump.id.clone())
+        .unwrap_or_else(|| req.id.clone());
     let mut opts = RestoreOptions::new(target.clone());
     opts.create = req.create;
     opts.clean = req.clean;
@@ -45,8 +78,24 @@ pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {
         opts.jobs = j;
     }
     opts.selection = req.selection.clone();
-    let o = core_restore::restore(repo, &req.id, &opts, ctx.progress()).await?;
-    // The restored database is meant to stay.
+    let o = core_restore::restore(repo.clone(), &id, &opts, ctx.progress()).await?;
+    let mut applied_note = None;
+    if let Some(p) = &pitr {
+        let mut pg = crate::pg::client::connect(target).await?;
+        let a = crate::core::pitr::apply(&repo, p, &mut pg).await?;
+        applied_note = Some(format!(
+            "point in time {}: backup {} and {} captured transaction(s) after it ({} change(s)), the last committed at {}",
+            p.until.format("%Y-%m-%d %H:%M:%S UTC"),
+            p.dump.id,
+            a.transactions,
+            a.changes,
+            a.last_commit
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
+                .unwrap_or_else(|| "— (none after the dump)".into())
+        ));
+    }
+    // The restored database is meant to stay (only once whole: a point in time failed
+    // half-way drops it).
     if let Some(h) = o.created_hook {
         ctx.cleanup.disarm(h);
     }
@@ -80,7 +129,10 @@ pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {
             .partial
             .as_ref()
             .map(|p| p.notes.clone())
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            .into_iter()
+            .chain(applied_note)
+            .collect(),
     }))
 }
 
