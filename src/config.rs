@@ -131,7 +131,7 @@ pub struct ApiToken {
 }
 
 /// Events a webhook can subscribe to.
-pub const EVENTS: [&str; 8] = [
+pub const EVENTS: [&str; 10] = [
     "backup_failed",
     "backup_succeeded",
     "verify_failed",
@@ -140,6 +140,8 @@ pub const EVENTS: [&str; 8] = [
     "prune",
     "drill_failed",
     "prune_failed",
+    "capture_lagging",
+    "capture_broken",
 ];
 
 /// One `[[notifications.webhooks]]` entry.
@@ -1351,6 +1353,8 @@ fn webhooks(ctx: &Ctx, r: &RawNotifications) -> Result<Vec<Webhook>> {
                 "rpo_recovered".to_string(),
                 "drill_failed".to_string(),
                 "prune_failed".to_string(),
+                "capture_lagging".to_string(),
+                "capture_broken".to_string(),
             ],
             Some(list) => {
                 let mut v = Vec::new();

@@ -467,18 +467,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 };
                 Error::Usage(format!("{flag} {m}"))
             })?;
-            let at = match at {
-                None => None,
-                Some(t) => Some(
-                    chrono::DateTime::parse_from_rfc3339(t)
-                        .map_err(|_| {
-                            Error::Usage(format!(
-                                "--at {t:?} is not an RFC 3339 time, e.g. 2026-12-07T17:00:00Z"
-                            ))
-                        })?
-                        .with_timezone(&chrono::Utc),
-                ),
-            };
+            let at = at.as_deref().map(parse_at).transpose()?;
             if id.is_none() && at.is_none() {
                 return Err(Error::Usage(
                     "name the backup to restore (its id, as `keepsake list` shows it), or a point in time with --at TIME --source NAME".into(),
@@ -525,18 +514,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             json: as_json,
         } => {
             let c = load_config(&cli)?;
-            let at = match at {
-                None => None,
-                Some(t) => Some(
-                    chrono::DateTime::parse_from_rfc3339(t)
-                        .map_err(|_| {
-                            Error::Usage(format!(
-                                "--at {t:?} is not an RFC 3339 time, e.g. 2026-12-01T03:00:00Z"
-                            ))
-                        })?
-                        .with_timezone(&chrono::Utc),
-                ),
-            };
+            let at = at.as_deref().map(parse_at).transpose()?;
             let target = match target {
                 Some(t) => Some(RestoreTarget::url(restore_target(
                     t,
@@ -1037,4 +1015,15 @@ fn write_identity(output: &std::path::Path) -> Result<()> {
         .map_err(|e| Error::io(format!("writing {}", output.display()), e))?;
     eprintln!("wrote identity to {} (mode 0600); keep a copy offline — without it backups cannot be restored", output.display());
     out(&format!("{recipient}\n"))
+}
+
+/// `--at TIME`: RFC 3339 (`2026-12-07T17:00:00Z`), as a UTC time.
+fn parse_at(t: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            Error::Usage(format!(
+                "--at {t:?} is not an RFC 3339 time, e.g. 2026-12-07T17:00:00Z"
+            ))
+        })
 }

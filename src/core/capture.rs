@@ -61,6 +61,10 @@ pub struct SegmentHead {
     pub start_lsn: u64,
     pub end_lsn: u64,
     pub commits: Vec<Commit>,
+    /// Sequence values read when the segment was sealed (`schema.name` → `last_value`;
+    /// pgoutput does not carry them): at least what they were at its last commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequences: Vec<(String, i64)>,
 }
 
 /// A whole segment: its head and its messages.
@@ -212,6 +216,7 @@ mod tests {
                     end_lsn: 0x16_0000_0200,
                     at: Utc::now(),
                 }],
+                sequences: vec![("public.guests_id_seq".into(), 41)],
             },
             messages: vec![
                 begin_message(0x16_0000_01F0, 5, 77),

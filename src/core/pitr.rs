@@ -19,8 +19,11 @@
 //!   there sets it to the same values; an update sets whole values; a delete of what is gone
 //!   deletes nothing).
 //!
-//! Not yet: sequence values, DDL within the chain, tables with REPLICA IDENTITY FULL and no
-//! unique key (refused), the facts check of the result.
+//! - Sequences end at the values read when the last applied segment was sealed: never behind
+//!   the chosen time (ahead only leaves a gap in the ids handed out).
+//!
+//! Not yet: DDL within the chain, tables with REPLICA IDENTITY FULL and no unique key
+//! (refused), the facts check of the result.
 
 use std::collections::BTreeMap;
 
@@ -185,8 +188,11 @@ pub async fn apply(
     let mut types: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     let mut done = Applied::default();
     let mut xid = 0u32;
+    // The sequence values of the last segment a transaction was applied from.
+    let mut sequences: Vec<(String, i64)> = vec![];
     for key in &plan.segments {
         let seg = capture::read(repo, key).await?;
+        let seg_sequences = seg.head.sequences.clone();
         let mut txn: Vec<Message> = vec![];
         let mut open = false;
         for raw in &seg.messages {
@@ -204,6 +210,7 @@ pub async fn apply(
                     open = false;
                     let at = pgoutput::time_of(commit_time).unwrap_or(plan.until);
                     if at > plan.until {
+                        set_sequences(pg, &sequences).await?;
                         return Ok(done);
                     }
                     let in_dump = snapshot.holds(xid).ok_or_else(|| {
@@ -226,6 +233,7 @@ pub async fn apply(
                             .map_err(|e| pgerr("committing an applied transaction", e))?;
                         done.transactions += 1;
                         done.last_commit = Some(at);
+                        sequences = seg_sequences.clone();
                     }
                     txn.clear();
                 }
@@ -234,7 +242,33 @@ pub async fn apply(
             }
         }
     }
+    set_sequences(pg, &sequences).await?;
     Ok(done)
+}
+
+/// Set the sequences to the values read when the last applied segment was sealed: at least
+/// what they were at the chosen time (a sequence ahead only leaves a gap; one behind would
+/// hand out ids already used). Sequences the target does not have are skipped.
+async fn set_sequences(pg: &tokio_postgres::Client, seqs: &[(String, i64)]) -> Result<()> {
+    for (name, v) in seqs {
+        let exists = pg
+            .query_opt("SELECT to_regclass($1)::text", &[name])
+            .await
+            .map_err(|e| Error::Postgres(client::describe(&e)))?
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .is_some();
+        if exists {
+            pg.execute("SELECT setval($1::text::regclass, $2, true)", &[name, v])
+                .await
+                .map_err(|e| {
+                    Error::Postgres(format!(
+                        "setting sequence {name} to {v}: {}",
+                        client::describe(&e)
+                    ))
+                })?;
+        }
+    }
+    Ok(())
 }
 
 /// The table a relation names, quoted.

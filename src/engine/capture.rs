@@ -15,9 +15,11 @@
 //!   by design, docs/capture.md).
 //! - A slot keepsake did not make (no record of it in the repository, or a record of another
 //!   server or database) is refused, never taken over or dropped.
+//! - The slot never fills the server's disk: the WAL it holds back is looked at before
+//!   streaming and every 10 s; past half of `max_slot_wal` an alert says so, past all of it
+//!   the slot is dropped (alerted) and a new chain starts.
 //!
-//! Not yet (docs/capture.md, "Next steps"): alignment with dumps, the retained-WAL watch and
-//! `max_slot_wal`, DDL and sequences, `restore --at`.
+//! Not yet (docs/capture.md, "Next steps"): DDL and sequences.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,7 @@ use chrono::Utc;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
 use tokio_util::sync::CancellationToken;
 
+use super::event::{Alert, AlertKind};
 use super::{Engine, Event};
 use crate::config::{CaptureConfig, SourceConfig};
 use crate::core::capture::{self, Commit, Segment, SegmentHead, SlotRecord};
@@ -76,8 +79,13 @@ async fn capture(
     let repo = engine.repo().await?;
     let pg = client::connect(&src.conn).await?;
     ensure_publication(&pg, &cap.publication).await?;
-    let start = ensure_slot(&pg, &repo, src, cap).await?;
-    drop(pg);
+    let mut start = ensure_slot(&pg, &repo, src, cap).await?;
+    // A daemon stopped for longer than the slot may hold: drop it now, before anything else.
+    let mut lagging = false;
+    if over_limit(engine, &pg, src, cap, &mut lagging).await? {
+        drop_slot(engine, &pg, src, cap).await?;
+        start = ensure_slot(&pg, &repo, src, cap).await?;
+    }
     let mut c = ReplicationClient::connect(replication_config(&src.conn, cap, start)?)
         .await
         .map_err(|e| Error::Postgres(format!("opening the replication stream: {e}")))?;
@@ -92,11 +100,26 @@ async fn capture(
     );
     let mut seg = Builder::new(&src.name, &cap.slot, start);
     let mut due = tokio::time::Instant::now() + cap.segment;
+    let mut watch = tokio::time::interval(WAL_WATCH);
+    watch.tick().await;
     loop {
         let ev = tokio::select! {
+            _ = watch.tick() => {
+                // Past the limit the slot is dropped (the stream first: a slot in use cannot
+                // be), and the next round starts a new chain.
+                if over_limit(engine, &pg, src, cap, &mut lagging).await? {
+                    let _ = c.shutdown().await;
+                    drop_slot(engine, &pg, src, cap).await?;
+                    return Err(Error::Other(format!(
+                        "slot {} was dropped past max_slot_wal; a new chain starts",
+                        cap.slot
+                    )));
+                }
+                continue;
+            }
             ev = c.recv() => ev.map_err(|e| Error::Postgres(format!("the replication stream: {e}")))?,
             _ = tokio::time::sleep_until(due) => {
-                if let Some(end) = seg.seal(&repo).await? {
+                if let Some(end) = seg.seal(&repo, &pg).await? {
                     c.update_applied_lsn(Lsn(end));
                 }
                 due = tokio::time::Instant::now() + cap.segment;
@@ -104,7 +127,7 @@ async fn capture(
             }
             _ = stop.cancelled() => {
                 // What is whole is stored and confirmed before the connection goes.
-                if let Some(end) = seg.seal(&repo).await? {
+                if let Some(end) = seg.seal(&repo, &pg).await? {
                     c.update_applied_lsn(Lsn(end));
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -131,7 +154,7 @@ async fn capture(
             } => {
                 seg.commit(lsn.0, end_lsn.0, commit_time_micros);
                 if seg.bytes >= cap.max_segment_size {
-                    if let Some(end) = seg.seal(&repo).await? {
+                    if let Some(end) = seg.seal(&repo, &pg).await? {
                         c.update_applied_lsn(Lsn(end));
                     }
                     due = tokio::time::Instant::now() + cap.segment;
@@ -140,6 +163,141 @@ async fn capture(
             _ => {}
         }
     }
+}
+
+/// The values of the sequences this role can read, after everything sealed so far committed
+/// (so at least what they were then). A failure costs only them: logged, none recorded.
+async fn sequences(pg: &tokio_postgres::Client) -> Vec<(String, i64)> {
+    match pg
+        .query(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename), last_value
+               FROM pg_sequences
+              WHERE last_value IS NOT NULL
+                AND schemaname NOT IN ('pg_catalog', 'information_schema')",
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        Err(e) => {
+            tracing::warn!("capture: reading sequence values: {}", client::describe(&e));
+            vec![]
+        }
+    }
+}
+
+/// How often the WAL a slot holds back is looked at while streaming.
+const WAL_WATCH: Duration = Duration::from_secs(10);
+
+/// The WAL the slot holds back on the server (`None`: no such slot).
+async fn retained(pg: &tokio_postgres::Client, slot: &str) -> Result<Option<u64>> {
+    let row = pg
+        .query_opt(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+               FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| Error::Postgres(client::describe(&e)))?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<i64>>(0))
+        .map(|b| b.max(0) as u64))
+}
+
+/// Whether the slot holds back more than `max_slot_wal`; past half of it, alert once
+/// (`lagging` remembers) — well before the limit, as the primary's disk is at stake.
+async fn over_limit(
+    engine: &Engine,
+    pg: &tokio_postgres::Client,
+    src: &SourceConfig,
+    cap: &CaptureConfig,
+    lagging: &mut bool,
+) -> Result<bool> {
+    let Some(held) = retained(pg, &cap.slot).await? else {
+        return Ok(false);
+    };
+    if held > cap.max_slot_wal {
+        return Ok(true);
+    }
+    let half = held > cap.max_slot_wal / 2;
+    if half && !*lagging {
+        alert(
+            engine,
+            src,
+            AlertKind::CaptureLagging,
+            format!(
+                "capture of {}: slot {} holds back {} of WAL on the server, more than half of max_slot_wal ({}); at the limit it is dropped",
+                src.name,
+                cap.slot,
+                crate::units::human_bytes(held),
+                crate::units::human_bytes(cap.max_slot_wal)
+            ),
+        );
+    }
+    *lagging = half;
+    Ok(false)
+}
+
+/// Drop the slot past `max_slot_wal`: an outage of recovery points, never of the database's
+/// disk. Alerted; the next round starts a new chain (a new slot).
+async fn drop_slot(
+    engine: &Engine,
+    pg: &tokio_postgres::Client,
+    src: &SourceConfig,
+    cap: &CaptureConfig,
+) -> Result<()> {
+    let held = retained(pg, &cap.slot).await?.unwrap_or(0);
+    // The stream that used it may take a moment to let go.
+    let mut tries = 0;
+    loop {
+        match pg
+            .execute("SELECT pg_drop_replication_slot($1)", &[&cap.slot])
+            .await
+        {
+            Ok(_) => break,
+            Err(e)
+                if tries < 50
+                    && e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                return Err(Error::Postgres(format!(
+                    "dropping replication slot {} past max_slot_wal: {}",
+                    cap.slot,
+                    client::describe(&e)
+                )))
+            }
+        }
+    }
+    alert(
+        engine,
+        src,
+        AlertKind::CaptureBroken,
+        format!(
+            "capture of {}: slot {} held back {} of WAL, past max_slot_wal ({}), and was dropped to spare the server's disk; changes from now on are captured in a new chain, and the ones before it are in the dumps only (take a backup to restore points after this)",
+            src.name,
+            cap.slot,
+            crate::units::human_bytes(held),
+            crate::units::human_bytes(cap.max_slot_wal)
+        ),
+    );
+    Ok(())
+}
+
+fn alert(engine: &Engine, src: &SourceConfig, kind: AlertKind, message: String) {
+    tracing::warn!("{message}");
+    engine.emit(Event::Alert(Alert {
+        kind,
+        source: Some(src.name.clone()),
+        backup_id: None,
+        job: None,
+        message,
+        error: None,
+        verdict: None,
+        at: Utc::now(),
+    }));
 }
 
 /// The segment being filled.
@@ -196,10 +354,15 @@ impl Builder {
 
     /// Store the whole transactions as one segment; returns its end (to confirm), or `None`
     /// when there was nothing to store.
-    async fn seal(&mut self, repo: &crate::core::repo::Repository) -> Result<Option<u64>> {
+    async fn seal(
+        &mut self,
+        repo: &crate::core::repo::Repository,
+        pg: &tokio_postgres::Client,
+    ) -> Result<Option<u64>> {
         let Some(end) = self.commits.last().map(|c| c.end_lsn) else {
             return Ok(None);
         };
+        let sequences = sequences(pg).await;
         let mut messages: Vec<Vec<u8>> = self.relations.values().cloned().collect();
         messages.append(&mut self.done);
         let seg = Segment {
@@ -210,6 +373,7 @@ impl Builder {
                 start_lsn: self.start,
                 end_lsn: end,
                 commits: std::mem::take(&mut self.commits),
+                sequences,
             },
             messages,
         };

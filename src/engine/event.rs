@@ -168,6 +168,12 @@ pub enum AlertKind {
     /// A verification did not prove a backup (`verdict` says damaged or not proven).
     VerifyFailed,
     BackupFailed,
+    /// A capturing source's slot holds back more than half of `max_slot_wal` (the daemon is
+    /// behind, or was stopped): it will be dropped at the limit.
+    CaptureLagging,
+    /// A capturing source's slot was dropped (past `max_slot_wal`) or lost by the server: the
+    /// changes since are not captured until a new chain starts (an RPO breach of capture).
+    CaptureBroken,
 }
 
 impl AlertKind {
@@ -177,6 +183,8 @@ impl AlertKind {
             AlertKind::RpoRecovered => "rpo_recovered",
             AlertKind::VerifyFailed => "verify_failed",
             AlertKind::BackupFailed => "backup_failed",
+            AlertKind::CaptureLagging => "capture_lagging",
+            AlertKind::CaptureBroken => "capture_broken",
         }
     }
 }

@@ -140,6 +140,15 @@ fn pgoutput_from_a_real_server_decodes_every_kind_of_change() {
     assert_eq!(changes, expected);
 }
 
+/// A fingerprint's table lines (sequence values are checked apart: after a point-in-time
+/// restore they may be ahead, never behind).
+fn tables_only(fp: &str) -> String {
+    fp.lines()
+        .filter(|l| !l.starts_with("sequence "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The ids of the rows the segments of source `main` hold as inserted, and the chain's
 /// ranges (start, end).
 fn captured(env: &Env) -> (Vec<i64>, Vec<(u64, u64)>) {
@@ -288,7 +297,8 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
     env.psql(
         "pit",
         "CREATE TABLE guests (id bigint PRIMARY KEY, name text, seat int, notes text);
-         CREATE TABLE vendors (code text PRIMARY KEY, fee numeric(10,2), booked date)",
+         CREATE TABLE vendors (code text PRIMARY KEY, fee numeric(10,2), booked date);
+         CREATE TABLE rsvp (id serial PRIMARY KEY, guest bigint)",
     );
     env.psql(
         "pit",
@@ -319,14 +329,16 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
     };
     let bursts = [
         "INSERT INTO guests SELECT g, 'guest ' || g, g % 10, repeat('n', 5000) FROM generate_series(21, 60) g;
-         INSERT INTO vendors VALUES ('flowers', 120.50, '2026-06-01'), ('band', 900, NULL)",
+         INSERT INTO vendors VALUES ('flowers', 120.50, '2026-06-01'), ('band', 900, NULL);
+         INSERT INTO rsvp (guest) SELECT g FROM generate_series(1, 30) g",
         "UPDATE guests SET seat = seat + 1 WHERE id % 3 = 0;
          UPDATE guests SET id = 1000 WHERE id = 5;
          DELETE FROM guests WHERE id BETWEEN 40 AND 45;
          UPDATE vendors SET fee = 99.99 WHERE code = 'band'",
         "TRUNCATE vendors;
          INSERT INTO vendors VALUES ('cake', 45, '2026-06-02');
-         DELETE FROM guests WHERE id = 1000",
+         DELETE FROM guests WHERE id = 1000;
+         INSERT INTO rsvp (guest) SELECT g FROM generate_series(31, 40) g",
     ];
     let mut points = vec![];
     for sql in bursts {
@@ -334,7 +346,7 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
             env.psql("pit", stmt);
         }
         std::thread::sleep(Duration::from_millis(300));
-        points.push((now(), env.fingerprint("pit")));
+        points.push((now(), tables_only(&env.fingerprint("pit"))));
         std::thread::sleep(Duration::from_millis(1200));
     }
     // A time can be restored up to the last captured commit: one more write after the last
@@ -386,9 +398,18 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
         assert_eq!(r.code, 0, "{}", r.all());
         assert!(r.stdout.contains("captured transaction"), "{}", r.all());
         assert_eq!(
-            &env.fingerprint(&db),
+            &tables_only(&env.fingerprint(&db)),
             digest,
             "restore --at {at} (burst {i})"
+        );
+        // Sequences are never behind: the next id is a new one.
+        assert_eq!(
+            env.psql(
+                &db,
+                "SELECT last_value >= (SELECT coalesce(max(id), 0) FROM rsvp) FROM rsvp_id_seq"
+            ),
+            "t",
+            "restore --at {at}: rsvp_id_seq behind its table"
         );
     }
     // Outside what can be restored: refused, naming the range.
@@ -413,6 +434,77 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
         );
         assert!(!env.db_exists("never"));
     }
+    kill(daemon.id(), "TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+}
+
+/// The slot never fills the server's disk: a daemon stopped while the database writes more
+/// WAL than `max_slot_wal` finds its slot past the limit when it starts, drops it (alerting
+/// `capture_broken`, a webhook on by default) and starts a new chain with a new slot.
+#[test]
+fn a_slot_past_max_slot_wal_is_dropped_alerted_and_replaced() {
+    use crate::support::{eventually, kill, wait_exit, webhook::Receiver};
+    use std::time::Duration;
+    let mut env = Env::new("wal", None);
+    env.cluster
+        .reconfigure(&[], "wal_level = logical", None)
+        .expect("restart with wal_level = logical");
+    env.psql("wal", "CREATE TABLE t (id int PRIMARY KEY, v text)");
+    let hook = Receiver::start();
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let text = text.replacen(
+        "\n[daemon]",
+        "\n[sources.capture]\nsegment = \"1s\"\nmax_slot_wal = \"64MiB\"\n\n[daemon]",
+        1,
+    );
+    std::fs::write(
+        &env.config,
+        format!(
+            "{text}\n[notifications]\nwebhooks = [{{ url = \"{}\" }}]\n",
+            hook.url
+        ),
+    )
+    .expect("config");
+    let restart_lsn = || {
+        env.psql(
+            "wal",
+            "SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'keepsake_main'",
+        )
+    };
+    let mut daemon = env.spawn_daemon();
+    eventually("the slot exists", Duration::from_secs(30), || {
+        !restart_lsn().is_empty()
+    });
+    let first = restart_lsn();
+    kill(daemon.id(), "TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+    // About 110 MB of WAL while nobody streams.
+    env.psql(
+        "wal",
+        "CREATE TABLE big AS SELECT g AS id, repeat('x', 1000) AS v FROM generate_series(1, 100000) g",
+    );
+    let held: i64 = env
+        .psql(
+            "wal",
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = 'keepsake_main'",
+        )
+        .parse()
+        .expect("bytes");
+    assert!(held > 64 << 20, "{held}");
+    let mut daemon = env.spawn_daemon();
+    let ev = hook.wait_for("capture_broken", 1, Duration::from_secs(60))[0].clone();
+    assert_eq!(ev["source"], "main", "{ev}");
+    assert!(
+        ev["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_slot_wal")),
+        "{ev}"
+    );
+    // A new slot, holding back little.
+    eventually("a new slot", Duration::from_secs(30), || {
+        let l = restart_lsn();
+        !l.is_empty() && l != first
+    });
     kill(daemon.id(), "TERM");
     assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
 }
