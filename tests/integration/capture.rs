@@ -508,3 +508,85 @@ fn a_slot_past_max_slot_wal_is_dropped_alerted_and_replaced() {
     kill(daemon.id(), "TERM");
     assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
 }
+
+/// Capture as the user of a hosted database is: Supabase's `postgres` (no superuser, with
+/// REPLICATION) on the Supabase-built fixture. The publication takes the application's tables
+/// it owns (never the provider's `auth` and `storage`, which it cannot publish), and a change
+/// the application makes reaches a segment.
+#[test]
+fn capture_runs_as_supabases_postgres_role() {
+    use crate::support::{eventually, kill, wait_exit};
+    use std::time::Duration;
+    let mut hosted = crate::supabase::supabase("app", true);
+    hosted
+        .reconfigure(&[], "wal_level = logical", None)
+        .expect("restart with wal_level = logical");
+    let env = Env::on_cluster(hosted, "app");
+    assert_eq!(
+        env.psql(
+            "app",
+            "SELECT rolsuper::text || ',' || rolreplication::text FROM pg_roles WHERE rolname = current_user"
+        ),
+        "false,true",
+        "capture runs as a non-superuser with REPLICATION"
+    );
+    let conf = std::fs::read_to_string(&env.config).expect("config");
+    let conf = conf.replacen(
+        "\n[daemon]",
+        "\n[sources.capture]\nsegment = \"1s\"\n\n[daemon]",
+        1,
+    );
+    std::fs::write(&env.config, conf).expect("config");
+    let mut daemon = env.spawn_daemon();
+    eventually("the slot exists", Duration::from_secs(30), || {
+        !env.psql(
+            "app",
+            "SELECT slot_name FROM pg_replication_slots WHERE slot_name = 'keepsake_main'",
+        )
+        .is_empty()
+    });
+    let published = env.psql(
+        "app",
+        "SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY 1) FROM pg_publication_tables WHERE pubname = 'keepsake_main'",
+    );
+    assert!(published.contains("public.guests"), "{published}");
+    assert!(!published.contains("auth."), "{published}");
+    assert!(!published.contains("storage."), "{published}");
+    env.psql(
+        "app",
+        "INSERT INTO public.guests (wedding_id, full_name) SELECT id, 'Captured Guest' FROM public.weddings ORDER BY id LIMIT 1",
+    );
+    let seen = || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let cfg = keepsake::config::load(&env.config).expect("config");
+            let repo = keepsake::engine::Engine::new(cfg)
+                .repo()
+                .await
+                .expect("repository");
+            for (_, _, key) in keepsake::core::capture::list(&repo, "main")
+                .await
+                .expect("list")
+            {
+                let seg = keepsake::core::capture::read(&repo, &key)
+                    .await
+                    .expect("segment");
+                for m in &seg.messages {
+                    if let Ok(Message::Insert { new, .. }) = decode(m) {
+                        if new.contains(&text("Captured Guest")) {
+                            return true;
+                        }
+                    }
+                }
+            }
+            false
+        })
+    };
+    eventually("the guest captured", Duration::from_secs(30), seen);
+    kill(daemon.id(), "TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+}
