@@ -59,6 +59,21 @@ pub fn status_table(st: &[SourceStatus]) -> String {
                 n.format("%Y-%m-%d %H:%M:%S UTC")
             ));
         }
+        if let Some(c) = &x.capture {
+            s.push_str(&match (c.last_commit_at, c.last_commit_age_s) {
+                (Some(t), Some(a)) => format!(
+                    "  capture (slot {}): restorable to {} ({} ago), {} segment(s)\n",
+                    c.slot,
+                    t.format("%Y-%m-%d %H:%M:%S UTC"),
+                    age(a),
+                    c.segments
+                ),
+                _ => format!(
+                    "  capture (slot {}): nothing captured yet (is the daemon running?)\n",
+                    c.slot
+                ),
+            });
+        }
         if let Some(j) = &x.last_failed_job {
             s.push_str(&format!(
                 "  last {} job {:?} at {}: {}\n",

@@ -315,7 +315,23 @@ impl Engine {
     /// Per source: last backup, last proven, RPO, measured RTO, next runs.
     pub async fn status(&self) -> Result<Vec<SourceStatus>> {
         let snap = self.snapshot().await?;
-        Ok(query::status(&self.config(), &snap, &self.history()))
+        let cfg = self.config();
+        let mut st = query::status(&cfg, &snap, &self.history());
+        // Change capture: read from its segments (a few objects per capturing source).
+        let capturing: Vec<(String, String)> = cfg
+            .sources
+            .iter()
+            .filter_map(|s| s.capture.as_ref().map(|c| (s.name.clone(), c.slot.clone())))
+            .collect();
+        if !capturing.is_empty() {
+            let repo = self.repo().await?;
+            for (name, slot) in capturing {
+                if let Some(x) = st.iter_mut().find(|x| x.source == name) {
+                    x.capture = Some(query::capture_status(&repo, &name, &slot).await?);
+                }
+            }
+        }
+        Ok(st)
     }
 
     /// Cancel every job and wait (at most `timeout`) for their cleanups to run.

@@ -184,6 +184,25 @@ pub struct SourceStatus {
     pub next_runs: Vec<DateTime<Utc>>,
     /// The latest job for this source from the job history, if it failed.
     pub last_failed_job: Option<JobRecord>,
+    /// Change capture, for a source with `[sources.capture]`: how far a point-in-time restore
+    /// reaches now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureStatus>,
+}
+
+/// What the repository holds of a source's change capture.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaptureStatus {
+    pub slot: String,
+    /// The last captured commit: a point-in-time restore reaches up to it (`None`: nothing
+    /// captured yet).
+    pub last_commit_at: Option<DateTime<Utc>>,
+    /// Seconds since that commit (while the database is idle it grows too: no change, no
+    /// newer commit).
+    pub last_commit_age_s: Option<i64>,
+    /// Segments of the chain that ends with the newest one, and when that chain began.
+    pub segments: usize,
+    pub chain_since: Option<DateTime<Utc>>,
 }
 
 /// `keepsake status`: per configured source (and any other source found in the repository).
@@ -258,7 +277,54 @@ pub fn status(config: &Config, snap: &Snapshot, history: &[JobRecord]) -> Vec<So
                 .map(|s| s.next_runs(now).into_iter().map(|(_, t)| t).collect())
                 .unwrap_or_default(),
             last_failed_job,
+            capture: None,
         });
     }
     out
+}
+
+/// [`CaptureStatus`] of `source` from the repository's segments.
+pub async fn capture_status(
+    repo: &crate::core::repo::Repository,
+    source: &str,
+    slot: &str,
+) -> crate::error::Result<CaptureStatus> {
+    use crate::core::capture;
+    let segs = capture::list(repo, source).await?;
+    let mut chain = 0usize;
+    let mut first_key = None;
+    let mut next_start = None;
+    for s in segs.iter().rev() {
+        if next_start.is_some_and(|n| n != s.1) {
+            break;
+        }
+        chain += 1;
+        first_key = Some(s.2.clone());
+        next_start = Some(s.0);
+    }
+    let last = match segs.last() {
+        Some(l) => capture::read(repo, &l.2)
+            .await?
+            .head
+            .commits
+            .last()
+            .map(|c| c.at),
+        None => None,
+    };
+    let since = match &first_key {
+        Some(k) => capture::read(repo, k)
+            .await?
+            .head
+            .commits
+            .first()
+            .map(|c| c.at),
+        None => None,
+    };
+    Ok(CaptureStatus {
+        slot: slot.to_string(),
+        last_commit_at: last,
+        last_commit_age_s: last.map(|t| (Utc::now() - t).num_seconds()),
+        segments: chain,
+        chain_since: since,
+    })
 }

@@ -106,6 +106,7 @@ fn status(source: &str) -> SourceStatus {
         restore_measured_bytes: Some(2_400_000_000),
         next_runs: vec![at(15, 0)],
         last_failed_job: None,
+        capture: None,
     }
 }
 
@@ -1472,4 +1473,23 @@ fn wide_terminals_show_whole_ids_and_restore_times() {
     insta::assert_snapshot!("backups_200x50", s);
     let s = screen(&a, 80, 24);
     assert!(!s.contains(&id), "{s}");
+}
+
+/// Issue 29: the Overview says, per capturing source, how far a point-in-time restore
+/// reaches now.
+#[test]
+fn the_overview_says_how_far_capture_reaches() {
+    let mut a = app();
+    a.model.status[0].capture = Some(crate::engine::query::CaptureStatus {
+        slot: "keepsake_wedsync".into(),
+        last_commit_at: Some(now() - chrono::Duration::seconds(12)),
+        last_commit_age_s: Some(12),
+        segments: 42,
+        chain_since: Some(at(3, 0)),
+    });
+    let s = screen(&a, 80, 24);
+    assert!(
+        s.contains("capture: restorable to 14:01:48 (12s ago)"),
+        "{s}"
+    );
 }

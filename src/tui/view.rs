@@ -284,7 +284,7 @@ fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) 
     let src_lines: u16 = m
         .status
         .iter()
-        .map(|s| if s.last_failed_job.is_some() { 2 } else { 1 })
+        .map(|s| 1 + u16::from(s.last_failed_job.is_some()) + u16::from(s.capture.is_some()))
         .sum::<u16>()
         .max(1);
     let run_lines = (app.model.live.len() as u16 * 2).max(1);
@@ -356,6 +356,17 @@ fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) 
                 j.kind,
                 ago(j.finished_at.or(Some(j.started_at)), now)
             )));
+        }
+        // Change capture: how far a point-in-time restore reaches now.
+        if let Some(c) = &s.capture {
+            lines.push(Line::raw(match c.last_commit_at {
+                Some(t) => format!(
+                    "    └ capture: restorable to {} ({})",
+                    t.format("%H:%M:%S"),
+                    ago(Some(t), now)
+                ),
+                None => "    └ capture: nothing captured yet (is the daemon running?)".into(),
+            }));
         }
     }
     if m.status.is_empty() {

@@ -265,6 +265,17 @@ fn the_daemon_captures_changes_into_segments_and_survives_sigkill() {
     for w in ranges.windows(2) {
         assert_eq!(w[1].0, w[0].1, "segments follow each other: {ranges:X?}");
     }
+    // `status` says how far a point-in-time restore reaches.
+    let st = env.keepsake(&["status", "--json"]).ok().json();
+    let cap = &st[0]["capture"];
+    assert_eq!(cap["slot"], "keepsake_main", "{st}");
+    assert!(cap["last_commit_at"].is_string(), "{st}");
+    assert_eq!(cap["segments"].as_u64(), Some(ranges.len() as u64), "{st}");
+    let text = env.keepsake(&["status"]).ok().stdout;
+    assert!(
+        text.contains("capture (slot keepsake_main): restorable to"),
+        "{text}"
+    );
     // The slot is keepsake's: a slot of the same name it did not make is refused.
     env.psql(
         "cap",
