@@ -105,6 +105,8 @@ async fn capture(
     loop {
         let ev = tokio::select! {
             _ = watch.tick() => {
+                // Tables made meanwhile join the publication.
+                refresh_publication(&pg, &cap.publication).await?;
                 // Past the limit the slot is dropped (the stream first: a slot in use cannot
                 // be), and the next round starts a new chain.
                 if over_limit(engine, &pg, src, cap, &mut lagging).await? {
@@ -398,26 +400,9 @@ async fn ensure_publication(pg: &tokio_postgres::Client, name: &str) -> Result<(
         .map_err(|e| Error::Postgres(client::describe(&e)))?
         .is_some();
     if exists {
-        return Ok(());
+        return refresh_publication(pg, name).await;
     }
-    let rows = pg
-        .query(
-            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-                AND c.relpersistence = 'p'
-                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                AND n.nspname NOT LIKE 'pg\\_%'
-                AND pg_has_role(c.relowner, 'USAGE')
-                AND (c.relreplident IN ('f', 'i')
-                     OR (c.relreplident = 'd' AND EXISTS (
-                         SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))
-              ORDER BY 1",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::Postgres(client::describe(&e)))?;
-    let tables: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    let tables = eligible_tables(pg).await?;
     if tables.is_empty() {
         return Err(Error::Usage(format!(
             "no table can be captured: none that this role owns has a primary key or replica identity (publication {name} not made)"
@@ -435,6 +420,83 @@ async fn ensure_publication(pg: &tokio_postgres::Client, name: &str) -> Result<(
             client::describe(&e)
         ))
     })
+}
+
+/// The tables this role owns that have a replica identity (quoted `schema.name`).
+async fn eligible_tables(pg: &tokio_postgres::Client) -> Result<Vec<String>> {
+    let rows = pg
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+                AND c.relpersistence = 'p'
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                AND n.nspname NOT LIKE 'pg\\_%'
+                AND pg_has_role(c.relowner, 'USAGE')
+                AND (c.relreplident IN ('f', 'i')
+                     OR (c.relreplident = 'd' AND EXISTS (
+                         SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::Postgres(client::describe(&e)))?;
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+}
+
+/// Tables made since the publication was: added to it (when this role owns it), so that
+/// their changes are captured too — from the next dump on, a point in time covers them.
+async fn refresh_publication(pg: &tokio_postgres::Client, name: &str) -> Result<()> {
+    let pgerr = |e: tokio_postgres::Error| Error::Postgres(client::describe(&e));
+    let ours = pg
+        .query_opt(
+            "SELECT pg_has_role(pubowner, 'USAGE') FROM pg_publication WHERE pubname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(pgerr)?
+        .map(|r| r.get::<_, bool>(0))
+        .unwrap_or(false);
+    if !ours {
+        return Ok(());
+    }
+    let published: std::collections::BTreeSet<String> = pg
+        .query(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename)
+               FROM pg_publication_tables WHERE pubname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(pgerr)?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    let missing: Vec<String> = eligible_tables(pg)
+        .await?
+        .into_iter()
+        .filter(|t| !published.contains(t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    pg.batch_execute(&format!(
+        "ALTER PUBLICATION {} ADD TABLE {}",
+        quote_ident(name),
+        missing.join(", ")
+    ))
+    .await
+    .map_err(|e| {
+        Error::Postgres(format!(
+            "adding {} to publication {name}: {}",
+            missing.join(", "),
+            client::describe(&e)
+        ))
+    })?;
+    tracing::info!(
+        "capture: publication {name} now also holds {}",
+        missing.join(", ")
+    );
+    Ok(())
 }
 
 /// The slot to stream from, and the position to start at (its confirmed position). Made

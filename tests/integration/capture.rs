@@ -259,6 +259,18 @@ fn the_daemon_captures_changes_into_segments_and_survives_sigkill() {
             (1..=400).all(|i| ids.contains(&i))
         },
     );
+    // A table made while capture runs joins the publication (within its 10 s check).
+    env.psql("cap", "CREATE TABLE late (id bigint PRIMARY KEY)");
+    eventually("the new table published", Duration::from_secs(30), || {
+        env.psql(
+            "cap",
+            "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'keepsake_main' AND tablename = 'late'",
+        ) == "1"
+    });
+    env.psql("cap", "INSERT INTO late VALUES (7777)");
+    eventually("its rows captured", Duration::from_secs(30), || {
+        captured(&env).0.contains(&7777)
+    });
     kill(daemon.id(), "TERM");
     assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
     let (_, ranges) = captured(&env);
