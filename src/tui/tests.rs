@@ -1493,3 +1493,18 @@ fn the_overview_says_how_far_capture_reaches() {
         "{s}"
     );
 }
+
+/// Issue 27, item 11 (a k9s habit): at 120 columns and more, 3 Jobs says who started each job.
+#[test]
+fn wide_jobs_say_who_started_each() {
+    let mut a = app();
+    a.screen = 2;
+    if let Some(h) = a.model.history.last_mut() {
+        h.started_by = Some("grafana (api)".into());
+    }
+    let s = screen(&a, 200, 50);
+    assert!(s.contains("STARTED BY"), "{s}");
+    assert!(s.contains("grafana (api)"), "{s}");
+    let s = screen(&a, 80, 24);
+    assert!(!s.contains("STARTED BY"), "{s}");
+}

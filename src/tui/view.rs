@@ -802,6 +802,22 @@ fn backups(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
 
 fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
     let m = &app.model;
+    // Wide terminals add who started each job (issue 27, item 11: scheduled, console, a token).
+    let wide = area.width >= 120;
+    let by = |id: &str| -> String {
+        m.history
+            .iter()
+            .rev()
+            .find(|h| h.id == id)
+            .and_then(|h| h.started_by.clone())
+            .unwrap_or_else(|| "—".into())
+    };
+    let row = |mut cells: Vec<String>, id: &str| {
+        if wide {
+            cells.insert(5, by(id));
+        }
+        Row::new(cells)
+    };
     let mut rows = vec![];
     for j in &m.live {
         let p = app.progress.get(&j.id);
@@ -820,14 +836,17 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
             Some(_) => ("unknown".to_string(), "daemon unreachable".to_string()),
             None => ("running".to_string(), detail),
         };
-        rows.push(Row::new(vec![
-            format!("● {}", short_job(&j.id)),
-            j.kind.to_string(),
-            j.source.clone().unwrap_or_default(),
-            status,
-            ago(Some(j.queued_at), now),
-            detail,
-        ]));
+        rows.push(row(
+            vec![
+                format!("● {}", short_job(&j.id)),
+                j.kind.to_string(),
+                j.source.clone().unwrap_or_default(),
+                status,
+                ago(Some(j.queued_at), now),
+                detail,
+            ],
+            &j.id,
+        ));
     }
     for j in app.past_jobs() {
         let status = serde_json::to_value(j.status)
@@ -840,21 +859,24 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
             "cancelled" => "·",
             _ => "✗",
         };
-        rows.push(Row::new(vec![
-            format!("{sym} {}", short_job(&j.id)),
-            j.kind.clone(),
-            job_source(app, j),
-            status,
-            ago(Some(j.started_at), now),
-            j.error
-                .as_deref()
-                .map(|e| e.lines().next().unwrap_or("").to_string())
-                .or(j
-                    .backup_id
+        rows.push(row(
+            vec![
+                format!("{sym} {}", short_job(&j.id)),
+                j.kind.clone(),
+                job_source(app, j),
+                status,
+                ago(Some(j.started_at), now),
+                j.error
                     .as_deref()
-                    .map(|b| format!("backup {}", backup_id::short(b))))
-                .unwrap_or_default(),
-        ]));
+                    .map(|e| e.lines().next().unwrap_or("").to_string())
+                    .or(j
+                        .backup_id
+                        .as_deref()
+                        .map(|b| format!("backup {}", backup_id::short(b))))
+                    .unwrap_or_default(),
+            ],
+            &j.id,
+        ));
     }
     let sel = app.sel[2];
     if app.detail {
@@ -884,16 +906,43 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
     f.render_widget(
         Table::new(
             rows,
-            [
-                Constraint::Length(20),
-                Constraint::Length(7),
-                Constraint::Length(10),
-                Constraint::Length(10),
-                Constraint::Length(8),
-                Constraint::Min(10),
-            ],
+            if wide {
+                vec![
+                    Constraint::Length(20),
+                    Constraint::Length(7),
+                    Constraint::Length(14),
+                    Constraint::Length(10),
+                    Constraint::Length(8),
+                    Constraint::Length(24),
+                    Constraint::Min(10),
+                ]
+            } else {
+                vec![
+                    Constraint::Length(20),
+                    Constraint::Length(7),
+                    Constraint::Length(10),
+                    Constraint::Length(10),
+                    Constraint::Length(8),
+                    Constraint::Min(10),
+                ]
+            },
         )
-        .header(Row::new(["JOB", "KIND", "SOURCE", "STATUS", "STARTED", "DETAIL"]).style(t.bold()))
+        .header(
+            Row::new(if wide {
+                vec![
+                    "JOB",
+                    "KIND",
+                    "SOURCE",
+                    "STATUS",
+                    "STARTED",
+                    "STARTED BY",
+                    "DETAIL",
+                ]
+            } else {
+                vec!["JOB", "KIND", "SOURCE", "STATUS", "STARTED", "DETAIL"]
+            })
+            .style(t.bold()),
+        )
         .block(
             Block::default()
                 .borders(Borders::ALL)
