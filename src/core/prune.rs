@@ -585,6 +585,19 @@ mod tests {
     use crate::storage::{ObjectInfo, ObjectStore};
     use std::sync::Arc;
 
+    /// A new repository on `store`, with a key of its own.
+    async fn new_repo(store: Arc<dyn ObjectStore>) -> Repository {
+        let id = age::x25519::Identity::generate();
+        Repository::init(
+            store,
+            "mem",
+            Recipients(vec![id.to_public()]),
+            Identities::from_identity(id),
+        )
+        .await
+        .expect("init")
+    }
+
     /// A store that stops before deleting a pack (or writing `put_pause`) until the test lets
     /// it go on.
     #[derive(Debug)]
@@ -644,17 +657,7 @@ mod tests {
             put_pause: None,
             list_pause: None,
         });
-        let id = age::x25519::Identity::generate();
-        let repo = Arc::new(
-            Repository::init(
-                store.clone(),
-                "mem",
-                Recipients(vec![id.to_public()]),
-                Identities::from_identity(id),
-            )
-            .await
-            .expect("init"),
-        );
+        let repo = Arc::new(new_repo(store.clone()).await);
         // An orphan pack (an interrupted backup's), indexed and present.
         let name = "ab".repeat(32);
         repo.write_index(&IndexFile {
@@ -728,17 +731,7 @@ mod tests {
             put_pause: None,
             list_pause: Some("packs/"),
         });
-        let id = age::x25519::Identity::generate();
-        let repo = Arc::new(
-            Repository::init(
-                store.clone(),
-                "mem",
-                Recipients(vec![id.to_public()]),
-                Identities::from_identity(id),
-            )
-            .await
-            .expect("init"),
-        );
+        let repo = Arc::new(new_repo(store.clone()).await);
         let name = "cd".repeat(32);
         store
             .put(&pack_key(&name), vec![0; 10])
@@ -775,15 +768,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreadable_lease_holds_back_every_deletion() {
         let store = Arc::new(MemoryStore::new());
-        let id = age::x25519::Identity::generate();
-        let repo = Repository::init(
-            store.clone(),
-            "mem",
-            Recipients(vec![id.to_public()]),
-            Identities::from_identity(id),
-        )
-        .await
-        .expect("init");
+        let repo = new_repo(store.clone()).await;
         let name = "ef".repeat(32);
         store
             .put(&pack_key(&name), vec![0; 10])
@@ -830,15 +815,7 @@ mod tests {
     #[tokio::test]
     async fn unreadable_marks_stop_neither_backups_nor_prunes() {
         let store = Arc::new(MemoryStore::new());
-        let id = age::x25519::Identity::generate();
-        let repo = Repository::init(
-            store.clone(),
-            "mem",
-            Recipients(vec![id.to_public()]),
-            Identities::from_identity(id),
-        )
-        .await
-        .expect("init");
+        let repo = new_repo(store.clone()).await;
         let name = "12".repeat(32);
         repo.write_index(&IndexFile {
             format_version: FORMAT_VERSION,
@@ -977,17 +954,7 @@ mod tests {
     /// and goes on as soon as the earlier turn is given back; a dead turn does not count.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn prunes_take_turns() {
-        let id = age::x25519::Identity::generate();
-        let repo = Arc::new(
-            Repository::init(
-                Arc::new(MemoryStore::new()),
-                "mem",
-                Recipients(vec![id.to_public()]),
-                Identities::from_identity(id),
-            )
-            .await
-            .expect("init"),
-        );
+        let repo = Arc::new(new_repo(Arc::new(MemoryStore::new())).await);
         let turns = || async { repo.store().list(PRUNE_TURNS).await.expect("list") };
         // An earlier prune of this very process: alive, so it holds its turn.
         let held = format!("{PRUNE_TURNS}20000101T000000.000000Z-00000000");

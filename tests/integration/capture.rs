@@ -9,6 +9,41 @@ fn text(v: &str) -> Value {
     Value::Text(v.as_bytes().to_vec())
 }
 
+/// A test environment on a cluster with `wal_level = logical`.
+fn logical_env(db: &str) -> Env {
+    let mut env = Env::new(db, None);
+    env.cluster
+        .reconfigure(&[], "wal_level = logical", None)
+        .expect("restart with wal_level = logical");
+    env
+}
+
+/// Give source `main` a `[sources.capture]` table (a segment a second, and `extra` keys).
+fn with_capture(env: &Env, extra: &str) {
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let text = text.replacen(
+        "\n[daemon]",
+        &format!("\n[sources.capture]\nsegment = \"1s\"\n{extra}\n[daemon]"),
+        1,
+    );
+    std::fs::write(&env.config, text).expect("config");
+}
+
+/// Wait until the daemon made its slot in database `db`.
+fn wait_for_slot(env: &Env, db: &str) {
+    crate::support::eventually(
+        "the slot exists",
+        std::time::Duration::from_secs(30),
+        || {
+            !env.psql(
+                db,
+                "SELECT slot_name FROM pg_replication_slots WHERE slot_name = 'keepsake_main'",
+            )
+            .is_empty()
+        },
+    );
+}
+
 /// A real PostgreSQL (wal_level = logical) and a pgoutput slot; the changes an application
 /// makes — inserts, an update leaving a TOASTed value untouched, a key change, deletes with a
 /// key and with a whole row (REPLICA IDENTITY FULL), TRUNCATE, NULLs, two tables in one
@@ -16,10 +51,7 @@ fn text(v: &str) -> Value {
 /// and decoded, message by message.
 #[test]
 fn pgoutput_from_a_real_server_decodes_every_kind_of_change() {
-    let mut env = Env::new("cap", None);
-    env.cluster
-        .reconfigure(&[], "wal_level = logical", None)
-        .expect("restart with wal_level = logical");
+    let env = logical_env("cap");
     // One psql call per transaction (psql -c runs a string of statements as one).
     for sql in [
         "CREATE TABLE t (id int PRIMARY KEY, v text, big text);
@@ -196,22 +228,13 @@ fn captured(env: &Env) -> (Vec<i64>, Vec<(u64, u64)>) {
 fn the_daemon_captures_changes_into_segments_and_survives_sigkill() {
     use crate::support::{eventually, kill, wait_exit};
     use std::time::Duration;
-    let mut env = Env::new("cap", None);
-    env.cluster
-        .reconfigure(&[], "wal_level = logical", None)
-        .expect("restart with wal_level = logical");
+    let env = logical_env("cap");
     env.psql(
         "cap",
         "CREATE TABLE guests (id bigint PRIMARY KEY, name text)",
     );
     env.backup("full");
-    let text = std::fs::read_to_string(&env.config).expect("config");
-    let text = text.replacen(
-        "\n[daemon]",
-        "\n[sources.capture]\nsegment = \"1s\"\n\n[daemon]",
-        1,
-    );
-    std::fs::write(&env.config, text).expect("config");
+    with_capture(&env, "");
     env.keepsake(&["config", "check"]).ok();
     let insert = |from: i64, to: i64| {
         env.psql(
@@ -313,10 +336,7 @@ fn the_daemon_captures_changes_into_segments_and_survives_sigkill() {
 fn restore_at_each_recorded_time_reproduces_that_state() {
     use crate::support::{eventually, kill, wait_exit};
     use std::time::Duration;
-    let mut env = Env::new("pit", None);
-    env.cluster
-        .reconfigure(&[], "wal_level = logical", None)
-        .expect("restart with wal_level = logical");
+    let env = logical_env("pit");
     env.psql(
         "pit",
         "CREATE TABLE guests (id bigint PRIMARY KEY, name text, seat int, notes text);
@@ -327,21 +347,9 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
         "pit",
         "INSERT INTO guests SELECT g, 'guest ' || g, g % 10, NULL FROM generate_series(1, 20) g",
     );
-    let text = std::fs::read_to_string(&env.config).expect("config");
-    let text = text.replacen(
-        "\n[daemon]",
-        "\n[sources.capture]\nsegment = \"1s\"\n\n[daemon]",
-        1,
-    );
-    std::fs::write(&env.config, text).expect("config");
+    with_capture(&env, "");
     let mut daemon = env.spawn_daemon();
-    eventually("the slot exists", Duration::from_secs(30), || {
-        !env.psql(
-            "pit",
-            "SELECT slot_name FROM pg_replication_slots WHERE slot_name = 'keepsake_main'",
-        )
-        .is_empty()
-    });
+    wait_for_slot(&env, "pit");
     // The dump, taken while capture runs.
     env.backup("full");
     let now = || {
@@ -468,18 +476,11 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
 fn a_slot_past_max_slot_wal_is_dropped_alerted_and_replaced() {
     use crate::support::{eventually, kill, wait_exit, webhook::Receiver};
     use std::time::Duration;
-    let mut env = Env::new("wal", None);
-    env.cluster
-        .reconfigure(&[], "wal_level = logical", None)
-        .expect("restart with wal_level = logical");
+    let env = logical_env("wal");
     env.psql("wal", "CREATE TABLE t (id int PRIMARY KEY, v text)");
     let hook = Receiver::start();
+    with_capture(&env, "max_slot_wal = \"64MiB\"\n");
     let text = std::fs::read_to_string(&env.config).expect("config");
-    let text = text.replacen(
-        "\n[daemon]",
-        "\n[sources.capture]\nsegment = \"1s\"\nmax_slot_wal = \"64MiB\"\n\n[daemon]",
-        1,
-    );
     std::fs::write(
         &env.config,
         format!(
@@ -553,21 +554,9 @@ fn capture_runs_as_supabases_postgres_role() {
         "false,true",
         "capture runs as a non-superuser with REPLICATION"
     );
-    let conf = std::fs::read_to_string(&env.config).expect("config");
-    let conf = conf.replacen(
-        "\n[daemon]",
-        "\n[sources.capture]\nsegment = \"1s\"\n\n[daemon]",
-        1,
-    );
-    std::fs::write(&env.config, conf).expect("config");
+    with_capture(&env, "");
     let mut daemon = env.spawn_daemon();
-    eventually("the slot exists", Duration::from_secs(30), || {
-        !env.psql(
-            "app",
-            "SELECT slot_name FROM pg_replication_slots WHERE slot_name = 'keepsake_main'",
-        )
-        .is_empty()
-    });
+    wait_for_slot(&env, "app");
     let published = env.psql(
         "app",
         "SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY 1) FROM pg_publication_tables WHERE pubname = 'keepsake_main'",
