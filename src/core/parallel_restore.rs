@@ -835,7 +835,18 @@ pub async fn run(
         }
     };
     let workers: Vec<_> = (0..o.jobs).map(worker).collect();
-    futures::future::try_join_all(workers).await?;
+    // Bytes are counted as they are fed, not only when a table's load ends: one large table
+    // would otherwise hold the percentage still for its whole load, then jump (issue 27, item 9).
+    let ticking = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tracker.update(|p| p.bytes_done = done.load(Ordering::Relaxed));
+        }
+    };
+    tokio::select! {
+        r = futures::future::try_join_all(workers) => { r?; }
+        _ = ticking => {}
+    }
 
     // What is left, as exact lists in TOC order, without `--section`: pg_restore gives an
     // entry of no section (a comment, an ACL) the section of the entry before it, and with a
