@@ -110,7 +110,14 @@ pub enum RestoreStep {
         typed: String,
     },
     /// Some tables: pick them from the backup's table list (`App::pick_list`, by name).
-    Tables { sel: usize, picked: BTreeSet<usize> },
+    /// `sel` is a row of the list as `filter` shows it; `picked` holds indexes of the whole
+    /// list, so a choice survives a change of the filter. `typing`: the filter has the keys.
+    Tables {
+        sel: usize,
+        picked: BTreeSet<usize>,
+        filter: String,
+        typing: bool,
+    },
     /// The new schema of the source database they go into.
     Schema {
         tables: Vec<(String, String)>,
@@ -215,8 +222,14 @@ pub struct App {
     pub model: Model,
     /// Selection per screen.
     pub sel: [usize; 6],
+    /// The current screen's filter (Backups, Jobs, Log): kept after Enter, shown in the key
+    /// line, cleared by Esc or by leaving the screen.
     pub filter: String,
     pub filtering: bool,
+    /// The caret of the text field that has the keys, in characters from its end.
+    pub caret: usize,
+    /// The Backups screen's order (`S` steps through [`SORTS`]).
+    pub sort: usize,
     pub dialog: Option<Dialog>,
     /// Latest progress per running job.
     pub progress: BTreeMap<String, JobProgress>,
@@ -278,6 +291,8 @@ impl App {
             sel: [0; 6],
             filter: String::new(),
             filtering: false,
+            caret: 0,
+            sort: 0,
             dialog: None,
             progress: BTreeMap::new(),
             log: VecDeque::new(),
@@ -310,6 +325,7 @@ impl App {
                 RestoreStep::Confirm {
                     overwrite: true, ..
                 } => Focus::Text,
+                RestoreStep::Tables { typing: true, .. } => Focus::Text,
                 _ => Focus::Choice,
             },
             Some(_) => Focus::Choice,
@@ -318,41 +334,85 @@ impl App {
         }
     }
 
-    /// Backups shown on the Backups screen (filtered), newest first.
-    pub fn backups(&self) -> Vec<&BackupRow> {
+    /// Whether a row of the current screen whose words are `words` passes its filter.
+    pub fn passes(&self, words: &[&str]) -> bool {
         let f = self.filter.to_lowercase();
-        self.model
+        f.is_empty() || words.iter().any(|w| w.to_lowercase().contains(&f))
+    }
+
+    /// Backups shown on the Backups screen (filtered), in the chosen order (newest first
+    /// unless `S` chose another).
+    pub fn backups(&self) -> Vec<&BackupRow> {
+        let mut rows: Vec<&BackupRow> = self
+            .model
             .rows
             .iter()
             .rev()
             .filter(|b| {
-                f.is_empty()
-                    || b.id.to_lowercase().contains(&f)
-                    || b.source.to_lowercase().contains(&f)
-                    || b.kind.as_str().contains(&f)
-                    || b.verified_level.contains(&f)
+                self.passes(&[
+                    &b.id,
+                    &b.source,
+                    b.kind.as_str(),
+                    b.verified_level,
+                    b.status,
+                ])
             })
-            .collect()
+            .collect();
+        match self.sort {
+            1 => rows.reverse(),
+            2 => rows.sort_by_key(|b| std::cmp::Reverse(b.stored_bytes)),
+            3 => rows.sort_by(|a, b| a.source.cmp(&b.source)),
+            _ => {}
+        }
+        rows
     }
 
     /// Jobs screen rows: running first, then history newest first.
     pub fn job_ids(&self) -> Vec<String> {
-        self.model
-            .live
-            .iter()
+        self.live_jobs()
             .map(|j| j.id.clone())
             .chain(self.past_jobs().map(|j| j.id.clone()))
             .collect()
     }
 
+    /// The running jobs the Jobs screen's filter shows.
+    pub fn live_jobs(&self) -> impl Iterator<Item = &JobInfo> {
+        self.model.live.iter().filter(|j| {
+            self.screen != 2
+                || self.passes(&[&j.id, j.kind, j.source.as_deref().unwrap_or(""), "running"])
+        })
+    }
+
     /// The job history, newest first, without the jobs still live: a running job's history
-    /// record (written when it started) would list it a second time (issue 27, item 3).
+    /// record (written when it started) would list it a second time (issue 27, item 3). On
+    /// the Jobs screen, only what its filter shows.
     pub fn past_jobs(&self) -> impl Iterator<Item = &crate::engine::history::JobRecord> {
         self.model
             .history
             .iter()
             .rev()
             .filter(|h| !self.model.live.iter().any(|l| l.id == h.id))
+            .filter(|h| {
+                let status = serde_json::to_value(h.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                self.screen != 2
+                    || self.passes(&[
+                        &h.id,
+                        &h.kind,
+                        h.source.as_deref().unwrap_or(""),
+                        &status,
+                        h.error.as_deref().unwrap_or(""),
+                        h.started_by.as_deref().unwrap_or(""),
+                        h.backup_id.as_deref().unwrap_or(""),
+                    ])
+            })
+    }
+
+    /// The Log screen's lines its filter shows.
+    pub fn log_lines(&self) -> Vec<&String> {
+        self.log.iter().filter(|l| self.passes(&[l])).collect()
     }
 
     fn rows_on_screen(&self) -> usize {
@@ -362,7 +422,7 @@ impl App {
             2 => self.job_ids().len(),
             3 => self.preview.as_ref().map(|p| p.plan.len()).unwrap_or(0),
             4 => self.model.drills.len(),
-            5 => self.log.len(),
+            5 => self.log_lines().len(),
             _ => 0,
         }
     }
@@ -689,18 +749,97 @@ impl App {
 
     /// Apply `a`; what the engine must do.
     pub fn update(&mut self, a: Action) -> Vec<Effect> {
+        let field = self.field_id();
+        let effects = self.update_any(a);
+        // A field opened anew starts with the caret at its end.
+        if self.field_id() != field {
+            self.caret = 0;
+        }
+        effects
+    }
+
+    /// Which text field has the keys (a new one resets the caret).
+    fn field_id(&self) -> Option<&'static str> {
+        match &self.dialog {
+            Some(Dialog::Delete { .. }) => Some("delete"),
+            Some(Dialog::Restore { step, .. }) => match step {
+                RestoreStep::Name { .. } => Some("name"),
+                RestoreStep::Confirm {
+                    overwrite: true, ..
+                } => Some("confirm"),
+                RestoreStep::Url { .. } => Some("url"),
+                RestoreStep::Schema { .. } => Some("schema"),
+                RestoreStep::Tables { typing: true, .. } => Some("tables"),
+                _ => None,
+            },
+            Some(_) => None,
+            None => self.filtering.then_some("filter"),
+        }
+    }
+
+    /// The text field that has the keys, and what it accepts of a typed character (`None`:
+    /// refused; database and schema names take only what needs no quoting).
+    fn text_field(&mut self) -> Option<(&mut String, Accept)> {
+        fn any(c: char) -> Option<char> {
+            (!c.is_control()).then_some(c)
+        }
+        fn db_name(c: char) -> Option<char> {
+            (c.is_ascii_alphanumeric() || c == '_' || c == '-').then_some(c)
+        }
+        fn schema(c: char) -> Option<char> {
+            (c.is_ascii_alphanumeric() || c == '_').then_some(c.to_ascii_lowercase())
+        }
+        match &mut self.dialog {
+            Some(Dialog::Delete { typed, .. }) => Some((typed, any)),
+            Some(Dialog::Restore { step, .. }) => match step {
+                RestoreStep::Name { name, .. } => Some((name, db_name)),
+                RestoreStep::Confirm {
+                    overwrite: true,
+                    typed,
+                    ..
+                } => Some((typed, any)),
+                RestoreStep::Url { text, error } => {
+                    *error = None;
+                    Some((text, any))
+                }
+                RestoreStep::Schema { name, .. } => Some((name, schema)),
+                RestoreStep::Tables {
+                    filter,
+                    typing: true,
+                    sel,
+                    ..
+                } => {
+                    *sel = 0;
+                    Some((filter, any))
+                }
+                _ => None,
+            },
+            Some(_) => None,
+            None if self.filtering => {
+                self.sel[self.screen] = 0;
+                Some((&mut self.filter, any))
+            }
+            None => None,
+        }
+    }
+
+    fn update_any(&mut self, a: Action) -> Vec<Effect> {
         if a == Action::Interrupt {
             return self.ask_quit();
+        }
+        if self.focus() == Focus::Text && is_edit(&a) {
+            let mut caret = self.caret;
+            if let Some((text, accept)) = self.text_field() {
+                edit(text, &mut caret, &a, accept);
+            }
+            self.caret = caret;
+            return vec![];
         }
         if self.dialog.is_some() {
             return self.update_dialog(a);
         }
         if self.filtering {
             match a {
-                Action::Char(c) => self.filter.push(c),
-                Action::Backspace => {
-                    self.filter.pop();
-                }
                 Action::Back => {
                     self.filter.clear();
                     self.filtering = false;
@@ -711,6 +850,12 @@ impl App {
             self.sel[self.screen] = 0;
             return vec![];
         }
+        // Esc first clears a kept filter (the key line says so while one is kept).
+        if a == Action::Back && !self.filter.is_empty() && !self.detail {
+            self.filter.clear();
+            self.sel[self.screen] = 0;
+            return vec![];
+        }
         let n = self.rows_on_screen();
         // A page: the rows a table shows at this height (below headers, borders, keys).
         let page = usize::from(self.size.1.saturating_sub(8)).max(1);
@@ -718,7 +863,11 @@ impl App {
         match a {
             Action::Quit => return self.ask_quit(),
             Action::Screen(i) => {
-                self.screen = i.min(SCREENS.len() - 1);
+                let to = i.min(SCREENS.len() - 1);
+                if to != self.screen {
+                    self.filter.clear();
+                }
+                self.screen = to;
                 self.detail = false;
                 if self.screen == 3 {
                     return vec![Effect::PrunePreview];
@@ -731,6 +880,7 @@ impl App {
                     (self.screen + SCREENS.len() - 1) % SCREENS.len()
                 };
                 self.detail = false;
+                self.filter.clear();
                 if self.screen == 3 {
                     return vec![Effect::PrunePreview];
                 }
@@ -763,9 +913,13 @@ impl App {
                 }
             }
             Action::Back => self.detail = false,
-            Action::Filter if self.screen == 1 => {
+            Action::Filter if matches!(self.screen, 1 | 2 | 5) && !self.detail => {
                 self.filtering = true;
                 self.filter.clear();
+            }
+            Action::Sort if self.screen == 1 => {
+                self.sort = (self.sort + 1) % SORTS.len();
+                self.sel[1] = 0;
             }
             Action::Help => self.dialog = Some(Dialog::Help),
             Action::Backup => {
@@ -840,7 +994,7 @@ impl App {
             ),
             Action::Cancel => {
                 let live = if self.screen == 2 {
-                    self.model.live.get(self.sel[2])
+                    self.live_jobs().nth(self.sel[2])
                 } else {
                     self.model.live.first()
                 };
@@ -894,8 +1048,12 @@ impl App {
         let Some(d) = self.dialog.take() else {
             return vec![];
         };
-        if a == Action::Back {
-            // Esc closes any dialog; a running restore keeps running (Jobs shows it).
+        // Esc in the table picker first clears its filter; elsewhere it closes the dialog (a
+        // running restore keeps running: Jobs shows it).
+        let picker_filtered = matches!(&d, Dialog::Restore {
+            step: RestoreStep::Tables { filter, typing, .. }, ..
+        } if *typing || !filter.is_empty());
+        if a == Action::Back && !picker_filtered {
             return vec![];
         }
         let (keep, effects) = match d {
@@ -1073,15 +1231,7 @@ impl App {
                 Action::Char('n') | Action::Enter => (None, vec![]),
                 _ => (Some(Dialog::CancelJob { job, what }), vec![]),
             },
-            Dialog::Delete { id, mut typed } => match a {
-                Action::Char(c) => {
-                    typed.push(c);
-                    (Some(Dialog::Delete { id, typed }), vec![])
-                }
-                Action::Backspace => {
-                    typed.pop();
-                    (Some(Dialog::Delete { id, typed }), vec![])
-                }
+            Dialog::Delete { id, typed } => match a {
                 Action::Enter if crate::engine::ops::delete::confirmed(&id, &id, &typed) => (
                     None,
                     vec![Effect::Submit(Command::Delete {
@@ -1279,6 +1429,8 @@ fn restore_step(
                 Some(RestoreStep::Tables {
                     sel: 0,
                     picked: BTreeSet::new(),
+                    filter: String::new(),
+                    typing: false,
                 }),
                 vec![Effect::TableList(backup.to_string())],
             ),
@@ -1295,18 +1447,7 @@ fn restore_step(
             ),
             _ => (Some(RestoreStep::Mode { overwrite }), vec![]),
         },
-        RestoreStep::Name {
-            overwrite,
-            mut name,
-        } => match a {
-            Action::Char(c) if c.is_ascii_alphanumeric() || c == '_' || c == '-' => {
-                name.push(c);
-                (Some(RestoreStep::Name { overwrite, name }), vec![])
-            }
-            Action::Backspace => {
-                name.pop();
-                (Some(RestoreStep::Name { overwrite, name }), vec![])
-            }
+        RestoreStep::Name { overwrite, name } => match a {
             Action::Enter if !name.is_empty() => {
                 (Some(RestoreStep::Options { overwrite, name }), vec![])
             }
@@ -1346,30 +1487,8 @@ fn restore_step(
         RestoreStep::Confirm {
             overwrite,
             name,
-            mut typed,
+            typed,
         } => match a {
-            Action::Char(c) if overwrite => {
-                typed.push(c);
-                (
-                    Some(RestoreStep::Confirm {
-                        overwrite,
-                        name,
-                        typed,
-                    }),
-                    vec![],
-                )
-            }
-            Action::Backspace if overwrite => {
-                typed.pop();
-                (
-                    Some(RestoreStep::Confirm {
-                        overwrite,
-                        name,
-                        typed,
-                    }),
-                    vec![],
-                )
-            }
             Action::Enter if !overwrite || typed == name => (
                 Some(RestoreStep::Running {
                     name: name.clone(),
@@ -1393,15 +1512,7 @@ fn restore_step(
                 vec![],
             ),
         },
-        RestoreStep::Url { mut text, error } => match a {
-            Action::Char(c) if !c.is_control() => {
-                text.push(c);
-                (Some(RestoreStep::Url { text, error: None }), vec![])
-            }
-            Action::Backspace => {
-                text.pop();
-                (Some(RestoreStep::Url { text, error: None }), vec![])
-            }
+        RestoreStep::Url { text, error } => match a {
             Action::Enter => match url_target(&text) {
                 Ok((server, db)) => (
                     Some(RestoreStep::ConfirmUrl {
@@ -1437,14 +1548,36 @@ fn restore_step(
         RestoreStep::Tables {
             mut sel,
             mut picked,
+            mut filter,
+            mut typing,
         } => {
+            let shown = picked_rows(list, &filter);
+            let last = shown.len().saturating_sub(1);
             match a {
-                Action::Down => sel = (sel + 1).min(list.len().saturating_sub(1)),
+                // Esc while typing leaves the filter line; the wizard's Esc is handled above.
+                Action::Back => {
+                    typing = false;
+                    filter.clear();
+                    sel = 0;
+                }
+                Action::Enter if typing => typing = false,
+                Action::Char('/') => {
+                    typing = true;
+                    filter.clear();
+                    sel = 0;
+                }
+                Action::Down => sel = (sel + 1).min(last),
                 Action::Up => sel = sel.saturating_sub(1),
-                Action::Char(' ') | Action::Char('x')
-                    if sel < list.len() && !picked.remove(&sel) =>
-                {
-                    picked.insert(sel);
+                Action::Top => sel = 0,
+                Action::Bottom => sel = last,
+                Action::PageDown => sel = (sel + 10).min(last),
+                Action::PageUp => sel = sel.saturating_sub(10),
+                Action::Char(' ') | Action::Char('x') => {
+                    if let Some(i) = shown.get(sel) {
+                        if !picked.remove(i) {
+                            picked.insert(*i);
+                        }
+                    }
                 }
                 Action::Enter if !picked.is_empty() => {
                     let tables = picked
@@ -1464,17 +1597,17 @@ fn restore_step(
                 }
                 _ => {}
             }
-            (Some(RestoreStep::Tables { sel, picked }), vec![])
+            (
+                Some(RestoreStep::Tables {
+                    sel,
+                    picked,
+                    filter,
+                    typing,
+                }),
+                vec![],
+            )
         }
-        RestoreStep::Schema { tables, mut name } => match a {
-            Action::Char(c) if c.is_ascii_alphanumeric() || c == '_' => {
-                name.push(c.to_ascii_lowercase());
-                (Some(RestoreStep::Schema { tables, name }), vec![])
-            }
-            Action::Backspace => {
-                name.pop();
-                (Some(RestoreStep::Schema { tables, name }), vec![])
-            }
+        RestoreStep::Schema { tables, name } => match a {
             Action::Enter if !name.is_empty() && !name.starts_with("pg_") => (
                 Some(RestoreStep::ConfirmTables {
                     tables,
@@ -1520,6 +1653,94 @@ pub fn url_target(text: &str) -> Result<(String, String), String> {
 }
 
 pub use crate::units::{duration, duration_ms};
+
+/// The orders of the Backups screen, as its title names them.
+pub const SORTS: [&str; 4] = ["newest first", "oldest first", "largest first", "by source"];
+
+/// The rows of the table picker that `filter` shows: indexes into `list`.
+pub fn picked_rows(list: &[crate::engine::TableSize], filter: &str) -> Vec<usize> {
+    let f = filter.to_lowercase();
+    list.iter()
+        .enumerate()
+        .filter(|(_, t)| {
+            f.is_empty()
+                || format!("{}.{}", t.schema, t.table)
+                    .to_lowercase()
+                    .contains(&f)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// What a text field makes of a typed character (`None`: refused).
+type Accept = fn(char) -> Option<char>;
+
+/// Whether `a` edits a text field.
+fn is_edit(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::Char(_)
+            | Action::Backspace
+            | Action::Left
+            | Action::Right
+            | Action::Top
+            | Action::Bottom
+            | Action::ClearLine
+            | Action::DeleteWord
+    )
+}
+
+/// Edit `text` by `a`, with the caret `back` characters from its end (as a shell's line
+/// editor: Ctrl-U deletes to the start, Ctrl-W the word before the caret).
+pub fn edit(text: &mut String, back: &mut usize, a: &Action, accept: Accept) {
+    let mut chars: Vec<char> = text.chars().collect();
+    let mut at = chars.len() - (*back).min(chars.len());
+    match a {
+        Action::Char(c) => {
+            if let Some(c) = accept(*c) {
+                chars.insert(at, c);
+                at += 1;
+            }
+        }
+        Action::Backspace if at > 0 => {
+            chars.remove(at - 1);
+            at -= 1;
+        }
+        Action::Left => at = at.saturating_sub(1),
+        Action::Right => at = (at + 1).min(chars.len()),
+        Action::Top => at = 0,
+        Action::Bottom => at = chars.len(),
+        Action::ClearLine => {
+            chars.drain(..at);
+            at = 0;
+        }
+        Action::DeleteWord => {
+            let word = |c: &char| c.is_alphanumeric() || *c == '_';
+            let mut from = at;
+            while from > 0 && !word(&chars[from - 1]) {
+                from -= 1;
+            }
+            while from > 0 && word(&chars[from - 1]) {
+                from -= 1;
+            }
+            chars.drain(from..at);
+            at = from;
+        }
+        _ => {}
+    }
+    *back = chars.len() - at;
+    *text = chars.into_iter().collect();
+}
+
+/// `text` with the caret drawn `back` characters from its end.
+pub fn with_caret(text: &str, back: usize) -> String {
+    let n = text.chars().count();
+    let at = n - back.min(n);
+    let mut s: String = text.chars().take(at).collect();
+    s.push('▏');
+    s.extend(text.chars().skip(at));
+    s
+}
 
 /// The smallest terminal the console draws its screens on (below it: one line asking for
 /// a larger window, and only quitting acts).

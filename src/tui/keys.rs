@@ -24,6 +24,16 @@ pub enum Action {
     /// A character typed into a text field.
     Char(char),
     Backspace,
+    /// The caret of a text field, one character left or right (Home/End and Ctrl-A/Ctrl-E are
+    /// `Top`/`Bottom` there).
+    Left,
+    Right,
+    /// Ctrl-U in a text field: delete from the start of the line to the caret.
+    ClearLine,
+    /// Ctrl-W in a text field: delete the word before the caret.
+    DeleteWord,
+    /// `S`: sort the list by its next column.
+    Sort,
     Backup,
     Verify,
     Restore,
@@ -72,6 +82,11 @@ pub fn action(key: KeyEvent, focus: Focus) -> Option<Action> {
             KeyCode::Char('c') => Some(Action::Interrupt),
             KeyCode::Char('d') if focus != Focus::Text => Some(Action::PageDown),
             KeyCode::Char('u') if focus != Focus::Text => Some(Action::PageUp),
+            // Readline's editing keys, as a shell user's fingers expect them.
+            KeyCode::Char('u') => Some(Action::ClearLine),
+            KeyCode::Char('w') => Some(Action::DeleteWord),
+            KeyCode::Char('a') if focus == Focus::Text => Some(Action::Top),
+            KeyCode::Char('e') if focus == Focus::Text => Some(Action::Bottom),
             _ => None,
         };
     }
@@ -85,8 +100,10 @@ pub fn action(key: KeyEvent, focus: Focus) -> Option<Action> {
         KeyCode::BackTab => Some(Action::PrevScreen),
         KeyCode::PageDown => Some(Action::PageDown),
         KeyCode::PageUp => Some(Action::PageUp),
-        KeyCode::Home if focus != Focus::Text => Some(Action::Top),
-        KeyCode::End if focus != Focus::Text => Some(Action::Bottom),
+        KeyCode::Home => Some(Action::Top),
+        KeyCode::End => Some(Action::Bottom),
+        KeyCode::Left if focus == Focus::Text => Some(Action::Left),
+        KeyCode::Right if focus == Focus::Text => Some(Action::Right),
         _ => None,
     };
     if common.is_some() {
@@ -121,6 +138,7 @@ pub fn action(key: KeyEvent, focus: Focus) -> Option<Action> {
             'D' => Some(Action::Drill),
             'c' => Some(Action::Cancel),
             's' => Some(Action::Check),
+            'S' => Some(Action::Sort),
             '?' => Some(Action::Help),
             _ => None,
         },
@@ -173,6 +191,24 @@ mod tests {
                 Focus::Text
             ),
             Some(Action::Interrupt)
+        );
+    }
+
+    #[test]
+    fn text_fields_take_readline_keys_and_lists_do_not() {
+        let ctrl = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL);
+        assert_eq!(action(ctrl('u'), Focus::Text), Some(Action::ClearLine));
+        assert_eq!(action(ctrl('w'), Focus::Text), Some(Action::DeleteWord));
+        assert_eq!(action(ctrl('a'), Focus::Text), Some(Action::Top));
+        assert_eq!(action(ctrl('e'), Focus::Text), Some(Action::Bottom));
+        assert_eq!(action(k(KeyCode::Left), Focus::Text), Some(Action::Left));
+        assert_eq!(action(k(KeyCode::Home), Focus::Text), Some(Action::Top));
+        // Outside a text field Ctrl-U pages, and the arrows left/right do nothing.
+        assert_eq!(action(ctrl('u'), Focus::Screens), Some(Action::PageUp));
+        assert_eq!(action(k(KeyCode::Left), Focus::Screens), None);
+        assert_eq!(
+            action(k(KeyCode::Char('S')), Focus::Screens),
+            Some(Action::Sort)
         );
     }
 }

@@ -1508,3 +1508,228 @@ fn wide_jobs_say_who_started_each() {
     let s = screen(&a, 80, 24);
     assert!(!s.contains("STARTED BY"), "{s}");
 }
+
+fn ctrl(a: &mut App, c: char) -> Vec<Effect> {
+    let act = keys::action(
+        KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL),
+        a.focus(),
+    )
+    .expect("an action");
+    a.update(act)
+}
+
+/// Issue 27, item 11: text fields edit as a shell's line does — a caret moved with ←/→ and
+/// Home/End, Ctrl-U and Ctrl-W — in every field (here the delete confirmation and the
+/// restore wizard's URL), and the caret is drawn where the next letter goes.
+#[test]
+fn text_fields_have_a_caret_and_readline_keys() {
+    let mut a = app();
+    press(&mut a, KeyCode::Char('2'));
+    press(&mut a, KeyCode::Char('d'));
+    typed(&mut a, "9d0e1");
+    // A letter forgotten in the middle: back two, type it, and the caret stays there.
+    press(&mut a, KeyCode::Left);
+    press(&mut a, KeyCode::Left);
+    typed(&mut a, "X");
+    let Some(Dialog::Delete { typed: t, .. }) = &a.dialog else {
+        panic!("delete dialog")
+    };
+    assert_eq!(t, "9d0Xe1");
+    assert!(screen(&a, 80, 24).contains("9d0X▏e1"));
+    press(&mut a, KeyCode::Backspace);
+    press(&mut a, KeyCode::End);
+    typed(&mut a, "f");
+    let Some(Dialog::Delete { typed: t, .. }) = &a.dialog else {
+        panic!("delete dialog")
+    };
+    assert_eq!(t, "9d0e1f");
+    // Ctrl-U clears what is before the caret.
+    ctrl(&mut a, 'u');
+    let Some(Dialog::Delete { typed: t, .. }) = &a.dialog else {
+        panic!("delete dialog")
+    };
+    assert_eq!(t, "");
+    press(&mut a, KeyCode::Esc);
+
+    // The URL field: Ctrl-W deletes the word before the caret, Home/Ctrl-E move.
+    press(&mut a, KeyCode::Char('r'));
+    press(&mut a, KeyCode::Char('u'));
+    typed(&mut a, "ops@db2:5432/wedsync_old");
+    ctrl(&mut a, 'w');
+    typed(&mut a, "restored");
+    press(&mut a, KeyCode::Home);
+    ctrl(&mut a, 'e');
+    let Some(Dialog::Restore {
+        step: RestoreStep::Url { text, .. },
+        ..
+    }) = &a.dialog
+    else {
+        panic!("url step")
+    };
+    assert_eq!(text, "postgres://ops@db2:5432/restored");
+    // A new field starts with the caret at its end, whatever the last one did.
+    press(&mut a, KeyCode::Left);
+    press(&mut a, KeyCode::Esc);
+    press(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "ab");
+    assert_eq!(a.filter, "ab");
+}
+
+/// Issue 27, item 11: the filter works on Jobs and Log as on Backups; a kept filter is said in
+/// the key line and Esc clears it; leaving the screen drops it.
+#[test]
+fn a_kept_filter_is_shown_and_esc_clears_it_on_every_list() {
+    let mut a = app();
+    press(&mut a, KeyCode::Char('3'));
+    let all = a.job_ids().len();
+    assert!(all >= 3, "{all}");
+    press(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "failed");
+    press(&mut a, KeyCode::Enter);
+    assert_eq!(a.job_ids().len(), 1, "{:?}", a.job_ids());
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("filter: failed  (Esc clears)"), "{s}");
+    assert!(s.contains("1 matching \"failed\""), "{s}");
+    assert!(s.contains("photos") && !s.contains("wedsync "), "{s}");
+    press(&mut a, KeyCode::Esc);
+    assert!(a.filter.is_empty());
+    assert_eq!(a.job_ids().len(), all);
+    assert!(!screen(&a, 80, 24).contains("Esc clears"));
+
+    // The log: only the lines that match.
+    a.push_log("12:00 backup wedsync completed".into());
+    a.push_log("12:05 prune failed: storage".into());
+    press(&mut a, KeyCode::Char('6'));
+    press(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "prune");
+    press(&mut a, KeyCode::Enter);
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("prune failed: storage"), "{s}");
+    assert!(!s.contains("backup wedsync completed"), "{s}");
+    // Another screen: the filter does not follow.
+    press(&mut a, KeyCode::Char('2'));
+    assert!(a.filter.is_empty());
+    assert_eq!(a.backups().len(), 5);
+}
+
+/// Issue 27, item 11: `S` orders the Backups screen (newest, oldest, largest, by source), the
+/// title says which, and a long list says where the cursor is.
+#[test]
+fn backups_sort_by_column_and_say_where_the_cursor_is() {
+    let mut a = app();
+    press(&mut a, KeyCode::Char('2'));
+    let newest: Vec<String> = a.backups().iter().map(|b| b.id.clone()).collect();
+    press(&mut a, KeyCode::Char('S'));
+    let oldest: Vec<String> = a.backups().iter().map(|b| b.id.clone()).collect();
+    let mut rev = newest.clone();
+    rev.reverse();
+    assert_eq!(oldest, rev);
+    assert!(screen(&a, 80, 24).contains("oldest first"));
+    press(&mut a, KeyCode::Char('S'));
+    let sizes: Vec<u64> = a.backups().iter().map(|b| b.stored_bytes).collect();
+    assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+    press(&mut a, KeyCode::Char('S'));
+    let sources: Vec<String> = a.backups().iter().map(|b| b.source.clone()).collect();
+    assert!(sources.windows(2).all(|w| w[0] <= w[1]), "{sources:?}");
+    press(&mut a, KeyCode::Char('S'));
+    assert!(screen(&a, 80, 24).contains("newest first"));
+    // More backups than rows: "row N of M".
+    let base = a.model.rows[0].clone();
+    for i in 0..40 {
+        let mut b = base.clone();
+        b.id = format!("20261101T0{:02}000Z-x{i:05}", i % 60);
+        a.model.rows.insert(0, b);
+    }
+    press(&mut a, KeyCode::Char('G'));
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("row 45 of 45"), "{s}");
+}
+
+/// Issue 27, item 11: the table picker takes a filter (hundreds of tables), and what was
+/// chosen stays chosen when the filter changes; Esc clears the filter before it closes.
+#[test]
+fn the_table_picker_filters_and_keeps_the_choice() {
+    let mut a = app();
+    press(&mut a, KeyCode::Char('2'));
+    press(&mut a, KeyCode::Char('r'));
+    let id = "20261202T114800Z-wedsync".to_string();
+    press(&mut a, KeyCode::Char('t'));
+    let list: Vec<crate::engine::TableSize> = (0..300)
+        .map(|i| crate::engine::TableSize {
+            name: format!("public.t{i:03}"),
+            schema: "public".into(),
+            table: format!("t{i:03}"),
+            rows: i,
+            bytes: i as i64 * 100,
+        })
+        .chain(std::iter::once(crate::engine::TableSize {
+            name: "public.guests".into(),
+            schema: "public".into(),
+            table: "guests".into(),
+            rows: 5,
+            bytes: 500,
+        }))
+        .collect();
+    a.pick_list = Some((id, Ok(list)));
+    press(&mut a, KeyCode::Char('G'));
+    press(&mut a, KeyCode::Char(' '));
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("[x] public.guests"), "{s}");
+    assert!(s.contains("row 301 of 301 tables"), "{s}");
+    press(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "t25");
+    press(&mut a, KeyCode::Enter);
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("10 of 301 tables match"), "{s}");
+    assert!(
+        s.contains("public.t250") && !s.contains("public.t100"),
+        "{s}"
+    );
+    press(&mut a, KeyCode::Char('j'));
+    press(&mut a, KeyCode::Char(' '));
+    // Esc clears the filter, not the wizard; both choices are kept.
+    press(&mut a, KeyCode::Esc);
+    assert!(a.dialog.is_some());
+    let Some(Dialog::Restore {
+        step: RestoreStep::Tables { picked, filter, .. },
+        ..
+    }) = &a.dialog
+    else {
+        panic!("tables step")
+    };
+    assert!(filter.is_empty());
+    assert_eq!(picked.iter().copied().collect::<Vec<_>>(), vec![251, 300]);
+    press(&mut a, KeyCode::Esc);
+    assert!(a.dialog.is_none(), "a second Esc closes the wizard");
+}
+
+/// Issue 27, item 11: help starts with what the current screen adds.
+#[test]
+fn help_says_what_this_screen_adds() {
+    let mut a = app();
+    press(&mut a, KeyCode::Char('3'));
+    press(&mut a, KeyCode::Char('?'));
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("On Jobs:"), "{s}");
+    assert!(s.contains("c cancel the selected running job"), "{s}");
+    press(&mut a, KeyCode::Esc);
+    press(&mut a, KeyCode::Char('2'));
+    press(&mut a, KeyCode::Char('?'));
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("On Backups:") && s.contains("S sort"), "{s}");
+}
+
+/// Issue 27, item 10: a 200×50 Overview uses its room — per source its backups, what they
+/// store and the newest id; the latest jobs under the repository; a wider progress bar.
+#[test]
+fn a_wide_tall_overview_uses_its_room() {
+    let a = app();
+    let s = screen(&a, 200, 50);
+    assert!(s.contains("BACKUPS     STORED  NEWEST"), "{s}");
+    assert!(s.contains("20261202T114800Z-wedsync"), "{s}");
+    assert!(s.contains("Latest jobs"), "{s}");
+    assert!(s.contains("█████████████████████████░"), "{s}");
+    insta::assert_snapshot!("overview_200x50", s);
+    let s = screen(&a, 80, 24);
+    assert!(!s.contains("Latest jobs") && !s.contains("NEWEST"), "{s}");
+}

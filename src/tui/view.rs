@@ -100,13 +100,23 @@ pub fn draw(f: &mut Frame, app: &App, now: DateTime<Utc>, t: Theme) {
     let keys = if matches!(app.dialog, Some(Dialog::Report { .. })) {
         " j/k ↑/↓ scroll  PgDn/PgUp Ctrl-d/u page  g/G top/end  Esc close".to_string()
     } else if app.filtering {
-        format!(" filter: {}▏  Enter keep · Esc clear", app.filter)
+        format!(
+            " filter: {}  Enter keep · Esc clear",
+            super::app::with_caret(&app.filter, app.caret)
+        )
+    } else if !app.filter.is_empty() && !app.detail {
+        format!(
+            " filter: {}  (Esc clears)  / new filter  ? help",
+            app.filter
+        )
     } else {
         match app.screen {
-            1 => " b backup  v verify  r restore  d delete  / filter  Enter details  q quit".into(),
-            2 => " c cancel job  Enter details  b backup  q quit".into(),
+            1 => " b backup  v verify  r restore  d delete  / filter  S sort  Enter info  ? help"
+                .into(),
+            2 => " c cancel job  Enter details  / filter  b backup  q quit".into(),
             3 => " p prune (preview, then confirm)  q quit".into(),
             4 => " D drill (guided)  Enter read the report  j/k move  q quit".into(),
+            5 => " / filter the log  b backup  c cancel  ? help  q quit".into(),
             _ => {
                 " b backup  v verify  r restore  D drill  p prune  s check  c cancel  q quit".into()
             }
@@ -295,10 +305,24 @@ fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) 
     ])
     .areas(area);
 
+    // Wide terminals add, per source, its backups, what they store and the newest one's id
+    // (whole, to paste into `keepsake show` or `restore`).
+    let wide = area.width >= 140;
     let mut lines = vec![Line::styled(
         format!(
-            "{:<11} {:<10} {:<13} {:<15} {:<12} {:<6} {}",
-            "SOURCE", "STATE", "LAST BACKUP", "PROVEN", "RPO", "RTO", "NEXT"
+            "{:<11} {:<10} {:<13} {:<15} {:<12} {:<6} {:<6}{}",
+            "SOURCE",
+            "STATE",
+            "LAST BACKUP",
+            "PROVEN",
+            "RPO",
+            "RTO",
+            "NEXT",
+            if wide {
+                format!(" {:>7} {:>10}  {}", "BACKUPS", "STORED", "NEWEST")
+            } else {
+                String::new()
+            }
         ),
         t.bold(),
     )];
@@ -333,7 +357,19 @@ fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) 
             .map(|n| n.format("%H:%M").to_string())
             .unwrap_or_else(|| "—".into());
         let name: String = s.source.chars().take(9).collect();
-        let text = format!("{word:<10} {last:<13} {proven:<15} {rpo:<12} {rto:<6} {next}");
+        let mut text = format!("{word:<10} {last:<13} {proven:<15} {rpo:<12} {rto:<6} {next:<6}");
+        if wide {
+            let mine = m.rows.iter().filter(|b| b.source == s.source);
+            let (n, stored) = mine.fold((0, 0u64), |(n, b), r| (n + 1, b + r.stored_bytes));
+            let newest = m
+                .rows
+                .iter()
+                .rev()
+                .find(|b| b.source == s.source)
+                .map(|b| b.id.as_str())
+                .unwrap_or("—");
+            text.push_str(&format!(" {n:>7} {:>10}  {newest}", human_bytes(stored)));
+        }
         let style = if i == app.sel[0] {
             t.selected()
         } else {
@@ -402,7 +438,7 @@ fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) 
             (_, Some(p)) => {
                 let pr = &p.progress;
                 let pct = p.percent();
-                let bar = bar(pct.unwrap_or(0.0), 16);
+                let bar = bar(pct.unwrap_or(0.0), if wide { 40 } else { 16 });
                 lines.push(Line::raw(format!(
                     "{what}{:<10} {} {:>4} {}/s",
                     pr.phase.as_str(),
@@ -436,6 +472,16 @@ fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) 
         running,
     );
 
+    // A tall terminal gives the room under the repository to the latest jobs, newest first.
+    let (bottom, recent) = if bottom.height >= 16 {
+        let [b, r] = Layout::vertical([Constraint::Length(9), Constraint::Min(4)]).areas(bottom);
+        (b, Some(r))
+    } else {
+        (bottom, None)
+    };
+    if let Some(r) = recent {
+        recent_jobs(f, r, app, now);
+    }
     let [repo, spark] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
     let logical: u64 = m.rows.iter().map(|b| b.logical_bytes).sum();
@@ -478,13 +524,16 @@ fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) 
         Paragraph::new(info).block(Block::default().borders(Borders::ALL).title(" Repository ")),
         repo,
     );
+    // Each backup's bar as wide as the panel allows (up to 3 columns), newest on the right.
+    let room = spark.width.saturating_sub(2) as usize;
+    let per = (room / m.rows.len().max(1)).clamp(1, 3);
     let data: Vec<u64> = m
         .rows
         .iter()
         .rev()
-        .take(spark.width.saturating_sub(2) as usize)
+        .take(room / per)
         .rev()
-        .map(|b| b.stored_bytes)
+        .flat_map(|b| std::iter::repeat_n(b.stored_bytes, per))
         .collect();
     f.render_widget(
         Sparkline::default()
@@ -496,6 +545,62 @@ fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) 
                     .title(" Stored per backup "),
             ),
         spark,
+    );
+}
+
+/// The latest jobs, newest first, one line each (tall terminals' Overview).
+fn recent_jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>) {
+    let room = area.height.saturating_sub(2) as usize;
+    let lines: Vec<Line> = app
+        .model
+        .history
+        .iter()
+        .rev()
+        .filter(|h| !app.model.live.iter().any(|l| l.id == h.id))
+        .take(room)
+        .map(|j| {
+            let status = serde_json::to_value(j.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let sym = match status.as_str() {
+                "completed" => "✔",
+                "cancelled" => "·",
+                _ => "✗",
+            };
+            let took = j
+                .finished_at
+                .map(|f| duration((f - j.started_at).num_seconds().max(0) as u64))
+                .unwrap_or_else(|| "—".into());
+            let detail = j
+                .error
+                .as_deref()
+                .map(|e| e.lines().next().unwrap_or("").to_string())
+                .or(j.backup_id.as_deref().map(|b| format!("backup {b}")))
+                .unwrap_or_default();
+            Line::raw(format!(
+                "{sym} {:<11} {:<8} {:<7} {:<12} {:<10} {:>7}  {detail}",
+                ago(Some(j.started_at), now),
+                j.started_at.format("%H:%M"),
+                j.kind,
+                job_source(app, j),
+                status,
+                took
+            ))
+        })
+        .collect();
+    let lines = if lines.is_empty() {
+        vec![Line::raw("no job has run yet")]
+    } else {
+        lines
+    };
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" Latest jobs (3 Jobs has them all) "),
+        ),
+        area,
     );
 }
 
@@ -749,12 +854,27 @@ fn backups(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
             })
         })
         .collect();
-    let title = if app.filter.is_empty() {
-        format!(" Backups ({}) ", list.len())
-    } else {
-        format!(" Backups ({} matching \"{}\") ", list.len(), app.filter)
-    };
+    // Where the cursor is in a long list, and the order (htop/k9s users look for both).
     let visible = area.height.saturating_sub(3) as usize;
+    let at = if list.len() > visible {
+        format!(" · row {} of {}", app.sel[1] + 1, list.len())
+    } else {
+        String::new()
+    };
+    let title = if app.filter.is_empty() {
+        format!(
+            " Backups ({}) · {}{at} ",
+            list.len(),
+            super::app::SORTS[app.sort]
+        )
+    } else {
+        format!(
+            " Backups ({} matching \"{}\") · {}{at} ",
+            list.len(),
+            app.filter,
+            super::app::SORTS[app.sort]
+        )
+    };
     let skip = app.sel[1].saturating_sub(visible.saturating_sub(1));
     f.render_widget(
         Table::new(
@@ -812,14 +932,16 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
             .and_then(|h| h.started_by.clone())
             .unwrap_or_else(|| "—".into())
     };
-    let row = |mut cells: Vec<String>, id: &str| {
+    // Wide terminals also say how long each job took (running: so far).
+    let row = |mut cells: Vec<String>, id: &str, took: String| {
         if wide {
-            cells.insert(5, by(id));
+            cells.insert(5, took);
+            cells.insert(6, by(id));
         }
         Row::new(cells)
     };
     let mut rows = vec![];
-    for j in &m.live {
+    for j in app.live_jobs() {
         let p = app.progress.get(&j.id);
         // The phase and how far (the Overview and the status line have the rest).
         let detail = p
@@ -846,6 +968,7 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
                 detail,
             ],
             &j.id,
+            duration((now - j.queued_at).num_seconds().max(0) as u64),
         ));
     }
     for j in app.past_jobs() {
@@ -876,6 +999,9 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
                     .unwrap_or_default(),
             ],
             &j.id,
+            j.finished_at
+                .map(|f| duration((f - j.started_at).num_seconds().max(0) as u64))
+                .unwrap_or_else(|| "—".into()),
         ));
     }
     let sel = app.sel[2];
@@ -896,6 +1022,7 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
         }
     }
     let visible = area.height.saturating_sub(3) as usize;
+    let n = rows.len();
     let skip = sel.saturating_sub(visible.saturating_sub(1));
     let rows: Vec<Row> = rows
         .into_iter()
@@ -912,6 +1039,7 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
                     Constraint::Length(7),
                     Constraint::Length(14),
                     Constraint::Length(10),
+                    Constraint::Length(8),
                     Constraint::Length(8),
                     Constraint::Length(24),
                     Constraint::Min(10),
@@ -935,6 +1063,7 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
                     "SOURCE",
                     "STATUS",
                     "STARTED",
+                    "TOOK",
                     "STARTED BY",
                     "DETAIL",
                 ]
@@ -943,15 +1072,22 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
             })
             .style(t.bold()),
         )
-        .block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(match app.unreachable_since() {
-                    Some(_) if m.live.is_empty() => " Jobs (daemon unreachable) ".to_string(),
-                    Some(_) => format!(" Jobs ({} unknown: daemon unreachable) ", m.live.len()),
-                    None => format!(" Jobs ({} running) ", m.live.len()),
-                }),
-        ),
+        .block(Block::default().borders(Borders::ALL).title(format!(
+            "{}{}{} ",
+            match app.unreachable_since() {
+                Some(_) if m.live.is_empty() => " Jobs (daemon unreachable)".to_string(),
+                Some(_) => format!(" Jobs ({} unknown: daemon unreachable)", m.live.len()),
+                None => format!(" Jobs ({} running)", m.live.len()),
+            },
+            match app.filter.is_empty() {
+                true => String::new(),
+                false => format!(" · {n} matching \"{}\"", app.filter),
+            },
+            match n > visible {
+                true => format!(" · row {} of {n}", sel + 1),
+                false => String::new(),
+            }
+        ))),
         area,
     );
 }
@@ -1234,13 +1370,18 @@ fn log(f: &mut Frame, area: Rect, app: &App) {
         _ => (area, None),
     };
     let visible = area.height.saturating_sub(2) as usize;
-    let lines: Vec<Line> = app
-        .log
+    let shown = app.log_lines();
+    let lines: Vec<Line> = shown
         .iter()
-        .skip(app.log.len().saturating_sub(visible))
-        .map(|l| Line::raw(l.clone()))
+        .skip(shown.len().saturating_sub(visible))
+        .map(|l| Line::raw(l.to_string()))
         .collect();
-    let text = if lines.is_empty() {
+    let text = if lines.is_empty() && !app.filter.is_empty() {
+        vec![Line::raw(format!(
+            "no line of the log matches \"{}\" (Esc clears the filter)",
+            app.filter
+        ))]
+    } else if lines.is_empty() {
         vec![Line::raw(
             "no events yet: jobs, alerts and configuration changes appear here",
         )]
@@ -1442,27 +1583,44 @@ fn drill_dialog(app: &App, step: &DrillStep, now: DateTime<Utc>) -> Vec<String> 
 
 fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, t: Theme) {
     let (title, lines): (String, Vec<String>) = match d {
-        Dialog::Help => (
-            " Help ".into(),
-            vec![
+        Dialog::Help => {
+            // What this screen adds first, then the keys of every screen.
+            let here: &[&str] = match app.screen {
+                0 => &[
+                    "j/k pick a source   s check it   v/r/D its newest backup",
+                    "capture lines say how far a point-in-time restore reaches",
+                ],
+                1 => &[
+                    "Enter details (largest tables, verifications)   / filter",
+                    "S sort: newest, oldest, largest, by source   v r d the selected",
+                ],
+                2 => &[
+                    "Enter details   c cancel the selected running job",
+                    "/ filter by kind, source, status, error or who started it",
+                ],
+                3 => &["the policy's plan now: kept, forgotten, freed   p prune"],
+                4 => &["Enter read a report (PgUp/PgDn, g/G)   D start a drill"],
+                _ => &["engine events and job ends, newest last   / filter"],
+            };
+            let mut l: Vec<String> = vec![format!("On {}:", SCREENS[app.screen])];
+            l.extend(here.iter().map(|h| format!("  {h}")));
+            l.extend([
+                String::new(),
                 "1…6, Tab   Overview · Backups · Jobs · Retention · Drills · Log".into(),
-                "j/k ↑/↓    move        g/G   first/last".into(),
-                "Enter/Esc  details / back   /   filter backups".into(),
-                "b back up now (choose source and type)".into(),
-                "v verify the selected backup (choose level)".into(),
-                "r restore wizard: backup → target → typed confirmation".into(),
-                "p prune: preview what the policy forgets, then confirm".into(),
-                "d delete the selected backup (type its id)".into(),
-                "D guided drill: restore, check, time, drop, report".into(),
-                "c cancel a running job (asks first)".into(),
-                "s check the selected source: tools, platform, rows read, pooler".into(),
+                "j/k ↑/↓ move  g/G first/last  PgUp/PgDn Ctrl-u/d page".into(),
+                "Enter/Esc details / back (Esc also clears a kept filter)".into(),
+                "b back up   v verify   r restore wizard   p prune (preview first)".into(),
+                "d delete (type its id)   D drill   c cancel a job   s check".into(),
+                "text fields: ←/→ Home/End Ctrl-a/e move, Ctrl-u clear, Ctrl-w word".into(),
                 "q quit (asks while a job of this console runs)".into(),
                 String::new(),
                 "✔ proven/ok  ⚠ breach or not proven  ✗ failed/damaged  ● running".into(),
+                "every dialog lists its own keys on its last line".into(),
                 String::new(),
                 "Esc close".into(),
-            ],
-        ),
+            ]);
+            (" Help ".into(), l)
+        }
         Dialog::Drill(step) => (" Drill ".into(), drill_dialog(app, step, now)),
         Dialog::Report { report, scroll } => {
             let all = report_lines(report);
@@ -1563,8 +1721,9 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                 "Its packs are freed by a later prune. This cannot be undone.".into(),
                 String::new(),
                 format!(
-                    "Type its id ({} or the whole id) to confirm: {typed}▏",
-                    backup_id::short(id)
+                    "Type its id ({} or the whole id) to confirm: {}",
+                    backup_id::short(id),
+                    super::app::with_caret(typed, app.caret)
                 ),
                 String::new(),
                 if crate::engine::ops::delete::confirmed(id, id, typed) {
@@ -1666,7 +1825,7 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                 RestoreStep::Url { text, error } => {
                     l.push("Restore into a new database at (no password: the restore".into());
                     l.push("connects with its own credentials, ~/.pgpass or PGPASSWORD):".into());
-                    l.push(format!("  {text}▏"));
+                    l.push(format!("  {}", super::app::with_caret(text, app.caret)));
                     if let Some(e) = error {
                         l.push(format!("✗ {e}"));
                     }
@@ -1682,33 +1841,63 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                     l.push(rto.clone());
                     l.extend([String::new(), "Enter restore   Esc cancel".into()]);
                 }
-                RestoreStep::Tables { sel, picked } => {
+                RestoreStep::Tables {
+                    sel,
+                    picked,
+                    filter,
+                    typing,
+                } => {
                     l.push(format!("Tables to restore ({} chosen):", picked.len()));
                     match &app.pick_list {
                         Some((id, Ok(list))) if id == backup => {
+                            let shown = super::app::picked_rows(list, filter);
                             // A window of 10 rows that keeps the cursor in view.
-                            let start = sel.saturating_sub(9).min(list.len().saturating_sub(10));
-                            for (i, t) in list.iter().enumerate().skip(start).take(10) {
+                            let start = sel.saturating_sub(9).min(shown.len().saturating_sub(10));
+                            for (row, i) in shown.iter().enumerate().skip(start).take(10) {
+                                let t = &list[*i];
                                 l.push(format!(
                                     "{} [{}] {:<34} {:>10} rows {:>10}",
-                                    if i == *sel { "▶" } else { " " },
-                                    if picked.contains(&i) { "x" } else { " " },
+                                    if row == *sel { "▶" } else { " " },
+                                    if picked.contains(i) { "x" } else { " " },
                                     t.name,
                                     t.rows,
                                     human_bytes(t.bytes.max(0) as u64)
                                 ));
                             }
-                            if list.len() > 10 {
-                                l.push(format!("  … {} tables in all", list.len()));
+                            if shown.is_empty() {
+                                l.push(format!("  no table matches \"{filter}\""));
+                            }
+                            match (filter.is_empty(), shown.len() == list.len()) {
+                                (true, _) if list.len() > 10 => {
+                                    l.push(format!("  row {} of {} tables", sel + 1, list.len()))
+                                }
+                                (false, _) => l.push(format!(
+                                    "  {} of {} tables match",
+                                    shown.len(),
+                                    list.len()
+                                )),
+                                _ => {}
                             }
                         }
                         Some((_, Err(e))) => l.push(format!("✗ cannot read the table list: {e}")),
                         _ => l.push("reading the backup's table list…".into()),
                     }
-                    l.extend([
-                        String::new(),
-                        "↑/↓ move   space choose   Enter next   Esc cancel".into(),
-                    ]);
+                    l.push(String::new());
+                    if *typing {
+                        l.push(format!(
+                            "filter: {}  Enter keep · Esc clear",
+                            super::app::with_caret(filter, app.caret)
+                        ));
+                    } else if !filter.is_empty() {
+                        l.push(format!(
+                            "filter: {filter}  space choose  Enter next  Esc clear filter"
+                        ));
+                    } else {
+                        l.push(
+                            "↑/↓ g/G PgUp/PgDn move  / filter  space choose  Enter next  Esc cancel"
+                                .into(),
+                        );
+                    }
                 }
                 RestoreStep::Schema { tables, name } => {
                     l.push(format!(
@@ -1716,7 +1905,7 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                         tables.len(),
                         if tables.len() == 1 { "" } else { "s" }
                     ));
-                    l.push(format!("  {name}▏"));
+                    l.push(format!("  {}", super::app::with_caret(name, app.caret)));
                     l.push("The live tables are not touched; the schema must not exist.".into());
                     l.extend([String::new(), "Enter next   Esc cancel".into()]);
                 }
@@ -1739,7 +1928,7 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                     } else {
                         "Name of the new database:".into()
                     });
-                    l.push(format!("  {name}▏"));
+                    l.push(format!("  {}", super::app::with_caret(name, app.caret)));
                     l.extend([String::new(), "Enter next   Esc cancel".into()]);
                 }
                 RestoreStep::Options { .. } => {
@@ -1813,7 +2002,10 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                     l.push(options_line(app));
                     l.push(rto);
                     l.push(String::new());
-                    l.push(format!("Type the database name to continue: {typed}▏"));
+                    l.push(format!(
+                        "Type the database name to continue: {}",
+                        super::app::with_caret(typed, app.caret)
+                    ));
                     l.extend([
                         String::new(),
                         if typed == name {
