@@ -62,15 +62,17 @@ pub fn status_table(st: &[SourceStatus]) -> String {
         if let Some(c) = &x.capture {
             s.push_str(&match (c.last_commit_at, c.last_commit_age_s) {
                 (Some(t), Some(a)) => format!(
-                    "  capture (slot {}): restorable to {} ({} ago), {} segment(s)\n",
+                    "  capture (slot {}): restorable to {} ({} ago), {} segment(s); {}\n",
                     c.slot,
                     t.format("%Y-%m-%d %H:%M:%S UTC"),
                     age(a),
-                    c.segments
+                    c.segments,
+                    capture_state(c)
                 ),
                 _ => format!(
-                    "  capture (slot {}): nothing captured yet (is the daemon running?)\n",
-                    c.slot
+                    "  capture (slot {}): nothing captured yet; {}\n",
+                    c.slot,
+                    capture_state(c)
                 ),
             });
         }
@@ -536,6 +538,33 @@ pub fn without_row_data(text: &str) -> String {
         s.push_str(" (PostgreSQL's DETAIL and CONTEXT lines, which can quote rows, are in the daemon's log and shown to admins)");
     }
     s
+}
+
+/// What a source's change capture is doing, in words: `streaming, lag 2s, WAL held 48.0 MiB`,
+/// `retrying: …`, `not running (no daemon streams it)`.
+pub fn capture_state(c: &crate::engine::query::CaptureStatus) -> String {
+    let mut w = match c.state.as_str() {
+        "not running" => "not running (no daemon streams it)".to_string(),
+        "retrying" => format!(
+            "retrying: {}",
+            c.error.as_deref().unwrap_or("the stream failed")
+        ),
+        other => other.to_string(),
+    };
+    if let Some(l) = c.lag_seconds {
+        w.push_str(&format!(", lag {}", age(l)));
+    }
+    if let Some(b) = c.wal_retained_bytes {
+        w.push_str(&format!(", WAL held {}", human_bytes(b)));
+    }
+    if let Some(ws) = c
+        .wal_status
+        .as_deref()
+        .filter(|w| !matches!(*w, "reserved" | "extended"))
+    {
+        w.push_str(&format!(" (wal_status {ws})"));
+    }
+    w
 }
 
 #[cfg(test)]

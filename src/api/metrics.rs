@@ -149,6 +149,64 @@ pub async fn metrics(
     for m in &snap.manifests {
         last.insert(&m.source.name, m);
     }
+    // Change capture (sources with [sources.capture]): the recovery point it gives, and what
+    // its slot costs the server.
+    o.family(
+        "keepsake_capture_restorable_timestamp_seconds",
+        "gauge",
+        "How far a point-in-time restore of the source reaches (the last captured commit, or the time the stream is known whole up to).",
+    );
+    for s in &status {
+        if let Some(t) = s.capture.as_ref().and_then(|c| c.last_commit_at) {
+            o.sample(
+                "keepsake_capture_restorable_timestamp_seconds",
+                &[("source", &s.source)],
+                ts(t),
+            );
+        }
+    }
+    o.family(
+        "keepsake_capture_lag_seconds",
+        "gauge",
+        "Age of the oldest change received and not yet stored in a segment (0: all stored).",
+    );
+    for s in &status {
+        if let Some(l) = s.capture.as_ref().and_then(|c| c.lag_seconds) {
+            o.sample(
+                "keepsake_capture_lag_seconds",
+                &[("source", &s.source)],
+                l as f64,
+            );
+        }
+    }
+    o.family(
+        "keepsake_capture_wal_retained_bytes",
+        "gauge",
+        "WAL the source's replication slot holds back on its server.",
+    );
+    for s in &status {
+        if let Some(b) = s.capture.as_ref().and_then(|c| c.wal_retained_bytes) {
+            o.sample(
+                "keepsake_capture_wal_retained_bytes",
+                &[("source", &s.source)],
+                b as f64,
+            );
+        }
+    }
+    o.family(
+        "keepsake_capture_streaming",
+        "gauge",
+        "1 while the daemon streams the source's changes (streaming or lagging), else 0.",
+    );
+    for s in &status {
+        if let Some(c) = &s.capture {
+            let v = f64::from(u8::from(matches!(
+                c.state.as_str(),
+                "streaming" | "lagging"
+            )));
+            o.sample("keepsake_capture_streaming", &[("source", &s.source)], v);
+        }
+    }
     o.family(
         "keepsake_source_last_backup_duration_seconds",
         "gauge",

@@ -65,6 +65,26 @@ pub struct SegmentHead {
     /// pgoutput does not carry them): at least what they were at its last commit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sequences: Vec<(String, i64)>,
+    /// The stream was whole up to this time of the server's clock: no commit of the source's
+    /// tables between the last one listed (if any) and it. Set on a segment sealed while the
+    /// database was idle, from the server's keepalive (less a margin), so that an idle
+    /// database's point-in-time range still reaches the present, and the slot's position moves
+    /// on (without it the WAL other databases write is held back until `max_slot_wal` drops
+    /// the slot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through_at: Option<DateTime<Utc>>,
+}
+
+impl SegmentHead {
+    /// How far a point-in-time restore reaches with this segment: its last commit, or the time
+    /// the stream was known whole up to, whichever is later.
+    pub fn reaches(&self) -> Option<DateTime<Utc>> {
+        let last = self.commits.last().map(|c| c.at);
+        match (last, self.through_at) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// A whole segment: its head and its messages.
@@ -217,6 +237,7 @@ mod tests {
                     at: Utc::now(),
                 }],
                 sequences: vec![("public.guests_id_seq".into(), 41)],
+                through_at: None,
             },
             messages: vec![
                 begin_message(0x16_0000_01F0, 5, 77),

@@ -78,15 +78,22 @@ pub async fn plan(
         slot.created_at
     } else {
         let h = capture::read(repo, &first.2).await?.head;
-        h.commits.first().map(|c| c.at).unwrap_or(slot.created_at)
+        h.commits
+            .first()
+            .map(|c| c.at)
+            .or(h.through_at)
+            .unwrap_or(slot.created_at)
     };
     let latest = capture::read(repo, &last.2)
         .await?
         .head
-        .commits
-        .last()
-        .map(|c| c.at)
-        .ok_or_else(|| Error::Damage(format!("{}: a segment without a commit", last.2)))?;
+        .reaches()
+        .ok_or_else(|| {
+            Error::Damage(format!(
+                "{}: a segment with neither a commit nor a time it is whole to",
+                last.2
+            ))
+        })?;
     // Taken after the chain began: its snapshot no earlier than the slot's first position.
     let usable = |m: &Manifest| m.snapshot.as_ref().is_some_and(|s| s.after >= began);
     let (ms, _) = repo.manifests_lenient().await?;
@@ -112,7 +119,7 @@ pub async fn plan(
         return Err(Error::Field {
             field: "at",
             message: format!(
-                "{} is after the last captured commit: {}",
+                "{} is after what capture has stored so far: {}",
                 at.format("%Y-%m-%d %H:%M:%S UTC"),
                 range()
             ),

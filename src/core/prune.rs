@@ -88,10 +88,33 @@ fn pid_ns() -> Option<String> {
 
 /// Start time of process `pid` in clock ticks since boot, from `/proc/PID/stat`.
 fn proc_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    match process_state(std::fs::read_to_string(format!("/proc/{pid}/stat"))) {
+        Process::Started(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// What `/proc/PID/stat` says of a process.
+#[derive(Debug, PartialEq, Eq)]
+enum Process {
+    /// Running, started at this many clock ticks after boot.
+    Started(u64),
+    /// No such process.
+    Gone,
+    /// It cannot be told (the file is unreadable, as under `hidepid`, or does not parse).
+    Unknown,
+}
+
+fn process_state(read: std::io::Result<String>) -> Process {
+    let stat = match read {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Process::Gone,
+        Err(_) => return Process::Unknown,
+    };
     // The command name (field 2) may hold spaces and parentheses: fields count from the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().nth(19)?.parse().ok())
+        .map_or(Process::Unknown, Process::Started)
 }
 
 impl Lease {
@@ -190,12 +213,21 @@ impl Lease {
         if !here {
             return false;
         }
-        match (self.proc_start, proc_start(self.pid)) {
-            // The process is gone.
-            (_, None) => true,
-            // The pid was reused by a process started at another time.
-            (Some(then), Some(now)) => then != now,
-            (None, Some(_)) => false,
+        let pid = self.pid;
+        self.dead_by(process_state(std::fs::read_to_string(format!(
+            "/proc/{pid}/stat"
+        ))))
+    }
+
+    /// Whether a lease of this host is dead given what `/proc` says of its process: only a
+    /// process known gone, or a pid now held by a process started at another time. A `/proc`
+    /// that cannot be read proves nothing, and the lease keeps protecting its backup (issue 28,
+    /// item 8: an unreadable `/proc/PID/stat` made a live lease "dead").
+    fn dead_by(&self, now: Process) -> bool {
+        match (self.proc_start, now) {
+            (_, Process::Gone) => true,
+            (Some(then), Process::Started(now)) => then != now,
+            (None, Process::Started(_)) | (_, Process::Unknown) => false,
         }
     }
 
@@ -945,6 +977,27 @@ mod tests {
         assert!(!repo.store().exists(&key).await.unwrap());
         let e = check_lease(&repo, &key).await.unwrap_err();
         assert!(e.to_string().contains("is gone"), "{e}");
+    }
+
+    /// Issue 28, item 8: a `/proc` that cannot be read (hidepid, a permission error) is not
+    /// proof that a lease's process is gone.
+    #[test]
+    fn an_unreadable_proc_never_makes_a_lease_dead() {
+        let l = Lease::new(Utc::now());
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(process_state(Err(denied)), Process::Unknown);
+        assert!(!l.dead_by(Process::Unknown));
+        let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(process_state(Err(gone)), Process::Gone);
+        assert!(l.dead_by(Process::Gone));
+        let line = "42 (a b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19".to_string();
+        assert_eq!(process_state(Ok(line)), Process::Started(777));
+        assert_eq!(process_state(Ok("garbage".into())), Process::Unknown);
+        // A pid reused by a process started at another time.
+        let mut other = l.clone();
+        other.proc_start = Some(1);
+        assert!(other.dead_by(Process::Started(2)));
+        assert!(!other.dead_by(Process::Started(1)));
     }
 
     /// Regression (crash harness, two daemons on S3): two prunes at once overwrote each

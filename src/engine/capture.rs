@@ -23,8 +23,9 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::event::{Alert, AlertKind};
@@ -49,8 +50,16 @@ pub async fn run(engine: Engine, source: String, stop: CancellationToken) {
         };
         let started = Instant::now();
         match capture(&engine, &src, &cap, &stop).await {
-            Ok(()) => return,
+            Ok(()) => {
+                write_live(&engine, &source, &Live::now("stopped", None));
+                return;
+            }
             Err(e) => {
+                write_live(
+                    &engine,
+                    &source,
+                    &Live::now("retrying", Some(e.to_string())),
+                );
                 tracing::error!("capture of {source}: {e}");
                 engine.emit(Event::Log {
                     job: None,
@@ -82,7 +91,8 @@ async fn capture(
     let mut start = ensure_slot(&pg, &repo, src, cap).await?;
     // A daemon stopped for longer than the slot may hold: drop it now, before anything else.
     let mut lagging = false;
-    if over_limit(engine, &pg, src, cap, &mut lagging).await? {
+    let mut seen = None;
+    if over_limit(engine, &pg, src, cap, &mut lagging, &mut seen).await? {
         drop_slot(engine, &pg, src, cap).await?;
         start = ensure_slot(&pg, &repo, src, cap).await?;
     }
@@ -99,6 +109,8 @@ async fn capture(
         pgoutput::lsn_text(start)
     );
     let mut seg = Builder::new(&src.name, &cap.slot, start);
+    let live = LiveWriter;
+    live.write(engine, &src.name, &seg, seen.as_ref(), lagging);
     let mut due = tokio::time::Instant::now() + cap.segment;
     let mut watch = tokio::time::interval(WAL_WATCH);
     watch.tick().await;
@@ -109,7 +121,7 @@ async fn capture(
                 refresh_publication(&pg, &cap.publication).await?;
                 // Past the limit the slot is dropped (the stream first: a slot in use cannot
                 // be), and the next round starts a new chain.
-                if over_limit(engine, &pg, src, cap, &mut lagging).await? {
+                if over_limit(engine, &pg, src, cap, &mut lagging, &mut seen).await? {
                     let _ = c.shutdown().await;
                     drop_slot(engine, &pg, src, cap).await?;
                     return Err(Error::Other(format!(
@@ -117,11 +129,21 @@ async fn capture(
                         cap.slot
                     )));
                 }
+                live.write(engine, &src.name, &seg, seen.as_ref(), lagging);
                 continue;
             }
             ev = c.recv() => ev.map_err(|e| Error::Postgres(format!("the replication stream: {e}")))?,
             _ = tokio::time::sleep_until(due) => {
-                if let Some(end) = seg.seal(&repo, &pg).await? {
+                // Idle (nothing committed, nothing open): now and then a segment with no
+                // commit says how far the stream is known whole, and moves the slot on.
+                let idle_to = seg.idle.filter(|(lsn, _)| {
+                    seg.commits.is_empty()
+                        && seg.open.is_empty()
+                        && *lsn > seg.start
+                        && (*lsn - seg.start >= IDLE_ADVANCE_BYTES
+                            || seg.stored_at.elapsed() >= cap.segment * IDLE_ADVANCE_SEGMENTS)
+                });
+                if let Some(end) = seg.seal(&repo, &pg, idle_to).await? {
                     c.update_applied_lsn(Lsn(end));
                 }
                 due = tokio::time::Instant::now() + cap.segment;
@@ -129,7 +151,7 @@ async fn capture(
             }
             _ = stop.cancelled() => {
                 // What is whole is stored and confirmed before the connection goes.
-                if let Some(end) = seg.seal(&repo, &pg).await? {
+                if let Some(end) = seg.seal(&repo, &pg, None).await? {
                     c.update_applied_lsn(Lsn(end));
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -143,11 +165,25 @@ async fn capture(
             ));
         };
         match ev {
+            // Everything before `wal_end` has been sent: with no transaction open or waiting
+            // to be sealed, the stream is whole up to it.
+            ReplicationEvent::KeepAlive {
+                wal_end,
+                server_time_micros,
+                ..
+            } if seg.open.is_empty() && seg.commits.is_empty() => {
+                if let Some(t) = pgoutput::time_of(server_time_micros) {
+                    seg.idle = Some((wal_end.0, t - IDLE_MARGIN));
+                }
+            }
             ReplicationEvent::Begin {
                 final_lsn,
                 xid,
                 commit_time_micros,
-            } => seg.begin(capture::begin_message(final_lsn.0, commit_time_micros, xid)),
+            } => {
+                seg.begin(capture::begin_message(final_lsn.0, commit_time_micros, xid));
+                seg.open_at = pgoutput::time_of(commit_time_micros);
+            }
             ReplicationEvent::XLogData { data, .. } => seg.change(&data),
             ReplicationEvent::Commit {
                 lsn,
@@ -156,7 +192,7 @@ async fn capture(
             } => {
                 seg.commit(lsn.0, end_lsn.0, commit_time_micros);
                 if seg.bytes >= cap.max_segment_size {
-                    if let Some(end) = seg.seal(&repo, &pg).await? {
+                    if let Some(end) = seg.seal(&repo, &pg, None).await? {
                         c.update_applied_lsn(Lsn(end));
                     }
                     due = tokio::time::Instant::now() + cap.segment;
@@ -188,38 +224,186 @@ async fn sequences(pg: &tokio_postgres::Client) -> Vec<(String, i64)> {
     }
 }
 
+/// What the daemon's capture of a source is doing, for `status` (in another process too):
+/// written to `<state_dir>/capture/<source>.json` when streaming starts, at every look at the
+/// slot, and when it stops or retries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Live {
+    /// `streaming`, `lagging` (past half of `max_slot_wal`, or the server about to remove WAL
+    /// the slot needs), `retrying` (the connection or the stream failed: `error` says why),
+    /// `stopped`.
+    pub state: String,
+    pub updated_at: chrono::DateTime<Utc>,
+    /// The daemon writing it.
+    pub pid: u32,
+    /// The oldest change received and not yet stored in a segment (`None`: none).
+    #[serde(default)]
+    pub pending_since: Option<chrono::DateTime<Utc>>,
+    #[serde(default)]
+    pub lag_bytes: Option<u64>,
+    #[serde(default)]
+    pub wal_retained_bytes: Option<u64>,
+    #[serde(default)]
+    pub wal_status: Option<String>,
+    #[serde(default)]
+    pub safe_wal_size: Option<i64>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Live {
+    fn now(state: &str, error: Option<String>) -> Live {
+        Live {
+            state: state.into(),
+            updated_at: Utc::now(),
+            pid: std::process::id(),
+            pending_since: None,
+            lag_bytes: None,
+            wal_retained_bytes: None,
+            wal_status: None,
+            safe_wal_size: None,
+            error,
+        }
+    }
+}
+
+/// How often [`Live`] is rewritten while streaming (a file older than three times this is
+/// stale: the daemon is gone).
+pub const LIVE_EVERY: Duration = WAL_WATCH;
+
+/// Where [`Live`] of `source` is kept.
+pub fn live_path(state_dir: &std::path::Path, source: &str) -> std::path::PathBuf {
+    state_dir.join("capture").join(format!("{source}.json"))
+}
+
+/// [`Live`] of `source`, if a daemon wrote one.
+pub fn read_live(state_dir: &std::path::Path, source: &str) -> Option<Live> {
+    let text = std::fs::read_to_string(live_path(state_dir, source)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Write `live` (atomically; a failure costs only status, and is logged).
+fn write_live(engine: &Engine, source: &str, live: &Live) {
+    let Ok(dir) = super::state_dir(&engine.config()) else {
+        return;
+    };
+    let path = live_path(&dir, source);
+    let res = (|| -> std::io::Result<()> {
+        std::fs::create_dir_all(path.parent().unwrap_or(&dir))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(live).unwrap_or_default())?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = res {
+        tracing::warn!("capture of {source}: writing {}: {e}", path.display());
+    }
+}
+
+/// Writes [`Live`] from the stream's state.
+struct LiveWriter;
+
+impl LiveWriter {
+    fn write(
+        &self,
+        engine: &Engine,
+        source: &str,
+        seg: &Builder,
+        seen: Option<&SlotWatch>,
+        lagging: bool,
+    ) {
+        let mut l = Live::now(if lagging { "lagging" } else { "streaming" }, None);
+        l.pending_since = seg.pending_since();
+        if let Some(w) = seen {
+            l.lag_bytes = Some(w.unconfirmed);
+            l.wal_retained_bytes = Some(w.retained);
+            l.wal_status = w.wal_status.clone();
+            l.safe_wal_size = w.safe_wal_size;
+        }
+        write_live(engine, source, &l);
+    }
+}
+
+/// While the database is idle, a segment with no commit is sealed when the server's WAL moved
+/// this far past the last one (WAL other databases write, which the slot would hold back) …
+const IDLE_ADVANCE_BYTES: u64 = 16 << 20;
+/// … or when this many `segment` periods passed since the last one (so that an idle database's
+/// restorable range reaches near the present: at the default `segment` of 1 m, 5 m).
+const IDLE_ADVANCE_SEGMENTS: u32 = 5;
+/// A keepalive's time, less this, is what an idle segment claims to be whole up to: a commit's
+/// time is taken just before its WAL record is written, so one stamped a moment before the
+/// keepalive may still follow it in the stream.
+const IDLE_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+
 /// How often the WAL a slot holds back is looked at while streaming.
 const WAL_WATCH: Duration = Duration::from_secs(10);
 
-/// The WAL the slot holds back on the server (`None`: no such slot).
-async fn retained(pg: &tokio_postgres::Client, slot: &str) -> Result<Option<u64>> {
+/// What the server says of the slot.
+#[derive(Debug, Clone, Default)]
+struct SlotWatch {
+    /// WAL held back from `restart_lsn`.
+    retained: u64,
+    /// WAL written since the confirmed position (not yet stored in a segment, or not about
+    /// this database).
+    unconfirmed: u64,
+    /// `wal_status`: reserved, extended, unreserved (the server's `max_slot_wal_keep_size` is
+    /// about to remove WAL the slot needs), lost.
+    wal_status: Option<String>,
+    /// `safe_wal_size`: bytes that can still be written before the slot is lost (`None`: no
+    /// server limit).
+    safe_wal_size: Option<i64>,
+}
+
+async fn watch_slot(pg: &tokio_postgres::Client, slot: &str) -> Result<Option<SlotWatch>> {
     let row = pg
         .query_opt(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
+                    wal_status::text, safe_wal_size::bigint
                FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
         .await
         .map_err(|e| Error::Postgres(client::describe(&e)))?;
-    Ok(row
-        .and_then(|r| r.get::<_, Option<i64>>(0))
-        .map(|b| b.max(0) as u64))
+    Ok(row.map(|r| SlotWatch {
+        retained: r.get::<_, Option<i64>>(0).unwrap_or(0).max(0) as u64,
+        unconfirmed: r.get::<_, Option<i64>>(1).unwrap_or(0).max(0) as u64,
+        wal_status: r.get(2),
+        safe_wal_size: r.get(3),
+    }))
 }
 
-/// Whether the slot holds back more than `max_slot_wal`; past half of it, alert once
-/// (`lagging` remembers) — well before the limit, as the primary's disk is at stake.
+/// Whether the slot holds back more than `max_slot_wal`, or the server has lost the WAL it
+/// needs; past half of it, or when the server's own limit (`max_slot_wal_keep_size`) is about
+/// to take WAL the slot needs (`unreserved`), alert once (`lagging` remembers) — well before
+/// the limit, as the primary's disk is at stake. `last` keeps what was seen.
 async fn over_limit(
     engine: &Engine,
     pg: &tokio_postgres::Client,
     src: &SourceConfig,
     cap: &CaptureConfig,
     lagging: &mut bool,
+    last: &mut Option<SlotWatch>,
 ) -> Result<bool> {
-    let Some(held) = retained(pg, &cap.slot).await? else {
+    let Some(w) = watch_slot(pg, &cap.slot).await? else {
         return Ok(false);
     };
-    if held > cap.max_slot_wal {
+    *last = Some(w.clone());
+    let held = w.retained;
+    if held > cap.max_slot_wal || w.wal_status.as_deref() == Some("lost") {
         return Ok(true);
+    }
+    if w.wal_status.as_deref() == Some("unreserved") && !*lagging {
+        alert(
+            engine,
+            src,
+            AlertKind::CaptureLagging,
+            format!(
+                "capture of {}: the server is about to remove WAL slot {} still needs (wal_status unreserved, max_slot_wal_keep_size); if it does, the slot is lost and a new chain starts",
+                src.name, cap.slot
+            ),
+        );
+        *lagging = true;
+        return Ok(false);
     }
     let half = held > cap.max_slot_wal / 2;
     if half && !*lagging {
@@ -248,7 +432,10 @@ async fn drop_slot(
     src: &SourceConfig,
     cap: &CaptureConfig,
 ) -> Result<()> {
-    let held = retained(pg, &cap.slot).await?.unwrap_or(0);
+    let held = watch_slot(pg, &cap.slot)
+        .await?
+        .map(|w| w.retained)
+        .unwrap_or(0);
     // The stream that used it may take a moment to let go.
     let mut tries = 0;
     loop {
@@ -315,6 +502,12 @@ struct Builder {
     open: Vec<Vec<u8>>,
     commits: Vec<Commit>,
     bytes: u64,
+    /// The server's position and time of the last keepalive while nothing was open or waiting.
+    idle: Option<(u64, DateTime<Utc>)>,
+    /// When the last segment was stored.
+    stored_at: std::time::Instant,
+    /// The commit time the open transaction's Begin announced.
+    open_at: Option<DateTime<Utc>>,
 }
 
 impl Builder {
@@ -328,10 +521,20 @@ impl Builder {
             open: vec![],
             commits: vec![],
             bytes: 0,
+            idle: None,
+            stored_at: std::time::Instant::now(),
+            open_at: None,
         }
     }
 
+    /// The oldest change received and not yet stored: the first commit waiting to be sealed,
+    /// else a transaction being received (its commit time, from its Begin).
+    fn pending_since(&self) -> Option<DateTime<Utc>> {
+        self.commits.first().map(|c| c.at).or(self.open_at)
+    }
+
     fn begin(&mut self, m: Vec<u8>) {
+        self.idle = None;
         self.open.clear();
         self.open.push(m);
     }
@@ -348,6 +551,7 @@ impl Builder {
         self.open
             .push(capture::commit_message(commit_lsn, end_lsn, time));
         self.done.append(&mut self.open);
+        self.open_at = None;
         self.commits.push(Commit {
             end_lsn,
             at: pgoutput::time_of(time).unwrap_or_else(Utc::now),
@@ -355,14 +559,18 @@ impl Builder {
     }
 
     /// Store the whole transactions as one segment; returns its end (to confirm), or `None`
-    /// when there was nothing to store.
+    /// when there was nothing to store. With no transaction, `idle_to` (a keepalive's position
+    /// and time) makes a segment with no commit, whole up to it.
     async fn seal(
         &mut self,
         repo: &crate::core::repo::Repository,
         pg: &tokio_postgres::Client,
+        idle_to: Option<(u64, DateTime<Utc>)>,
     ) -> Result<Option<u64>> {
-        let Some(end) = self.commits.last().map(|c| c.end_lsn) else {
-            return Ok(None);
+        let (end, through_at) = match (self.commits.last(), idle_to) {
+            (Some(c), _) => (c.end_lsn, None),
+            (None, Some((lsn, at))) => (lsn, Some(at)),
+            (None, None) => return Ok(None),
         };
         let sequences = sequences(pg).await;
         let mut messages: Vec<Vec<u8>> = self.relations.values().cloned().collect();
@@ -376,6 +584,7 @@ impl Builder {
                 end_lsn: end,
                 commits: std::mem::take(&mut self.commits),
                 sequences,
+                through_at,
             },
             messages,
         };
@@ -386,6 +595,8 @@ impl Builder {
         );
         self.start = end;
         self.bytes = self.open.iter().map(|m| m.len() as u64).sum();
+        self.idle = None;
+        self.stored_at = std::time::Instant::now();
         Ok(Some(end))
     }
 }

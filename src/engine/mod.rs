@@ -327,7 +327,14 @@ impl Engine {
             let repo = self.repo().await?;
             for (name, slot) in capturing {
                 if let Some(x) = st.iter_mut().find(|x| x.source == name) {
-                    x.capture = Some(query::capture_status(&repo, &name, &slot).await?);
+                    let live = state_dir(&cfg)
+                        .ok()
+                        .and_then(|d| capture::read_live(&d, &name));
+                    x.capture = Some(
+                        query::capture_status(&repo, &name, &slot)
+                            .await?
+                            .with_live(live, chrono::Utc::now()),
+                    );
                 }
             }
         }

@@ -203,6 +203,52 @@ pub struct CaptureStatus {
     /// Segments of the chain that ends with the newest one, and when that chain began.
     pub segments: usize,
     pub chain_since: Option<DateTime<Utc>>,
+    /// What the daemon's capture does now: `streaming`, `lagging`, `retrying`, `stopped`, or
+    /// `not running` (no daemon has written its state within the last 30 s on this host).
+    pub state: String,
+    /// How far behind capture is: the age of the oldest change received but not yet stored
+    /// (0: everything received is stored). `None` unless a daemon streams.
+    pub lag_seconds: Option<i64>,
+    /// WAL written on the server since the slot's confirmed position.
+    pub lag_bytes: Option<u64>,
+    /// WAL the slot holds back on the server (watched against `max_slot_wal`).
+    pub wal_retained_bytes: Option<u64>,
+    /// The slot's `wal_status` (reserved, extended, unreserved, lost).
+    pub wal_status: Option<String>,
+    /// Why capture is retrying, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl CaptureStatus {
+    /// Fill in what the daemon's capture reports (`live`, if any) as of `now`.
+    pub fn with_live(
+        mut self,
+        live: Option<crate::engine::capture::Live>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let stale = chrono::Duration::from_std(crate::engine::capture::LIVE_EVERY * 3)
+            .unwrap_or_else(|_| chrono::Duration::seconds(30));
+        match live {
+            Some(l) if now - l.updated_at <= stale => {
+                self.lag_seconds = match l.state.as_str() {
+                    "streaming" | "lagging" => Some(
+                        l.pending_since
+                            .map(|p| (now - p).num_seconds().max(0))
+                            .unwrap_or(0),
+                    ),
+                    _ => None,
+                };
+                self.state = l.state;
+                self.lag_bytes = l.lag_bytes;
+                self.wal_retained_bytes = l.wal_retained_bytes;
+                self.wal_status = l.wal_status;
+                self.error = l.error;
+            }
+            _ => self.state = "not running".into(),
+        }
+        self
+    }
 }
 
 /// `keepsake status`: per configured source (and any other source found in the repository).
@@ -303,21 +349,14 @@ pub async fn capture_status(
         next_start = Some(s.0);
     }
     let last = match segs.last() {
-        Some(l) => capture::read(repo, &l.2)
-            .await?
-            .head
-            .commits
-            .last()
-            .map(|c| c.at),
+        Some(l) => capture::read(repo, &l.2).await?.head.reaches(),
         None => None,
     };
     let since = match &first_key {
-        Some(k) => capture::read(repo, k)
-            .await?
-            .head
-            .commits
-            .first()
-            .map(|c| c.at),
+        Some(k) => {
+            let h = capture::read(repo, k).await?.head;
+            h.commits.first().map(|c| c.at).or(h.through_at)
+        }
         None => None,
     };
     Ok(CaptureStatus {
@@ -326,5 +365,11 @@ pub async fn capture_status(
         last_commit_age_s: last.map(|t| (Utc::now() - t).num_seconds()),
         segments: chain,
         chain_since: since,
+        state: "not running".into(),
+        lag_seconds: None,
+        lag_bytes: None,
+        wal_retained_bytes: None,
+        wal_status: None,
+        error: None,
     })
 }

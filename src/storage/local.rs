@@ -49,7 +49,7 @@ fn put_sync(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::Storage(format!("{} has no parent", path.display())))?;
-    std::fs::create_dir_all(dir).map_err(|e| serr("creating", dir, e))?;
+    create_dirs_durably(dir)?;
     let tmp = dir.join(format!(
         ".tmp-{}-{}",
         std::process::id(),
@@ -85,6 +85,33 @@ fn put_sync(path: &Path, data: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+/// Create `dir` and the parents it lacks, each made durable: a new directory's entry lives in
+/// its parent, so the parent is synced too (issue 28, item 8: after a power loss a new
+/// `packs/ab/` could vanish with the pack the backup's index names).
+fn create_dirs_durably(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = vec![];
+    let mut d = dir;
+    while !d.exists() {
+        missing.push(d);
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| serr("creating", dir, e))?;
+    for m in missing.iter().rev() {
+        if let Some(parent) = m.parent() {
+            std::fs::File::open(parent)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| serr("syncing directory", parent, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn list_sync(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {

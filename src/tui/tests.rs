@@ -1486,12 +1486,28 @@ fn the_overview_says_how_far_capture_reaches() {
         last_commit_age_s: Some(12),
         segments: 42,
         chain_since: Some(at(3, 0)),
+        state: "streaming".into(),
+        lag_seconds: Some(2),
+        lag_bytes: Some(4096),
+        wal_retained_bytes: Some(48 << 20),
+        wal_status: Some("reserved".into()),
+        error: None,
     });
-    let s = screen(&a, 80, 24);
+    let s = screen(&a, 120, 40);
     assert!(
-        s.contains("capture: restorable to 14:01:48 (12s ago)"),
+        s.contains(
+            "capture: restorable to 14:01:48 (12s ago) · streaming, lag 2s, WAL held 48.0 MiB"
+        ),
         "{s}"
     );
+    // A daemon that is not streaming it says so.
+    if let Some(c) = a.model.status[0].capture.as_mut() {
+        c.state = "not running".into();
+        c.lag_seconds = None;
+        c.wal_retained_bytes = None;
+    }
+    let s = screen(&a, 120, 40);
+    assert!(s.contains("not running (no daemon streams it)"), "{s}");
 }
 
 /// Issue 27, item 11 (a k9s habit): at 120 columns and more, 3 Jobs says who started each job.

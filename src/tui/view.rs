@@ -397,11 +397,15 @@ fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) 
         if let Some(c) = &s.capture {
             lines.push(Line::raw(match c.last_commit_at {
                 Some(t) => format!(
-                    "    └ capture: restorable to {} ({})",
+                    "    └ capture: restorable to {} ({}) · {}",
                     t.format("%H:%M:%S"),
-                    ago(Some(t), now)
+                    ago(Some(t), now),
+                    crate::present::capture_state(c)
                 ),
-                None => "    └ capture: nothing captured yet (is the daemon running?)".into(),
+                None => format!(
+                    "    └ capture: nothing captured yet · {}",
+                    crate::present::capture_state(c)
+                ),
             }));
         }
     }

@@ -602,3 +602,94 @@ fn capture_runs_as_supabases_postgres_role() {
     kill(daemon.id(), "TERM");
     assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
 }
+
+/// An idle database: its restorable range still reaches near the present (a segment with no
+/// commit says how far the stream is known whole), and its slot moves on past WAL other
+/// databases write, instead of holding it until `max_slot_wal` drops the slot. Status says
+/// what the daemon's capture does (state, lag, WAL held), from the daemon's state file, in
+/// another process.
+#[test]
+fn an_idle_database_stays_restorable_to_the_present_and_its_slot_moves_on() {
+    use crate::support::{eventually, kill, wait_exit};
+    use std::time::Duration;
+    let mut env = Env::new("idle", None);
+    // Keepalives every 2 s (half of wal_sender_timeout) rather than every 30 s.
+    env.cluster
+        .reconfigure(&[], "wal_level = logical\nwal_sender_timeout = '4s'", None)
+        .expect("restart with wal_level = logical");
+    env.psql(
+        "idle",
+        "CREATE TABLE guests (id bigint PRIMARY KEY, name text);
+         INSERT INTO guests VALUES (1, 'first')",
+    );
+    with_capture(&env, "");
+    // Before any daemon: status says capture is not running.
+    let st = env.keepsake(&["status", "--json"]).ok().json();
+    assert_eq!(st[0]["capture"]["state"], "not running", "{st}");
+    let mut daemon = env.spawn_daemon();
+    wait_for_slot(&env, "idle");
+    env.backup("full");
+    env.psql("idle", "INSERT INTO guests VALUES (2, 'last write')");
+    let wrote = chrono::Utc::now();
+    let fingerprint = tables_only(&env.fingerprint("idle"));
+    eventually("the write captured", Duration::from_secs(30), || {
+        captured(&env).0.contains(&2)
+    });
+    let lsn_after = env.psql("idle", "SELECT pg_current_wal_lsn()");
+    // WAL of another database: the slot must not hold it while nothing here changes.
+    env.psql(
+        "postgres",
+        "CREATE TABLE noise AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g",
+    );
+    // Within a few keepalives the range reaches well past the last commit.
+    let mut status = serde_json::Value::Null;
+    eventually(
+        "the restorable range passes the last commit",
+        Duration::from_secs(40),
+        || {
+            status = env.keepsake(&["status", "--json"]).ok().json();
+            status[0]["capture"]["last_commit_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| {
+                    t.with_timezone(&chrono::Utc) > wrote + chrono::Duration::seconds(3)
+                })
+        },
+    );
+    let c = &status[0]["capture"];
+    assert_eq!(c["state"], "streaming", "{status}");
+    assert_eq!(c["lag_seconds"], 0, "{status}");
+    assert!(c["wal_retained_bytes"].as_u64().is_some(), "{status}");
+    assert!(c["wal_status"].as_str().is_some(), "{status}");
+    // The slot was confirmed past the other database's WAL.
+    eventually("the slot moved on", Duration::from_secs(30), || {
+        env.psql(
+            "idle",
+            &format!(
+                "SELECT confirmed_flush_lsn > '{lsn_after}'::pg_lsn FROM pg_replication_slots WHERE slot_name = 'keepsake_main'"
+            ),
+        ) == "t"
+    });
+    // A time after the last commit, within the range: restored, with the last write in it.
+    let at = c["last_commit_at"].as_str().expect("time").to_string();
+    let r = env.keepsake(&[
+        "restore",
+        "--at",
+        &at,
+        "--source",
+        "main",
+        "--target",
+        &env.target("idle_at"),
+        "--target-password",
+        &format!("file:{}", env.password_file.display()),
+        "--create",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(tables_only(&env.fingerprint("idle_at")), fingerprint);
+    // Stopped: status says so, with no lag to claim.
+    kill(daemon.id(), "TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+    let st = env.keepsake(&["status", "--json"]).ok().json();
+    assert_eq!(st[0]["capture"]["state"], "stopped", "{st}");
+    assert!(st[0]["capture"]["lag_seconds"].is_null(), "{st}");
+}
