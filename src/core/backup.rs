@@ -377,7 +377,12 @@ async fn backup_leased(
     // Which transactions the dump holds (a point-in-time restore applies only the others).
     // A failed read costs only that: the dump is the same.
     let dump_snapshot = match client::current_snapshot(&pg).await {
-        Ok((xids, after, at)) => Some(crate::core::format::DumpSnapshot { xids, after, at }),
+        Ok((xids, after, at)) => Some(crate::core::format::DumpSnapshot {
+            xids,
+            after,
+            at,
+            schema_hash: client::schema_hash_in_transaction(&pg).await,
+        }),
         Err(e) => {
             tracing::warn!("could not read the dump's snapshot: {e}");
             None

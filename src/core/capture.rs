@@ -73,6 +73,10 @@ pub struct SegmentHead {
     /// the slot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub through_at: Option<DateTime<Utc>>,
+    /// `pg::client::schema_hash` as last read before the segment was sealed (a change from one
+    /// segment to the next is a DDL, which pgoutput does not carry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_hash: Option<String>,
 }
 
 impl SegmentHead {
@@ -200,6 +204,48 @@ pub async fn write_slot_record(repo: &Repository, source: &str, r: &SlotRecord) 
     repo.put_sealed(&slot_key(source), &plain).await
 }
 
+/// A schema change seen while capture ran (pgoutput carries no DDL; the daemon compares
+/// `pg::client::schema_hash` every few seconds). It happened after `after` and no later than
+/// `by` (the server's clock). Captured changes cannot be applied across it onto a dump that
+/// does not hold it: a point-in-time restore refuses the times between it and the next dump.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SchemaChange {
+    pub after: DateTime<Utc>,
+    pub by: DateTime<Utc>,
+    pub hash_before: String,
+    pub hash_after: String,
+}
+
+/// Where [`SchemaChange`]s of `source` are kept (one object each, named by `by`).
+fn schema_change_prefix(source: &str) -> String {
+    format!("{}ddl/", prefix(source))
+}
+
+pub async fn record_schema_change(repo: &Repository, source: &str, c: &SchemaChange) -> Result<()> {
+    let key = format!(
+        "{}{}-{}",
+        schema_change_prefix(source),
+        c.by.format("%Y%m%dT%H%M%S%.6fZ"),
+        hex::encode(rand::random::<[u8; 3]>())
+    );
+    let plain = serde_json::to_vec(c).map_err(|e| Error::Other(e.to_string()))?;
+    repo.put_sealed(&key, &plain).await
+}
+
+/// Every [`SchemaChange`] of `source`, oldest first.
+pub async fn schema_changes(repo: &Repository, source: &str) -> Result<Vec<SchemaChange>> {
+    let mut out = vec![];
+    for o in repo.store().list(&schema_change_prefix(source)).await? {
+        let plain = repo.get_sealed(&o.key).await?;
+        out.push(
+            serde_json::from_slice::<SchemaChange>(&plain)
+                .map_err(|e| Error::Damage(format!("{}: {e}", o.key)))?,
+        );
+    }
+    out.sort_by_key(|c| c.by);
+    Ok(out)
+}
+
 /// pgoutput's Begin message for the fields a replication client decodes.
 pub fn begin_message(final_lsn: u64, commit_time: i64, xid: u32) -> Vec<u8> {
     let mut b = vec![b'B'];
@@ -238,6 +284,7 @@ mod tests {
                 }],
                 sequences: vec![("public.guests_id_seq".into(), 41)],
                 through_at: None,
+                schema_hash: Some("ab12".into()),
             },
             messages: vec![
                 begin_message(0x16_0000_01F0, 5, 77),

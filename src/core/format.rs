@@ -174,6 +174,10 @@ pub struct DumpSnapshot {
     pub xids: String,
     pub after: DateTime<Utc>,
     pub at: DateTime<Utc>,
+    /// `pg::client::schema_hash` in the dump's snapshot (a point-in-time restore refuses to
+    /// apply captured changes across a schema change the dump does not hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_hash: Option<String>,
 }
 
 impl DumpSnapshot {

@@ -22,8 +22,12 @@
 //! - Sequences end at the values read when the last applied segment was sealed: never behind
 //!   the chosen time (ahead only leaves a gap in the ids handed out).
 //!
-//! Not yet: DDL within the chain, tables with REPLICA IDENTITY FULL and no unique key
-//! (refused), the facts check of the result.
+//! - A schema change (DDL, which pgoutput does not carry) between the dump and the chosen time
+//!   refuses the restore, naming the times that can be restored: before it, or from the
+//!   backup the daemon starts when it sees one.
+//!
+//! Not yet: applying DDL itself (an added column, a new table), tables with REPLICA IDENTITY
+//! FULL and no unique key (refused), the facts check of the result.
 
 use std::collections::BTreeMap;
 
@@ -157,6 +161,45 @@ pub async fn plan(
                 ),
             })?,
     };
+    // pgoutput carries no DDL: captured changes are never applied across a schema change the
+    // dump does not hold (the daemon records each change it sees, and starts a backup).
+    let from = dump.snapshot.as_ref().map(|s| s.after);
+    let dump_hash = dump.snapshot.as_ref().and_then(|s| s.schema_hash.clone());
+    for c in capture::schema_changes(repo, source).await? {
+        let may_precede_at = c.after < at;
+        let may_follow_dump = from.is_none_or(|f| c.by > f);
+        if may_precede_at && may_follow_dump && dump_hash.as_deref() != Some(&c.hash_after) {
+            let next = repo
+                .manifests_lenient()
+                .await?
+                .0
+                .into_iter()
+                .filter(|m| m.source.name == source)
+                .filter_map(|m| m.snapshot.map(|s| s.at))
+                .filter(|t| *t >= c.by)
+                .min();
+            return Err(Error::Field {
+                field: "at",
+                message: format!(
+                    "the schema of {source} changed between {} and {} (DDL, which captured changes do not carry), after backup {} and before {}: the changes after it cannot be applied to that backup; choose a time before {}{}",
+                    c.after.format("%Y-%m-%d %H:%M:%S UTC"),
+                    c.by.format("%Y-%m-%d %H:%M:%S UTC"),
+                    dump.id,
+                    at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    c.after.format("%Y-%m-%d %H:%M:%S UTC"),
+                    match next {
+                        Some(t) => format!(
+                            ", or from {} on (the backup taken after it)",
+                            t.format("%Y-%m-%d %H:%M:%S UTC")
+                        ),
+                        None => format!(
+                            ", or take a backup (`keepsake backup --source {source}`) and choose a time after it"
+                        ),
+                    }
+                ),
+            });
+        }
+    }
     Ok(Plan {
         until: at,
         dump,

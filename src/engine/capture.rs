@@ -109,6 +109,14 @@ async fn capture(
         pgoutput::lsn_text(start)
     );
     let mut seg = Builder::new(&src.name, &cap.slot, start);
+    // The schema as the chain last saw it: a change while no daemon ran counts too.
+    if let Some(last) = capture::list(&repo, &src.name).await?.last() {
+        let h = capture::read(&repo, &last.2).await?.head;
+        if let (Some(hash), Some(at)) = (h.schema_hash.clone(), h.reaches()) {
+            seg.schema = Some((hash, at));
+        }
+    }
+    check_schema(engine, &repo, &pg, src, &mut seg).await?;
     let live = LiveWriter;
     live.write(engine, &src.name, &seg, seen.as_ref(), lagging);
     let mut due = tokio::time::Instant::now() + cap.segment;
@@ -119,6 +127,7 @@ async fn capture(
             _ = watch.tick() => {
                 // Tables made meanwhile join the publication.
                 refresh_publication(&pg, &cap.publication).await?;
+                check_schema(engine, &repo, &pg, src, &mut seg).await?;
                 // Past the limit the slot is dropped (the stream first: a slot in use cannot
                 // be), and the next round starts a new chain.
                 if over_limit(engine, &pg, src, cap, &mut lagging, &mut seen).await? {
@@ -134,6 +143,9 @@ async fn capture(
             }
             ev = c.recv() => ev.map_err(|e| Error::Postgres(format!("the replication stream: {e}")))?,
             _ = tokio::time::sleep_until(due) => {
+                // The schema is read every `segment` (and every WAL watch): a DDL is placed
+                // between two readings, so the times a restore must refuse stay narrow.
+                check_schema(engine, &repo, &pg, src, &mut seg).await?;
                 // Idle (nothing committed, nothing open): now and then a segment with no
                 // commit says how far the stream is known whole, and moves the slot on.
                 let idle_to = seg.idle.filter(|(lsn, _)| {
@@ -337,6 +349,53 @@ const IDLE_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 /// How often the WAL a slot holds back is looked at while streaming.
 const WAL_WATCH: Duration = Duration::from_secs(10);
 
+/// Read the schema's hash; when it differs from the last one, record the change (between the
+/// two readings) and start a backup, so that the points after it can be restored again: the
+/// captured changes carry no DDL, and a point-in-time restore refuses to apply them across a
+/// schema change the dump does not hold.
+async fn check_schema(
+    engine: &Engine,
+    repo: &crate::core::repo::Repository,
+    pg: &tokio_postgres::Client,
+    src: &SourceConfig,
+    seg: &mut Builder,
+) -> Result<()> {
+    let (hash, at) = client::schema_hash(pg).await?;
+    if let Some((before, since)) = seg.schema.take() {
+        if before != hash {
+            capture::record_schema_change(
+                repo,
+                &src.name,
+                &capture::SchemaChange {
+                    after: since,
+                    by: at,
+                    hash_before: before,
+                    hash_after: hash.clone(),
+                },
+            )
+            .await?;
+            let message = format!(
+                "capture of {}: the schema changed between {} and {} (DDL, which captured changes do not carry); a backup starts so that the points after it can be restored",
+                src.name,
+                since.format("%H:%M:%S"),
+                at.format("%H:%M:%S")
+            );
+            tracing::warn!("{message}");
+            engine.emit(Event::Log { job: None, message });
+            let cmd = super::Command::Backup {
+                source: src.name.clone(),
+                kind: None,
+                verify: engine.config().verification.after_backup,
+            };
+            if let Err(e) = engine.submit(cmd) {
+                tracing::error!("capture of {}: cannot start a backup: {e}", src.name);
+            }
+        }
+    }
+    seg.schema = Some((hash, at));
+    Ok(())
+}
+
 /// What the server says of the slot.
 #[derive(Debug, Clone, Default)]
 struct SlotWatch {
@@ -508,6 +567,8 @@ struct Builder {
     stored_at: std::time::Instant,
     /// The commit time the open transaction's Begin announced.
     open_at: Option<DateTime<Utc>>,
+    /// The schema's hash as last read, and when (the server's clock).
+    schema: Option<(String, DateTime<Utc>)>,
 }
 
 impl Builder {
@@ -524,6 +585,7 @@ impl Builder {
             idle: None,
             stored_at: std::time::Instant::now(),
             open_at: None,
+            schema: None,
         }
     }
 
@@ -585,6 +647,7 @@ impl Builder {
                 commits: std::mem::take(&mut self.commits),
                 sequences,
                 through_at,
+                schema_hash: self.schema.as_ref().map(|s| s.0.clone()),
             },
             messages,
         };

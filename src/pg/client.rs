@@ -362,6 +362,66 @@ pub async fn current_snapshot(
     Ok((row.get(0), time(1), time(2)))
 }
 
+/// A hash of what decides the shape of the rows: every table's columns (name, position, type)
+/// and constraints (kind, name, columns), outside the system schemas; and the server's time.
+/// A point-in-time restore compares it across a chain of captured changes: pgoutput carries no
+/// DDL. Plain catalog reads only (no function that can fail on an object dropped meanwhile: a
+/// failed query would abort a dump's transaction).
+pub async fn schema_hash(client: &Client) -> Result<(String, chrono::DateTime<chrono::Utc>)> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(md5(string_agg(x, E'\\n' ORDER BY x)), ''),
+                    (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
+               FROM (
+                 SELECT n.nspname || '.' || c.relname || ' ' || a.attnum || ' ' || a.attname
+                        || ' ' || format_type(a.atttypid, a.atttypmod) AS x
+                   FROM pg_attribute a
+                   JOIN pg_class c ON c.oid = a.attrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+                    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+                 UNION ALL
+                 SELECT 'constraint ' || n.nspname || '.' || c.relname || ' ' || co.conname || ' '
+                        || co.contype::text || ' ' || coalesce(co.conkey::text, '')
+                   FROM pg_constraint co
+                   JOIN pg_class c ON c.oid = co.conrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+                    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+               ) s",
+            &[],
+        )
+        .await
+        .map_err(|e| q(e, "reading the schema's hash"))?;
+    let at = chrono::DateTime::from_timestamp_micros(row.get::<_, i64>(1)).unwrap_or_default();
+    Ok((row.get(0), at))
+}
+
+/// [`schema_hash`] inside a transaction that must go on (a dump's): under a savepoint, so that
+/// a failure costs only the hash (logged), never the transaction.
+pub async fn schema_hash_in_transaction(client: &Client) -> Option<String> {
+    client
+        .batch_execute("SAVEPOINT keepsake_schema_hash")
+        .await
+        .ok()?;
+    match schema_hash(client).await {
+        Ok((h, _)) => {
+            let _ = client
+                .batch_execute("RELEASE SAVEPOINT keepsake_schema_hash")
+                .await;
+            Some(h)
+        }
+        Err(e) => {
+            tracing::warn!("could not read the schema's hash: {e}");
+            let _ = client
+                .batch_execute("ROLLBACK TO SAVEPOINT keepsake_schema_hash")
+                .await;
+            None
+        }
+    }
+}
+
 /// Facts about the source database, read inside the snapshot.
 pub async fn source_info(client: &Client, name: &str, ci: &ConnInfo) -> Result<SourceInfo> {
     let row = client

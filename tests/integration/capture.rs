@@ -693,3 +693,105 @@ fn an_idle_database_stays_restorable_to_the_present_and_its_slot_moves_on() {
     assert_eq!(st[0]["capture"]["state"], "stopped", "{st}");
     assert!(st[0]["capture"]["lag_seconds"].is_null(), "{st}");
 }
+
+/// A schema change (DDL, which pgoutput does not carry) while capture runs: the daemon sees it
+/// (the schema's hash), records it and starts a backup; `restore --at` reproduces the times
+/// before it and after that backup exactly, and refuses the times in between (exit 2), naming
+/// what can be restored — never a restore that silently drops or misplaces a column.
+#[test]
+fn a_schema_change_starts_a_backup_and_restore_never_crosses_it() {
+    use crate::support::{eventually, kill, wait_exit};
+    use std::time::Duration;
+    let env = logical_env("ddl");
+    env.psql(
+        "ddl",
+        "CREATE TABLE guests (id bigint PRIMARY KEY, name text);
+         INSERT INTO guests SELECT g, 'guest ' || g FROM generate_series(1, 10) g",
+    );
+    with_capture(&env, "");
+    let mut daemon = env.spawn_daemon();
+    wait_for_slot(&env, "ddl");
+    env.backup("full");
+    let now = || {
+        env.psql(
+            "ddl",
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        )
+    };
+    let restore_at = |at: &str, db: &str| {
+        env.keepsake(&[
+            "restore",
+            "--at",
+            at,
+            "--source",
+            "main",
+            "--target",
+            &env.target(db),
+            "--target-password",
+            &format!("file:{}", env.password_file.display()),
+            "--create",
+        ])
+    };
+    env.psql(
+        "ddl",
+        "INSERT INTO guests SELECT g, 'guest ' || g FROM generate_series(11, 20) g",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let t1 = now();
+    let fp1 = tables_only(&env.fingerprint("ddl"));
+    std::thread::sleep(Duration::from_millis(1500));
+    env.psql("ddl", "ALTER TABLE guests ADD COLUMN seat int");
+    env.psql(
+        "ddl",
+        "INSERT INTO guests SELECT g, 'guest ' || g, g % 7 FROM generate_series(21, 30) g",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let t2 = now();
+    // The daemon sees the change and backs up.
+    eventually(
+        "a backup after the schema change",
+        Duration::from_secs(60),
+        || {
+            env.keepsake(&["list", "--json"])
+                .ok()
+                .json()
+                .as_array()
+                .map(Vec::len)
+                == Some(2)
+        },
+    );
+    env.psql("ddl", "UPDATE guests SET seat = 1 WHERE id <= 5");
+    std::thread::sleep(Duration::from_millis(300));
+    let t3 = now();
+    let fp3 = tables_only(&env.fingerprint("ddl"));
+    env.psql("ddl", "INSERT INTO guests VALUES (99, 'late', 2)");
+    eventually("the update captured", Duration::from_secs(30), || {
+        let r = restore_at(&t3, "probe");
+        if r.code == 0 {
+            env.psql("postgres", "DROP DATABASE probe");
+        }
+        r.code == 0
+    });
+    let r = restore_at(&t1, "before_ddl");
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(tables_only(&env.fingerprint("before_ddl")), fp1);
+    let r = restore_at(&t3, "after_ddl");
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(tables_only(&env.fingerprint("after_ddl")), fp3);
+    // Between the change and the backup after it: refused, naming what can be restored.
+    let r = restore_at(&t2, "across");
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("the schema of main changed"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stderr.contains("(the backup taken after it)"),
+        "{}",
+        r.all()
+    );
+    assert!(!env.db_exists("across"));
+    kill(daemon.id(), "TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+}
