@@ -447,6 +447,12 @@ pub fn prune_text(r: &crate::core::prune::PruneReport) -> String {
             String::new()
         }
     ));
+    if r.forgotten_segments > 0 {
+        s.push_str(&format!(
+            "{verb}delete {} change segment(s) that no kept backup needs\n",
+            r.forgotten_segments
+        ));
+    }
     if let Some(why) = &r.gc_skipped {
         s.push_str(&format!("packs kept: {why}\n"));
     }

@@ -246,6 +246,83 @@ pub async fn schema_changes(repo: &Repository, source: &str) -> Result<Vec<Schem
     Ok(out)
 }
 
+/// The change segments no kept dump needs, per source, oldest first (the keys to delete).
+///
+/// A segment can go when every transaction in it is held by `oldest`'s snapshot (the oldest
+/// kept dump of its source: a restore from it or any later dump skips them all) and it
+/// reaches no later than that snapshot's start. Only a prefix goes (the chain that remains
+/// stays contiguous), and the newest segment of that prefix stays as the chain's anchor: its
+/// time is when the remaining chain begins, which must not be after the dump's snapshot (a
+/// point-in-time restore checks that). With no kept dump that records a snapshot, nothing goes.
+pub async fn unneeded_segments(
+    repo: &Repository,
+    source: &str,
+    oldest: Option<&crate::core::format::DumpSnapshot>,
+) -> Result<Vec<String>> {
+    let Some(snap) = oldest else {
+        return Ok(vec![]);
+    };
+    let mut prefix_keys = vec![];
+    for (_, _, key) in list(repo, source).await? {
+        let seg = read(repo, &key).await?;
+        let before = seg.head.reaches().is_some_and(|t| t < snap.after);
+        let held = seg
+            .messages
+            .iter()
+            .all(|m| match crate::pg::pgoutput::decode(m) {
+                Ok(crate::pg::pgoutput::Message::Begin { xid, .. }) => {
+                    snap.holds(xid) == Some(true)
+                }
+                Ok(_) => true,
+                Err(_) => false,
+            });
+        if !(before && held) {
+            break;
+        }
+        prefix_keys.push(key);
+    }
+    // The anchor stays.
+    prefix_keys.pop();
+    Ok(prefix_keys)
+}
+
+/// Schema changes recorded before `cut` (the ones no kept dump's restore can meet).
+pub async fn schema_changes_before(
+    repo: &Repository,
+    source: &str,
+    cut: DateTime<Utc>,
+) -> Result<Vec<String>> {
+    let mut out = vec![];
+    for o in repo.store().list(&schema_change_prefix(source)).await? {
+        let plain = repo.get_sealed(&o.key).await?;
+        let c: SchemaChange =
+            serde_json::from_slice(&plain).map_err(|e| Error::Damage(format!("{}: {e}", o.key)))?;
+        if c.by < cut {
+            out.push(o.key);
+        }
+    }
+    Ok(out)
+}
+
+/// The sources that have anything under `capture/`.
+pub async fn sources(repo: &Repository) -> Result<Vec<String>> {
+    let mut v: Vec<String> = repo
+        .store()
+        .list("capture/")
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            o.key
+                .strip_prefix("capture/")
+                .and_then(|r| r.split_once('/'))
+                .map(|(s, _)| s.to_string())
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
 /// pgoutput's Begin message for the fields a replication client decodes.
 pub fn begin_message(final_lsn: u64, commit_time: i64, xid: u32) -> Vec<u8> {
     let mut b = vec![b'B'];

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::core::capture;
 use crate::core::format::{IndexFile, FORMAT_VERSION};
 use crate::core::repo::Repository;
 use crate::core::retention::{self, Candidate, Decision, RetentionPolicy};
@@ -270,6 +271,10 @@ pub struct PruneReport {
     pub stale_temporaries: usize,
     /// Why pack collection was skipped, if it was.
     pub gc_skipped: Option<String>,
+    /// Change segments (continuous capture) that no kept backup needs: deleted (or, for a dry
+    /// run, that would be).
+    #[serde(default)]
+    pub forgotten_segments: usize,
 }
 
 pub async fn prune(
@@ -407,6 +412,7 @@ async fn prune_now(
         deleted_bytes: 0,
         stale_temporaries: 0,
         gc_skipped: None,
+        forgotten_segments: 0,
     };
     if !dry_run {
         for id in &forgotten {
@@ -422,6 +428,27 @@ async fn prune_now(
     }
 
     let forgotten: BTreeSet<&String> = forgotten.iter().collect();
+    // Change capture: the segments older than what the oldest kept dump of their source needs
+    // go with the dumps forgotten (and the schema changes recorded before it).
+    for source in capture::sources(repo).await? {
+        let oldest = ms
+            .iter()
+            .filter(|m| m.source.name == source && !forgotten.contains(&m.id))
+            .filter_map(|m| m.snapshot.as_ref())
+            .min_by_key(|s| s.after);
+        let keys = capture::unneeded_segments(repo, &source, oldest).await?;
+        report.forgotten_segments += keys.len();
+        if !dry_run {
+            for k in &keys {
+                repo.store().delete(k).await?;
+            }
+            if let Some(o) = oldest {
+                for k in capture::schema_changes_before(repo, &source, o.after).await? {
+                    repo.store().delete(&k).await?;
+                }
+            }
+        }
+    }
     let referenced: BTreeSet<String> = ms
         .iter()
         .filter(|m| !forgotten.contains(&m.id))

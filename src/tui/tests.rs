@@ -441,6 +441,7 @@ fn screens_at_80x24_and_120x40() {
             deleted_packs: vec![],
             deleted_bytes: 0,
             stale_temporaries: 0,
+            forgotten_segments: 0,
             gc_skipped: None,
         }));
         for (i, name) in ["overview", "backups", "jobs", "retention", "drills", "log"]
@@ -1337,6 +1338,7 @@ fn a_prune_ending_makes_the_plan_stale_and_previews_are_named() {
         deleted_packs: vec![],
         deleted_bytes: 0,
         stale_temporaries: 0,
+        forgotten_segments: 0,
         gc_skipped: None,
     };
     let ended = |id: &str, dry_run| {

@@ -795,3 +795,106 @@ fn a_schema_change_starts_a_backup_and_restore_never_crosses_it() {
     kill(daemon.id(), "TERM");
     assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
 }
+
+/// Retention covers change segments: a prune that forgets the older dump deletes the segments
+/// whose transactions the oldest kept dump holds (keeping one as the chain's anchor), so the
+/// repository does not grow without end; a point-in-time restore from the kept dump still
+/// reproduces its time exactly, and a time before it is refused.
+#[test]
+fn prune_forgets_the_segments_no_kept_backup_needs() {
+    use crate::support::{eventually, kill, wait_exit};
+    use std::time::Duration;
+    let env = logical_env("ret");
+    env.psql(
+        "ret",
+        "CREATE TABLE guests (id bigint PRIMARY KEY, name text);
+         INSERT INTO guests SELECT g, 'guest ' || g FROM generate_series(1, 10) g",
+    );
+    with_capture(&env, "");
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        format!("{text}\n[retention]\nkeep_last = 1\nprune_grace_hours = 0\n"),
+    )
+    .expect("config");
+    let mut daemon = env.spawn_daemon();
+    wait_for_slot(&env, "ret");
+    env.backup("full");
+    let now = || {
+        env.psql(
+            "ret",
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        )
+    };
+    // Changes in several segments, then the second dump, then more changes.
+    for i in 0..4 {
+        env.psql(
+            "ret",
+            &format!(
+                "INSERT INTO guests SELECT g, 'a' FROM generate_series({0}, {0} + 9) g",
+                100 + i * 10
+            ),
+        );
+        std::thread::sleep(Duration::from_millis(1300));
+    }
+    let early = now();
+    env.backup("incremental");
+    env.psql("ret", "UPDATE guests SET name = 'moved' WHERE id < 5");
+    std::thread::sleep(Duration::from_millis(300));
+    let late = now();
+    let fp = tables_only(&env.fingerprint("ret"));
+    env.psql("ret", "INSERT INTO guests VALUES (999, 'last')");
+    eventually("the update captured", Duration::from_secs(30), || {
+        captured(&env).0.contains(&999)
+    });
+    let before = captured(&env).1.len();
+    let r = env.keepsake(&["prune", "--json"]).ok();
+    let report = r.json();
+    let gone = report["forgotten_segments"]
+        .as_u64()
+        .expect("forgotten_segments");
+    assert_eq!(
+        report["forgotten"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    assert!(gone >= 3, "{report}");
+    let after = captured(&env).1.len();
+    assert_eq!(before - after, gone as usize);
+    // The kept dump and what follows it still restore exactly.
+    let r = env.keepsake(&[
+        "restore",
+        "--at",
+        &late,
+        "--source",
+        "main",
+        "--target",
+        &env.target("ret_late"),
+        "--target-password",
+        &format!("file:{}", env.password_file.display()),
+        "--create",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(tables_only(&env.fingerprint("ret_late")), fp);
+    // Before the kept dump: refused, naming the range.
+    let r = env.keepsake(&[
+        "restore",
+        "--at",
+        &early,
+        "--source",
+        "main",
+        "--target",
+        &env.target("ret_early"),
+        "--target-password",
+        &format!("file:{}", env.password_file.display()),
+        "--create",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("the range that can be restored is"),
+        "{}",
+        r.all()
+    );
+    kill(daemon.id(), "TERM");
+    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+}
