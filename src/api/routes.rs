@@ -396,6 +396,16 @@ async fn start_restore(
         let exclude_schemas = f.strings("exclude_schemas");
         let data_only = f.bool("data_only").unwrap_or(false);
         let into_schema = f.string("into_schema");
+        // A point in time (change capture): this backup, then the captured changes after it.
+        let at = f.string("at").and_then(|t| {
+            match chrono::DateTime::parse_from_rfc3339(&t) {
+                Ok(d) => Some(d.with_timezone(&chrono::Utc)),
+                Err(_) => {
+                    f.error("at", "expected an RFC 3339 time, e.g. 2026-12-07T17:00:00Z");
+                    None
+                }
+            }
+        });
         let selection = crate::core::select::Names {
             tables: &tables,
             schemas: &schemas,
@@ -490,6 +500,9 @@ async fn start_restore(
         if let Some(s) = &selection {
             note.params.insert("selection".into(), json!(s));
         }
+        if let Some(t) = at {
+            note.params.insert("at".into(), json!(t));
+        }
         accept(
             &api,
             &caller,
@@ -501,7 +514,8 @@ async fn start_restore(
                     .no_owner(no_owner)
                     .no_privileges(no_privileges)
                     .jobs(jobs.map(|j| j as usize))
-                    .selection(selection),
+                    .selection(selection)
+                    .at(at, None),
             ),
         )
     }

@@ -547,6 +547,10 @@ impl Control for Remote {
                     "no_privileges": r.no_privileges,
                     "jobs": r.jobs,
                 });
+                // A point in time: the path's backup is the dump it starts from.
+                if let Some(at) = r.at {
+                    body["at"] = json!(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+                }
                 if let Some(sel) = &r.selection {
                     // Names cross quoted, so the daemon reads exactly these.
                     let q = crate::pg::client::quote_ident;

@@ -58,6 +58,8 @@ pub enum Effect {
         no_owner: bool,
         /// Parallel sessions (`None`: the default).
         jobs: Option<usize>,
+        /// A point in time: the backup, then the captured changes up to it.
+        at: Option<DateTime<Utc>>,
     },
     /// Read what database `db` on `source`'s server holds now (`App::target_facts`).
     InspectTarget {
@@ -128,6 +130,8 @@ pub enum RestoreStep {
         tables: Vec<(String, String)>,
         schema: String,
     },
+    /// A point in time (change capture): type it (UTC); a new database follows.
+    At { text: String, error: Option<String> },
     /// Another server: type a `postgres://user@host:port/newdb` URL (no password).
     Url { text: String, error: Option<String> },
     /// What will happen with the typed URL: a new database there.
@@ -261,6 +265,8 @@ pub struct App {
     pub tables: Option<(String, Result<Vec<crate::engine::TableSize>, String>)>,
     /// The restore wizard's options: skip ownership and privileges, parallel sessions.
     pub restore_options: (bool, Option<usize>),
+    /// The restore wizard's point in time (change capture), when one was chosen.
+    pub restore_at: Option<DateTime<Utc>>,
     /// What the restore wizard's target database holds now: its name and the facts.
     pub target_facts: Option<(String, Result<crate::engine::TargetFacts, String>)>,
     /// Every table of the backup the restore wizard picks from, by name: its id and the
@@ -309,6 +315,7 @@ impl App {
             problem: None,
             tables: None,
             restore_options: (false, None),
+            restore_at: None,
             target_facts: None,
             pick_list: None,
         }
@@ -319,9 +326,10 @@ impl App {
         match &self.dialog {
             Some(Dialog::Delete { .. }) => Focus::Text,
             Some(Dialog::Restore { step, .. }) => match step {
-                RestoreStep::Name { .. } | RestoreStep::Url { .. } | RestoreStep::Schema { .. } => {
-                    Focus::Text
-                }
+                RestoreStep::Name { .. }
+                | RestoreStep::Url { .. }
+                | RestoreStep::At { .. }
+                | RestoreStep::Schema { .. } => Focus::Text,
                 RestoreStep::Confirm {
                     overwrite: true, ..
                 } => Focus::Text,
@@ -768,6 +776,7 @@ impl App {
                     overwrite: true, ..
                 } => Some("confirm"),
                 RestoreStep::Url { .. } => Some("url"),
+                RestoreStep::At { .. } => Some("at"),
                 RestoreStep::Schema { .. } => Some("schema"),
                 RestoreStep::Tables { typing: true, .. } => Some("tables"),
                 _ => None,
@@ -798,7 +807,7 @@ impl App {
                     typed,
                     ..
                 } => Some((typed, any)),
-                RestoreStep::Url { text, error } => {
+                RestoreStep::Url { text, error } | RestoreStep::At { text, error } => {
                     *error = None;
                     Some((text, any))
                 }
@@ -962,6 +971,7 @@ impl App {
             Action::Restore => match self.selected_backup().cloned() {
                 Some(b) => {
                     self.restore_options = (false, None);
+                    self.restore_at = None;
                     self.target_facts = None;
                     self.dialog = Some(Dialog::Restore {
                         backup: b.id.clone(),
@@ -1260,14 +1270,27 @@ impl App {
                     Some((id, Ok(l))) if *id == backup => l.as_slice(),
                     _ => &[],
                 };
+                // How far change capture of this source reaches (a point-in-time restore's
+                // latest time), if it captures.
+                let reach = self
+                    .model
+                    .status
+                    .iter()
+                    .find(|s| s.source == source)
+                    .and_then(|s| s.capture.as_ref())
+                    .and_then(|c| c.last_commit_at);
                 let (step, effects) = restore_step(
                     step,
                     a,
-                    &backup,
-                    &source,
-                    &database,
-                    &mut self.restore_options,
-                    list,
+                    Wizard {
+                        backup: &backup,
+                        source: &source,
+                        database: &database,
+                        options: &mut self.restore_options,
+                        at: &mut self.restore_at,
+                        reach,
+                        list,
+                    },
                 );
                 match step {
                     Some(s) => (
@@ -1399,15 +1422,29 @@ impl App {
 }
 
 /// The restore wizard's next step; `None` closes it.
-fn restore_step(
-    step: RestoreStep,
-    a: Action,
-    backup: &str,
-    source: &str,
-    database: &str,
-    options: &mut (bool, Option<usize>),
-    list: &[crate::engine::TableSize],
-) -> (Option<RestoreStep>, Vec<Effect>) {
+/// What the restore wizard's steps work with.
+struct Wizard<'a> {
+    backup: &'a str,
+    source: &'a str,
+    database: &'a str,
+    options: &'a mut (bool, Option<usize>),
+    /// The point in time chosen (change capture).
+    at: &'a mut Option<DateTime<Utc>>,
+    /// How far change capture of the source reaches now.
+    reach: Option<DateTime<Utc>>,
+    list: &'a [crate::engine::TableSize],
+}
+
+fn restore_step(step: RestoreStep, a: Action, w: Wizard<'_>) -> (Option<RestoreStep>, Vec<Effect>) {
+    let Wizard {
+        backup,
+        source,
+        database,
+        options,
+        at,
+        reach,
+        list,
+    } = w;
     match step {
         RestoreStep::Mode { overwrite } => match a {
             Action::Up | Action::Down => (
@@ -1425,6 +1462,16 @@ fn restore_step(
                 }),
                 vec![],
             ),
+            // A point in time: this backup, then the changes captured after it.
+            Action::Char('p') => (
+                Some(RestoreStep::At {
+                    text: reach
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_default(),
+                    error: None,
+                }),
+                vec![],
+            ),
             Action::Char('t') => (
                 Some(RestoreStep::Tables {
                     sel: 0,
@@ -1434,17 +1481,20 @@ fn restore_step(
                 }),
                 vec![Effect::TableList(backup.to_string())],
             ),
-            Action::Enter => (
-                Some(RestoreStep::Name {
-                    overwrite,
-                    name: if overwrite {
-                        String::new()
-                    } else {
-                        format!("{database}_restored")
-                    },
-                }),
-                vec![],
-            ),
+            Action::Enter => {
+                *at = None;
+                (
+                    Some(RestoreStep::Name {
+                        overwrite,
+                        name: if overwrite {
+                            String::new()
+                        } else {
+                            format!("{database}_restored")
+                        },
+                    }),
+                    vec![],
+                )
+            }
             _ => (Some(RestoreStep::Mode { overwrite }), vec![]),
         },
         RestoreStep::Name { overwrite, name } => match a {
@@ -1501,6 +1551,7 @@ fn restore_step(
                     overwrite,
                     no_owner: options.0,
                     jobs: options.1,
+                    at: *at,
                 }],
             ),
             _ => (
@@ -1531,6 +1582,28 @@ fn restore_step(
                 ),
             },
             _ => (Some(RestoreStep::Url { text, error }), vec![]),
+        },
+        RestoreStep::At { text, error } => match a {
+            Action::Enter => match parse_time(&text, Utc::now()) {
+                Ok(t) => {
+                    *at = Some(t);
+                    (
+                        Some(RestoreStep::Name {
+                            overwrite: false,
+                            name: format!("{database}_at_{}", t.format("%H%M%S")),
+                        }),
+                        vec![],
+                    )
+                }
+                Err(e) => (
+                    Some(RestoreStep::At {
+                        text,
+                        error: Some(e),
+                    }),
+                    vec![],
+                ),
+            },
+            _ => (Some(RestoreStep::At { text, error }), vec![]),
         },
         RestoreStep::ConfirmUrl { url, server, db } => match a {
             Action::Enter => (
@@ -1653,6 +1726,28 @@ pub fn url_target(text: &str) -> Result<(String, String), String> {
 }
 
 pub use crate::units::{duration, duration_ms};
+
+/// A time typed in the console (UTC): RFC 3339, `YYYY-MM-DD HH:MM[:SS]`, or `HH:MM[:SS]` of
+/// today (by `now`).
+pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let t = text.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+        if let Ok(d) = chrono::NaiveDateTime::parse_from_str(t, f) {
+            return Ok(d.and_utc());
+        }
+    }
+    for f in ["%H:%M:%S%.f", "%H:%M"] {
+        if let Ok(tm) = chrono::NaiveTime::parse_from_str(t, f) {
+            return Ok(now.date_naive().and_time(tm).and_utc());
+        }
+    }
+    Err(format!(
+        "\"{t}\" is not a time: 14:05, 14:05:30, 2026-12-08 14:05 or 2026-12-08T14:05:00Z (UTC)"
+    ))
+}
 
 /// The orders of the Backups screen, as its title names them.
 pub const SORTS: [&str; 4] = ["newest first", "oldest first", "largest first", "by source"];

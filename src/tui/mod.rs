@@ -418,6 +418,7 @@ fn effect<C: Control + 'static>(
             overwrite,
             no_owner,
             jobs,
+            at,
         } => restore_on_source(ctl, tx, source, db.clone(), move |target| {
             RestoreRequest::new(backup, target)
                 .create(!overwrite)
@@ -425,6 +426,7 @@ fn effect<C: Control + 'static>(
                 .confirm(overwrite.then_some(db))
                 .no_owner(no_owner)
                 .jobs(jobs)
+                .at(at, None)
         }),
         Effect::RestoreUrl { backup, url } => {
             tokio::spawn(async move {

@@ -802,6 +802,7 @@ fn restore_wizard_overwrite_needs_the_database_name_typed() {
             overwrite: true,
             no_owner: true,
             jobs: Some(3),
+            at: None,
         }]
     );
     // A new database needs no typed name; `q` in the name field is a letter, not quit.
@@ -1750,4 +1751,74 @@ fn a_wide_tall_overview_uses_its_room() {
     insta::assert_snapshot!("overview_200x50", s);
     let s = screen(&a, 80, 24);
     assert!(!s.contains("Latest jobs") && !s.contains("NEWEST"), "{s}");
+}
+
+/// Issue 29: the restore wizard offers "a point in time" for a source whose changes are
+/// captured: the time prefilled with how far capture reaches, typed in friendly forms, then a
+/// new database; the request carries the time.
+#[test]
+fn restore_wizard_restores_to_a_point_in_time() {
+    let mut a = app();
+    let reach = now() - chrono::Duration::seconds(30);
+    a.model.status[0].capture = Some(crate::engine::query::CaptureStatus {
+        slot: "keepsake_wedsync".into(),
+        last_commit_at: Some(reach),
+        last_commit_age_s: Some(30),
+        segments: 3,
+        chain_since: Some(at(3, 0)),
+        state: "streaming".into(),
+        lag_seconds: Some(0),
+        lag_bytes: None,
+        wal_retained_bytes: None,
+        wal_status: None,
+        error: None,
+    });
+    press(&mut a, KeyCode::Char('2'));
+    press(&mut a, KeyCode::Char('r'));
+    let s = screen(&a, 80, 24);
+    assert!(
+        s.contains("p a point in time (capture reaches 14:01:30)"),
+        "{s}"
+    );
+    press(&mut a, KeyCode::Char('p'));
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("2026-12-02 14:01:30▏"), "{s}");
+    // A wrong time is said, and nothing moves on.
+    ctrl(&mut a, 'u');
+    typed(&mut a, "half past two");
+    press(&mut a, KeyCode::Enter);
+    assert!(screen(&a, 80, 24).contains("is not a time"));
+    ctrl(&mut a, 'u');
+    typed(&mut a, "2026-12-02 13:45");
+    press(&mut a, KeyCode::Enter);
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("wedsync_at_134500"), "{s}");
+    press(&mut a, KeyCode::Enter); // the name
+    press(&mut a, KeyCode::Enter); // the options
+    let s = screen(&a, 80, 24);
+    assert!(s.contains("The state at 2026-12-02 13:45:00 UTC"), "{s}");
+    let e = press(&mut a, KeyCode::Enter);
+    let Some(Effect::Restore {
+        at: t,
+        overwrite,
+        db,
+        ..
+    }) = e.first()
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!(*t, Some(at(13, 45)));
+    assert!(!overwrite);
+    assert_eq!(db, "wedsync_at_134500");
+}
+
+#[test]
+fn console_times_are_read_in_friendly_forms() {
+    let now = at(14, 2);
+    let p = |t| crate::tui::app::parse_time(t, now);
+    assert_eq!(p("13:45"), Ok(at(13, 45)));
+    assert_eq!(p("2026-12-02 13:45"), Ok(at(13, 45)));
+    assert_eq!(p("2026-12-02T13:45:00Z"), Ok(at(13, 45)));
+    assert_eq!(p(" 13:45:00 "), Ok(at(13, 45)));
+    assert!(p("tomorrow").is_err());
 }

@@ -1818,12 +1818,27 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                         usize::from(*overwrite),
                     ));
                     l.push("  u another server: type a postgres:// URL (a new database)".into());
+                    // Change capture: the state at any time it reaches.
+                    if let Some(reach) = app
+                        .model
+                        .status
+                        .iter()
+                        .find(|s| &s.source == source)
+                        .and_then(|s| s.capture.as_ref())
+                        .and_then(|c| c.last_commit_at)
+                    {
+                        l.push(format!(
+                            "  p a point in time (capture reaches {}): a new database",
+                            reach.format("%H:%M:%S")
+                        ));
+                    }
                     l.push(format!(
                         "  t some tables: into a new schema of {database}, beside the live ones"
                     ));
                     l.extend([
                         String::new(),
-                        "↑/↓ choose   u URL   t tables   Enter next   Esc cancel".into(),
+                        "↑/↓ choose  u URL  t tables  p point in time  Enter next  Esc cancel"
+                            .into(),
                     ]);
                 }
                 RestoreStep::Url { text, error } => {
@@ -1834,6 +1849,21 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                         l.push(format!("✗ {e}"));
                     }
                     l.extend([String::new(), "Enter next   Esc cancel".into()]);
+                }
+                RestoreStep::At { text, error } => {
+                    l.push("Restore the state at a point in time (UTC): this backup, then".into());
+                    l.push(
+                        "the changes captured after it, up to the last commit at or before:".into(),
+                    );
+                    l.push(format!("  {}", super::app::with_caret(text, app.caret)));
+                    l.push("  14:05 · 14:05:30 · 2026-12-08 14:05 · 2026-12-08T14:05:00Z".into());
+                    if let Some(e) = error {
+                        l.push(format!("✗ {e}"));
+                    }
+                    l.extend([
+                        String::new(),
+                        "Enter next (a new database)   Esc cancel".into(),
+                    ]);
                 }
                 RestoreStep::ConfirmUrl { server, db, .. } => {
                     l.push(format!(
@@ -1961,6 +1991,12 @@ fn dialog(f: &mut Frame, area: Rect, app: &App, d: &Dialog, now: DateTime<Utc>, 
                     l.push(format!(
                         "Creates database {name} on {server} and restores into it."
                     ));
+                    if let Some(t) = app.restore_at {
+                        l.push(format!(
+                            "The state at {}: this backup, then the captured changes up to it.",
+                            t.format("%Y-%m-%d %H:%M:%S UTC")
+                        ));
+                    }
                     l.push(match target_facts(app, name) {
                         Some(Ok(f)) if f.exists => format!(
                             "✗ {name} already exists there ({} tables, {}): the restore would refuse; Esc and choose another name",

@@ -351,7 +351,7 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
     let mut daemon = env.spawn_daemon();
     wait_for_slot(&env, "pit");
     // The dump, taken while capture runs.
-    env.backup("full");
+    let dump_id = env.backup("full")["id"].as_str().expect("id").to_string();
     let now = || {
         env.psql(
             "pit",
@@ -441,6 +441,45 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
             ),
             "t",
             "restore --at {at}: rsvp_id_seq behind its table"
+        );
+    }
+    // The same through the daemon's control API, as an attached console asks for it (the
+    // remote client, the route, the engine).
+    {
+        use keepsake::engine::control::Control;
+        use keepsake::engine::{Command, RestoreRequest, RestoreTarget};
+        let cfg = keepsake::config::load(&env.config).expect("config");
+        let conn = cfg
+            .source("main")
+            .expect("source")
+            .conn
+            .with_dbname("via_api");
+        let at = chrono::DateTime::parse_from_rfc3339(&points[1].0)
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let socket = env.dir.path().join("state/keepsake.sock");
+        let out = crate::support::block_on(async {
+            let remote = keepsake::engine::remote::Remote::connect(
+                keepsake::api::client::Client::unix(&socket),
+            )
+            .await
+            .expect("attach to the daemon");
+            let h = remote
+                .submit(Command::Restore(
+                    RestoreRequest::new(dump_id.clone(), RestoreTarget::on_source("main", conn))
+                        .create(true)
+                        .at(Some(at), None),
+                ))
+                .await
+                .expect("submit");
+            h.wait().await
+        });
+        assert_eq!(out.exit_code, 0, "{:?}", out.error);
+        assert_eq!(
+            &tables_only(&env.fingerprint("via_api")),
+            &points[1].1,
+            "restore at {} through the API",
+            points[1].0
         );
     }
     // Outside what can be restored: refused, naming the range.
