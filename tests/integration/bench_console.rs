@@ -140,6 +140,94 @@ fn bench_console_startup_and_terminal_bytes() {
     let secs = t.elapsed().as_secs_f64();
     let sent = std::fs::metadata(&bytes).map(|m| m.len()).unwrap_or(0);
     close("ks-bench-warm");
+
+    // Attached to a daemon: bytes sent while idle, and how soon a backup someone else starts
+    // on the daemon (through its API) shows on the screen (issue 27: < 0.5 s).
+    let mut daemon = env.spawn_daemon();
+    let socket = env.dir.path().join("state/keepsake.sock");
+    let api = keepsake::api::client::Client::unix(&socket);
+    let answers = |c: &keepsake::api::client::Client| {
+        rt.block_on(c.request("GET", "/v1/status", None))
+            .is_ok_and(|a| a.status == 200)
+    };
+    let t = Instant::now();
+    while !answers(&api) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the daemon does not answer"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let session = "ks-bench-attached";
+    tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "-s",
+        session,
+        "bash",
+        "--norc",
+        "--noprofile",
+    ]);
+    let cmd = format!(
+        "NO_COLOR=1 {} --config {} console",
+        crate::support::bin(),
+        env.config.display()
+    );
+    tmux(&["send-keys", "-t", session, &cmd, "Enter"]);
+    let t = Instant::now();
+    while !tmux(&["capture-pane", "-p", "-t", session]).contains("attached") {
+        assert!(t.elapsed() < Duration::from_secs(120), "not attached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let idle_bytes = env.dir.path().join("idle.bytes");
+    tmux(&[
+        "pipe-pane",
+        "-o",
+        "-t",
+        session,
+        &format!("cat >> {}", idle_bytes.display()),
+    ]);
+    std::thread::sleep(Duration::from_secs(30));
+    tmux(&["pipe-pane", "-t", session]);
+    let idle = std::fs::metadata(&idle_bytes).map(|m| m.len()).unwrap_or(0);
+    let mut seen_after = vec![];
+    for _ in 0..5 {
+        let body = serde_json::json!({"source": "main", "type": "incremental"});
+        let a = rt
+            .block_on(api.request("POST", "/v1/backups", Some(&body)))
+            .expect("start a backup");
+        let t = Instant::now();
+        assert_eq!(a.status, 202, "{:?}", a.body);
+        let job = a.json()["job"].as_str().expect("job").to_string();
+        loop {
+            let s = tmux(&["capture-pane", "-p", "-t", session]);
+            if s.contains("● backup main") {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "not shown:\n{s}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        seen_after.push(t.elapsed().as_secs_f64());
+        let _ = rt.block_on(api.request("POST", &format!("/v1/jobs/{job}/cancel"), None));
+        let t = Instant::now();
+        while tmux(&["capture-pane", "-p", "-t", session]).contains("● backup main") {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the backup did not end"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    close(session);
+    crate::support::kill(daemon.id(), "TERM");
+    let _ = crate::support::wait_exit(&mut daemon, Duration::from_secs(30));
+    seen_after.sort_by(|a, b| a.total_cmp(b));
     println!(
         "console, {n} backups on S3 (Garage, loopback): start to drawn Overview cold {cold:.2} s (peak RSS {} MiB), warm {warm:.2} s (peak RSS {} MiB)",
         cold_hwm.unwrap_or(0) / 1024,
@@ -148,5 +236,12 @@ fn bench_console_startup_and_terminal_bytes() {
     println!(
         "console, during a {secs:.1} s backup: {sent} bytes to the terminal, {:.0} bytes/s",
         sent as f64 / secs
+    );
+    println!(
+        "console attached to a daemon: idle 30 s: {idle} bytes to the terminal ({:.1} bytes/s); a backup started through the daemon's API shown after {} s (median of {}; each: {:?})",
+        idle as f64 / 30.0,
+        format_args!("{:.3}", seen_after[seen_after.len() / 2]),
+        seen_after.len(),
+        seen_after.iter().map(|s| format!("{s:.3}")).collect::<Vec<_>>()
     );
 }
