@@ -179,6 +179,21 @@ async fn event_loop<C: Control + 'static>(
     let mut dirty = true;
     let mut last_draw = Instant::now() - FRAME;
     let mut minute = Utc::now().format("%H:%M").to_string();
+    // A dropped SSH connection (SIGHUP) or a SIGTERM ends the console as `q` would: the jobs
+    // it started in-process are cancelled and their cleanups run (a half-loaded database is
+    // dropped, a lease given back, the demo's cluster stopped), instead of the process dying
+    // with them half done.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    async fn got(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
     loop {
         if dirty && last_draw.elapsed() >= FRAME {
             terminal
@@ -194,6 +209,14 @@ async fn event_loop<C: Control + 'static>(
         });
         let msg = tokio::select! {
             m = rx.recv() => m,
+            _ = got(&mut hangup) => {
+                tracing::info!("the terminal hung up: leaving the console");
+                return Ok(());
+            }
+            _ = got(&mut terminate) => {
+                tracing::info!("SIGTERM: leaving the console");
+                return Ok(());
+            }
             _ = next_frame => {
                 let now = Utc::now().format("%H:%M").to_string();
                 if now != minute {

@@ -482,6 +482,44 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
             points[1].0
         );
     }
+    // A drill at a point in time rehearses exactly that: the dump held to its facts, the
+    // captured changes applied, and a smoke query sees the state of that time.
+    let guests = {
+        // The guests at the second point: its digest's restore is at `at1`.
+        env.psql("at1", "SELECT count(*) FROM guests")
+    };
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        format!(
+            "{text}\n[[drill.checks]]\nname = \"the guests of that time\"\nsql = \"SELECT count(*) FROM guests\"\nexpect = \"= {guests}\"\n"
+        ),
+    )
+    .expect("config");
+    let r = env.keepsake(&["drill", "--source", "main", "--at", &points[1].0, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let rep = r.json();
+    let check = |name: &str| {
+        rep["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == name))
+            .map(|c| c["outcome"].clone())
+    };
+    assert_eq!(
+        check("captured changes applied"),
+        Some("passed".into()),
+        "{rep}"
+    );
+    assert_eq!(
+        check("tables match the backup"),
+        Some("passed".into()),
+        "{rep}"
+    );
+    assert_eq!(
+        check("the guests of that time"),
+        Some("passed".into()),
+        "{rep}"
+    );
     // Outside what can be restored: refused, naming the range.
     for at in ["2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z"] {
         let r = env.keepsake(&[

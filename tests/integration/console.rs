@@ -547,3 +547,59 @@ fn console_guided_drill_end_to_end() {
         "{all}"
     );
 }
+
+/// An SSH connection that drops sends the console SIGHUP: it leaves as `q` would — the
+/// backup it started in-process is cancelled and its cleanup runs (its lease given back, the
+/// job recorded as cancelled) — instead of dying with the job half done (before: killed by the
+/// signal, exit 129, the lease left in the repository and the job never ended).
+#[test]
+fn a_hung_up_terminal_cancels_the_consoles_jobs_and_cleans_up() {
+    let env = Env::new("hup", None);
+    env.psql(
+        "hup",
+        "CREATE TABLE guests AS SELECT g AS id, md5(g::text) || md5((g * 3)::text) AS note FROM generate_series(1, 1500000) g",
+    );
+    let bin = crate::support::bin();
+    let t = Tmux::start(&format!(
+        "clear; NO_COLOR=1 {bin} --config {} ; echo after-console-$?",
+        env.config.display()
+    ));
+    t.wait_for("1 Overview", Duration::from_secs(30));
+    t.keys(&["b"]);
+    t.wait_for("Back up main as:", Duration::from_secs(5));
+    t.keys(&["f"]);
+    t.wait_for("● backup main", Duration::from_secs(30));
+    assert!(
+        !env.object_keys("locks/").is_empty(),
+        "the backup holds a lease"
+    );
+    // The console is the pane's shell's child.
+    let shell = Command::new("tmux")
+        .args(["display", "-p", "-t", &t.session, "#{pane_pid}"])
+        .output()
+        .expect("tmux");
+    let shell = String::from_utf8_lossy(&shell.stdout).trim().to_string();
+    let kids =
+        std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).expect("children");
+    let pid: u32 = kids
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("console pid");
+    crate::support::kill(pid, "HUP");
+    let s = t.wait_for("after-console-", Duration::from_secs(60));
+    assert!(s.contains("after-console-0"), "{s}");
+    assert!(
+        env.object_keys("locks/").is_empty(),
+        "the lease was given back: {:?}",
+        env.object_keys("locks/")
+    );
+    let jobs = env.keepsake(&["jobs", "--json"]).ok().json();
+    let last = jobs
+        .as_array()
+        .and_then(|j| j.iter().rev().find(|j| j["kind"] == "backup"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(last["status"], "cancelled", "{jobs}");
+    assert!(env.keepsake(&["list", "--json"]).ok().stdout.contains("[]"));
+}

@@ -295,17 +295,28 @@ impl Drill<'_> {
 
         // Preflight 2: which backup.
         self.begin("preflight: backup");
-        let r = choose(&repo, req, &config).await.map(|(m, proven)| {
-            let d = format!(
-                "{} of {} ({}, taken {}, proven: {proven})",
-                m.id,
-                m.source.name,
-                m.kind.as_str(),
-                m.started_at.format("%Y-%m-%d %H:%M UTC")
-            );
-            ((m, proven), d)
-        });
-        let (m, proven) = self.end(r)?;
+        let r = choose(&repo, req, &config)
+            .await
+            .map(|(m, proven, pitr, why)| {
+                let mut d = format!(
+                    "{} of {} ({}, taken {}, proven: {proven})",
+                    m.id,
+                    m.source.name,
+                    m.kind.as_str(),
+                    m.started_at.format("%Y-%m-%d %H:%M UTC")
+                );
+                if let Some(p) = &pitr {
+                    d.push_str(&format!(
+                        ", then the changes captured after it up to {}",
+                        p.until.format("%Y-%m-%d %H:%M:%S UTC")
+                    ));
+                }
+                if let Some(why) = why {
+                    d.push_str(&format!("; {why}"));
+                }
+                ((m, proven, pitr), d)
+            });
+        let (m, proven, pitr) = self.end(r)?;
         self.rep.source = m.source.name.clone();
         self.rep.backup_id = Some(m.id.clone());
         self.rep.backup_type = Some(m.kind);
@@ -419,9 +430,17 @@ impl Drill<'_> {
         }
         self.rep.restore_ms = Some(outcome.duration.as_millis() as u64);
 
+        // A point in time (change capture): the dump is first held to its facts, then the
+        // captured transactions after it are applied up to the time.
+        if let Some(p) = &pitr {
+            self.begin("apply captured changes");
+            let r = self.apply_captured(&repo, &m, p, &target).await;
+            self.end(r)?;
+        }
+
         // Checks.
         self.begin("checks");
-        let r = self.checks(&m, &target, &config).await;
+        let r = self.checks(&m, &target, &config, pitr.is_none()).await;
         let failed = self
             .rep
             .checks
@@ -447,7 +466,9 @@ impl Drill<'_> {
         // snapshot time.
         self.begin("measurements");
         self.rep.rto_ms = Some(self.t0.elapsed().as_millis() as u64);
-        self.rep.rpo_s = Some((self.rep.started_at - m.started_at).num_seconds());
+        // A point in time: the state restored is the one at that time.
+        let point = pitr.as_ref().map_or(m.started_at, |p| p.until);
+        self.rep.rpo_s = Some((self.rep.started_at - point).num_seconds());
         let mut words = vec![format!(
             "RTO {} (restore alone {}), RPO {}",
             drill::dur(self.rep.rto_ms.unwrap_or(0)),
@@ -497,16 +518,46 @@ impl Drill<'_> {
         Ok(())
     }
 
-    /// Table facts from backup time, pg_amcheck, and the configured smoke queries.
-    async fn checks(
+    /// A point-in-time drill: the restored dump held to its facts (as any drill's), then the
+    /// captured transactions it does not hold applied up to the plan's time.
+    async fn apply_captured(
         &mut self,
+        repo: &Arc<Repository>,
         m: &Manifest,
+        p: &crate::core::pitr::Plan,
         target: &ConnInfo,
-        config: &crate::config::Config,
-    ) -> Result<()> {
+    ) -> Result<((), String)> {
         let pg = client::connect(target).await?;
+        self.facts_check(&pg, m).await?;
+        drop(pg);
         let t = Instant::now();
-        let problems = verify::compare_database(&pg, &m.facts).await?;
+        let mut pg = client::connect(target).await?;
+        let a = crate::core::pitr::apply(repo, p, &mut pg).await?;
+        let detail = format!(
+            "{} captured transaction(s) after the backup ({} change(s)), the last committed at {}",
+            a.transactions,
+            a.changes,
+            a.last_commit
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
+                .unwrap_or_else(|| "— (none after the backup)".into())
+        );
+        self.rep.checks.push(Check {
+            name: "captured changes applied".into(),
+            kind: "change capture".into(),
+            outcome: Outcome::Passed,
+            duration_ms: t.elapsed().as_millis() as u64,
+            detail: detail.clone(),
+            sql: None,
+            expect: None,
+            value: None,
+        });
+        Ok(((), detail))
+    }
+
+    /// The restored tables against the facts recorded at backup time.
+    async fn facts_check(&mut self, pg: &tokio_postgres::Client, m: &Manifest) -> Result<()> {
+        let t = Instant::now();
+        let problems = verify::compare_database(pg, &m.facts).await?;
         self.rep.checks.push(Check {
             name: "tables match the backup".into(),
             kind: "table facts".into(),
@@ -533,6 +584,22 @@ impl Drill<'_> {
             expect: None,
             value: None,
         });
+        Ok(())
+    }
+
+    /// Table facts from backup time (unless a point-in-time drill held the dump to them
+    /// before its changes), pg_amcheck, and the configured smoke queries.
+    async fn checks(
+        &mut self,
+        m: &Manifest,
+        target: &ConnInfo,
+        config: &crate::config::Config,
+        facts: bool,
+    ) -> Result<()> {
+        let pg = client::connect(target).await?;
+        if facts {
+            self.facts_check(&pg, m).await?;
+        }
         let t = Instant::now();
         let opts = verify::VerifyOptions {
             bin_dir: config.postgres.bin_dir.clone(),
@@ -649,11 +716,19 @@ fn drill_db_name(id: &str) -> String {
 }
 
 /// The backup a drill restores, and the level it was proven at.
+/// The backup to drill, how far it is proven, and, for `at` on a source whose changes are
+/// captured, the point-in-time plan (its dump is the backup) — or why the last backup before
+/// `at` is drilled instead (capture does not reach it).
 async fn choose(
     repo: &Repository,
     req: &DrillRequest,
     config: &crate::config::Config,
-) -> Result<(Manifest, &'static str)> {
+) -> Result<(
+    Manifest,
+    &'static str,
+    Option<crate::core::pitr::Plan>,
+    Option<String>,
+)> {
     let records = verify::records(repo).await?;
     let proven = |m: &Manifest| verify::proven(records.get(&m.id)).0;
     if let Some(id) = &req.backup {
@@ -667,7 +742,7 @@ async fn choose(
             }
         }
         let p = proven(&m);
-        return Ok((m, p));
+        return Ok((m, p, None, None));
     }
     let (ms, _) = repo.manifests_lenient().await?;
     let source = match &req.source {
@@ -694,6 +769,27 @@ async fn choose(
             }
         }
     };
+    // A point in time of a source whose changes are captured: its state at that time.
+    let mut why = None;
+    if let Some(at) = req.at {
+        if crate::core::capture::slot_record(repo, &source)
+            .await?
+            .is_some()
+        {
+            match crate::core::pitr::plan(repo, &source, None, at).await {
+                Ok(plan) => {
+                    let p = proven(&plan.dump);
+                    return Ok((plan.dump.clone(), p, Some(plan), None));
+                }
+                Err(Error::Field { message, .. }) => {
+                    why = Some(format!(
+                        "change capture cannot restore that time ({message}): the last backup before it instead"
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
     let mut mine = ms.into_iter().filter(|m| m.source.name == source);
     let m = match req.at {
         Some(at) => mine
@@ -713,7 +809,7 @@ async fn choose(
             })?,
     };
     let p = proven(&m);
-    Ok((m, p))
+    Ok((m, p, None, why))
 }
 
 /// The target server answers, the database does not exist yet, and (when the server is on
