@@ -114,9 +114,9 @@ impl Pool {
 }
 
 /// Buffers of decoded chunks.
-static CHUNK_BUFS: Pool = Pool::new(16 << 20);
+static CHUNK_BUFS: Pool = Pool::new(8 << 20);
 /// Buffers of pack reads (spans, at most [`SPAN_MAX`] each unless one chunk is larger).
-static SPAN_BUFS: Pool = Pool::new(16 << 20);
+static SPAN_BUFS: Pool = Pool::new(8 << 20);
 
 /// A decoded chunk's plaintext; its buffer returns to the pool when dropped.
 pub struct Plain(Vec<u8>);

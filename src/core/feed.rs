@@ -64,7 +64,7 @@ impl RestoreOptions {
             no_owner: false,
             no_privileges: false,
             bin_dir: None,
-            read_ahead: 8,
+            read_ahead: 4,
             jobs: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)

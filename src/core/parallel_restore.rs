@@ -130,7 +130,7 @@ fn span_pieces(
         })
         .left_stream()
     } else {
-        chunk_stream(repo.clone(), m.clone(), first..last.max(first), 3)
+        chunk_stream(repo.clone(), m.clone(), first..last.max(first), 2)
             .map(move |r| {
                 let (i, _, plain) = r?;
                 Ok(piece(i, Arc::new(plain)))
