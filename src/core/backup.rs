@@ -183,6 +183,17 @@ async fn plan_with_estimate(
         .iter()
         .flat_map(|m| m.packs.iter().map(|p| p.name.clone()))
         .collect();
+    // Packs a verification found damaged are never adopted: their chunks are stored anew,
+    // so a new backup does not inherit the damage (issue 28, item 8). Records that cannot be
+    // read cost only that: nothing is excluded for them (the chunks are still authenticated
+    // when read).
+    let damaged = match crate::core::verify::records(repo).await {
+        Ok(r) => crate::core::verify::damaged_packs(&r),
+        Err(e) => {
+            tracing::warn!("cannot read the verification records ({e}): adopting every pack");
+            Default::default()
+        }
+    };
     let (mut index, unreadable) = repo.load_index_lenient().await?;
     for u in &unreadable {
         tracing::warn!("skipping an unreadable index object (its chunks are stored again): {u}");
@@ -215,6 +226,8 @@ async fn plan_with_estimate(
             (Some(m.id.clone()), known)
         }
     };
+    let mut known = known;
+    known.retain(|_, sc: &mut StoredChunk| !damaged.contains(&sc.pack.key()));
     // Reuse only chunks whose pack is really there, with the size the index promises.
     let present: HashMap<String, u64> = repo
         .store()

@@ -14,7 +14,7 @@
 //! ran and passed. Results are stored in the repository (`verifications/<backup>/<time>`,
 //! sealed like manifests) so that any host sees them; manifests stay immutable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -857,6 +857,22 @@ pub async fn records(repo: &Repository) -> Result<BTreeMap<String, Vec<VerifyRec
         v.sort_by_key(|r| r.finished_at);
     }
     Ok(out)
+}
+
+/// Packs that a backup's newest verification found damaged (`pack packs/… …` problems): a
+/// new backup stores their chunks anew instead of adopting them (issue 28, item 8).
+pub fn damaged_packs(records: &BTreeMap<String, Vec<VerifyRecord>>) -> BTreeSet<String> {
+    records
+        .values()
+        .filter_map(|rs| rs.last())
+        .flat_map(|r| r.problems.iter())
+        .filter_map(|p| {
+            p.strip_prefix("pack ")
+                .and_then(|r| r.split([' ', ':']).next())
+                .filter(|k| k.starts_with("packs/"))
+                .map(str::to_string)
+        })
+        .collect()
 }
 
 /// What a backup's history of verifications proves: (`level`, when), where level is

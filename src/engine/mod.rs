@@ -25,6 +25,7 @@
 
 pub mod audit;
 pub mod capture;
+pub mod capture_state;
 pub mod client;
 pub mod command;
 pub mod control;
@@ -329,7 +330,7 @@ impl Engine {
                 if let Some(x) = st.iter_mut().find(|x| x.source == name) {
                     let live = state_dir(&cfg)
                         .ok()
-                        .and_then(|d| capture::read_live(&d, &name));
+                        .and_then(|d| capture_state::read_live(&d, &name));
                     x.capture = Some(
                         query::capture_status(&repo, &name, &slot)
                             .await?

@@ -224,10 +224,10 @@ impl CaptureStatus {
     /// Fill in what the daemon's capture reports (`live`, if any) as of `now`.
     pub fn with_live(
         mut self,
-        live: Option<crate::engine::capture::Live>,
+        live: Option<crate::engine::capture_state::Live>,
         now: DateTime<Utc>,
     ) -> Self {
-        let stale = chrono::Duration::from_std(crate::engine::capture::LIVE_EVERY * 3)
+        let stale = chrono::Duration::from_std(crate::engine::capture_state::LIVE_EVERY * 3)
             .unwrap_or_else(|_| chrono::Duration::seconds(30));
         match live {
             Some(l) if now - l.updated_at <= stale => {

@@ -682,3 +682,32 @@ fn a_restore_stays_within_its_memory_bound() {
         );
     }
 }
+
+/// Issue 28, item 8: once a verification has found a pack damaged, a new backup stores the
+/// chunks it held anew instead of adopting them — an incremental taken after the damage was
+/// found restores and verifies (before: it reused the damaged pack and failed like the old one).
+#[test]
+fn a_backup_never_adopts_a_pack_found_damaged() {
+    let env = Env::new("awk", Some(AWKWARD_SQL));
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let packs = env.pack_keys();
+    assert!(!packs.is_empty());
+    for key in &packs {
+        let mut bytes = env.read_object(key);
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        env.write_object(key, bytes);
+    }
+    let r = env.keepsake(&["verify", &id, "--level", "data"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    // Nothing changed in the database: an incremental would reuse every chunk.
+    let next = env.backup("incremental")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let r = env.keepsake(&["verify", &next, "--level", "data"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = env.restore_new(&next, "awk_again");
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(env.fingerprint("awk_again"), env.fingerprint("awk"));
+}
