@@ -10,7 +10,8 @@
 //! Invariants:
 //! - The dump is one taken while the chain of segments ran (its snapshot after the chain
 //!   began): every transaction it does not hold is in the chain.
-//! - Each source transaction is applied in one target transaction, in commit order, with
+//! - Source transactions are applied whole, in commit order (up to [`GROUP`] of them in one
+//!   target transaction: the same end state, far fewer commits), with
 //!   triggers and foreign-key checks off (`session_replication_role = replica`, as a
 //!   subscriber does): the source's trigger effects are themselves among the changes.
 //! - Nothing is applied past the last commit at or before the chosen time; a time outside what
@@ -225,7 +226,7 @@ pub async fn apply(
         Error::Postgres(format!("{what}: {}", client::describe(&e)))
     };
     pg.batch_execute(
-        "SET session_replication_role = replica; SET datestyle = 'ISO, YMD'; SET intervalstyle = postgres; SET timezone = 'UTC'; SET bytea_output = hex",
+        "SET session_replication_role = replica; SET synchronous_commit = off; SET datestyle = 'ISO, YMD'; SET intervalstyle = postgres; SET timezone = 'UTC'; SET bytea_output = hex",
     )
     .await
     .map_err(|e| pgerr("preparing the session that applies the captured changes (session_replication_role = replica needs a superuser or the role's grant)", e))?;
@@ -236,8 +237,12 @@ pub async fn apply(
         .ok_or_else(|| Error::Other(format!("backup {} recorded no snapshot", plan.dump.id)))?;
     let mut relations: BTreeMap<u32, Relation> = BTreeMap::new();
     let mut types: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    // Each statement's text is prepared once and reused (a change is one round trip).
+    let mut statements: Statements = BTreeMap::new();
     let mut done = Applied::default();
     let mut xid = 0u32;
+    // Source transactions applied in the target transaction now open.
+    let mut grouped = 0usize;
     // The sequence values of the last segment a transaction was applied from.
     let mut sequences: Vec<(String, i64)> = vec![];
     for key in &plan.segments {
@@ -260,6 +265,11 @@ pub async fn apply(
                     open = false;
                     let at = pgoutput::time_of(commit_time).unwrap_or(plan.until);
                     if at > plan.until {
+                        if grouped > 0 {
+                            pg.batch_execute("COMMIT")
+                                .await
+                                .map_err(|e| pgerr("committing applied transactions", e))?;
+                        }
                         set_sequences(pg, &sequences).await?;
                         return Ok(done);
                     }
@@ -270,17 +280,22 @@ pub async fn apply(
                         ))
                     })?;
                     if !in_dump {
-                        let t = pg
-                            .transaction()
-                            .await
-                            .map_err(|e| pgerr("starting a transaction", e))?;
+                        if grouped == 0 {
+                            pg.batch_execute("BEGIN")
+                                .await
+                                .map_err(|e| pgerr("starting a transaction", e))?;
+                        }
                         for c in &txn {
-                            apply_change(&t, c, &relations, &mut types).await?;
+                            apply_change(pg, c, &relations, &mut types, &mut statements).await?;
                             done.changes += 1;
                         }
-                        t.commit()
-                            .await
-                            .map_err(|e| pgerr("committing an applied transaction", e))?;
+                        grouped += 1;
+                        if grouped == GROUP {
+                            pg.batch_execute("COMMIT")
+                                .await
+                                .map_err(|e| pgerr("committing applied transactions", e))?;
+                            grouped = 0;
+                        }
                         done.transactions += 1;
                         done.last_commit = Some(at);
                         sequences = seg_sequences.clone();
@@ -292,9 +307,19 @@ pub async fn apply(
             }
         }
     }
+    if grouped > 0 {
+        pg.batch_execute("COMMIT")
+            .await
+            .map_err(|e| pgerr("committing applied transactions", e))?;
+    }
     set_sequences(pg, &sequences).await?;
     Ok(done)
 }
+
+/// Source transactions applied in one target transaction: whole ones only, in commit order,
+/// so the database ends in the same state; each commit of the target costs a round trip
+/// and a WAL flush, and a restore that fails midway is dropped whole anyway.
+const GROUP: usize = 500;
 
 /// Set the sequences to the values read when the last applied segment was sealed: at least
 /// what they were at the chosen time (a sequence ahead only leaves a gap; one behind would
@@ -328,7 +353,7 @@ fn table(r: &Relation) -> String {
 
 /// The target's type of each of the relation's columns, by the relation's column order.
 async fn column_types(
-    t: &tokio_postgres::Transaction<'_>,
+    t: &tokio_postgres::Client,
     r: &Relation,
     cache: &mut BTreeMap<u32, Vec<String>>,
 ) -> Result<Vec<String>> {
@@ -388,11 +413,15 @@ fn keys(r: &Relation) -> Vec<usize> {
         .collect()
 }
 
+/// Prepared statements of the applying session, by their text.
+type Statements = BTreeMap<String, tokio_postgres::Statement>;
+
 async fn apply_change(
-    t: &tokio_postgres::Transaction<'_>,
+    t: &tokio_postgres::Client,
     m: &Message,
     relations: &BTreeMap<u32, Relation>,
     types: &mut BTreeMap<u32, Vec<String>>,
+    statements: &mut Statements,
 ) -> Result<()> {
     let rel = |oid: &u32| {
         relations.get(oid).ok_or_else(|| {
@@ -401,18 +430,27 @@ async fn apply_change(
             ))
         })
     };
-    let run = |sql: String, params: Vec<Option<String>>| async move {
-        let p: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-            .iter()
-            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
-        t.execute(sql.as_str(), &p).await.map_err(|e| {
-            Error::Postgres(format!(
-                "applying a captured change ({}): {}",
-                sql.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-                client::describe(&e)
-            ))
-        })
+    let failed = |sql: &str, e: tokio_postgres::Error| {
+        Error::Postgres(format!(
+            "applying a captured change ({}): {}",
+            sql.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+            client::describe(&e)
+        ))
+    };
+    let run = |sql: String, params: Vec<Option<String>>| {
+        let cached = statements.get(&sql).cloned();
+        async move {
+            let stmt = match cached {
+                Some(s) => s,
+                None => t.prepare(&sql).await.map_err(|e| failed(&sql, e))?,
+            };
+            let p: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                .iter()
+                .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            t.execute(&stmt, &p).await.map_err(|e| failed(&sql, e))?;
+            Ok::<_, Error>((sql, stmt))
+        }
     };
     match m {
         Message::Insert { relation, new } => {
@@ -451,7 +489,8 @@ async fn apply_change(
                     format!("DO UPDATE SET {}", set.join(", "))
                 }
             );
-            run(sql, new.iter().map(text).collect()).await?;
+            let (k, v) = run(sql, new.iter().map(text).collect()).await?;
+            statements.insert(k, v);
         }
         Message::Update { relation, old, new } => {
             let r = rel(relation)?;
@@ -491,7 +530,8 @@ async fn apply_change(
                 sets.join(", "),
                 conds.join(" AND ")
             );
-            run(sql, params).await?;
+            let (k, v) = run(sql, params).await?;
+            statements.insert(k, v);
         }
         Message::Delete { relation, old } => {
             let r = rel(relation)?;
@@ -511,11 +551,12 @@ async fn apply_change(
             if conds.is_empty() {
                 return Ok(());
             }
-            run(
+            let (k, v) = run(
                 format!("DELETE FROM {} WHERE {}", table(r), conds.join(" AND ")),
                 params,
             )
             .await?;
+            statements.insert(k, v);
         }
         Message::Truncate {
             options,
@@ -532,7 +573,8 @@ async fn apply_change(
             if options & 1 != 0 {
                 sql.push_str(" CASCADE");
             }
-            run(sql, vec![]).await?;
+            let (k, v) = run(sql, vec![]).await?;
+            statements.insert(k, v);
         }
         _ => {}
     }
