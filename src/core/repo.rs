@@ -151,20 +151,41 @@ impl Repository {
         }
         // Every key object the identities open, by fingerprint.
         let mut keys: Vec<(String, MasterKey)> = Vec::new();
+        // Key objects the identities open that hold no key: planted by someone who can write
+        // to the repository, or damaged. With a pinned key they are passed over (issue 28,
+        // item 6: one malformed object stopped every command); without one, refused below.
+        let mut malformed: Vec<String> = Vec::new();
         for obj in store.list("keys/").await? {
             let Some(sealed) = store.get(&obj.key).await? else {
                 continue;
             };
             if let Ok(plain) = identities.decrypt(&sealed) {
                 let plain = zeroize::Zeroizing::new(plain);
-                let kf: KeyFile = serde_json::from_slice(&plain).map_err(|e| {
-                    Error::Repository(format!("{}: malformed key object: {e}", obj.key))
-                })?;
-                let mut m = zeroize::Zeroizing::new([0u8; 32]);
-                hex::decode_to_slice(&kf.master_key, &mut *m)
-                    .map_err(|e| Error::Repository(format!("{}: malformed key: {e}", obj.key)))?;
-                keys.push((obj.key.clone(), MasterKey::from_bytes(&m)));
+                let key = serde_json::from_slice::<KeyFile>(&plain)
+                    .map_err(|e| format!("{}: malformed key object: {e}", obj.key))
+                    .and_then(|kf| {
+                        let mut m = zeroize::Zeroizing::new([0u8; 32]);
+                        hex::decode_to_slice(&kf.master_key, &mut *m)
+                            .map_err(|e| format!("{}: malformed key: {e}", obj.key))?;
+                        Ok(MasterKey::from_bytes(&m))
+                    });
+                match key {
+                    Ok(k) => keys.push((obj.key.clone(), k)),
+                    Err(why) => malformed.push(why),
+                }
             }
+        }
+        if !malformed.is_empty() {
+            if pinned.is_none() {
+                return Err(Error::Repository(format!(
+                    "{}: keepsake uses no key of the repository at {location} while one of its key objects is malformed (damaged, or planted by someone who can write to it); set [encryption] repository_key_fingerprint to the genuine key (`keepsake init` printed it) and the others are passed over",
+                    malformed.join("; ")
+                )));
+            }
+            tracing::warn!(
+                "{location}: key objects that hold no key are passed over (the pinned key is used): {}",
+                malformed.join("; ")
+            );
         }
         if keys.is_empty() {
             return Err(Error::Key(format!(
@@ -556,6 +577,41 @@ mod tests {
             .await
             .expect_err("wrong key");
         assert!(matches!(e, Error::Key(_)), "{e}");
+    }
+
+    /// Issue 28, item 6: a key object that opens with the identity but holds no key stopped
+    /// every command, even with the genuine key pinned. Pinned, it is passed over; unpinned,
+    /// the repository is refused, naming it.
+    #[tokio::test]
+    async fn a_malformed_key_object_is_passed_over_when_the_key_is_pinned() {
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let (text, rcp) = generate_identity();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("AGE-"))
+            .expect("line")
+            .to_string();
+        let ids = || Identities::from_identity(age::x25519::Identity::from_str(&line).expect("id"));
+        let r = Recipients(vec![parse_recipient(&rcp).expect("r")]);
+        let repo = Repository::init(store.clone(), "mem", r.clone(), ids())
+            .await
+            .expect("init");
+        let fp = repo.key().fingerprint();
+        store
+            .put(
+                "keys/ffffffffffffffff",
+                r.encrypt(b"not a key object").expect("seal"),
+            )
+            .await
+            .expect("put");
+        let opened = Repository::open_pinned(store.clone(), "mem", r.clone(), ids(), Some(&fp))
+            .await
+            .expect("pinned open");
+        assert_eq!(opened.key().fingerprint(), fp);
+        let e = Repository::open(store, "mem", r, ids())
+            .await
+            .expect_err("unpinned");
+        assert!(e.to_string().contains("keys/ffffffffffffffff"), "{e}");
     }
 
     #[tokio::test]
