@@ -52,7 +52,7 @@ pub fn possible(m: &Manifest, o: &RestoreOptions) -> bool {
 }
 
 /// Archive offset where each stream position starts (one more entry: the total).
-fn chunk_starts(m: &Manifest) -> Vec<u64> {
+pub(crate) fn chunk_starts(m: &Manifest) -> Vec<u64> {
     let mut v = Vec::with_capacity(m.stream.len() + 1);
     let mut at = 0u64;
     for ci in &m.stream {

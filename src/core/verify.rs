@@ -156,6 +156,74 @@ fn affected(users: &BTreeMap<String, Vec<String>>, key: &str) -> String {
     }
 }
 
+/// What the damaged chunks at stream `positions` of `m` held, in words: the tables whose data
+/// lies there (named from the archive's table of contents, read from the chunks before it),
+/// or that the table of contents itself is damaged (issue 28, item 5).
+async fn damaged_tables(
+    repo: &Arc<Repository>,
+    m: &Arc<Manifest>,
+    positions: &BTreeSet<usize>,
+) -> String {
+    let starts = crate::core::parallel_restore::chunk_starts(m);
+    let ranges: Vec<(u64, u64)> = positions
+        .iter()
+        .filter(|p| **p + 1 < starts.len())
+        .map(|p| (starts[*p], starts[*p + 1]))
+        .collect();
+    let toc_len = m.facts.toc_len;
+    let mut words = vec![];
+    if ranges.iter().any(|(a, _)| *a < toc_len) {
+        words.push("the archive's table of contents".to_string());
+    }
+    let ids: BTreeSet<i64> = m
+        .facts
+        .blocks
+        .iter()
+        .filter(|b| ranges.iter().any(|(a, z)| b.start < *z && *a < b.end))
+        .map(|b| b.dump_id)
+        .collect();
+    if !ids.is_empty() {
+        // The table of contents, from the chunks before its end.
+        let upto = starts.partition_point(|s| *s < toc_len).min(m.stream.len());
+        let mut prefix = Vec::new();
+        let chunks = crate::core::chunks::chunk_stream(repo.clone(), m.clone(), 0..upto, 4);
+        futures::pin_mut!(chunks);
+        let mut whole = true;
+        while let Some(r) = chunks.next().await {
+            match r {
+                Ok((_, _, plain)) => prefix.extend_from_slice(&plain),
+                Err(_) => {
+                    whole = false;
+                    break;
+                }
+            }
+        }
+        let names: Vec<String> =
+            match crate::pg::archive::read_toc(&prefix[..prefix.len().min(toc_len as usize)]) {
+                Ok(toc) if whole => toc
+                    .entries
+                    .iter()
+                    .filter(|e| ids.contains(&e.dump_id))
+                    .map(|e| match e.namespace.is_empty() {
+                        true => format!("{} {}", e.desc.to_lowercase(), e.tag),
+                        false => format!("{}.{}", e.namespace, e.tag),
+                    })
+                    .collect(),
+                _ => ids.iter().map(|i| format!("TOC entry {i}")).collect(),
+            };
+        let more = names.len().saturating_sub(10);
+        let mut listed = names.into_iter().take(10).collect::<Vec<_>>().join(", ");
+        if more > 0 {
+            listed.push_str(&format!(" and {more} more"));
+        }
+        words.push(format!("the data of {listed}"));
+    }
+    match words.is_empty() {
+        true => "the chunks hold no table data (the archive's trailer)".into(),
+        false => format!("they hold {}", words.join(" and ")),
+    }
+}
+
 /// Verify backup `id` at `level`. Damage is reported in the record (`ok: false`), not as an
 /// error; errors mean the verification itself could not run. The record is stored.
 pub async fn verify(
@@ -562,11 +630,16 @@ async fn verify_data(
     let mut parser = ArchiveParser::new();
     let mut hasher = repo.key().stream_hasher();
     let mut done = 0u64;
-    let mut damaged_packs: BTreeMap<String, usize> = BTreeMap::new();
+    // Per damaged pack, the stream positions of its chunks that failed.
+    let mut damaged_packs: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     let mut intact = true;
     let chunks = crate::core::chunks::chunk_stream(repo.clone(), m.clone(), 0..m.stream.len(), 4);
     futures::pin_mut!(chunks);
+    // One item per stream position, in order (an error too).
+    let mut pos = 0usize;
     while let Some(r) = chunks.next().await {
+        let here = pos;
+        pos += 1;
         match r {
             Ok((_, id, plain)) => {
                 hasher.update(&id.0);
@@ -591,16 +664,18 @@ async fn verify_data(
                     .map(|p| p.key())
                     .find(|k| msg.contains(k.as_str()))
                     .unwrap_or_else(|| "?".into());
-                *damaged_packs.entry(key).or_default() += 1;
+                damaged_packs.entry(key).or_default().insert(here);
             }
             Err(e) => return Err(e),
         }
     }
     drop(list_in);
-    for (pack, n) in &damaged_packs {
+    for (pack, positions) in &damaged_packs {
         rec.problems.push(format!(
-            "pack {pack}: {n} chunk(s) fail authentication (damaged or swapped); {}",
-            affected(users, pack)
+            "pack {pack}: {} chunk(s) fail authentication (damaged or swapped); {}; {}",
+            positions.len(),
+            affected(users, pack),
+            damaged_tables(repo, m, positions).await
         ));
     }
     if !intact {

@@ -711,3 +711,37 @@ fn a_backup_never_adopts_a_pack_found_damaged() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(env.fingerprint("awk_again"), env.fingerprint("awk"));
 }
+
+/// Issue 28, item 5: a damaged pack is named with what its damaged chunks held — the tables
+/// whose data lies there, from the archive's table of contents — so an operator knows what a
+/// partial restore of the rest can still bring back.
+#[test]
+fn damage_names_the_tables_it_hits() {
+    let env = Env::new("named", None);
+    env.psql(
+        "named",
+        "CREATE TABLE guests(id int PRIMARY KEY, note text);
+         INSERT INTO guests SELECT g, md5(g::text) || md5((g*3)::text) FROM generate_series(1, 80000) g;
+         CREATE TABLE vendors(code text PRIMARY KEY);
+         INSERT INTO vendors VALUES ('cake')",
+    );
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let packs = env.pack_keys();
+    let key = packs
+        .iter()
+        .max_by_key(|k| env.read_object(k).len())
+        .expect("a pack")
+        .clone();
+    let mut bytes = env.read_object(&key);
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    env.write_object(&key, bytes);
+    let r = env.keepsake(&["verify", &id, "--level", "data"]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(
+        r.stdout.contains("they hold the data of public.guests"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("public.vendors"), "{}", r.stdout);
+}
