@@ -275,21 +275,6 @@ fn console_without_a_terminal_exits_2_and_points_at_status() {
     assert!(r.stderr.contains("keepsake status"), "{}", r.stderr);
 }
 
-/// The daemon stops with the test, passed or failed.
-struct DaemonGuard(std::process::Child);
-
-impl Drop for DaemonGuard {
-    fn drop(&mut self) {
-        if self.0.try_wait().is_ok_and(|s| s.is_some()) {
-            return;
-        }
-        crate::support::kill(self.0.id(), "TERM");
-        let _ = crate::support::wait_exit(&mut self.0, Duration::from_secs(20));
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// docs/console.md, "Attached or local": with the daemon answering on its socket, the console
 /// attaches — the header says so, `b` starts the backup in the daemon, a backup started by
 /// another caller of the API appears, the restore wizard restores through the daemon (which
@@ -298,7 +283,7 @@ impl Drop for DaemonGuard {
 #[test]
 fn console_attaches_to_the_daemon_and_runs_jobs_there() {
     let env = Env::new("awk", Some(AWKWARD_SQL));
-    let _daemon = DaemonGuard(env.spawn_daemon());
+    let _daemon = env.spawn_daemon();
     let sock = env.dir.path().join("state/keepsake.sock");
     let client = keepsake::api::client::Client::unix(&sock);
     eventually("the daemon answers", Duration::from_secs(30), || {
@@ -406,7 +391,7 @@ fn console_attaches_to_the_daemon_and_runs_jobs_there() {
 #[test]
 fn the_console_says_when_the_daemon_goes_and_names_the_one_that_comes_back() {
     let env = Env::new("awk", Some(AWKWARD_SQL));
-    let mut first = DaemonGuard(env.spawn_daemon());
+    let mut first = env.spawn_daemon();
     let sock = env.dir.path().join("state/keepsake.sock");
     let client = keepsake::api::client::Client::unix(&sock);
     let answers = || {
@@ -435,7 +420,7 @@ fn the_console_says_when_the_daemon_goes_and_names_the_one_that_comes_back() {
     t.wait_for("does not answer", Duration::from_secs(5));
     t.keys(&["Escape"]);
 
-    let second = DaemonGuard(env.spawn_daemon());
+    let second = env.spawn_daemon();
     answers();
     let s = t.wait_for(&format!("pid {} ", second.0.id()), Duration::from_secs(30));
     assert!(s.contains("attached"), "{s}");

@@ -329,13 +329,15 @@ impl Env {
         isolate_in(c, self.dir.path());
     }
 
-    /// `keepsake --daemon` on this env's configuration, output discarded.
-    pub fn spawn_daemon(&self) -> std::process::Child {
-        self.keepsake_cmd(&["--daemon"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn the daemon")
+    /// `keepsake --daemon` on this env's configuration, output discarded; killed when dropped.
+    pub fn spawn_daemon(&self) -> DaemonChild {
+        DaemonChild(
+            self.keepsake_cmd(&["--daemon"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn the daemon"),
+        )
     }
 
     /// Backup and return its id (from `--json`).
@@ -486,6 +488,35 @@ pub fn list_files(dir: &Path) -> Vec<String> {
     };
     v.sort();
     v
+}
+
+/// A daemon a test started: killed when dropped, so that a failing test leaves none behind
+/// (they went on capturing for an hour after a failed run).
+pub struct DaemonChild(pub std::process::Child);
+
+impl std::ops::Deref for DaemonChild {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for DaemonChild {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for DaemonChild {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // As a service manager stops it (its cleanups run), then for sure.
+            kill(self.0.id(), "TERM");
+            let _ = wait_exit(&mut self.0, std::time::Duration::from_secs(20));
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// Point HOME, the XDG directories and TMPDIR of `c` under `root` (created as needed), remove
