@@ -12,11 +12,18 @@ use crate::support::{eventually, free_port, Env, WEDDING_SQL};
 struct Bouncer {
     child: Child,
     port: u16,
+    ini: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Bouncer {
+    /// PgBouncer itself, not only `runuser` in front of it (killing that left one PgBouncer
+    /// behind per run).
     fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(self.ini.as_os_str())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -66,6 +73,7 @@ fn pgbouncer(env: &Env, db: &str) -> Option<Bouncer> {
     Some(Bouncer {
         child,
         port,
+        ini,
         _dir: dir,
     })
 }
