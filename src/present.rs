@@ -150,10 +150,7 @@ pub fn jobs_table(jobs: &[JobRecord]) -> String {
                 )
             })
             .unwrap_or_default();
-        let status = serde_json::to_value(j.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let status = j.status.as_str().to_string();
         let what = j
             .error
             .as_deref()

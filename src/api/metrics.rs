@@ -287,10 +287,7 @@ pub async fn metrics(
     );
     let mut jobs: BTreeMap<(String, String), u64> = BTreeMap::new();
     for j in api.engine.history() {
-        let status = serde_json::to_value(j.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let status = j.status.as_str().to_string();
         *jobs.entry((j.kind.clone(), status)).or_default() += 1;
     }
     for ((kind, outcome), n) in &jobs {

@@ -401,16 +401,12 @@ impl App {
             .rev()
             .filter(|h| !self.model.live.iter().any(|l| l.id == h.id))
             .filter(|h| {
-                let status = serde_json::to_value(h.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
                 self.screen != 2
                     || self.passes(&[
                         &h.id,
                         &h.kind,
                         h.source.as_deref().unwrap_or(""),
-                        &status,
+                        h.status.as_str(),
                         h.error.as_deref().unwrap_or(""),
                         h.started_by.as_deref().unwrap_or(""),
                         h.backup_id.as_deref().unwrap_or(""),
@@ -585,10 +581,7 @@ impl App {
             }
             Event::JobFinished(o) | Event::JobFailed(o) => {
                 self.progress.remove(&o.job);
-                let status = serde_json::to_value(o.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
+                let status = o.status.as_str().to_string();
                 let preview = match &o.result {
                     Some(crate::engine::JobResult::Prune(r)) if r.dry_run => true,
                     Some(crate::engine::JobResult::Prune(_)) => {

@@ -552,6 +552,33 @@ fn overview(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) 
     );
 }
 
+/// A finished job's symbol: ✔ completed, · cancelled, ● still running, ✗ otherwise.
+fn job_symbol(j: &crate::engine::history::JobRecord) -> &'static str {
+    use crate::engine::history::JobStatus;
+    match j.status {
+        JobStatus::Completed => "✔",
+        JobStatus::Running => "●",
+        JobStatus::Cancelled => "·",
+        JobStatus::Failed | JobStatus::Interrupted => "✗",
+    }
+}
+
+/// How long a job took (`—` while it has no end).
+fn job_took(j: &crate::engine::history::JobRecord) -> String {
+    j.finished_at
+        .map(|f| duration((f - j.started_at).num_seconds().max(0) as u64))
+        .unwrap_or_else(|| "—".into())
+}
+
+/// A job's error's first line, else the backup it made or used (`id` words its id).
+fn job_detail(j: &crate::engine::history::JobRecord, id: impl Fn(&str) -> String) -> String {
+    j.error
+        .as_deref()
+        .map(|e| e.lines().next().unwrap_or("").to_string())
+        .or(j.backup_id.as_deref().map(|b| format!("backup {}", id(b))))
+        .unwrap_or_default()
+}
+
 /// The latest jobs, newest first, one line each (tall terminals' Overview).
 fn recent_jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>) {
     let room = area.height.saturating_sub(2) as usize;
@@ -563,25 +590,9 @@ fn recent_jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>) {
         .filter(|h| !app.model.live.iter().any(|l| l.id == h.id))
         .take(room)
         .map(|j| {
-            let status = serde_json::to_value(j.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let sym = match status.as_str() {
-                "completed" => "✔",
-                "cancelled" => "·",
-                _ => "✗",
-            };
-            let took = j
-                .finished_at
-                .map(|f| duration((f - j.started_at).num_seconds().max(0) as u64))
-                .unwrap_or_else(|| "—".into());
-            let detail = j
-                .error
-                .as_deref()
-                .map(|e| e.lines().next().unwrap_or("").to_string())
-                .or(j.backup_id.as_deref().map(|b| format!("backup {b}")))
-                .unwrap_or_default();
+            let (sym, status) = (job_symbol(j), j.status.as_str());
+            let detail = job_detail(j, |b| b.to_string());
+            let took = job_took(j);
             Line::raw(format!(
                 "{sym} {:<11} {:<8} {:<7} {:<12} {:<10} {:>7}  {detail}",
                 ago(Some(j.started_at), now),
@@ -626,10 +637,7 @@ fn job_source(app: &App, j: &crate::engine::history::JobRecord) -> String {
 /// A finished job in words (3 Jobs, Enter): what, who, when, how long, what it made or why
 /// it failed — not its record's JSON (issue 27, item 10).
 fn job_lines(app: &App, j: &crate::engine::history::JobRecord, now: DateTime<Utc>) -> Vec<String> {
-    let status = serde_json::to_value(j.status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let status = j.status.as_str().to_string();
     let mut l = vec![
         format!("job        {}", j.id),
         format!("what       {} of {}", j.kind, job_source(app, j)),
@@ -976,36 +984,17 @@ fn jobs(f: &mut Frame, area: Rect, app: &App, now: DateTime<Utc>, t: Theme) {
         ));
     }
     for j in app.past_jobs() {
-        let status = serde_json::to_value(j.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let sym = match status.as_str() {
-            "completed" => "✔",
-            "running" => "●",
-            "cancelled" => "·",
-            _ => "✗",
-        };
         rows.push(row(
             vec![
-                format!("{sym} {}", short_job(&j.id)),
+                format!("{} {}", job_symbol(j), short_job(&j.id)),
                 j.kind.clone(),
                 job_source(app, j),
-                status,
+                j.status.as_str().to_string(),
                 ago(Some(j.started_at), now),
-                j.error
-                    .as_deref()
-                    .map(|e| e.lines().next().unwrap_or("").to_string())
-                    .or(j
-                        .backup_id
-                        .as_deref()
-                        .map(|b| format!("backup {}", backup_id::short(b))))
-                    .unwrap_or_default(),
+                job_detail(j, |b| backup_id::short(b).to_string()),
             ],
             &j.id,
-            j.finished_at
-                .map(|f| duration((f - j.started_at).num_seconds().max(0) as u64))
-                .unwrap_or_else(|| "—".into()),
+            job_took(j),
         ));
     }
     let sel = app.sel[2];

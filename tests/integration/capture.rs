@@ -29,6 +29,30 @@ fn with_capture(env: &Env, extra: &str) {
     std::fs::write(&env.config, text).expect("config");
 }
 
+/// The server's clock now, as RFC 3339 (the time `restore --at` is given).
+fn server_now(env: &Env, db: &str) -> String {
+    env.psql(
+        db,
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+}
+
+/// `keepsake restore --at AT --source main` into a new database `db` of the env's cluster.
+fn restore_at(env: &Env, at: &str, db: &str) -> crate::support::Run {
+    env.keepsake(&[
+        "restore",
+        "--at",
+        at,
+        "--source",
+        "main",
+        "--target",
+        &env.target(db),
+        "--target-password",
+        &format!("file:{}", env.password_file.display()),
+        "--create",
+    ])
+}
+
 /// Wait until the daemon made its slot in database `db`.
 fn wait_for_slot(env: &Env, db: &str) {
     crate::support::eventually(
@@ -352,12 +376,7 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
     wait_for_slot(&env, "pit");
     // The dump, taken while capture runs.
     let dump_id = env.backup("full")["id"].as_str().expect("id").to_string();
-    let now = || {
-        env.psql(
-            "pit",
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-        )
-    };
+    let now = || server_now(&env, "pit");
     let bursts = [
         "INSERT INTO guests SELECT g, 'guest ' || g, g % 10, repeat('n', 5000) FROM generate_series(21, 60) g;
          INSERT INTO vendors VALUES ('flowers', 120.50, '2026-06-01'), ('band', 900, NULL);
@@ -390,18 +409,7 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
     // Until the last burst is stored.
     eventually("the last burst captured", Duration::from_secs(30), || {
         captured(&env).0.contains(&5000) && env.psql("pit", "SELECT 1").len() == 1 && {
-            let r = env.keepsake(&[
-                "restore",
-                "--at",
-                &points[2].0,
-                "--source",
-                "main",
-                "--target",
-                &env.target("probe"),
-                "--target-password",
-                &format!("file:{}", env.password_file.display()),
-                "--create",
-            ]);
+            let r = restore_at(&env, &points[2].0, "probe");
             let ok = r.code == 0;
             if !ok {
                 eprintln!("probe: {}", r.all());
@@ -414,18 +422,7 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
     });
     for (i, (at, digest)) in points.iter().enumerate() {
         let db = format!("at{i}");
-        let r = env.keepsake(&[
-            "restore",
-            "--at",
-            at,
-            "--source",
-            "main",
-            "--target",
-            &env.target(&db),
-            "--target-password",
-            &format!("file:{}", env.password_file.display()),
-            "--create",
-        ]);
+        let r = restore_at(&env, at, &db);
         assert_eq!(r.code, 0, "{}", r.all());
         assert!(r.stdout.contains("captured transaction"), "{}", r.all());
         assert_eq!(
@@ -522,18 +519,7 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
     );
     // Outside what can be restored: refused, naming the range.
     for at in ["2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z"] {
-        let r = env.keepsake(&[
-            "restore",
-            "--at",
-            at,
-            "--source",
-            "main",
-            "--target",
-            &env.target("never"),
-            "--target-password",
-            &format!("file:{}", env.password_file.display()),
-            "--create",
-        ]);
+        let r = restore_at(&env, at, "never");
         assert_eq!(r.code, 2, "{}", r.all());
         assert!(
             r.stderr.contains("the range that can be restored is"),
@@ -749,18 +735,7 @@ fn an_idle_database_stays_restorable_to_the_present_and_its_slot_moves_on() {
     });
     // A time after the last commit, within the range: restored, with the last write in it.
     let at = c["last_commit_at"].as_str().expect("time").to_string();
-    let r = env.keepsake(&[
-        "restore",
-        "--at",
-        &at,
-        "--source",
-        "main",
-        "--target",
-        &env.target("idle_at"),
-        "--target-password",
-        &format!("file:{}", env.password_file.display()),
-        "--create",
-    ]);
+    let r = restore_at(&env, &at, "idle_at");
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(tables_only(&env.fingerprint("idle_at")), fingerprint);
     // Stopped: status says so, with no lag to claim.
@@ -789,26 +764,7 @@ fn a_schema_change_starts_a_backup_and_restore_never_crosses_it() {
     let mut daemon = env.spawn_daemon();
     wait_for_slot(&env, "ddl");
     env.backup("full");
-    let now = || {
-        env.psql(
-            "ddl",
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-        )
-    };
-    let restore_at = |at: &str, db: &str| {
-        env.keepsake(&[
-            "restore",
-            "--at",
-            at,
-            "--source",
-            "main",
-            "--target",
-            &env.target(db),
-            "--target-password",
-            &format!("file:{}", env.password_file.display()),
-            "--create",
-        ])
-    };
+    let now = || server_now(&env, "ddl");
     env.psql(
         "ddl",
         "INSERT INTO guests SELECT g, 'guest ' || g FROM generate_series(11, 20) g",
@@ -843,20 +799,20 @@ fn a_schema_change_starts_a_backup_and_restore_never_crosses_it() {
     let fp3 = tables_only(&env.fingerprint("ddl"));
     env.psql("ddl", "INSERT INTO guests VALUES (99, 'late', 2)");
     eventually("the update captured", Duration::from_secs(30), || {
-        let r = restore_at(&t3, "probe");
+        let r = restore_at(&env, &t3, "probe");
         if r.code == 0 {
             env.psql("postgres", "DROP DATABASE probe");
         }
         r.code == 0
     });
-    let r = restore_at(&t1, "before_ddl");
+    let r = restore_at(&env, &t1, "before_ddl");
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(tables_only(&env.fingerprint("before_ddl")), fp1);
-    let r = restore_at(&t3, "after_ddl");
+    let r = restore_at(&env, &t3, "after_ddl");
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(tables_only(&env.fingerprint("after_ddl")), fp3);
     // Between the change and the backup after it: refused, naming what can be restored.
-    let r = restore_at(&t2, "across");
+    let r = restore_at(&env, &t2, "across");
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(
         r.stderr.contains("the schema of main changed"),
@@ -897,12 +853,7 @@ fn prune_forgets_the_segments_no_kept_backup_needs() {
     let mut daemon = env.spawn_daemon();
     wait_for_slot(&env, "ret");
     env.backup("full");
-    let now = || {
-        env.psql(
-            "ret",
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-        )
-    };
+    let now = || server_now(&env, "ret");
     // Changes in several segments, then the second dump, then more changes.
     for i in 0..4 {
         env.psql(
@@ -939,33 +890,11 @@ fn prune_forgets_the_segments_no_kept_backup_needs() {
     let after = captured(&env).1.len();
     assert_eq!(before - after, gone as usize);
     // The kept dump and what follows it still restore exactly.
-    let r = env.keepsake(&[
-        "restore",
-        "--at",
-        &late,
-        "--source",
-        "main",
-        "--target",
-        &env.target("ret_late"),
-        "--target-password",
-        &format!("file:{}", env.password_file.display()),
-        "--create",
-    ]);
+    let r = restore_at(&env, &late, "ret_late");
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(tables_only(&env.fingerprint("ret_late")), fp);
     // Before the kept dump: refused, naming the range.
-    let r = env.keepsake(&[
-        "restore",
-        "--at",
-        &early,
-        "--source",
-        "main",
-        "--target",
-        &env.target("ret_early"),
-        "--target-password",
-        &format!("file:{}", env.password_file.display()),
-        "--create",
-    ]);
+    let r = restore_at(&env, &early, "ret_early");
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(
         r.stderr.contains("the range that can be restored is"),

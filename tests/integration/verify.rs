@@ -561,6 +561,20 @@ fn the_data_level_without_pg_restore_is_not_proven() {
     assert_eq!(list[0]["verified_level"], "structure", "{list}");
 }
 
+/// An env whose database `db` holds one table of 1.2 million rows (169 MB as dumped), backed
+/// up in full, and the backup's id.
+fn one_large_table(db: &str) -> (Env, String) {
+    let env = Env::new(db, None);
+    env.psql(
+        db,
+        "CREATE TABLE guests(id int PRIMARY KEY, note text);
+         INSERT INTO guests SELECT g, md5(g::text) || repeat(md5((g*7)::text), 3)
+           FROM generate_series(1, 1200000) g;",
+    );
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    (env, id)
+}
+
 /// Issue 27, item 9: a parallel restore counted its bytes only when a table's load ended, so
 /// with one large table the percentage sat still for the whole load, then jumped to 100 %
 /// (a restore-level verify "at 19 % for 20 s"). Readings taken while the table loads must move.
@@ -576,14 +590,7 @@ fn a_large_table_restores_with_moving_progress() {
         }
     }
 
-    let env = Env::new("big", None);
-    env.psql(
-        "big",
-        "CREATE TABLE guests(id int PRIMARY KEY, note text);
-         INSERT INTO guests SELECT g, md5(g::text) || repeat(md5((g*7)::text), 3)
-           FROM generate_series(1, 1200000) g;",
-    );
-    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let (env, id) = one_large_table("big");
     let cfg = keepsake::config::load(&env.config).expect("config");
     let engine = keepsake::engine::Engine::new(cfg);
     let seen = Seen(Mutex::new(Vec::new()));
@@ -627,14 +634,7 @@ fn a_large_table_restores_with_moving_progress() {
 /// of the 1 GB figure.
 #[test]
 fn a_restore_stays_within_its_memory_bound() {
-    let env = Env::new("mem", None);
-    env.psql(
-        "mem",
-        "CREATE TABLE guests(id int PRIMARY KEY, note text);
-         INSERT INTO guests SELECT g, md5(g::text) || repeat(md5((g*7)::text), 3)
-           FROM generate_series(1, 1200000) g;",
-    );
-    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let (env, id) = one_large_table("mem");
     for (db, extra) in [("mem_default", None), ("mem_jobs1", Some("1"))] {
         let target = env.target(db);
         let pw = format!("file:{}", env.password_file.display());
