@@ -297,7 +297,7 @@ fn the_daemon_captures_changes_into_segments_and_survives_sigkill() {
     kill(daemon.id(), "KILL");
     let _ = wait_exit(&mut daemon, Duration::from_secs(10));
     insert(301, 400);
-    let mut daemon = env.spawn_daemon();
+    let daemon = env.spawn_daemon();
     eventually(
         "every row captured after the restart",
         Duration::from_secs(60),
@@ -318,8 +318,7 @@ fn the_daemon_captures_changes_into_segments_and_survives_sigkill() {
     eventually("its rows captured", Duration::from_secs(30), || {
         captured(&env).0.contains(&7777)
     });
-    kill(daemon.id(), "TERM");
-    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+    daemon.stop();
     let (_, ranges) = captured(&env);
     for w in ranges.windows(2) {
         assert_eq!(w[1].0, w[0].1, "segments follow each other: {ranges:X?}");
@@ -341,10 +340,9 @@ fn the_daemon_captures_changes_into_segments_and_survives_sigkill() {
         "SELECT pg_drop_replication_slot('keepsake_main'); SELECT 1 FROM pg_create_logical_replication_slot('keepsake_main', 'pgoutput')",
     );
     std::fs::remove_file(env.repo.join("capture/main/slot")).expect("forget the record");
-    let mut daemon = env.spawn_daemon();
+    let daemon = env.spawn_daemon();
     std::thread::sleep(Duration::from_secs(3));
-    kill(daemon.id(), "TERM");
-    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+    daemon.stop();
     assert!(
         !env.repo.join("capture/main/slot").exists(),
         "a slot keepsake did not make is not recorded as its own"
@@ -358,7 +356,7 @@ fn the_daemon_captures_changes_into_segments_and_survives_sigkill() {
 /// refused (exit 2) naming the range that can.
 #[test]
 fn restore_at_each_recorded_time_reproduces_that_state() {
-    use crate::support::{eventually, kill, wait_exit};
+    use crate::support::eventually;
     use std::time::Duration;
     let env = logical_env("pit");
     env.psql(
@@ -372,7 +370,7 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
         "INSERT INTO guests SELECT g, 'guest ' || g, g % 10, NULL FROM generate_series(1, 20) g",
     );
     with_capture(&env, "");
-    let mut daemon = env.spawn_daemon();
+    let daemon = env.spawn_daemon();
     wait_for_slot(&env, "pit");
     // The dump, taken while capture runs.
     let dump_id = env.backup("full")["id"].as_str().expect("id").to_string();
@@ -528,8 +526,7 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
         );
         assert!(!env.db_exists("never"));
     }
-    kill(daemon.id(), "TERM");
-    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+    daemon.stop();
 }
 
 /// The slot never fills the server's disk: a daemon stopped while the database writes more
@@ -537,7 +534,7 @@ fn restore_at_each_recorded_time_reproduces_that_state() {
 /// `capture_broken`, a webhook on by default) and starts a new chain with a new slot.
 #[test]
 fn a_slot_past_max_slot_wal_is_dropped_alerted_and_replaced() {
-    use crate::support::{eventually, kill, wait_exit, webhook::Receiver};
+    use crate::support::{eventually, webhook::Receiver};
     use std::time::Duration;
     let env = logical_env("wal");
     env.psql("wal", "CREATE TABLE t (id int PRIMARY KEY, v text)");
@@ -558,13 +555,12 @@ fn a_slot_past_max_slot_wal_is_dropped_alerted_and_replaced() {
             "SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'keepsake_main'",
         )
     };
-    let mut daemon = env.spawn_daemon();
+    let daemon = env.spawn_daemon();
     eventually("the slot exists", Duration::from_secs(30), || {
         !restart_lsn().is_empty()
     });
     let first = restart_lsn();
-    kill(daemon.id(), "TERM");
-    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+    daemon.stop();
     // About 110 MB of WAL while nobody streams.
     env.psql(
         "wal",
@@ -578,7 +574,7 @@ fn a_slot_past_max_slot_wal_is_dropped_alerted_and_replaced() {
         .parse()
         .expect("bytes");
     assert!(held > 64 << 20, "{held}");
-    let mut daemon = env.spawn_daemon();
+    let daemon = env.spawn_daemon();
     let ev = hook.wait_for("capture_broken", 1, Duration::from_secs(60))[0].clone();
     assert_eq!(ev["source"], "main", "{ev}");
     assert!(
@@ -592,8 +588,7 @@ fn a_slot_past_max_slot_wal_is_dropped_alerted_and_replaced() {
         let l = restart_lsn();
         !l.is_empty() && l != first
     });
-    kill(daemon.id(), "TERM");
-    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+    daemon.stop();
 }
 
 /// Capture as the user of a hosted database is: Supabase's `postgres` (no superuser, with
@@ -602,7 +597,7 @@ fn a_slot_past_max_slot_wal_is_dropped_alerted_and_replaced() {
 /// the application makes reaches a segment.
 #[test]
 fn capture_runs_as_supabases_postgres_role() {
-    use crate::support::{eventually, kill, wait_exit};
+    use crate::support::eventually;
     use std::time::Duration;
     let mut hosted = crate::supabase::supabase("app", true);
     hosted
@@ -618,7 +613,7 @@ fn capture_runs_as_supabases_postgres_role() {
         "capture runs as a non-superuser with REPLICATION"
     );
     with_capture(&env, "");
-    let mut daemon = env.spawn_daemon();
+    let daemon = env.spawn_daemon();
     wait_for_slot(&env, "app");
     let published = env.psql(
         "app",
@@ -662,8 +657,7 @@ fn capture_runs_as_supabases_postgres_role() {
         })
     };
     eventually("the guest captured", Duration::from_secs(30), seen);
-    kill(daemon.id(), "TERM");
-    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+    daemon.stop();
 }
 
 /// An idle database: its restorable range still reaches near the present (a segment with no
@@ -673,7 +667,7 @@ fn capture_runs_as_supabases_postgres_role() {
 /// another process.
 #[test]
 fn an_idle_database_stays_restorable_to_the_present_and_its_slot_moves_on() {
-    use crate::support::{eventually, kill, wait_exit};
+    use crate::support::eventually;
     use std::time::Duration;
     let mut env = Env::new("idle", None);
     // Keepalives every 2 s (half of wal_sender_timeout) rather than every 30 s.
@@ -689,7 +683,7 @@ fn an_idle_database_stays_restorable_to_the_present_and_its_slot_moves_on() {
     // Before any daemon: status says capture is not running.
     let st = env.keepsake(&["status", "--json"]).ok().json();
     assert_eq!(st[0]["capture"]["state"], "not running", "{st}");
-    let mut daemon = env.spawn_daemon();
+    let daemon = env.spawn_daemon();
     wait_for_slot(&env, "idle");
     env.backup("full");
     env.psql("idle", "INSERT INTO guests VALUES (2, 'last write')");
@@ -739,8 +733,7 @@ fn an_idle_database_stays_restorable_to_the_present_and_its_slot_moves_on() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(tables_only(&env.fingerprint("idle_at")), fingerprint);
     // Stopped: status says so, with no lag to claim.
-    kill(daemon.id(), "TERM");
-    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+    daemon.stop();
     let st = env.keepsake(&["status", "--json"]).ok().json();
     assert_eq!(st[0]["capture"]["state"], "stopped", "{st}");
     assert!(st[0]["capture"]["lag_seconds"].is_null(), "{st}");
@@ -752,7 +745,7 @@ fn an_idle_database_stays_restorable_to_the_present_and_its_slot_moves_on() {
 /// what can be restored — never a restore that silently drops or misplaces a column.
 #[test]
 fn a_schema_change_starts_a_backup_and_restore_never_crosses_it() {
-    use crate::support::{eventually, kill, wait_exit};
+    use crate::support::eventually;
     use std::time::Duration;
     let env = logical_env("ddl");
     env.psql(
@@ -761,7 +754,7 @@ fn a_schema_change_starts_a_backup_and_restore_never_crosses_it() {
          INSERT INTO guests SELECT g, 'guest ' || g FROM generate_series(1, 10) g",
     );
     with_capture(&env, "");
-    let mut daemon = env.spawn_daemon();
+    let daemon = env.spawn_daemon();
     wait_for_slot(&env, "ddl");
     env.backup("full");
     let now = || server_now(&env, "ddl");
@@ -825,8 +818,7 @@ fn a_schema_change_starts_a_backup_and_restore_never_crosses_it() {
         r.all()
     );
     assert!(!env.db_exists("across"));
-    kill(daemon.id(), "TERM");
-    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+    daemon.stop();
 }
 
 /// Retention covers change segments: a prune that forgets the older dump deletes the segments
@@ -835,7 +827,7 @@ fn a_schema_change_starts_a_backup_and_restore_never_crosses_it() {
 /// reproduces its time exactly, and a time before it is refused.
 #[test]
 fn prune_forgets_the_segments_no_kept_backup_needs() {
-    use crate::support::{eventually, kill, wait_exit};
+    use crate::support::eventually;
     use std::time::Duration;
     let env = logical_env("ret");
     env.psql(
@@ -850,7 +842,7 @@ fn prune_forgets_the_segments_no_kept_backup_needs() {
         format!("{text}\n[retention]\nkeep_last = 1\nprune_grace_hours = 0\n"),
     )
     .expect("config");
-    let mut daemon = env.spawn_daemon();
+    let daemon = env.spawn_daemon();
     wait_for_slot(&env, "ret");
     env.backup("full");
     let now = || server_now(&env, "ret");
@@ -901,6 +893,5 @@ fn prune_forgets_the_segments_no_kept_backup_needs() {
         "{}",
         r.all()
     );
-    kill(daemon.id(), "TERM");
-    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+    daemon.stop();
 }

@@ -494,6 +494,18 @@ pub fn list_files(dir: &Path) -> Vec<String> {
 /// (they went on capturing for an hour after a failed run).
 pub struct DaemonChild(pub std::process::Child);
 
+impl DaemonChild {
+    /// SIGTERM, as a service manager stops it: it exits 0 within 30 s.
+    pub fn stop(mut self) {
+        kill(self.0.id(), "TERM");
+        assert_eq!(
+            wait_exit(&mut self.0, std::time::Duration::from_secs(30)),
+            Some(0),
+            "the daemon stops on SIGTERM with exit 0"
+        );
+    }
+}
+
 impl std::ops::Deref for DaemonChild {
     type Target = std::process::Child;
     fn deref(&self) -> &std::process::Child {
