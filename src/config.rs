@@ -962,6 +962,26 @@ fn retention(
                 .with_key_line(ctx.text, key));
         }
     }
+    if let Some(v) = r
+        .prune_grace_hours
+        .filter(|v| *v < crate::model::MIN_PRUNE_GRACE_HOURS)
+        .filter(|_| r.allow_short_prune_grace != Some(true))
+    {
+        return Err(ctx
+            .err(
+                0..0,
+                "retention.prune_grace_hours",
+                format!(
+                    "{v} is below the minimum of {min} hour: a backup on a host whose clock is \
+                     behind, or one that chose to reuse a pack just before a prune marked it, \
+                     could lose that pack; use at least {min} (the default is 24). Only for a \
+                     throwaway repository that nothing else writes, add \
+                     `allow_short_prune_grace = true` to [retention]",
+                    min = crate::model::MIN_PRUNE_GRACE_HOURS
+                ),
+            )
+            .with_key_line(ctx.text, "prune_grace_hours"));
+    }
     Ok(r.clone())
 }
 
@@ -1715,6 +1735,30 @@ mod tests {
     }
 
     const RCP: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+    /// `prune_grace_hours` below the minimum is refused, naming the way out; the explicit
+    /// opt-out (tests, throwaway repositories) accepts it, and the minimum itself passes.
+    #[test]
+    fn a_prune_grace_below_the_minimum_is_refused_unless_allowed() {
+        let base = |retention: &str| {
+            format!("[repository]\nurl = \"file:///r\"\n[encryption]\nrecipients = [\"{RCP}\"]\n[retention]\nkeep_last = 2\n{retention}")
+        };
+        let refused = check(&base("prune_grace_hours = 0\n"));
+        assert!(
+            refused.contains("retention.prune_grace_hours")
+                && refused.contains("below the minimum of 1 hour")
+                && refused.contains("allow_short_prune_grace = true"),
+            "{refused}"
+        );
+        assert_eq!(
+            check(&base(
+                "prune_grace_hours = 0\nallow_short_prune_grace = true\n"
+            )),
+            "ok"
+        );
+        assert_eq!(check(&base("prune_grace_hours = 1\n")), "ok");
+        assert_eq!(check(&base("")), "ok");
+    }
 
     /// `[sources.capture]`: defaults from the source's name, every key checked and named.
     #[test]

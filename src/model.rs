@@ -88,9 +88,18 @@ pub struct RetentionPolicy {
     pub keep_yearly: Option<u32>,
     /// Never keep fewer than this many backups proven at `data` level or better (per source).
     pub min_verified: Option<u32>,
-    /// Hours an unreferenced pack stays marked before prune deletes it (default 24).
+    /// Hours an unreferenced pack stays marked before prune deletes it (default 24, at least
+    /// [`MIN_PRUNE_GRACE_HOURS`] unless `allow_short_prune_grace`).
     pub prune_grace_hours: Option<u32>,
+    /// Accept a `prune_grace_hours` below the minimum: only for a throwaway repository that no
+    /// other host or process writes (the test suite), never for one that holds real backups.
+    pub allow_short_prune_grace: Option<bool>,
 }
+
+/// The least `prune_grace_hours` a repository with real backups may use: more than the
+/// clock allowance between hosts (10 minutes) with room for a backup that planned its reuse
+/// just before a prune's mark and is slow to commit.
+pub const MIN_PRUNE_GRACE_HOURS: u32 = 1;
 
 impl RetentionPolicy {
     pub(crate) fn has_rules(&self) -> bool {

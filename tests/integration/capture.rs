@@ -839,7 +839,7 @@ fn prune_forgets_the_segments_no_kept_backup_needs() {
     let text = std::fs::read_to_string(&env.config).expect("config");
     std::fs::write(
         &env.config,
-        format!("{text}\n[retention]\nkeep_last = 1\nprune_grace_hours = 0\n"),
+        format!("{text}\n[retention]\nkeep_last = 1\nprune_grace_hours = 0\nallow_short_prune_grace = true\n"),
     )
     .expect("config");
     let daemon = env.spawn_daemon();

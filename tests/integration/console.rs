@@ -442,6 +442,7 @@ fn retention_is_read_again_after_a_prune_and_previews_say_so() {
 [retention]
 keep_last = 1
 prune_grace_hours = 0
+allow_short_prune_grace = true
 ",
         env.config_text("awk", None, &env.identity)
     );

@@ -178,7 +178,7 @@ fn with_policy(env: &Env) {
     let text = std::fs::read_to_string(&env.config).expect("config");
     std::fs::write(
         &env.config,
-        format!("{text}\n[retention]\nkeep_last = 3\nprune_grace_hours = 0\n"),
+        format!("{text}\n[retention]\nkeep_last = 3\nprune_grace_hours = 0\nallow_short_prune_grace = true\n"),
     )
     .expect("config");
 }
@@ -223,7 +223,7 @@ fn crash_harness_two_daemons_sharing_s3_while_one_prunes() {
     std::fs::write(
         &pruner,
         format!(
-            "{}\n[retention]\nkeep_last = 3\nprune_grace_hours = 0\n\n[verification]\nafter_backup = \"none\"\n",
+            "{}\n[retention]\nkeep_last = 3\nprune_grace_hours = 0\nallow_short_prune_grace = true\n\n[verification]\nafter_backup = \"none\"\n",
             scheduled.replace(&state, &format!("{state}-pruner"))
         ),
     )

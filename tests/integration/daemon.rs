@@ -17,7 +17,7 @@ fn daemon_runs_the_schedule_keeps_the_policy_and_stops_on_sigterm() {
     );
     std::fs::write(
         &env.config,
-        format!("{text}\n[retention]\nkeep_last = 2\nprune_grace_hours = 0\n\n[verification]\nschedule = \"*/5 * * * * *\"\n"),
+        format!("{text}\n[retention]\nkeep_last = 2\nprune_grace_hours = 0\nallow_short_prune_grace = true\n\n[verification]\nschedule = \"*/5 * * * * *\"\n"),
     )
     .expect("config");
 
@@ -162,7 +162,7 @@ fn daemon_alerts_mirrors_reloads_and_survives_an_outage() {
             ),
         );
     let config = format!(
-        "{base}\n[retention]\nkeep_last = 3\nprune_grace_hours = 0\n\n[notifications]\nwebhooks = [{{ url = \"file:{}\", format = \"json\", events = [\"backup_failed\", \"backup_succeeded\", \"verify_failed\", \"rpo_breach\", \"rpo_recovered\", \"prune\"] }}]\n\n[catalog]\nurl = \"{}\"\npassword = \"file:{}\"\n",
+        "{base}\n[retention]\nkeep_last = 3\nprune_grace_hours = 0\nallow_short_prune_grace = true\n\n[notifications]\nwebhooks = [{{ url = \"file:{}\", format = \"json\", events = [\"backup_failed\", \"backup_succeeded\", \"verify_failed\", \"rpo_breach\", \"rpo_recovered\", \"prune\"] }}]\n\n[catalog]\nurl = \"{}\"\npassword = \"file:{}\"\n",
         hook_file.display(),
         env.cluster.url("catalog"),
         env.password_file.display()
@@ -365,7 +365,7 @@ fn daemon_killed_mid_backup_recovers_on_restart() {
         );
         std::fs::write(
             &env.config,
-            format!("{text}\n[backup]\npack_size_mib = 1\n\n[retention]\nkeep_last = 5\nprune_grace_hours = 0\n"),
+            format!("{text}\n[backup]\npack_size_mib = 1\n\n[retention]\nkeep_last = 5\nprune_grace_hours = 0\nallow_short_prune_grace = true\n"),
         )
         .expect("config");
     };
@@ -448,7 +448,7 @@ fn daemon_does_not_prune_after_a_verification_that_did_not_pass() {
     );
     std::fs::write(
         &env.config,
-        format!("{text}\n[retention]\nkeep_last = 1\nprune_grace_hours = 0\n\n[verification]\nafter_backup = \"restore\"\nscratch_url = \"postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2\"\n"),
+        format!("{text}\n[retention]\nkeep_last = 1\nprune_grace_hours = 0\nallow_short_prune_grace = true\n\n[verification]\nafter_backup = \"restore\"\nscratch_url = \"postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2\"\n"),
     )
     .expect("config");
     let mut daemon = env.spawn_daemon();
@@ -559,7 +559,7 @@ fn one_failing_source_does_not_stop_the_other_and_the_restore_proven_backup_surv
     std::fs::write(
         &env.config,
         format!(
-            "{text}\n[[sources]]\nname = \"broken\"\nurl = \"postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2\"\n\n[sources.schedule]\nincremental = \"*/2 * * * * *\"\n\n[retention]\nkeep_last = 1\nprune_grace_hours = 0\n\n[verification]\nafter_backup = \"structure\"\n\n[notifications]\nwebhooks = [{{ url = \"{}\", events = [\"backup_failed\", \"backup_succeeded\"] }}]\n",
+            "{text}\n[[sources]]\nname = \"broken\"\nurl = \"postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2\"\n\n[sources.schedule]\nincremental = \"*/2 * * * * *\"\n\n[retention]\nkeep_last = 1\nprune_grace_hours = 0\nallow_short_prune_grace = true\n\n[verification]\nafter_backup = \"structure\"\n\n[notifications]\nwebhooks = [{{ url = \"{}\", events = [\"backup_failed\", \"backup_succeeded\"] }}]\n",
             hook.url
         ),
     )

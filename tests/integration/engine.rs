@@ -400,7 +400,7 @@ fn delete_forgets_one_backup_with_confirmation_and_guards_the_proven_one() {
     std::fs::write(
         &env.config,
         format!(
-            "{}\n[retention]\nkeep_last = 10\nprune_grace_hours = 0\n",
+            "{}\n[retention]\nkeep_last = 10\nprune_grace_hours = 0\nallow_short_prune_grace = true\n",
             std::fs::read_to_string(&env.config).expect("config")
         ),
     )

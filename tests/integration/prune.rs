@@ -22,7 +22,7 @@ fn prune_forgets_by_policy_and_collects_packs_in_two_phases() {
     with_retention(
         &env,
         "awk",
-        "[retention]\nkeep_last = 1\nprune_grace_hours = 0",
+        "[retention]\nkeep_last = 1\nprune_grace_hours = 0\nallow_short_prune_grace = true",
         None,
     );
     let fp = env.fingerprint("awk");
@@ -89,7 +89,7 @@ fn prune_beside_a_running_backup_never_breaks_it() {
     with_retention(
         &env,
         "wed",
-        "[backup]\npack_size_mib = 1\n\n[retention]\nkeep_last = 1\nprune_grace_hours = 0",
+        "[backup]\npack_size_mib = 1\n\n[retention]\nkeep_last = 1\nprune_grace_hours = 0\nallow_short_prune_grace = true",
         Some(&d),
     );
     let child = env
@@ -142,7 +142,7 @@ fn prune_removes_no_pack_while_a_manifest_is_unreadable() {
     with_retention(
         &env,
         "awk",
-        "[retention]\nkeep_last = 1\nprune_grace_hours = 0",
+        "[retention]\nkeep_last = 1\nprune_grace_hours = 0\nallow_short_prune_grace = true",
         None,
     );
     let a = env.backup("full");
@@ -246,7 +246,7 @@ fn marked_packs_wait_out_the_default_grace_period_on_s3() {
     with_retention(
         &env,
         "awk",
-        "[retention]\nkeep_last = 1\nprune_grace_hours = 0",
+        "[retention]\nkeep_last = 1\nprune_grace_hours = 0\nallow_short_prune_grace = true",
         None,
     );
     let r = prune_json(&env, &[]);
@@ -269,7 +269,7 @@ fn an_unreadable_verification_record_makes_its_backup_unknown_never_a_slot_fille
     with_retention(
         &env,
         "wed",
-        "[retention]\nkeep_last = 1\nprune_grace_hours = 0",
+        "[retention]\nkeep_last = 1\nprune_grace_hours = 0\nallow_short_prune_grace = true",
         None,
     );
     let proven = env.backup("full")["id"].as_str().expect("id").to_string();
