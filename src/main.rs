@@ -46,7 +46,12 @@ fn init_logging(cli: &keepsake::cli::Cli) -> Option<tracing_appender::non_blocki
             .with_filter(filter(daemon))
             .boxed()
     } else {
+        // Colours only for a terminal: a daemon's stderr is usually a file or the journal,
+        // where escape codes are noise (and NO_COLOR turns them off everywhere).
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .with_filter(filter(daemon))
             .boxed()

@@ -76,6 +76,15 @@ fn daemon_runs_the_schedule_keeps_the_policy_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(status.code(), Some(0));
+    // Its log, written to a pipe, says what it did and carries no terminal colour codes.
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut daemon.stderr.take().expect("stderr"), &mut log)
+        .expect("daemon log");
+    assert!(log.contains("completed"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a log written to a pipe: {log}"
+    );
     // Retention kept at most two backups; every completed backup was verified at data level
     // (or restore level, by the verification schedule).
     // A backup that completed just before SIGTERM may not have had its prune yet (the stop
