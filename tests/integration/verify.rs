@@ -745,3 +745,86 @@ fn damage_names_the_tables_it_hits() {
     );
     assert!(!r.stdout.contains("public.vendors"), "{}", r.stdout);
 }
+
+/// Issue 28's "done when": the scratch server failing at any moment of a restore-level
+/// verify — its connections terminated, or the server itself stopped as in a crash — ends
+/// the verify with exit 1 (not proven) or exit 0 (it had finished), never 3, and never leaves
+/// the backup recorded as damaged. A later verify with the server back proves it.
+#[test]
+fn a_scratch_server_failing_at_any_moment_of_a_restore_check_never_marks_the_backup_failed() {
+    use rand::{Rng, SeedableRng};
+    let mut env = Env::new("wed", Some(WEDDING_SQL));
+    // A second table of some size, so that the restore and the comparison take long enough
+    // to be hit in their middle.
+    env.psql(
+        "wed",
+        "CREATE TABLE notes AS SELECT g AS id, repeat(md5(g::text), 8) AS body \
+         FROM generate_series(1, 200000) g; ALTER TABLE notes ADD PRIMARY KEY (id)",
+    );
+    let id = env.backup("full")["id"].as_str().expect("id").to_string();
+    let level = |env: &Env| {
+        let list: serde_json::Value =
+            serde_json::from_str(&env.keepsake(&["list", "--json"]).ok().stdout).expect("json");
+        list[0]["verified_level"].as_str().unwrap_or("").to_string()
+    };
+    let t = std::time::Instant::now();
+    env.keepsake(&["verify", &id, "--level", "restore"]).ok();
+    let whole = t.elapsed().as_millis() as u64;
+    let seed = std::env::var("KEEPSAKE_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut interrupted = 0;
+    for round in 0..8 {
+        let crash = round % 2 == 1;
+        let p = env
+            .keepsake_cmd(&["verify", &id, "--level", "restore"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("verify");
+        std::thread::sleep(std::time::Duration::from_millis(
+            rng.gen_range(50..whole.max(100)),
+        ));
+        if crash {
+            env.cluster
+                .stop("immediate")
+                .expect("stop the scratch server");
+        } else {
+            env.psql(
+                "postgres",
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname LIKE 'keepsake_verify_%' AND pid <> pg_backend_pid()",
+            );
+        }
+        let out = p.wait_with_output().expect("wait");
+        if crash {
+            env.cluster.restart().expect("restart the scratch server");
+        }
+        let code = out.status.code();
+        let said = format!(
+            "round {round} ({}; KEEPSAKE_CRASH_SEED={seed}): exit {code:?}\n{}{}",
+            if crash {
+                "server stopped"
+            } else {
+                "connections terminated"
+            },
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(matches!(code, Some(0 | 1)), "{said}");
+        if code == Some(1) {
+            interrupted += 1;
+        }
+        assert_ne!(level(&env), "failed", "{said}");
+        eprintln!("round {round}: exit {code:?} after a fault at a random moment");
+    }
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} of 8 verifies were hit"
+    );
+    // With the server back, the backup proves itself.
+    env.keepsake(&["verify", &id, "--level", "restore"]).ok();
+    assert_eq!(level(&env), "restore");
+}
