@@ -12,6 +12,8 @@
 # prints the first and last minute's median RssAnon, the slope over the second half (least
 # squares, MiB per minute), VmHWM, and the jobs run. A daemon that holds nothing over has a
 # slope near 0 once its pools have warmed up.
+# Variants, to find what accumulates: SOAK_HOOK=0 (no webhook), SOAK_FLAP=0 (the database
+# stays up), SOAK_VERIFY=none (no verify after backup), SOAK_RETENTION=0 (no prune).
 # Needs root (runuser). The binary: KEEPSAKE_BIN (default target/release/keepsake; never
 # built here).
 set -euo pipefail
@@ -80,16 +82,12 @@ rpo = "1m"
 [sources.schedule]
 incremental = "*/2 * * * * *"
 
-[retention]
-keep_last = 5
-prune_grace_hours = 0
-allow_short_prune_grace = true
+$( ((${SOAK_RETENTION:-1})) && printf '[retention]\nkeep_last = 5\nprune_grace_hours = 0\nallow_short_prune_grace = true\n' )
 
 [verification]
-after_backup = "structure"
+after_backup = "${SOAK_VERIFY:-structure}"
 
-[notifications]
-webhooks = [{ url = "http://127.0.0.1:$HOOK_PORT/hook", events = ["backup_failed", "backup_succeeded", "rpo_breach", "rpo_recovered", "prune", "verify_failed"] }]
+$( ((${SOAK_HOOK:-1})) && printf '[notifications]\nwebhooks = [{ url = "http://127.0.0.1:%s/hook", events = ["backup_failed", "backup_succeeded", "rpo_breach", "rpo_recovered", "prune", "verify_failed"] }]\n' "$HOOK_PORT" )
 
 [daemon]
 state_dir = "$T/state"
@@ -107,7 +105,7 @@ while :; do
     now=$(date +%s)
     el=$((now - start))
     ((el >= SECS)) && break
-    if ((now >= next_flip)); then
+    if ((${SOAK_FLAP:-1} && now >= next_flip)); then
         if ((up)); then pg_stop; up=0; else pg_start; up=1; fi
         next_flip=$((now + 30))
     fi

@@ -1,8 +1,12 @@
 //! The crash harness (issue 13): SIGKILL keepsake at random points of backups, prunes, restores
 //! and verifications running side by side — on a folder repository, on S3, and with two
 //! daemons (their own state directories) sharing one S3 repository while one of them prunes.
-//! After every round of kills: every listed backup verifies at data level (so no pack a
-//! manifest names is missing or damaged), and the next prune and backup succeed.
+//! After every round of kills: every process that ended by itself is held to its exit code's
+//! claim (an exit-0 backup is listed, an exit-0 restore holds the source's data, a process
+//! nothing stopped exits 0, a SIGTERM ends a command as cancelled or done), an interrupted
+//! restore leaves nothing half-loaded under its name, every listed backup verifies at data
+//! level (so no pack a manifest names is missing or damaged), and the next prune and backup
+//! succeed.
 //!
 //! CI runs at least 200 kills in all. The long mode is the same code with more rounds:
 //! `KEEPSAKE_CRASH_ROUNDS=2000 cargo test --test integration -- crash:: --nocapture`
@@ -13,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
+use crate::support::faultproxy::{FaultProxy, Faults};
+use crate::support::garage::Garage;
 use crate::support::{kill, Backend, Env, AWKWARD_SQL};
 
 /// Rounds per scenario: the default keeps CI within a few minutes.
@@ -35,6 +41,12 @@ fn seed() -> u64 {
 struct Tally {
     rounds: usize,
     kills: usize,
+    /// Of the kills, how many were SIGTERM.
+    terms: usize,
+    /// Exit-0 claims checked (a backup listed, a restore's data equal to the source's).
+    claims: usize,
+    /// Requests the fault proxy answered 503 or stalled (S3 with faults), in all.
+    faults: u64,
     /// Kills per operation.
     killed: std::collections::BTreeMap<&'static str, usize>,
     checks: usize,
@@ -42,8 +54,8 @@ struct Tally {
 
 fn spawn(env: &Env, args: &[&str]) -> Child {
     env.keepsake_cmd(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn keepsake")
 }
@@ -80,23 +92,43 @@ fn check(env: &Env, round: usize, seed: u64) -> (Duration, Duration) {
     (prune, t.elapsed())
 }
 
-/// Kill rounds of one-shot commands side by side on `env`.
-fn kill_rounds(env: &Env, n: usize, seed: u64) -> Tally {
+/// Kill rounds of one-shot commands side by side on `env`. Each chosen process gets SIGKILL,
+/// or (one in four) SIGTERM, at its own random moment; the others run to their end. Every
+/// process that ends by itself is held to what its exit code claims: an exit-0 backup is
+/// listed (and, with every other backup, verifies at data level in `check`), an exit-0
+/// restore holds exactly the source's data, every survivor exits 0, and a SIGTERM ends a
+/// command within a minute as cancelled (1) or done (0). A restore that did not finish leaves
+/// no database under its name, or a whole one.
+///
+/// With `faults`, the proxy in front of the store injects them while the commands run (not
+/// during `check`): a command nothing stopped may then fail (exit 1) — never claim a success
+/// it did not have, never report damage (3).
+fn kill_rounds(env: &Env, n: usize, seed: u64, faults: Option<(&FaultProxy, &Faults)>) -> Tally {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut t = Tally::default();
     let mut restored = 0usize;
+    let source = env.fingerprint("awk");
     // How long a prune and a backup take here (updated every round).
     let (mut prune_ms, mut backup_ms) = (50u64, 300u64);
     for round in 0..n {
-        let mut procs: Vec<(&'static str, Child)> = vec![];
+        let ctx = format!("round {round} (KEEPSAKE_CRASH_SEED={seed})");
+        if let Some((proxy, f)) = faults {
+            proxy.set_faults((*f).clone());
+        }
+        // (what, process, restore database)
+        let mut procs: Vec<(&'static str, Child, Option<String>)> = vec![];
         let kind = if rng.gen_bool(0.3) {
             "full"
         } else {
             "incremental"
         };
-        procs.push(("backup", spawn(env, &["backup", "--type", kind])));
+        procs.push((
+            "backup",
+            spawn(env, &["backup", "--type", kind, "--json"]),
+            None,
+        ));
         if rng.gen_bool(0.7) {
-            procs.push(("prune", spawn(env, &["prune"])));
+            procs.push(("prune", spawn(env, &["prune"]), None));
         }
         let latest = serde_json::from_str::<serde_json::Value>(
             &env.keepsake(&["list", "--json"]).ok().stdout,
@@ -122,48 +154,129 @@ fn kill_rounds(env: &Env, n: usize, seed: u64) -> Tally {
                         "--create",
                     ],
                 ),
+                Some(db),
             ));
         }
         if rng.gen_bool(0.25) {
             procs.push((
                 "verify",
                 spawn(env, &["verify", "--latest", "--level", "data"]),
+                None,
             ));
         }
         // Each process gets its own moment, somewhere between its start-up and its end (a
         // prune of this small repository takes tens of milliseconds, a backup a few hundred).
         let started = Instant::now();
-        let mut at: Vec<Option<Duration>> = procs
+        let mut at: Vec<Option<(Duration, &'static str)>> = procs
             .iter()
-            .map(|(what, _)| {
+            .map(|(what, _, _)| {
                 let ms = if *what == "prune" {
                     rng.gen_range(1..prune_ms.max(2))
                 } else {
                     rng.gen_range(1..backup_ms.max(2))
                 };
+                let signal = if rng.gen_bool(0.25) { "TERM" } else { "KILL" };
                 // Most are killed; some run to their end beside the others.
-                (rng.gen_bool(0.85) || *what == "backup").then(|| Duration::from_millis(ms))
+                (rng.gen_bool(0.85) || *what == "backup")
+                    .then(|| (Duration::from_millis(ms), signal))
             })
             .collect();
+        // The signal each process was sent, if any.
+        let mut sent: Vec<Option<&'static str>> = vec![None; procs.len()];
         while at.iter().any(Option::is_some) {
-            for (i, (what, p)) in procs.iter_mut().enumerate() {
-                if at[i].is_some_and(|d| started.elapsed() >= d) {
+            for (i, (what, p, _)) in procs.iter_mut().enumerate() {
+                if let Some((_, signal)) = at[i].filter(|(d, _)| started.elapsed() >= *d) {
                     at[i] = None;
                     if p.try_wait().expect("try_wait").is_none() {
-                        kill(p.id(), "KILL");
+                        kill(p.id(), signal);
+                        sent[i] = Some(signal);
                         t.kills += 1;
                         *t.killed.entry(what).or_default() += 1;
+                        if signal == "TERM" {
+                            t.terms += 1;
+                        }
                     }
                 }
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        let deadline = Instant::now() + Duration::from_secs(300);
-        for (_, mut p) in procs {
+        let mut ended = vec![];
+        for (i, (what, mut p, db)) in procs.into_iter().enumerate() {
+            let limit = Duration::from_secs(if sent[i] == Some("TERM") { 60 } else { 300 });
+            let deadline = Instant::now() + limit;
             while p.try_wait().expect("try_wait").is_none() {
-                assert!(Instant::now() < deadline, "a process did not end");
+                assert!(
+                    Instant::now() < deadline,
+                    "{ctx}: {what} did not end within {limit:?} (signal {:?})",
+                    sent[i]
+                );
                 std::thread::sleep(Duration::from_millis(10));
             }
+            let out = p.wait_with_output().expect("output");
+            ended.push((what, sent[i], out, db));
+        }
+        let listed: Vec<String> = serde_json::from_str::<serde_json::Value>(
+            &env.keepsake(&["list", "--json"]).ok().stdout,
+        )
+        .ok()
+        .and_then(|v| {
+            v.as_array().map(|a| {
+                a.iter()
+                    .filter_map(|b| b["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+        for (what, signal, out, db) in ended {
+            use std::os::unix::process::ExitStatusExt;
+            let code = out.status.code();
+            let said = format!(
+                "{ctx}: {what} (signal {signal:?}) ended with {:?}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            match signal {
+                // Died of the signal, or (SIGTERM) cancelled or finished first.
+                Some("KILL") => {}
+                Some(_) => assert!(
+                    matches!(code, Some(0 | 1)) || out.status.signal() == Some(15),
+                    "{said}"
+                ),
+                // Nothing stopped it: it must have done what it was asked, or (the store
+                // failing under it) failed saying so.
+                None if faults.is_some() => assert!(matches!(code, Some(0 | 1)), "{said}"),
+                None => assert_eq!(code, Some(0), "{said}"),
+            }
+            if code == Some(0) {
+                t.claims += 1;
+                match what {
+                    "backup" => {
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&out.stdout).expect("backup --json");
+                        let id = v[0]["id"].as_str().expect("backup id");
+                        assert!(
+                            listed.iter().any(|l| l == id),
+                            "{said}\nbackup {id} exited 0 but is not listed: {listed:?}"
+                        );
+                    }
+                    "restore" => {
+                        let db = db.as_deref().expect("restore database");
+                        assert_eq!(env.fingerprint(db), source, "{said}");
+                    }
+                    _ => {}
+                }
+            } else if let Some(db) = db.as_deref() {
+                // Interrupted: nothing under the name asked for, or a whole database (killed
+                // after its last step).
+                if env.db_exists(db) {
+                    assert_eq!(env.fingerprint(db), source, "{said}\nhalf a database: {db}");
+                }
+            }
+        }
+        if let Some((proxy, _)) = faults {
+            let st = proxy.stats();
+            t.faults = st.slowdown + st.stalled;
+            proxy.set_faults(Faults::default());
         }
         t.checks += 1;
         let (p, b) = check(env, round, seed);
@@ -189,9 +302,9 @@ fn crash_harness_on_a_folder_repository() {
     with_policy(&env);
     env.keepsake(&["backup", "--type", "full"]).ok();
     let seed = seed();
-    let t = kill_rounds(&env, rounds(120), seed);
+    let t = kill_rounds(&env, rounds(120), seed, None);
     eprintln!("crash harness, folder (seed {seed}): {t:?}");
-    assert!(t.kills >= t.rounds, "{t:?}");
+    assert!(t.kills >= t.rounds && t.claims > 0, "{t:?}");
 }
 
 #[test]
@@ -200,9 +313,45 @@ fn crash_harness_on_s3() {
     with_policy(&env);
     env.keepsake(&["backup", "--type", "full"]).ok();
     let seed = seed();
-    let t = kill_rounds(&env, rounds(50), seed);
+    let t = kill_rounds(&env, rounds(50), seed, None);
     eprintln!("crash harness, S3 (seed {seed}): {t:?}");
-    assert!(t.kills >= t.rounds, "{t:?}");
+    assert!(t.kills >= t.rounds && t.claims > 0, "{t:?}");
+}
+
+/// The S3 harness with a store that misbehaves where integrity is decided: reads and writes
+/// of leases (`locks/`), verification records and `gc/marks` answer 503 SlowDown at random
+/// (with 2 attempts per request, a quarter of them fail for good), and three in ten of them
+/// stall for 700 ms — among them a prune slowed between reading and writing its marks, while
+/// backups start and commit beside it (issue 28's defect 3 window). Exit codes are held to
+/// their claims as above; after each round, with the faults off, every backup verifies.
+#[test]
+fn crash_harness_on_s3_with_faults_on_leases_records_and_marks() {
+    let mut env = Env::with_s3_extra(
+        Backend::S3,
+        "awk",
+        Some(AWKWARD_SQL),
+        "max_attempts = 2\nretry_budget = \"20s\"\n",
+    );
+    let proxy = FaultProxy::start(Garage::shared().addr(), seed(), Faults::default());
+    env.s3.as_mut().expect("s3").endpoint = proxy.endpoint();
+    env.write_config("awk", None, &env.identity.clone());
+    with_policy(&env);
+    env.keepsake(&["backup", "--type", "full"]).ok();
+    let faults = Faults {
+        slowdown: 0.5,
+        stall: 0.3,
+        stall_for: Duration::from_millis(700),
+        only_paths_containing: vec![
+            "/locks/".into(),
+            "/verifications/".into(),
+            "/gc/marks".into(),
+        ],
+        ..Faults::default()
+    };
+    let seed = seed();
+    let t = kill_rounds(&env, rounds(30), seed, Some((&proxy, &faults)));
+    eprintln!("crash harness, S3 with faults (seed {seed}): {t:?}");
+    assert!(t.kills >= t.rounds && t.claims > 0 && t.faults > 0, "{t:?}");
 }
 
 /// Two daemons, each with its own state directory, back up the same source into one S3

@@ -441,7 +441,7 @@ fn unreadable_packs_are_not_proven_never_damage() {
         13,
         Faults {
             fail_all: true,
-            only_paths_containing: Some("/packs/".into()),
+            only_paths_containing: vec!["/packs/".into()],
             only_gets: true,
             ..Faults::default()
         },

@@ -66,8 +66,9 @@ pub struct Faults {
     pub fail_all: bool,
     /// Response headers removed (lower case), e.g. to play a store that ignores checksums.
     pub drop_response_headers: Vec<String>,
-    /// Only requests whose target contains this are faulted (e.g. `/packs/`); others pass.
-    pub only_paths_containing: Option<String>,
+    /// Only requests whose target contains one of these are faulted (e.g. `/packs/`); others
+    /// pass. Empty: every request may be faulted.
+    pub only_paths_containing: Vec<String>,
     /// Only GET requests are faulted (reads of objects; HEAD, PUT, LIST… pass).
     pub only_gets: bool,
 }
@@ -174,10 +175,9 @@ impl Shared {
         if f.only_gets && method != b"GET" {
             return (Fault::Forward, None);
         }
-        if let Some(only) = &f.only_paths_containing {
-            if !target.windows(only.len()).any(|w| w == only.as_bytes()) {
-                return (Fault::Forward, None);
-            }
+        let hit = |only: &String| target.windows(only.len()).any(|w| w == only.as_bytes());
+        if !f.only_paths_containing.is_empty() && !f.only_paths_containing.iter().any(hit) {
+            return (Fault::Forward, None);
         }
         let draws: [f64; 5] = {
             let mut rng = lock(&self.rng);
