@@ -251,27 +251,43 @@ fn daemon_raises_rpo_breach_while_a_backup_is_stuck_on_a_lock() {
     );
 }
 
+/// What [`slow_proxy`] has seen: connections accepted, and those still open (a connection
+/// closes once everything its client sent has been forwarded and the server has hung up).
+#[derive(Default)]
+struct ProxyCounts {
+    accepted: std::sync::atomic::AtomicUsize,
+    open: std::sync::atomic::AtomicUsize,
+}
+
 /// Forward TCP connections to `upstream`, each after `delay` (a slow target server).
-fn slow_proxy(upstream: u16, delay: Duration) -> u16 {
+fn slow_proxy(upstream: u16, delay: Duration) -> (u16, std::sync::Arc<ProxyCounts>) {
+    use std::sync::atomic::Ordering::SeqCst;
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = l.local_addr().expect("addr").port();
+    let counts = std::sync::Arc::new(ProxyCounts::default());
+    let seen = counts.clone();
     std::thread::spawn(move || {
         for c in l.incoming().flatten() {
+            seen.accepted.fetch_add(1, SeqCst);
+            seen.open.fetch_add(1, SeqCst);
+            let seen = seen.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(delay);
-                let Ok(u) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                    return;
-                };
-                let (mut c2, mut u2) = (c.try_clone().expect("c"), u.try_clone().expect("u"));
-                let (mut c, mut u) = (c, u);
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut u2, &mut c2);
-                });
-                let _ = std::io::copy(&mut c, &mut u);
+                if let Ok(u) = TcpStream::connect(("127.0.0.1", upstream)) {
+                    let (mut c2, mut u2) = (c.try_clone().expect("c"), u.try_clone().expect("u"));
+                    let (mut c, mut u) = (c, u);
+                    let back = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut u2, &mut c2);
+                    });
+                    let _ = std::io::copy(&mut c, &mut u);
+                    let _ = u.shutdown(std::net::Shutdown::Write);
+                    let _ = back.join();
+                }
+                seen.open.fetch_sub(1, SeqCst);
             });
         }
     });
-    port
+    (port, counts)
 }
 
 /// Issue 12, defect 1: Ctrl-C during `restore --create` into an existing database, before the
@@ -287,7 +303,7 @@ fn ctrl_c_before_the_refusal_never_drops_an_existing_database() {
         "precious",
         "CREATE TABLE vows (t text); INSERT INTO vows VALUES ('yes')",
     );
-    let port = slow_proxy(env.cluster.port, Duration::from_secs(3));
+    let (port, proxy) = slow_proxy(env.cluster.port, Duration::from_secs(3));
     let target = format!("postgres://postgres@127.0.0.1:{port}/precious?sslmode=disable");
     let mut child = env
         .keepsake_cmd(&[
@@ -303,12 +319,23 @@ fn ctrl_c_before_the_refusal_never_drops_an_existing_database() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("restore");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Interrupt while the restore waits on the slow server: its first connection is held by
+    // the proxy, before any answer (so before the "already exists" refusal).
+    crate::support::eventually(
+        "the restore to reach the target",
+        Duration::from_secs(60),
+        || proxy.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+    );
     kill(child.id(), "INT");
     let code = wait_exit(&mut child, Duration::from_secs(60));
     assert_ne!(code, Some(0));
-    // Give a wrongly issued DROP (through the slow proxy) time to land.
-    std::thread::sleep(Duration::from_secs(4));
+    // Whatever it sent before it ended (a wrongly issued DROP) has reached the server once
+    // every proxied connection is closed.
+    crate::support::eventually(
+        "the proxied connections to close",
+        Duration::from_secs(60),
+        || proxy.open.load(std::sync::atomic::Ordering::SeqCst) == 0,
+    );
     assert!(
         env.db_exists("precious"),
         "the existing database was dropped"
