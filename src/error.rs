@@ -28,8 +28,9 @@ pub enum Error {
     Usage(String),
     /// One field of a request is wrong: `field` is the request's own name for it (`confirm`,
     /// `target`, `jobs`), never a face's (a flag, a query parameter, a dialog); each face
-    /// words it its own way.
-    #[error("{field}: {message}")]
+    /// words it its own way. The message may name other fields of the request ([`field_ref`]):
+    /// a face renders them as it names them ([`render_fields`]); `Display` gives plain words.
+    #[error("{field}: {}", plain_fields(.message))]
     Field {
         field: &'static str,
         message: String,
@@ -106,6 +107,7 @@ impl Error {
     }
 
     /// The message without the field's name (for a face that shows it beside the field).
+    /// References to other fields are left for the face to render ([`render_fields`]).
     pub fn message(&self) -> String {
         match self {
             Error::Field { message, .. } => message.clone(),
@@ -115,5 +117,86 @@ impl Error {
 
     pub(crate) fn io(context: impl std::fmt::Display, err: std::io::Error) -> Self {
         Error::Other(format!("{context}: {err}"))
+    }
+}
+
+/// Opens and closes a [`field_ref`].
+const REF_OPEN: char = '\u{27e6}';
+const REF_CLOSE: char = '\u{27e7}';
+
+/// A reference, inside an error message, to a field of the request: `⟦create⟧`, or with the
+/// value to give it, `⟦confirm=wed⟧`. The engine speaks of its requests' fields; each face
+/// renders the reference as it names that field (`--confirm wed` on the command line,
+/// `"confirm": "wed"` in the control API, the dialog's words in the console).
+pub fn field_ref(name: &str, value: Option<&str>) -> String {
+    match value {
+        Some(v) => format!("{REF_OPEN}{name}={v}{REF_CLOSE}"),
+        None => format!("{REF_OPEN}{name}{REF_CLOSE}"),
+    }
+}
+
+/// `message` with every [`field_ref`] replaced by what `name` makes of (field, value).
+pub fn render_fields(message: &str, name: impl Fn(&str, Option<&str>) -> String) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(REF_OPEN) {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + REF_OPEN.len_utf8()..];
+        let Some(j) = after.find(REF_CLOSE) else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        let inner = &after[..j];
+        let (field, value) = match inner.split_once('=') {
+            Some((f, v)) => (f, Some(v)),
+            None => (inner, None),
+        };
+        out.push_str(&name(field, value));
+        rest = &after[j + REF_CLOSE.len_utf8()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Plain words for the field references of `message`, for records every face reads (the job
+/// history, the audit log, alerts): `confirm "wed"`, `create`.
+pub fn plain_fields(message: &str) -> String {
+    render_fields(message, |field, value| match value {
+        Some(v) => format!("{field} \"{v}\""),
+        None => field.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_references_are_rendered_by_each_face_and_plain_elsewhere() {
+        let m = format!(
+            "is needed: restore with {} or replace with {} {}",
+            field_ref("create", None),
+            field_ref("clean", None),
+            field_ref("confirm", Some("wed"))
+        );
+        let flags = render_fields(&m, |f, v| match v {
+            Some(v) => format!("--{f} {v}"),
+            None => format!("--{f}"),
+        });
+        assert_eq!(
+            flags,
+            "is needed: restore with --create or replace with --clean --confirm wed"
+        );
+        assert_eq!(
+            plain_fields(&m),
+            "is needed: restore with create or replace with clean confirm \"wed\""
+        );
+        let e = Error::Field {
+            field: "clean",
+            message: m,
+        };
+        assert!(!e.to_string().contains(REF_OPEN), "{e}");
+        // A stray bracket is left as it is.
+        assert_eq!(plain_fields("a \u{27e6}b"), "a \u{27e6}b");
     }
 }

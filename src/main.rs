@@ -4,6 +4,10 @@
 #![deny(clippy::unwrap_used, clippy::panic)]
 
 use clap::Parser;
+
+/// mimalloc rather than glibc's malloc: see Cargo.toml (the daemon's memory over time).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;

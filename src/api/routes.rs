@@ -415,7 +415,7 @@ async fn start_restore(
         }
         .selection()
         .unwrap_or_else(|(field, m)| {
-            f.error(field, m);
+            f.error(field, in_fields(&m));
             None
         });
         let cfg = api.engine.config();
@@ -461,7 +461,7 @@ async fn start_restore(
             }
             // The message names what is wrong, never the value.
             Some(Err(e)) => {
-                f.error(e.field().unwrap_or("target"), e.message());
+                f.error(e.field().unwrap_or("target"), in_fields(&e.message()));
                 None
             }
             // The daemon's stored passwords go only to the servers its configuration names
@@ -527,11 +527,29 @@ async fn start_restore(
 /// Where a request field travels in this API when it is not a body field of the same name.
 const FIELD_PLACES: &[(&str, &str)] = &[("confirm", "query.confirm")];
 
+/// Request fields that are booleans in a request body.
+const FLAGS: &[&str] = &["create", "clean", "data_only", "no_owner", "no_privileges"];
+
+/// A reference to a request field as this face names it: the body's field, with the value to
+/// give it (`"confirm": "wed"`, `"clean": true`, `"tables"`).
+fn field_ref(field: &str, value: Option<&str>) -> String {
+    match value {
+        Some(v) => format!("\"{field}\": \"{v}\""),
+        None if FLAGS.contains(&field) => format!("\"{field}\": true"),
+        None => format!("\"{field}\""),
+    }
+}
+
+/// `message` with the request fields it names as this face names them.
+fn in_fields(message: &str) -> String {
+    crate::error::render_fields(message, field_ref)
+}
+
 fn outcome_reply(o: JobOutcome) -> Result<Reply, ApiError> {
     if o.exit_code == 0 {
         return Ok(Reply::Ok(json_of(&o.result)?));
     }
-    let msg = o.error.clone().unwrap_or_else(|| "failed".into());
+    let msg = o.error_in(field_ref).unwrap_or_else(|| "failed".into());
     if let (Some("invalid"), Some(f)) = (o.error_kind, o.error_field.as_deref()) {
         // A request field, as this face names it: where it was in the request.
         let at = FIELD_PLACES

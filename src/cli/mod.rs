@@ -457,16 +457,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 into_schema: into_schema.as_deref(),
             }
             .selection()
-            .map_err(|(field, m)| {
-                let flag = match field {
-                    "tables" => "--table",
-                    "schemas" => "--schema",
-                    "exclude_schemas" => "--exclude-schema",
-                    "data_only" => "--data-only",
-                    _ => "--into-schema",
-                };
-                Error::Usage(format!("{flag} {m}"))
-            })?;
+            .map_err(|(field, message)| flag_words(Error::Field { field, message }))?;
             let at = at.as_deref().map(parse_at).transpose()?;
             if id.is_none() && at.is_none() {
                 return Err(Error::Usage(
@@ -658,12 +649,14 @@ fn restore_target(target: &str, password: Option<&str>) -> Result<ConnInfo> {
 }
 
 /// A request-field error as this face names the field: its flag (`target_password` →
-/// `--target-password`).
+/// `--target-password`), and the other fields its message names as flags too.
 fn flag_words(e: Error) -> Error {
     match e {
-        Error::Field { field, message } => {
-            Error::Usage(format!("--{} {message}", field.replace('_', "-")))
-        }
+        Error::Field { field, message } => Error::Usage(format!(
+            "--{} {}",
+            render::flag_of(field),
+            render::in_flags(&message)
+        )),
         e => e,
     }
 }

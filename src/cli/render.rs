@@ -166,12 +166,11 @@ pub async fn run(engine: &Engine, command: Command) -> Result<JobOutcome> {
 /// "Errors and exit codes").
 pub fn error_of(o: &JobOutcome) -> Error {
     let msg = o
-        .error
-        .clone()
+        .error_in(flag_ref)
         .unwrap_or_else(|| format!("the {} did not succeed", o.kind));
     // A request field, as this face names it: the flag.
     let msg = match &o.error_field {
-        Some(f) => format!("--{} {msg}", f.replace('_', "-")),
+        Some(f) => format!("--{} {msg}", flag_of(f)),
         None => msg,
     };
     match o.exit_code {
@@ -179,4 +178,27 @@ pub fn error_of(o: &JobOutcome) -> Error {
         3 => Error::Damage(msg),
         _ => Error::Other(msg),
     }
+}
+
+/// The flag of a request field (`tables` → `table`, `into_schema` → `into-schema`).
+pub fn flag_of(field: &str) -> String {
+    match field {
+        "tables" => "table".into(),
+        "schemas" => "schema".into(),
+        "exclude_schemas" => "exclude-schema".into(),
+        f => f.replace('_', "-"),
+    }
+}
+
+/// A reference to a request field as a flag: `--clean`, `--confirm wed`.
+fn flag_ref(field: &str, value: Option<&str>) -> String {
+    match value {
+        Some(v) => format!("--{} {v}", flag_of(field)),
+        None => format!("--{}", flag_of(field)),
+    }
+}
+
+/// `message` with the request fields it names as flags.
+pub fn in_flags(message: &str) -> String {
+    crate::error::render_fields(message, flag_ref)
 }

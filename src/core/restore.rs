@@ -25,7 +25,7 @@ pub use crate::core::feed::RestoreOptions;
 use crate::core::format::Manifest;
 use crate::core::progress::{Phase, ProgressSink, Tracker};
 use crate::core::repo::Repository;
-use crate::error::{Error, Result};
+use crate::error::{field_ref as field, Error, Result};
 use crate::pg::client::{self, quote_ident, quote_literal};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::process::{self, PassFile, StderrLog};
@@ -485,9 +485,12 @@ async fn check_target(
     let db = &o.target.dbname;
     if let Some(c) = &o.confirm {
         if c != db {
-            return Err(Error::Usage(format!(
-                "--confirm {c} does not match the target database \"{db}\": nothing was done"
-            )));
+            return Err(Error::Field {
+                field: "confirm",
+                message: format!(
+                    "{c} does not match the target database \"{db}\": nothing was done"
+                ),
+            });
         }
     }
     let confirmed = o.confirm.as_deref() == Some(db.as_str());
@@ -501,16 +504,23 @@ async fn check_target(
             ))
         })?;
         if exists {
-            return Err(Error::Usage(format!(
-                "target database \"{db}\" already exists: drop --create to restore into it (it must be empty, or add --clean --confirm {db})"
-            )));
+            return Err(Error::Field {
+                field: "create",
+                message: format!(
+                    "cannot make \"{db}\": that target database already exists; drop {} to restore into it (it must be empty, or add {} {})",
+                    field("create", None),
+                    field("clean", None),
+                    field("confirm", Some(db))
+                ),
+            });
         }
         (admin, false)
     } else {
         let pg = client::connect(&o.target).await.map_err(|e| match e {
-            Error::Postgres(m) if m.contains("does not exist") => {
-                Error::Usage(format!("{m}\n  add --create to create the target database"))
-            }
+            Error::Postgres(m) if m.contains("does not exist") => Error::Field {
+                field: "create",
+                message: format!("is needed to make the target database: {m}"),
+            },
             other => other,
         })?;
         (pg, true)
@@ -529,10 +539,13 @@ async fn check_target(
         // A new schema beside everything else: nothing existing is touched, so no typed
         // consent is needed, even in the backup's own source database.
         if crate::core::into_schema::schema_exists(&pg, schema).await? {
-            return Err(Error::Usage(format!(
-                "schema \"{schema}\" already exists in {}: --into-schema needs a new name (the restore creates it); nothing was done",
-                o.target.display()
-            )));
+            return Err(Error::Field {
+                field: "into_schema",
+                message: format!(
+                    "needs a new name: schema \"{schema}\" already exists in {} (the restore creates it); nothing was done",
+                    o.target.display()
+                ),
+            });
         }
         return Ok(None);
     }
@@ -560,12 +573,20 @@ async fn check_target(
         None => vec![],
     };
     if same_db && same_server && !confirmed {
-        return Err(Error::Usage(format!(
-            "the target {} is the source database of backup {}: to restore over it, add --confirm {db}{}",
-            o.target.display(),
-            m.id,
-            if exists { " (and --clean when it holds tables)" } else { "" }
-        )));
+        return Err(Error::Field {
+            field: "confirm",
+            message: format!(
+                "is needed: the target {} is the source database of backup {}: to restore over it, add {}{}",
+                o.target.display(),
+                m.id,
+                field("confirm", Some(db)),
+                if exists {
+                    format!(" (and {} when it holds tables)", field("clean", None))
+                } else {
+                    String::new()
+                }
+            ),
+        });
     }
     if exists {
         let n = client::user_relation_count(&pg, &skip).await?;
@@ -575,14 +596,24 @@ async fn check_target(
             if confirmed {
                 return Ok(project);
             }
-            return Err(Error::Usage(format!(
-                "target database \"{db}\" holds {n} tables, views or sequences: restoring the chosen tables beside them needs --confirm {db} (a table that exists there already makes the restore fail and change nothing)"
-            )));
+            return Err(Error::Field {
+                field: "confirm",
+                message: format!(
+                    "is needed: target database \"{db}\" holds {n} tables, views or sequences: restoring the chosen tables beside them needs {} (a table that exists there already makes the restore fail and change nothing)",
+                    field("confirm", Some(db))
+                ),
+            });
         }
         if n > 0 && !(o.clean && confirmed) {
-            return Err(Error::Usage(format!(
-                "target database \"{db}\" is not empty ({n} tables, views or sequences): restoring would mix data; restore into a new database with --create, or replace its objects with --clean --confirm {db}"
-            )));
+            return Err(Error::Field {
+                field: "clean",
+                message: format!(
+                    "is needed: target database \"{db}\" is not empty ({n} tables, views or sequences): restoring would mix data; restore into a new database with {}, or replace its objects with {} {}",
+                    field("create", None),
+                    field("clean", None),
+                    field("confirm", Some(db))
+                ),
+            });
         }
     }
     Ok(project)
@@ -706,12 +737,17 @@ pub async fn restore(
     if let (Some(sel), Some(toc)) = (&o.selection, &toc) {
         let chosen = crate::core::select::choose(&entries, sel, o.create).map_err(Error::Usage)?;
         if o.create && !sel.data_only && sel.names_tables() && !chosen.needs.is_empty() {
-            return Err(Error::Usage(format!(
-                "{} use{} {}, which you did not ask for and a new database does not have: add its schema with --schema, or restore into a database that has it (with --confirm DBNAME); nothing was done",
-                chosen.tables.join(", "),
-                if chosen.tables.len() == 1 { "s" } else { "" },
-                chosen.needs.join(", ")
-            )));
+            return Err(Error::Field {
+                field: "schemas",
+                message: format!(
+                    "is needed: {} use{} {}, which you did not ask for and a new database does not have: add its schema with {}, or restore into a database that has it (with {}); nothing was done",
+                    chosen.tables.join(", "),
+                    if chosen.tables.len() == 1 { "s" } else { "" },
+                    chosen.needs.join(", "),
+                    field("schemas", None),
+                    field("confirm", Some("DBNAME"))
+                ),
+            });
         }
         list_file = Some(list_file_of(toc, &entries, &chosen.ids)?);
         partial = Some(chosen);

@@ -14,6 +14,7 @@
 //! `--into-schema` keeps only entries that live in a schema (no database-level entries, no
 //! `CREATE SCHEMA` of the originals): the restore renames them into the new schema.
 
+use crate::error::field_ref;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::pg::archive::TocEntry;
@@ -110,19 +111,31 @@ impl Names<'_> {
         if into_schema.is_some() && !named {
             return Err((
                 "into_schema",
-                "needs the tables to restore (--table or --schema): it puts them in a new schema beside the originals".into(),
+                format!(
+                    "needs the tables to restore ({} or {}): it puts them in a new schema beside the originals",
+                    field_ref("tables", None),
+                    field_ref("schemas", None)
+                ),
             ));
         }
         if into_schema.is_some() && self.data_only {
             return Err((
                 "data_only",
-                "cannot go with --into-schema: the new schema has no tables to fill".into(),
+                format!(
+                    "cannot go with {}: the new schema has no tables to fill",
+                    field_ref("into_schema", None)
+                ),
             ));
         }
         if self.data_only && !named && exclude_schemas.is_empty() {
             return Err((
                 "data_only",
-                "goes with --table, --schema or --exclude-schema".into(),
+                format!(
+                    "goes with {}, {} or {}",
+                    field_ref("tables", None),
+                    field_ref("schemas", None),
+                    field_ref("exclude_schemas", None)
+                ),
             ));
         }
         if !named && exclude_schemas.is_empty() {

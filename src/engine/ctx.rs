@@ -66,6 +66,7 @@ impl JobHandle {
                     error: Some("the job runner stopped before the job ended".into()),
                     error_kind: Some("failed"),
                     error_field: None,
+                    error_refs: None,
                     result: None,
                 };
             }

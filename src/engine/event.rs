@@ -156,7 +156,23 @@ pub struct JobOutcome {
     /// each face names it its own way (a flag, a query parameter, a dialog's input).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_field: Option<String>,
+    /// `error` as the engine wrote it, with its references to request fields
+    /// (`crate::error::field_ref`) left for the face to word; `error` has them in plain
+    /// words. Only within this process: never sent or recorded.
+    #[serde(skip)]
+    pub error_refs: Option<String>,
     pub result: Option<JobResult>,
+}
+
+impl JobOutcome {
+    /// The error as a face words it: references to request fields rendered by `name` (a
+    /// flag, an API field, a dialog's words).
+    pub fn error_in(&self, name: impl Fn(&str, Option<&str>) -> String) -> Option<String> {
+        match &self.error_refs {
+            Some(m) => Some(crate::error::render_fields(m, name)),
+            None => self.error.clone(),
+        }
+    }
 }
 
 /// Alerts the daemon turns into webhooks.

@@ -387,6 +387,7 @@ impl Runner {
                         error: Some(format!("cancelled: the {} was cancelled before it started", cmd.kind())),
                         error_kind: Some("cancelled"),
                         error_field: None,
+                        error_refs: None,
                         result: None,
                     };
                     let record = inner
@@ -543,6 +544,13 @@ impl Runner {
                 None,
             ),
         };
+        // Plain words for everyone who reads the record; the face that asked words the
+        // references to its request's fields itself (`JobOutcome::error_in`).
+        let error_refs = error
+            .as_deref()
+            .filter(|m| crate::error::plain_fields(m) != **m)
+            .map(str::to_string);
+        let error = error.map(|m| crate::error::plain_fields(&m));
         let record = ctx.record.lock().map(|r| r.clone()).ok();
         let outcome = JobOutcome {
             job: self.id.clone(),
@@ -553,6 +561,7 @@ impl Runner {
             error,
             error_kind: kind_of,
             error_field: field,
+            error_refs,
             result,
         };
         self.finish(outcome, record.filter(|_| write_history)).await;

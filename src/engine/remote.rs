@@ -311,6 +311,7 @@ fn outcome_of(r: &JobRecord) -> JobOutcome {
         error: r.error.clone(),
         error_kind: (!ok).then_some("failed"),
         error_field: None,
+        error_refs: None,
         result: None,
     }
 }
@@ -602,6 +603,7 @@ impl Control for Remote {
                         error: None,
                         error_kind: None,
                         error_field: None,
+                        error_refs: None,
                         result: Some(result),
                     },
                 ))
@@ -650,6 +652,7 @@ impl Control for Remote {
                         error: None,
                         error_kind: None,
                         error_field: None,
+                        error_refs: None,
                         result: Some(JobResult::Delete { id, source }),
                     },
                 ))

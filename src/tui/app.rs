@@ -691,7 +691,12 @@ impl App {
                                 }
                                 t
                             }
-                            (_, Some(e)) => format!("✗ the restore into {name} failed: {e}"),
+                            (_, Some(_)) if o.exit_code == 2 => {
+                                format!("✗ the restore into {name} was refused: {}", in_words(o))
+                            }
+                            (_, Some(_)) => {
+                                format!("✗ the restore into {name} failed: {}", in_words(o))
+                            }
                             _ => format!("restore into {name}: {status}"),
                         };
                         self.dialog = Some(Dialog::Message {
@@ -1411,6 +1416,36 @@ impl App {
         {
             *j = Some(job);
         }
+    }
+}
+
+/// A reference to a restore or delete request's field as this console's dialogs name it.
+fn field_words(field: &str, value: Option<&str>) -> String {
+    let words = match field {
+        "create" => "a new database",
+        "clean" => "\"replace its objects\"",
+        "confirm" => "its name typed again",
+        "tables" => "a choice of tables",
+        "schemas" => "a choice of schemas",
+        "exclude_schemas" => "schemas left out",
+        "into_schema" => "a new schema",
+        "jobs" => "parallel sessions",
+        "target" => "the URL",
+        f => f,
+    };
+    match value {
+        Some(v) => format!("{words} ({v})"),
+        None => words.to_string(),
+    }
+}
+
+/// A job's error as this console words it: the request field it is about, and the fields
+/// it names, in the dialogs' words.
+fn in_words(o: &crate::engine::JobOutcome) -> String {
+    let e = o.error_in(field_words).unwrap_or_default();
+    match o.error_field.as_deref() {
+        Some(f) => format!("{} {e}", field_words(f, None)),
+        None => e,
     }
 }
 

@@ -1001,6 +1001,7 @@ fn drill_key_walks_source_backup_confirm_then_starts_and_shows_the_report() {
             error: None,
             error_kind: None,
             error_field: None,
+            error_refs: None,
             result: Some(crate::engine::JobResult::Drill(Box::new(report.clone()))),
         }),
         now(),
@@ -1242,6 +1243,7 @@ fn every_screen_says_what_started_finished_and_runs() {
             error: Some("table guests differs\nmore".into()),
             error_kind: Some("damage"),
             error_field: None,
+            error_refs: None,
             result: None,
         }),
         now(),
@@ -1352,6 +1354,7 @@ fn a_prune_ending_makes_the_plan_stale_and_previews_are_named() {
             error: None,
             error_kind: None,
             error_field: None,
+            error_refs: None,
             result: Some(crate::engine::JobResult::Prune(Box::new(report(dry_run)))),
         })
     };
@@ -1460,6 +1463,54 @@ fn a_running_restore_shows_percent_rate_and_eta() {
     assert!(s.contains("61%"), "{s}");
     assert!(s.contains("MiB/s"), "{s}");
     assert!(s.contains("ETA"), "{s}");
+}
+
+/// Issue 25: a restore the engine refuses shows the engine's reason in the wizard, with the
+/// request's fields in the dialog's words — never the command line's flags.
+#[test]
+fn a_refused_restore_says_why_in_the_dialogs_words() {
+    let mut a = app();
+    let job = "20261202T140100.000Z-cc44dd".to_string();
+    a.dialog = Some(Dialog::Restore {
+        backup: a.model.rows[0].id.clone(),
+        source: "wedsync".into(),
+        database: "busy".into(),
+        step: RestoreStep::Running {
+            name: "busy".into(),
+            job: Some(job.clone()),
+        },
+    });
+    let refs = format!(
+        "is needed: target database \"busy\" is not empty (2 tables, views or sequences): restoring would mix data; restore into a new database with {}, or replace its objects with {} {}",
+        crate::error::field_ref("create", None),
+        crate::error::field_ref("clean", None),
+        crate::error::field_ref("confirm", Some("busy"))
+    );
+    a.on_event(
+        &crate::engine::Event::JobFailed(crate::engine::JobOutcome {
+            job: job.clone(),
+            kind: crate::model::words::intern("restore"),
+            source: Some("wedsync".into()),
+            status: JobStatus::Failed,
+            exit_code: 2,
+            error: Some(crate::error::plain_fields(&refs)),
+            error_kind: Some("invalid"),
+            error_field: Some("clean".into()),
+            error_refs: Some(refs),
+            result: None,
+        }),
+        now(),
+    );
+    let Some(Dialog::Message { text, .. }) = &a.dialog else {
+        panic!("{:?}", a.dialog)
+    };
+    assert!(text.contains("was refused"), "{text}");
+    assert!(
+        text.contains("\"replace its objects\" is needed: target database \"busy\" is not empty"),
+        "{text}"
+    );
+    assert!(text.contains("its name typed again (busy)"), "{text}");
+    assert!(!text.contains("--") && !text.contains('\u{27e6}'), "{text}");
 }
 
 /// Issue 27, item 10: at 200×50 the Backups screen uses its width — whole ids (to paste into

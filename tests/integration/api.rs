@@ -1499,6 +1499,25 @@ fn remote_control_drives_the_daemon_and_reads_the_same_truth() {
             .expect("a password never crosses the socket");
         assert!(!e.to_string().contains("hunter2"));
 
+        // A restore the engine refuses names the request's field, in words no face owns
+        // (the command line's flags are its own): over the source database, unconfirmed.
+        let o = remote
+            .submit(Job::Restore(RestoreRequest::new(
+                id.clone(),
+                remote.restore_target("main", "awk").expect("target"),
+            )))
+            .await
+            .expect("submitted")
+            .wait()
+            .await;
+        assert_eq!(o.exit_code, 2, "{o:?}");
+        assert_eq!(o.error_field.as_deref(), Some("confirm"), "{o:?}");
+        let said = o.error.clone().unwrap_or_default();
+        assert!(
+            said.contains("is the source database") && said.contains("confirm \"awk\"") && !said.contains("--"),
+            "{said}"
+        );
+
         // The restore body's two target forms exclude each other; each bad field is named.
         for (body, field) in [
             (

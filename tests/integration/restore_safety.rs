@@ -37,8 +37,19 @@ fn restore_refuses_unsafe_targets() {
         "{}",
         r.stderr
     );
+    // The engine names the request's fields; the command line says them as its flags.
+    assert!(
+        r.stderr.contains("--clean is needed") && r.stderr.contains("a new database with --create"),
+        "{}",
+        r.stderr
+    );
     let r = restore("busy", &["--clean", "--confirm", "wrong"]);
     assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("--confirm wrong does not match"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(env.psql("busy", "SELECT count(*) FROM keep_me"), "1");
     restore("busy", &["--clean", "--confirm", "busy"]).ok();
     assert_eq!(

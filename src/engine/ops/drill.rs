@@ -761,10 +761,10 @@ async fn choose(
                     ))
                 }
                 many => {
-                    return Err(Error::Usage(format!(
-                        "several sources ({}): choose one with --source",
-                        many.join(", ")
-                    )))
+                    return Err(Error::Field {
+                        field: "source",
+                        message: format!("is needed: several sources ({})", many.join(", ")),
+                    })
                 }
             }
         }

@@ -9,28 +9,38 @@ use crate::core::restore::{self as core_restore, RestoreOptions};
 use crate::engine::command::RestoreRequest;
 use crate::engine::ctx::{Done, JobCtx};
 use crate::engine::event::JobResult;
-use crate::error::{Error, Result};
+use crate::error::{field_ref as field, Error, Result};
 
 pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {
     let target = &req.target.conn;
     if req.clean && req.confirm.is_none() {
-        return Err(Error::Usage(format!(
-            "--clean replaces objects in the target: add --confirm {}",
-            target.dbname
-        )));
+        return Err(Error::Field {
+            field: "confirm",
+            message: format!(
+                "is needed: {} replaces objects in the target: add {}",
+                field("clean", None),
+                field("confirm", Some(&target.dbname))
+            ),
+        });
     }
     let into = req
         .selection
         .as_ref()
         .and_then(|s| s.into_schema.as_deref());
     if let (Some(schema), true) = (into, req.create || req.clean) {
-        return Err(Error::Usage(format!(
-            "--into-schema {schema} restores beside what is in an existing database and touches nothing else: drop {}",
-            if req.create { "--create" } else { "--clean" }
-        )));
+        return Err(Error::Field {
+            field: "into_schema",
+            message: format!(
+                "{schema} restores beside what is in an existing database and touches nothing else: drop {}",
+                field(if req.create { "create" } else { "clean" }, None)
+            ),
+        });
     }
     if req.jobs == Some(0) {
-        return Err(Error::Usage("--jobs must be at least 1".into()));
+        return Err(Error::Field {
+            field: "jobs",
+            message: "must be at least 1".into(),
+        });
     }
     let repo = ctx.engine.repo().await?;
     // A point in time: the dump and the captured changes after it (core::pitr).
@@ -40,7 +50,13 @@ pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {
             if !req.create || req.selection.is_some() || req.clean {
                 return Err(Error::Field {
                     field: "create",
-                    message: "is needed: a point-in-time restore makes a new database, whole (no --clean, no table or schema choice)".into(),
+                    message: format!(
+                        "is needed: a point-in-time restore makes a new database, whole (not with {}, {}, {} or {})",
+                        field("clean", None),
+                        field("tables", None),
+                        field("schemas", None),
+                        field("exclude_schemas", None)
+                    ),
                 });
             }
             let pinned = (!req.id.is_empty()).then_some(req.id.as_str());
