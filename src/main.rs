@@ -4,10 +4,6 @@
 #![deny(clippy::unwrap_used, clippy::panic)]
 
 use clap::Parser;
-
-/// mimalloc rather than glibc's malloc: see Cargo.toml (the daemon's memory over time).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -127,8 +123,36 @@ fn console_logging(
     Some(g)
 }
 
+/// The daemon's allocator arenas. glibc gives threads that allocate at once arenas of their
+/// own (up to 8 per core) and keeps what each one held; a daemon whose pool threads come and
+/// go grew in steps for minutes (benches/soak.sh: 8.5 → 18 MiB of anonymous memory in 5
+/// minutes, still rising after 10; with one arena flat at 6 MiB). mimalloc as the allocator
+/// was measured too and was far worse (65 → 125 MiB). The limit is a glibc tunable read when a
+/// process starts, so the daemon executes itself once more with it set: the same pid, the same
+/// arguments. An environment that sets `GLIBC_TUNABLES` itself is left as it is.
+const DAEMON_TUNABLES: &str = "glibc.malloc.arena_max=2";
+
+fn with_few_arenas() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("GLIBC_TUNABLES").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let e = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("GLIBC_TUNABLES", DAEMON_TUNABLES)
+        .exec();
+    // Only reached when the exec failed (the binary replaced by an upgrade): go on as is.
+    eprintln!("note: running with the default allocator arenas ({e})");
+}
+
 fn main() {
     let cli = keepsake::cli::Cli::parse();
+    if cli.is_daemon() {
+        with_few_arenas();
+    }
     let guard = init_logging(&cli);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -53,6 +53,15 @@ fn daemon_runs_the_schedule_keeps_the_policy_and_stops_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    // It runs with few allocator arenas (it executes itself once with the glibc tunable set):
+    // the same process, so the pid a supervisor knows is still the daemon's.
+    let environ = std::fs::read(format!("/proc/{}/environ", daemon.id())).expect("environ");
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|v| v == b"GLIBC_TUNABLES=glibc.malloc.arena_max=2"),
+        "the daemon runs with its allocator arenas limited"
+    );
     // A second daemon on the same state directory is refused.
     let r = env.keepsake(&["--daemon"]);
     assert_eq!(r.code, 2, "{}", r.all());
