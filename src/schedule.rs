@@ -4,8 +4,10 @@
 //! Why croner rather than the `cron` crate: `cron` wants 6/7 fields (no standard 5-field
 //! crontab) and evaluates in a fixed offset, so it cannot follow a zone's DST rules. croner
 //! parses both forms and walks local wall-clock time through `chrono-tz`: a time skipped by
-//! spring-forward runs at the first valid instant after the gap (never lost), and a time that
-//! occurs twice at fall-back runs once, at its first occurrence (never doubled).
+//! spring-forward runs at the first valid instant after the gap (never lost), and a fixed
+//! time that occurs twice at fall-back runs once, at its first occurrence (never doubled). A
+//! repeating pattern (`0 * * * *`, `*/15 …`) runs through the repeated hour twice, as real
+//! time passes: every hour means every hour, not every wall-clock label (croner 4).
 //!
 //! Invariant of [`SourceSchedule::due`]: every scheduled instant in `(since, now]` is reported
 //! at most once, and a window that missed several (downtime) yields one catch-up run per type,
@@ -14,6 +16,7 @@
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 
 use crate::model::BackupType;
@@ -33,9 +36,12 @@ pub struct SourceSchedule {
 
 /// Parse one expression (5 or 6 fields).
 pub fn parse_cron(pattern: &str) -> Result<Cron, String> {
-    Cron::new(pattern)
-        .with_seconds_optional()
-        .parse()
+    CronParser::builder()
+        // 5 fields, or 6 with leading seconds; never a 7th (year) field.
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(pattern)
         .map_err(|e| format!("\"{pattern}\" is not a cron expression ({e}): use 5 fields (\"0 3 * * 0\") or 6 with leading seconds"))
 }
 
@@ -224,6 +230,24 @@ mod tests {
         assert_eq!(
             runs,
             vec![(BackupType::Full, utc(2026, 10, 25, 0, 30))],
+            "{runs:?}"
+        );
+    }
+
+    /// An hourly schedule runs every real hour through the fall-back: 01:00 BST (00:00 UTC),
+    /// 01:00 GMT (01:00 UTC) and 02:00 GMT (02:00 UTC), none skipped and none twice.
+    #[test]
+    fn an_hourly_schedule_runs_every_real_hour_through_the_fall_back() {
+        let s = daily("Europe/London", "0 * * * *");
+        let runs = simulate(&s, utc(2026, 10, 24, 23, 30), utc(2026, 10, 25, 2, 30));
+        let at: Vec<_> = runs.iter().map(|(_, t)| *t).collect();
+        assert_eq!(
+            at,
+            vec![
+                utc(2026, 10, 25, 0, 0),
+                utc(2026, 10, 25, 1, 0),
+                utc(2026, 10, 25, 2, 0)
+            ],
             "{runs:?}"
         );
     }

@@ -17,8 +17,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use rand::Rng;
-
 use crate::error::{Error, Result};
 
 /// How hard to retry.
@@ -138,9 +136,7 @@ where
                     )));
                 }
                 let ceiling = policy.ceiling(attempt);
-                let delay = rand::thread_rng()
-                    .gen_range(Duration::ZERO..=ceiling)
-                    .min(remaining);
+                let delay = rand::random_range(Duration::ZERO..=ceiling).min(remaining);
                 stats.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     operation = what,

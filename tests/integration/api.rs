@@ -1053,7 +1053,7 @@ fn needed_role(method: &str, path: &str) -> Option<Role> {
 }
 
 fn fuzz(caller: &Caller, role: Role, id: &str, seed: u64, n: usize) -> Tally {
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let methods = [
         "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "G\u{0}T", "BREW", "",
@@ -1063,7 +1063,7 @@ fn fuzz(caller: &Caller, role: Role, id: &str, seed: u64, n: usize) -> Tally {
     let mut jobs: Vec<String> = vec!["x".into()];
     let mut t = Tally::default();
     for _ in 0..n {
-        let job = jobs[rng.gen_range(0..jobs.len())].clone();
+        let job = jobs[rng.random_range(0..jobs.len())].clone();
         let paths = [
             "/v1/info".to_string(),
             "/v1/status".into(),
@@ -1093,40 +1093,42 @@ fn fuzz(caller: &Caller, role: Role, id: &str, seed: u64, n: usize) -> Tally {
             "/v1/backups?source=%00".into(),
             "*".into(),
         ];
-        let method = methods[rng.gen_range(0..methods.len())];
-        let mut path = paths[rng.gen_range(0..paths.len())].clone();
-        if rng.gen_bool(0.15) {
-            let at = rng.gen_range(0..=path.len());
-            let junk: String = (0..rng.gen_range(1..20))
-                .map(|_| rng.gen_range(b'!'..=b'~') as char)
+        let method = methods[rng.random_range(0..methods.len())];
+        let mut path = paths[rng.random_range(0..paths.len())].clone();
+        if rng.random_bool(0.15) {
+            let at = rng.random_range(0..=path.len());
+            let junk: String = (0..rng.random_range(1..20))
+                .map(|_| rng.random_range(b'!'..=b'~') as char)
                 .collect();
             if path.is_char_boundary(at) {
                 path.insert_str(at, &junk);
             }
         }
-        if rng.gen_bool(0.02) {
-            path.push_str(&"a".repeat(rng.gen_range(1_000..20_000)));
+        if rng.random_bool(0.02) {
+            path.push_str(&"a".repeat(rng.random_range(1_000..20_000)));
         }
-        let body: Vec<u8> = match rng.gen_range(0..10) {
+        let body: Vec<u8> = match rng.random_range(0..10) {
             0 => vec![],
             1 => br#"{"dry_run": false}"#.to_vec(),
             2 => br#"{"dry_run": true}"#.to_vec(),
             3 => br#"{"source": "main", "type": "full"}"#.to_vec(),
-            4 => (0..rng.gen_range(1..300)).map(|_| rng.gen()).collect(), // invalid UTF-8
+            4 => (0..rng.random_range(1..300))
+                .map(|_| rng.random())
+                .collect(), // invalid UTF-8
             5 => format!("{}1{}", "[".repeat(5_000), "]".repeat(5_000)).into_bytes(), // deep
             6 => br#"{"level": 3, "target": [], "create": "yes", "retention": {"keep_last": -1}}"#
                 .to_vec(),
-            7 => vec![b'{'; rng.gen_range(1..100_000)], // huge and broken
+            7 => vec![b'{'; rng.random_range(1..100_000)], // huge and broken
             8 => br#"{"level": "data"}"#.to_vec(),
             _ => br#"{"target": "postgres://a@127.0.0.1:1/x", "create": true, "confirm": "x"}"#
                 .to_vec(),
         };
         let mut head = format!("{method} {path} HTTP/1.1\r\nhost: k\r\n");
         match caller {
-            Caller::Tcp(_, Some(token)) if rng.gen_bool(0.95) => {
+            Caller::Tcp(_, Some(token)) if rng.random_bool(0.95) => {
                 head.push_str(&format!("authorization: Bearer {token}\r\n"));
             }
-            Caller::Tcp(_, None) if rng.gen_bool(0.5) => {
+            Caller::Tcp(_, None) if rng.random_bool(0.5) => {
                 head.push_str("authorization: Bearer ks_guess\r\n");
             }
             _ => {}
@@ -1137,14 +1139,14 @@ fn fuzz(caller: &Caller, role: Role, id: &str, seed: u64, n: usize) -> Tally {
             Caller::Tcp(..) if !with_token => Role::None,
             _ => role,
         };
-        match rng.gen_range(0..4) {
+        match rng.random_range(0..4) {
             0 => head.push_str("content-type: application/json\r\n"),
             1 => head.push_str("content-type: text/plain\r\n"),
             2 => head.push_str("content-type: application/json; charset=\u{7f}\r\n"),
             _ => {}
         }
         // Truncated bodies: announce more than is sent (the write side is then closed).
-        let declared = if rng.gen_bool(0.1) {
+        let declared = if rng.random_bool(0.1) {
             body.len() + 10
         } else {
             body.len()
@@ -1152,10 +1154,10 @@ fn fuzz(caller: &Caller, role: Role, id: &str, seed: u64, n: usize) -> Tally {
         head.push_str(&format!(
             "content-length: {declared}\r\nconnection: close\r\n"
         ));
-        if rng.gen_bool(0.05) {
+        if rng.random_bool(0.05) {
             head.push_str(&format!(
                 "x-big: {}\r\n",
-                "b".repeat(rng.gen_range(1..200_000))
+                "b".repeat(rng.random_range(1..200_000))
             ));
         }
         head.push_str("\r\n");

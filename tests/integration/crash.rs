@@ -15,7 +15,7 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 use crate::support::faultproxy::{FaultProxy, Faults};
 use crate::support::garage::Garage;
@@ -117,7 +117,7 @@ fn kill_rounds(env: &Env, n: usize, seed: u64, faults: Option<(&FaultProxy, &Fau
         }
         // (what, process, restore database)
         let mut procs: Vec<(&'static str, Child, Option<String>)> = vec![];
-        let kind = if rng.gen_bool(0.3) {
+        let kind = if rng.random_bool(0.3) {
             "full"
         } else {
             "incremental"
@@ -127,7 +127,7 @@ fn kill_rounds(env: &Env, n: usize, seed: u64, faults: Option<(&FaultProxy, &Fau
             spawn(env, &["backup", "--type", kind, "--json"]),
             None,
         ));
-        if rng.gen_bool(0.7) {
+        if rng.random_bool(0.7) {
             procs.push(("prune", spawn(env, &["prune"]), None));
         }
         let latest = serde_json::from_str::<serde_json::Value>(
@@ -135,7 +135,7 @@ fn kill_rounds(env: &Env, n: usize, seed: u64, faults: Option<(&FaultProxy, &Fau
         )
         .ok()
         .and_then(|v| v.as_array()?.last()?["id"].as_str().map(str::to_string));
-        if let Some(id) = latest.filter(|_| rng.gen_bool(0.25)) {
+        if let Some(id) = latest.filter(|_| rng.random_bool(0.25)) {
             restored += 1;
             let db = format!("crash_restore_{restored}");
             let target = env.target(&db);
@@ -157,7 +157,7 @@ fn kill_rounds(env: &Env, n: usize, seed: u64, faults: Option<(&FaultProxy, &Fau
                 Some(db),
             ));
         }
-        if rng.gen_bool(0.25) {
+        if rng.random_bool(0.25) {
             procs.push((
                 "verify",
                 spawn(env, &["verify", "--latest", "--level", "data"]),
@@ -171,13 +171,17 @@ fn kill_rounds(env: &Env, n: usize, seed: u64, faults: Option<(&FaultProxy, &Fau
             .iter()
             .map(|(what, _, _)| {
                 let ms = if *what == "prune" {
-                    rng.gen_range(1..prune_ms.max(2))
+                    rng.random_range(1..prune_ms.max(2))
                 } else {
-                    rng.gen_range(1..backup_ms.max(2))
+                    rng.random_range(1..backup_ms.max(2))
                 };
-                let signal = if rng.gen_bool(0.25) { "TERM" } else { "KILL" };
+                let signal = if rng.random_bool(0.25) {
+                    "TERM"
+                } else {
+                    "KILL"
+                };
                 // Most are killed; some run to their end beside the others.
-                (rng.gen_bool(0.85) || *what == "backup")
+                (rng.random_bool(0.85) || *what == "backup")
                     .then(|| (Duration::from_millis(ms), signal))
             })
             .collect();
@@ -413,8 +417,8 @@ fn crash_harness_two_daemons_sharing_s3_while_one_prunes() {
     let n = rounds(30);
     let mut kills = 0;
     for round in 0..n {
-        std::thread::sleep(Duration::from_millis(rng.gen_range(300..2500)));
-        let i = rng.gen_range(0..2);
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..2500)));
+        let i = rng.random_range(0..2);
         kill(d.0[i].id(), "KILL");
         let _ = d.0[i].wait();
         kills += 1;

@@ -752,7 +752,7 @@ fn damage_names_the_tables_it_hits() {
 /// the backup recorded as damaged. A later verify with the server back proves it.
 #[test]
 fn a_scratch_server_failing_at_any_moment_of_a_restore_check_never_marks_the_backup_failed() {
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     let mut env = Env::new("wed", Some(WEDDING_SQL));
     // A second table of some size, so that the restore and the comparison take long enough
     // to be hit in their middle.
@@ -785,7 +785,7 @@ fn a_scratch_server_failing_at_any_moment_of_a_restore_check_never_marks_the_bac
             .spawn()
             .expect("verify");
         std::thread::sleep(std::time::Duration::from_millis(
-            rng.gen_range(50..whole.max(100)),
+            rng.random_range(50..whole.max(100)),
         ));
         if crash {
             env.cluster

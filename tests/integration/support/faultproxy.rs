@@ -30,7 +30,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 const MAX_HEAD: usize = 64 * 1024;
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -181,7 +181,7 @@ impl Shared {
         }
         let draws: [f64; 5] = {
             let mut rng = lock(&self.rng);
-            std::array::from_fn(|_| rng.gen())
+            std::array::from_fn(|_| rng.random())
         };
         let fault = if f.fail_all || draws[0] < f.slowdown {
             Fault::SlowDown
