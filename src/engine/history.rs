@@ -104,6 +104,9 @@ pub struct History {
     parsed: std::sync::Arc<std::sync::Mutex<Parsed>>,
 }
 
+/// How many jobs [`History::jobs`] returns and keeps in memory: the newest.
+pub const KEPT_IN_MEMORY: usize = 2000;
+
 /// What [`History::jobs`] parsed of the file up to `offset`.
 #[derive(Debug, Default)]
 struct Parsed {
@@ -199,7 +202,8 @@ impl History {
         self.append(&r);
     }
 
-    /// Every job of this repository, oldest first, latest state each; `running` jobs of dead
+    /// The newest [`KEPT_IN_MEMORY`] jobs of this repository, oldest first, latest state each
+    /// (older ones stay in the file); `running` jobs of dead
     /// processes read as `interrupted`. Records of other repositories are left out; records
     /// written before jobs named their repository are shown to every configuration.
     pub fn jobs(&self) -> Vec<JobRecord> {
@@ -235,6 +239,15 @@ impl History {
             p.latest.insert(r.id.clone(), r);
         }
         p.offset += complete as u64;
+        // Only the newest are kept in memory: a daemon that ran a job every few seconds for
+        // a year must not hold every record (the soak of issue 28 grew by them). The file
+        // keeps them all.
+        if p.order.len() > KEPT_IN_MEMORY {
+            let gone = p.order.len() - KEPT_IN_MEMORY;
+            for id in p.order.drain(..gone).collect::<Vec<_>>() {
+                p.latest.remove(&id);
+            }
+        }
         p.order
             .iter()
             .filter_map(|id| p.latest.get(id))
@@ -254,6 +267,29 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A long-running daemon keeps only the newest jobs in memory, however many it ran.
+    #[test]
+    fn only_the_newest_jobs_are_kept_in_memory() {
+        let d = tempfile::tempdir().expect("tmp");
+        let h = History::new(d.path(), "file:///r");
+        for i in 0..(KEPT_IN_MEMORY + 25) {
+            let r = h.record(&format!("j{i:05}"), "backup", Some("s"));
+            h.finish(r, JobStatus::Completed, None);
+            if i % 1000 == 0 {
+                h.jobs();
+            }
+        }
+        let jobs = h.jobs();
+        assert_eq!(jobs.len(), KEPT_IN_MEMORY);
+        assert_eq!(jobs[0].id, "j00025");
+        assert_eq!(
+            jobs.last().map(|j| j.id.as_str()),
+            Some(format!("j{:05}", KEPT_IN_MEMORY + 24).as_str())
+        );
+        let p = h.parsed.lock().expect("lock");
+        assert_eq!(p.latest.len(), KEPT_IN_MEMORY);
+    }
 
     #[test]
     fn latest_state_wins_and_dead_running_jobs_are_interrupted() {
