@@ -214,6 +214,89 @@ pub struct Applied {
     pub transactions: usize,
     pub changes: usize,
     pub last_commit: Option<DateTime<Utc>>,
+    /// Tables whose row count was checked against the dump's facts carried through the
+    /// applied changes.
+    pub checked: usize,
+}
+
+/// Row counts the result must have: the dump's facts, carried through every applied change
+/// (an insert adds a row, a delete takes one, a truncate empties the table). Only tables a
+/// change touched are kept: the restore itself checked the others against the dump's facts.
+#[derive(Debug, Default)]
+struct Counts {
+    dump: BTreeMap<(String, String), i64>,
+    touched: BTreeMap<(String, String), i64>,
+}
+
+impl Counts {
+    fn new(tables: &[crate::pg::archive::TableFacts]) -> Self {
+        Counts {
+            dump: tables
+                .iter()
+                .map(|t| ((t.schema.clone(), t.name.clone()), t.rows as i64))
+                .collect(),
+            touched: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, r: &Relation, delta: i64, empty_first: bool) {
+        let k = (r.namespace.clone(), r.name.clone());
+        let start = self.dump.get(&k).copied().unwrap_or(0);
+        let n = self.touched.entry(k).or_insert(start);
+        if empty_first {
+            *n = 0;
+        }
+        *n += delta;
+    }
+
+    fn count(&mut self, m: &Message, relations: &BTreeMap<u32, Relation>) {
+        match m {
+            Message::Insert { relation, .. } => {
+                if let Some(r) = relations.get(relation) {
+                    self.add(r, 1, false);
+                }
+            }
+            Message::Delete { relation, .. } => {
+                if let Some(r) = relations.get(relation) {
+                    self.add(r, -1, false);
+                }
+            }
+            Message::Truncate { relations: rs, .. } => {
+                for r in rs.iter().filter_map(|o| relations.get(o)) {
+                    self.add(r, 0, true);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Compare with the target; the number of tables checked, or what differs.
+    async fn check(&self, pg: &tokio_postgres::Client) -> Result<usize> {
+        let mut wrong = vec![];
+        for ((schema, name), want) in &self.touched {
+            let t = format!("{}.{}", quote_ident(schema), quote_ident(name));
+            let got: i64 = pg
+                .query_one(&format!("SELECT count(*) FROM ONLY {t}"), &[])
+                .await
+                .map_err(|e| {
+                    Error::Postgres(format!(
+                        "counting the rows of {t}: {}",
+                        client::describe(&e)
+                    ))
+                })?
+                .get(0);
+            if got != *want {
+                wrong.push(format!("{t} has {got} rows where {want} were expected"));
+            }
+        }
+        if !wrong.is_empty() {
+            return Err(Error::Damage(format!(
+                "the point in time does not hold what capture recorded (the dump's row counts carried through the changes applied): {}",
+                wrong.join("; ")
+            )));
+        }
+        Ok(self.touched.len())
+    }
 }
 
 /// Apply the plan's transactions to the restored database `pg`.
@@ -245,6 +328,7 @@ pub async fn apply(
     let mut grouped = 0usize;
     // The sequence values of the last segment a transaction was applied from.
     let mut sequences: Vec<(String, i64)> = vec![];
+    let mut counts = Counts::new(&plan.dump.facts.tables);
     for key in &plan.segments {
         let seg = capture::read(repo, key).await?;
         let seg_sequences = seg.head.sequences.clone();
@@ -271,6 +355,7 @@ pub async fn apply(
                                 .map_err(|e| pgerr("committing applied transactions", e))?;
                         }
                         set_sequences(pg, &sequences).await?;
+                        done.checked = counts.check(pg).await?;
                         return Ok(done);
                     }
                     let in_dump = snapshot.holds(xid).ok_or_else(|| {
@@ -287,6 +372,7 @@ pub async fn apply(
                         }
                         for c in &txn {
                             apply_change(pg, c, &relations, &mut types, &mut statements).await?;
+                            counts.count(c, &relations);
                             done.changes += 1;
                         }
                         grouped += 1;
@@ -313,6 +399,7 @@ pub async fn apply(
             .map_err(|e| pgerr("committing applied transactions", e))?;
     }
     set_sequences(pg, &sequences).await?;
+    done.checked = counts.check(pg).await?;
     Ok(done)
 }
 
@@ -579,4 +666,73 @@ async fn apply_change(
         _ => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::archive::TableFacts;
+    use crate::pg::pgoutput::OldKind;
+
+    /// The row counts a point in time must have: the dump's, carried through the applied
+    /// inserts, deletes and truncates; tables no change touched are left to the restore's own
+    /// check.
+    #[test]
+    fn row_counts_are_carried_from_the_dump_through_the_changes() {
+        let facts = |name: &str, rows: u64| TableFacts {
+            schema: "public".into(),
+            name: name.into(),
+            rows,
+            digest: String::new(),
+            columns: String::new(),
+        };
+        let mut c = Counts::new(&[facts("guests", 20), facts("vendors", 3), facts("rsvp", 7)]);
+        let rel = |oid: u32, name: &str| Relation {
+            oid,
+            namespace: "public".into(),
+            name: name.into(),
+            replica_identity: b'd',
+            columns: vec![],
+        };
+        let relations: BTreeMap<u32, Relation> = [
+            (1, rel(1, "guests")),
+            (2, rel(2, "vendors")),
+            (3, rel(3, "later")),
+        ]
+        .into_iter()
+        .collect();
+        let insert = |relation| Message::Insert {
+            relation,
+            new: vec![],
+        };
+        let delete = |relation| Message::Delete {
+            relation,
+            old: (OldKind::Key, vec![]),
+        };
+        for m in [
+            insert(1),
+            insert(1),
+            delete(1),
+            Message::Update {
+                relation: 1,
+                old: None,
+                new: vec![],
+            },
+            delete(2),
+            Message::Truncate {
+                options: 0,
+                relations: vec![2],
+            },
+            insert(2),
+            insert(3),
+        ] {
+            c.count(&m, &relations);
+        }
+        let got: Vec<_> = c
+            .touched
+            .iter()
+            .map(|((_, n), v)| (n.as_str(), *v))
+            .collect();
+        assert_eq!(got, [("guests", 21), ("later", 1), ("vendors", 1)]);
+    }
 }

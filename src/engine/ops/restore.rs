@@ -47,12 +47,17 @@ pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {
     let pitr = match req.at {
         None => None,
         Some(at) => {
-            if !req.create || req.selection.is_some() || req.clean {
+            // Whole: into a new database, an empty one, or one whose objects the user typed
+            // its name to replace (a new project of the backup's provider, as a restore of a
+            // backup does); never in part, since the changes after the dump touch any table.
+            if req.selection.is_some() {
                 return Err(Error::Field {
-                    field: "create",
+                    field: "tables",
                     message: format!(
-                        "is needed: a point-in-time restore makes a new database, whole (not with {}, {}, {} or {})",
+                        "cannot go with a point in time: it restores the whole database, into a new one ({}), an empty one, or one it replaces ({} {}) (not with {}, {} or {})",
+                        field("create", None),
                         field("clean", None),
+                        field("confirm", Some("DBNAME")),
                         field("tables", None),
                         field("schemas", None),
                         field("exclude_schemas", None)
@@ -98,16 +103,29 @@ pub(super) async fn run(ctx: &JobCtx, req: &RestoreRequest) -> Result<Done> {
     let mut applied_note = None;
     if let Some(p) = &pitr {
         let mut pg = crate::pg::client::connect(target).await?;
-        let a = crate::core::pitr::apply(&repo, p, &mut pg).await?;
+        let a = match crate::core::pitr::apply(&repo, p, &mut pg).await {
+            Ok(a) => a,
+            // A database this job made is dropped by its cleanup; one that was there holds
+            // the backup and part of the changes: say so.
+            Err(e) if !o.created => {
+                return Err(Error::Other(format!(
+                    "{e}\n  {} now holds backup {} and only part of the changes after it: restore again into a new or empty database",
+                    target.display(),
+                    p.dump.id
+                )))
+            }
+            Err(e) => return Err(e),
+        };
         applied_note = Some(format!(
-            "point in time {}: backup {} and {} captured transaction(s) after it ({} change(s)), the last committed at {}",
+            "point in time {}: backup {} and {} captured transaction(s) after it ({} change(s)), the last committed at {}; checked: {} changed table(s) hold the rows the dump's facts and the changes say",
             p.until.format("%Y-%m-%d %H:%M:%S UTC"),
             p.dump.id,
             a.transactions,
             a.changes,
             a.last_commit
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
-                .unwrap_or_else(|| "— (none after the dump)".into())
+                .unwrap_or_else(|| "— (none after the dump)".into()),
+            a.checked
         ));
     }
     // The restored database is meant to stay (only once whole: a point in time failed
