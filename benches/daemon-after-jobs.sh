@@ -48,8 +48,8 @@ run() {
     local job
     job=$(api -X POST "http://localhost$1" -d "$2" | python3 -c 'import json, sys; print(json.load(sys.stdin)["job"])')
     while :; do
-        st=$(api "http://localhost/v1/jobs/$job" | python3 -c 'import json, sys; print(json.load(sys.stdin)["status"])')
-        [[ $st == running || $st == queued ]] || break
+        st=$(api "http://localhost/v1/jobs/$job" | python3 -c 'import json, sys; j = json.load(sys.stdin); print("running" if j["live"] else (j["record"] or {}).get("status", "running"))')
+        [[ $st == running ]] || break
         sleep 0.5
     done
     echo "$st"
@@ -65,3 +65,7 @@ sleep 10
 echo "idle 10 s after:     RssAnon $(mib RssAnon) MiB"
 sleep 50
 echo "idle 60 s after:     RssAnon $(mib RssAnon) MiB, VmRSS $(mib VmRSS) MiB"
+if [[ -n ${SMAPS:-} ]]; then
+    echo "largest anonymous regions (kB):"
+    awk '/^[0-9a-f]+-[0-9a-f]+ / { r = $1 " " $6 } /^Anonymous:/ { if ($2 > 1024) print $2, r }' "/proc/$DAEMON/smaps" | sort -rn | head -12
+fi

@@ -4,6 +4,7 @@
 //! job's outcome to the exit code (`main.rs` turns the error's kind into it).
 
 pub mod render;
+pub mod tables;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -428,7 +429,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             if *as_json {
                 return out(&json(&present::show_json(&m, recs))?);
             }
-            out(&present::show_text(&m, recs))
+            out(&tables::show_text(&m, recs))
         }
         Command::Restore {
             id,
@@ -535,7 +536,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             if *as_json {
                 out(&json(&reports)?)?;
             } else {
-                out(&present::drills_table(&reports))?;
+                out(&tables::drills_table(&reports))?;
             }
             for (k, why) in &bad {
                 eprintln!("unreadable drill report {k}: {why}");
@@ -554,14 +555,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             if *as_json {
                 return out(&json(&st)?);
             }
-            out(&present::status_table(&st))
+            out(&tables::status_table(&st))
         }
         Command::Jobs { json: as_json } => {
             let jobs = Engine::new(load_config(&cli)?).history();
             if *as_json {
                 return out(&json(&jobs)?);
             }
-            out(&present::jobs_table(&jobs))
+            out(&tables::jobs_table(&jobs))
         }
         Command::Token {
             command: TokenCommand::New { name, role },
@@ -766,7 +767,7 @@ async fn list(e: &Engine, source: Option<&str>, as_json: bool) -> Result<()> {
     if as_json {
         out(&json(&rows)?)?;
     } else {
-        out(&present::list_table(&rows))?;
+        out(&tables::list_table(&rows))?;
     }
     if bad.is_empty() {
         return Ok(());
@@ -900,7 +901,7 @@ async fn prune(e: &Engine, dry_run: bool, as_json: bool) -> Result<()> {
     if as_json {
         out(&json(r)?)?;
     } else {
-        out(&present::prune_text(r))?;
+        out(&tables::prune_text(r))?;
     }
     match o.exit_code {
         0 => Ok(()),
@@ -953,7 +954,7 @@ fn audit_show(log: &AuditLog, since: Option<&str>, as_json: bool) -> Result<()> 
     if as_json {
         return out(&json(&lines)?);
     }
-    out(&present::audit_table(&lines))
+    out(&tables::audit_table(&lines))
 }
 
 fn audit_verify(log: &AuditLog) -> Result<()> {

@@ -98,6 +98,13 @@ impl Pool {
         Vec::with_capacity(capacity.next_power_of_two())
     }
 
+    /// Free every kept buffer.
+    fn clear(&self) {
+        if let Ok(mut k) = self.kept.lock() {
+            *k = (Vec::new(), 0);
+        }
+    }
+
     /// Keep `v` for reuse if there is room.
     pub(crate) fn give(&self, mut v: Vec<u8>) {
         if v.capacity() == 0 {
@@ -117,6 +124,14 @@ impl Pool {
 static CHUNK_BUFS: Pool = Pool::new(8 << 20);
 /// Buffers of pack reads (spans, at most [`SPAN_MAX`] each unless one chunk is larger).
 static SPAN_BUFS: Pool = Pool::new(8 << 20);
+
+/// Give the pools' buffers back (up to 16 MiB): a job that read chunks has ended, and a
+/// daemon should not hold them while it waits for the next (a restore refills them in its
+/// first milliseconds).
+pub fn release_buffers() {
+    CHUNK_BUFS.clear();
+    SPAN_BUFS.clear();
+}
 
 /// A decoded chunk's plaintext; its buffer returns to the pool when dropped.
 pub struct Plain(Vec<u8>);

@@ -586,6 +586,8 @@ impl Runner {
 
     async fn finish(&self, outcome: JobOutcome, record: Option<JobRecord>) {
         let inner = &self.engine.0;
+        // Buffers kept for reading chunks go back while nothing reads them.
+        crate::core::chunks::release_buffers();
         if let (Some(log), Some(r)) = (&inner.audit, &record) {
             // The audit is the runner's: every recorded job, whatever face started it.
             let entry = job_entry(&self.actor, &self.command(), r, &outcome);
