@@ -21,18 +21,15 @@ PG=/usr/lib/postgresql/${PG_MAJOR:-15}/bin
 T=$(mktemp -d /tmp/keepsake-daemon-mem.XXXX)
 chown postgres "$T"
 DAEMON=
+. "$ROOT/benches/throwaway-pg.sh"
 stop() {
     [[ -n $DAEMON ]] && kill "$DAEMON" 2>/dev/null && wait "$DAEMON" 2>/dev/null || true
-    runuser -u postgres -- "$PG/pg_ctl" -D "$T/data" -m immediate stop >/dev/null 2>&1 || true
+    pg_kill
     rm -rf "$T"
 }
 trap stop EXIT
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-head -c 24 /dev/urandom | base64 > "$T/pw"
-chown postgres "$T/pw"
-runuser -u postgres -- "$PG/initdb" -D "$T/data" -U postgres --pwfile="$T/pw" -A scram-sha-256 >/dev/null
-runuser -u postgres -- "$PG/pg_ctl" -D "$T/data" -w \
-    -o "-p $PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$T" start >/dev/null
+pg_init
+pg_start
 sed -e "s#url = \"postgres://[^\"]*\"#url = \"postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable\"#" \
     -e "s#password = \"file:[^\"]*\"#password = \"file:$T/pw\"#" "$W/hyperfine.toml" > "$T/keepsake.toml"
 printf '\n[verification]\nscratch_url = "postgres://postgres@127.0.0.1:%s/postgres?sslmode=disable"\nscratch_password = "file:%s"\n\n[daemon]\nstate_dir = "%s/state"\n\n[api]\nsocket = "%s/k.sock"\n' \

@@ -27,24 +27,16 @@ T=$(mktemp -d /tmp/keepsake-soak.XXXX)
 chown postgres "$T"
 DAEMON=
 HOOK=
+. "$ROOT/benches/throwaway-pg.sh"
 stop() {
     [[ -n $DAEMON ]] && kill "$DAEMON" 2>/dev/null && wait "$DAEMON" 2>/dev/null || true
     [[ -n $HOOK ]] && kill "$HOOK" 2>/dev/null || true
-    runuser -u postgres -- "$PG/pg_ctl" -D "$T/data" -m immediate stop >/dev/null 2>&1 || true
+    pg_kill
     rm -rf "$T"
 }
 trap stop EXIT
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-PORT=$(free_port)
+pg_init
 HOOK_PORT=$(free_port)
-head -c 24 /dev/urandom | base64 > "$T/pw"
-chown postgres "$T/pw"
-runuser -u postgres -- "$PG/initdb" -D "$T/data" -U postgres --pwfile="$T/pw" -A scram-sha-256 >/dev/null
-pg_start() {
-    runuser -u postgres -- "$PG/pg_ctl" -D "$T/data" -w -l "$T/pg.log" -o "-p $PORT \
-        -c listen_addresses=127.0.0.1 -c unix_socket_directories=$T" start >/dev/null
-}
-pg_stop() { runuser -u postgres -- "$PG/pg_ctl" -D "$T/data" -m fast -w stop >/dev/null; }
 pg_start
 export PGPASSWORD=$(cat "$T/pw") PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres
 "$PG/psql" -X -q -d postgres -c "CREATE DATABASE soak"
