@@ -68,7 +68,7 @@ state_dir = "$T/state"
 EOF
 K() { "$BIN" --config "$T/keepsake.toml" "$@"; }
 K init >/dev/null
-"$BIN" --config "$T/keepsake.toml" --daemon > "$T/daemon.log" 2>&1 &
+env -u PGPASSWORD "$BIN" --config "$T/keepsake.toml" --daemon > "$T/daemon.log" 2>&1 &
 DAEMON=$!
 for _ in $(seq 1 300); do
     [[ -n $(psql -d bench -c "SELECT 1 FROM pg_replication_slots") ]] && break

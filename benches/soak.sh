@@ -86,7 +86,8 @@ state_dir = "$T/state"
 EOF
 K() { "$BIN" --config "$T/keepsake.toml" "$@"; }
 K init >/dev/null
-"$BIN" --config "$T/keepsake.toml" --daemon > "$T/daemon.log" 2>&1 &
+# The daemon reads its password from its own file, never from psql's PGPASSWORD.
+env -u PGPASSWORD "$BIN" --config "$T/keepsake.toml" --daemon > "$T/daemon.log" 2>&1 &
 DAEMON=$!
 field() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$DAEMON/status"; }
 : > "$T/samples.csv"

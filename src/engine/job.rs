@@ -288,6 +288,9 @@ pub(super) fn prepare(
     };
     let (ptx, prx) = watch::channel(None);
     let (dtx, drx) = watch::channel(None);
+    // A lock no job holds any more goes: keys name backups (`verify/<id>`), so a daemon that
+    // verifies every backup it makes would otherwise keep one per backup it ever made.
+    t.locks.retain(|_, l| Arc::strong_count(l) > 1);
     let lock = key.as_ref().map(|k| {
         t.locks
             .entry(k.clone())
