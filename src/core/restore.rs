@@ -507,7 +507,7 @@ async fn check_target(
             return Err(Error::Field {
                 field: "create",
                 message: format!(
-                    "cannot make \"{db}\": that target database already exists; drop {} to restore into it (it must be empty, or add {} {})",
+                    "cannot make \"{db}\": that target database already exists; restore into it without {} (it must be empty), or replace its objects with {} {}",
                     field("create", None),
                     field("clean", None),
                     field("confirm", Some(db))

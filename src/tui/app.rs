@@ -1422,7 +1422,7 @@ impl App {
 /// A reference to a restore or delete request's field as this console's dialogs name it.
 fn field_words(field: &str, value: Option<&str>) -> String {
     let words = match field {
-        "create" => "a new database",
+        "create" => "\"a new database\"",
         "clean" => "\"replace its objects\"",
         "confirm" => "its name typed again",
         "tables" => "a choice of tables",
@@ -1443,9 +1443,16 @@ fn field_words(field: &str, value: Option<&str>) -> String {
 /// it names, in the dialogs' words.
 fn in_words(o: &crate::engine::JobOutcome) -> String {
     let e = o.error_in(field_words).unwrap_or_default();
+    // "is needed: …" reads as a sentence about the field; other messages stand alone.
     match o.error_field.as_deref() {
-        Some(f) => format!("{} {e}", field_words(f, None)),
-        None => e,
+        Some(f)
+            if ["is needed", "must ", "needs "]
+                .iter()
+                .any(|p| e.starts_with(p)) =>
+        {
+            format!("{} {e}", field_words(f, None))
+        }
+        _ => e,
     }
 }
 
