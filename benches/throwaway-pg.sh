@@ -13,8 +13,9 @@ pg_init() {
     runuser -u postgres -- "$PG/initdb" -D "$T/data" -U postgres --pwfile="$T/pw" -A scram-sha-256 >/dev/null
 }
 
+# The server never inherits a PGPASSWORD the script exported for psql.
 pg_start() {
-    runuser -u postgres -- "$PG/pg_ctl" -D "$T/data" -w -l "$T/pg.log" -o "-p $PORT \
+    env -u PGPASSWORD runuser -u postgres -- "$PG/pg_ctl" -D "$T/data" -w -l "$T/pg.log" -o "-p $PORT \
         -c listen_addresses=127.0.0.1 -c unix_socket_directories=$T $*" start >/dev/null
 }
 
