@@ -690,13 +690,7 @@ fn capture_runs_as_supabases_postgres_role() {
     };
     let want = digest(&env.cluster, "app", false);
     let project = crate::supabase::supabase("postgres", false);
-    let pw = env.dir.path().join("project-password");
-    std::fs::write(&pw, project.password.expose()).expect("password file");
-    let target = format!(
-        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-        project.port
-    );
-    let pw = format!("file:{}", pw.display());
+    let (target, pw) = crate::supabase::target_on(&env, &project, "postgres");
     // Until the capture reaches that time (before, the restore is refused with the range
     // that can be restored, exit 2, having touched nothing).
     let t = std::time::Instant::now();

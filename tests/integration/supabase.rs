@@ -49,6 +49,20 @@ pub fn supabase(db: &str, app: bool) -> TempCluster {
 }
 
 /// Point `[verification]` of `env` at `scratch` (as `user`, with the cluster's password).
+/// A URL for database `db` of cluster `c` as its `postgres`, and its password as a
+/// `file:` reference (written into `env`'s directory): a restore target on another server.
+pub fn target_on(env: &Env, c: &TempCluster, db: &str) -> (String, String) {
+    let pw = env.dir.path().join(format!("password-{}", c.port));
+    std::fs::write(&pw, c.password.expose()).expect("password file");
+    (
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            c.port
+        ),
+        format!("file:{}", pw.display()),
+    )
+}
+
 fn use_scratch(env: &Env, scratch: &TempCluster, user: &str) {
     let pw = env.dir.path().join(format!("scratch-{user}-password"));
     std::fs::write(&pw, scratch.password.expose()).expect("password file");
@@ -257,13 +271,7 @@ fn the_plain_postgresql_recipe_keeps_every_app_table_and_names_each_removed_refe
         "postgres",
         "CREATE ROLE anon NOLOGIN; CREATE ROLE authenticated NOLOGIN; CREATE ROLE service_role NOLOGIN",
     );
-    let pw = env.dir.path().join("plain-password");
-    std::fs::write(&pw, plain.password.expose()).expect("password file");
-    let target = format!(
-        "postgres://postgres@127.0.0.1:{}/app?sslmode=disable",
-        plain.port
-    );
-    let pw = format!("file:{}", pw.display());
+    let (target, pw) = target_on(&env, &plain, "app");
     let r = env.keepsake(&[
         "restore",
         &id,
@@ -375,13 +383,7 @@ fn a_supabase_backup_restores_into_a_new_project_of_the_same_provider() {
         "SELECT count(*) FROM storage.buckets",
     );
     assert_eq!(migrations, "0", "a new project");
-    let pw = env.dir.path().join("project-password");
-    std::fs::write(&pw, project.password.expose()).expect("password file");
-    let pw = format!("file:{}", pw.display());
-    let target = format!(
-        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-        project.port
-    );
+    let (target, pw) = target_on(&env, &project, "postgres");
     let restore = || {
         env.keepsake(&[
             "restore",
